@@ -1,0 +1,40 @@
+"""Apache Airflow provider for PostgreSQL foreign data wrappers (postgres_fdw)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+PACKAGE_NAME = "airflow-provider-fdw"
+INTEGRATION = "PostgreSQL Foreign Data Wrappers"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+    from airflow_provider_fdw.connection import CONN_TYPE, UI_FIELD_BEHAVIOUR, conn_fields
+
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "PostgreSQL Foreign Data Wrappers (postgres_fdw)",
+        "description": "Create postgres_fdw servers and user mappings from Airflow connections, import "
+        "foreign schemas, bulk-copy tables, refresh materialized views and wait for replication.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://www.postgresql.org/docs/current/postgres-fdw.html",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.hooks.fdw"]}],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_fdw.hooks.fdw.FdwHook",
+                "hook-name": "Postgres FDW remote server",
+                "connection-type": CONN_TYPE,
+                "conn-fields": conn_fields(),
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+    }

@@ -1,0 +1,439 @@
+"""FdwHook: the postgres_fdw objects of a LOCAL database, built from a REMOTE ``postgres_fdw`` connection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.connection import (
+    CONN_TYPE,
+    RemoteServer,
+    remote_server_from_connection,
+    render_option_value,
+    validate_server_options,
+)
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.names import check_identifier, check_identifiers, check_role
+
+IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
+INSUFFICIENT_PRIVILEGE = "42501"
+DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
+
+
+class FdwHook(PostgresHook):
+    """Manage postgres_fdw servers, user mappings and foreign tables in the LOCAL database.
+
+    The LOCAL database (where the FDW objects live) is an ordinary ``postgres`` connection and is
+    what every inherited ``PostgresHook`` method (``get_conn``, ``run``, ``get_records``) talks to.
+    The REMOTE database is a ``postgres_fdw`` connection: its host/port/database and FDW fields become
+    server options, its login/password the user mapping. Every method is idempotent: running it
+    again converges to the same state and never fails because an object already exists.
+
+    The hook keeps one local session for its lifetime (``postgres_fdw`` caches remote connections
+    per session, which :meth:`get_connections` and :meth:`disconnect` act on); use it as a context
+    manager or call :meth:`close`.
+
+    :param fdw_conn_id: the ``postgres_fdw`` connection of the remote server.
+    :param postgres_conn_id: the ``postgres`` connection of the local database.
+    """
+
+    conn_name_attr = "fdw_conn_id"
+    default_conn_name = "postgres_fdw_default"
+    conn_type = CONN_TYPE
+    hook_name = "Postgres FDW remote server"
+
+    def __init__(
+        self,
+        fdw_conn_id: str | None = None,
+        postgres_conn_id: str = PostgresHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        kwargs["fdw_conn_id"] = fdw_conn_id or self.default_conn_name
+        super().__init__(**kwargs)
+        self.fdw_conn_id: str = kwargs["fdw_conn_id"]
+        self.postgres_conn_id = postgres_conn_id
+        self._session: LocalSession | None = None
+
+    # The inherited DbApiHook machinery connects to get_conn_id(): make that the LOCAL database.
+    def get_conn_id(self) -> str:
+        return self.postgres_conn_id
+
+    @cached_property
+    def remote(self) -> RemoteServer:
+        """The validated remote connection (raises :class:`FdwConfigError` on a bad field)."""
+        remote = remote_server_from_connection(self.get_connection(self.fdw_conn_id))
+        if remote.password:
+            mask_secret(remote.password)
+        return remote
+
+    @property
+    def session(self) -> LocalSession:
+        if self._session is None:
+            secrets = [self.remote.password] if self._remote_loaded() else []
+            self._session = LocalSession(self.get_conn(), self.log, secrets)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> FdwHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- extension ---------------------------------------------------------------------------
+
+    def ensure_extension(self) -> bool:
+        """``CREATE EXTENSION IF NOT EXISTS postgres_fdw``; returns True when it was created now."""
+        s = self.session
+        with s.transaction():
+            installed, available = s.fetchone(
+                "check extension", q.EXTENSION_AVAILABLE_QUERY, (q.FDW_NAME, q.FDW_NAME)
+            ) or (None, False)
+            if installed:
+                return False
+            if not available:
+                raise FdwError(
+                    "postgres_fdw is not available on the local PostgreSQL server: install the "
+                    "server's contrib package (Debian: postgresql-contrib) on that host.",
+                    step="ensure extension",
+                )
+            try:
+                s.execute("ensure extension", q.create_extension())
+            except FdwError as exc:
+                if exc.sqlstate == INSUFFICIENT_PRIVILEGE:
+                    raise FdwError(
+                        f"The local role may not create extension postgres_fdw ({exc}). Ask a superuser "
+                        "to run CREATE EXTENSION postgres_fdw and GRANT USAGE ON FOREIGN DATA WRAPPER "
+                        "postgres_fdw TO your role.",
+                        step="ensure extension",
+                        sqlstate=exc.sqlstate,
+                    ) from None
+                raise
+        return True
+
+    # -- server ------------------------------------------------------------------------------
+
+    def server_options(self, options: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The options the server should have: the connection's, overridden by ``options``."""
+        desired = dict(self.remote.server_options)
+        if options:
+            checked = validate_server_options(options, "options")
+            desired.update({k: render_option_value(v) for k, v in checked.items()})
+        return desired
+
+    def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
+        """Create the foreign server, or converge an existing one's options to the connection's.
+
+        :return: whether anything changed.
+        """
+        check_identifier(server_name, "server_name")
+        desired = self.server_options(options)
+        s = self.session
+        with s.transaction():
+            self._lock(s, "server", server_name)
+            row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,))
+            if row is None:
+                s.execute(f"create server {server_name!r}", q.create_server(server_name, desired))
+                return True
+            current_options, wrapper = row
+            if wrapper != q.FDW_NAME:
+                raise FdwError(
+                    f"Server {server_name!r} exists but uses foreign-data wrapper {wrapper!r}, "
+                    "not postgres_fdw.",
+                    step="read server",
+                )
+            statement = q.alter_server(server_name, parse_options(current_options), desired)
+            if statement is None:
+                return False
+            s.execute(f"converge server {server_name!r}", statement)
+        return True
+
+    def drop_server(self, server_name: str, cascade: bool = False) -> bool:
+        """``DROP SERVER IF EXISTS`` (with its user mappings and, with ``cascade``, foreign tables).
+
+        :return: whether the server existed.
+        """
+        check_identifier(server_name, "server_name")
+        s = self.session
+        with s.transaction():
+            existed = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,)) is not None
+            try:
+                s.execute(f"drop server {server_name!r}", q.drop_server(server_name, cascade))
+            except FdwError as exc:
+                if exc.sqlstate == DEPENDENT_OBJECTS_STILL_EXIST:
+                    raise FdwError(
+                        f"Server {server_name!r} still has foreign tables; drop them first or pass "
+                        "cascade=True.",
+                        step="drop server",
+                        sqlstate=exc.sqlstate,
+                    ) from None
+                raise
+        return existed
+
+    # -- user mapping ------------------------------------------------------------------------
+
+    def create_user_mapping(self, server_name: str, local_user: str = "CURRENT_USER") -> bool:
+        """Create the user mapping from the connection's login/password, or update it (rotation).
+
+        ``local_user`` is CURRENT_USER, PUBLIC (any keyword CREATE USER MAPPING accepts) or a role name.
+        Options other than ``user``/``password`` that a DBA set by hand (``password_required``,
+        ``sslcert`` …) are left as they are.
+
+        :return: whether anything changed.
+        """
+        check_identifier(server_name, "server_name")
+        role = check_role(local_user)
+        managed = self.remote.user_mapping_options()
+        s = self.session
+        s.secrets.update(v for k, v in managed.items() if k == "password")
+        step = f"user mapping for {role} on server {server_name!r}"
+        with s.transaction():
+            self._lock(s, "server", server_name)
+            is_public = role == "PUBLIC"
+            (role_name,) = s.fetchone("resolve role", q.ROLE_NAME_QUERY, (role, role)) or (role,)
+            row = s.fetchone("read user mapping", q.USER_MAPPING_QUERY, (server_name, is_public, role_name))
+            if row is None:
+                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                return True
+            current_raw, _ = row
+            if current_raw is None:
+                # Options are hidden from us (mapping of another role on a server we own): recreate.
+                s.execute(
+                    f"drop {step}",
+                    q.sql.SQL("DROP USER MAPPING FOR {} SERVER {}").format(
+                        q.role_spec(role), q.sql.Identifier(server_name)
+                    ),
+                )
+                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                return True
+            current = parse_options(current_raw)
+            desired = {k: v for k, v in current.items() if k not in ("user", "password")} | managed
+            statement = q.alter_user_mapping(server_name, role, current, desired)
+            if statement is None:
+                return False
+            s.execute(f"update {step}", statement)
+        return True
+
+    # -- foreign tables ----------------------------------------------------------------------
+
+    def import_foreign_schema(
+        self,
+        server_name: str,
+        remote_schema: str,
+        local_schema: str,
+        limit_to: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        import_options: Mapping[str, Any] | None = None,
+        replace: bool = True,
+    ) -> list[str]:
+        """Import the remote schema's tables as foreign tables into ``local_schema`` (created if needed).
+
+        With ``replace`` the foreign tables this server previously imported from ``remote_schema``
+        (within the same LIMIT TO / EXCEPT selection) are dropped and re-imported in ONE transaction:
+        concurrent queries wait for the commit and then see the new definitions, never a missing
+        table. Without ``replace`` only tables not yet present are imported.
+
+        :return: the names of the foreign tables now in ``local_schema`` for that selection.
+        """
+        check_identifier(server_name, "server_name")
+        check_identifier(remote_schema, "remote_schema")
+        check_identifier(local_schema, "local_schema")
+        limit_to = check_identifiers(limit_to, "limit_to")
+        exclude = check_identifiers(exclude, "exclude")
+        if limit_to and exclude:
+            raise FdwConfigError(
+                "Pass either limit_to or exclude, not both (IMPORT FOREIGN SCHEMA takes one)."
+            )
+        options = check_import_options(import_options)
+        s = self.session
+        with s.transaction():
+            self._lock(s, "schema", local_schema)
+            s.execute(f"create schema {local_schema!r}", q.create_schema(local_schema))
+            previous = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
+            import_limit, import_exclude = limit_to, exclude
+            if replace and previous:
+                s.execute(
+                    f"drop previous foreign tables in {local_schema!r}",
+                    q.drop_foreign_tables(local_schema, previous),
+                )
+            elif previous:  # keep what is there, import only the rest
+                if limit_to:
+                    import_limit = [t for t in limit_to if t not in previous]
+                else:
+                    import_exclude = sorted(set(exclude or ()) | set(previous))
+            if import_limit is None or import_limit:
+                s.execute(
+                    f"import foreign schema {remote_schema!r} from server {server_name!r}",
+                    q.import_foreign_schema(
+                        server_name, remote_schema, local_schema, import_limit, import_exclude, options
+                    ),
+                )
+            tables = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
+        self.log.info("Foreign tables in %r from %r: %s", local_schema, remote_schema, ", ".join(tables))
+        return tables
+
+    def list_foreign_tables(self, local_schema: str) -> list[dict[str, str]]:
+        """Foreign tables in ``local_schema``: name, server, remote schema and remote table."""
+        check_identifier(local_schema, "local_schema")
+        s = self.session
+        with s.transaction():
+            rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
+        return [
+            {
+                "table": name,
+                "server": server,
+                "remote_schema": rschema or local_schema,
+                "remote_table": rtable or name,
+            }
+            for name, server, rschema, rtable in rows
+        ]
+
+    # -- remote reachability -----------------------------------------------------------------
+
+    def check_remote(self, server_name: str) -> dict[str, Any]:
+        """Prove that the LOCAL server reaches the remote through the user mapping.
+
+        Drops this session's cached remote connection, then creates a session-local foreign table
+        over the remote ``pg_settings`` inside a transaction that is rolled back, and reads the
+        remote version through it: a new remote login with the mapping's current credentials.
+
+        :raises FdwError: with the remote server's message (wrong password, unreachable port …).
+        """
+        check_identifier(server_name, "server_name")
+        probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
+        s = self.session
+        try:
+            # A cached remote session would prove nothing about the current mapping: start afresh.
+            s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
+            s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
+            row = s.fetchone(
+                f"query server {server_name!r} through its user mapping", q.read_remote_probe(probe)
+            )
+        except FdwError as exc:
+            raise FdwError(
+                f"Server {server_name!r} is not reachable from the local database: {exc}",
+                step="check remote",
+                sqlstate=exc.sqlstate,
+            ) from None
+        finally:
+            s.rollback()
+        version, version_num = row or (None, None)
+        self.log.info("Server %r reached through its user mapping: PostgreSQL %s", server_name, version)
+        return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}
+
+    def get_connections(self) -> list[dict[str, Any]]:
+        """Remote connections postgres_fdw holds open in this hook's local session."""
+        s = self.session
+        with s.transaction():
+            rows = s.fetchall("get connections", q.CONNECTIONS_QUERY)
+        return [{"server_name": name, "valid": valid} for name, valid in rows]
+
+    def disconnect(self, server_name: str | None = None) -> bool:
+        """Close this session's remote connections to ``server_name`` (all servers when None).
+
+        :return: whether any connection was closed.
+        """
+        if server_name is not None:
+            check_identifier(server_name, "server_name")
+        s = self.session
+        with s.transaction():
+            row = s.fetchone("disconnect", q.disconnect(server_name))
+        return bool(row and row[0])
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Connection form's Test button: validate the FDW fields and log in to the remote as Airflow.
+
+        This proves the credentials and fields; whether the LOCAL server can reach the remote (its
+        network view may differ) is what :meth:`check_remote` and ``CreateForeignServerOperator`` prove.
+        """
+        secret = ""
+        try:
+            conn = self.get_connection(self.fdw_conn_id)
+            secret = conn.password or ""
+            remote = remote_server_from_connection(conn)
+            options = remote.server_options
+            connect_args = {
+                k: options[k]
+                for k in ("host", "port", "dbname", "sslmode", "connect_timeout")
+                if k in options
+            }
+            connect_args.setdefault("connect_timeout", "10")
+            raw = self._create_connection({**connect_args, "user": remote.user, "password": remote.password})
+            try:
+                with raw.cursor() as cur:
+                    cur.execute("SELECT current_setting('server_version'), current_user")
+                    version, user = cur.fetchone()
+            finally:
+                raw.close()
+        except FdwConfigError as exc:
+            return False, str(exc).replace(secret, "***") if secret else str(exc)
+        except DriverError as exc:
+            message = error_fields(exc)["message"]
+            return False, (message.replace(secret, "***") if secret else message)
+        return True, f"Connected to PostgreSQL {version} as {user}; FDW fields are valid."
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _remote_loaded(self) -> bool:
+        return "remote" in self.__dict__
+
+    @staticmethod
+    def _lock(s: LocalSession, kind: str, name: str) -> None:
+        """Serialise concurrent runs on the same object (two DAGs creating one server at once)."""
+        s.execute(
+            "lock",
+            q.sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                q.sql.Literal(f"airflow_provider_fdw:{kind}:{name}")
+            ),
+            quiet=True,
+        )
+
+    @staticmethod
+    def _selected_tables(
+        s: LocalSession,
+        server_name: str,
+        remote_schema: str,
+        local_schema: str,
+        limit_to: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+    ) -> list[str]:
+        rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
+        names = [
+            name
+            for name, server, rschema, _ in rows
+            if server == server_name and (rschema or local_schema) == remote_schema
+        ]
+        if limit_to:
+            return [n for n in names if n in limit_to]
+        if exclude:
+            return [n for n in names if n not in exclude]
+        return names
+
+
+def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
+    """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
+    return dict(item.split("=", 1) for item in raw or ())
+
+
+def check_import_options(options: Mapping[str, Any] | None) -> dict[str, str]:
+    if not options:
+        return {}
+    unknown = sorted(set(options) - IMPORT_OPTIONS)
+    if unknown:
+        raise FdwConfigError(
+            f"Unknown import option(s) {', '.join(unknown)}; "
+            f"postgres_fdw accepts {', '.join(sorted(IMPORT_OPTIONS))}."
+        )
+    return {k: render_option_value(v) for k, v in options.items()}

@@ -1,0 +1,85 @@
+"""One local database session: runs composed statements, logs them redacted, translates errors.
+
+Every statement the hooks run goes through :meth:`LocalSession.execute`, so there is one place where
+statements are logged (with secrets replaced by ``***``) and where driver errors become
+:class:`FdwError` naming the object and the step, never quoting the statement (a syntax error's
+``LINE 1: …`` context could otherwise echo a password).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.exceptions import FdwError
+
+
+class LocalSession:
+    """A connection to the LOCAL database plus the secrets that must never be logged."""
+
+    def __init__(self, conn: Any, log: logging.Logger | Any, secrets: Iterable[str] = ()) -> None:
+        self.conn = conn
+        self.log = log
+        self.secrets = {s for s in secrets if s}
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret.replace("'", "''"), "***").replace(secret, "***")
+        return text
+
+    def render(self, statement: Any) -> str:
+        return statement if isinstance(statement, str) else statement.as_string(self.conn)
+
+    def execute(self, step: str, statement: Any, params: Any = None, *, quiet: bool = False) -> Any:
+        """Run one statement; return the cursor (rows can be fetched from it)."""
+        cur = self.conn.cursor()
+        if not quiet:
+            self.log.info("%s: %s", step, self.redact(self.render(statement)))
+        try:
+            cur.execute(statement, params)
+        except DriverError as exc:
+            raise self.error(step, exc) from None
+        return cur
+
+    def fetchall(self, step: str, statement: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        return list(self.execute(step, statement, params, quiet=True).fetchall())
+
+    def fetchone(self, step: str, statement: Any, params: Any = None) -> tuple[Any, ...] | None:
+        return self.execute(step, statement, params, quiet=True).fetchone()
+
+    @contextmanager
+    def transaction(self) -> Iterator[LocalSession]:
+        """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises."""
+        try:
+            yield self
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            self.conn.commit()
+        except DriverError as exc:
+            self._rollback()
+            raise self.error("commit", exc) from None
+
+    def rollback(self) -> None:
+        self._rollback()
+
+    def error(self, step: str, exc: BaseException) -> FdwError:
+        fields = error_fields(exc)
+        message = f"{step} failed: {fields['message']}"
+        if fields["detail"]:
+            message += f" (detail: {fields['detail']})"
+        if fields["hint"]:
+            message += f" (hint: {fields['hint']})"
+        return FdwError(self.redact(message), step=step, sqlstate=fields["sqlstate"])
+
+    def close(self) -> None:
+        with suppress(DriverError):  # closing a broken connection must not mask the original error
+            self.conn.close()
+
+    def _rollback(self) -> None:
+        with suppress(DriverError):
+            self.conn.rollback()

@@ -1,0 +1,142 @@
+"""Test harness: a real "source" (remote) and "target" (local) PostgreSQL pair for the whole session.
+
+Backend: ``FDW_TEST_BACKEND=local`` (initdb/pg_ctl, the default when no Docker engine answers) or
+``docker`` (pytest-docker with tests/docker-compose.yml; chosen automatically when ``docker info``
+succeeds). Both give the same fixtures, so every test runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Airflow reads its configuration at import: point it at a throwaway home before anything imports it.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="fdw-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, True)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+from airflow_provider_fdw._driver import sql  # noqa: E402
+from airflow_provider_fdw.testing.pgcluster import (  # noqa: E402
+    Cluster,
+    Pair,
+    start_local_pair,
+    wait_until_ready,
+)
+from airflow_provider_fdw.testing.sample_data import (  # noqa: E402, F401 - re-exported for tests
+    READER,
+    READER_PASSWORD,
+    SOURCE_DB,
+    TARGET_DB,
+    fdw_connection,
+    install_sample_data,
+    postgres_connection,
+    set_airflow_connections,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _backend() -> str:
+    backend = os.environ.get("FDW_TEST_BACKEND", "auto")
+    if backend not in ("auto", "local", "docker"):
+        raise pytest.UsageError("FDW_TEST_BACKEND must be auto, local or docker")
+    if backend == "auto":
+        return "docker" if _docker_available() else "local"
+    return backend
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(REPO / "tests" / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def pg_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
+    """Both servers running, with the source database, the reader role and sample data in place."""
+    started = time.monotonic()
+    base: Path | None = None
+    # A CI time-out sends SIGTERM: turn it into KeyboardInterrupt so pytest still runs the teardown.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if _backend() == "docker":
+        services = request.getfixturevalue("docker_services")
+        ip = request.getfixturevalue("docker_ip")
+        pair = Pair(
+            source=Cluster("source", ip, services.port_for("source", 5432), fdw_host="source", fdw_port=5432),
+            target=Cluster("target", ip, services.port_for("target", 5432)),
+        )
+        for cluster in (pair.source, pair.target):
+            wait_until_ready(cluster)
+    else:
+        base = Path(tempfile.mkdtemp(prefix="fdw-pair-"))
+        pair = start_local_pair(base)
+    try:
+        install_sample_data(pair)
+        print(f"\n[harness] {_backend()} pair ready in {time.monotonic() - started:.2f}s")
+        yield pair
+    finally:
+        if base is not None:
+            for cluster in (pair.target, pair.source):
+                cluster.stop("immediate")
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+@pytest.fixture(scope="session")
+def airflow_connections(pg_pair: Pair) -> Pair:
+    """``postgres_default`` = the target (local) database, ``fdw_source`` = the remote source."""
+    set_airflow_connections(pg_pair)
+    return pg_pair
+
+
+@pytest.fixture
+def pair(airflow_connections: Pair) -> Pair:
+    return airflow_connections
+
+
+@pytest.fixture
+def target(airflow_connections: Pair) -> Cluster:
+    return airflow_connections.target
+
+
+@pytest.fixture
+def source(airflow_connections: Pair) -> Cluster:
+    return airflow_connections.source
+
+
+@pytest.fixture
+def server_name() -> str:
+    """A fresh server name per test, so tests do not see each other's objects."""
+    return f"src_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def local_schema() -> str:
+    return f"proxy_{uuid.uuid4().hex[:8]}"

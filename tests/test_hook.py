@@ -1,0 +1,395 @@
+"""FdwHook against the real source/target pair: every method, twice, and after remote changes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connection, ident
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.fdw import FdwHook, parse_options
+from airflow_provider_fdw.testing.pgcluster import free_port
+
+
+@pytest.fixture
+def hook(target):
+    with FdwHook(fdw_conn_id="fdw_source") as h:
+        yield h
+
+
+def ready_server(hook: FdwHook, server_name: str) -> None:
+    hook.ensure_extension()
+    hook.create_server(server_name)
+    hook.create_user_mapping(server_name)
+
+
+def first(hook: FdwHook, statement):
+    """First row of a composed statement, run (and committed) in the hook's own local session."""
+    with hook.session.transaction() as s:
+        return s.fetchone("test query", statement)
+
+
+def server_options(target, server_name):
+    rows = target.execute(
+        "SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+    )
+    return parse_options(rows[0][0]) if rows else None
+
+
+def mapping_options(target, server_name, role="postgres"):
+    rows = target.execute(
+        "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = %s",
+        (server_name, role),
+        dbname=TARGET_DB,
+    )
+    return parse_options(rows[0][0]) if rows else None
+
+
+def test_ensure_extension_creates_once_then_reports_no_change(hook):
+    hook.ensure_extension()  # may or may not exist yet, depending on test order
+    assert hook.ensure_extension() is False
+    assert hook.get_first("SELECT extname FROM pg_extension WHERE extname = 'postgres_fdw'")
+
+
+def test_ensure_extension_explains_missing_privilege(target, monkeypatch):
+    db = "analytics_noext"
+    target.execute(sql.SQL("CREATE DATABASE {}").format(ident(db)))
+    target.execute(sql.SQL("CREATE ROLE etl_noext LOGIN PASSWORD 'etl-pw-12345'"))
+    target.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO etl_noext").format(ident(db)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LOCAL_NOEXT", f"postgres://etl_noext:etl-pw-12345@{target.host}:{target.port}/{db}"
+    )
+    with (
+        FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="local_noext") as h,
+        pytest.raises(FdwError, match="Ask a superuser to run CREATE EXTENSION postgres_fdw") as info,
+    ):
+        h.ensure_extension()
+    assert info.value.sqlstate == "42501"
+
+
+def test_create_server_then_converge_options(hook, pair, target, server_name, monkeypatch):
+    hook.ensure_extension()
+    assert hook.create_server(server_name) is True
+    assert server_options(target, server_name) == {
+        "host": hook.remote.server_options["host"],
+        "port": hook.remote.server_options["port"],
+        "dbname": SOURCE_DB,
+        "fetch_size": "10000",
+    }
+    assert hook.create_server(server_name) is False  # second run: nothing to do
+
+    # The connection changes: fetch_size dropped, sslmode and a free option added, one option overridden.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FDW_SOURCE",
+        fdw_connection(pair, extra={"sslmode": "disable", "server_options": {"connect_timeout": 7}}),
+    )
+    with FdwHook(fdw_conn_id="fdw_source") as h2:
+        assert h2.create_server(server_name, options={"use_remote_estimate": True}) is True
+        opts = server_options(target, server_name)
+        assert "fetch_size" not in opts
+        assert opts["sslmode"] == "disable"
+        assert opts["connect_timeout"] == "7"
+        assert opts["use_remote_estimate"] == "true"
+        assert h2.create_server(server_name, options={"use_remote_estimate": True}) is False
+
+
+def test_user_mapping_create_update_and_password_rotation(
+    hook, pair, target, source, server_name, monkeypatch
+):
+    ready_server(hook, server_name)
+    assert mapping_options(target, server_name) == {"user": READER, "password": READER_PASSWORD}
+    assert hook.create_user_mapping(server_name) is False
+    hook.check_remote(server_name)
+
+    # Rotate: the DBA changes the remote password, and the Airflow connection gets the new one.
+    new_password = "Rotated-Secret-42x"
+    source.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident(READER), sql.Literal(new_password)))
+    try:
+        with pytest.raises(FdwError, match="password authentication failed"):
+            hook.check_remote(server_name)
+        monkeypatch.setenv("AIRFLOW_CONN_FDW_SOURCE", fdw_connection(pair, password=new_password))
+        with FdwHook(fdw_conn_id="fdw_source") as rotated:
+            assert rotated.create_user_mapping(server_name) is True
+            assert rotated.check_remote(server_name)["remote_version_num"] >= 130000
+        assert mapping_options(target, server_name)["password"] == new_password
+    finally:
+        source.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident(READER), sql.Literal(READER_PASSWORD))
+        )
+
+
+def test_user_mapping_keeps_options_a_dba_added(hook, target, server_name):
+    ready_server(hook, server_name)
+    target.execute(
+        sql.SQL("ALTER USER MAPPING FOR postgres SERVER {} OPTIONS (ADD password_required 'false')").format(
+            ident(server_name)
+        ),
+        dbname=TARGET_DB,
+    )
+    assert hook.create_user_mapping(server_name) is False
+    assert mapping_options(target, server_name)["password_required"] == "false"
+
+
+def test_user_mapping_for_public_and_for_a_named_role(hook, target, server_name):
+    ready_server(hook, server_name)
+    target.execute(sql.SQL('CREATE ROLE "Report Reader"'))
+    try:
+        assert hook.create_user_mapping(server_name, "public") is True
+        assert hook.create_user_mapping(server_name, "PUBLIC") is False
+        assert hook.create_user_mapping(server_name, "Report Reader") is True
+        assert hook.create_user_mapping(server_name, "Report Reader") is False
+        assert mapping_options(target, server_name, "public")["user"] == READER
+        assert mapping_options(target, server_name, "Report Reader")["user"] == READER
+    finally:
+        hook.drop_server(server_name, cascade=True)
+        target.execute(sql.SQL('DROP ROLE "Report Reader"'))
+
+
+def test_import_all_limit_to_and_except(hook, server_name, local_schema):
+    ready_server(hook, server_name)
+    assert hook.import_foreign_schema(server_name, "app", local_schema) == ["events", "orders", "users"]
+    assert first(hook, sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "users"))) == (1000,)
+
+    only = local_schema + "_only"
+    assert hook.import_foreign_schema(server_name, "app", only, limit_to=["users", "orders"]) == [
+        "orders",
+        "users",
+    ]
+    assert hook.import_foreign_schema(server_name, "app", only, limit_to=["users", "orders"]) == [
+        "orders",
+        "users",
+    ]
+
+    rest = local_schema + "_rest"
+    assert hook.import_foreign_schema(server_name, "app", rest, exclude=["events"]) == ["orders", "users"]
+    assert [t["table"] for t in hook.list_foreign_tables(rest)] == ["orders", "users"]
+    assert hook.list_foreign_tables(rest)[0] == {
+        "table": "orders",
+        "server": server_name,
+        "remote_schema": "app",
+        "remote_table": "orders",
+    }
+
+
+def test_reimport_picks_up_new_column_new_table_and_dropped_table(hook, source, server_name, local_schema):
+    ready_server(hook, server_name)
+    source.execute("CREATE TABLE app.scratch (id int)", dbname=SOURCE_DB)
+    source.execute(sql.SQL("GRANT SELECT ON app.scratch TO {}").format(ident(READER)), dbname=SOURCE_DB)
+    assert "scratch" in hook.import_foreign_schema(server_name, "app", local_schema)
+    try:
+        source.execute("ALTER TABLE app.users ADD COLUMN nickname text DEFAULT 'n'", dbname=SOURCE_DB)
+        source.execute("DROP TABLE app.scratch", dbname=SOURCE_DB)
+        source.execute("CREATE TABLE app.fresh (id int)", dbname=SOURCE_DB)
+        assert hook.import_foreign_schema(server_name, "app", local_schema) == [
+            "events",
+            "fresh",
+            "orders",
+            "users",
+        ]
+        assert first(
+            hook, sql.SQL("SELECT nickname FROM {} LIMIT 1").format(ident(local_schema, "users"))
+        ) == ("n",)
+    finally:
+        source.execute("ALTER TABLE app.users DROP COLUMN IF EXISTS nickname", dbname=SOURCE_DB)
+        source.execute("DROP TABLE IF EXISTS app.fresh, app.scratch", dbname=SOURCE_DB)
+
+
+def test_import_without_replace_only_adds_missing_tables(hook, server_name, local_schema):
+    ready_server(hook, server_name)
+    hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])
+    oid_before = hook.get_first("SELECT %s::regclass::oid", parameters=(f"{local_schema}.users",))
+    assert hook.import_foreign_schema(server_name, "app", local_schema, replace=False) == [
+        "events",
+        "orders",
+        "users",
+    ]
+    assert hook.get_first("SELECT %s::regclass::oid", parameters=(f"{local_schema}.users",)) == oid_before
+    assert hook.import_foreign_schema(server_name, "app", local_schema, replace=False) == [
+        "events",
+        "orders",
+        "users",
+    ]
+
+
+def test_replace_while_another_session_reads_never_fails_a_query(hook, target, server_name, local_schema):
+    ready_server(hook, server_name)
+    hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])
+    errors: list[str] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader():
+        nonlocal reads
+        conn = target.connect(TARGET_DB)
+        try:
+            while not stop.is_set():
+                try:
+                    cur = conn.cursor()
+                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "users")))
+                    if cur.fetchone()[0] != 1000:
+                        errors.append("wrong count")
+                    reads += 1
+                except Exception as exc:
+                    errors.append(str(exc))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(15):
+            hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert reads > 15
+    assert errors == []
+
+
+def test_check_remote_success_wrong_password_and_wrong_port(pair, server_name, monkeypatch):
+    with FdwHook(fdw_conn_id="fdw_source") as good:
+        ready_server(good, server_name)
+        result = good.check_remote(server_name)
+        assert result["server"] == server_name and result["remote_version"].startswith(
+            ("15", "16", "17", "13", "14")
+        )
+
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_SOURCE", fdw_connection(pair, password="Wrong-Password-99"))
+    with FdwHook(fdw_conn_id="fdw_source") as bad:
+        bad.create_user_mapping(server_name)
+        with pytest.raises(
+            FdwError, match=f"Server '{server_name}' is not reachable.*password authentication failed"
+        ):
+            bad.check_remote(server_name)
+
+    unused_port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_SOURCE", fdw_connection(pair, port=unused_port))
+    with FdwHook(fdw_conn_id="fdw_source") as wrong_port:
+        wrong_port.create_server(server_name)
+        wrong_port.create_user_mapping(server_name)
+        with pytest.raises(FdwError, match=r"not reachable.*(refused|could not connect)"):
+            wrong_port.check_remote(server_name)
+
+
+def test_get_connections_and_disconnect(hook, target, server_name, local_schema):
+    ready_server(hook, server_name)
+    # Reads from another local session do not show up in this hook's session ...
+    hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])
+    assert hook.disconnect(server_name) is True  # (the import itself used the remote)
+    target.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "users")), dbname=TARGET_DB)
+    assert hook.get_connections() == []
+    # ... its own remote use does, until it disconnects.
+    hook.check_remote(server_name)
+    assert hook.get_connections() == [{"server_name": server_name, "valid": True}]
+    assert hook.disconnect(server_name) is True
+    assert hook.get_connections() == []
+    assert hook.disconnect(server_name) is False
+    hook.check_remote(server_name)
+    assert hook.disconnect() is True
+    assert hook.get_connections() == []
+
+
+def test_drop_server_needs_cascade_when_tables_depend_on_it(hook, server_name, local_schema):
+    ready_server(hook, server_name)
+    hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])
+    with pytest.raises(FdwError, match="still has foreign tables; drop them first or pass cascade=True"):
+        hook.drop_server(server_name)
+    assert hook.drop_server(server_name, cascade=True) is True
+    assert hook.list_foreign_tables(local_schema) == []
+    assert hook.drop_server(server_name, cascade=True) is False
+
+
+def test_tricky_identifiers_work_everywhere(hook, source):
+    server = 'Prod "EU" sërver'
+    local = "Proxy Schéma"
+    remote_schema = 'Odd "Schema"'
+    source.execute(sql.SQL("CREATE SCHEMA {}").format(ident(remote_schema)), dbname=SOURCE_DB)
+    source.execute(
+        sql.SQL('CREATE TABLE {} ("Id" int, "naïve col" text)').format(ident(remote_schema, "Mixed Case")),
+        dbname=SOURCE_DB,
+    )
+    source.execute(
+        sql.SQL("INSERT INTO {} VALUES (1, 'x')").format(ident(remote_schema, "Mixed Case")), dbname=SOURCE_DB
+    )
+    source.execute(
+        sql.SQL("GRANT USAGE ON SCHEMA {0} TO {1}; GRANT SELECT ON ALL TABLES IN SCHEMA {0} TO {1}").format(
+            ident(remote_schema), ident(READER)
+        ),
+        dbname=SOURCE_DB,
+    )
+    ready_server(hook, server)
+    assert hook.create_server(server) is False
+    assert hook.import_foreign_schema(server, remote_schema, local, limit_to=["Mixed Case"]) == ["Mixed Case"]
+    assert first(hook, sql.SQL('SELECT "naïve col" FROM {}').format(ident(local, "Mixed Case"))) == ("x",)
+    assert hook.check_remote(server)["server"] == server
+    assert hook.disconnect(server) is True
+    assert hook.drop_server(server, cascade=True) is True
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda h: h.create_server(""), "server_name must be a non-empty string"),
+        (lambda h: h.create_server("s", options={"bogus": 1}), "'bogus' is not a postgres_fdw server option"),
+        (lambda h: h.create_server("s", options={"password": "x"}), "belongs in the user mapping"),
+        (lambda h: h.create_user_mapping("s", local_user=""), "local_user must be a non-empty string"),
+        (
+            lambda h: h.import_foreign_schema("s", "app", "p", limit_to=["a"], exclude=["b"]),
+            "either limit_to or exclude",
+        ),
+        (lambda h: h.import_foreign_schema("s", "app", "p", limit_to="users"), "must be a list of names"),
+        (lambda h: h.import_foreign_schema("s", "", "p"), "remote_schema must be a non-empty string"),
+        (
+            lambda h: h.import_foreign_schema("s", "app", "p", import_options={"import_everything": True}),
+            "Unknown import option",
+        ),
+        (lambda h: h.drop_server(None), "server_name must be a non-empty string"),
+        (lambda h: h.list_foreign_tables("x" * 70), "longer than 63 bytes"),
+    ],
+)
+def test_bad_arguments_fail_before_any_sql(call, message, monkeypatch):
+    # The local connection points nowhere: touching the database would fail with a different error.
+    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", "postgres://u:p@127.0.0.1:1/db")
+    with FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="nowhere") as h:
+        with pytest.raises(FdwConfigError, match=message):
+            call(h)
+        assert h._session is None
+
+
+def test_password_never_reaches_logs_or_exceptions(pair, server_name, capfd, monkeypatch):
+    secret = "Leak-Canary-Pw-0042'x"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_LEAK", fdw_connection(pair, password=secret))
+    messages: list[str] = []
+    with FdwHook(fdw_conn_id="fdw_leak") as h:
+        ready_server(h, server_name)
+        try:
+            h.check_remote(server_name)  # wrong password for the reader: fails remotely
+        except FdwError as exc:
+            messages.append(str(exc))
+        # A statement that fails while the password is in scope: mapping for a role that does not exist.
+        try:
+            h.create_user_mapping(server_name, "no such role")
+        except FdwError as exc:
+            messages.append(str(exc))
+        ok, msg = h.test_connection()
+        messages.append(msg)
+        assert ok is False
+    out, err = capfd.readouterr()
+    logged = out + err + "\n".join(messages)
+    assert "CREATE USER MAPPING" in logged  # the statements are logged ...
+    assert "\"password\" '***'" in logged  # ... with the password redacted
+    assert secret not in logged and secret.replace("'", "''") not in logged
+    assert len(messages) == 3
+
+
+def test_test_connection_reports_success_and_bad_fields(pair, monkeypatch):
+    assert FdwHook(fdw_conn_id="fdw_source").test_connection()[0] is (
+        pair.source.fdw_host == pair.source.host
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_BADFIELD", fdw_connection(pair, extra={"fetch_size": -1}))
+    ok, message = FdwHook(fdw_conn_id="fdw_badfield").test_connection()
+    assert not ok and "fetch_size must be at least 1" in message
