@@ -28,6 +28,16 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.hooks.fdw"]}],
+        "operators": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_fdw.operators.server",
+                    "airflow_provider_fdw.operators.schema",
+                    "airflow_provider_fdw.operators.matview",
+                ],
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_fdw.hooks.fdw.FdwHook",

@@ -195,3 +195,134 @@ EXTENSION_AVAILABLE_QUERY = sql.SQL(
     "SELECT (SELECT extversion FROM pg_extension WHERE extname = %s), "
     "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %s)"
 )
+
+
+# -- materialized views ----------------------------------------------------------------------
+
+
+def create_materialized_view(view: QualifiedName, query: str) -> sql.Composed:
+    """The user's query is SQL by nature (as in SQLExecuteQueryOperator); only the name is composed."""
+    return sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH DATA").format(
+        sql.Identifier(*view), sql.SQL(query.strip().rstrip(";"))
+    )
+
+
+def create_index(
+    table: QualifiedName, index_name: str, columns: Sequence[str], unique: bool = False, using: str = "btree"
+) -> sql.Composed:
+    return sql.SQL("CREATE {}INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
+        sql.SQL("UNIQUE " if unique else ""),
+        sql.Identifier(index_name),
+        sql.Identifier(*table),
+        sql.Identifier(using),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+    )
+
+
+def refresh_materialized_view(view: QualifiedName, concurrently: bool) -> sql.Composed:
+    return sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
+        sql.SQL("CONCURRENTLY " if concurrently else ""), sql.Identifier(*view)
+    )
+
+
+def count_rows(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table))
+
+
+RELATION_KIND_QUERY = sql.SQL(
+    "SELECT c.oid, c.relkind, c.relispopulated, "
+    "  EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid "
+    "          AND i.indpred IS NULL AND i.indexprs IS NULL) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+)
+
+# Which of the given materialized views read which others, directly or through plain views.
+MATVIEW_DEPENDENCIES_QUERY = sql.SQL(
+    "WITH RECURSIVE refs(view_oid, ref_oid) AS ("
+    "  SELECT r.ev_class, d.refobjid FROM pg_rewrite r"
+    "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+    "   AND d.refclassid = 'pg_class'::regclass"
+    "  WHERE r.ev_class = ANY(%(oids)s::oid[]) AND d.refobjid <> r.ev_class"
+    "  UNION"
+    "  SELECT refs.view_oid, d.refobjid FROM refs"
+    "  JOIN pg_class c ON c.oid = refs.ref_oid AND c.relkind = 'v'"
+    "  JOIN pg_rewrite r ON r.ev_class = c.oid"
+    "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+    "   AND d.refclassid = 'pg_class'::regclass"
+    "  WHERE d.refobjid <> r.ev_class"
+    ") SELECT DISTINCT view_oid, ref_oid FROM refs"
+    " WHERE ref_oid = ANY(%(oids)s::oid[]) AND ref_oid <> view_oid"
+)
+
+
+# -- converging foreign tables (re-import) ---------------------------------------------------
+
+
+def drop_schema_cascade(schema: str) -> sql.Composed:
+    return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+
+
+def move_foreign_table(table: QualifiedName, schema: str) -> sql.Composed:
+    return sql.SQL("ALTER FOREIGN TABLE {} SET SCHEMA {}").format(
+        sql.Identifier(*table), sql.Identifier(schema)
+    )
+
+
+def alter_foreign_table(table: QualifiedName, actions: Sequence[sql.Composable]) -> sql.Composed:
+    return sql.SQL("ALTER FOREIGN TABLE {} {}").format(sql.Identifier(*table), sql.SQL(", ").join(actions))
+
+
+def column_type(type_sql: str, collation: str | None) -> sql.Composable:
+    """A column type as the server printed it with ``format_type()`` (already quoted by PostgreSQL)."""
+    collate = sql.SQL(" COLLATE {}").format(sql.Identifier(collation)) if collation else sql.SQL("")
+    return sql.SQL("{}{}").format(sql.SQL(type_sql), collate)
+
+
+def add_column(
+    name: str, type_sql: str, collation: str | None, not_null: bool, options: Mapping[str, str]
+) -> sql.Composed:
+    return sql.SQL("ADD COLUMN {} {}{}{}").format(
+        sql.Identifier(name),
+        column_type(type_sql, collation),
+        options_clause(options),
+        sql.SQL(" NOT NULL" if not_null else ""),
+    )
+
+
+def drop_column(name: str) -> sql.Composed:
+    return sql.SQL("DROP COLUMN {}").format(sql.Identifier(name))
+
+
+def alter_column_type(name: str, type_sql: str, collation: str | None) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name), column_type(type_sql, collation))
+
+
+def alter_column_not_null(name: str, not_null: bool) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} {} NOT NULL").format(
+        sql.Identifier(name), sql.SQL("SET" if not_null else "DROP")
+    )
+
+
+def alter_column_options(
+    name: str, current: Mapping[str, str], desired: Mapping[str, str]
+) -> sql.Composed | None:
+    changes = alter_options_clause(current, desired)
+    if changes is None:
+        return None
+    return sql.SQL("ALTER COLUMN {} {}").format(sql.Identifier(name), changes)
+
+
+# Columns of one relation: name, type, collation when not the type's default, NOT NULL, FDW options.
+COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+    "  CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, a.attnotnull, a.attfdwoptions "
+    "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+    "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+RELATIONS_IN_SCHEMA_QUERY = sql.SQL(
+    "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S', 'c')"
+)

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -114,6 +115,17 @@ def airflow_connections(pg_pair: Pair) -> Pair:
     """``postgres_default`` = the target (local) database, ``fdw_source`` = the remote source."""
     set_airflow_connections(pg_pair)
     return pg_pair
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_connections: Pair) -> Pair:
+    """An initialised Airflow metadata database (sqlite in the throwaway AIRFLOW_HOME) for DAG runs."""
+    airflow = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run(
+        [str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return airflow_connections
 
 
 @pytest.fixture

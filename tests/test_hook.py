@@ -197,6 +197,64 @@ def test_reimport_picks_up_new_column_new_table_and_dropped_table(hook, source, 
         source.execute("DROP TABLE IF EXISTS app.fresh, app.scratch", dbname=SOURCE_DB)
 
 
+def test_reimport_keeps_dependent_views_working_and_explains_what_blocks_it(
+    hook, source, target, server_name, local_schema
+):
+    ready_server(hook, server_name)
+    source.execute("CREATE TABLE app.doomed (id int, note text)", dbname=SOURCE_DB)
+    source.execute(sql.SQL("GRANT SELECT ON app.doomed TO {}").format(ident(READER)), dbname=SOURCE_DB)
+    try:
+        hook.import_foreign_schema(server_name, "app", local_schema)
+        view = sql.SQL("CREATE VIEW {} AS SELECT id FROM {}")
+        target.execute(
+            view.format(ident(local_schema, "user_ids"), ident(local_schema, "users")), dbname=TARGET_DB
+        )
+        target.execute(
+            view.format(ident(local_schema, "doomed_ids"), ident(local_schema, "doomed")), dbname=TARGET_DB
+        )
+        users_oid = target.execute("SELECT %s::regclass::oid", (f"{local_schema}.users",), dbname=TARGET_DB)
+
+        # An added column and a retyped unused column are applied in place: the dependent view survives.
+        source.execute("ALTER TABLE app.doomed ALTER COLUMN note TYPE varchar(20)", dbname=SOURCE_DB)
+        source.execute("ALTER TABLE app.users ADD COLUMN score int", dbname=SOURCE_DB)
+        hook.import_foreign_schema(server_name, "app", local_schema)
+        assert (
+            target.execute("SELECT %s::regclass::oid", (f"{local_schema}.users",), dbname=TARGET_DB)
+            == users_oid
+        )
+        columns = target.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE "
+            "table_schema = %s AND table_name IN ('users', 'doomed') ORDER BY table_name, "
+            "ordinal_position",
+            (local_schema,),
+            dbname=TARGET_DB,
+        )
+        assert ("score", "integer") in columns and ("note", "character varying") in columns
+        assert target.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "user_ids")), dbname=TARGET_DB
+        ) == [(1000,)]
+
+        # A vanished table that a local view still reads: a clear error, and nothing changed.
+        source.execute("DROP TABLE app.doomed", dbname=SOURCE_DB)
+        with pytest.raises(FdwError, match=r"no longer exists, but local objects depend on it.*doomed_ids"):
+            hook.import_foreign_schema(server_name, "app", local_schema)
+        assert "doomed" in [t["table"] for t in hook.list_foreign_tables(local_schema)]
+        target.execute(sql.SQL("DROP VIEW {}").format(ident(local_schema, "doomed_ids")), dbname=TARGET_DB)
+        assert hook.import_foreign_schema(server_name, "app", local_schema) == ["events", "orders", "users"]
+    finally:
+        source.execute("ALTER TABLE app.users DROP COLUMN IF EXISTS score", dbname=SOURCE_DB)
+        source.execute("DROP TABLE IF EXISTS app.doomed", dbname=SOURCE_DB)
+
+
+def test_import_refuses_to_clobber_a_local_table_of_the_same_name(hook, target, server_name, local_schema):
+    ready_server(hook, server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
+    target.execute(sql.SQL("CREATE TABLE {} (x int)").format(ident(local_schema, "orders")), dbname=TARGET_DB)
+    with pytest.raises(FdwError, match=r"orders already exists as a table that was not imported"):
+        hook.import_foreign_schema(server_name, "app", local_schema)
+    assert hook.list_foreign_tables(local_schema) == []
+
+
 def test_import_without_replace_only_adds_missing_tables(hook, server_name, local_schema):
     ready_server(hook, server_name)
     hook.import_foreign_schema(server_name, "app", local_schema, limit_to=["users"])

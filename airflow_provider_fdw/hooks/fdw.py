@@ -20,8 +20,10 @@ from airflow_provider_fdw.connection import (
     validate_server_options,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
+from airflow_provider_fdw.hooks.reimport import ImportRequest, import_and_converge
 from airflow_provider_fdw.hooks.session import LocalSession
-from airflow_provider_fdw.names import check_identifier, check_identifiers, check_role
+from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers, check_role
 
 IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -241,9 +243,11 @@ class FdwHook(PostgresHook):
         """Import the remote schema's tables as foreign tables into ``local_schema`` (created if needed).
 
         With ``replace`` the foreign tables this server previously imported from ``remote_schema``
-        (within the same LIMIT TO / EXCEPT selection) are dropped and re-imported in ONE transaction:
-        concurrent queries wait for the commit and then see the new definitions, never a missing
-        table. Without ``replace`` only tables not yet present are imported.
+        (within the same LIMIT TO / EXCEPT selection) are converged to the remote definitions in ONE
+        transaction: new tables are added, changed columns altered, vanished tables dropped, and
+        unchanged tables left untouched, so views and materialized views built on them keep working
+        and concurrent queries never find a table missing. Without ``replace`` only tables not yet
+        present are imported.
 
         :return: the names of the foreign tables now in ``local_schema`` for that selection.
         """
@@ -257,32 +261,23 @@ class FdwHook(PostgresHook):
                 "Pass either limit_to or exclude, not both (IMPORT FOREIGN SCHEMA takes one)."
             )
         options = check_import_options(import_options)
+        request = ImportRequest(server_name, remote_schema, local_schema, limit_to, exclude, options, replace)
         s = self.session
         with s.transaction():
             self._lock(s, "schema", local_schema)
             s.execute(f"create schema {local_schema!r}", q.create_schema(local_schema))
             previous = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
-            import_limit, import_exclude = limit_to, exclude
-            if replace and previous:
-                s.execute(
-                    f"drop previous foreign tables in {local_schema!r}",
-                    q.drop_foreign_tables(local_schema, previous),
-                )
-            elif previous:  # keep what is there, import only the rest
-                if limit_to:
-                    import_limit = [t for t in limit_to if t not in previous]
-                else:
-                    import_exclude = sorted(set(exclude or ()) | set(previous))
-            if import_limit is None or import_limit:
-                s.execute(
-                    f"import foreign schema {remote_schema!r} from server {server_name!r}",
-                    q.import_foreign_schema(
-                        server_name, remote_schema, local_schema, import_limit, import_exclude, options
-                    ),
-                )
+            import_and_converge(s, request, previous, self.log)
             tables = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
         self.log.info("Foreign tables in %r from %r: %s", local_schema, remote_schema, ", ".join(tables))
         return tables
+
+    def analyze_tables(self, tables: Sequence[QualifiedName]) -> None:
+        """``ANALYZE`` each table (for foreign tables postgres_fdw samples the remote table)."""
+        s = self.session
+        for table in tables:
+            with s.transaction():
+                s.execute(f"analyze {table}", q.analyze(table))
 
     def list_foreign_tables(self, local_schema: str) -> list[dict[str, str]]:
         """Foreign tables in ``local_schema``: name, server, remote schema and remote table."""
@@ -299,6 +294,22 @@ class FdwHook(PostgresHook):
             }
             for name, server, rschema, rtable in rows
         ]
+
+    # -- materialized views ------------------------------------------------------------------
+
+    def refresh_materialized_views(
+        self,
+        views: str | Sequence[str],
+        concurrently: bool | str = "auto",
+        query: str | None = None,
+        unique_key: Sequence[str] | str | None = None,
+        indexes: Sequence[Any] | None = None,
+        lock_timeout: float | str | None = None,
+        analyze: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Create (with ``query``) and refresh materialized views; see ``RefreshMaterializedViewOperator``."""
+        plan = plan_refresh(views, concurrently, query, unique_key, indexes, lock_timeout, analyze)  # type: ignore[arg-type]
+        return refresh_views(self.session, plan, self.log)
 
     # -- remote reachability -----------------------------------------------------------------
 

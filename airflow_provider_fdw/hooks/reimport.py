@@ -1,0 +1,136 @@
+"""Re-importing a foreign schema without breaking what depends on it.
+
+``IMPORT FOREIGN SCHEMA`` cannot replace a table, and dropping the foreign tables first fails (or,
+with CASCADE, destroys) as soon as a view or materialized view reads them, which is the normal
+"proxy schema + materialized views" setup. So the import goes into a scratch schema inside the same
+transaction, and each table is then converged:
+
+- new remotely: moved into the local schema;
+- unchanged: left alone (same OID, dependants untouched, no lock taken on it);
+- changed: ``ALTER FOREIGN TABLE`` adds, drops or retypes columns (fails with PostgreSQL's own
+  message only when a dependant uses a column that changed, which it could not survive anyway);
+- gone remotely: dropped (a clear error names the dependants if there are any).
+
+Everything happens in the caller's transaction: other sessions see the old definitions until commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.names import QualifiedName
+
+DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
+RELKINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "f": "a foreign table",
+            "p": "a partitioned table", "S": "a sequence", "c": "a composite type"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_sql: str  # format_type() output: quoted by the server
+    collation: str | None
+    not_null: bool
+    options: dict[str, str]
+
+
+@dataclass
+class ImportRequest:
+    server_name: str
+    remote_schema: str
+    local_schema: str
+    limit_to: Sequence[str] | None
+    exclude: Sequence[str] | None
+    import_options: dict[str, str]
+    replace: bool
+
+
+def import_and_converge(s: LocalSession, request: ImportRequest, previous: Sequence[str], log: Any) -> None:
+    """Import into a scratch schema and converge ``request.local_schema`` to it (caller's transaction)."""
+    r = request
+    scratch = f"_fdw_import_{uuid.uuid4().hex[:12]}"
+    s.execute("create scratch schema", q.create_schema(scratch), quiet=True)
+    s.execute(
+        f"import foreign schema {r.remote_schema!r} from server {r.server_name!r}",
+        q.import_foreign_schema(
+            r.server_name, r.remote_schema, scratch, r.limit_to, r.exclude, r.import_options
+        ),
+    )
+    fresh = [row[0] for row in s.fetchall("list imported tables", q.FOREIGN_TABLES_QUERY, (scratch,))]
+    existing = dict(s.fetchall("list local relations", q.RELATIONS_IN_SCHEMA_QUERY, (r.local_schema,)))
+    for table in fresh:
+        local = QualifiedName(r.local_schema, table)
+        if table in previous:
+            if r.replace:
+                converge_columns(s, local, QualifiedName(scratch, table), log)
+        elif table in existing:
+            raise FdwError(
+                f"{local} already exists as {RELKINDS.get(existing[table], 'another object')} that was not "
+                f"imported from server {r.server_name!r} schema {r.remote_schema!r}; rename or drop it, or "
+                "import into another local schema.",
+                step="import foreign schema",
+            )
+        else:
+            s.execute(f"add {local}", q.move_foreign_table(QualifiedName(scratch, table), r.local_schema))
+    if r.replace:
+        for table in previous:
+            if table not in fresh:
+                drop_vanished(s, QualifiedName(r.local_schema, table), r.server_name)
+    s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
+
+
+def converge_columns(s: LocalSession, local: QualifiedName, fresh: QualifiedName, log: Any) -> None:
+    """ALTER the existing foreign table so its columns match the freshly imported definition."""
+    old, new = read_columns(s, local), read_columns(s, fresh)
+    actions = [q.drop_column(name) for name in old if name not in new]
+    for name, col in new.items():
+        before = old.get(name)
+        if before is None:
+            actions.append(q.add_column(name, col.type_sql, col.collation, col.not_null, col.options))
+            continue
+        if (before.type_sql, before.collation) != (col.type_sql, col.collation):
+            actions.append(q.alter_column_type(name, col.type_sql, col.collation))
+        if before.not_null != col.not_null:
+            actions.append(q.alter_column_not_null(name, col.not_null))
+        option_change = q.alter_column_options(name, before.options, col.options)
+        if option_change is not None:
+            actions.append(option_change)
+    if not actions:
+        return
+    try:
+        s.execute(f"update columns of {local}", q.alter_foreign_table(local, actions))
+    except FdwError as exc:
+        raise FdwError(
+            f"The remote definition of {local} changed in a way its local dependants cannot follow: {exc}",
+            step="converge foreign table",
+            sqlstate=exc.sqlstate,
+        ) from None
+    log.info("Updated the columns of %s to the remote definition", local)
+
+
+def drop_vanished(s: LocalSession, table: QualifiedName, server_name: str) -> None:
+    try:
+        s.execute(f"drop {table} (gone on the remote)", q.drop_foreign_tables(table.schema, [table.name]))
+    except FdwError as exc:
+        if exc.sqlstate != DEPENDENT_OBJECTS_STILL_EXIST:
+            raise
+        raise FdwError(
+            f"The remote table behind {table} (server {server_name!r}) no longer exists, but local objects "
+            f"depend on it: {exc}. Drop or change them, or exclude the table from the import.",
+            step="drop vanished foreign table",
+            sqlstate=exc.sqlstate,
+        ) from None
+
+
+def read_columns(s: LocalSession, table: QualifiedName) -> dict[str, Column]:
+    rows = s.fetchall("read columns", q.COLUMNS_QUERY, (table.schema, table.name))
+    return {
+        name: Column(name, type_sql, collation, not_null, dict(o.split("=", 1) for o in options or ()))
+        for name, type_sql, collation, not_null, options in rows
+    }
