@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_fdw.operators.server",
                     "airflow_provider_fdw.operators.schema",
                     "airflow_provider_fdw.operators.matview",
+                    "airflow_provider_fdw.operators.copy",
                 ],
             }
         ],

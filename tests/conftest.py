@@ -86,7 +86,13 @@ def pg_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
             source=Cluster("source", ip, services.port_for("source", 5432), fdw_host="source", fdw_port=5432),
             target=Cluster("target", ip, services.port_for("target", 5432)),
         )
+        compose = services._docker_compose
         for cluster in (pair.source, pair.target):
+            name = cluster.name
+            cluster.stop_command = lambda mode, name=name: compose.execute(
+                f"kill {name}" if mode == "immediate" else f"stop {name}"
+            )
+            cluster.start_command = lambda name=name: compose.execute(f"start {name}")
             wait_until_ready(cluster)
     else:
         base = Path(tempfile.mkdtemp(prefix="fdw-pair-"))

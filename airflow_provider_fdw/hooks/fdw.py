@@ -14,12 +14,14 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.connection import (
     CONN_TYPE,
+    LIBPQ_SERVER_OPTIONS,
     RemoteServer,
     remote_server_from_connection,
     render_option_value,
     validate_server_options,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.reimport import ImportRequest, import_and_converge
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -310,6 +312,28 @@ class FdwHook(PostgresHook):
         """Create (with ``query``) and refresh materialized views; see ``RefreshMaterializedViewOperator``."""
         plan = plan_refresh(views, concurrently, query, unique_key, indexes, lock_timeout, analyze)  # type: ignore[arg-type]
         return refresh_views(self.session, plan, self.log)
+
+    # -- bulk copy ---------------------------------------------------------------------------
+
+    def bulk_copy(self, plan: CopyPlan, direct: bool = False) -> dict[str, Any]:
+        """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
+
+        With ``direct`` the rows are read from the remote named by this hook's ``fdw_conn_id`` with
+        binary COPY (faster) instead of through postgres_fdw; results are identical.
+        """
+        remote_connect = self.remote_connection if direct else None
+        copy = BulkCopy(plan, self._new_session, self.log, remote_connect)
+        return copy.run(self.session).summary()
+
+    def remote_connection(self) -> Any:
+        """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
+        remote = self.remote
+        args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
+        return self._create_connection({**args, "user": remote.user, "password": remote.password})
+
+    def _new_session(self) -> LocalSession:
+        secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
+        return LocalSession(self.get_conn(), self.log, secrets)
 
     # -- remote reachability -----------------------------------------------------------------
 

@@ -27,8 +27,15 @@ from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
 
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
-RELKINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "f": "a foreign table",
-            "p": "a partitioned table", "S": "a sequence", "c": "a composite type"}  # fmt: skip
+RELKINDS = {
+    "r": "a table",
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "p": "a partitioned table",
+    "S": "a sequence",
+    "c": "a composite type",
+}
 
 
 @dataclass(frozen=True)

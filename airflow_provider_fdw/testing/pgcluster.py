@@ -49,6 +49,9 @@ class Cluster:
     bindir: Path | None = None
     run_as: str | None = None
     logfile: Path | None = None
+    # For servers we did not start ourselves (Docker): how to stop and start them.
+    stop_command: Any = field(default=None, repr=False)
+    start_command: Any = field(default=None, repr=False)
     _started_pid: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -101,12 +104,19 @@ class Cluster:
 
     def start(self) -> None:
         if self.datadir is None:
-            raise ClusterError(f"Cluster {self.name} is not a local cluster")
+            if self.start_command is None:
+                raise ClusterError(f"Cluster {self.name} cannot be started from here")
+            self.start_command()
+            wait_until_ready(self)
+            return
         _run_pg(self, "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
         self._started_pid = self.postmaster_pid()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server if it is running (``mode``: smart, fast or immediate)."""
+        if self.datadir is None and self.stop_command is not None:
+            self.stop_command(mode)
+            return
         if self.datadir is None or not self.is_running():
             return
         _run_pg(self, "pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop", check=False)

@@ -1,0 +1,816 @@
+"""Bulk copies from a foreign table into a local table: replace, append and upsert.
+
+How a copy runs (every mode):
+
+1. Validate the arguments, read the source and target definitions (nothing changed yet).
+2. Load the rows into a staging table, in ``parallelism`` sessions each reading one key range.
+   Rows flow server to server (``INSERT … SELECT`` from a session-private foreign table tuned for
+   bulk reads), or, with ``fdw_conn_id``, as a binary ``COPY`` stream relayed in chunks by the worker.
+   Nothing is buffered in the worker.
+3. Apply the staging table in ONE short transaction: ``replace`` swaps it in for the target (indexes
+   built after the load, then renamed, grants/owner/comment copied); ``append`` inserts it;
+   ``upsert`` merges it with ``ON CONFLICT … DO UPDATE``.
+
+Any failure before step 3 commits leaves the target exactly as it was; the staging table is dropped
+(and a retry drops any leftover of a killed run first).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
+from airflow_provider_fdw.hooks.reimport import Column, read_columns
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.names import (
+    QualifiedName,
+    check_identifier,
+    check_identifiers,
+    parse_qualified_name,
+)
+
+MODES = ("replace", "append", "upsert")
+DEFAULT_FETCH_SIZE = 50_000
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """Validated arguments of a bulk copy."""
+
+    source: QualifiedName
+    target: QualifiedName
+    mode: str
+    key_columns: tuple[str, ...] | None
+    watermark_column: str | None
+    where: str | None
+    columns: tuple[str, ...] | None
+    parallelism: int
+    overlap: Any
+    fetch_size: int
+    lock_timeout: str | None
+    split_column: str | None
+
+
+def plan_copy(
+    source_table: str,
+    target_table: str,
+    mode: str = "replace",
+    key_columns: Sequence[str] | None = None,
+    watermark_column: str | None = None,
+    where: str | None = None,
+    columns: Sequence[str] | None = None,
+    parallelism: int = 1,
+    overlap: Any = None,
+    fetch_size: int | None = None,
+    lock_timeout: float | str | None = None,
+    split_column: str | None = None,
+) -> CopyPlan:
+    """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
+    source = parse_qualified_name(source_table, "source_table")
+    target = parse_qualified_name(target_table, "target_table")
+    if source == target:
+        raise FdwConfigError("source_table and target_table are the same table.")
+    if mode not in MODES:
+        raise FdwConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    keys = check_identifiers(key_columns, "key_columns")
+    cols = check_identifiers(columns, "columns")
+    if watermark_column is not None:
+        check_identifier(watermark_column, "watermark_column")
+    if mode == "upsert" and not keys:
+        raise FdwConfigError("mode='upsert' needs key_columns (the columns of the target's unique key).")
+    if mode == "upsert" and not watermark_column:
+        raise FdwConfigError("mode='upsert' needs watermark_column (e.g. updated_at) to find changed rows.")
+    if mode == "replace" and watermark_column:
+        raise FdwConfigError("watermark_column is for append/upsert; replace always copies everything.")
+    if overlap is not None and mode != "upsert":
+        raise FdwConfigError("overlap applies to mode='upsert' only.")
+    if overlap is not None and (
+        isinstance(overlap, bool) or not isinstance(overlap, str | int | float | timedelta)
+    ):
+        raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise FdwConfigError("where must be a non-empty SQL condition, or None.")
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
+        raise FdwConfigError(f"parallelism must be an integer from 1 to 64, got {parallelism!r}.")
+    split = split_column or (keys[0] if keys else None)
+    if split is not None:
+        check_identifier(split, "split_column")
+    if parallelism > 1 and split is None:
+        raise FdwConfigError("parallelism > 1 splits by key ranges: pass key_columns or split_column.")
+    if fetch_size is not None and (not isinstance(fetch_size, int) or fetch_size < 1):
+        raise FdwConfigError(f"fetch_size must be a positive integer, got {fetch_size!r}.")
+    if cols is not None:
+        missing = [
+            c for c in [*(keys or ()), *([watermark_column] if watermark_column else [])] if c not in cols
+        ]
+        if missing:
+            raise FdwConfigError(f"columns must include the key/watermark columns; missing {missing}.")
+    return CopyPlan(
+        source,
+        target,
+        mode,
+        tuple(keys) if keys else None,
+        watermark_column,
+        where.strip() if where else None,
+        tuple(cols) if cols else None,
+        parallelism,
+        overlap,
+        fetch_size or DEFAULT_FETCH_SIZE,
+        lock_timeout_setting(lock_timeout),
+        split,
+    )
+
+
+@dataclass
+class SourceInfo:
+    oid: int
+    relkind: str
+    columns: dict[str, Column]
+    server_name: str | None
+    remote: QualifiedName | None  # remote schema/table of a foreign table
+    builtin_types: bool = True
+
+    @property
+    def is_foreign(self) -> bool:
+        return self.relkind == "f"
+
+
+@dataclass
+class CopyResult:
+    mode: str
+    source: str
+    target: str
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    watermark: Any = None
+    path: str = "fdw"
+    parallelism: int = 1
+    swap: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        watermark = self.watermark
+        if watermark is not None and not isinstance(watermark, int | float | str | bool):
+            watermark = str(watermark)  # datetimes, Decimals: JSON-safe for XCom
+        return {
+            "mode": self.mode,
+            "source": self.source,
+            "target": self.target,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "watermark": watermark,
+            "path": self.path,
+            "parallelism": self.parallelism,
+            "swap": self.swap,
+        }
+
+
+class BulkCopy:
+    """One bulk copy: ``run()`` does it; sessions come from ``new_session`` (one per parallel worker).
+
+    :param remote_connect: when given, a function returning a new connection to the REMOTE database
+        (the direct COPY path); else rows move server to server through postgres_fdw.
+    """
+
+    def __init__(
+        self,
+        plan: CopyPlan,
+        new_session: Callable[[], LocalSession],
+        log: Any,
+        remote_connect: Callable[[], Any] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.new_session = new_session
+        self.log = log
+        self.remote_connect = remote_connect
+        self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
+
+    # -- the whole copy ----------------------------------------------------------------------
+
+    def run(self, session: LocalSession) -> CopyResult:
+        started = time.monotonic()
+        lock_key = q.sql.Literal(f"airflow_provider_fdw:copy:{self.plan.target}")
+        # Two runs on one target (a retry racing a slow attempt) take turns instead of colliding.
+        session.execute(
+            "lock target", q.sql.SQL("SELECT pg_advisory_lock(hashtext({}))").format(lock_key), quiet=True
+        )
+        session.conn.commit()
+        try:
+            return self._run(session, started)
+        finally:
+            session.rollback()
+            session.execute(
+                "unlock target",
+                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(lock_key),
+                quiet=True,
+            )
+            session.conn.commit()
+
+    def _run(self, session: LocalSession, started: float) -> CopyResult:
+        p = self.plan
+        source, target_columns, columns = self._inspect(session)
+        self.result.path = "direct" if self.remote_connect and source.is_foreign else "fdw"
+        staging = QualifiedName(p.target.schema, bounded_name(p.target.name, "fdw_staging"))
+        conditions = self._conditions(session, columns)
+        self._prepare_staging(session, staging, source, target_columns, columns)
+        try:
+            ranges = self._ranges(session, source, columns, conditions)
+            self._load(source, staging, columns, conditions, ranges)
+            self._apply(session, staging, source, columns, target_columns)
+        except BaseException:
+            self._drop_staging(session, staging)
+            raise
+        self.result.seconds = time.monotonic() - started
+        self.log.info(
+            "Copied %d rows (%.1f MB) from %s to %s in %.2fs (%s, %s path, parallelism %d)",
+            self.result.rows,
+            self.result.bytes / 1e6,
+            p.source,
+            p.target,
+            self.result.seconds,
+            p.mode,
+            self.result.path,
+            p.parallelism,
+        )
+        return self.result
+
+    # -- step 1: inspect -----------------------------------------------------------------------
+
+    def _inspect(self, s: LocalSession) -> tuple[SourceInfo, dict[str, Column] | None, list[str]]:
+        p = self.plan
+        with s.transaction():
+            source = self._relation(s, p.source, "source_table")
+            if source is None:
+                raise FdwConfigError(
+                    f"source_table {p.source} does not exist in the local database "
+                    "(import it with ImportForeignSchemaOperator first)."
+                )
+            target_row = s.fetchone("read target", q.RELATION_QUERY, p.target)
+            target_columns = read_columns(s, p.target) if target_row else None
+            if target_row and target_row[1] not in ("r", "p"):
+                raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+        columns = list(p.columns or source.columns)
+        unknown = [c for c in columns if c not in source.columns]
+        if unknown:
+            raise FdwConfigError(
+                f"columns {unknown} do not exist in {p.source}; it has {list(source.columns)}."
+            )
+        for what, names in (
+            ("key_columns", p.key_columns or ()),
+            ("watermark_column", [p.watermark_column] if p.watermark_column else []),
+            ("split_column", [p.split_column] if p.split_column else []),
+        ):
+            missing = [c for c in names if c not in source.columns]
+            if missing:
+                raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
+        if target_columns is not None:
+            self._check_target_columns(source, target_columns, columns)
+        return source, target_columns, columns
+
+    def _relation(self, s: LocalSession, name: QualifiedName, what: str) -> SourceInfo | None:
+        row = s.fetchone(f"read {what}", q.RELATION_QUERY, name)
+        if row is None:
+            return None
+        oid, relkind, _owner, _comment, server_name, ftoptions = row
+        options = dict(o.split("=", 1) for o in ftoptions or ())
+        remote = QualifiedName(options.get("schema_name", name.schema), options.get("table_name", name.name))
+        builtin = all(b for _, b in s.fetchall("read column types", q.COLUMN_TYPE_OIDS_QUERY, (oid,)))
+        return SourceInfo(
+            oid, relkind, read_columns(s, name), server_name, remote if server_name else None, builtin
+        )
+
+    def _check_target_columns(
+        self, source: SourceInfo, target: dict[str, Column], columns: list[str]
+    ) -> None:
+        p = self.plan
+        problems = []
+        for name in columns:
+            if name not in target:
+                problems.append(f"{name} is missing in the target")
+            elif target[name].type_sql != source.columns[name].type_sql:
+                problems.append(
+                    f"{name} is {source.columns[name].type_sql} in the source but "
+                    f"{target[name].type_sql} in the target"
+                )
+        if p.mode == "replace":
+            extra = [n for n in target if n not in columns]
+            if extra:
+                problems.append(f"the target has columns the copy does not fill: {extra}")
+        if problems:
+            raise FdwConfigError(f"Columns of {p.source} and {p.target} do not match: {'; '.join(problems)}.")
+
+    # -- step 2: staging and load --------------------------------------------------------------
+
+    def _conditions(self, s: LocalSession, columns: list[str]) -> list[Any]:
+        """The user's filter and, for append/upsert, the watermark bound read from the target."""
+        p = self.plan
+        conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
+        if p.mode != "replace" and p.watermark_column:
+            with s.transaction():
+                exists = s.fetchone("read target", q.RELATION_QUERY, p.target)
+                bound = (
+                    s.fetchone("read watermark", q.max_of(p.target, p.watermark_column))[0]
+                    if exists
+                    else None
+                )
+            self.result.details["previous_watermark"] = bound
+            if bound is not None:
+                overlap = p.overlap if p.mode == "upsert" else None
+                conditions.append(
+                    q.watermark_predicate(p.watermark_column, bound, p.mode == "upsert", overlap)
+                )
+                self.log.info(
+                    "Copying rows with %s %s %s%s",
+                    p.watermark_column,
+                    ">=" if p.mode == "upsert" else ">",
+                    bound,
+                    f" - {overlap}" if overlap else "",
+                )
+        return conditions
+
+    def _prepare_staging(
+        self,
+        s: LocalSession,
+        staging: QualifiedName,
+        source: SourceInfo,
+        target_columns: dict[str, Column] | None,
+        columns: list[str],
+    ) -> None:
+        """Create the staging table (replace: like the target, indexes dropped until after the load)."""
+        p = self.plan
+        with s.transaction():
+            s.execute("drop leftover staging table", q.drop_table(staging))
+            if p.mode == "replace" and target_columns is not None:
+                s.execute(f"create staging table {staging}", q.create_table_like(staging, p.target))
+                oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
+                self._deferred_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (oid,))
+                for name, _indexdef, conname, _condef, *_ in self._deferred_indexes:
+                    if conname:
+                        s.execute("defer constraint", q.drop_constraint(staging, conname), quiet=True)
+                    else:
+                        s.execute("defer index", q.drop_index(staging.schema, name), quiet=True)
+            else:
+                self._deferred_indexes = []
+                defs = [
+                    (c, source.columns[c].type_sql, source.columns[c].collation, source.columns[c].not_null)
+                    for c in columns
+                ]
+                # append/upsert stage a delta that is applied and dropped: no WAL needed for it.
+                s.execute(
+                    f"create staging table {staging}",
+                    q.create_table(staging, defs, unlogged=p.mode != "replace"),
+                )
+
+    def _ranges(
+        self, s: LocalSession, source: SourceInfo, columns: list[str], conditions: list[Any]
+    ) -> list[Any]:
+        """Split conditions for the parallel sessions: key ranges over [min, max] of the split column."""
+        p = self.plan
+        if p.parallelism == 1:
+            return [None]
+        column = source.columns[p.split_column]
+        if column.type_sql not in INTEGER_TYPES and not column.type_sql.startswith("numeric"):
+            raise FdwConfigError(
+                f"parallelism splits by ranges of an integer column; {p.split_column} is "
+                f"{column.type_sql}. Pass split_column= with an integer column."
+            )
+        with s.transaction():
+            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, conditions))
+        if low is None:
+            return [None]
+        low, high = int(low), int(high)
+        step = max(1, -(-(high - low + 1) // p.parallelism))
+        bounds = [low + i * step for i in range(p.parallelism)] + [None]
+        bounds[0] = None  # open ends: rows outside the range read (e.g. inserted meanwhile) are not lost
+        return [
+            q.range_predicate(p.split_column, bounds[i], bounds[i + 1], include_nulls=(i == 0))
+            for i in range(p.parallelism)
+        ]
+
+    def _load(
+        self,
+        source: SourceInfo,
+        staging: QualifiedName,
+        columns: list[str],
+        conditions: list[Any],
+        ranges: list[Any],
+    ) -> None:
+        p = self.plan
+        probe = None
+        if self.result.path == "fdw":  # rows arrive inside INSERT … SELECT: watch the staging table grow
+            monitor = self.new_session()
+            with monitor.transaction():
+                staging_oid = monitor.fetchone("read staging", q.RELATION_QUERY, staging)[0]
+            monitor.conn.commit()
+
+            def probe() -> int:
+                with monitor.transaction():
+                    return int(monitor.fetchone("measure staging", q.RELATION_SIZE_QUERY, (staging_oid,))[0])
+
+        progress = Progress(self.log, str(p.source), str(p.target), probe=probe)
+        with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
+            futures = [
+                pool.submit(
+                    self._load_range,
+                    source,
+                    staging,
+                    columns,
+                    conditions + ([r] if r is not None else []),
+                    progress,
+                )
+                for r in ranges
+            ]
+            errors = [f.exception() for f in futures]
+        if probe is not None:
+            monitor.close()
+        failures = [e for e in errors if e is not None]
+        if failures:
+            first = failures[0]
+            raise FdwError(
+                f"Copy {p.source} -> {p.target} failed while loading rows: {first}",
+                step="load",
+                sqlstate=getattr(first, "sqlstate", None),
+            ) from None
+        self.result.rows = sum(f.result() for f in futures)
+
+    def _load_range(
+        self,
+        source: SourceInfo,
+        staging: QualifiedName,
+        columns: list[str],
+        conditions: list[Any],
+        progress: Progress,
+    ) -> int:
+        s = self.new_session()
+        try:
+            if self.result.path == "direct":
+                return self._copy_direct(s, source, staging, columns, conditions, progress)
+            rows = self._copy_through_fdw(s, source, staging, columns, conditions)
+            progress.add(rows)
+            return rows
+        finally:
+            s.close()
+
+    def _copy_through_fdw(
+        self,
+        s: LocalSession,
+        source: SourceInfo,
+        staging: QualifiedName,
+        columns: list[str],
+        conditions: list[Any],
+    ) -> int:
+        p = self.plan
+        with s.transaction():
+            read_from = p.source
+            if source.is_foreign:
+                # A private foreign table with a bulk fetch_size: the user's table keeps its options.
+                read_from = QualifiedName("pg_temp", bounded_name("fdw_bulk", p.source.name))
+                defs = [(name, col.type_sql, col.options) for name, col in source.columns.items()]
+                options = {
+                    "schema_name": source.remote.schema,
+                    "table_name": source.remote.name,
+                    "fetch_size": str(p.fetch_size),
+                }
+                s.execute(
+                    "create bulk-read foreign table",
+                    q.create_temp_foreign_table(read_from.name, source.server_name, defs, options),
+                    quiet=True,
+                )
+            cur = s.execute(f"load {staging}", q.insert_select(staging, columns, read_from, conditions))
+            rows = cur.rowcount
+            if source.is_foreign:
+                s.execute("drop bulk-read foreign table", q.drop_remote_probe(read_from.name), quiet=True)
+        return rows
+
+    def _copy_direct(
+        self,
+        s: LocalSession,
+        source: SourceInfo,
+        staging: QualifiedName,
+        columns: list[str],
+        conditions: list[Any],
+        progress: Progress,
+    ) -> int:
+        """Binary COPY from the remote relayed chunk by chunk into COPY on the local side."""
+        assert self.remote_connect is not None and source.remote is not None
+        binary = source.builtin_types  # binary COPY embeds type OIDs: only built-in types travel that way
+        remote_columns = [source.columns[c].options.get("column_name", c) for c in columns]
+        remote = self.remote_connect()
+        rows = 0
+        try:
+            out_stmt = q.select_for_copy(source.remote, remote_columns, conditions, binary)
+            in_stmt = q.copy_from_stdin(staging, columns, binary)
+            with s.transaction():
+                rows = copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
+        finally:
+            remote.close()
+        return rows
+
+    # -- step 3: apply ---------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        s: LocalSession,
+        staging: QualifiedName,
+        source: SourceInfo,
+        columns: list[str],
+        target_columns: dict[str, Column] | None,
+    ) -> None:
+        p = self.plan
+        with s.transaction():
+            oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
+            self.result.bytes = s.fetchone("measure staging", q.RELATION_SIZE_QUERY, (oid,))[0]
+        if p.mode == "replace":
+            self._build_indexes(s, staging, target_columns is None, source)
+            self.result.swap = swap_in(s, staging, p.target, p.lock_timeout, self.log)
+        else:
+            self._merge(s, staging, source, columns, target_columns)
+        if p.watermark_column:
+            with s.transaction():
+                self.result.watermark = s.fetchone("read watermark", q.max_of(p.target, p.watermark_column))[
+                    0
+                ]
+
+    def _build_indexes(
+        self, s: LocalSession, staging: QualifiedName, new_target: bool, source: SourceInfo
+    ) -> None:
+        """After the load: the target's indexes and constraints (or the source's primary key)."""
+        p = self.plan
+        keys = (p.key_columns or tuple(self._remote_primary_key(s, source))) if new_target else ()
+        with s.transaction():
+            for _name, indexdef, conname, condef, *_ in self._deferred_indexes:
+                if conname:
+                    s.execute(f"add constraint {conname}", q.add_constraint(staging, conname, condef))
+                else:
+                    s.execute("create index", q.server_ddl(indexdef))
+            if keys:
+                # Named for the table it will become (constraints keep their names across the rename).
+                s.execute(
+                    "add primary key", q.add_primary_key(staging, bounded_name(p.target.name, "pkey"), keys)
+                )
+            s.execute(f"analyze {staging}", q.analyze(staging))
+
+    def _remote_primary_key(self, s: LocalSession, source: SourceInfo) -> list[str]:
+        """The remote table's primary key, read through the same server (information_schema views)."""
+        if not source.is_foreign or source.remote is None:
+            return []
+        try:
+            for statement in q.create_pk_probes(source.server_name):
+                s.execute("read remote primary key", statement, quiet=True)
+            rows = s.fetchall("read remote primary key", q.REMOTE_PK_QUERY, source.remote)
+        except FdwError as exc:
+            self.log.warning("Could not read the primary key of %s on the remote: %s", source.remote, exc)
+            return []
+        finally:
+            s.rollback()  # the probe tables were created in this transaction: gone with it
+        remote_to_local = {col.options.get("column_name", name): name for name, col in source.columns.items()}
+        return [remote_to_local.get(r[0], r[0]) for r in rows]
+
+    def _merge(
+        self,
+        s: LocalSession,
+        staging: QualifiedName,
+        source: SourceInfo,
+        columns: list[str],
+        target_columns: dict[str, Column] | None,
+    ) -> None:
+        p = self.plan
+        with s.transaction():
+            if p.lock_timeout:
+                s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
+            if target_columns is None:
+                defs = [
+                    (c, source.columns[c].type_sql, source.columns[c].collation, source.columns[c].not_null)
+                    for c in columns
+                ]
+                s.execute(f"create {p.target}", q.create_table(p.target, defs, primary_key=p.key_columns))
+            if p.mode == "append":
+                cur = s.execute(f"append to {p.target}", q.insert_select(p.target, columns, staging))
+            else:
+                check_unique_key(s, p.target, p.key_columns)
+                cur = s.execute(
+                    f"upsert into {p.target}", q.upsert_from(p.target, staging, columns, p.key_columns)
+                )
+            self.result.details["applied_rows"] = cur.rowcount
+            s.execute("drop staging table", q.drop_table(staging), quiet=True)
+
+    def _drop_staging(self, s: LocalSession, staging: QualifiedName) -> None:
+        s.rollback()
+        try:
+            with s.transaction():
+                s.execute("drop staging table", q.drop_table(staging), quiet=True)
+        except FdwError as exc:  # the original error matters more; a retry drops the leftover
+            self.log.warning("Could not drop %s: %s", staging, exc)
+
+
+def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]) -> None:
+    oid = s.fetchone("read target", q.RELATION_QUERY, target)[0]
+    for _name, _def, _con, _condef, unique, plain, index_columns, _signature in s.fetchall(
+        "read target indexes", q.INDEXES_QUERY, (oid,)
+    ):
+        if unique and plain and sorted(index_columns) == sorted(keys):
+            return
+    raise FdwConfigError(
+        f"upsert needs a unique index or primary key on {list(keys)} in {target} "
+        "(ON CONFLICT uses it); create one or adjust key_columns."
+    )
+
+
+def swap_in(
+    s: LocalSession, staging: QualifiedName, target: QualifiedName, lock_timeout: str | None, log: Any
+) -> str:
+    """Make ``staging`` the target in one transaction. Returns how: "created", "renamed" or "in-place".
+
+    When objects hold on to the target's OID (views, foreign keys pointing at it, triggers, policies,
+    publications, inheritance) the rows are exchanged in place instead (DELETE + INSERT, same
+    transaction: slower, but every dependant keeps working and readers see old or new rows).
+    """
+    with s.transaction():
+        if lock_timeout:
+            s.execute("set lock_timeout", q.set_local("lock_timeout", lock_timeout), quiet=True)
+        row = s.fetchone("read target", q.RELATION_QUERY, target)
+        if row is None:
+            s.execute(f"rename {staging} to {target.name}", q.rename_table(staging, target.name))
+            return "created"
+        s.execute(f"lock {target}", q.lock_table(target))
+        oid, _kind, owner, comment, *_ = row
+        dependants = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
+        if dependants:
+            log.info("%s has dependants (%s): exchanging rows in place", target, ", ".join(dependants))
+            columns = list(read_columns(s, target))
+            s.execute(f"clear {target}", q.sql.SQL("DELETE FROM {}").format(q.sql.Identifier(*target)))
+            s.execute(f"fill {target}", q.insert_select(target, columns, staging))
+            s.execute("drop staging table", q.drop_table(staging), quiet=True)
+            return "in-place"
+        staging_oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
+        old_indexes = s.fetchall("read target indexes", q.INDEXES_QUERY, (oid,))
+        new_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (staging_oid,))
+        foreign_keys = s.fetchall("read foreign keys", q.FOREIGN_KEYS_QUERY, (oid,))
+        grants = s.fetchall("read grants", q.GRANTS_QUERY, (oid,))
+        retired = QualifiedName(target.schema, bounded_name(target.name, "fdw_retired"))
+        s.execute(f"retire {target}", q.rename_table(target, retired.name))
+        s.execute(f"swap in {staging}", q.rename_table(staging, target.name))
+        s.execute(f"drop retired {target}", q.drop_table(retired))
+        _restore_names(s, target, old_indexes, new_indexes)
+        for conname, condef in foreign_keys:
+            s.execute(f"restore foreign key {conname}", q.add_constraint(target, conname, condef))
+        for privilege, grantee, grantable in grants:
+            s.execute("restore grant", q.grant(privilege, target, grantee, grantable), quiet=True)
+        if comment is not None:
+            s.execute("restore comment", q.comment_on_table(target, comment), quiet=True)
+        current_owner = s.fetchone("read owner", q.RELATION_QUERY, target)[2]
+        if owner != current_owner:
+            s.execute("restore owner", q.owner_to(target, owner))
+    return "renamed"
+
+
+def _restore_names(s: LocalSession, target: QualifiedName, old: list[tuple], new: list[tuple]) -> None:
+    """Give the new indexes/constraints the old names, matched by what they index (catalog signature)."""
+    unmatched = list(new)
+    for old_row in old:
+        match = next((n for n in unmatched if n[7] == old_row[7]), None)
+        if match is None:
+            continue
+        unmatched.remove(match)
+        new_name, new_con, old_name, old_con = match[0], match[2], old_row[0], old_row[2]
+        if new_con and old_con:
+            if new_con != old_con:
+                s.execute(
+                    "restore constraint name", q.rename_constraint(target, new_con, old_con), quiet=True
+                )
+        elif new_name != old_name:
+            s.execute("restore index name", q.rename_index(target.schema, new_name, old_name), quiet=True)
+
+
+def copy_stream(remote: Any, local: Any, out_stmt: Any, in_stmt: Any, progress: Progress) -> int:
+    """Relay ``COPY … TO STDOUT`` on ``remote`` into ``COPY … FROM STDIN`` on ``local`` chunk by chunk.
+
+    Memory stays flat whatever the table size. Returns the rows the local COPY reported.
+    """
+    from airflow_provider_fdw._driver import USE_PSYCOPG3
+
+    if USE_PSYCOPG3:
+        seen = 0
+        local_cur = local.cursor()
+        with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
+            for chunk in out:  # psycopg yields one row per chunk
+                inp.write(chunk)
+                seen += 1
+                if seen == 10_000:
+                    progress.add(seen)
+                    seen = 0
+        return local_cur.rowcount
+    import os
+
+    read_fd, write_fd = os.pipe()
+    sink = _CountingWriter(os.fdopen(write_fd, "wb", buffering=1 << 20), progress)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            remote.cursor().copy_expert(out_stmt.as_string(remote), sink)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            sink.close()
+
+    thread = threading.Thread(target=produce, name="fdw-copy-producer")
+    thread.start()
+    local_cur = local.cursor()
+    with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
+        try:
+            local_cur.copy_expert(in_stmt.as_string(local), reader, size=1 << 18)
+        finally:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return local_cur.rowcount
+
+
+class _CountingWriter:
+    """File-like sink for psycopg2's copy_expert: counts rows (one write per row) and reports progress."""
+
+    def __init__(self, raw: Any, progress: Progress) -> None:
+        self.raw, self.progress, self.pending = raw, progress, 0
+
+    def write(self, data: bytes) -> int:
+        self.pending += 1
+        if self.pending == 10_000:
+            self.progress.add(self.pending)
+            self.pending = 0
+        return self.raw.write(data)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class Progress:
+    """Rows loaded so far across workers; every few seconds logs rows (or bytes staged), rate and elapsed.
+
+    ``probe`` returns bytes staged so far, for loads that report rows only at the end (INSERT … SELECT).
+    """
+
+    def __init__(
+        self,
+        log: Any,
+        source: str,
+        target: str,
+        every: float = PROGRESS_EVERY_SECONDS,
+        probe: Callable[[], int] | None = None,
+    ) -> None:
+        self.log, self.source, self.target, self.every, self.probe = log, source, target, every, probe
+        self.rows = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._report, name="fdw-copy-progress", daemon=True)
+
+    def add(self, rows: int) -> None:
+        with self._lock:
+            self.rows += max(rows, 0)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.every):
+            elapsed = time.monotonic() - self._started
+            if self.probe is not None:
+                try:
+                    staged = self.probe()
+                except FdwError:
+                    continue
+                self.log.info(
+                    "Copying %s -> %s: %.1f MB staged, %.1f MB/s, %.0fs elapsed",
+                    self.source,
+                    self.target,
+                    staged / 1e6,
+                    staged / 1e6 / elapsed,
+                    elapsed,
+                )
+            else:
+                self.log.info(
+                    "Copying %s -> %s: %d rows so far, %.0f rows/s, %.0fs elapsed",
+                    self.source,
+                    self.target,
+                    self.rows,
+                    self.rows / elapsed,
+                    elapsed,
+                )
