@@ -38,3 +38,15 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
         "detail": getattr(diag, "message_detail", None) if diag is not None else None,
         "hint": getattr(diag, "message_hint", None) if diag is not None else None,
     }
+
+
+def make_conninfo(**params: Any) -> str:
+    """A libpq connection string with values quoted the way libpq expects."""
+    clean = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+    if USE_PSYCOPG3:
+        from psycopg.conninfo import make_conninfo as _make
+
+        return _make(**clean)
+    from psycopg2.extensions import make_dsn
+
+    return make_dsn(**clean)

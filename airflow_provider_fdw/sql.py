@@ -474,18 +474,11 @@ def range_predicate(column: str, low: Any, high: Any, include_nulls: bool) -> sq
     return condition
 
 
-def watermark_predicate(column: str, bound: Any, inclusive: bool, overlap: Any = None) -> sql.Composable:
-    """``column > bound`` (append) or ``column >= bound - overlap`` (upsert)."""
-    value: sql.Composable = sql.Literal(bound)
-    if overlap is not None:
-        # '5 minutes' is text to the driver: say it is an interval (timedelta, numbers adapt themselves).
-        window = (
-            sql.SQL("CAST({} AS interval)").format(sql.Literal(overlap))
-            if isinstance(overlap, str)
-            else (sql.Literal(overlap))
-        )
-        value = sql.SQL("({} - {})").format(value, window)
-    return sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(">=" if inclusive else ">"), value)
+def watermark_predicate(column: str, bound: Any, inclusive: bool) -> sql.Composable:
+    """``column > bound`` (append) or ``column >= bound`` (upsert, bound already lowered by the overlap)."""
+    return sql.SQL("{} {} {}").format(
+        sql.Identifier(column), sql.SQL(">=" if inclusive else ">"), sql.Literal(bound)
+    )
 
 
 def insert_select(
@@ -549,8 +542,19 @@ def min_max(table: QualifiedName, column: str, conditions: Sequence[sql.Composab
     )
 
 
-def max_of(table: QualifiedName, column: str) -> sql.Composed:
-    return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+def max_of(table: QualifiedName, column: str, minus: Any = None) -> sql.Composed:
+    """``max(column)``, optionally lowered by ``minus`` (interval text such as '5 minutes', or a number)."""
+    if minus is None:
+        return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+    # '5 minutes' is text to the driver: say it is an interval (timedelta and numbers adapt themselves).
+    window = (
+        sql.SQL("CAST({} AS interval)").format(sql.Literal(minus))
+        if isinstance(minus, str)
+        else sql.Literal(minus)
+    )
+    return sql.SQL("SELECT max({}) - {} FROM {}").format(
+        sql.Identifier(column), window, sql.Identifier(*table)
+    )
 
 
 # Remote catalogs the primary-key probe reads (pg_catalog: readable by any role, unlike

@@ -86,9 +86,10 @@ def target_fp(shop, table, where="true"):
 def copy(target_table, **kwargs):
     kwargs.setdefault("source_table", "proxy_shop.items")
     direct = kwargs.pop("direct", False)
+    relay = kwargs.pop("relay", "auto")
     plan = plan_copy(target_table=target_table, **kwargs)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan, direct=direct)
+        return hook.bulk_copy(plan, direct=direct, relay=relay)
 
 
 def new_table():
@@ -183,21 +184,24 @@ def test_replace_with_a_dependent_view_exchanges_rows_in_place(shop):
     assert target_fp(shop, f"public.{t}") == source_fp(shop)
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["fdw", "direct"])
-def test_parallel_copies_equal_the_serial_copy(shop, direct):
+@pytest.mark.parametrize(
+    ("direct", "relay"), [(False, "auto"), (True, "psql"), (True, "python")], ids=["fdw", "psql", "python"]
+)
+def test_parallel_copies_equal_the_serial_copy(shop, direct, relay):
     serial, parallel = f"public.{new_table()}", f"public.{new_table()}"
-    one = copy(serial, key_columns=["id"], direct=direct)
-    three = copy(parallel, key_columns=["id"], parallelism=3, direct=direct)
+    one = copy(serial, key_columns=["id"], direct=direct, relay=relay)
+    three = copy(parallel, key_columns=["id"], parallelism=3, direct=direct, relay=relay)
     assert one["rows"] == three["rows"] == ROWS + 1
     assert one["path"] == three["path"] == ("direct" if direct else "fdw")
     assert target_fp(shop, serial) == target_fp(shop, parallel) == source_fp(shop)
 
 
-def test_direct_copy_of_builtin_types_uses_binary_and_equals_the_fdw_copy(shop):
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_direct_copy_of_builtin_types_uses_binary_and_equals_the_fdw_copy(shop, relay):
     cols = ["id", "amount", "at", "doc", "tags", "blob", "uid", "note", "flag", "f8", "d", "iv", "updated_at"]
     via_fdw, direct = f"public.{new_table()}", f"public.{new_table()}"
     copy(via_fdw, columns=cols)
-    result = copy(direct, columns=cols, direct=True)
+    result = copy(direct, columns=cols, direct=True, relay=relay)
     assert result["path"] == "direct"
     assert target_fp(shop, via_fdw) == target_fp(shop, direct)
 

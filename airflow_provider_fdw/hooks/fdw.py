@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -21,7 +22,7 @@ from airflow_provider_fdw.connection import (
     validate_server_options,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan
+from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.reimport import ImportRequest, import_and_converge
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -315,21 +316,47 @@ class FdwHook(PostgresHook):
 
     # -- bulk copy ---------------------------------------------------------------------------
 
-    def bulk_copy(self, plan: CopyPlan, direct: bool = False) -> dict[str, Any]:
+    def bulk_copy(self, plan: CopyPlan, direct: bool = False, relay: str = "auto") -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
         With ``direct`` the rows are read from the remote named by this hook's ``fdw_conn_id`` with
-        binary COPY (faster) instead of through postgres_fdw; results are identical.
+        binary COPY (faster) instead of through postgres_fdw; results are identical. ``relay``:
+        ``"psql"`` pipes two ``psql`` processes, ``"python"`` relays in this process, ``"auto"``
+        uses psql when it is on the PATH.
         """
+        if relay not in ("auto", "psql", "python"):
+            raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
+        psql_relay = None
+        if direct and relay != "python":
+            psql = shutil.which("psql")
+            if psql is None and relay == "psql":
+                raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
+            if psql is not None:
+                psql_relay = PsqlRelay(psql, self._remote_libpq_params(), self._local_libpq_params())
         remote_connect = self.remote_connection if direct else None
-        copy = BulkCopy(plan, self._new_session, self.log, remote_connect)
+        copy = BulkCopy(plan, self._new_session, self.log, remote_connect, psql_relay)
         return copy.run(self.session).summary()
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
+        return self._create_connection(self._remote_libpq_params())
+
+    def _remote_libpq_params(self) -> dict[str, Any]:
         remote = self.remote
         args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
-        return self._create_connection({**args, "user": remote.user, "password": remote.password})
+        return {**args, "user": remote.user, "password": remote.password}
+
+    def _local_libpq_params(self) -> dict[str, Any]:
+        conn = self.connection
+        extra = {k: v for k, v in conn.extra_dejson.items() if k in LIBPQ_SERVER_OPTIONS}
+        return {
+            **extra,
+            "host": conn.host,
+            "port": conn.port,
+            "dbname": conn.schema,
+            "user": conn.login,
+            "password": conn.password,
+        }
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
