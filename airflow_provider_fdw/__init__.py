@@ -39,6 +39,12 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.sensors.replication"]}
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.triggers.replication"]}
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_fdw.hooks.fdw.FdwHook",

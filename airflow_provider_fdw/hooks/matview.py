@@ -97,6 +97,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
         view = plan.views[0]
         with session.transaction() as s:
             if _state(s, view) is None:
+                s.execute(f"create schema {view.schema}", q.create_schema(view.schema))
                 s.execute(f"create materialized view {view}", q.create_materialized_view(view, plan.query))
                 created.add(view)
             for spec in plan.indexes:

@@ -258,6 +258,62 @@ def create_local_cluster(
     return cluster
 
 
+def create_standby(
+    primary: Cluster,
+    basedir: Path,
+    name: str = "standby",
+    application_name: str = "fdw_standby",
+    slot_name: str = "fdw_standby_slot",
+) -> Cluster:
+    """A physical streaming standby of ``primary`` (``pg_basebackup -R`` with a physical slot), started.
+
+    Its walsender on the primary shows ``application_name``; ``slot_name`` keeps the WAL it needs.
+    """
+    if primary.datadir is None:
+        raise ClusterError("a standby needs a local primary")
+    home = basedir / name
+    home.mkdir(parents=True)
+    if primary.run_as:
+        user = pwd.getpwnam(primary.run_as)
+        for path in (basedir, home):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    standby = Cluster(
+        name=name,
+        host="127.0.0.1",
+        port=free_port(),
+        password=primary.password,
+        datadir=home / "data",
+        bindir=primary.bindir,
+        run_as=primary.run_as,
+        logfile=home / "server.log",
+    )
+    conninfo = (
+        f"host={primary.host} port={primary.port} user={primary.superuser} "
+        f"application_name={application_name}"
+    )
+    _run_pg(
+        standby,
+        "pg_basebackup",
+        "-D",
+        str(standby.datadir),
+        "-d",
+        conninfo,
+        "-R",
+        "-X",
+        "stream",
+        "-C",
+        "-S",
+        slot_name,
+        "--no-sync",
+        "--checkpoint=fast",
+        env={"PGPASSWORD": primary.password},
+    )
+    with open(standby.datadir / "postgresql.auto.conf", "a") as fh:
+        fh.write(f"port = {standby.port}\nunix_socket_directories = '{home}'\nhot_standby_feedback = on\n")
+    standby.start()
+    return standby
+
+
 def start_local_pair(basedir: Path) -> Pair:
     source = create_local_cluster("source", basedir)
     target = create_local_cluster("target", basedir)
@@ -295,11 +351,13 @@ def wait_until_ready(cluster: Cluster, timeout: float = 60.0) -> None:
     raise ClusterError(f"{cluster.name} at {cluster.host}:{cluster.port} not ready: {last}")
 
 
-def _run_pg(cluster: Cluster, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _run_pg(
+    cluster: Cluster, tool: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     assert cluster.bindir is not None
     cmd = [str(cluster.bindir / tool), *args]
     kwargs: dict[str, Any] = {}
-    env = {**os.environ, "LC_ALL": "C"}
+    env = {**os.environ, "LC_ALL": "C", **(env or {})}
     if cluster.run_as:
         user = pwd.getpwnam(cluster.run_as)
         kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])

@@ -1,0 +1,275 @@
+"""Replication lag, measured the way trusted monitoring does (postgres_exporter, check_postgres, pgwatch).
+
+- Bytes come from ``pg_wal_lsn_diff`` between the primary's WAL position and the replica's.
+- Seconds come from replay timestamps / ``replay_lag`` only while the receiver is connected, and
+  are 0 when nothing is outstanding: on an idle primary ``pg_last_xact_replay_timestamp()`` keeps
+  ageing and ``*_lag`` columns turn NULL, which must not read as "stale".
+- A receiver that is not streaming, a disabled subscription, a stopped apply worker or an inactive
+  slot is *broken*, reported as such: never a false "fresh".
+
+``measure_lag`` is synchronous; the sensor calls it directly and the trigger off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError
+
+MEASURES = ("standby", "subscription", "slot", "walsender")
+
+CURRENT_LSN = sql.SQL("SELECT pg_current_wal_lsn()::text")
+
+LSN_DIFF = sql.SQL("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint")
+
+STANDBY_QUERY = sql.SQL(
+    "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, "
+    "  extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, "
+    "  (SELECT status FROM pg_stat_wal_receiver), "
+    "  pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint"
+)
+
+# On the primary: one walsender by application_name (physical standbys and subscriptions alike).
+WALSENDER_QUERY = sql.SQL(
+    "SELECT pg_current_wal_lsn()::text, r.state, r.replay_lsn::text, "
+    "  extract(epoch FROM r.replay_lag)::float8, "
+    "  pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint "
+    "FROM pg_stat_replication r WHERE r.application_name = %s ORDER BY r.backend_start DESC LIMIT 1"
+)
+
+# On the primary: a replication slot and, when it is in use, its walsender.
+SLOT_QUERY = sql.SQL(
+    "SELECT pg_current_wal_lsn()::text, s.slot_type, s.active, s.wal_status, "
+    "  coalesce(r.replay_lsn, s.confirmed_flush_lsn, s.restart_lsn)::text, "
+    "  extract(epoch FROM r.replay_lag)::float8, "
+    "  pg_wal_lsn_diff(pg_current_wal_lsn(), "
+    "                  coalesce(r.replay_lsn, s.confirmed_flush_lsn, s.restart_lsn))::bigint "
+    "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
+    "WHERE s.slot_name = %s"
+)
+
+# On the subscriber: is the subscription enabled and its apply worker running?
+SUBSCRIPTION_QUERY = sql.SQL(
+    "SELECT s.subenabled, st.pid, s.subslotname, st.latest_end_lsn::text "
+    "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
+    "WHERE s.subname = %s AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@dataclass
+class LagConfig:
+    """What is measured. ``connect(conn_id)`` returns a DB-API connection (autocommit)."""
+
+    measure: str = "standby"
+    subscription_name: str | None = None
+    slot_name: str | None = None
+    application_name: str | None = None
+    has_primary: bool = False
+
+    def validate(self, max_lag_bytes: int | None, max_lag_seconds: float | None, catch_up: bool) -> None:
+        if self.measure not in MEASURES:
+            raise FdwConfigError(f"measure must be one of {', '.join(MEASURES)}; got {self.measure!r}.")
+        required = {"subscription": "subscription_name", "slot": "slot_name", "walsender": "application_name"}
+        needed = required.get(self.measure)
+        if needed and not getattr(self, needed):
+            raise FdwConfigError(f"measure={self.measure!r} needs {needed}.")
+        if not catch_up and max_lag_bytes is None and max_lag_seconds is None:
+            raise FdwConfigError(
+                "Give max_lag_bytes, max_lag_seconds (both must hold when both are given), or catch_up=True."
+            )
+        for name, value in (("max_lag_bytes", max_lag_bytes), ("max_lag_seconds", max_lag_seconds)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise FdwConfigError(f"{name} must be a non-negative number, got {value!r}.")
+        if catch_up and self.measure in ("standby", "subscription") and not self.has_primary:
+            raise FdwConfigError(
+                "catch_up=True compares with the primary's WAL position: pass primary_conn_id."
+            )
+        if self.measure == "subscription" and max_lag_bytes is not None and not self.has_primary:
+            raise FdwConfigError(
+                "Lag of a subscription in bytes is read on the publisher: pass primary_conn_id."
+            )
+
+
+@dataclass
+class LagReading:
+    """One measurement. ``broken`` holds the reason when replication is not working."""
+
+    measure: str
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    broken: str | None = None
+    replica_lsn: str | None = None
+    primary_lsn: str | None = None
+    target_lsn: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.broken:
+            return f"{self.measure} replication is broken: {self.broken}"
+        seconds = "unknown" if self.lag_seconds is None else f"{self.lag_seconds:.1f}s"
+        lag_bytes = "unknown" if self.lag_bytes is None else f"{self.lag_bytes} bytes"
+        where = f" (replica at {self.replica_lsn}, primary at {self.primary_lsn or self.target_lsn})"
+        return f"{self.measure} lag {lag_bytes}, {seconds}{where}"
+
+
+def satisfied(
+    reading: LagReading, max_lag_bytes: int | None, max_lag_seconds: float | None, catch_up: bool
+) -> bool:
+    """Fresh enough? Every given bound must hold; an unknown value never passes a bound."""
+    if reading.broken:
+        return False
+    if catch_up and (reading.lag_bytes is None or reading.lag_bytes > 0):
+        return False
+    if max_lag_bytes is not None and (reading.lag_bytes is None or reading.lag_bytes > max_lag_bytes):
+        return False
+    return not (
+        max_lag_seconds is not None and (reading.lag_seconds is None or reading.lag_seconds > max_lag_seconds)
+    )
+
+
+def current_lsn(conn: Any) -> str:
+    return _one(conn, CURRENT_LSN)[0]
+
+
+def measure_lag(
+    config: LagConfig,
+    replica: Callable[[], Any],
+    primary: Callable[[], Any] | None = None,
+    target_lsn: str | None = None,
+) -> LagReading:
+    """Measure once. ``replica``/``primary`` open connections; ``target_lsn`` turns on catch-up mode:
+    lag is then measured against that fixed position instead of the primary's current one."""
+    measure = {"standby": _standby, "subscription": _subscription, "slot": _slot, "walsender": _walsender}
+    return measure[config.measure](config, replica, primary, target_lsn)
+
+
+def _standby(
+    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+) -> LagReading:
+    reading = LagReading("standby", target_lsn=target_lsn)
+    primary_lsn = target_lsn
+    if primary is not None and target_lsn is None:
+        primary_lsn = _with(primary, current_lsn)  # read first: the replica can only be behind it
+        reading.primary_lsn = primary_lsn
+    conn = replica()
+    try:
+        in_recovery, receive_lsn, replay_lsn, replay_age, status, unreplayed = _one(conn, STANDBY_QUERY)
+        if not in_recovery:
+            raise FdwConfigError(
+                "measure='standby' needs a connection to a standby (pg_is_in_recovery() is false)."
+            )
+        reading.replica_lsn = replay_lsn
+        reading.details = {"receive_lsn": receive_lsn, "receiver_status": status}
+        if status != "streaming":
+            reading.broken = f"the WAL receiver is not streaming (status: {status or 'not running'})"
+            return reading
+        if primary_lsn is not None:
+            reading.lag_bytes = max(0, int(_one(conn, LSN_DIFF, (primary_lsn, replay_lsn))[0]))
+        else:  # without the primary: WAL received but not yet replayed (a lower bound)
+            reading.lag_bytes = max(0, int(unreplayed or 0))
+    finally:
+        conn.close()
+    reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else (replay_age if replay_age is not None else None)
+    return reading
+
+
+def _walsender(
+    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+) -> LagReading:
+    """On the primary (the sensor's own connection): one walsender by application_name."""
+    reading = LagReading("walsender", target_lsn=target_lsn)
+    conn = replica()
+    try:
+        row = _one(conn, WALSENDER_QUERY, (config.application_name,))
+        if row is None:
+            reading.broken = f"no walsender with application_name {config.application_name!r} is connected"
+            return reading
+        reading.primary_lsn, state, reading.replica_lsn, replay_lag, diff = row
+        reading.details = {"state": state}
+        _fill(reading, conn, diff, replay_lag, target_lsn)
+    finally:
+        conn.close()
+    return reading
+
+
+def _slot(
+    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+) -> LagReading:
+    """On the primary (the sensor's own connection): a replication slot."""
+    reading = LagReading("slot", target_lsn=target_lsn)
+    conn = replica()
+    try:
+        row = _one(conn, SLOT_QUERY, (config.slot_name,))
+        if row is None:
+            raise FdwConfigError(f"Replication slot {config.slot_name!r} does not exist on this server.")
+        reading.primary_lsn, slot_type, active, wal_status, reading.replica_lsn, replay_lag, diff = row
+        reading.details = {"slot_type": slot_type, "wal_status": wal_status}
+        if wal_status == "lost":
+            reading.broken = f"slot {config.slot_name!r} has lost required WAL (wal_status lost)"
+        elif not active:
+            reading.broken = f"slot {config.slot_name!r} is inactive: no consumer is connected"
+        else:
+            _fill(reading, conn, diff, replay_lag, target_lsn)
+    finally:
+        conn.close()
+    return reading
+
+
+def _subscription(
+    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+) -> LagReading:
+    """On the subscriber: health of the subscription; lag read from its slot on the publisher."""
+    conn = replica()
+    try:
+        row = _one(conn, SUBSCRIPTION_QUERY, (config.subscription_name,))
+    finally:
+        conn.close()
+    if row is None:
+        raise FdwConfigError(f"Subscription {config.subscription_name!r} does not exist in this database.")
+    enabled, pid, slot_name, latest_end_lsn = row
+    reading = LagReading("subscription", target_lsn=target_lsn, replica_lsn=latest_end_lsn)
+    reading.details = {"slot_name": slot_name}
+    if not enabled:
+        reading.broken = f"subscription {config.subscription_name!r} is disabled"
+        return reading
+    if pid is None:
+        reading.broken = f"the apply worker of subscription {config.subscription_name!r} is not running"
+        return reading
+    if primary is None:
+        return reading  # healthy, lag unknown without the publisher (validated: only seconds asked)
+    on_publisher = _slot(LagConfig("slot", slot_name=slot_name), primary, None, target_lsn)
+    on_publisher.measure = "subscription"
+    on_publisher.details["slot_name"] = slot_name
+    return on_publisher
+
+
+def _fill(
+    reading: LagReading, conn: Any, diff: int | None, replay_lag: float | None, target_lsn: str | None
+) -> None:
+    if target_lsn is not None:
+        diff = _one(conn, LSN_DIFF, (target_lsn, reading.replica_lsn))[0] if reading.replica_lsn else None
+    reading.lag_bytes = None if diff is None else max(0, int(diff))
+    # replay_lag is NULL when idle: with nothing outstanding that is "no lag", not "unknown".
+    reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else replay_lag
+
+
+def _one(conn: Any, statement: Any, params: Any = None) -> Any:
+    cur = conn.cursor()
+    cur.execute(statement, params)
+    return cur.fetchone()
+
+
+def _with(connect: Callable[[], Any], fn: Callable[[Any], Any]) -> Any:
+    conn = connect()
+    try:
+        return fn(conn)
+    finally:
+        conn.close()

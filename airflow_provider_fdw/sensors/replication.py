@@ -1,0 +1,180 @@
+"""ReplicationLagSensor: wait until a replica or subscriber is fresh enough to copy from or report on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_fdw.replication import LagConfig, current_lsn, measure_lag, satisfied
+from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
+
+
+class ReplicationLagSensor(BaseSensorOperator):
+    """Wait until replication lag is within bounds; fail loudly (optionally at once) when it is broken.
+
+    What is measured (``measure``), and where ``postgres_conn_id`` points:
+
+    - ``"standby"``: a physical standby. Bytes are the primary's current WAL position (with
+      ``primary_conn_id``) or the WAL received but not yet replayed (without) minus the replay
+      position; seconds the age of the last replayed transaction, and 0 when nothing is outstanding.
+    - ``"subscription"``: a logical subscriber (``subscription_name``). Health is read there
+      (enabled, apply worker running); lag from its slot on the publisher (``primary_conn_id``).
+    - ``"slot"``: a replication slot on the primary (``slot_name``).
+    - ``"walsender"``: a connected standby or subscriber by ``application_name``, on the primary.
+
+    With ``catch_up=True`` the sensor records the primary's WAL position when it starts and succeeds
+    once the replica has replayed up to it: the most robust freshness test, immune to idle-primary
+    artefacts. Otherwise every bound given must hold (``max_lag_bytes`` and/or ``max_lag_seconds``).
+
+    Broken replication (receiver not streaming, subscription disabled, apply worker stopped, slot
+    inactive or lost) never counts as fresh: the sensor keeps waiting and logs why, or with
+    ``fail_on_broken=True`` fails at once (skipped with ``soft_fail``). ``mode="poke"``,
+    ``"reschedule"`` and ``deferrable=True`` (default: ``[operators] default_deferrable``) all work.
+    Each poke logs the measurement; the last one is the XCom value.
+
+    :param postgres_conn_id: the server measured (standby, subscriber, or primary for slot/walsender).
+    :param measure: ``standby``, ``subscription``, ``slot`` or ``walsender``.
+    :param primary_conn_id: the primary / publisher, for byte lag of standbys and subscriptions.
+    :param subscription_name: for ``measure="subscription"``.
+    :param slot_name: for ``measure="slot"``.
+    :param application_name: for ``measure="walsender"``.
+    :param max_lag_bytes: largest acceptable lag in bytes of WAL.
+    :param max_lag_seconds: largest acceptable lag in seconds.
+    :param catch_up: wait until the replica reaches the primary's position at sensor start.
+    :param fail_on_broken: fail at once when replication is broken, instead of waiting.
+    :param deferrable: wait in the triggerer (ReplicationLagTrigger) instead of a worker slot.
+    """
+
+    template_fields: Sequence[str] = (
+        "postgres_conn_id",
+        "primary_conn_id",
+        "subscription_name",
+        "slot_name",
+        "application_name",
+    )
+    ui_color = "#e0d6f0"
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str,
+        measure: str = "standby",
+        primary_conn_id: str | None = None,
+        subscription_name: str | None = None,
+        slot_name: str | None = None,
+        application_name: str | None = None,
+        max_lag_bytes: int | None = None,
+        max_lag_seconds: float | None = None,
+        catch_up: bool = False,
+        fail_on_broken: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.postgres_conn_id = postgres_conn_id
+        self.measure = measure
+        self.primary_conn_id = primary_conn_id
+        self.subscription_name = subscription_name
+        self.slot_name = slot_name
+        self.application_name = application_name
+        self.max_lag_bytes = max_lag_bytes
+        self.max_lag_seconds = max_lag_seconds
+        self.catch_up = catch_up
+        self.fail_on_broken = fail_on_broken
+        self.deferrable = deferrable
+        self.target_lsn: str | None = None
+        self.last_reading: dict[str, Any] | None = None
+        self._config().validate(max_lag_bytes, max_lag_seconds, catch_up)
+
+    def _config(self) -> LagConfig:
+        return LagConfig(
+            self.measure,
+            self.subscription_name,
+            self.slot_name,
+            self.application_name,
+            self.primary_conn_id is not None,
+        )
+
+    def execute(self, context: Any) -> Any:
+        if self.catch_up:
+            self.target_lsn = self._start_lsn(context)
+            self.log.info("Waiting until the replica reaches the primary's position %s", self.target_lsn)
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)  # no need to defer when it is fresh already
+        if result.is_done:
+            return result.xcom_value
+        self.defer(
+            trigger=ReplicationLagTrigger(
+                self.postgres_conn_id,
+                self.measure,
+                self.primary_conn_id,
+                self.subscription_name,
+                self.slot_name,
+                self.application_name,
+                self.max_lag_bytes,
+                self.max_lag_seconds,
+                self.target_lsn,
+                self.fail_on_broken,
+                self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Any) -> PokeReturnValue:
+        primary = self._connect(self.primary_conn_id) if self.primary_conn_id else None
+        reading = measure_lag(self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn)
+        self.last_reading = reading.to_dict()
+        ok = satisfied(reading, self.max_lag_bytes, self.max_lag_seconds, self.catch_up)
+        bounds = ", ".join(
+            f"{k} <= {v}"
+            for k, v in (("bytes", self.max_lag_bytes), ("seconds", self.max_lag_seconds))
+            if v is not None
+        )
+        self.log.info(
+            "%s; wanted %s: %s",
+            reading.describe(),
+            bounds or f"caught up to {self.target_lsn}",
+            "fresh enough" if ok else "waiting",
+        )
+        if reading.broken and self.fail_on_broken:
+            raise AirflowFailException(reading.describe())
+        if reading.broken:
+            self.log.warning("Replication is broken (%s); waiting, never reporting it fresh", reading.broken)
+        return PokeReturnValue(is_done=ok, xcom_value=self.last_reading)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event["status"] == "success":
+            self.log.info("Replication fresh enough: %s", event["message"])
+            return event["reading"]
+        if event["status"] == "broken":
+            raise AirflowFailException(event["message"])
+        raise AirflowException(f"Measuring replication lag failed: {event['message']}")
+
+    def _start_lsn(self, context: Any) -> str:
+        """The primary's WAL position when the sensor first ran (kept across reschedules in XCom)."""
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None and self.reschedule:
+            stored = ti.xcom_pull(task_ids=self.task_id, key="catch_up_lsn")
+            if stored:
+                return stored
+        primary_id = self.primary_conn_id or self.postgres_conn_id  # slot/walsender: measured on the primary
+        conn = self._connect(primary_id)()
+        try:
+            lsn = current_lsn(conn)
+        finally:
+            conn.close()
+        if ti is not None and self.reschedule:
+            ti.xcom_push(key="catch_up_lsn", value=lsn)
+        return lsn
+
+    @staticmethod
+    def _connect(conn_id: str) -> Any:
+        return PostgresHook(postgres_conn_id=conn_id).get_conn

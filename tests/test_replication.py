@@ -1,0 +1,363 @@
+"""ReplicationLagSensor and ReplicationLagTrigger on real streaming and logical replication."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SOURCE_DB, TARGET_DB, postgres_connection
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
+from airflow_provider_fdw.testing.pgcluster import create_standby
+from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
+
+BURST = "INSERT INTO app.repl_items SELECT g, repeat(md5(g::text), 8) FROM generate_series({lo}, {hi}) g"
+
+
+@pytest.fixture(scope="module")
+def repl(airflow_connections):
+    """A standby of the source (third cluster) and a subscription source -> target, with connections."""
+    pair = airflow_connections
+    src, tgt = pair.source, pair.target
+    base = Path(tempfile.mkdtemp(prefix="fdw-standby-"))
+    standby = create_standby(src, base)
+    src.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=SOURCE_DB)
+    src.execute("CREATE PUBLICATION fdw_pub FOR TABLE app.repl_items", dbname=SOURCE_DB)
+    tgt.execute("CREATE SCHEMA IF NOT EXISTS app", dbname=TARGET_DB)
+    tgt.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=TARGET_DB)
+    publisher = (
+        f"host={src.host} port={src.port} dbname={SOURCE_DB} user={src.superuser} password={src.password}"
+    )
+    tgt.execute(
+        sql.SQL("CREATE SUBSCRIPTION fdw_sub CONNECTION {} PUBLICATION fdw_pub").format(
+            sql.Literal(publisher)
+        ),
+        dbname=TARGET_DB,
+    )
+    os.environ["AIRFLOW_CONN_STANDBY_DB"] = postgres_connection(standby, SOURCE_DB)
+    os.environ["AIRFLOW_CONN_SOURCE_DB"] = postgres_connection(src, SOURCE_DB)
+    wait_for(lambda: standby.execute("SELECT status FROM pg_stat_wal_receiver") == [("streaming",)])
+    wait_for(
+        lambda: (
+            tgt.execute("SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL", dbname=TARGET_DB)[
+                0
+            ][0]
+            >= 1
+        )
+    )
+    started = time.monotonic()
+    yield pair, standby
+    tgt.execute("DROP SUBSCRIPTION IF EXISTS fdw_sub", dbname=TARGET_DB)
+    standby.stop("immediate")
+    src.execute("SELECT pg_drop_replication_slot('fdw_standby_slot')")
+    print(f"\n[replication] tests took {time.monotonic() - started:.1f}s")
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def sensor(**kwargs) -> ReplicationLagSensor:
+    kwargs.setdefault("task_id", "lag")
+    kwargs.setdefault("deferrable", False)
+    return ReplicationLagSensor(**kwargs)
+
+
+def standby_sensor(**kwargs) -> ReplicationLagSensor:
+    return sensor(postgres_conn_id="standby_db", measure="standby", primary_conn_id="source_db", **kwargs)
+
+
+def poke_until_done(s: ReplicationLagSensor, timeout: float = 60.0):
+    return wait_for(lambda: s.poke({}).is_done and s.last_reading, timeout, every=0.2)
+
+
+def burst(src, lo: int, hi: int) -> None:
+    src.execute(BURST.format(lo=lo, hi=hi), dbname=SOURCE_DB)
+
+
+def test_idle_standby_is_fresh_at_once_even_after_its_replay_timestamp_aged(repl):
+    wait_for(lambda: standby_sensor(max_lag_bytes=0).poke({}).is_done)
+    time.sleep(2.5)  # the last replayed transaction is now >2s old, but nothing is outstanding
+    s = standby_sensor(max_lag_bytes=1024, max_lag_seconds=1)
+    result = s.poke({})
+    assert result.is_done, s.last_reading
+    assert result.xcom_value["lag_bytes"] == 0 and result.xcom_value["lag_seconds"] == 0.0
+
+
+def test_a_write_burst_on_the_primary_holds_the_sensor_until_the_standby_catches_up(repl):
+    pair, standby = repl
+    standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        burst(pair.source, 1, 100_000)  # ~30 MB of WAL
+        s = standby_sensor(max_lag_bytes=1_000_000, max_lag_seconds=60)
+        result = s.poke({})
+        assert not result.is_done
+        assert result.xcom_value["lag_bytes"] > 1_000_000 and result.xcom_value["broken"] is None
+        catch_up = standby_sensor(catch_up=True)
+        catch_up.target_lsn = catch_up._start_lsn({})
+        assert not catch_up.poke({}).is_done
+    finally:
+        standby.execute("SELECT pg_wal_replay_resume()")
+    assert poke_until_done(s)["lag_bytes"] <= 1_000_000
+    assert poke_until_done(catch_up)["lag_bytes"] == 0
+
+
+def test_a_stopped_receiver_is_reported_broken_never_fresh(repl):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    _, standby = repl
+    original = standby.execute("SHOW primary_conninfo")[0][0]  # written by pg_basebackup -R
+    standby.execute("ALTER SYSTEM SET primary_conninfo = ''")
+    standby.execute("SELECT pg_reload_conf()")
+    try:
+        wait_for(lambda: standby.execute("SELECT count(*) FROM pg_stat_wal_receiver")[0][0] == 0)
+        s = standby_sensor(max_lag_bytes=10**12, max_lag_seconds=10**6)  # any lag would pass these bounds
+        result = s.poke({})
+        assert not result.is_done and "not streaming" in result.xcom_value["broken"]
+        with pytest.raises(AirflowFailException, match="WAL receiver is not streaming"):
+            standby_sensor(max_lag_bytes=10**12, fail_on_broken=True).poke({})
+        # The same outage seen from the primary: the walsender is gone and the slot inactive.
+        walsender = sensor(
+            postgres_conn_id="source_db",
+            measure="walsender",
+            application_name="fdw_standby",
+            max_lag_bytes=10**12,
+        )
+        assert "no walsender" in wait_for(lambda: walsender.poke({}).xcom_value["broken"])
+        slot = sensor(
+            postgres_conn_id="source_db", measure="slot", slot_name="fdw_standby_slot", max_lag_bytes=10**12
+        )
+        assert "inactive" in slot.poke({}).xcom_value["broken"]
+    finally:
+        standby.execute(sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(original)))
+        standby.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: standby.execute("SELECT status FROM pg_stat_wal_receiver") == [("streaming",)])
+    poke_until_done(standby_sensor(max_lag_bytes=0))
+    walsender = sensor(
+        postgres_conn_id="source_db",
+        measure="walsender",
+        application_name="fdw_standby",
+        max_lag_bytes=1_000_000,
+    )
+    assert poke_until_done(walsender)["broken"] is None
+    assert (
+        poke_until_done(
+            sensor(
+                postgres_conn_id="source_db",
+                measure="slot",
+                slot_name="fdw_standby_slot",
+                max_lag_bytes=1_000_000,
+            )
+        )["details"]["slot_type"]
+        == "physical"
+    )
+
+
+def subscription_sensor(**kwargs) -> ReplicationLagSensor:
+    return sensor(
+        postgres_conn_id="postgres_default",
+        measure="subscription",
+        subscription_name="fdw_sub",
+        primary_conn_id="source_db",
+        **kwargs,
+    )
+
+
+def test_subscription_fresh_then_lagging_behind_a_blocked_apply_then_fresh(repl):
+    pair, _ = repl
+    assert poke_until_done(subscription_sensor(max_lag_bytes=1_000_000))["broken"] is None
+    blocker = pair.target.connect(TARGET_DB, autocommit=False)
+    try:
+        # The apply worker waits for this lock, so changes pile up on the publisher.
+        blocker.cursor().execute("LOCK TABLE app.repl_items IN ACCESS EXCLUSIVE MODE")
+        # Many transactions: logical decoding ships each at its commit, so they queue up behind the lock
+        # (one huge transaction would show little byte lag: catch_up=True is the measure for that).
+        for i in range(60):
+            burst(pair.source, 200_001 + i * 1000, 200_000 + (i + 1) * 1000)
+        s = subscription_sensor(max_lag_bytes=1_000_000)
+        catch_up = subscription_sensor(catch_up=True)
+        catch_up.target_lsn = catch_up._start_lsn({})
+        assert not catch_up.poke({}).is_done
+        # (PokeReturnValue is falsy until done: wait on the reading itself.)
+        reading = wait_for(
+            lambda: (r := s.poke({}).xcom_value)["lag_bytes"] and r["lag_bytes"] > 1_000_000 and r
+        )
+        assert reading["broken"] is None
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert poke_until_done(s)["lag_bytes"] <= 1_000_000
+    wait_for(
+        lambda: (
+            pair.target.execute("SELECT count(*) FROM app.repl_items WHERE id > 200000", dbname=TARGET_DB)[0][
+                0
+            ]
+            == 60_000
+        )
+    )
+
+
+def test_a_disabled_subscription_is_broken_and_its_slot_inactive(repl):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    pair, _ = repl
+    pair.target.execute("ALTER SUBSCRIPTION fdw_sub DISABLE", dbname=TARGET_DB)
+    try:
+        s = subscription_sensor(max_lag_bytes=10**12)
+        assert "is disabled" in s.poke({}).xcom_value["broken"]
+        slot = sensor(postgres_conn_id="source_db", measure="slot", slot_name="fdw_sub", max_lag_bytes=10**12)
+        assert "inactive" in wait_for(lambda: slot.poke({}).xcom_value["broken"])
+        with pytest.raises(AirflowFailException, match="disabled"):
+            subscription_sensor(max_lag_bytes=10**12, fail_on_broken=True).poke({})
+    finally:
+        pair.target.execute("ALTER SUBSCRIPTION fdw_sub ENABLE", dbname=TARGET_DB)
+    assert poke_until_done(subscription_sensor(max_lag_bytes=1_000_000))["broken"] is None
+
+
+def run_trigger(trigger: ReplicationLagTrigger, timeout: float = 60.0):
+    """Run the trigger in a real event loop next to a ticker: the loop must keep ticking."""
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        event = await asyncio.wait_for(anext(trigger.run()), timeout)
+        tick_task.cancel()
+        return event, ticks, time.monotonic() - started
+
+    return asyncio.run(main())
+
+
+def test_trigger_success_and_broken_events_without_blocking_the_loop(repl):
+    pair, standby = repl
+    standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        burst(pair.source, 300_001, 340_000)
+        trigger = ReplicationLagTrigger(
+            "standby_db", "standby", primary_conn_id="source_db", max_lag_bytes=0, poll_interval=0.2
+        )
+        resume = threading.Timer(1.5, lambda: standby.execute("SELECT pg_wal_replay_resume()"))
+        resume.start()
+        event, ticks, seconds = run_trigger(trigger)
+    finally:
+        standby.execute("SELECT pg_wal_replay_resume()")
+    assert event.payload["status"] == "success" and event.payload["reading"]["lag_bytes"] == 0
+    assert seconds >= 1.4 and ticks >= seconds / 0.05 * 0.5  # the loop kept running while it waited
+
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_fdw.triggers.replication.ReplicationLagTrigger"
+    assert pair.source.password not in repr(kwargs)
+    assert ReplicationLagTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+    pair.target.execute("ALTER SUBSCRIPTION fdw_sub DISABLE", dbname=TARGET_DB)
+    try:
+        broken = ReplicationLagTrigger(
+            "postgres_default",
+            "subscription",
+            primary_conn_id="source_db",
+            subscription_name="fdw_sub",
+            max_lag_bytes=0,
+            fail_on_broken=True,
+        )
+        event, _, _ = run_trigger(broken)
+    finally:
+        pair.target.execute("ALTER SUBSCRIPTION fdw_sub ENABLE", dbname=TARGET_DB)
+    assert event.payload["status"] == "broken" and "disabled" in event.payload["message"]
+    error, _, _ = run_trigger(ReplicationLagTrigger("standby_db", "slot", slot_name="nope", max_lag_bytes=0))
+    assert error.payload["status"] == "error" and "does not exist" in error.payload["message"]
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
+def test_sensor_modes_in_a_dag_run_wait_for_a_lagging_standby(airflow_db, repl, mode):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    pair, standby = repl
+    with DAG(f"lag_{mode}", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+        ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="standby_db",
+            primary_conn_id="source_db",
+            catch_up=True,
+            poke_interval=0.5,
+            timeout=120,
+            mode="reschedule" if mode == "reschedule" else "poke",
+            deferrable=mode == "deferrable",
+        )
+    standby.execute("SELECT pg_wal_replay_pause()")
+    offset = 400_000 + 10_000 * ["poke", "reschedule", "deferrable"].index(mode)
+    burst(pair.source, offset + 1, offset + 10_000)
+    resume = threading.Timer(2.0, lambda: standby.execute("SELECT pg_wal_replay_resume()"))
+    resume.start()
+    try:
+        result = run_dag(dag)
+    finally:
+        resume.join()
+        standby.execute("SELECT pg_wal_replay_resume()")
+    assert result.state == "success", result.task_states
+    assert result.xcom["lag"]["lag_bytes"] == 0 and result.xcom["lag"]["target_lsn"]
+
+
+def test_timeout_with_soft_fail_skips_while_replication_is_broken(airflow_db, repl):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    pair, _ = repl
+    with DAG("lag_soft_fail", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+        ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="postgres_default",
+            measure="subscription",
+            subscription_name="fdw_sub",
+            max_lag_seconds=5,
+            poke_interval=0.5,
+            timeout=2,
+            soft_fail=True,
+            deferrable=False,
+        )
+    pair.target.execute("ALTER SUBSCRIPTION fdw_sub DISABLE", dbname=TARGET_DB)
+    try:
+        result = run_dag(dag)
+    finally:
+        pair.target.execute("ALTER SUBSCRIPTION fdw_sub ENABLE", dbname=TARGET_DB)
+    assert result.task_states["lag"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"measure": "standby"}, "Give max_lag_bytes"),
+        ({"measure": "nope", "max_lag_bytes": 1}, "measure must be one of"),
+        ({"measure": "slot", "max_lag_bytes": 1}, "needs slot_name"),
+        ({"measure": "subscription", "max_lag_seconds": 1}, "needs subscription_name"),
+        ({"measure": "subscription", "subscription_name": "s", "max_lag_bytes": 1}, "read on the publisher"),
+        ({"measure": "standby", "catch_up": True}, "pass primary_conn_id"),
+        ({"measure": "standby", "max_lag_bytes": -1}, "non-negative"),
+    ],
+)
+def test_bad_arguments_fail_at_parse_time(kwargs, message):
+    with pytest.raises(FdwConfigError, match=message):
+        ReplicationLagSensor(task_id="t", postgres_conn_id="x", **kwargs)
