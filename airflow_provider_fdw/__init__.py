@@ -36,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_fdw.operators.schema",
                     "airflow_provider_fdw.operators.matview",
                     "airflow_provider_fdw.operators.copy",
+                    "airflow_provider_fdw.operators.embedding",
                 ],
             }
         ],

@@ -1,11 +1,11 @@
 """Nightly bulk copy for a batch job (the PostgresML "accelerate bulk access" flow).
 
 A read replica of production is the source: wait until it has replayed everything the primary had
-when the run started, converge the foreign server and user mapping from the ``fdw_source``
+when the run started, converge the foreign server and user mapping from the ``fdw_replica``
 connection, import the remote schema into a proxy schema, then copy the tables the batch job needs
 into the analytics database (``postgres_default``).
 
-Connections: ``fdw_source`` (postgres_fdw, the replica), ``replica_db`` and ``primary_db``
+Connections: ``fdw_replica`` (postgres_fdw, the replica), ``replica_db`` and ``primary_db``
 (postgres, for the lag sensor), ``postgres_default`` (the local analytics database).
 """
 
@@ -39,7 +39,7 @@ with DAG(
         timeout=1800,
     )
     server = CreateForeignServerOperator(
-        task_id="foreign_server", server_name="production_db", fdw_conn_id="fdw_source"
+        task_id="foreign_server", server_name="production_db", fdw_conn_id="fdw_replica"
     )
     proxy = ImportForeignSchemaOperator(
         task_id="import_production_tables",

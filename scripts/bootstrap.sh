@@ -42,6 +42,8 @@ stamp=.venv/.fdw-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "bootstrap: installing the package and its test extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  # CPU torch pinned first: the embeddings extra would otherwise pull the newest CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e '.[test,embeddings]'
   touch "$stamp"
 fi

@@ -26,7 +26,7 @@ from airflow_provider_fdw.testing.sample_data import (  # noqa: E402
     set_airflow_connections,
 )
 
-DAGS = ["fdw_bulk_copy", "fdw_matview_sync"]
+DAGS = ["fdw_bulk_copy", "fdw_matview_sync", "fdw_embedding_backfill"]
 
 
 def main() -> int:
@@ -38,9 +38,10 @@ def main() -> int:
         replica = create_standby(pair.source, Path(tempfile.mkdtemp(prefix="fdw-demo-replica-")))
         try:
             set_airflow_connections(pair)
-            # The copies read the replica; the lag sensor compares it with the primary.
+            # fdw_bulk_copy reads the replica (the lag sensor compares it with the primary); the other
+            # DAGs use the primary (fdw_source), the embedding DAG writes vectors back to it.
             replica_view = type(pair)(replica, pair.target)
-            os.environ["AIRFLOW_CONN_FDW_SOURCE"] = fdw_connection(replica_view)
+            os.environ["AIRFLOW_CONN_FDW_REPLICA"] = fdw_connection(replica_view)
             os.environ["AIRFLOW_CONN_REPLICA_DB"] = postgres_connection(replica, SOURCE_DB)
             os.environ["AIRFLOW_CONN_PRIMARY_DB"] = postgres_connection(pair.source, SOURCE_DB)
             print(
@@ -70,6 +71,8 @@ def report(target: Cluster) -> None:
         ("public", "bulk_access_orders"),
         ("reporting", "users"),
         ("reporting", "order_totals"),
+        ("public", "products"),
+        ("catalog_proxy", "product_embeddings"),
     ]
     for schema, name in tables:
         statement = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))

@@ -34,7 +34,7 @@ def test_every_example_dag_parses_without_connections_or_a_database(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
-    assert {"fdw_bulk_copy", "fdw_matview_sync"} <= set(result["dags"])
+    assert set(result["dags"]) == {"fdw_bulk_copy", "fdw_matview_sync", "fdw_embedding_backfill"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def replica(airflow_connections):
         slot_name="example_replica_slot",
     )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRFLOW_CONN_FDW_SOURCE", fdw_connection(Pair(standby, pair.target)))
+        mp.setenv("AIRFLOW_CONN_FDW_REPLICA", fdw_connection(Pair(standby, pair.target)))
         mp.setenv("AIRFLOW_CONN_REPLICA_DB", postgres_connection(standby, SOURCE_DB))
         mp.setenv("AIRFLOW_CONN_PRIMARY_DB", postgres_connection(pair.source, SOURCE_DB))
         yield pair, standby
@@ -110,3 +110,32 @@ def test_fdw_matview_sync_creates_then_refreshes_concurrently(airflow_db, replic
     assert count(pair.target, "reporting.order_totals") == 1000
     totals = pair.target.execute("SELECT sum(total) FROM reporting.order_totals", dbname=TARGET_DB)[0][0]
     assert totals == pair.source.execute("SELECT sum(amount) FROM app.orders", dbname=SOURCE_DB)[0][0]
+
+
+def test_fdw_embedding_backfill_embeds_and_writes_vectors_back_twice(airflow_db, replica):
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    pair, _ = replica
+    dag = load_example("fdw_embedding_backfill")
+    first = run_dag(dag)
+    assert first.state == "success", first.task_states
+    assert first.xcom["copy_products"]["rows"] == 240
+    assert first.xcom["embed_descriptions"]["rows_embedded"] == 240
+    assert first.xcom["write_back_vectors"]["rows"] == 240
+    second = run_dag(dag)  # idempotent: nothing new to copy or embed, the write-back converges
+    assert second.state == "success", second.task_states
+    assert second.xcom["embed_descriptions"]["rows_embedded"] == 0
+    assert second.xcom["write_back_vectors"]["rows"] == 240
+    src = pair.source
+    assert src.execute(
+        "SELECT count(*), min(array_length(embedding, 1)) FROM catalog.product_embeddings", dbname=SOURCE_DB
+    ) == [(240, 384)]
+    # Items 1 and 7 share a description; a jacket is nearer a sweater than a sweater is to a pan.
+    near = (
+        "SELECT sum(x::float8 * y::float8) FROM catalog.product_embeddings a, catalog.product_embeddings b, "
+        "unnest(a.embedding, b.embedding) u(x, y) WHERE a.id = %s AND b.id = %s"
+    )
+    same = src.execute(near, (1, 7), dbname=SOURCE_DB)[0][0]
+    sweater_vs_pan = src.execute(near, (6, 2), dbname=SOURCE_DB)[0][0]
+    jacket_vs_sweater = src.execute(near, (1, 6), dbname=SOURCE_DB)[0][0]
+    assert same > 0.9 and jacket_vs_sweater > sweater_vs_pan

@@ -23,10 +23,17 @@ from airflow_provider_fdw.connection import (
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
+from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.reimport import ImportRequest, import_and_converge
 from airflow_provider_fdw.hooks.session import LocalSession
-from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers, check_role
+from airflow_provider_fdw.names import (
+    QualifiedName,
+    check_identifier,
+    check_identifiers,
+    check_role,
+    parse_qualified_name,
+)
 
 IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -361,6 +368,40 @@ class FdwHook(PostgresHook):
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
         return LocalSession(self.get_conn(), self.log, secrets)
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def backfill_embeddings(self, plan: BackfillPlan, embedder: Any, dimensions: int) -> dict[str, Any]:
+        """Fill the embedding column where it is NULL; see ``EmbeddingBackfillOperator``."""
+        return backfill(self.session, plan, embedder, dimensions, self.log)
+
+    def copy_to_foreign_table(
+        self, local_table: str, foreign_table: str, key_column: str, columns: Sequence[str]
+    ) -> int:
+        """Write rows of a local table to a (remote) foreign table, replacing the remote rows with the
+        same keys, in ONE local transaction (postgres_fdw commits the remote side with it).
+
+        :return: the rows written.
+        """
+        local = parse_qualified_name(local_table, "local_table")
+        remote = parse_qualified_name(foreign_table, "foreign_table")
+        check_identifier(key_column, "key_column")
+        cols = check_identifiers(columns, "columns") or []
+        if key_column not in cols:
+            cols = [key_column, *cols]
+        s = self.session
+        with s.transaction():
+            s.execute(
+                f"delete replaced rows of {remote}",
+                q.sql.SQL("DELETE FROM {} WHERE {} = ANY (ARRAY(SELECT {} FROM {}))").format(
+                    q.sql.Identifier(*remote),
+                    q.sql.Identifier(key_column),
+                    q.sql.Identifier(key_column),
+                    q.sql.Identifier(*local),
+                ),
+            )
+            cur = s.execute(f"write {remote}", q.insert_select(remote, cols, local))
+            return cur.rowcount
 
     # -- remote reachability -----------------------------------------------------------------
 

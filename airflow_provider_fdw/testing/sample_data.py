@@ -25,6 +25,20 @@ SOURCE_SCHEMA = [
     "GRANT USAGE ON SCHEMA app TO {reader}",
     "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {reader}",
     "ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO {reader}",
+    # The embedding example: products to embed, and a table the vectors are written back to.
+    "CREATE SCHEMA catalog",
+    "CREATE TABLE catalog.products (id bigint PRIMARY KEY, name text NOT NULL, description text, "
+    "updated_at timestamptz NOT NULL DEFAULT now())",
+    "INSERT INTO catalog.products (id, name, description, updated_at) SELECT g, 'product ' || g, "
+    "(ARRAY['a warm wool sweater for cold winter days', 'a waterproof jacket for hiking in the rain', "
+    "'a stainless steel pan for cooking eggs', 'a cast iron skillet for searing steak', "
+    "'a paperback novel about a detective in Paris', 'a hardcover history of the Roman empire'])[1 + g % 6] "
+    "|| ' (item ' || g || ')', '2024-01-01'::timestamptz + g * interval '1 minute' "
+    "FROM generate_series(1, 240) g",
+    "CREATE TABLE catalog.product_embeddings (id bigint PRIMARY KEY, embedding real[] NOT NULL)",
+    "GRANT USAGE ON SCHEMA catalog TO {reader}",
+    "GRANT SELECT ON catalog.products TO {reader}",
+    "GRANT SELECT, INSERT, DELETE ON catalog.product_embeddings TO {reader}",
 ]
 
 
