@@ -370,10 +370,7 @@ class BulkCopy:
                         s.execute("defer index", q.drop_index(staging.schema, name), quiet=True)
             else:
                 self._deferred_indexes = []
-                defs = [
-                    (c, source.columns[c].type_sql, source.columns[c].collation, source.columns[c].not_null)
-                    for c in columns
-                ]
+                defs = column_defs(source, columns)
                 # append/upsert stage a delta that is applied and dropped: no WAL needed for it.
                 s.execute(
                     f"create staging table {staging}",
@@ -598,10 +595,7 @@ class BulkCopy:
             if p.lock_timeout:
                 s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
             if target_columns is None:
-                defs = [
-                    (c, source.columns[c].type_sql, source.columns[c].collation, source.columns[c].not_null)
-                    for c in columns
-                ]
+                defs = column_defs(source, columns)
                 s.execute(f"create {p.target}", q.create_table(p.target, defs, primary_key=p.key_columns))
             if p.mode == "append":
                 cur = s.execute(f"append to {p.target}", q.insert_select(p.target, columns, staging))
@@ -620,6 +614,14 @@ class BulkCopy:
                 s.execute("drop staging table", q.drop_table(staging), quiet=True)
         except FdwError as exc:  # the original error matters more; a retry drops the leftover
             self.log.warning("Could not drop %s: %s", staging, exc)
+
+
+def column_defs(source: SourceInfo, columns: list[str]) -> list[tuple[str, str, str | None, bool]]:
+    """(name, type, collation, NOT NULL) of the copied columns, as the source declares them."""
+    return [
+        (c, source.columns[c].type_sql, source.columns[c].collation, source.columns[c].not_null)
+        for c in columns
+    ]
 
 
 def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]) -> None:

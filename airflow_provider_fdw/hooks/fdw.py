@@ -25,7 +25,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
-from airflow_provider_fdw.hooks.reimport import ImportRequest, import_and_converge
+from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import (
     QualifiedName,
@@ -35,7 +35,6 @@ from airflow_provider_fdw.names import (
     parse_qualified_name,
 )
 
-IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
 INSUFFICIENT_PRIVILEGE = "42501"
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 
@@ -261,17 +260,10 @@ class FdwHook(PostgresHook):
 
         :return: the names of the foreign tables now in ``local_schema`` for that selection.
         """
-        check_identifier(server_name, "server_name")
-        check_identifier(remote_schema, "remote_schema")
-        check_identifier(local_schema, "local_schema")
-        limit_to = check_identifiers(limit_to, "limit_to")
-        exclude = check_identifiers(exclude, "exclude")
-        if limit_to and exclude:
-            raise FdwConfigError(
-                "Pass either limit_to or exclude, not both (IMPORT FOREIGN SCHEMA takes one)."
-            )
-        options = check_import_options(import_options)
-        request = ImportRequest(server_name, remote_schema, local_schema, limit_to, exclude, options, replace)
+        request = plan_import(
+            server_name, remote_schema, local_schema, limit_to, exclude, import_options, replace
+        )
+        limit_to, exclude = request.limit_to, request.exclude
         s = self.session
         with s.transaction():
             self._lock(s, "schema", local_schema)
@@ -528,15 +520,3 @@ class FdwHook(PostgresHook):
 def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
     """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
     return dict(item.split("=", 1) for item in raw or ())
-
-
-def check_import_options(options: Mapping[str, Any] | None) -> dict[str, str]:
-    if not options:
-        return {}
-    unknown = sorted(set(options) - IMPORT_OPTIONS)
-    if unknown:
-        raise FdwConfigError(
-            f"Unknown import option(s) {', '.join(unknown)}; "
-            f"postgres_fdw accepts {', '.join(sorted(IMPORT_OPTIONS))}."
-        )
-    return {k: render_option_value(v) for k, v in options.items()}

@@ -17,14 +17,15 @@ Everything happens in the caller's transaction: other sessions see the old defin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.connection import render_option_value
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.session import LocalSession
-from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
 
 DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 RELKINDS = {
@@ -47,6 +48,9 @@ class Column:
     options: dict[str, str]
 
 
+IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
+
+
 @dataclass
 class ImportRequest:
     server_name: str
@@ -56,6 +60,35 @@ class ImportRequest:
     exclude: Sequence[str] | None
     import_options: dict[str, str]
     replace: bool
+
+
+def plan_import(
+    server_name: str,
+    remote_schema: str,
+    local_schema: str,
+    limit_to: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    import_options: Mapping[str, Any] | None = None,
+    replace: bool = True,
+) -> ImportRequest:
+    """Check the arguments of an import (before any SQL runs) and return the request."""
+    check_identifier(server_name, "server_name")
+    check_identifier(remote_schema, "remote_schema")
+    check_identifier(local_schema, "local_schema")
+    limit_to = check_identifiers(limit_to, "limit_to")
+    exclude = check_identifiers(exclude, "exclude")
+    if limit_to and exclude:
+        raise FdwConfigError("Pass either limit_to or exclude, not both (IMPORT FOREIGN SCHEMA takes one).")
+    options: dict[str, str] = {}
+    if import_options:
+        unknown = sorted(set(import_options) - IMPORT_OPTIONS)
+        if unknown:
+            raise FdwConfigError(
+                f"Unknown import option(s) {', '.join(unknown)}; "
+                f"postgres_fdw accepts {', '.join(sorted(IMPORT_OPTIONS))}."
+            )
+        options = {k: render_option_value(v) for k, v in import_options.items()}
+    return ImportRequest(server_name, remote_schema, local_schema, limit_to, exclude, options, replace)
 
 
 def import_and_converge(s: LocalSession, request: ImportRequest, previous: Sequence[str], log: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.embedding import (
+    BackfillPlan,
     SentenceTransformerEmbedder,
     SqlFunctionEmbedder,
     plan_backfill,
@@ -65,7 +66,11 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
         self.validate_if_static(table, text_column)
 
     def validate(self) -> None:
-        plan_backfill(
+        self._plan()
+        self._embedder()
+
+    def _plan(self) -> BackfillPlan:
+        return plan_backfill(
             self.table,
             self.text_column,
             self.key_column,
@@ -73,7 +78,6 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
             self.batch_size,
             self.max_rows,
         )
-        self._embedder()
 
     def _embedder(self) -> tuple[Any, int]:
         embedder = self.embedder
@@ -93,14 +97,7 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
         return embedder, dimensions
 
     def execute(self, context: Any) -> dict[str, Any]:
-        plan = plan_backfill(
-            self.table,
-            self.text_column,
-            self.key_column,
-            self.embedding_column,
-            self.batch_size,
-            self.max_rows,
-        )
+        plan = self._plan()
         embedder, dimensions = self._embedder()
         with self.get_hook() as hook:
             return hook.backfill_embeddings(plan, embedder, dimensions)

@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
-from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.fdw import check_import_options
-from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
+from airflow_provider_fdw.hooks.reimport import plan_import
+from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 
 
@@ -72,16 +71,15 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
         self.validate_if_static(server_name, remote_schema, local_schema, limit_to, exclude)
 
     def validate(self) -> None:
-        check_identifier(self.server_name, "server_name")
-        check_identifier(self.remote_schema, "remote_schema")
-        check_identifier(self.local_schema, "local_schema")
-        check_identifiers(self.limit_to, "limit_to")
-        check_identifiers(self.exclude, "exclude")
-        if self.limit_to and self.exclude:
-            raise FdwConfigError(
-                "Pass either limit_to or exclude, not both (IMPORT FOREIGN SCHEMA takes one)."
-            )
-        check_import_options(self.import_options)
+        plan_import(
+            self.server_name,
+            self.remote_schema,
+            self.local_schema,
+            self.limit_to,
+            self.exclude,
+            self.import_options,
+            self.replace,
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
         self.validate()
