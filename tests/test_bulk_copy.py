@@ -381,3 +381,22 @@ def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs, message):
     args = {"task_id": "t", "source_table": "proxy_shop.items", "target_table": "public.x", **kwargs}
     with pytest.raises(FdwConfigError, match=message):
         BulkCopyOperator(**args)
+
+
+def test_a_lock_timeout_at_the_swap_leaves_the_target_intact_and_a_retry_succeeds(shop):
+    t = new_table()
+    copy(f"public.{t}", where="id <= 1000")
+    before = target_fp(shop, f"public.{t}")
+    reader = shop.target.connect(TARGET_DB, autocommit=False)
+    try:
+        # A long report holds the target open: the swap cannot take its lock within lock_timeout.
+        reader.cursor().execute(sql.SQL("SELECT count(*) FROM {}").format(ident(t)))
+        with pytest.raises(FdwError, match="lock timeout"):
+            copy(f"public.{t}", lock_timeout="500ms")
+        assert target_fp(shop, f"public.{t}") == before
+    finally:
+        reader.rollback()
+        reader.close()
+    assert leftovers(shop, f"public.{t}") == []
+    assert copy(f"public.{t}", lock_timeout="5s")["rows"] == ROWS + 1
+    assert target_fp(shop, f"public.{t}") == source_fp(shop)
