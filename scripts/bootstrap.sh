@@ -44,6 +44,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # CPU torch pinned first: the embeddings extra would otherwise pull the newest CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e '.[test,embeddings]'
+  .venv/bin/python -m pip install -q -e '.[test,embeddings,docs]'
   touch "$stamp"
 fi
