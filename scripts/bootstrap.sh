@@ -34,6 +34,12 @@ if ! have_pg_server; then
   apt_install postgresql postgresql-contrib
 fi
 
+# Headless Chromium for the connection-form browser test (Debian's build: no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "bootstrap: installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 # Airflow reads its configuration at import: point it at a throwaway home before anything imports it.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="fdw-airflow-home-")
@@ -27,6 +28,9 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# One key for every process of the session (tests, airflow CLI, api-server): connection passwords
+# saved by one must decrypt in the others.
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
 
 from airflow_provider_fdw._driver import sql  # noqa: E402
 from airflow_provider_fdw.testing.pgcluster import (  # noqa: E402
