@@ -113,7 +113,7 @@ def toast_text(page, contains: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"no notification saying {contains!r}; page: {page.inner_text('body')[-1500:]}")
 
 
-def test_a_person_adds_tests_and_uses_a_postgres_fdw_connection_in_the_ui(api_server, browser, pair):
+def test_a_person_adds_tests_and_uses_a_postgres_fdw_connection_in_the_ui(api_server, browser, pair, capfd):
     from airflow.sdk import DAG
 
     from airflow_provider_fdw.operators.server import CreateForeignServerOperator
@@ -185,6 +185,8 @@ def test_a_person_adds_tests_and_uses_a_postgres_fdw_connection_in_the_ui(api_se
     result = run_dag(dag)
     assert result.state == "success", result.task_states
     assert result.xcom["server"]["remote_version"]
+    task_output = "".join(capfd.readouterr())  # the DAG run's task logs
+    assert "CREATE USER MAPPING" in task_output and READER_PASSWORD not in task_output
 
     # Edit the password to a wrong one: Test reports a clear failure.
     page.get_by_role("button", name="Edit Connection").first.click()
