@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException
 
+# SQLSTATE codes the provider reacts to.
+INSUFFICIENT_PRIVILEGE = "42501"
+DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
+
 
 class FdwError(AirflowException):
     """A database step failed; ``step`` says which, ``sqlstate`` carries the server's code."""

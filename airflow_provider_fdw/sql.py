@@ -15,6 +15,18 @@ from airflow_provider_fdw.names import ROLE_KEYWORDS, QualifiedName
 
 FDW_NAME = "postgres_fdw"
 
+# pg_class.relkind in words, for messages.
+RELKIND_NAMES = {
+    "r": "a table",
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "p": "a partitioned table",
+    "i": "an index",
+    "S": "a sequence",
+    "c": "a composite type",
+}
+
 
 def create_extension(name: str = FDW_NAME) -> sql.Composed:
     return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))

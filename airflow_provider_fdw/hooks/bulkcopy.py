@@ -417,7 +417,6 @@ class BulkCopy:
             monitor = self.new_session()
             with monitor.transaction():
                 staging_oid = monitor.fetchone("read staging", q.RELATION_QUERY, staging)[0]
-            monitor.conn.commit()
 
             def probe() -> int:
                 with monitor.transaction():

@@ -21,7 +21,12 @@ from airflow_provider_fdw.connection import (
     render_option_value,
     validate_server_options,
 )
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import (
+    DEPENDENT_OBJECTS_STILL_EXIST,
+    INSUFFICIENT_PRIVILEGE,
+    FdwConfigError,
+    FdwError,
+)
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
@@ -34,9 +39,6 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
-
-INSUFFICIENT_PRIVILEGE = "42501"
-DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
 
 
 class FdwHook(PostgresHook):
@@ -331,19 +333,14 @@ class FdwHook(PostgresHook):
             if psql is None and relay == "psql":
                 raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
             if psql is not None:
-                psql_relay = PsqlRelay(psql, self._remote_libpq_params(), self._local_libpq_params())
+                psql_relay = PsqlRelay(psql, libpq_params(self.remote), self._local_libpq_params())
         remote_connect = self.remote_connection if direct else None
         copy = BulkCopy(plan, self._new_session, self.log, remote_connect, psql_relay)
         return copy.run(self.session).summary()
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
-        return self._create_connection(self._remote_libpq_params())
-
-    def _remote_libpq_params(self) -> dict[str, Any]:
-        remote = self.remote
-        args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
-        return {**args, "user": remote.user, "password": remote.password}
+        return self._create_connection(libpq_params(self.remote))
 
     def _local_libpq_params(self) -> dict[str, Any]:
         conn = self.connection
@@ -457,15 +454,9 @@ class FdwHook(PostgresHook):
         try:
             conn = self.get_connection(self.fdw_conn_id)
             secret = conn.password or ""
-            remote = remote_server_from_connection(conn)
-            options = remote.server_options
-            connect_args = {
-                k: options[k]
-                for k in ("host", "port", "dbname", "sslmode", "connect_timeout")
-                if k in options
-            }
-            connect_args.setdefault("connect_timeout", "10")
-            raw = self._create_connection({**connect_args, "user": remote.user, "password": remote.password})
+            params = libpq_params(remote_server_from_connection(conn))
+            params.setdefault("connect_timeout", "10")
+            raw = self._create_connection(params)
             try:
                 with raw.cursor() as cur:
                     cur.execute("SELECT current_setting('server_version'), current_user")
@@ -515,6 +506,12 @@ class FdwHook(PostgresHook):
         if exclude:
             return [n for n in names if n not in exclude]
         return names
+
+
+def libpq_params(remote: RemoteServer) -> dict[str, Any]:
+    """Connection arguments for reaching the remote from Airflow: its libpq server options + login."""
+    args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
+    return {**args, "user": remote.user, "password": remote.password}
 
 
 def parse_options(raw: Sequence[str] | None) -> dict[str, str]:

@@ -20,15 +20,6 @@ from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
 
 Concurrently = bool | Literal["auto"]
-RELKIND_NAMES = {
-    "r": "a table",
-    "v": "a view",
-    "f": "a foreign table",
-    "p": "a partitioned table",
-    "i": "an index",
-    "S": "a sequence",
-    "c": "a composite type",
-}
 
 
 @dataclass(frozen=True)
@@ -221,7 +212,7 @@ def _state(s: LocalSession, view: QualifiedName) -> dict[str, Any] | None:
     oid, relkind, populated, has_unique_index = row
     if relkind != "m":
         raise FdwConfigError(
-            f"{view} is {RELKIND_NAMES.get(relkind, 'not a materialized view')}, not a materialized view."
+            f"{view} is {q.RELKIND_NAMES.get(relkind, 'not a materialized view')}, not a materialized view."
         )
     return {"oid": oid, "populated": populated, "has_unique_index": has_unique_index}
 

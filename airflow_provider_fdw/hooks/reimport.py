@@ -23,20 +23,9 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.connection import render_option_value
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
-
-DEPENDENT_OBJECTS_STILL_EXIST = "2BP01"
-RELKINDS = {
-    "r": "a table",
-    "v": "a view",
-    "m": "a materialized view",
-    "f": "a foreign table",
-    "p": "a partitioned table",
-    "S": "a sequence",
-    "c": "a composite type",
-}
 
 
 @dataclass(frozen=True)
@@ -110,8 +99,9 @@ def import_and_converge(s: LocalSession, request: ImportRequest, previous: Seque
             if r.replace:
                 converge_columns(s, local, QualifiedName(scratch, table), log)
         elif table in existing:
+            kind = q.RELKIND_NAMES.get(existing[table], "another object")
             raise FdwError(
-                f"{local} already exists as {RELKINDS.get(existing[table], 'another object')} that was not "
+                f"{local} already exists as {kind} that was not "
                 f"imported from server {r.server_name!r} schema {r.remote_schema!r}; rename or drop it, or "
                 "import into another local schema.",
                 step="import foreign schema",

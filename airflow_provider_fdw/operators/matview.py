@@ -70,7 +70,6 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
         )
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        self._plan()
         with self.get_hook() as hook:
             return hook.refresh_materialized_views(
                 self.views,

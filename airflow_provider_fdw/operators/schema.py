@@ -82,7 +82,7 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        self.validate()
+        # import_foreign_schema validates every argument (templated ones rendered now) before any SQL.
         with self.get_hook() as hook:
             tables = hook.import_foreign_schema(
                 self.server_name,

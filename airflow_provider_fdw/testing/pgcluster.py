@@ -52,7 +52,6 @@ class Cluster:
     # For servers we did not start ourselves (Docker): how to stop and start them.
     stop_command: Any = field(default=None, repr=False)
     start_command: Any = field(default=None, repr=False)
-    _started_pid: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.fdw_host = self.fdw_host or self.host
@@ -110,7 +109,6 @@ class Cluster:
             wait_until_ready(self)
             return
         _run_pg(self, "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
-        self._started_pid = self.postmaster_pid()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server if it is running (``mode``: smart, fast or immediate)."""
