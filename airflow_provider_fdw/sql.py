@@ -655,3 +655,214 @@ GRANTS_QUERY = sql.SQL(
     "  a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
     "WHERE c.oid = %s AND a.grantee <> c.relowner ORDER BY 2, 1"
 )
+
+
+# -- replace: in-place diff apply, staging markers, verification ------------------------------------
+
+
+def _table(table: QualifiedName, only: bool) -> sql.Composable:
+    """``ONLY table`` for plain tables (inheritance children keep their rows), ``table`` otherwise."""
+    return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
+
+
+def _key_match(
+    left: str, right: str, keys: Sequence[str], right_keys: Sequence[str] | None = None
+) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(a), sql.Identifier(right), sql.Identifier(b)
+        )
+        for a, b in zip(keys, right_keys or keys, strict=True)
+    )
+
+
+def row_text(alias: str, columns: Sequence[str]) -> sql.Composable:
+    """The row's text form: equal exactly when every value prints the same (no equality operator needed)."""
+    return sql.SQL("ROW({})::text").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns)
+    )
+
+
+def diff_delete(
+    target: QualifiedName, staging: QualifiedName, keys: Sequence[str], only: bool
+) -> sql.Composed:
+    """Delete the target rows whose key is not in the new data."""
+    return sql.SQL("DELETE FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+        _table(target, only), sql.Identifier(*staging), _key_match("s", "t", keys)
+    )
+
+
+def diff_update(
+    target: QualifiedName, staging: QualifiedName, keys: Sequence[str], columns: Sequence[str], only: bool
+) -> sql.Composed:
+    """Update the rows whose non-key values differ (compared by text form: json, point... included)."""
+    others = [c for c in columns if c not in keys]
+    return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {} IS DISTINCT FROM {}").format(
+        _table(target, only),
+        sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in others),
+        sql.Identifier(*staging),
+        _key_match("s", "t", keys),
+        row_text("t", others),
+        row_text("s", others),
+    )
+
+
+def diff_insert(
+    target: QualifiedName,
+    staging: QualifiedName,
+    keys: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+    overriding: bool,
+) -> sql.Composed:
+    """Insert the rows whose key is new (``OVERRIDING SYSTEM VALUE`` for GENERATED ALWAYS identities)."""
+    return sql.SQL(
+        "INSERT INTO {} ({}){} SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})"
+    ).format(
+        sql.Identifier(*target),
+        column_list(columns),
+        sql.SQL(" OVERRIDING SYSTEM VALUE" if overriding else ""),
+        sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in columns),
+        sql.Identifier(*staging),
+        _table(target, only),
+        _key_match("t", "s", keys),
+    )
+
+
+def multiset_diff(
+    target: QualifiedName, staging: QualifiedName, columns: Sequence[str], only: bool, overriding: bool
+) -> sql.Composed:
+    """Without a key: delete the surplus copies of each row, insert the missing copies; returns the counts.
+
+    Rows are matched by text form and copy number (``row_number()`` among equal rows), in one statement
+    so both sides are read from the same snapshot.
+    """
+    return sql.SQL(
+        "WITH t AS (SELECT t.ctid AS tid, r, row_number() OVER (PARTITION BY r) AS n "
+        '  FROM (SELECT ctid, {t_row} COLLATE "C" AS r FROM {target} AS t) AS t), '
+        "s AS (SELECT s.*, row_number() OVER (PARTITION BY r) AS n "
+        '  FROM (SELECT {s_cols}, {s_row} COLLATE "C" AS r FROM {staging} AS s) AS s), '
+        "del AS (DELETE FROM {target} WHERE ctid IN "
+        "  (SELECT tid FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.r = t.r AND s.n = t.n)) "
+        "  RETURNING 1), "
+        "ins AS (INSERT INTO {plain_target} ({cols}){overriding} SELECT {cols} FROM s "
+        "  WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.r = s.r AND t.n = s.n) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)"
+    ).format(
+        t_row=row_text("t", columns),
+        s_row=row_text("s", columns),
+        s_cols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in columns),
+        target=_table(target, only),
+        plain_target=sql.Identifier(*target),
+        staging=sql.Identifier(*staging),
+        cols=column_list(columns),
+        overriding=sql.SQL(" OVERRIDING SYSTEM VALUE" if overriding else ""),
+    )
+
+
+def duplicate_key_probe(table: QualifiedName, keys: Sequence[str], only: bool = False) -> sql.Composed:
+    """One key value that occurs twice (NULL keys never match, so they are not duplicates)."""
+    return sql.SQL("SELECT {} FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+        column_list(keys),
+        _table(table, only),
+        sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(k)) for k in keys),
+        column_list(keys),
+    )
+
+
+def orphan_probe(
+    child: QualifiedName, child_columns: Sequence[str], staging: QualifiedName, parent_columns: Sequence[str]
+) -> sql.Composed:
+    """One child row's reference that the new data no longer has (MATCH SIMPLE: NULLs reference nothing)."""
+    return sql.SQL(
+        "SELECT {} FROM {} AS c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) LIMIT 1"
+    ).format(
+        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
+        sql.Identifier(*child),
+        sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in child_columns),
+        sql.Identifier(*staging),
+        _key_match("s", "c", parent_columns, child_columns),
+    )
+
+
+def catch_up_sequence(sequence_oid: int, table: QualifiedName, column: str, only: bool) -> sql.Composed:
+    """Move an ascending sequence up to ``max(column)`` only when it is behind; never down."""
+    return sql.SQL(
+        "SELECT setval(ps.seqrelid, m.v) FROM (SELECT max({})::bigint AS v FROM {}) AS m, pg_sequence ps "
+        "WHERE ps.seqrelid = {} AND ps.seqincrement > 0 AND m.v IS NOT NULL "
+        "AND m.v >= coalesce(pg_sequence_last_value(ps.seqrelid) + 1, ps.seqstart)"
+    ).format(sql.Identifier(column), _table(table, only), sql.Literal(sequence_oid))
+
+
+def lock_table_in(table: QualifiedName, mode: str) -> sql.Composed:
+    """``LOCK TABLE … IN <mode> MODE`` for one of the fixed lock mode keywords."""
+    if mode not in ("EXCLUSIVE", "ACCESS EXCLUSIVE", "SHARE ROW EXCLUSIVE"):
+        raise ValueError(f"unexpected lock mode {mode!r}")
+    return sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(*table), sql.SQL(mode))
+
+
+def uncomment_table(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("COMMENT ON TABLE {} IS NULL").format(sql.Identifier(*table))
+
+
+# Why a table cannot be swapped by rename (beyond DEPENDANTS_QUERY): what the swap would lose.
+IN_PLACE_REASONS_QUERY = sql.SQL(
+    "SELECT 'sequence ' || d.objid::regclass || ' owned by column ' || a.attname FROM pg_depend d "
+    "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+    "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+    "  WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s AND d.deptype IN ('a', 'i') "
+    "UNION ALL SELECT 'function ' || d.objid::regprocedure FROM pg_depend d "
+    "  WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass "
+    "  AND d.refobjid = %(oid)s "
+    "UNION ALL SELECT 'rule ' || rulename FROM pg_rewrite WHERE ev_class = %(oid)s AND rulename <> '_RETURN' "
+    "UNION ALL SELECT 'row level security' FROM pg_class WHERE oid = %(oid)s AND relrowsecurity "
+    "UNION ALL SELECT 'partitioned table' FROM pg_class WHERE oid = %(oid)s AND relkind = 'p' "
+    "UNION ALL SELECT 'partition of ' || inhparent::regclass FROM pg_inherits i JOIN pg_class c "
+    "  ON c.oid = i.inhrelid WHERE i.inhrelid = %(oid)s AND c.relispartition "
+    "UNION ALL SELECT 'storage options' FROM pg_class WHERE oid = %(oid)s AND reloptions IS NOT NULL "
+    "UNION ALL SELECT 'replica identity' FROM pg_class WHERE oid = %(oid)s AND relreplident NOT IN ('d') "
+    "UNION ALL SELECT 'column privileges' FROM pg_attribute WHERE attrelid = %(oid)s AND attacl IS NOT NULL "
+    "  HAVING count(*) > 0"
+)
+
+# Candidate keys: the primary key first, then unique plain indexes over NOT NULL columns.
+KEY_CANDIDATES_QUERY = sql.SQL(
+    "SELECT ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "  (SELECT bool_and(a.attnotnull) FROM pg_attribute a "
+    "   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
+    "FROM pg_index i WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indimmediate "
+    "  AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT 0 = ANY(i.indkey) "
+    "ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid"
+)
+
+# Foreign keys of OTHER tables (and the target itself) that point at the target.
+REFERENCING_KEYS_QUERY = sql.SQL(
+    "SELECT con.conname, n.nspname, c.relname, "
+    "  ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "  ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] "
+    "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE con.confrelid = %s AND con.contype = 'f' AND con.conparentid = 0 ORDER BY con.conname"
+)
+
+# Columns that are GENERATED ALWAYS AS IDENTITY (inserting explicit values needs OVERRIDING SYSTEM VALUE).
+ALWAYS_IDENTITY_QUERY = sql.SQL(
+    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a' AND NOT attisdropped"
+)
+
+# The provider's own staging/retired tables of one target, found by their marker comment.
+MARKED_TABLES_QUERY = sql.SQL(
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND obj_description(c.oid, 'pg_class') = %s "
+    "ORDER BY 1"
+)
+
+# Sequences owned by a column of the table (serial, identity): they must survive and never go back.
+OWNED_SEQUENCES_QUERY = sql.SQL(
+    "SELECT d.objid::int8, a.attname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+    "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+    "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY 2"
+)

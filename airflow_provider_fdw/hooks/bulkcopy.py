@@ -31,6 +31,15 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import make_conninfo
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.apply import (
+    SWAPS,
+    apply_replace,
+    drop_leftovers,
+    goes_in_place,
+    in_place_reasons,
+    mark,
+    new_work_table,
+)
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -42,6 +51,7 @@ from airflow_provider_fdw.names import (
 )
 
 MODES = ("replace", "append", "upsert")
+VERIFY_MODES = ("off", "count", "checksum")
 DEFAULT_FETCH_SIZE = 50_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 PROGRESS_EVERY_SECONDS = 10.0
@@ -63,6 +73,8 @@ class CopyPlan:
     fetch_size: int
     lock_timeout: str | None
     split_column: str | None
+    swap: str = "auto"
+    verify: str = "off"
 
 
 def plan_copy(
@@ -78,6 +90,8 @@ def plan_copy(
     fetch_size: int | None = None,
     lock_timeout: float | str | None = None,
     split_column: str | None = None,
+    swap: str = "auto",
+    verify: str = "off",
 ) -> CopyPlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
     source = parse_qualified_name(source_table, "source_table")
@@ -102,6 +116,12 @@ def plan_copy(
         isinstance(overlap, bool) or not isinstance(overlap, str | int | float | timedelta)
     ):
         raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if swap not in SWAPS:
+        raise FdwConfigError(f"swap must be one of {', '.join(SWAPS)}; got {swap!r}.")
+    if swap != "auto" and mode != "replace":
+        raise FdwConfigError("swap applies to mode='replace' only.")
+    if verify not in VERIFY_MODES:
+        raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
@@ -132,6 +152,8 @@ def plan_copy(
         fetch_size or DEFAULT_FETCH_SIZE,
         lock_timeout_setting(lock_timeout),
         split,
+        swap,
+        verify,
     )
 
 
@@ -161,12 +183,14 @@ class CopyResult:
     path: str = "fdw"
     parallelism: int = 1
     swap: str | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
+    unchanged: int | None = None
+    verification: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        watermark = self.watermark
-        if watermark is not None and not isinstance(watermark, int | float | str | bool):
-            watermark = str(watermark)  # datetimes, Decimals: JSON-safe for XCom
         return {
             "mode": self.mode,
             "source": self.source,
@@ -174,11 +198,23 @@ class CopyResult:
             "rows": self.rows,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
-            "watermark": watermark,
+            "watermark": _json_safe(self.watermark),
+            "previous_watermark": _json_safe(self.details.get("previous_watermark")),
             "path": self.path,
             "parallelism": self.parallelism,
             "swap": self.swap,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "verify": self.verification,
         }
+
+
+def _json_safe(value: Any) -> Any:
+    if value is not None and not isinstance(value, int | float | str | bool):
+        return str(value)  # datetimes, Decimals: JSON-safe for XCom
+    return value
 
 
 class BulkCopy:
@@ -228,9 +264,8 @@ class BulkCopy:
         p = self.plan
         source, target_columns, columns = self._inspect(session)
         self.result.path = "direct" if self.remote_connect and source.is_foreign else "fdw"
-        staging = QualifiedName(p.target.schema, bounded_name(p.target.name, "fdw_staging"))
         conditions = self._conditions(session, columns)
-        self._prepare_staging(session, staging, source, target_columns, columns)
+        staging = self._prepare_staging(session, source, target_columns, columns)
         try:
             ranges = self._ranges(session, source, columns, conditions)
             self._load(source, staging, columns, conditions, ranges)
@@ -350,16 +385,29 @@ class BulkCopy:
     def _prepare_staging(
         self,
         s: LocalSession,
-        staging: QualifiedName,
         source: SourceInfo,
         target_columns: dict[str, Column] | None,
         columns: list[str],
-    ) -> None:
-        """Create the staging table (replace: like the target, indexes dropped until after the load)."""
+    ) -> QualifiedName:
+        """Create the staging table, named for this run and marked as the provider's.
+
+        ``replace`` by rename: like the target, indexes dropped until after the load. ``replace`` in
+        place, append, upsert: an UNLOGGED table with the target's column types (applied, then dropped).
+        """
         p = self.plan
         with s.transaction():
-            s.execute("drop leftover staging table", q.drop_table(staging))
+            drop_leftovers(s, p.target, self.log)  # only tables marked for this target: never a user's
+            staging = new_work_table(s, p.target, "staging")
+            self._in_place = False
             if p.mode == "replace" and target_columns is not None:
+                oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
+                self._in_place = goes_in_place(p.swap, in_place_reasons(s, oid), p.target)
+            if self._in_place:
+                self._deferred_indexes = []
+                assert target_columns is not None
+                defs = [(c, target_columns[c].type_sql, target_columns[c].collation, False) for c in columns]
+                s.execute(f"create staging table {staging}", q.create_table(staging, defs, unlogged=True))
+            elif p.mode == "replace" and target_columns is not None:
                 s.execute(f"create staging table {staging}", q.create_table_like(staging, p.target))
                 oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
                 self._deferred_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (oid,))
@@ -376,6 +424,8 @@ class BulkCopy:
                     f"create staging table {staging}",
                     q.create_table(staging, defs, unlogged=p.mode != "replace"),
                 )
+            mark(s, staging, p.target)
+        return staging
 
     def _ranges(
         self, s: LocalSession, source: SourceInfo, columns: list[str], conditions: list[Any]
@@ -536,8 +586,27 @@ class BulkCopy:
             oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
             self.result.bytes = s.fetchone("measure staging", q.RELATION_SIZE_QUERY, (oid,))[0]
         if p.mode == "replace":
-            self._build_indexes(s, staging, target_columns is None, source)
-            self.result.swap = swap_in(s, staging, p.target, p.lock_timeout, self.log)
+            if not self._in_place:
+                self._build_indexes(s, staging, target_columns is None, source)
+            self.result.swap, counts = apply_replace(
+                s,
+                staging,
+                p.target,
+                swap=p.swap,
+                staging_indexed=not self._in_place,
+                key_columns=p.key_columns,
+                columns=columns,
+                staged_rows=self.result.rows,
+                lock_timeout=p.lock_timeout,
+                log=self.log,
+            )
+            r = self.result
+            r.inserted, r.updated, r.deleted, r.unchanged = (
+                counts.inserted,
+                counts.updated,
+                counts.deleted,
+                counts.unchanged,
+            )
         else:
             self._merge(s, staging, source, columns, target_columns)
         if p.watermark_column:
@@ -634,72 +703,6 @@ def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]
         f"upsert needs a unique index or primary key on {list(keys)} in {target} "
         "(ON CONFLICT uses it); create one or adjust key_columns."
     )
-
-
-def swap_in(
-    s: LocalSession, staging: QualifiedName, target: QualifiedName, lock_timeout: str | None, log: Any
-) -> str:
-    """Make ``staging`` the target in one transaction. Returns how: "created", "renamed" or "in-place".
-
-    When objects hold on to the target's OID (views, foreign keys pointing at it, triggers, policies,
-    publications, inheritance) the rows are exchanged in place instead (DELETE + INSERT, same
-    transaction: slower, but every dependant keeps working and readers see old or new rows).
-    """
-    with s.transaction():
-        if lock_timeout:
-            s.execute("set lock_timeout", q.set_local("lock_timeout", lock_timeout), quiet=True)
-        row = s.fetchone("read target", q.RELATION_QUERY, target)
-        if row is None:
-            s.execute(f"rename {staging} to {target.name}", q.rename_table(staging, target.name))
-            return "created"
-        s.execute(f"lock {target}", q.lock_table(target))
-        oid, _kind, owner, comment, *_ = row
-        dependants = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
-        if dependants:
-            log.info("%s has dependants (%s): exchanging rows in place", target, ", ".join(dependants))
-            columns = list(read_columns(s, target))
-            s.execute(f"clear {target}", q.sql.SQL("DELETE FROM {}").format(q.sql.Identifier(*target)))
-            s.execute(f"fill {target}", q.insert_select(target, columns, staging))
-            s.execute("drop staging table", q.drop_table(staging), quiet=True)
-            return "in-place"
-        staging_oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
-        old_indexes = s.fetchall("read target indexes", q.INDEXES_QUERY, (oid,))
-        new_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (staging_oid,))
-        foreign_keys = s.fetchall("read foreign keys", q.FOREIGN_KEYS_QUERY, (oid,))
-        grants = s.fetchall("read grants", q.GRANTS_QUERY, (oid,))
-        retired = QualifiedName(target.schema, bounded_name(target.name, "fdw_retired"))
-        s.execute(f"retire {target}", q.rename_table(target, retired.name))
-        s.execute(f"swap in {staging}", q.rename_table(staging, target.name))
-        s.execute(f"drop retired {target}", q.drop_table(retired))
-        _restore_names(s, target, old_indexes, new_indexes)
-        for conname, condef in foreign_keys:
-            s.execute(f"restore foreign key {conname}", q.add_constraint(target, conname, condef))
-        for privilege, grantee, grantable in grants:
-            s.execute("restore grant", q.grant(privilege, target, grantee, grantable), quiet=True)
-        if comment is not None:
-            s.execute("restore comment", q.comment_on_table(target, comment), quiet=True)
-        current_owner = s.fetchone("read owner", q.RELATION_QUERY, target)[2]
-        if owner != current_owner:
-            s.execute("restore owner", q.owner_to(target, owner))
-    return "renamed"
-
-
-def _restore_names(s: LocalSession, target: QualifiedName, old: list[tuple], new: list[tuple]) -> None:
-    """Give the new indexes/constraints the old names, matched by what they index (catalog signature)."""
-    unmatched = list(new)
-    for old_row in old:
-        match = next((n for n in unmatched if n[7] == old_row[7]), None)
-        if match is None:
-            continue
-        unmatched.remove(match)
-        new_name, new_con, old_name, old_con = match[0], match[2], old_row[0], old_row[2]
-        if new_con and old_con:
-            if new_con != old_con:
-                s.execute(
-                    "restore constraint name", q.rename_constraint(target, new_con, old_con), quiet=True
-                )
-        elif new_name != old_name:
-            s.execute("restore index name", q.rename_index(target.schema, new_name, old_name), quiet=True)
 
 
 @dataclass

@@ -1,0 +1,288 @@
+"""The apply step of a replace: swap the staging table in by rename, or diff it into the target in place.
+
+Two ways to make the target hold the new rows, both in ONE transaction bounded by ``lock_timeout``:
+
+- **rename**: the target is renamed away and dropped, the staging table (indexes built after the
+  load) renamed in its place. Fast whatever changed, but a new table: only possible when nothing
+  holds on to the target's OID (views, foreign keys pointing at it, triggers, policies,
+  publications, owned sequences …), and readers whose snapshot predates the load see no rows.
+- **in place** (a diff): delete the rows whose key vanished, update the rows whose values differ,
+  insert the new keys. Only changed rows are written, so children, triggers, publications and
+  sequences see exactly the real changes, and every reader keeps an MVCC-consistent view. Before
+  anything changes, every foreign key pointing at the target is checked: a child row that would
+  lose its parent fails the copy, naming the constraint and a sample key.
+
+``swap="auto"`` (default) renames when the target allows it, else goes in place.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.matview import bounded_name
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.names import QualifiedName
+
+SWAPS = ("auto", "rename", "in_place")
+MARKER_PREFIX = "airflow_provider_fdw: work table of "
+
+
+@dataclass
+class ApplyCounts:
+    """Rows the apply wrote; ``None`` where a rename swap does not compute a diff."""
+
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
+    unchanged: int | None = None
+
+
+# -- the provider's own work tables (staging, retired) ----------------------------------------------
+
+
+def marker(target: QualifiedName) -> str:
+    """The comment that marks a staging table as the provider's, for this one target."""
+    return f"{MARKER_PREFIX}{target}"
+
+
+def new_work_table(s: LocalSession, target: QualifiedName, role: str) -> QualifiedName:
+    """A name no relation in the target's schema has: ``<target>_fdw_<role>_<run id>``."""
+    for _ in range(10):
+        name = QualifiedName(target.schema, bounded_name(target.name, "fdw", role, uuid.uuid4().hex[:8]))
+        if s.fetchone("check work table name", q.RELATION_QUERY, name) is None:
+            return name
+    raise FdwError(f"Could not find a free name for a {role} table of {target}.", step="name staging table")
+
+
+def drop_leftovers(s: LocalSession, target: QualifiedName, log: Any) -> list[str]:
+    """Drop staging tables a killed run left for this target, found by their marker (never by name)."""
+    names = [
+        n
+        for (n,) in s.fetchall(
+            "find leftover work tables", q.MARKED_TABLES_QUERY, (target.schema, marker(target))
+        )
+    ]
+    for name in names:
+        log.info("Dropping %s.%s, left behind by an earlier run on %s", target.schema, name, target)
+        s.execute("drop leftover work table", q.drop_table(QualifiedName(target.schema, name)), quiet=True)
+    return names
+
+
+def mark(s: LocalSession, table: QualifiedName, target: QualifiedName) -> None:
+    s.execute("mark work table", q.comment_on_table(table, marker(target)), quiet=True)
+
+
+# -- choosing the way ---------------------------------------------------------------------------------
+
+
+def in_place_reasons(s: LocalSession, oid: int) -> list[str]:
+    """What a rename swap would break or lose; empty when the target can be swapped by rename."""
+    holders = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
+    holders += [r for (r,) in s.fetchall("read what a rename loses", q.IN_PLACE_REASONS_QUERY, {"oid": oid})]
+    return sorted(set(holders))
+
+
+def goes_in_place(swap: str, reasons: Sequence[str], target: QualifiedName) -> bool:
+    if swap == "rename" and reasons:
+        raise FdwConfigError(
+            f"swap='rename' would break what holds on to {target} ({', '.join(reasons)}); "
+            "use swap='in_place' or 'auto'."
+        )
+    return swap == "in_place" or bool(reasons)
+
+
+# -- the apply ----------------------------------------------------------------------------------------
+
+
+def apply_replace(
+    s: LocalSession,
+    staging: QualifiedName,
+    target: QualifiedName,
+    *,
+    swap: str,
+    staging_indexed: bool,
+    key_columns: Sequence[str] | None,
+    columns: Sequence[str],
+    staged_rows: int,
+    lock_timeout: str | None,
+    log: Any,
+    before_commit: Callable[[LocalSession], None] | None = None,
+) -> tuple[str, ApplyCounts]:
+    """Make the target hold exactly the staging table's rows; return how ("created", "renamed",
+    "in-place") and the rows written.
+
+    ``before_commit`` runs inside the transaction after the rows changed (verification): when it
+    raises, nothing is committed.
+    """
+    with s.transaction():
+        if lock_timeout:
+            s.execute("set lock_timeout", q.set_local("lock_timeout", lock_timeout), quiet=True)
+        row = s.fetchone("read target", q.RELATION_QUERY, target)
+        if row is None:
+            s.execute(f"rename {staging} to {target.name}", q.rename_table(staging, target.name))
+            s.execute("unmark target", q.uncomment_table(target), quiet=True)
+            counts, how = ApplyCounts(staged_rows, 0, 0, 0), "created"
+        else:
+            oid, relkind = row[0], row[1]
+            in_place = not staging_indexed or goes_in_place(swap, in_place_reasons(s, oid), target)
+            # In place, readers go on reading (MVCC); writers and new child references wait.
+            s.execute(
+                f"lock {target}", q.lock_table_in(target, "EXCLUSIVE" if in_place else "ACCESS EXCLUSIVE")
+            )
+            if not in_place:  # re-read under the lock: something may have started to depend on it
+                in_place = goes_in_place(swap, in_place_reasons(s, oid), target)
+            if in_place:
+                log.info("Applying %s to %s in place (rows that changed only)", staging, target)
+                counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows)
+                s.execute("drop staging table", q.drop_table(staging), quiet=True)
+                how = "in-place"
+            else:
+                rename_swap(s, staging, target, row)
+                counts, how = ApplyCounts(inserted=staged_rows), "renamed"
+        if before_commit is not None:
+            before_commit(s)
+    return how, counts
+
+
+def diff_apply(
+    s: LocalSession,
+    staging: QualifiedName,
+    target: QualifiedName,
+    oid: int,
+    relkind: str,
+    key_columns: Sequence[str] | None,
+    columns: Sequence[str],
+    staged_rows: int,
+) -> ApplyCounts:
+    """Delete vanished keys, update changed rows, insert new keys; fail first if a child would be orphaned."""
+    only = relkind == "r"  # inheritance children of a plain table keep their rows
+    key, key_is_unique = choose_key(s, oid, key_columns)
+    always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
+    overriding = bool(always & set(columns))
+    if key:
+        check_unique(s, staging, key, f"the new data for {target}")
+        if not key_is_unique:
+            check_unique(s, target, key, str(target), only)
+    check_children(s, staging, target, oid)
+    if key:
+        deleted = s.execute(
+            f"delete vanished rows of {target}", q.diff_delete(target, staging, key, only)
+        ).rowcount
+        updated = 0
+        if any(c not in key for c in columns):
+            updated = s.execute(
+                f"update changed rows of {target}", q.diff_update(target, staging, key, columns, only)
+            ).rowcount
+        inserted = s.execute(
+            f"insert new rows of {target}", q.diff_insert(target, staging, key, columns, only, overriding)
+        ).rowcount
+    else:
+        inserted, deleted = s.fetchone(
+            f"apply the difference to {target}", q.multiset_diff(target, staging, columns, only, overriding)
+        )
+        updated = 0
+    for sequence_oid, column in s.fetchall("read owned sequences", q.OWNED_SEQUENCES_QUERY, (oid,)):
+        s.execute("catch up sequence", q.catch_up_sequence(sequence_oid, target, column, only), quiet=True)
+    return ApplyCounts(inserted, updated, deleted, staged_rows - inserted - updated)
+
+
+def choose_key(s: LocalSession, oid: int, key_columns: Sequence[str] | None) -> tuple[tuple[str, ...], bool]:
+    """The rows' identity: ``key_columns``, else the primary key, else a unique index over NOT NULL columns.
+
+    Returns ``((), False)`` when there is none (the diff then matches whole rows).
+    """
+    candidates = [
+        (tuple(cols), bool(not_null))
+        for cols, not_null in s.fetchall("read keys", q.KEY_CANDIDATES_QUERY, (oid,))
+    ]
+    if key_columns:
+        unique = any(sorted(cols) == sorted(key_columns) for cols, _ in candidates)
+        return tuple(key_columns), unique
+    for cols, not_null in candidates:
+        if not_null:
+            return cols, True
+    return (), False
+
+
+def check_unique(
+    s: LocalSession, table: QualifiedName, key: Sequence[str], what: str, only: bool = False
+) -> None:
+    duplicate = s.fetchone("check key is unique", q.duplicate_key_probe(table, key, only))
+    if duplicate is not None:
+        raise FdwError(
+            f"{what} has several rows with key ({', '.join(key)}) = {_show(duplicate)}: the in-place "
+            "replace matches rows by key_columns, which must be unique. Nothing was changed.",
+            step="check key",
+        )
+
+
+def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedName, oid: int) -> None:
+    """Fail, naming the constraint, when a row referencing the target would lose its parent row."""
+    for conname, schema, table, child_columns, parent_columns in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    ):
+        child = QualifiedName(schema, table)
+        # A self-reference is checked within the new data (the target's rows become the staged ones).
+        probe = q.orphan_probe(staging if child == target else child, child_columns, staging, parent_columns)
+        orphan = s.fetchone(f"check rows referencing {target} through {conname}", probe)
+        if orphan is not None:
+            raise FdwError(
+                f"Replacing {target} would leave rows of {child} without their parent: foreign key "
+                f"{conname} ({', '.join(child_columns)}) references {_show(orphan)}, which the new "
+                f"data for {target} no longer has. Nothing was changed; delete or re-point those "
+                "rows first, or copy with a filter that keeps their parents.",
+                step="check referencing rows",
+            )
+
+
+def _show(values: Sequence[Any]) -> str:
+    return repr(values[0]) if len(values) == 1 else repr(tuple(values))
+
+
+def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, row: Sequence[Any]) -> None:
+    """Swap ``staging`` in by rename (the caller holds ACCESS EXCLUSIVE); keep names, grants, owner."""
+    oid, _kind, owner, comment, *_ = row
+    staging_oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
+    old_indexes = s.fetchall("read target indexes", q.INDEXES_QUERY, (oid,))
+    new_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (staging_oid,))
+    foreign_keys = s.fetchall("read foreign keys", q.FOREIGN_KEYS_QUERY, (oid,))
+    grants = s.fetchall("read grants", q.GRANTS_QUERY, (oid,))
+    retired = new_work_table(s, target, "retired")
+    s.execute(f"retire {target}", q.rename_table(target, retired.name))
+    s.execute(f"swap in {staging}", q.rename_table(staging, target.name))
+    s.execute(f"drop retired {target}", q.drop_table(retired))
+    _restore_names(s, target, old_indexes, new_indexes)
+    for conname, condef in foreign_keys:
+        s.execute(f"restore foreign key {conname}", q.add_constraint(target, conname, condef))
+    for privilege, grantee, grantable in grants:
+        s.execute("restore grant", q.grant(privilege, target, grantee, grantable), quiet=True)
+    if comment is not None:
+        s.execute("restore comment", q.comment_on_table(target, comment), quiet=True)
+    else:
+        s.execute("unmark target", q.uncomment_table(target), quiet=True)
+    current_owner = s.fetchone("read owner", q.RELATION_QUERY, target)[2]
+    if owner != current_owner:
+        s.execute("restore owner", q.owner_to(target, owner))
+
+
+def _restore_names(s: LocalSession, target: QualifiedName, old: list[tuple], new: list[tuple]) -> None:
+    """Give the new indexes/constraints the old names, matched by what they index (catalog signature)."""
+    unmatched = list(new)
+    for old_row in old:
+        match = next((n for n in unmatched if n[7] == old_row[7]), None)
+        if match is None:
+            continue
+        unmatched.remove(match)
+        new_name, new_con, old_name, old_con = match[0], match[2], old_row[0], old_row[2]
+        if new_con and old_con:
+            if new_con != old_con:
+                s.execute(
+                    "restore constraint name", q.rename_constraint(target, new_con, old_con), quiet=True
+                )
+        elif new_name != old_name:
+            s.execute("restore index name", q.rename_index(target.schema, new_name, old_name), quiet=True)

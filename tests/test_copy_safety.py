@@ -1,0 +1,276 @@
+"""Replace never changes other tables' rows; staging names never collide; readers at the swap; verify.
+
+Each target shape users really have (children with foreign keys, owned sequences, identity columns,
+row triggers, RLS policies, publications, dependent views) against the real pair.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import READER, SOURCE_DB, TARGET_DB, ident
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+
+SERVER = "safety_src"
+ROWS = 100
+
+
+@pytest.fixture(scope="module")
+def safety(airflow_connections):
+    """A server to the source and two schemas: ``safety`` on the source, ``proxy_safety`` on the target."""
+    pair = airflow_connections
+    pair.source.execute("CREATE SCHEMA IF NOT EXISTS safety", dbname=SOURCE_DB)
+    pair.source.execute(sql.SQL("GRANT USAGE ON SCHEMA safety TO {}").format(ident(READER)), dbname=SOURCE_DB)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(SERVER)
+        hook.create_user_mapping(SERVER)
+    pair.target.execute("CREATE SCHEMA IF NOT EXISTS proxy_safety", dbname=TARGET_DB)
+    return pair
+
+
+class Source:
+    """One remote table ``safety.<name>`` (id bigint PK, name text, score int) and its foreign table."""
+
+    def __init__(self, pair, rows: int = ROWS) -> None:
+        self.pair = pair
+        self.name = f"s_{uuid.uuid4().hex[:8]}"
+        self.foreign = f"proxy_safety.{self.name}"
+        self.remote(
+            "CREATE TABLE {t} (id bigint PRIMARY KEY, name text NOT NULL, score int)",
+        )
+        self.remote("INSERT INTO {t} SELECT g, 'name ' || g, g %% 7 FROM generate_series(1, %s) g", (rows,))
+        pair.source.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(ident("safety", self.name), ident(READER)),
+            dbname=SOURCE_DB,
+        )
+        pair.target.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} (id bigint, name text, score int) SERVER {} "
+                "OPTIONS (schema_name 'safety', table_name {})"
+            ).format(ident("proxy_safety", self.name), ident(SERVER), sql.Literal(self.name)),
+            dbname=TARGET_DB,
+        )
+
+    def remote(self, statement: str, params=None):
+        return self.pair.source.execute(
+            sql.SQL(statement).format(t=ident("safety", self.name)), params, dbname=SOURCE_DB
+        )
+
+    def rows(self):
+        return self.remote("SELECT id, name, score FROM {t} ORDER BY id")
+
+
+def local(pair, statement: str, params=None, **names):
+    """Run ``statement`` on the target database; ``{x}`` placeholders are identifiers (dotted = qualified)."""
+    idents = {k: ident(*v.split(".")) for k, v in names.items()}
+    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
+
+
+def copy(source: Source, target: str, **kwargs):
+    plan = plan_copy(source.foreign, target, **kwargs)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan)
+
+
+def new_target(prefix: str = "t") -> str:
+    return f"public.{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def target_rows(pair, target: str):
+    return local(pair, "SELECT id, name, score FROM {t} ORDER BY id", t=target)
+
+
+# -- item 1: replace never changes a row of another table ------------------------------------------
+
+
+@pytest.mark.parametrize("on_delete", ["CASCADE", "SET NULL", "NO ACTION"])
+def test_replace_leaves_rows_of_a_referencing_child_table_unchanged(safety, on_delete):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    child = f"{t}_notes"
+    local(
+        safety,
+        "CREATE TABLE {c} (id serial PRIMARY KEY, user_id bigint REFERENCES {t} ON DELETE " + on_delete + ")",
+        c=child,
+        t=t,
+    )
+    local(safety, "INSERT INTO {c} (user_id) SELECT g FROM generate_series(1, %s) g", (ROWS,), c=child)
+    children = local(safety, "SELECT id, user_id FROM {c} ORDER BY id", c=child)
+    assert len(children) == ROWS
+    unchanged = copy(src, t)  # nothing changed on the source
+    assert unchanged["swap"] == "in-place"
+    assert (unchanged["inserted"], unchanged["updated"], unchanged["deleted"]) == (0, 0, 0)
+    assert unchanged["unchanged"] == ROWS
+    assert local(safety, "SELECT id, user_id FROM {c} ORDER BY id", c=child) == children
+    src.remote("UPDATE {t} SET name = name || ' (renamed)', score = score + 1 WHERE id % 10 = 0")
+    src.remote("INSERT INTO {t} VALUES (1000, 'new', 1)")
+    changed = copy(src, t)
+    assert (changed["inserted"], changed["updated"], changed["deleted"]) == (1, ROWS // 10, 0)
+    assert local(safety, "SELECT id, user_id FROM {c} ORDER BY id", c=child) == children
+    assert target_rows(safety, t) == src.rows()
+
+
+def test_replace_that_would_orphan_a_child_row_fails_before_any_change_naming_the_constraint(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    child = f"{t}_orders"
+    local(
+        safety,
+        "CREATE TABLE {c} (id int PRIMARY KEY, user_id bigint CONSTRAINT orders_user_fk "
+        "REFERENCES {t} ON DELETE CASCADE)",
+        c=child,
+        t=t,
+    )
+    local(safety, "INSERT INTO {c} VALUES (1, 5), (2, 6), (3, NULL)", c=child)
+    src.remote("DELETE FROM {t} WHERE id IN (5, 7)")  # 5 is referenced, 7 is not
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    before = target_rows(safety, t)
+    with pytest.raises(FdwError, match=r"orders_user_fk.*\b5\b") as info:
+        copy(src, t)
+    assert "user_id" in str(info.value)
+    assert target_rows(safety, t) == before
+    assert local(safety, "SELECT id, user_id FROM {c} ORDER BY id", c=child) == [(1, 5), (2, 6), (3, None)]
+    assert leftover_tables(safety, t) == []
+    local(safety, "DELETE FROM {c} WHERE user_id = 5", c=child)
+    result = copy(src, t)  # nothing references the vanished key any more: it goes
+    assert result["deleted"] == 2 and result["updated"] == 1
+    assert target_rows(safety, t) == src.rows()
+
+
+@pytest.mark.parametrize(
+    "id_column",
+    [
+        "id bigserial PRIMARY KEY",
+        "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ],
+    ids=["bigserial", "identity-always", "identity-by-default"],
+)
+def test_replace_keeps_the_owned_sequence_and_never_moves_it_backwards(safety, id_column):
+    src, t = Source(safety), new_target()
+    local(safety, "CREATE TABLE {t} (" + id_column + ", name text NOT NULL, score int)", t=t)
+    seq = local(safety, "SELECT pg_get_serial_sequence(%s, 'id')", (t,))[0][0]
+    assert seq is not None
+    first = copy(src, t)
+    assert first["swap"] == "in-place" and target_rows(safety, t) == src.rows()
+    # Behind max(id) after the first load: moved up to max(id), so the next default id is new.
+    assert local(safety, "SELECT last_value, is_called FROM " + seq_ident(seq)) == [(ROWS, True)]
+    local(safety, "SELECT setval(%s, 5000)", (seq,))
+    second = copy(src, t)
+    assert second["inserted"] == second["updated"] == second["deleted"] == 0
+    assert local(safety, "SELECT last_value FROM " + seq_ident(seq)) == [(5000,)]  # never backwards
+    assert local(safety, "SELECT pg_get_serial_sequence(%s, 'id')", (t,))[0][0] == seq
+    default_id = local(safety, "INSERT INTO {t} (name) VALUES ('local') RETURNING id", t=t)[0][0]
+    assert default_id == 5001
+
+
+def seq_ident(qualified: str) -> str:
+    return qualified  # pg_get_serial_sequence returns a quoted, qualified name
+
+
+def test_replace_fires_row_triggers_only_for_rows_that_changed(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    log = f"{t}_audit"
+    local(safety, "CREATE TABLE {log} (op text, id bigint)", log=log)
+    local(
+        safety,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO {log} VALUES (TG_OP, "
+        "CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END); RETURN NULL; END $$",
+        f=f"{t}_audit_fn",
+        log=log,
+    )
+    local(
+        safety,
+        "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=f"{t}_audit_fn",
+    )
+    copy(src, t)
+    assert local(safety, "SELECT * FROM {log}", log=log) == []  # nothing changed: nothing fired
+    src.remote("UPDATE {t} SET score = -1 WHERE id IN (3, 4)")
+    src.remote("DELETE FROM {t} WHERE id = 9")
+    src.remote("INSERT INTO {t} VALUES (500, 'x', 0)")
+    copy(src, t)
+    assert local(safety, "SELECT op, id FROM {log} ORDER BY op, id", log=log) == [
+        ("DELETE", 9),
+        ("INSERT", 500),
+        ("UPDATE", 3),
+        ("UPDATE", 4),
+    ]
+    assert target_rows(safety, t) == src.rows()
+
+
+def test_replace_keeps_rls_policies_publications_and_dependent_views_working(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    name = t.split(".")[1]
+    local(safety, "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY", t=t)
+    local(safety, "CREATE POLICY low_scores ON {t} USING (score < 3)", t=t)
+    local(safety, "CREATE PUBLICATION {p} FOR TABLE {t}", p=f"{name}_pub", t=t)
+    local(safety, "CREATE VIEW {v} AS SELECT id, name FROM {t} WHERE score = 0", v=f"{t}_v", t=t)
+    src.remote("UPDATE {t} SET score = 0 WHERE id = 1")
+    result = copy(src, t)
+    assert result["swap"] == "in-place" and result["updated"] == 1
+    assert target_rows(safety, t) == src.rows()
+    assert local(safety, "SELECT count(*) FROM {v}", v=f"{t}_v") == [(ROWS // 7 + 1,)]
+    assert local(safety, "SELECT polname FROM pg_policy WHERE polrelid = %s::regclass", (t,)) == [
+        ("low_scores",)
+    ]
+    assert local(safety, "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass", (t,)) == [(True,)]
+    assert local(
+        safety,
+        "SELECT count(*) FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
+        (f"{name}_pub", name),
+    ) == [(1,)]
+
+
+def test_replace_of_an_inheritance_parent_leaves_the_children_rows_alone(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    local(safety, "CREATE TABLE {c} () INHERITS ({t})", c=f"{t}_2023", t=t)
+    local(safety, "INSERT INTO {c} VALUES (100000, 'archived', 1)", c=f"{t}_2023")
+    result = copy(src, t)
+    assert result["swap"] == "in-place"
+    assert local(safety, "SELECT id FROM {c}", c=f"{t}_2023") == [(100000,)]
+    assert local(safety, "SELECT id, name, score FROM ONLY {t} ORDER BY id", t=t) == src.rows()
+
+
+def test_replace_without_a_key_goes_in_place_as_a_multiset_diff(safety):
+    src, t = Source(safety), new_target()
+    local(safety, "CREATE TABLE {t} (id bigint, name text, score int)", t=t)  # no key at all
+    local(safety, "CREATE VIEW {v} AS SELECT * FROM {t}", v=f"{t}_v", t=t)
+    local(safety, "INSERT INTO {t} VALUES (1, 'name 1', 1), (1, 'name 1', 1), (-1, 'gone', 0)", t=t)
+    result = copy(src, t)
+    assert result["swap"] == "in-place"
+    assert (result["inserted"], result["deleted"], result["unchanged"]) == (ROWS - 1, 2, 1)
+    assert target_rows(safety, t) == src.rows()
+    again = copy(src, t)
+    assert (again["inserted"], again["deleted"], again["unchanged"]) == (0, 0, ROWS)
+
+
+def leftover_tables(pair, target: str):
+    return local(
+        pair,
+        "SELECT relname FROM pg_class WHERE relname LIKE %s AND relkind = 'r'",
+        (target.split(".")[1] + "_fdw%",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"swap": "fast"}, "swap must be one of"),
+        ({"swap": "rename", "mode": "append"}, "swap applies to mode='replace' only"),
+    ],
+)
+def test_bad_swap_arguments_are_refused_before_anything_runs(kwargs, message):
+    with pytest.raises(FdwConfigError, match=message):
+        plan_copy("proxy_safety.x", "public.y", **kwargs)
