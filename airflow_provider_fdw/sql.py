@@ -866,3 +866,11 @@ OWNED_SEQUENCES_QUERY = sql.SQL(
     "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
     "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY 2"
 )
+
+
+def counted_upsert(upsert: sql.Composable) -> sql.Composed:
+    """Run an ``upsert_from`` statement and return (inserted, updated): a new row version has xmax 0."""
+    return sql.SQL(
+        "WITH applied AS ({} RETURNING (t.xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM applied"
+    ).format(upsert)

@@ -67,8 +67,9 @@ class Source:
 
 
 def local(pair, statement: str, params=None, **names):
-    """Run ``statement`` on the target database; ``{x}`` placeholders are identifiers (dotted = qualified)."""
-    idents = {k: ident(*v.split(".")) for k, v in names.items()}
+    """Run ``statement`` on the target database; ``{x}`` placeholders: identifiers (dotted = qualified)
+    for strings, else composables (literals)."""
+    idents = {k: ident(*v.split(".")) if isinstance(v, str) else v for k, v in names.items()}
     return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
 
 
@@ -274,3 +275,62 @@ def leftover_tables(pair, target: str):
 def test_bad_swap_arguments_are_refused_before_anything_runs(kwargs, message):
     with pytest.raises(FdwConfigError, match=message):
         plan_copy("proxy_safety.x", "public.y", **kwargs)
+
+
+def test_append_and_upsert_summaries_count_inserted_updated_and_unchanged_rows(safety):
+    src, t, u = Source(safety), new_target(), new_target()
+    src.remote("ALTER TABLE {t} ADD COLUMN updated_at timestamptz NOT NULL DEFAULT '2024-01-01'")
+    local(safety, "ALTER FOREIGN TABLE {f} ADD COLUMN updated_at timestamptz", f=src.foreign)
+    first = copy(src, t, mode="append", watermark_column="updated_at")
+    assert (first["inserted"], first["updated"], first["deleted"]) == (ROWS, 0, 0)
+    assert first["previous_watermark"] is None and first["watermark"] is not None
+    full = copy(src, u, mode="upsert", key_columns=["id"], watermark_column="updated_at")
+    assert (full["inserted"], full["updated"]) == (ROWS, 0)
+    src.remote("UPDATE {t} SET score = 99, updated_at = '2024-01-02' WHERE id IN (1, 2)")
+    src.remote("INSERT INTO {t} VALUES (1000, 'new', 1, '2024-01-02')")
+    delta = copy(src, u, mode="upsert", key_columns=["id"], watermark_column="updated_at", overlap="1 day")
+    # the overlap re-reads every row (all at 2024-01-01): 2 changed, 1 new, the rest already equal
+    assert (delta["inserted"], delta["updated"], delta["deleted"]) == (1, 2, 0)
+    assert delta["unchanged"] == ROWS - 2
+    assert delta["previous_watermark"].startswith("2023-12-31")  # max(updated_at) - overlap
+
+
+# -- item 3: staging and retired tables never collide with user objects --------------------------
+
+
+def test_a_users_tables_with_staging_like_names_survive_replaces(safety):
+    src, t = Source(safety), "public.orders"
+    lookalikes = [
+        f"{t}_fdw_staging",
+        f"{t}_fdw_retired",
+        f"{t}_fdw_staging_0badc0de",
+        "public.orders_staging",
+    ]
+    for name in lookalikes:
+        local(safety, "CREATE TABLE {n} (mine text)", n=name)
+        local(safety, "INSERT INTO {n} VALUES ('keep me')", n=name)
+    copy(src, t)  # created
+    copy(src, t, swap="rename")
+    copy(src, t, swap="in_place")
+    for name in lookalikes:
+        assert local(safety, "SELECT mine FROM {n}", n=name) == [("keep me",)]
+    assert target_rows(safety, t) == src.rows()
+
+
+def test_a_retry_drops_only_the_work_tables_marked_for_its_target(safety):
+    from airflow_provider_fdw.hooks.apply import marker
+    from airflow_provider_fdw.names import QualifiedName
+
+    src, t, other = Source(safety), new_target(), new_target()
+    copy(src, t)
+    left = f"{t}_fdw_staging_deadbeef"  # what a killed run leaves behind: marked for its target
+    foreign_left = f"{other}_fdw_staging_deadbeef"  # marked for another target
+    for name, owner in ((left, t), (foreign_left, other)):
+        local(safety, "CREATE TABLE {n} (id bigint)", n=name)
+        mark_text = marker(QualifiedName(*owner.split(".")))
+        local(safety, "COMMENT ON TABLE {n} IS {m}", n=name, m=sql.Literal(mark_text))
+    copy(src, t)
+    names = [n for (n,) in local(safety, "SELECT relname FROM pg_class WHERE relname LIKE '%%deadbeef'")]
+    assert left.split(".")[1] not in names and foreign_left.split(".")[1] in names
+    assert leftover_tables(safety, t) == []  # and the run's own work tables are gone
+    assert local(safety, "SELECT obj_description(%s::regclass, 'pg_class')", (t,)) == [(None,)]

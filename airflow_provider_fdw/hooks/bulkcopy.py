@@ -667,12 +667,15 @@ class BulkCopy:
                 s.execute(f"create {p.target}", q.create_table(p.target, defs, primary_key=p.key_columns))
             if p.mode == "append":
                 cur = s.execute(f"append to {p.target}", q.insert_select(p.target, columns, staging))
+                inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
-                cur = s.execute(
-                    f"upsert into {p.target}", q.upsert_from(p.target, staging, columns, p.key_columns)
-                )
-            self.result.details["applied_rows"] = cur.rowcount
+                upsert = q.upsert_from(p.target, staging, columns, p.key_columns)
+                inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
+            self.result.details["applied_rows"] = inserted + updated
+            r = self.result
+            r.inserted, r.updated, r.deleted = inserted, updated, 0
+            r.unchanged = r.rows - inserted - updated  # upsert: rows of the overlap window already equal
             s.execute("drop staging table", q.drop_table(staging), quiet=True)
 
     def _drop_staging(self, s: LocalSession, staging: QualifiedName) -> None:

@@ -44,8 +44,17 @@ class BulkCopyOperator(FdwBaseOperator):
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source: read it directly with binary
         COPY (faster; same rows) instead of through postgres_fdw. (templated)
     :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
-    :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark", "path",
-        "parallelism", "swap"}``.
+    :param swap: how ``replace`` applies the new rows: ``"rename"`` swaps in the staging table (fast;
+        only when nothing holds on to the target's OID; REPEATABLE READ / SERIALIZABLE readers whose
+        snapshot predates the load see no rows), ``"in_place"`` writes only the rows that changed
+        (every reader keeps a consistent view; children, triggers and sequences see real changes
+        only), ``"auto"`` (default) renames when the target allows it, else goes in place.
+    :param verify: ``"off"`` (default), ``"count"`` or ``"checksum"``: compare the rows loaded with
+        the source snapshot the copy read, before the apply commits; a mismatch fails the task and
+        leaves the target unchanged.
+    :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark",
+        "previous_watermark", "path", "parallelism", "swap", "inserted", "updated", "deleted",
+        "unchanged", "verify"}``.
     """
 
     template_fields: Sequence[str] = (
@@ -74,6 +83,8 @@ class BulkCopyOperator(FdwBaseOperator):
         fetch_size: int | None = None,
         fdw_conn_id: str | None = None,
         lock_timeout: float | str | None = None,
+        swap: str = "auto",
+        verify: str = "off",
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -94,6 +105,8 @@ class BulkCopyOperator(FdwBaseOperator):
         self.fetch_size = fetch_size
         self.fdw_conn_id = fdw_conn_id
         self.lock_timeout = lock_timeout
+        self.swap = swap
+        self.verify = verify
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
@@ -113,6 +126,8 @@ class BulkCopyOperator(FdwBaseOperator):
             self.fetch_size,
             self.lock_timeout,
             self.split_column,
+            self.swap,
+            self.verify,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
