@@ -334,3 +334,54 @@ def test_a_retry_drops_only_the_work_tables_marked_for_its_target(safety):
     assert left.split(".")[1] not in names and foreign_left.split(".")[1] in names
     assert leftover_tables(safety, t) == []  # and the run's own work tables are gone
     assert local(safety, "SELECT obj_description(%s::regclass, 'pg_class')", (t,)) == [(None,)]
+
+
+# -- item 8: readers at the swap ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
+@pytest.mark.parametrize("swap", ["rename", "in_place"])
+def test_what_a_reader_whose_snapshot_predates_the_replace_sees(safety, swap, isolation):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    src.remote("INSERT INTO {t} SELECT g, 'late ' || g, 0 FROM generate_series(1001, 1010) g")
+    reader = safety.target.connect(TARGET_DB, autocommit=False)
+    try:
+        cur = reader.cursor()
+        cur.execute(sql.SQL("SET TRANSACTION ISOLATION LEVEL {}").format(sql.SQL(isolation)))
+        cur.execute("SELECT 1")  # REPEATABLE READ / SERIALIZABLE: the snapshot is taken here
+        result = copy(src, t, swap=swap, lock_timeout="5s")
+        assert result["swap"] == ("renamed" if swap == "rename" else "in-place")
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(*t.split("."))))
+        seen = cur.fetchone()[0]
+    finally:
+        reader.rollback()
+        reader.close()
+    if isolation == "READ COMMITTED":
+        assert seen == ROWS + 10  # each statement sees what committed before it: the new rows
+    elif swap == "in_place":
+        assert seen == ROWS  # the old rows, consistent with everything else in its snapshot
+    else:
+        assert seen == 0  # a renamed-in table's rows were written after the snapshot: none visible
+
+
+def test_an_in_place_replace_does_not_wait_for_readers_of_the_target(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    src.remote("DELETE FROM {t} WHERE id <= 10")
+    reader = safety.target.connect(TARGET_DB, autocommit=False)
+    try:
+        cur = reader.cursor()
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        count = sql.SQL("SELECT count(*) FROM {}").format(ident(*t.split(".")))
+        cur.execute(count)
+        assert cur.fetchone()[0] == ROWS
+        # The reader holds its lock on the target until it ends: in place, the copy does not wait.
+        result = copy(src, t, swap="in_place", lock_timeout="2s")
+        assert result["deleted"] == 10
+        cur.execute(count)
+        assert cur.fetchone()[0] == ROWS  # still its own snapshot
+    finally:
+        reader.rollback()
+        reader.close()
+    assert target_rows(safety, t) == src.rows()
