@@ -874,3 +874,56 @@ def counted_upsert(upsert: sql.Composable) -> sql.Composed:
         "WITH applied AS ({} RETURNING (t.xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM applied"
     ).format(upsert)
+
+
+# Per copied column: is its type built in, its binary send function, and whether that is immutable.
+CHECKSUM_COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid < 10000, t.typsend::regproc::text, p.provolatile = 'i', "
+    "  t.typsend IN ('textsend'::regproc, 'varcharsend'::regproc, 'bpcharsend'::regproc) "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
+)
+
+
+def _column_bytes(column: str, send: str | None) -> sql.Composable:
+    """A column's value as bytes independent of every setting: its binary send form, or md5 of text."""
+    if send is None:
+        return sql.SQL("decode(md5({}), 'hex')").format(sql.Identifier(column))
+    return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), sql.Identifier(column))
+
+
+def row_checksum(columns: Sequence[tuple[str, str | None]]) -> sql.Composable:
+    """A 64-bit hash of the row (NULL-aware, length-prefixed), from immutable built-ins only, so
+    postgres_fdw can push ``sum()`` of it to the remote (CASE, not coalesce: only CASE is shipped)."""
+    parts = sql.SQL(" || ").join(
+        sql.SQL(
+            "CASE WHEN {0} IS NULL THEN '\\x00'::bytea "
+            "ELSE '\\x01'::bytea || int4send(octet_length({1})) || {1} END"
+        ).format(sql.Identifier(name), _column_bytes(name, send))
+        for name, send in columns
+    )
+    digest = sql.SQL("sha256({})").format(parts)
+    return sql.SQL(" | ").join(
+        sql.SQL("(get_byte({}, {})::int8 << {})").format(digest, sql.Literal(i), sql.Literal(56 - 8 * i))
+        for i in range(8)
+    )
+
+
+def verify_select(
+    table: QualifiedName,
+    checksum_columns: Sequence[tuple[str, str | None]] | None,
+    conditions: Sequence[sql.Composable] = (),
+    only: bool = False,
+) -> sql.Composed:
+    """``count(*)`` and (with columns) ``sum(row checksum)`` of the rows matching ``conditions``."""
+    checksum = (
+        sql.SQL("sum({})").format(row_checksum(checksum_columns)) if checksum_columns else sql.SQL("NULL")
+    )
+    return sql.SQL("SELECT count(*), {} FROM {}{}").format(
+        checksum, _table(table, only), where_clause(conditions)
+    )
+
+
+def explain_verbose(statement: sql.Composable) -> sql.Composed:
+    """The plan with each node's remote SQL (shows whether postgres_fdw pushes an aggregate down)."""
+    return sql.SQL("EXPLAIN (VERBOSE) {}").format(statement)

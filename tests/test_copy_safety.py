@@ -385,3 +385,105 @@ def test_an_in_place_replace_does_not_wait_for_readers_of_the_target(safety):
         reader.rollback()
         reader.close()
     assert target_rows(safety, t) == src.rows()
+
+
+# -- item 9: verify -------------------------------------------------------------------------------
+
+
+class TypedSource:
+    """A remote table with one column of many built-in types (and an array), imported as is."""
+
+    def __init__(self, pair) -> None:
+        self.pair = pair
+        self.name = f"v_{uuid.uuid4().hex[:8]}"
+        self.foreign = f"proxy_safety.{self.name}"
+        remote = ident("safety", self.name)
+        pair.source.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigint PRIMARY KEY, amount numeric, at timestamptz, day date, "
+                "span interval, f8 float8, doc jsonb, raw json, note text, code varchar(8), blob bytea, "
+                "uid uuid, flag boolean, tags text[])"
+            ).format(remote),
+            dbname=SOURCE_DB,
+        )
+        pair.source.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT g, g * 1.005, "
+                "'2024-03-10 01:30+00'::timestamptz + g * interval '1 hour', '2024-01-02'::date + g, "
+                "make_interval(secs => g * 1.5), "
+                "CASE g % 50 WHEN 1 THEN 'NaN'::float8 WHEN 2 THEN '-Infinity' WHEN 3 THEN -0.0 "
+                "ELSE g / 3.0 END, "
+                "jsonb_build_object('g', g), "
+                "'{{ \"spaced\" :  1 }}', CASE WHEN g % 9 = 0 THEN NULL ELSE 'ñ ' || g END, 'c' || g % 10, "
+                "decode(md5(g::text), 'hex'), md5(g::text)::uuid, g % 2 = 0, ARRAY['a', NULL] "
+                "FROM generate_series(1, 500) g"
+            ).format(remote),
+            dbname=SOURCE_DB,
+        )
+        pair.source.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(remote, ident(READER)), dbname=SOURCE_DB
+        )
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            hook.import_foreign_schema(SERVER, "safety", "proxy_safety", limit_to=[self.name])
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_verify_checksum_matches_the_source_snapshot_for_every_apply(safety, parallelism):
+    src, t = TypedSource(safety), new_target()
+    created = copy(src, t, verify="checksum", key_columns=["id"], parallelism=parallelism)
+    assert created["swap"] == "created"
+    check = created["verify"]
+    assert check["mode"] == "checksum" and check["result"] == "match" and check["rows"] == 500
+    assert check["not_checksummed"] == ["tags"] and check["checksum"] is not None
+    renamed = copy(src, t, verify="checksum", swap="rename", key_columns=["id"], parallelism=parallelism)
+    in_place = copy(src, t, verify="checksum", swap="in_place", key_columns=["id"], parallelism=parallelism)
+    assert renamed["verify"] == in_place["verify"] == check
+    counted = copy(src, t, verify="count", parallelism=parallelism, key_columns=["id"])
+    assert counted["verify"] == {
+        "mode": "count",
+        "result": "match",
+        "rows": 500,
+        "checksum": None,
+        "not_checksummed": [],
+    }
+    assert copy(src, t)["verify"] is None  # off by default
+
+
+def test_verify_checksum_catches_values_the_foreign_table_changes_and_leaves_the_target_as_it_was(safety):
+    src, t = Source(safety), new_target()
+    src.remote("ALTER TABLE {t} ADD COLUMN amount numeric")
+    src.remote("UPDATE {t} SET amount = id + 0.005")
+    # The foreign table rounds what it reads: numeric(10,2) over the remote's unconstrained numeric.
+    local(safety, "ALTER FOREIGN TABLE {f} ADD COLUMN amount numeric(10,2)", f=src.foreign)
+    copy(src, t)
+    before = local(safety, "SELECT * FROM {t} ORDER BY id", t=t)
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    assert copy(src, t, verify="count", swap="in_place")["verify"]["result"] == "match"  # counts agree
+    local(safety, "UPDATE {t} SET name = 'name 1' WHERE id = 1", t=t)
+    for swap in ("in_place", "rename"):
+        with pytest.raises(
+            FdwError, match=r"Verification failed: .* 100 rows \(checksum -?\d+\), the source"
+        ):
+            copy(src, t, verify="checksum", swap=swap)
+        assert local(safety, "SELECT * FROM {t} ORDER BY id", t=t) == before
+        assert leftover_tables(safety, t) == []
+
+
+def test_verify_checksum_refuses_a_condition_the_remote_cannot_evaluate_before_any_change(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    before = target_rows(safety, t)
+    src.remote("DELETE FROM {t} WHERE id = 1")
+    with pytest.raises(FdwConfigError, match="would not compute the source's count/checksum on the remote"):
+        copy(src, t, verify="checksum", where="random() >= 0")  # volatile: evaluated locally
+    assert target_rows(safety, t) == before and leftover_tables(safety, t) == []
+    counted = copy(src, t, verify="count", where="random() >= 0")  # counted locally, same snapshot
+    assert counted["verify"]["rows"] == ROWS - 1
+
+
+def test_verify_is_refused_on_the_direct_path_before_any_change(safety):
+    src, t = Source(safety), new_target()
+    plan = plan_copy(src.foreign, t, verify="count")
+    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwConfigError, match="direct path"):
+        hook.bulk_copy(plan, direct=True)
+    assert local(safety, "SELECT to_regclass(%s)", (t,)) == [(None,)]

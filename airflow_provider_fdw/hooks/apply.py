@@ -111,13 +111,13 @@ def apply_replace(
     staged_rows: int,
     lock_timeout: str | None,
     log: Any,
-    before_commit: Callable[[LocalSession], None] | None = None,
+    verify_target: Callable[[LocalSession, QualifiedName, bool], None] | None = None,
 ) -> tuple[str, ApplyCounts]:
     """Make the target hold exactly the staging table's rows; return how ("created", "renamed",
     "in-place") and the rows written.
 
-    ``before_commit`` runs inside the transaction after the rows changed (verification): when it
-    raises, nothing is committed.
+    ``verify_target(session, target, only)`` runs inside the transaction after an in-place apply
+    changed the rows: when it raises, nothing is committed.
     """
     with s.transaction():
         if lock_timeout:
@@ -139,13 +139,13 @@ def apply_replace(
             if in_place:
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
                 counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows)
+                if verify_target is not None:
+                    verify_target(s, target, relkind == "r")
                 s.execute("drop staging table", q.drop_table(staging), quiet=True)
                 how = "in-place"
             else:
                 rename_swap(s, staging, target, row)
                 counts, how = ApplyCounts(inserted=staged_rows), "renamed"
-        if before_commit is not None:
-            before_commit(s)
     return how, counts
 
 

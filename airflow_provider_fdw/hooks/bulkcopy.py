@@ -43,6 +43,7 @@ from airflow_provider_fdw.hooks.apply import (
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.hooks.verify import Verifier
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -238,6 +239,7 @@ class BulkCopy:
         self.remote_connect = remote_connect
         self.psql_relay = psql_relay
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
+        self.verifier = Verifier(plan.verify, log)
 
     # -- the whole copy ----------------------------------------------------------------------
 
@@ -265,6 +267,12 @@ class BulkCopy:
         source, target_columns, columns = self._inspect(session)
         self.result.path = "direct" if self.remote_connect and source.is_foreign else "fdw"
         conditions = self._conditions(session, columns)
+        if self.verifier.enabled and self.result.path == "direct":
+            raise FdwConfigError(
+                "verify= compares the target with the snapshot postgres_fdw read; it is not available "
+                "with fdw_conn_id (the direct path) yet: copy without fdw_conn_id to verify."
+            )
+        self.verifier.prepare(session, source.oid, p.source, source.is_foreign, columns, conditions)
         staging = self._prepare_staging(session, source, target_columns, columns)
         try:
             ranges = self._ranges(session, source, columns, conditions)
@@ -275,7 +283,8 @@ class BulkCopy:
             raise
         self.result.seconds = time.monotonic() - started
         self.log.info(
-            "Copied %d rows (%.1f MB) from %s to %s in %.2fs (%s, %s path, parallelism %d)",
+            "Copied %d rows (%.1f MB) from %s to %s in %.2fs (%s, %s path, parallelism %d, swap %s, "
+            "inserted %s, updated %s, deleted %s, unchanged %s)",
             self.result.rows,
             self.result.bytes / 1e6,
             p.source,
@@ -284,7 +293,13 @@ class BulkCopy:
             p.mode,
             self.result.path,
             p.parallelism,
+            self.result.swap,
+            self.result.inserted,
+            self.result.updated,
+            self.result.deleted,
+            self.result.unchanged,
         )
+        self.result.verification = self.verifier.result()
         return self.result
 
     # -- step 1: inspect -----------------------------------------------------------------------
@@ -543,6 +558,7 @@ class BulkCopy:
                 )
             cur = s.execute(f"load {staging}", q.insert_select(staging, columns, read_from, conditions))
             rows = cur.rowcount
+            self.verifier.add_source(s, read_from, conditions)  # same transaction: same remote snapshot
             if source.is_foreign:
                 s.execute("drop bulk-read foreign table", q.drop_remote_probe(read_from.name), quiet=True)
         return rows
@@ -585,6 +601,7 @@ class BulkCopy:
         with s.transaction():
             oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
             self.result.bytes = s.fetchone("measure staging", q.RELATION_SIZE_QUERY, (oid,))[0]
+        self.verifier.check_loaded(s, staging, str(p.target))
         if p.mode == "replace":
             if not self._in_place:
                 self._build_indexes(s, staging, target_columns is None, source)
@@ -599,6 +616,7 @@ class BulkCopy:
                 staged_rows=self.result.rows,
                 lock_timeout=p.lock_timeout,
                 log=self.log,
+                verify_target=self.verifier.check_target,
             )
             r = self.result
             r.inserted, r.updated, r.deleted, r.unchanged = (
