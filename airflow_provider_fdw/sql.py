@@ -738,12 +738,13 @@ def multiset_diff(
     so both sides are read from the same snapshot.
     """
     return sql.SQL(
-        "WITH t AS (SELECT t.ctid AS tid, r, row_number() OVER (PARTITION BY r) AS n "
-        '  FROM (SELECT ctid, {t_row} COLLATE "C" AS r FROM {target} AS t) AS t), '
+        "WITH t AS (SELECT t.rel, t.tid, r, row_number() OVER (PARTITION BY r) AS n "
+        '  FROM (SELECT tableoid AS rel, ctid AS tid, {t_row} COLLATE "C" AS r FROM {target} AS t) AS t), '
         "s AS (SELECT s.*, row_number() OVER (PARTITION BY r) AS n "
         '  FROM (SELECT {s_cols}, {s_row} COLLATE "C" AS r FROM {staging} AS s) AS s), '
-        "del AS (DELETE FROM {target} WHERE ctid IN "
-        "  (SELECT tid FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.r = t.r AND s.n = t.n)) "
+        # ctid alone repeats across partitions: (tableoid, ctid) names one row
+        "del AS (DELETE FROM {target} WHERE (tableoid, ctid) IN "
+        "  (SELECT rel, tid FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.r = t.r AND s.n = t.n)) "
         "  RETURNING 1), "
         "ins AS (INSERT INTO {plain_target} ({cols}){overriding} SELECT {cols} FROM s "
         "  WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.r = s.r AND t.n = s.n) RETURNING 1) "

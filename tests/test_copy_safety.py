@@ -487,3 +487,27 @@ def test_verify_is_refused_on_the_direct_path_before_any_change(safety):
     with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwConfigError, match="direct path"):
         hook.bulk_copy(plan, direct=True)
     assert local(safety, "SELECT to_regclass(%s)", (t,)) == [(None,)]
+
+
+def test_replace_of_a_partitioned_table_without_a_key_changes_only_the_changed_rows(safety):
+    src, t = Source(safety), new_target()
+    local(safety, "CREATE TABLE {t} (id bigint, name text, score int) PARTITION BY RANGE (id)", t=t)
+    local(safety, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (MINVALUE) TO (51)", p=f"{t}_low", t=t)
+    local(safety, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (51) TO (MAXVALUE)", p=f"{t}_high", t=t)
+    first = copy(src, t)
+    assert first["swap"] == "in-place" and target_rows(safety, t) == src.rows()
+    # Row 60 sits at the same ctid in its partition as row 10 in the other one.
+    src.remote("UPDATE {t} SET name = 'moved on' WHERE id = 60")
+    second = copy(src, t)
+    assert (second["inserted"], second["deleted"], second["unchanged"]) == (1, 1, ROWS - 1)
+    assert target_rows(safety, t) == src.rows()
+
+
+def test_swap_rename_is_refused_before_any_change_when_something_holds_the_target(safety):
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    local(safety, "CREATE VIEW {v} AS SELECT id FROM {t}", v=f"{t}_v", t=t)
+    src.remote("DELETE FROM {t} WHERE id = 1")
+    with pytest.raises(FdwConfigError, match=r"swap='rename' would break .*view"):
+        copy(src, t, swap="rename")
+    assert len(target_rows(safety, t)) == ROWS and leftover_tables(safety, t) == []
