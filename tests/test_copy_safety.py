@@ -511,3 +511,11 @@ def test_swap_rename_is_refused_before_any_change_when_something_holds_the_targe
     with pytest.raises(FdwConfigError, match=r"swap='rename' would break .*view"):
         copy(src, t, swap="rename")
     assert len(target_rows(safety, t)) == ROWS and leftover_tables(safety, t) == []
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_append_and_upsert_catch_up_the_targets_sequence(safety, mode):
+    src, t = Source(safety), new_target()
+    local(safety, "CREATE TABLE {t} (id bigserial PRIMARY KEY, name text NOT NULL, score int)", t=t)
+    copy(src, t, mode=mode, key_columns=["id"], watermark_column="id")
+    assert local(safety, "INSERT INTO {t} (name) VALUES ('local') RETURNING id", t=t) == [(ROWS + 1,)]

@@ -186,9 +186,14 @@ def diff_apply(
             f"apply the difference to {target}", q.multiset_diff(target, staging, columns, only, overriding)
         )
         updated = 0
+    catch_up_sequences(s, target, oid, only)
+    return ApplyCounts(inserted, updated, deleted, staged_rows - inserted - updated)
+
+
+def catch_up_sequences(s: LocalSession, target: QualifiedName, oid: int, only: bool) -> None:
+    """Sequences owned by the target's columns: moved up to max(column) if behind, never down."""
     for sequence_oid, column in s.fetchall("read owned sequences", q.OWNED_SEQUENCES_QUERY, (oid,)):
         s.execute("catch up sequence", q.catch_up_sequence(sequence_oid, target, column, only), quiet=True)
-    return ApplyCounts(inserted, updated, deleted, staged_rows - inserted - updated)
 
 
 def choose_key(s: LocalSession, oid: int, key_columns: Sequence[str] | None) -> tuple[tuple[str, ...], bool]:

@@ -34,6 +34,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.apply import (
     SWAPS,
     apply_replace,
+    catch_up_sequences,
     drop_leftovers,
     goes_in_place,
     in_place_reasons,
@@ -694,6 +695,8 @@ class BulkCopy:
             r = self.result
             r.inserted, r.updated, r.deleted = inserted, updated, 0
             r.unchanged = r.rows - inserted - updated  # upsert: rows of the overlap window already equal
+            target_row = s.fetchone("read target", q.RELATION_QUERY, p.target)
+            catch_up_sequences(s, p.target, target_row[0], target_row[1] == "r")
             s.execute("drop staging table", q.drop_table(staging), quiet=True)
 
     def _drop_staging(self, s: LocalSession, staging: QualifiedName) -> None:
