@@ -519,3 +519,26 @@ def test_append_and_upsert_catch_up_the_targets_sequence(safety, mode):
     local(safety, "CREATE TABLE {t} (id bigserial PRIMARY KEY, name text NOT NULL, score int)", t=t)
     copy(src, t, mode=mode, key_columns=["id"], watermark_column="id")
     assert local(safety, "INSERT INTO {t} (name) VALUES ('local') RETURNING id", t=t) == [(ROWS + 1,)]
+
+
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_what_a_reader_sees_across_an_append_or_upsert(safety, mode, isolation):
+    src, t = Source(safety), new_target()
+    copy(src, t, mode=mode, key_columns=["id"], watermark_column="id")
+    src.remote("INSERT INTO {t} SELECT g, 'late ' || g, 0 FROM generate_series(1001, 1010) g")
+    reader = safety.target.connect(TARGET_DB, autocommit=False)
+    try:
+        cur = reader.cursor()
+        cur.execute(sql.SQL("SET TRANSACTION ISOLATION LEVEL {}").format(sql.SQL(isolation)))
+        count = sql.SQL("SELECT count(*) FROM {}").format(ident(*t.split(".")))
+        cur.execute(count)
+        assert cur.fetchone()[0] == ROWS
+        result = copy(src, t, mode=mode, key_columns=["id"], watermark_column="id", lock_timeout="2s")
+        assert result["inserted"] == 10  # and the reader did not make the copy wait
+        cur.execute(count)
+        seen = cur.fetchone()[0]
+    finally:
+        reader.rollback()
+        reader.close()
+    assert seen == (ROWS + 10 if isolation == "READ COMMITTED" else ROWS)
