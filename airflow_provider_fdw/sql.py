@@ -693,18 +693,53 @@ def diff_delete(
 
 
 def diff_update(
-    target: QualifiedName, staging: QualifiedName, keys: Sequence[str], columns: Sequence[str], only: bool
+    target: QualifiedName,
+    staging: QualifiedName,
+    keys: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+    image_equal: Sequence[str] = (),
 ) -> sql.Composed:
-    """Update the rows whose non-key values differ (compared by text form: json, point... included)."""
+    """Update the rows whose non-key values differ.
+
+    ``image_equal`` columns (types whose ``=`` means identical bytes: integers, text with a
+    deterministic collation, timestamps …) compare with ``IS DISTINCT FROM``; the others by text
+    form, so ``json``/``point`` work and ``1.0`` → ``1.00`` or ``0`` → ``-0`` count as changes.
+    """
     others = [c for c in columns if c not in keys]
-    return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND {} IS DISTINCT FROM {}").format(
+    typed = [c for c in others if c in image_equal]
+    as_text = [c for c in others if c not in image_equal]
+    changed: list[sql.Composable] = []
+    if typed:
+        changed.append(
+            sql.SQL("({}) IS DISTINCT FROM ({})").format(
+                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in typed),
+                sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in typed),
+            )
+            if len(typed) > 1
+            else sql.SQL("t.{0} IS DISTINCT FROM s.{0}").format(sql.Identifier(typed[0]))
+        )
+    if as_text:
+        changed.append(
+            sql.SQL("{} IS DISTINCT FROM {}").format(row_text("t", as_text), row_text("s", as_text))
+        )
+    return sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {} AND ({})").format(
         _table(target, only),
         sql.SQL(", ").join(sql.SQL("{0} = s.{0}").format(sql.Identifier(c)) for c in others),
         sql.Identifier(*staging),
         _key_match("s", "t", keys),
-        row_text("t", others),
-        row_text("s", others),
+        sql.SQL(" OR ").join(changed),
     )
+
+
+# Columns whose type's equality is byte identity (PostgreSQL's "equalimage" types), so IS DISTINCT
+# FROM sees every change; text types only under a deterministic collation.
+IMAGE_EQUAL_COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND coalesce(c.collisdeterministic, true) "
+    "AND a.atttypid = ANY (ARRAY['int2', 'int4', 'int8', 'oid', 'bool', 'text', 'varchar', "
+    "'name', 'uuid', 'date', 'time', 'timestamp', 'timestamptz', 'bytea']::regtype[])"
+)
 
 
 def diff_insert(

@@ -542,3 +542,24 @@ def test_what_a_reader_sees_across_an_append_or_upsert(safety, mode, isolation):
         reader.rollback()
         reader.close()
     assert seen == (ROWS + 10 if isolation == "READ COMMITTED" else ROWS)
+
+
+def test_in_place_replace_sees_changes_that_equality_hides(safety):
+    src, t = Source(safety), new_target()
+    src.remote("ALTER TABLE {t} ADD COLUMN amount numeric, ADD COLUMN f8 float8, ADD COLUMN doc json")
+    src.remote("UPDATE {t} SET amount = 1.0, f8 = 0, doc = '{{\"a\": 1}}'")
+    local(
+        safety,
+        "ALTER FOREIGN TABLE {f} ADD COLUMN amount numeric, ADD COLUMN f8 float8, ADD COLUMN doc json",
+        f=src.foreign,
+    )
+    copy(src, t, swap="in_place")
+    # 1.0 = 1.00, 0 = -0 and json has no equality at all: each is still a change to copy.
+    src.remote("UPDATE {t} SET amount = 1.00 WHERE id = 1")
+    src.remote("UPDATE {t} SET f8 = '-0' WHERE id = 2")
+    src.remote("UPDATE {t} SET doc = '{{\"a\":1}}' WHERE id = 3")
+    src.remote("UPDATE {t} SET score = score + 1 WHERE id = 4")
+    result = copy(src, t, swap="in_place")
+    assert (result["updated"], result["unchanged"]) == (4, ROWS - 4)
+    text = "SELECT id, amount::text, f8::text, doc::text FROM {t} WHERE id <= 3 ORDER BY id"
+    assert local(safety, text, t=t) == src.remote(text)

@@ -175,8 +175,10 @@ def diff_apply(
         ).rowcount
         updated = 0
         if any(c not in key for c in columns):
+            image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
             updated = s.execute(
-                f"update changed rows of {target}", q.diff_update(target, staging, key, columns, only)
+                f"update changed rows of {target}",
+                q.diff_update(target, staging, key, columns, only, image_equal),
             ).rowcount
         inserted = s.execute(
             f"insert new rows of {target}", q.diff_insert(target, staging, key, columns, only, overriding)
