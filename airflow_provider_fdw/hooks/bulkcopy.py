@@ -7,12 +7,14 @@ How a copy runs (every mode):
    Rows flow server to server (``INSERT … SELECT`` from a session-private foreign table tuned for
    bulk reads), or, with ``fdw_conn_id``, as a binary ``COPY`` stream relayed in chunks by the worker.
    Nothing is buffered in the worker.
-3. Apply the staging table in ONE short transaction: ``replace`` swaps it in for the target (indexes
-   built after the load, then renamed, grants/owner/comment copied); ``append`` inserts it;
-   ``upsert`` merges it with ``ON CONFLICT … DO UPDATE``.
+3. Apply the staging table in ONE short transaction (see :mod:`.apply`): ``replace`` swaps it in
+   by rename (indexes built after the load, grants/owner/comment copied) or, when something holds
+   on to the target, applies the difference in place; ``append`` inserts it; ``upsert`` merges it
+   with ``ON CONFLICT … DO UPDATE``. With ``verify`` the rows are checked first (:mod:`.verify`).
 
-Any failure before step 3 commits leaves the target exactly as it was; the staging table is dropped
-(and a retry drops any leftover of a killed run first).
+Any failure before step 3 commits leaves the target exactly as it was; the staging table (named for
+the run, marked with a comment naming the target) is dropped, and a retry drops the marked leftovers
+of a killed run first.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ class BulkCopyOperator(FdwBaseOperator):
     """Copy rows of a foreign table into a local table, safely and fast.
 
     Rows are loaded into a staging table (in ``parallelism`` sessions over key ranges), then applied
-    in one short transaction, so readers of the target see the old rows or the new rows, never a
-    partial table, and a failure at any point leaves the target as it was (a retry succeeds).
+    in one short transaction, so a failure at any point leaves the target as it was (a retry
+    succeeds). What readers see at each isolation level: docs/bulk-copy.md (guarantees).
 
-    - ``replace``: rebuild the target; its indexes, constraints, grants, owner and comments are kept
-      (indexes are built after the load). A missing target is created like the source, with the
-      remote table's primary key (or ``key_columns``).
+    - ``replace``: the target gets exactly the source's rows, by rename (indexes, constraints,
+      grants, owner and comments kept) or, when views, foreign keys, triggers, sequences … hold on
+      to it, in place writing only the rows that changed (see ``swap``). A missing target is created
+      like the source, with the remote table's primary key (or ``key_columns``).
     - ``append``: insert rows matching ``where`` and, with ``watermark_column``, newer than the
       target's current maximum.
     - ``upsert``: rows with ``watermark_column >= max(target) - overlap`` are merged with
