@@ -563,3 +563,23 @@ def test_in_place_replace_sees_changes_that_equality_hides(safety):
     assert (result["updated"], result["unchanged"]) == (4, ROWS - 4)
     text = "SELECT id, amount::text, f8::text, doc::text FROM {t} WHERE id <= 3 ORDER BY id"
     assert local(safety, text, t=t) == src.remote(text)
+
+
+def test_in_place_replace_of_a_self_referencing_table_checks_the_new_rows_against_themselves(safety):
+    src, t = Source(safety), new_target()
+    src.remote("ALTER TABLE {t} ADD COLUMN parent bigint")
+    src.remote("UPDATE {t} SET parent = 1 WHERE id = 2")
+    local(safety, "ALTER FOREIGN TABLE {f} ADD COLUMN parent bigint", f=src.foreign)
+    copy(src, t)
+    local(
+        safety,
+        "ALTER TABLE {t} ADD CONSTRAINT tree FOREIGN KEY (parent) REFERENCES {t} DEFERRABLE",
+        t=t,
+    )
+    src.remote("DELETE FROM {t} WHERE id = 1")  # row 2 still points at it in the new data
+    with pytest.raises(FdwError, match=r"foreign key tree \(parent\) references 1\b"):
+        copy(src, t, swap="in_place")
+    src.remote("UPDATE {t} SET parent = 3 WHERE id = 2")  # re-pointed: consistent as a whole
+    result = copy(src, t, swap="in_place")
+    assert (result["swap"], result["deleted"], result["updated"]) == ("in-place", 1, 1)
+    assert local(safety, "SELECT parent FROM {t} WHERE id = 2", t=t) == [(3,)]

@@ -138,6 +138,10 @@ def apply_replace(
                 in_place = goes_in_place(swap, in_place_reasons(s, oid), target)
             if in_place:
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
+                # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
+                s.execute(
+                    "defer deferrable constraints", q.sql.SQL("SET CONSTRAINTS ALL DEFERRED"), quiet=True
+                )
                 counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows)
                 if verify_target is not None:
                     verify_target(s, target, relkind == "r")
