@@ -950,13 +950,26 @@ def verify_select(
     checksum_columns: Sequence[tuple[str, str | None]] | None,
     conditions: Sequence[sql.Composable] = (),
     only: bool = False,
+    matching: tuple[QualifiedName, Sequence[str]] | None = None,
 ) -> sql.Composed:
-    """``count(*)`` and (with columns) ``sum(row checksum)`` of the rows matching ``conditions``."""
+    """``count(*)`` and (with columns) ``sum(row checksum)`` of the rows matching ``conditions``
+    (and, with ``matching=(staging, keys)``, only the rows whose key the staging table has)."""
     checksum = (
         sql.SQL("sum({})").format(row_checksum(checksum_columns)) if checksum_columns else sql.SQL("NULL")
     )
-    return sql.SQL("SELECT count(*), {} FROM {}{}").format(
-        checksum, _table(table, only), where_clause(conditions)
+    if matching is not None:
+        staging, keys = matching
+        conditions = [
+            *conditions,
+            sql.SQL("EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+                sql.Identifier(*staging), _key_match("s", "t", keys)
+            ),
+        ]
+    return sql.SQL("SELECT count(*), {} FROM {}{}{}").format(
+        checksum,
+        _table(table, only),
+        sql.SQL(" AS t" if matching is not None else ""),  # the user's where may name the table itself
+        where_clause(conditions),
     )
 
 

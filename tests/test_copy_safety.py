@@ -583,3 +583,35 @@ def test_in_place_replace_of_a_self_referencing_table_checks_the_new_rows_agains
     result = copy(src, t, swap="in_place")
     assert (result["swap"], result["deleted"], result["updated"]) == ("in-place", 1, 1)
     assert local(safety, "SELECT parent FROM {t} WHERE id = 2", t=t) == [(3,)]
+
+
+@pytest.mark.parametrize("mode", ["replace", "upsert"])
+def test_verify_catches_a_target_trigger_that_rewrites_the_copied_rows_and_commits_nothing(safety, mode):
+    src, t = Source(safety), new_target()
+    args = {"key_columns": ["id"]}
+    if mode == "upsert":
+        src.remote("ALTER TABLE {t} ADD COLUMN version bigint NOT NULL DEFAULT 1")
+        local(safety, "ALTER FOREIGN TABLE {f} ADD COLUMN version bigint", f=src.foreign)
+        args.update(mode="upsert", watermark_column="version")
+    first = copy(src, t, verify="checksum", **args)
+    assert first["verify"]["result"] == "match"
+    local(
+        safety,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.name := upper(NEW.name); RETURN NEW; END $$",
+        f=f"{t}_shout",
+    )
+    local(
+        safety,
+        "CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=f"{t}_shout",
+    )
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    if mode == "upsert":
+        src.remote("UPDATE {t} SET version = 2 WHERE id = 1")
+    before = local(safety, "SELECT * FROM {t} ORDER BY id", t=t)
+    with pytest.raises(FdwError, match=r"Verification failed: .* after the apply"):
+        copy(src, t, verify="checksum", **args)
+    assert local(safety, "SELECT * FROM {t} ORDER BY id", t=t) == before
+    assert leftover_tables(safety, t) == []

@@ -698,7 +698,10 @@ class BulkCopy:
             r.inserted, r.updated, r.deleted = inserted, updated, 0
             r.unchanged = r.rows - inserted - updated  # upsert: rows of the overlap window already equal
             target_row = s.fetchone("read target", q.RELATION_QUERY, p.target)
-            catch_up_sequences(s, p.target, target_row[0], target_row[1] == "r")
+            only = target_row[1] == "r"
+            if p.mode == "upsert":  # the staged keys now hold exactly the staged rows
+                self.verifier.check_target(s, p.target, only, (staging, p.key_columns))
+            catch_up_sequences(s, p.target, target_row[0], only)
             s.execute("drop staging table", q.drop_table(staging), quiet=True)
 
     def _drop_staging(self, s: LocalSession, staging: QualifiedName) -> None:

@@ -126,13 +126,19 @@ class Verifier:
             "" if self.loaded.checksum is None else f", checksum {self.loaded.checksum}",
         )
 
-    def check_target(self, s: LocalSession, target: QualifiedName, only: bool) -> None:
-        """Inside the apply transaction: the target now holds exactly the rows loaded."""
+    def check_target(
+        self,
+        s: LocalSession,
+        target: QualifiedName,
+        only: bool,
+        matching: tuple[QualifiedName, Sequence[str]] | None = None,
+    ) -> None:
+        """Inside the apply transaction: the target now holds exactly the rows loaded (with
+        ``matching=(staging, keys)``: its rows with the staged keys, for an upsert)."""
         if not self.enabled or self.loaded is None:
             return
-        self._compare(
-            self._tally(s, target, only), self.loaded, f"{target} after the apply", "the rows loaded"
-        )
+        got = self._tally(s, target, only, matching)
+        self._compare(got, self.loaded, f"{target} after the apply", "the rows loaded")
 
     def result(self) -> dict[str, Any] | None:
         if not self.enabled:
@@ -145,9 +151,16 @@ class Verifier:
             "not_checksummed": self.not_covered,
         }
 
-    def _tally(self, s: LocalSession, table: QualifiedName, only: bool = False) -> Tally:
+    def _tally(
+        self,
+        s: LocalSession,
+        table: QualifiedName,
+        only: bool = False,
+        matching: tuple[QualifiedName, Sequence[str]] | None = None,
+    ) -> Tally:
         tally = Tally()
-        tally.add(*s.fetchone("verify: read local rows", q.verify_select(table, self.columns, (), only)))
+        statement = q.verify_select(table, self.columns, (), only, matching)
+        tally.add(*s.fetchone("verify: read local rows", statement))
         return tally
 
     def _compare(self, got: Tally, expected: Tally, what: str, against: str) -> None:
