@@ -830,6 +830,9 @@ def catch_up_sequence(sequence_oid: int, table: QualifiedName, column: str, only
     ).format(sql.Identifier(column), _table(table, only), sql.Literal(sequence_oid))
 
 
+DEFER_CONSTRAINTS = sql.SQL("SET CONSTRAINTS ALL DEFERRED")
+
+
 def lock_table_in(table: QualifiedName, mode: str) -> sql.Composed:
     """``LOCK TABLE … IN <mode> MODE`` for one of the fixed lock mode keywords."""
     if mode not in ("EXCLUSIVE", "ACCESS EXCLUSIVE", "SHARE ROW EXCLUSIVE"):

@@ -139,9 +139,7 @@ def apply_replace(
             if in_place:
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
                 # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
-                s.execute(
-                    "defer deferrable constraints", q.sql.SQL("SET CONSTRAINTS ALL DEFERRED"), quiet=True
-                )
+                s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
                 counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows)
                 if verify_target is not None:
                     verify_target(s, target, relkind == "r")
