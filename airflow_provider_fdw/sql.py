@@ -655,3 +655,36 @@ GRANTS_QUERY = sql.SQL(
     "  a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
     "WHERE c.oid = %s AND a.grantee <> c.relowner ORDER BY 2, 1"
 )
+
+# -- direct COPY path: what the remote really holds, and the checks before reading it --------
+
+# Declared types of a local relation's columns (type OID and modifier: what binary COPY must match).
+LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid::int, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
+    "FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+# Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
+REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid::int, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+SERVER_ENCODING_QUERY = sql.SQL("SELECT pg_catalog.current_setting('server_encoding')")
+
+
+def where_probe(table: QualifiedName, where: str) -> sql.Composed:
+    """Parsed (never run) to prove ``where`` is one boolean expression over ``table``'s columns."""
+    return sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(sql.Identifier(*table), sql.SQL(where))
+
+
+def null_watermark_count(
+    table: QualifiedName, column: str, conditions: Sequence[sql.Composable]
+) -> sql.Composed:
+    """Rows whose watermark is NULL (a ``>`` bound never matches them)."""
+    return sql.SQL("SELECT count(*) FROM {}{}").format(
+        sql.Identifier(*table),
+        where_clause([*conditions, sql.SQL("{} IS NULL").format(sql.Identifier(column))]),
+    )

@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import make_conninfo
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -40,6 +41,7 @@ from airflow_provider_fdw.names import (
     check_identifiers,
     parse_qualified_name,
 )
+from airflow_provider_fdw.predicate import check_where_text, parse_where
 
 MODES = ("replace", "append", "upsert")
 DEFAULT_FETCH_SIZE = 50_000
@@ -63,6 +65,7 @@ class CopyPlan:
     fetch_size: int
     lock_timeout: str | None
     split_column: str | None
+    transport: str = DEFAULT_TRANSPORT
 
 
 def plan_copy(
@@ -78,6 +81,7 @@ def plan_copy(
     fetch_size: int | None = None,
     lock_timeout: float | str | None = None,
     split_column: str | None = None,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> CopyPlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
     source = parse_qualified_name(source_table, "source_table")
@@ -104,6 +108,10 @@ def plan_copy(
         raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
+    if where is not None:
+        where = check_where_text(where)
+    if transport not in TRANSPORTS:
+        raise FdwConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
         raise FdwConfigError(f"parallelism must be an integer from 1 to 64, got {parallelism!r}.")
     split = split_column or (keys[0] if keys else None)
@@ -132,6 +140,7 @@ def plan_copy(
         fetch_size or DEFAULT_FETCH_SIZE,
         lock_timeout_setting(lock_timeout),
         split,
+        transport,
     )
 
 
@@ -185,7 +194,10 @@ class BulkCopy:
     """One bulk copy: ``run()`` does it; sessions come from ``new_session`` (one per parallel worker).
 
     :param remote_connect: when given, a function returning a new connection to the REMOTE database
-        (the direct COPY path); else rows move server to server through postgres_fdw.
+        (keyword ``client_encoding``), pinned like postgres_fdw's sessions, for the direct COPY path
+        (``plan.transport`` "copy"/"auto"); else rows move server to server through postgres_fdw.
+    :param remote_identity: the libpq parameters ``remote_connect`` uses (no password): compared with
+        the foreign server's options so a connection to another database is never read.
     """
 
     def __init__(
@@ -195,12 +207,15 @@ class BulkCopy:
         log: Any,
         remote_connect: Callable[[], Any] | None = None,
         psql_relay: PsqlRelay | None = None,
+        remote_identity: dict[str, Any] | None = None,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
         self.log = log
         self.remote_connect = remote_connect
         self.psql_relay = psql_relay
+        self.remote_identity = remote_identity
+        self.direct: DirectRead | None = None
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
 
     # -- the whole copy ----------------------------------------------------------------------
@@ -227,7 +242,12 @@ class BulkCopy:
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan
         source, target_columns, columns = self._inspect(session)
-        self.result.path = "direct" if self.remote_connect and source.is_foreign else "fdw"
+        if p.where:  # before anything changes: one boolean condition over the source, parsed by the server
+            parse_where(session.conn, p.source, p.where)
+        self.direct = plan_direct(
+            session, p, source, columns, self.remote_connect, self.remote_identity, self.log
+        )
+        self.result.path = "direct" if self.direct else "fdw"
         staging = QualifiedName(p.target.schema, bounded_name(p.target.name, "fdw_staging"))
         conditions = self._conditions(session, columns)
         self._prepare_staging(session, staging, source, target_columns, columns)
@@ -506,17 +526,27 @@ class BulkCopy:
         conditions: list[Any],
         progress: Progress,
     ) -> int:
-        """Binary COPY from the remote into COPY on the local side, relayed without buffering."""
-        assert self.remote_connect is not None and source.remote is not None
-        binary = source.builtin_types  # binary COPY embeds type OIDs: only built-in types travel that way
+        """COPY from the remote into COPY on the local side, relayed without buffering.
+
+        Binary or text as :func:`~airflow_provider_fdw.hooks.direct.plan_direct` chose; both sessions
+        speak the local database's encoding, as postgres_fdw's do.
+        """
+        assert self.remote_connect is not None and source.remote is not None and self.direct is not None
+        binary, encoding = self.direct.binary, self.direct.client_encoding
         remote_columns = [source.columns[c].options.get("column_name", c) for c in columns]
         out_stmt = q.select_for_copy(source.remote, remote_columns, conditions, binary)
         in_stmt = q.copy_from_stdin(staging, columns, binary)
         if self.psql_relay is not None:
-            return self.psql_relay.copy(s.render(out_stmt), s.render(in_stmt))
-        remote = self.remote_connect()
+            relay = replace(
+                self.psql_relay,
+                remote={**self.psql_relay.remote, "client_encoding": encoding},
+                local={**self.psql_relay.local, "client_encoding": encoding},
+            )
+            return relay.copy(s.render(out_stmt), s.render(in_stmt))
+        remote = self.remote_connect(client_encoding=encoding)
         try:
             with s.transaction():
+                s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
                 return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
         finally:
             remote.close()

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
+from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 
@@ -33,7 +35,10 @@ class BulkCopyOperator(FdwBaseOperator):
     :param mode: ``replace`` (default), ``append`` or ``upsert``.
     :param key_columns: the target's unique key (required for ``upsert``; splits ``parallelism``).
     :param watermark_column: a column that grows with changes (``updated_at``, an id) for append/upsert.
-    :param where: an SQL condition on the source's columns, e.g. ``"country = 'NL'"``. (templated)
+    :param where: ONE boolean SQL condition on the source's columns, e.g. ``"country = 'NL'"``: trusted
+        DAG-author SQL (like ``SQLExecuteQueryOperator``'s ``sql``), refused before anything runs if
+        it could end the expression or add a statement (``;``, comments, unbalanced parentheses) or
+        the server does not parse it as one boolean condition. (templated)
     :param columns: copy only these columns (default: all).
     :param parallelism: sessions reading disjoint key ranges at once (needs an integer split column).
     :param split_column: the integer column to split by (default: the first key column).
@@ -41,8 +46,13 @@ class BulkCopyOperator(FdwBaseOperator):
         number for numeric watermarks) so rows that committed late are not missed.
     :param fetch_size: rows per postgres_fdw fetch (default 50,000; set on a session-private copy
         of the foreign table, never on yours).
-    :param fdw_conn_id: the ``postgres_fdw`` connection of the source: read it directly with binary
-        COPY (faster; same rows) instead of through postgres_fdw. (templated)
+    :param transport: how rows leave the remote: ``"fdw"`` (default) through postgres_fdw, server to
+        server; ``"copy"`` with ``COPY`` over ``fdw_conn_id`` straight from the remote table behind
+        the foreign table (faster, same rows; refused before anything changes when ``fdw_conn_id`` is
+        not the foreign table's server); ``"auto"``: ``"copy"`` when it can give the same rows, else
+        ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path".
+    :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
+        ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
     :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark", "path",
         "parallelism", "swap"}``.
@@ -74,6 +84,7 @@ class BulkCopyOperator(FdwBaseOperator):
         fetch_size: int | None = None,
         fdw_conn_id: str | None = None,
         lock_timeout: float | str | None = None,
+        transport: str = DEFAULT_TRANSPORT,
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -94,10 +105,13 @@ class BulkCopyOperator(FdwBaseOperator):
         self.fetch_size = fetch_size
         self.fdw_conn_id = fdw_conn_id
         self.lock_timeout = lock_timeout
+        self.transport = transport
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
-        self.plan()
+        plan = self.plan()
+        if plan.transport != "fdw" and not self.fdw_conn_id:
+            raise FdwConfigError(f"transport={plan.transport!r} reads the remote directly: pass fdw_conn_id.")
 
     def plan(self) -> CopyPlan:
         return plan_copy(
@@ -113,9 +127,11 @@ class BulkCopyOperator(FdwBaseOperator):
             self.fetch_size,
             self.lock_timeout,
             self.split_column,
+            self.transport,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.validate()
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
-            return hook.bulk_copy(plan, direct=self.fdw_conn_id is not None)
+            return hook.bulk_copy(plan)
