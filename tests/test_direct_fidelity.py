@@ -119,12 +119,15 @@ BUILTIN_COLUMNS = ["id"] + [n for n, t in MATRIX_COLUMNS if not t.startswith("fi
 
 # Each row stresses values whose text form depends on session settings, or that are extremes.
 MATRIX_ROWS = [
-    """1, true, 32767, 2147483647, 9223372036854775807, 'NaN', 1234567.1235, 3.4028235e38, 1.7976931348623157e308,
+    """1, true, 32767, 2147483647, 9223372036854775807, 'NaN', 1234567.1235, 3.4028235e38,
+    1.7976931348623157e308,
     12345.67, '2024-01-02', '12:34:56.789', '12:00:00+05:30', '2024-01-02 12:00:00', '2024-01-02 12:00:00+00',
     '-1 day +02:03:04.5', B'10101010', B'1011', decode(repeat('00ff10', 400000), 'hex'),
     repeat(E'tab\\there \\\\ back\\nnew ü €', 100000), 'B', 'ab', 'ünïcode', '{ "b" : 1,  "a":[1, 2 ] }',
-    '{"b": 1, "a": [1, 2.50]}', '<a x="1">t &amp; x</a>', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '192.168.0.1/24',
-    '10.0.0.0/8', '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05', '(1.5,-2.25)', '{1,-1,0.5}', '[(0,0),(1,1)]',
+    '{"b": 1, "a": [1, 2.50]}', '<a x="1">t &amp; x</a>', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+    '192.168.0.1/24',
+    '10.0.0.0/8', '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05', '(1.5,-2.25)', '{1,-1,0.5}',
+    '[(0,0),(1,1)]',
     '((0,0),(1,1))', '[(0,0),(1,1),(2,0)]', '((0,0),(1,1),(2,0))', '<(1,1),2.5>', 'a:1 fat:2 cat',
     'fat & (rat | cat)', '16/B374D848', '{{1,NULL},{3,4}}', ARRAY['a', NULL, 'b,"q"'],
     ARRAY['2024-01-02 03:04:05+00'::timestamptz, NULL], ARRAY[1.5, 'NaN', '-Infinity']::float8[], '[1,10)',
@@ -141,11 +144,13 @@ MATRIX_ROWS = [
     '{"a":{"b":[null,true,false,-0.0,1e100]}}', '{"a":{"b":[null,true,false,-0.0,1e100]}}',
     '<?xml version="1.0"?><r/>', NULL, '0.0.0.0', '0.0.0.0/32', NULL, NULL, '(1e300,-1e-300)', NULL, NULL,
     NULL, NULL, NULL, NULL, NULL, NULL, 'FFFFFFFF/FFFFFFFF', '{{{1}}}', ARRAY[NULL]::text[], NULL,
-    ARRAY['Infinity'::float8, 1e-320], '(,5]', '(,)', '[-infinity,infinity]', '{(,)}', 99999, NULL, NULL, NULL""",
+    ARRAY['Infinity'::float8, 1e-320], '(,5]', '(,)', '[-infinity,infinity]', '{(,)}', 99999, NULL,
+    NULL, NULL""",
     """4, true, 1, 1, 1, 0.000000000000000000001, 1, 3.14159265, 0.1, -92233720368547758.08, '4713-11-24 BC',
     '01:02:03.456', '01:02:03.456789+14', '1999-12-31 23:59:59.999999', '2000-01-01 00:00:00.000001+09:30',
     '-3 hours -4 minutes', B'00001111', B'0101010101010101010101', '\\xdeadbeef', E'\\r\\n\\u0001',
-    'zz', 'tr ', E'quote''s ', '  {"k" :  "v"}  ', '{"a":1,"a":2}', 'just text', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12',
+    'zz', 'tr ', E'quote''s ', '  {"k" :  "v"}  ', '{"a":1,"a":2}', 'just text',
+    'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12',
     'fe80::1', '2001:db8::/32', '0a:0b:0c:0d:0e:0f', '0a:0b:0c:0d:0e:0f:10:11', '(-0,0)', '{0.1,0.2,0.3}',
     '[(1e-10,1e10),(2,2)]', '((1,2),(3,4))', '((0,0),(1,1))', '((1,1),(2,2),(3,1))', '<(0.1,0.2),0.3>',
     E'''quoted\\\\word'':1A', '!a <-> b', '1/1', '[2:3]={7,8}', ARRAY[E'back\\\\slash', E'new\\nline'],
@@ -188,7 +193,8 @@ def remote_pair(airflow_connections):
         dbname=SOURCE_DB,
     )
     src.execute(
-        "INSERT INTO fid.dates VALUES (1, '2024-01-02', 'ok', '2024-01-02 12:00:00', '2024-01-02 12:00:00+00')",
+        "INSERT INTO fid.dates VALUES "
+        "(1, '2024-01-02', 'ok', '2024-01-02 12:00:00', '2024-01-02 12:00:00+00')",
         dbname=SOURCE_DB,
     )
     src.execute(
@@ -314,7 +320,7 @@ def test_auto_transport_with_another_database_copies_the_foreign_table_through_p
 
 
 def test_copy_transport_reads_the_remote_table_named_by_the_foreign_table_options(remote_pair):
-    target, result = run_copy("proxy_fid.dates_declared", transport="copy")
+    _target, result = run_copy("proxy_fid.dates_declared", transport="copy")
     assert result["path"] == "direct" and result["rows"] == 1
 
 
@@ -352,7 +358,8 @@ def test_declared_timestamptz_over_a_remote_timestamp_reads_it_in_the_local_time
         assert (
             remote_pair.target.execute(
                 sql.SQL(
-                    "SELECT id, to_char(ts AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI:SS') || '-05', "
+                    "SELECT id, "
+                    "to_char(ts AT TIME ZONE 'America/New_York', 'YYYY-MM-DD HH24:MI:SS') || '-05', "
                     "to_char(tstz, 'YYYY-MM-DD HH24:MI:SS') FROM {}"
                 ).format(ident(*table.split("."))),
                 dbname=TARGET_DB,
