@@ -688,3 +688,8 @@ def null_watermark_count(
         sql.Identifier(*table),
         where_clause([*conditions, sql.SQL("{} IS NULL").format(sql.Identifier(column))]),
     )
+
+
+def or_null(condition: sql.Composable, column: str) -> sql.Composed:
+    """``(condition) OR column IS NULL``: upsert also re-reads the rows a watermark bound cannot see."""
+    return sql.SQL("({}) OR {} IS NULL").format(condition, sql.Identifier(column))

@@ -187,6 +187,8 @@ class CopyResult:
             "path": self.path,
             "parallelism": self.parallelism,
             "swap": self.swap,
+            # rows a watermark bound cannot see (None: no watermark_column)
+            "null_watermark_rows": self.details.get("null_watermark_rows"),
         }
 
 
@@ -340,7 +342,12 @@ class BulkCopy:
     # -- step 2: staging and load --------------------------------------------------------------
 
     def _conditions(self, s: LocalSession, columns: list[str]) -> list[Any]:
-        """The user's filter and, for append/upsert, the watermark bound read from the target."""
+        """The user's filter and, for append/upsert, the watermark bound read from the target.
+
+        Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
+        (``null_watermark_rows`` in the summary); upsert also copies them (matched on the key, unchanged
+        ones are not rewritten), append warns (copying them again would duplicate them).
+        """
         p = self.plan
         conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
         if p.mode != "replace" and p.watermark_column:
@@ -354,16 +361,30 @@ class BulkCopy:
                     if exists
                     else None
                 )
+                nulls = s.fetchone(
+                    "count NULL watermarks", q.null_watermark_count(p.source, p.watermark_column, conditions)
+                )[0]
             self.result.details["previous_watermark"] = bound
+            self.result.details["null_watermark_rows"] = nulls
             if bound is not None:
-                conditions.append(
-                    q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
-                )
+                bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+                if p.mode == "upsert":
+                    bounded = q.or_null(bounded, p.watermark_column)
+                elif nulls:
+                    self.log.warning(
+                        "%d rows of %s have a NULL %s: append copies them only on its first run "
+                        "(use mode='upsert' with key_columns to copy them by key).",
+                        nulls,
+                        p.source,
+                        p.watermark_column,
+                    )
+                conditions.append(bounded)
                 self.log.info(
-                    "Copying rows with %s %s %s",
+                    "Copying rows with %s %s %s%s",
                     p.watermark_column,
                     ">=" if p.mode == "upsert" else ">",
                     bound,
+                    f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
                 )
         return conditions
 
