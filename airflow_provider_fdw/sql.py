@@ -659,15 +659,20 @@ GRANTS_QUERY = sql.SQL(
 # -- direct COPY path: what the remote really holds, and the checks before reading it --------
 
 # Declared types of a local relation's columns (type OID and modifier: what binary COPY must match).
+# The qualified name identifies a non-built-in type (enum, domain, composite) across the two servers.
+_TYPE_COLUMNS = (
+    "SELECT a.attname, a.atttypid::int, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod), "
+    "pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(t.typname) "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+    "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace "
+)
 LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid::int, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
-    "FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    _TYPE_COLUMNS + "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 
 # Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
 REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid::int, a.atttypmod, format_type(a.atttypid, a.atttypmod) "
-    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    _TYPE_COLUMNS + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )

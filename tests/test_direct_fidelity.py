@@ -403,3 +403,16 @@ def test_type_matrix_direct_copy_equals_the_fdw_copy_row_by_row(remote_pair, rel
             dbname=TARGET_DB,
         )
         assert local_rows == source_rows
+
+
+def test_copy_transport_with_where_on_same_named_enum_columns_equals_the_fdw_copy(remote_pair):
+    where = "e = 'happy' OR id >= 4 OR comp IS NULL"
+    via_fdw, fdw_result = run_copy("proxy_fid.matrix", transport="fdw", where=where)
+    direct, result = run_copy("proxy_fid.matrix", transport="copy", where=where)
+    assert result["path"] == "direct" and fdw_result["rows"] == result["rows"] == 5
+    assert differing_rows(remote_pair.target, via_fdw, direct) == []
+
+
+def test_copy_transport_refuses_a_where_over_columns_declared_with_other_types(remote_pair):
+    with pytest.raises(FdwConfigError, match="tstz is timestamp with time zone there"):
+        run_copy("proxy_fid.dates_declared", transport="copy", where="tstz > '2024-01-02 11:00'")

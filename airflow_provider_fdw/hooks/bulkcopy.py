@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import make_conninfo
+from airflow_provider_fdw._driver import DriverError, make_conninfo
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
@@ -251,7 +251,7 @@ class BulkCopy:
         )
         self.result.path = "direct" if self.direct else "fdw"
         staging = QualifiedName(p.target.schema, bounded_name(p.target.name, "fdw_staging"))
-        conditions = self._conditions(session, columns)
+        conditions = self._conditions(session, columns, source)
         self._prepare_staging(session, staging, source, target_columns, columns)
         try:
             ranges = self._ranges(session, source, columns, conditions)
@@ -341,7 +341,7 @@ class BulkCopy:
 
     # -- step 2: staging and load --------------------------------------------------------------
 
-    def _conditions(self, s: LocalSession, columns: list[str]) -> list[Any]:
+    def _conditions(self, s: LocalSession, columns: list[str], source: SourceInfo) -> list[Any]:
         """The user's filter and, for append/upsert, the watermark bound read from the target.
 
         Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
@@ -361,9 +361,7 @@ class BulkCopy:
                     if exists
                     else None
                 )
-                nulls = s.fetchone(
-                    "count NULL watermarks", q.null_watermark_count(p.source, p.watermark_column, conditions)
-                )[0]
+            nulls = self._count_null_watermarks(s, source, conditions)
             self.result.details["previous_watermark"] = bound
             self.result.details["null_watermark_rows"] = nulls
             if bound is not None:
@@ -387,6 +385,26 @@ class BulkCopy:
                     f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
                 )
         return conditions
+
+    def _count_null_watermarks(self, s: LocalSession, source: SourceInfo, conditions: list[Any]) -> int:
+        """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read."""
+        p = self.plan
+        assert p.watermark_column is not None
+        if self.direct is None:
+            with s.transaction():
+                statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
+                return int(s.fetchone("count NULL watermarks", statement)[0])
+        assert self.remote_connect is not None and source.remote is not None
+        # The direct path needs no user mapping: count over the direct connection too (same names).
+        remote = self.remote_connect(client_encoding=self.direct.client_encoding)
+        try:
+            with remote.cursor() as cur:
+                cur.execute(q.null_watermark_count(source.remote, p.watermark_column, conditions))
+                return int(cur.fetchone()[0])
+        except DriverError as exc:
+            raise s.error("count NULL watermarks on the remote", exc) from None
+        finally:
+            remote.close()
 
     def _prepare_staging(
         self,

@@ -86,6 +86,19 @@ def server_mismatches(server_options: Mapping[str, str], params: Mapping[str, An
     return problems
 
 
+def same_type(remote: tuple[Any, ...], local: tuple[Any, ...]) -> bool:
+    """(oid, typmod, format_type, qualified name) of two columns: is it the same type on both servers?
+
+    Built-in types have the same OID everywhere; others (enums, domains, composites) are matched by
+    their schema-qualified name, so they count as the same type but never travel in binary.
+    """
+    if remote[1] != local[1]:
+        return False
+    if remote[0] < FIRST_NON_BUILTIN_OID or local[0] < FIRST_NON_BUILTIN_OID:
+        return remote[0] == local[0]
+    return remote[3] == local[3]
+
+
 def plan_direct(
     s: LocalSession,
     plan: Any,
@@ -117,7 +130,7 @@ def plan_direct(
         row = s.fetchone("read foreign server", q.SERVER_OPTIONS_QUERY, (source.server_name,))
         server_options = dict(o.split("=", 1) for o in (row[0] if row else None) or ())
         local_types = {
-            r[0]: (r[1], r[2], r[3])
+            r[0]: tuple(r[1:])
             for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))
         }
         encoding = s.fetchone("read encoding", q.SERVER_ENCODING_QUERY)[0]
@@ -152,7 +165,7 @@ def plan_direct(
     try:
         with remote.cursor() as cur:
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
-            remote_types = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+            remote_types = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
         remote.rollback()
         if remote_types and plan.where:
             parse_where(remote, source.remote, plan.where)
@@ -166,7 +179,7 @@ def plan_direct(
     differ = {
         c: (remote_types[remote_name[c]][2], local_types[c][2])
         for c in {*columns, *condition_columns}
-        if remote_types[remote_name[c]][:2] != local_types[c][:2]
+        if not same_type(remote_types[remote_name[c]], local_types[c])
     }
     unequal = sorted(c for c in differ if c in condition_columns or plan.where)
     if unequal:
