@@ -227,3 +227,57 @@ def test_unquoted_non_ascii_names_find_the_tables_postgresql_created(inputs):
     _target, result = run_copy(source_table="proxy_inputs.İSTANBUL_ÜBER", target="public.ÜBER_COPY")
     assert result["rows"] == 110 and result["target"] == 'public."Über_copy"'
     assert tgt.execute("SELECT count(*) FROM public.ÜBER_COPY", dbname=TARGET_DB) == [(110,)]
+
+
+# -- the operator's arguments ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"transport": "copy"}, "pass fdw_conn_id"),
+        ({"transport": "auto"}, "pass fdw_conn_id"),
+        ({"transport": "binary", "fdw_conn_id": "fdw_source"}, "transport must be one of"),
+        ({"where": INJECTION}, "unbalanced"),
+    ],
+)
+def test_bad_transport_or_where_fails_when_the_dag_is_parsed(kwargs, message):
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+
+    with pytest.raises(FdwConfigError, match=message):
+        BulkCopyOperator(task_id="copy", source_table="a.b", target_table="c.d", **kwargs)
+
+
+def test_operator_passes_transport_to_the_plan():
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+
+    op = BulkCopyOperator(
+        task_id="copy", source_table="a.b", target_table="c.d", transport="auto", fdw_conn_id="fdw_source"
+    )
+    assert op.plan().transport == "auto"
+    default = BulkCopyOperator(task_id="copy2", source_table="a.b", target_table="c.d", fdw_conn_id="x")
+    assert default.plan().transport == "fdw"
+
+
+def test_bulk_copy_operator_with_transport_copy_in_a_dag_run(airflow_db, inputs):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    target = f"public.inputs_{uuid.uuid4().hex[:8]}"
+    with DAG("bulk_copy_transport", schedule=None) as dag:
+        BulkCopyOperator(
+            task_id="copy",
+            source_table="proxy_inputs.items",
+            target_table=target,
+            mode="upsert",
+            key_columns=["id"],
+            watermark_column="updated_at",
+            transport="copy",
+            fdw_conn_id="fdw_source",
+        )
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    summary = result.xcom["copy"]
+    assert summary["path"] == "direct" and summary["rows"] == 110 and summary["null_watermark_rows"] == 10
