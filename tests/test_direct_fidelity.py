@@ -253,6 +253,11 @@ def remote_pair(airflow_connections):
         "OPTIONS (schema_name 'fid', table_name 'matrix')",
         dbname=TARGET_DB,
     )
+    tgt.execute(
+        "CREATE FOREIGN TABLE proxy_fid.dates_renamed (id int, day date OPTIONS (column_name 'd')) "
+        "SERVER fid_src OPTIONS (schema_name 'fid', table_name 'dates')",
+        dbname=TARGET_DB,
+    )
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         hook.create_server("fid_reader_src")
         hook.create_user_mapping("fid_reader_src")
@@ -416,3 +421,36 @@ def test_copy_transport_with_where_on_same_named_enum_columns_equals_the_fdw_cop
 def test_copy_transport_refuses_a_where_over_columns_declared_with_other_types(remote_pair):
     with pytest.raises(FdwConfigError, match="tstz is timestamp with time zone there"):
         run_copy("proxy_fid.dates_declared", transport="copy", where="tstz > '2024-01-02 11:00'")
+
+
+def test_renamed_columns_are_read_by_their_remote_names_but_conditions_on_them_are_refused(remote_pair):
+    target, result = run_copy("proxy_fid.dates_renamed", transport="copy")
+    assert result["path"] == "direct"
+    assert rows_of(remote_pair.target, target, "id, day::text") == [(1, "2024-01-02")]
+    with pytest.raises(FdwConfigError, match="conditions name columns the remote calls differently"):
+        run_copy("proxy_fid.dates_renamed", transport="copy", where="day IS NOT NULL")
+
+
+@pytest.mark.parametrize(
+    ("server", "conn", "problems"),
+    [
+        (
+            {"host": "DB.example", "dbname": "prod"},
+            {"host": "db.example", "port": 5432, "dbname": "prod"},
+            [],
+        ),
+        (
+            {"host": "h", "port": "5433", "dbname": "prod"},
+            {"host": "h", "port": 5432, "dbname": "prod"},
+            ["port"],
+        ),
+        ({"host": "h", "dbname": "prod"}, {"host": "h", "dbname": "decoy"}, ["dbname"]),
+        ({"host": "h", "user": "app"}, {"host": "h", "dbname": "app"}, []),
+        ({"host": "h", "dbname": "d"}, {"host": "other", "dbname": "d"}, ["host"]),
+        ({"hostaddr": "10.0.0.1", "dbname": "d"}, {"host": "h", "dbname": "d"}, ["host", "hostaddr"]),
+    ],
+)
+def test_server_identity_compares_host_port_and_database(server, conn, problems):
+    from airflow_provider_fdw.hooks.direct import server_mismatches
+
+    assert [p.split()[0] for p in server_mismatches(server, conn)] == problems

@@ -143,14 +143,15 @@ def plan_direct(
     condition_columns = {
         c for c in (plan.watermark_column, plan.split_column if plan.parallelism > 1 else None) if c
     }
-    remote_name = {name: col.options.get("column_name", name) for name, col in source.columns.items()}
-    renamed = sorted(c for c in condition_columns if remote_name[c] != c)
     if plan.where and transport == "auto":
         return fall_back(
             "where is evaluated locally on the FDW path; transport='copy' evaluates it on the remote"
         )
-    if plan.where and any(remote_name[c] != c for c in source.columns):
-        renamed = sorted(c for c in source.columns if remote_name[c] != c)
+    # Conditions are written with local column names and evaluated on the remote table: where can
+    # name any column, so then every column must keep its name (and, below, its type).
+    filtered = set(source.columns) if plan.where else condition_columns
+    remote_name = {name: col.options.get("column_name", name) for name, col in source.columns.items()}
+    renamed = sorted(c for c in filtered if remote_name[c] != c)
     if renamed:
         return fall_back(f"conditions name columns the remote calls differently: {renamed}")
     try:
@@ -178,10 +179,10 @@ def plan_direct(
         return fall_back(f"the remote table {source.remote} has no column(s) {missing}")
     differ = {
         c: (remote_types[remote_name[c]][2], local_types[c][2])
-        for c in {*columns, *condition_columns}
-        if not same_type(remote_types[remote_name[c]], local_types[c])
+        for c in {*columns, *filtered}
+        if remote_name[c] in remote_types and not same_type(remote_types[remote_name[c]], local_types[c])
     }
-    unequal = sorted(c for c in differ if c in condition_columns or plan.where)
+    unequal = sorted(c for c in differ if c in filtered)
     if unequal:
         return fall_back(
             "conditions are evaluated on the remote, where these columns have other types: "
