@@ -26,8 +26,9 @@ class BulkCopyOperator(FdwBaseOperator):
     - ``append``: insert rows matching ``where`` and, with ``watermark_column``, newer than the
       target's current maximum.
     - ``upsert``: rows with ``watermark_column >= max(target) - overlap`` are merged with
-      ``ON CONFLICT (key_columns) DO UPDATE`` (unchanged rows are not rewritten). The watermark is
-      read from the target itself, so it only moves when the data committed.
+      ``ON CONFLICT (key_columns) DO UPDATE`` (unchanged rows are not rewritten), plus the rows whose
+      watermark is NULL. The watermark is read from the target itself, so it only moves when the
+      data committed.
 
     :param source_table: the foreign table (``schema.table``) in the local database. (templated)
     :param target_table: the local table to fill (``schema.table``). (templated)
@@ -55,7 +56,8 @@ class BulkCopyOperator(FdwBaseOperator):
         ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
     :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark", "path",
-        "parallelism", "swap"}``.
+        "parallelism", "swap", "null_watermark_rows"}`` (``null_watermark_rows``: source rows whose
+        watermark is NULL, copied by key in upsert, warned about in append; None without a watermark).
     """
 
     template_fields: Sequence[str] = (
