@@ -608,12 +608,6 @@ RELATION_QUERY = sql.SQL(
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
 )
 
-# Types of the columns: built-in (fixed OIDs, same on every server) or not (binary COPY needs built-in).
-COLUMN_TYPE_OIDS_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid < 10000 FROM pg_attribute a WHERE a.attrelid = %s "
-    "AND a.attnum > 0 AND NOT a.attisdropped"
-)
-
 INDEXES_QUERY = sql.SQL(
     "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid), "
     "  i.indisunique, i.indpred IS NULL AND i.indexprs IS NULL, "

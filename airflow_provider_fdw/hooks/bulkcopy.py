@@ -151,7 +151,6 @@ class SourceInfo:
     columns: dict[str, Column]
     server_name: str | None
     remote: QualifiedName | None  # remote schema/table of a foreign table
-    builtin_types: bool = True
 
     @property
     def is_foreign(self) -> bool:
@@ -314,10 +313,7 @@ class BulkCopy:
         oid, relkind, _owner, _comment, server_name, ftoptions = row
         options = dict(o.split("=", 1) for o in ftoptions or ())
         remote = QualifiedName(options.get("schema_name", name.schema), options.get("table_name", name.name))
-        builtin = all(b for _, b in s.fetchall("read column types", q.COLUMN_TYPE_OIDS_QUERY, (oid,)))
-        return SourceInfo(
-            oid, relkind, read_columns(s, name), server_name, remote if server_name else None, builtin
-        )
+        return SourceInfo(oid, relkind, read_columns(s, name), server_name, remote if server_name else None)
 
     def _check_target_columns(
         self, source: SourceInfo, target: dict[str, Column], columns: list[str]
