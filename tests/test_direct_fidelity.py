@@ -472,3 +472,14 @@ def test_server_identity_compares_host_port_and_database(server, conn, problems)
     from airflow_provider_fdw.hooks.direct import server_mismatches
 
     assert [p.split()[0] for p in server_mismatches(server, conn)] == problems
+
+
+def test_direct_session_settings_are_appended_to_the_connections_own_options():
+    from airflow_provider_fdw.hooks.direct import pinned_params
+
+    params = pinned_params({"host": "h", "options": "-c statement_timeout=5s"}, "UTF8")
+    assert params["options"] == (
+        "-c statement_timeout=5s -c search_path=pg_catalog -c TimeZone=UTC -c DateStyle=ISO "
+        "-c IntervalStyle=postgres -c extra_float_digits=3"
+    )
+    assert params["client_encoding"] == "UTF8" and params["host"] == "h"
