@@ -73,6 +73,15 @@ def parse_qualified_name(value: object, what: str, default_schema: str | None = 
     return QualifiedName(check_identifier(parts[0], f"{what} schema"), check_identifier(parts[1], what))
 
 
+def fold_identifier(word: str) -> str:
+    """An unquoted identifier as PostgreSQL stores it: only ASCII A-Z are downcased (``ÜBER`` -> ``Über``
+    in a UTF-8 database, ``İstanbul`` unchanged), like the server's ``downcase_identifier``."""
+    return word.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _split_name(text: str, what: str) -> list[str]:
     parts: list[str] = []
     i, n = 0, len(text)
@@ -98,7 +107,7 @@ def _split_name(text: str, what: str) -> list[str]:
             chunk = text[i:j]
             if not chunk or '"' in chunk or chunk != chunk.strip():
                 raise FdwConfigError(f"{what} {text!r} is not a valid qualified name.")
-            parts.append(chunk.lower())
+            parts.append(fold_identifier(chunk))
             i = j
         if i < n:
             if text[i] != ".":

@@ -608,12 +608,6 @@ RELATION_QUERY = sql.SQL(
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
 )
 
-# Types of the columns: built-in (fixed OIDs, same on every server) or not (binary COPY needs built-in).
-COLUMN_TYPE_OIDS_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid < 10000 FROM pg_attribute a WHERE a.attrelid = %s "
-    "AND a.attnum > 0 AND NOT a.attisdropped"
-)
-
 INDEXES_QUERY = sql.SQL(
     "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid), "
     "  i.indisunique, i.indpred IS NULL AND i.indexprs IS NULL, "
@@ -979,3 +973,45 @@ def verify_select(
 def explain_verbose(statement: sql.Composable) -> sql.Composed:
     """The plan with each node's remote SQL (shows whether postgres_fdw pushes an aggregate down)."""
     return sql.SQL("EXPLAIN (VERBOSE) {}").format(statement)
+# -- direct COPY path: what the remote really holds, and the checks before reading it --------
+
+# Declared types of a local relation's columns (type OID and modifier: what binary COPY must match).
+# The qualified name identifies a non-built-in type (enum, domain, composite) across the two servers.
+_TYPE_COLUMNS = (
+    "SELECT a.attname, a.atttypid::int, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod), "
+    "pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(t.typname) "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+    "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace "
+)
+LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
+    _TYPE_COLUMNS + "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+# Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
+REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
+    _TYPE_COLUMNS + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+SERVER_ENCODING_QUERY = sql.SQL("SELECT pg_catalog.current_setting('server_encoding')")
+
+
+def where_probe(table: QualifiedName, where: str) -> sql.Composed:
+    """Parsed (never run) to prove ``where`` is one boolean expression over ``table``'s columns."""
+    return sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(sql.Identifier(*table), sql.SQL(where))
+
+
+def null_watermark_count(
+    table: QualifiedName, column: str, conditions: Sequence[sql.Composable]
+) -> sql.Composed:
+    """Rows whose watermark is NULL (a ``>`` bound never matches them)."""
+    return sql.SQL("SELECT count(*) FROM {}{}").format(
+        sql.Identifier(*table),
+        where_clause([*conditions, sql.SQL("{} IS NULL").format(sql.Identifier(column))]),
+    )
+
+
+def or_null(condition: sql.Composable, column: str) -> sql.Composed:
+    """``(condition) OR column IS NULL``: upsert also re-reads the rows a watermark bound cannot see."""
+    return sql.SQL("({}) OR {} IS NULL").format(condition, sql.Identifier(column))

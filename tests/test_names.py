@@ -61,3 +61,17 @@ def test_malformed_qualified_names_are_refused(bad):
 def test_str_of_a_qualified_name_round_trips():
     for name in [QualifiedName("analytics", "users"), QualifiedName("Sales Data", 'Q"1')]:
         assert parse_qualified_name(str(name), "x") == name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("public.ÜBER", QualifiedName("public", "Über")),
+        ("public.İstanbul", QualifiedName("public", "İstanbul")),
+        ("Straße.MAẞE", QualifiedName("straße", "maẞe")),
+        ('"ÜBER".Ünïcode_ABC', QualifiedName("ÜBER", "Ünïcode_abc")),
+        ("ΣΊΣΥΦΟΣ.t", QualifiedName("ΣΊΣΥΦΟΣ", "t")),
+    ],
+)
+def test_unquoted_names_fold_only_ascii_letters_like_postgresql(text, expected):
+    assert parse_qualified_name(text, "table") == expected

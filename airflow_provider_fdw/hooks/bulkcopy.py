@@ -26,12 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import make_conninfo
+from airflow_provider_fdw._driver import DriverError, make_conninfo
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.apply import (
     SWAPS,
@@ -43,6 +43,7 @@ from airflow_provider_fdw.hooks.apply import (
     mark,
     new_work_table,
 )
+from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -53,6 +54,7 @@ from airflow_provider_fdw.names import (
     check_identifiers,
     parse_qualified_name,
 )
+from airflow_provider_fdw.predicate import check_where_text, parse_where
 
 MODES = ("replace", "append", "upsert")
 VERIFY_MODES = ("off", "count", "checksum")
@@ -79,6 +81,7 @@ class CopyPlan:
     split_column: str | None
     swap: str = "auto"
     verify: str = "off"
+    transport: str = DEFAULT_TRANSPORT
 
 
 def plan_copy(
@@ -96,6 +99,7 @@ def plan_copy(
     split_column: str | None = None,
     swap: str = "auto",
     verify: str = "off",
+    transport: str = DEFAULT_TRANSPORT,
 ) -> CopyPlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
     source = parse_qualified_name(source_table, "source_table")
@@ -128,6 +132,10 @@ def plan_copy(
         raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
+    if where is not None:
+        where = check_where_text(where)
+    if transport not in TRANSPORTS:
+        raise FdwConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
         raise FdwConfigError(f"parallelism must be an integer from 1 to 64, got {parallelism!r}.")
     split = split_column or (keys[0] if keys else None)
@@ -158,6 +166,7 @@ def plan_copy(
         split,
         swap,
         verify,
+        transport,
     )
 
 
@@ -168,7 +177,6 @@ class SourceInfo:
     columns: dict[str, Column]
     server_name: str | None
     remote: QualifiedName | None  # remote schema/table of a foreign table
-    builtin_types: bool = True
 
     @property
     def is_foreign(self) -> bool:
@@ -212,6 +220,8 @@ class CopyResult:
             "deleted": self.deleted,
             "unchanged": self.unchanged,
             "verify": self.verification,
+            # rows a watermark bound cannot see (None: no watermark_column)
+            "null_watermark_rows": self.details.get("null_watermark_rows"),
         }
 
 
@@ -225,7 +235,10 @@ class BulkCopy:
     """One bulk copy: ``run()`` does it; sessions come from ``new_session`` (one per parallel worker).
 
     :param remote_connect: when given, a function returning a new connection to the REMOTE database
-        (the direct COPY path); else rows move server to server through postgres_fdw.
+        (keyword ``client_encoding``), pinned like postgres_fdw's sessions, for the direct COPY path
+        (``plan.transport`` "copy"/"auto"); else rows move server to server through postgres_fdw.
+    :param remote_identity: the libpq parameters ``remote_connect`` uses (no password): compared with
+        the foreign server's options so a connection to another database is never read.
     """
 
     def __init__(
@@ -235,12 +248,15 @@ class BulkCopy:
         log: Any,
         remote_connect: Callable[[], Any] | None = None,
         psql_relay: PsqlRelay | None = None,
+        remote_identity: dict[str, Any] | None = None,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
         self.log = log
         self.remote_connect = remote_connect
         self.psql_relay = psql_relay
+        self.remote_identity = remote_identity
+        self.direct: DirectRead | None = None
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
         self.verifier = Verifier(plan.verify, log)
 
@@ -268,12 +284,17 @@ class BulkCopy:
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan
         source, target_columns, columns = self._inspect(session)
-        self.result.path = "direct" if self.remote_connect and source.is_foreign else "fdw"
-        conditions = self._conditions(session, columns)
+        if p.where:  # before anything changes: one boolean condition over the source, parsed by the server
+            parse_where(session.conn, p.source, p.where)
+        self.direct = plan_direct(
+            session, p, source, columns, self.remote_connect, self.remote_identity, self.log
+        )
+        self.result.path = "direct" if self.direct else "fdw"
+        conditions = self._conditions(session, columns, source)
         if self.verifier.enabled and self.result.path == "direct":
             raise FdwConfigError(
                 "verify= compares the target with the snapshot postgres_fdw read; it is not available "
-                "with fdw_conn_id (the direct path) yet: copy without fdw_conn_id to verify."
+                "with transport='copy' (the direct path) yet: use transport='fdw' to verify."
             )
         self.verifier.prepare(session, source.oid, p.source, source.is_foreign, columns, conditions)
         staging = self._prepare_staging(session, source, target_columns, columns)
@@ -345,10 +366,7 @@ class BulkCopy:
         oid, relkind, _owner, _comment, server_name, ftoptions = row
         options = dict(o.split("=", 1) for o in ftoptions or ())
         remote = QualifiedName(options.get("schema_name", name.schema), options.get("table_name", name.name))
-        builtin = all(b for _, b in s.fetchall("read column types", q.COLUMN_TYPE_OIDS_QUERY, (oid,)))
-        return SourceInfo(
-            oid, relkind, read_columns(s, name), server_name, remote if server_name else None, builtin
-        )
+        return SourceInfo(oid, relkind, read_columns(s, name), server_name, remote if server_name else None)
 
     def _check_target_columns(
         self, source: SourceInfo, target: dict[str, Column], columns: list[str]
@@ -372,8 +390,13 @@ class BulkCopy:
 
     # -- step 2: staging and load --------------------------------------------------------------
 
-    def _conditions(self, s: LocalSession, columns: list[str]) -> list[Any]:
-        """The user's filter and, for append/upsert, the watermark bound read from the target."""
+    def _conditions(self, s: LocalSession, columns: list[str], source: SourceInfo) -> list[Any]:
+        """The user's filter and, for append/upsert, the watermark bound read from the target.
+
+        Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
+        (``null_watermark_rows`` in the summary); upsert also copies them (matched on the key, unchanged
+        ones are not rewritten), append warns (copying them again would duplicate them).
+        """
         p = self.plan
         conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
         if p.mode != "replace" and p.watermark_column:
@@ -387,18 +410,50 @@ class BulkCopy:
                     if exists
                     else None
                 )
+            nulls = self._count_null_watermarks(s, source, conditions)
             self.result.details["previous_watermark"] = bound
+            self.result.details["null_watermark_rows"] = nulls
             if bound is not None:
-                conditions.append(
-                    q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
-                )
+                bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+                if p.mode == "upsert":
+                    bounded = q.or_null(bounded, p.watermark_column)
+                elif nulls:
+                    self.log.warning(
+                        "%d rows of %s have a NULL %s: append copies them only on its first run "
+                        "(use mode='upsert' with key_columns to copy them by key).",
+                        nulls,
+                        p.source,
+                        p.watermark_column,
+                    )
+                conditions.append(bounded)
                 self.log.info(
-                    "Copying rows with %s %s %s",
+                    "Copying rows with %s %s %s%s",
                     p.watermark_column,
                     ">=" if p.mode == "upsert" else ">",
                     bound,
+                    f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
                 )
         return conditions
+
+    def _count_null_watermarks(self, s: LocalSession, source: SourceInfo, conditions: list[Any]) -> int:
+        """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read."""
+        p = self.plan
+        assert p.watermark_column is not None
+        if self.direct is None:
+            with s.transaction():
+                statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
+                return int(s.fetchone("count NULL watermarks", statement)[0])
+        assert self.remote_connect is not None and source.remote is not None
+        # The direct path needs no user mapping: count over the direct connection too (same names).
+        remote = self.remote_connect(client_encoding=self.direct.client_encoding)
+        try:
+            with remote.cursor() as cur:
+                cur.execute(q.null_watermark_count(source.remote, p.watermark_column, conditions))
+                return int(cur.fetchone()[0])
+        except DriverError as exc:
+            raise s.error("count NULL watermarks on the remote", exc) from None
+        finally:
+            remote.close()
 
     def _prepare_staging(
         self,
@@ -575,17 +630,27 @@ class BulkCopy:
         conditions: list[Any],
         progress: Progress,
     ) -> int:
-        """Binary COPY from the remote into COPY on the local side, relayed without buffering."""
-        assert self.remote_connect is not None and source.remote is not None
-        binary = source.builtin_types  # binary COPY embeds type OIDs: only built-in types travel that way
+        """COPY from the remote into COPY on the local side, relayed without buffering.
+
+        Binary or text as :func:`~airflow_provider_fdw.hooks.direct.plan_direct` chose; both sessions
+        speak the local database's encoding, as postgres_fdw's do.
+        """
+        assert self.remote_connect is not None and source.remote is not None and self.direct is not None
+        binary, encoding = self.direct.binary, self.direct.client_encoding
         remote_columns = [source.columns[c].options.get("column_name", c) for c in columns]
         out_stmt = q.select_for_copy(source.remote, remote_columns, conditions, binary)
         in_stmt = q.copy_from_stdin(staging, columns, binary)
         if self.psql_relay is not None:
-            return self.psql_relay.copy(s.render(out_stmt), s.render(in_stmt))
-        remote = self.remote_connect()
+            relay = replace(
+                self.psql_relay,
+                remote={**self.psql_relay.remote, "client_encoding": encoding},
+                local={**self.psql_relay.local, "client_encoding": encoding},
+            )
+            return relay.copy(s.render(out_stmt), s.render(in_stmt))
+        remote = self.remote_connect(client_encoding=encoding)
         try:
             with s.transaction():
+                s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
                 return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
         finally:
             remote.close()

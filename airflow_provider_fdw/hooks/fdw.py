@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from airflow_provider_fdw.exceptions import (
     FdwError,
 )
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
+from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
@@ -317,30 +319,49 @@ class FdwHook(PostgresHook):
 
     # -- bulk copy ---------------------------------------------------------------------------
 
-    def bulk_copy(self, plan: CopyPlan, direct: bool = False, relay: str = "auto") -> dict[str, Any]:
+    def bulk_copy(self, plan: CopyPlan, direct: bool | None = None, relay: str = "auto") -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
-        With ``direct`` the rows are read from the remote named by this hook's ``fdw_conn_id`` with
-        binary COPY (faster) instead of through postgres_fdw; results are identical. ``relay``:
-        ``"psql"`` pipes two ``psql`` processes, ``"python"`` relays in this process, ``"auto"``
-        uses psql when it is on the PATH.
+        ``plan.transport``: ``"fdw"`` moves rows server to server through postgres_fdw; ``"copy"``
+        reads the remote table behind the foreign table with ``COPY`` over this hook's
+        ``fdw_conn_id`` (refused, before anything changes, when that connection is not the foreign
+        table's server); ``"auto"`` does so when it can and otherwise uses postgres_fdw, saying why in
+        the log. Results are identical (see docs/bulk-copy.md, "The direct path"). ``direct=True`` is
+        the older spelling of ``transport="copy"``. ``relay`` (direct path): ``"psql"`` pipes two
+        ``psql`` processes, ``"python"`` relays in this process, ``"auto"`` uses psql when on the PATH.
         """
         if relay not in ("auto", "psql", "python"):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
+        if direct:
+            plan = dataclasses.replace(plan, transport="copy")
+        reads_directly = plan.transport != "fdw"
         psql_relay = None
-        if direct and relay != "python":
+        if reads_directly and relay != "python":
             psql = shutil.which("psql")
             if psql is None and relay == "psql":
                 raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
             if psql is not None:
-                psql_relay = PsqlRelay(psql, libpq_params(self.remote), self._local_libpq_params())
-        remote_connect = self.remote_connection if direct else None
-        copy = BulkCopy(plan, self._new_session, self.log, remote_connect, psql_relay)
+                psql_relay = PsqlRelay(
+                    psql, pinned_params(libpq_params(self.remote)), self._local_libpq_params()
+                )
+        remote_connect = self.direct_connection if reads_directly else None
+        identity = (
+            {k: v for k, v in libpq_params(self.remote).items() if k != "password"}
+            if reads_directly
+            else None
+        )
+        copy = BulkCopy(
+            plan, self._new_session, self.log, remote_connect, psql_relay, remote_identity=identity
+        )
         return copy.run(self.session).summary()
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
         return self._create_connection(libpq_params(self.remote))
+
+    def direct_connection(self, client_encoding: str | None = None) -> Any:
+        """A remote connection for the direct COPY path, its session pinned like postgres_fdw's."""
+        return self._create_connection(pinned_params(libpq_params(self.remote), client_encoding))
 
     def _local_libpq_params(self) -> dict[str, Any]:
         conn = self.connection

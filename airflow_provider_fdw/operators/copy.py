@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
+from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 
@@ -25,8 +27,9 @@ class BulkCopyOperator(FdwBaseOperator):
     - ``append``: insert rows matching ``where`` and, with ``watermark_column``, newer than the
       target's current maximum.
     - ``upsert``: rows with ``watermark_column >= max(target) - overlap`` are merged with
-      ``ON CONFLICT (key_columns) DO UPDATE`` (unchanged rows are not rewritten). The watermark is
-      read from the target itself, so it only moves when the data committed.
+      ``ON CONFLICT (key_columns) DO UPDATE`` (unchanged rows are not rewritten), plus the rows whose
+      watermark is NULL. The watermark is read from the target itself, so it only moves when the
+      data committed.
 
     :param source_table: the foreign table (``schema.table``) in the local database. (templated)
     :param target_table: the local table to fill (``schema.table``). (templated)
@@ -34,7 +37,10 @@ class BulkCopyOperator(FdwBaseOperator):
     :param mode: ``replace`` (default), ``append`` or ``upsert``.
     :param key_columns: the target's unique key (required for ``upsert``; splits ``parallelism``).
     :param watermark_column: a column that grows with changes (``updated_at``, an id) for append/upsert.
-    :param where: an SQL condition on the source's columns, e.g. ``"country = 'NL'"``. (templated)
+    :param where: ONE boolean SQL condition on the source's columns, e.g. ``"country = 'NL'"``: trusted
+        DAG-author SQL (like ``SQLExecuteQueryOperator``'s ``sql``), refused before anything runs if
+        it could end the expression or add a statement (``;``, comments, unbalanced parentheses) or
+        the server does not parse it as one boolean condition. (templated)
     :param columns: copy only these columns (default: all).
     :param parallelism: sessions reading disjoint key ranges at once (needs an integer split column).
     :param split_column: the integer column to split by (default: the first key column).
@@ -42,8 +48,13 @@ class BulkCopyOperator(FdwBaseOperator):
         number for numeric watermarks) so rows that committed late are not missed.
     :param fetch_size: rows per postgres_fdw fetch (default 50,000; set on a session-private copy
         of the foreign table, never on yours).
-    :param fdw_conn_id: the ``postgres_fdw`` connection of the source: read it directly with binary
-        COPY (faster; same rows) instead of through postgres_fdw. (templated)
+    :param transport: how rows leave the remote: ``"fdw"`` (default) through postgres_fdw, server to
+        server; ``"copy"`` with ``COPY`` over ``fdw_conn_id`` straight from the remote table behind
+        the foreign table (faster, same rows; refused before anything changes when ``fdw_conn_id`` is
+        not the foreign table's server); ``"auto"``: ``"copy"`` when it can give the same rows, else
+        ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path".
+    :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
+        ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
     :param swap: how ``replace`` applies the new rows: ``"rename"`` swaps in the staging table (fast;
         only when nothing holds on to the target's OID; REPEATABLE READ / SERIALIZABLE readers whose
@@ -55,7 +66,8 @@ class BulkCopyOperator(FdwBaseOperator):
         leaves the target unchanged.
     :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark",
         "previous_watermark", "path", "parallelism", "swap", "inserted", "updated", "deleted",
-        "unchanged", "verify"}``.
+        "unchanged", "verify", "null_watermark_rows"}`` (``null_watermark_rows``: source rows whose
+        watermark is NULL, copied by key in upsert, warned about in append; None without a watermark).
     """
 
     template_fields: Sequence[str] = (
@@ -86,6 +98,7 @@ class BulkCopyOperator(FdwBaseOperator):
         lock_timeout: float | str | None = None,
         swap: str = "auto",
         verify: str = "off",
+        transport: str = DEFAULT_TRANSPORT,
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -108,10 +121,13 @@ class BulkCopyOperator(FdwBaseOperator):
         self.lock_timeout = lock_timeout
         self.swap = swap
         self.verify = verify
+        self.transport = transport
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
-        self.plan()
+        plan = self.plan()
+        if plan.transport != "fdw" and not self.fdw_conn_id:
+            raise FdwConfigError(f"transport={plan.transport!r} reads the remote directly: pass fdw_conn_id.")
 
     def plan(self) -> CopyPlan:
         return plan_copy(
@@ -129,9 +145,11 @@ class BulkCopyOperator(FdwBaseOperator):
             self.split_column,
             self.swap,
             self.verify,
+            self.transport,
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.validate()
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
-            return hook.bulk_copy(plan, direct=self.fdw_conn_id is not None)
+            return hook.bulk_copy(plan)

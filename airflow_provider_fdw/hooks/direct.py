@@ -1,0 +1,206 @@
+"""The direct COPY path: whether it may be used for a copy, and in which COPY format.
+
+The direct path reads the remote table behind a foreign table with ``COPY … TO STDOUT`` over the
+``postgres_fdw`` connection instead of through postgres_fdw. It must give exactly the rows the FDW
+path gives, so before it is used:
+
+1. **Same table.** The connection's ``host``/``hostaddr``/``port``/``dbname`` must equal the foreign
+   server's options, and the table read is the foreign table's ``schema_name``/``table_name`` (and
+   each column's ``column_name``). A connection to another database is never read.
+2. **Same values.** postgres_fdw pins ``search_path``, ``TimeZone``, ``DateStyle``, ``IntervalStyle``
+   and ``extra_float_digits`` in its remote sessions and converts the text it receives with the
+   input functions of the foreign table's DECLARED types, in the local session. The direct remote
+   session is pinned the same way (libpq ``options``; ``client_encoding`` = the local database's
+   encoding, as postgres_fdw sets it), and:
+
+   - **binary** COPY is used only when every column's remote type is exactly the declared type
+     (same built-in type OID and type modifier): binary values then carry the same bits;
+   - otherwise **text** COPY: the remote prints with the pinned settings and the local session's
+     input functions of the declared types read the text, which is what postgres_fdw does;
+   - the **FDW path** is used (``transport="auto"``, said in the log) or the copy refused
+     (``transport="copy"``) when neither reproduces the FDW path: a ``where`` with
+     ``transport="auto"`` (the FDW path evaluates it locally, the direct path on the remote), or
+     conditions on columns whose remote type or name differs from the declared one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.predicate import parse_where
+
+TRANSPORTS = ("fdw", "copy", "auto")
+DEFAULT_TRANSPORT = "fdw"
+
+# What postgres_fdw's connection.c (configure_remote_session) sets in every remote session.
+PINNED_SETTINGS = (
+    ("search_path", "pg_catalog"),
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+)
+FIRST_NON_BUILTIN_OID = 10000  # types below keep their OID on every server (binary COPY embeds OIDs)
+_LIBPQ_DEFAULTS = {"port": "5432"}
+
+
+@dataclass(frozen=True)
+class DirectRead:
+    """How the direct path reads: COPY format and the encoding both sessions speak."""
+
+    binary: bool
+    client_encoding: str
+
+
+def pinned_params(params: Mapping[str, Any], client_encoding: str | None = None) -> dict[str, Any]:
+    """libpq parameters for the direct remote session: pinned like postgres_fdw's remote sessions."""
+    pinned = " ".join(f"-c {name}={value}" for name, value in PINNED_SETTINGS)
+    existing = str(params.get("options") or "").strip()
+    out = {**params, "options": f"{existing} {pinned}".strip()}
+    if client_encoding:
+        out["client_encoding"] = client_encoding
+    return out
+
+
+def server_mismatches(server_options: Mapping[str, str], params: Mapping[str, Any]) -> list[str]:
+    """Where the connection and the foreign server disagree on which database they reach."""
+    problems = []
+    for key in ("host", "hostaddr", "port", "dbname"):
+        default = _LIBPQ_DEFAULTS.get(key)
+        server_value = server_options.get(key) or default
+        conn_value = params.get(key)
+        conn_value = str(conn_value) if conn_value not in (None, "") else default
+        if key == "dbname" and server_value is None:
+            server_value = server_options.get("user")  # libpq's default database is the user name
+        if key == "host":
+            server_value = server_value.lower() if server_value else None
+            conn_value = conn_value.lower() if conn_value else None
+        if server_value != conn_value:
+            problems.append(f"{key} {conn_value!r} (connection) vs {server_value!r} (server)")
+    return problems
+
+
+def same_type(remote: tuple[Any, ...], local: tuple[Any, ...]) -> bool:
+    """(oid, typmod, format_type, qualified name) of two columns: is it the same type on both servers?
+
+    Built-in types have the same OID everywhere; others (enums, domains, composites) are matched by
+    their schema-qualified name, so they count as the same type but never travel in binary.
+    """
+    if remote[1] != local[1]:
+        return False
+    if remote[0] < FIRST_NON_BUILTIN_OID or local[0] < FIRST_NON_BUILTIN_OID:
+        return remote[0] == local[0]
+    return remote[3] == local[3]
+
+
+def plan_direct(
+    s: LocalSession,
+    plan: Any,
+    source: Any,
+    columns: list[str],
+    connect: Callable[..., Any] | None,
+    identity: Mapping[str, Any] | None,
+    log: Any,
+) -> DirectRead | None:
+    """Decide the path: a :class:`DirectRead`, or None for the FDW path (why is logged).
+
+    With ``transport="copy"`` every reason not to read directly is a :class:`FdwConfigError`
+    raised before anything changed.
+    """
+    transport = plan.transport
+    if transport == "fdw":
+        return None
+    if connect is None or identity is None:
+        raise FdwConfigError(f"transport={transport!r} reads the remote directly: pass fdw_conn_id.")
+
+    def fall_back(reason: str) -> None:
+        if transport == "copy":
+            raise FdwConfigError(f"transport='copy' cannot read {plan.source} directly: {reason}.")
+        log.info("Direct COPY not used for %s (%s): copying through postgres_fdw.", plan.source, reason)
+
+    if not source.is_foreign:
+        return fall_back(f"{plan.source} is not a foreign table")
+    with s.transaction():
+        row = s.fetchone("read foreign server", q.SERVER_OPTIONS_QUERY, (source.server_name,))
+        server_options = dict(o.split("=", 1) for o in (row[0] if row else None) or ())
+        local_types = {
+            r[0]: tuple(r[1:])
+            for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))
+        }
+        encoding = s.fetchone("read encoding", q.SERVER_ENCODING_QUERY)[0]
+    mismatches = server_mismatches(server_options, identity)
+    if mismatches:
+        return fall_back(
+            f"the connection does not reach the server {source.server_name} of the foreign table "
+            f"({'; '.join(mismatches)})"
+        )
+    condition_columns = {
+        c for c in (plan.watermark_column, plan.split_column if plan.parallelism > 1 else None) if c
+    }
+    if plan.where and transport == "auto":
+        return fall_back(
+            "where is evaluated locally on the FDW path; transport='copy' evaluates it on the remote"
+        )
+    # Conditions are written with local column names and evaluated on the remote table: where can
+    # name any column, so then every column must keep its name (and, below, its type).
+    filtered = set(source.columns) if plan.where else condition_columns
+    remote_name = {name: col.options.get("column_name", name) for name, col in source.columns.items()}
+    renamed = sorted(c for c in filtered if remote_name[c] != c)
+    if renamed:
+        return fall_back(f"conditions name columns the remote calls differently: {renamed}")
+    try:
+        remote = connect(client_encoding=encoding)
+    except DriverError as exc:
+        if transport == "copy":
+            raise FdwError(
+                f"Could not connect to the remote for the direct copy: {error_fields(exc)['message']}",
+                step="connect to remote",
+            ) from None
+        return fall_back(f"the remote is not reachable from this worker: {error_fields(exc)['message']}")
+    try:
+        with remote.cursor() as cur:
+            cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
+            remote_types = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+        remote.rollback()
+        if remote_types and plan.where:
+            parse_where(remote, source.remote, plan.where)
+    finally:
+        remote.close()
+    if not remote_types:
+        return fall_back(f"the remote table {source.remote} is not visible over the connection")
+    missing = sorted(remote_name[c] for c in columns if remote_name[c] not in remote_types)
+    if missing:
+        return fall_back(f"the remote table {source.remote} has no column(s) {missing}")
+    differ = {
+        c: (remote_types[remote_name[c]][2], local_types[c][2])
+        for c in {*columns, *filtered}
+        if remote_name[c] in remote_types and not same_type(remote_types[remote_name[c]], local_types[c])
+    }
+    unequal = sorted(c for c in differ if c in filtered)
+    if unequal:
+        return fall_back(
+            "conditions are evaluated on the remote, where these columns have other types: "
+            + ", ".join(f"{c} is {differ[c][0]} there, {differ[c][1]} here" for c in unequal)
+        )
+    binary = not differ and all(local_types[c][0] < FIRST_NON_BUILTIN_OID for c in columns)
+    if binary:
+        log.info("Direct COPY of %s: binary (every remote type is the declared type).", plan.source)
+    else:
+        why = [f"{c} is {differ[c][0]} remotely, declared {differ[c][1]}" for c in sorted(differ)]
+        why += [
+            f"{c} is {local_types[c][2]}"
+            for c in columns
+            if c not in differ and local_types[c][0] >= FIRST_NON_BUILTIN_OID
+        ]
+        log.info(
+            "Direct COPY of %s: text, read by the declared types' input functions like postgres_fdw (%s).",
+            plan.source,
+            "; ".join(why),
+        )
+    return DirectRead(binary, encoding)

@@ -1,0 +1,133 @@
+"""The ``where`` argument: user SQL (trusted DAG-author input), but exactly ONE boolean expression.
+
+Two checks, both before anything changes:
+
+1. :func:`check_where_text` (no database): outside string literals, dollar quotes and quoted
+   identifiers there is no ``;``, no comment (``--``, ``/*``) and the parentheses balance, so the
+   text cannot end the expression it is placed in nor add a statement.
+2. :func:`parse_where` (on the server that will evaluate it): ``SELECT 1 FROM <table> WHERE (<where>)``
+   is PARSED through the extended protocol, which refuses several statements, and the server's own
+   rules refuse what is not a boolean (``argument of WHERE must be type boolean``), aggregates and
+   unknown columns. Nothing is executed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import USE_PSYCOPG3, DriverError, error_fields
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.names import QualifiedName
+
+
+def check_where_text(where: str) -> str:
+    """Return ``where`` stripped, or raise :class:`FdwConfigError` naming what is wrong with it."""
+    text = where.strip()
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "'":
+            escapes = i > 0 and text[i - 1] in "eE" and (i < 2 or not _word_char(text[i - 2]))
+            i = _end_of_string(text, i, escapes)
+        elif c == '"':
+            i = _end_of_quoted(text, i, '"', "a quoted identifier")
+        elif c == "$" and (i == 0 or not _word_char(text[i - 1])):
+            i = _end_of_dollar_quote(text, i)
+        elif c == ";":
+            raise FdwConfigError(f"where must be one SQL condition; it contains ';' at position {i + 1}.")
+        elif text.startswith("--", i) or text.startswith("/*", i):
+            raise FdwConfigError(
+                f"where must not contain comments ('{text[i : i + 2]}' at position {i + 1})."
+            )
+        elif c == "(":
+            depth += 1
+            i += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise FdwConfigError(f"where has an unbalanced ')' at position {i + 1}.")
+            i += 1
+        else:
+            i += 1
+    if depth:
+        raise FdwConfigError(f"where has {depth} unclosed '('.")
+    if not text:
+        raise FdwConfigError("where must be a non-empty SQL condition, or None.")
+    return text
+
+
+def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
+    """Have the server parse ``where`` as the WHERE clause of one statement over ``table``.
+
+    Raises :class:`FdwConfigError` with the server's message. The connection must be outside a
+    transaction block; it is left outside one.
+    """
+    statement = q.where_probe(table, where).as_string(conn)
+    if USE_PSYCOPG3:
+        from psycopg import pq
+
+        # Parse/bind only (PQprepare, the unnamed statement): the extended protocol takes one statement.
+        result = conn.pgconn.prepare(b"", statement.encode(conn.info.encoding))
+        ok = result.status == pq.ExecStatus.COMMAND_OK
+        message = None if ok else result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+        if not ok:
+            text = message.decode(errors="replace") if message else "the server refused it"
+            raise FdwConfigError(f"where is not one boolean condition on {table}: {text}.")
+        return
+    # psycopg2 has no extended protocol: check_where_text already refused ';', run it with LIMIT 0.
+    try:
+        conn.cursor().execute(statement)
+    except DriverError as exc:
+        raise FdwConfigError(
+            f"where is not one boolean condition on {table}: {error_fields(exc)['message']}."
+        ) from None
+    finally:
+        conn.rollback()
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _end_of_string(text: str, start: int, backslash_escapes: bool) -> int:
+    i, n = start + 1, len(text)
+    while i < n:
+        if backslash_escapes and text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == "'":
+            if i + 1 < n and text[i + 1] == "'":
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise FdwConfigError("where has an unterminated string literal.")
+
+
+def _end_of_quoted(text: str, start: int, quote: str, what: str) -> int:
+    i, n = start + 1, len(text)
+    while i < n:
+        if text[i] == quote:
+            if i + 1 < n and text[i + 1] == quote:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise FdwConfigError(f"where has an unterminated {what}.")
+
+
+def _end_of_dollar_quote(text: str, start: int) -> int:
+    end = start + 1
+    while end < len(text) and _word_char(text[end]):
+        end += 1
+    body = text[start + 1 : end]
+    if end >= len(text) or text[end] != "$" or body[:1].isdigit():
+        return start + 1  # a positional parameter ($1) or a bare '$': not a quote
+    tag = text[start : end + 1]
+    close = text.find(tag, end + 1)
+    if close == -1:
+        raise FdwConfigError("where has an unterminated dollar-quoted string.")
+    return close + len(tag)
