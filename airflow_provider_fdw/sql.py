@@ -973,6 +973,8 @@ def verify_select(
 def explain_verbose(statement: sql.Composable) -> sql.Composed:
     """The plan with each node's remote SQL (shows whether postgres_fdw pushes an aggregate down)."""
     return sql.SQL("EXPLAIN (VERBOSE) {}").format(statement)
+
+
 # -- direct COPY path: what the remote really holds, and the checks before reading it --------
 
 # Declared types of a local relation's columns (type OID and modifier: what binary COPY must match).
