@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -133,6 +134,14 @@ def satisfied(
     return not (
         max_lag_seconds is not None and (reading.lag_seconds is None or reading.lag_seconds > max_lag_seconds)
     )
+
+
+LSN_FORMAT = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
+
+def valid_lsn(value: Any) -> bool:
+    """A ``pg_lsn`` text such as ``0/16B3748``."""
+    return isinstance(value, str) and LSN_FORMAT.fullmatch(value) is not None
 
 
 def current_lsn(conn: Any) -> str:
