@@ -368,6 +368,7 @@ def test_timeout_with_soft_fail_skips_while_replication_is_broken(airflow_db, re
         ({"measure": "subscription", "subscription_name": "s", "max_lag_bytes": 1}, "read on the publisher"),
         ({"measure": "standby", "catch_up": True}, "pass primary_conn_id"),
         ({"measure": "standby", "max_lag_bytes": -1}, "non-negative"),
+        ({"measure": "standby", "max_lag_bytes": 1, "target_lsn": "0/1"}, "pass catch_up=True"),
     ],
 )
 def test_bad_arguments_fail_at_parse_time(kwargs, message):
@@ -425,3 +426,16 @@ def test_reschedule_and_retry_keep_the_catch_up_target_of_the_first_try(airflow_
     with create_session() as session:
         reschedules = session.query(TaskReschedule).join(TaskReschedule.task_instance).count()
     assert reschedules >= 2
+
+
+def test_an_explicit_target_lsn_is_waited_for_and_a_malformed_one_fails(repl):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    pair, standby = repl
+    target = pair.source.execute("SELECT pg_current_wal_lsn()::text", dbname=SOURCE_DB)[0][0]
+    burst(pair.source, 540_001, 541_000)  # the primary moves on: the given position is still the target
+    s = standby_sensor(catch_up=True, target_lsn=target)
+    assert s._start_lsn({}) == target
+    assert poke_until_done(s)["target_lsn"] == target
+    with pytest.raises(AirflowFailException, match="WAL position"):
+        standby_sensor(catch_up=True, target_lsn="yesterday")._start_lsn({})
