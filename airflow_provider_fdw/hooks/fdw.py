@@ -29,6 +29,7 @@ from airflow_provider_fdw.exceptions import (
 )
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
+from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -111,6 +112,7 @@ class FdwHook(PostgresHook):
         """``CREATE EXTENSION IF NOT EXISTS postgres_fdw``; returns True when it was created now."""
         s = self.session
         with s.transaction():
+            self._lock(s, "extension", q.FDW_NAME)  # IF NOT EXISTS alone races between sessions
             installed, available = s.fetchone(
                 "check extension", q.EXTENSION_AVAILABLE_QUERY, (q.FDW_NAME, q.FDW_NAME)
             ) or (None, False)
@@ -181,6 +183,7 @@ class FdwHook(PostgresHook):
         check_identifier(server_name, "server_name")
         s = self.session
         with s.transaction():
+            self._lock(s, "server", server_name)
             existed = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,)) is not None
             try:
                 s.execute(f"drop server {server_name!r}", q.drop_server(server_name, cascade))
@@ -268,8 +271,7 @@ class FdwHook(PostgresHook):
         limit_to, exclude = request.limit_to, request.exclude
         s = self.session
         with s.transaction():
-            self._lock(s, "schema", local_schema)
-            s.execute(f"create schema {local_schema!r}", q.create_schema(local_schema))
+            create_schema(s, local_schema)  # also serialises imports into the same schema
             previous = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
             import_and_converge(s, request, previous, self.log)
             tables = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
@@ -478,13 +480,7 @@ class FdwHook(PostgresHook):
     @staticmethod
     def _lock(s: LocalSession, kind: str, name: str) -> None:
         """Serialise concurrent runs on the same object (two DAGs creating one server at once)."""
-        s.execute(
-            "lock",
-            q.sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
-                q.sql.Literal(f"airflow_provider_fdw:{kind}:{name}")
-            ),
-            quiet=True,
-        )
+        lock_object(s, kind, name)
 
     @staticmethod
     def _selected_tables(
