@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import postgres_connection
+from conftest import TARGET_DB, postgres_connection
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
+from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 
 CALLERS = 4
@@ -80,3 +82,69 @@ def test_concurrent_create_server_on_a_fresh_database_never_fails(fresh_database
                 failures.append(f"{created} callers report that they created the extension")
             assert all(r["remote_version"] for r in results)
     assert failures == [], f"{len(failures)} failures in {15 * CALLERS} calls: {failures[:3]}"
+
+
+@pytest.fixture
+def ready_server(target, server_name):
+    """A server and mapping on the shared local database (postgres_default)."""
+    CreateForeignServerOperator(task_id="server", server_name=server_name, fdw_conn_id="fdw_source").execute(
+        {}
+    )
+    return server_name
+
+
+def foreign_tables(target, schema: str) -> list[str]:
+    rows = target.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind = 'f' ORDER BY 1",
+        (schema,),
+        dbname=TARGET_DB,
+    )
+    return [r[0] for r in rows]
+
+
+def test_concurrent_imports_into_a_new_schema_all_succeed_with_one_set_of_tables(
+    target, ready_server, local_schema
+):
+    operators = [
+        ImportForeignSchemaOperator(
+            task_id=f"import_{i}", server_name=ready_server, remote_schema="app", local_schema=local_schema
+        )
+        for i in range(CALLERS)
+    ]
+    for _ in range(3):  # the first round creates the schema, the later ones re-import over it
+        results, errors = run_together([lambda op=op: op.execute({}) for op in operators])
+        assert errors == []
+        assert all(r["tables"] == ["events", "orders", "users"] for r in results)
+        assert foreign_tables(target, local_schema) == ["events", "orders", "users"]
+    leftovers = target.execute(
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE '\\_fdw\\_import\\_%'", dbname=TARGET_DB
+    )
+    assert leftovers == [(0,)]
+
+
+def test_concurrent_create_and_refresh_of_one_materialized_view_converge(target, ready_server, local_schema):
+    ImportForeignSchemaOperator(
+        task_id="import", server_name=ready_server, remote_schema="app", local_schema=local_schema
+    ).execute({})
+    view = f"{local_schema}_views.user_totals"  # its schema does not exist yet either
+    operators = [
+        RefreshMaterializedViewOperator(
+            task_id=f"refresh_{i}",
+            views=view,
+            query=f"SELECT u.id, count(o.id) AS orders FROM {local_schema}.users u "
+            f"LEFT JOIN {local_schema}.orders o ON o.user_id = u.id GROUP BY u.id",
+            unique_key="id",
+            concurrently=concurrently,
+        )
+        for i, concurrently in enumerate(["auto", "auto", False, "auto"])
+    ]
+    for round_ in range(3):
+        results, errors = run_together([lambda op=op: op.execute({}) for op in operators])
+        assert errors == []
+        created = [r[0]["created"] for r in results]
+        assert created.count(True) == (1 if round_ == 0 else 0)
+        assert all(r[0]["rows_after"] == 1000 for r in results)
+    assert target.execute(f"SELECT count(*), count(DISTINCT id) FROM {view}", dbname=TARGET_DB) == [
+        (1000, 1000)
+    ]

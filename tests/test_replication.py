@@ -431,7 +431,7 @@ def test_reschedule_and_retry_keep_the_catch_up_target_of_the_first_try(airflow_
 def test_an_explicit_target_lsn_is_waited_for_and_a_malformed_one_fails(repl):
     from airflow.sdk.exceptions import AirflowFailException
 
-    pair, standby = repl
+    pair, _ = repl
     target = pair.source.execute("SELECT pg_current_wal_lsn()::text", dbname=SOURCE_DB)[0][0]
     burst(pair.source, 540_001, 541_000)  # the primary moves on: the given position is still the target
     s = standby_sensor(catch_up=True, target_lsn=target)
