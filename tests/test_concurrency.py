@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import TARGET_DB, postgres_connection
+from conftest import READER, SOURCE_DB, TARGET_DB, postgres_connection
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator, EmbeddingBackfillOperator
 from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
@@ -148,3 +150,99 @@ def test_concurrent_create_and_refresh_of_one_materialized_view_converge(target,
     assert target.execute(f"SELECT count(*), count(DISTINCT id) FROM {view}", dbname=TARGET_DB) == [
         (1000, 1000)
     ]
+
+
+@pytest.fixture
+def write_back(source, target, ready_server, local_schema):
+    """A remote table the reader may write, its foreign table, and a local table of 500 vectors."""
+    name = f"wb_{uuid.uuid4().hex[:8]}"
+    for statement in [
+        "CREATE TABLE catalog.{t} (id bigint PRIMARY KEY, embedding real[] NOT NULL)",
+        "GRANT SELECT, INSERT, DELETE ON catalog.{t} TO {reader}",
+    ]:
+        source.execute(
+            sql.SQL(statement).format(t=sql.Identifier(name), reader=sql.Identifier(READER)), dbname=SOURCE_DB
+        )
+    ImportForeignSchemaOperator(
+        task_id="import",
+        server_name=ready_server,
+        remote_schema="catalog",
+        local_schema=local_schema,
+        limit_to=[name],
+    ).execute({})
+    target.execute(
+        sql.SQL(
+            "CREATE TABLE {} AS SELECT g::bigint AS id, ARRAY[g, g + 0.5]::real[] AS embedding "
+            "FROM generate_series(1, 500) g"
+        ).format(sql.Identifier("public", name)),
+        dbname=TARGET_DB,
+    )
+    yield f"public.{name}", f"{local_schema}.{name}", name
+    source.execute(sql.SQL("DROP TABLE catalog.{}").format(sql.Identifier(name)), dbname=SOURCE_DB)
+
+
+def test_overlapping_write_backs_to_one_foreign_table_never_collide(source, write_back):
+    """The fdw_embedding_backfill failure: two write_back_vectors at once hit a duplicate key."""
+    local_table, foreign_table, name = write_back
+    operators = [
+        CopyToForeignTableOperator(
+            task_id=f"write_back_{i}",
+            local_table=local_table,
+            foreign_table=foreign_table,
+            key_column="id",
+            columns=["embedding"],
+        )
+        for i in range(CALLERS)
+    ]
+    for _ in range(3):  # the first round writes into an empty remote table, the later ones replace
+        results, errors = run_together([lambda op=op: op.execute({}) for op in operators])
+        assert [f"{type(e).__name__}: {e}" for e in errors] == []
+        assert all(r["rows"] == 500 for r in results)
+        remote = source.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT id), sum(embedding[1]), bool_and(embedding[2] = id + 0.5) "
+                "FROM catalog.{}"
+            ).format(sql.Identifier(name)),
+            dbname=SOURCE_DB,
+        )
+        assert remote == [(500, 500, 125250.0, True)]
+
+
+def test_overlapping_backfills_share_the_rows_and_embed_each_once(target):
+    """Two EmbeddingBackfillOperator runs at once on one table: no error, every row written once."""
+    name = f"docs_{uuid.uuid4().hex[:8]}"
+    target.execute(
+        sql.SQL(
+            "CREATE TABLE {} AS SELECT g::bigint AS id, 'text ' || g AS body FROM generate_series(1, 400) g"
+        ).format(sql.Identifier(name)),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(sql.Identifier(name)), dbname=TARGET_DB
+    )
+    calls: list[int] = []
+
+    def slow_embedder(texts: list[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        time.sleep(0.05)  # both runs are mid-way at the same time
+        return [[float(len(t)), 1.0] for t in texts]
+
+    operators = [
+        EmbeddingBackfillOperator(
+            task_id=f"embed_{i}",
+            table=f"public.{name}",
+            text_column="body",
+            embedder=slow_embedder,
+            dimensions=2,
+            batch_size=20,
+        )
+        for i in range(CALLERS)
+    ]
+    results, errors = run_together([lambda op=op: op.execute({}) for op in operators])
+    assert [f"{type(e).__name__}: {e}" for e in errors] == []
+    assert sum(r["rows_embedded"] for r in results) == 400
+    assert sum(calls) == 400  # no text was embedded twice: the model's time is not wasted
+    assert target.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL").format(sql.Identifier(name)),
+        dbname=TARGET_DB,
+    ) == [(0,)]

@@ -370,7 +370,8 @@ class FdwHook(PostgresHook):
         self, local_table: str, foreign_table: str, key_column: str, columns: Sequence[str]
     ) -> int:
         """Write rows of a local table to a (remote) foreign table, replacing the remote rows with the
-        same keys, in ONE local transaction (postgres_fdw commits the remote side with it).
+        same keys, in ONE local transaction (postgres_fdw commits the remote side with it). Overlapping
+        writes to the same foreign table (from this local database) take turns.
 
         :return: the rows written.
         """
@@ -382,6 +383,8 @@ class FdwHook(PostgresHook):
             cols = [key_column, *cols]
         s = self.session
         with s.transaction():
+            # Overlapping runs take turns: each then sees the other's rows (remote snapshot taken after).
+            self._lock(s, "foreign table write", str(remote))
             s.execute(
                 f"delete replaced rows of {remote}",
                 q.sql.SQL("DELETE FROM {} WHERE {} = ANY (ARRAY(SELECT {} FROM {}))").format(
