@@ -52,6 +52,9 @@ SLOT_QUERY = sql.SQL(
     "WHERE s.slot_name = %s"
 )
 
+# Without pg_read_all_stats, pg_stat_wal_receiver / pg_stat_replication show a pid and NULLs.
+STATS_PRIVILEGE_QUERY = sql.SQL("SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')")
+
 # On the subscriber: is the subscription enabled and its apply worker running?
 SUBSCRIPTION_QUERY = sql.SQL(
     "SELECT s.subenabled, st.pid, s.subslotname, st.latest_end_lsn::text "
@@ -170,6 +173,7 @@ def _standby(
         reading.primary_lsn = primary_lsn
     conn = replica()
     try:
+        check_stats_privilege(conn)
         in_recovery, receive_lsn, replay_lsn, replay_age, status, unreplayed = _one(conn, STANDBY_QUERY)
         if not in_recovery:
             raise FdwConfigError(
@@ -197,6 +201,7 @@ def _walsender(
     reading = LagReading("walsender", target_lsn=target_lsn)
     conn = replica()
     try:
+        check_stats_privilege(conn)
         row = _one(conn, WALSENDER_QUERY, (config.application_name,))
         if row is None:
             reading.broken = f"no walsender with application_name {config.application_name!r} is connected"
@@ -216,6 +221,7 @@ def _slot(
     reading = LagReading("slot", target_lsn=target_lsn)
     conn = replica()
     try:
+        check_stats_privilege(conn)
         row = _one(conn, SLOT_QUERY, (config.slot_name,))
         if row is None:
             raise FdwConfigError(f"Replication slot {config.slot_name!r} does not exist on this server.")
@@ -268,6 +274,17 @@ def _fill(
     reading.lag_bytes = None if diff is None else max(0, int(diff))
     # replay_lag is NULL when idle: with nothing outstanding that is "no lag", not "unknown".
     reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else replay_lag
+
+
+def check_stats_privilege(conn: Any) -> None:
+    """Fail with the grant to run, rather than read hidden statistics as "not streaming"."""
+    user, allowed = _one(conn, STATS_PRIVILEGE_QUERY)
+    if not allowed:
+        raise FdwConfigError(
+            f"The role {user} cannot read replication status on this server (PostgreSQL hides "
+            "pg_stat_wal_receiver and pg_stat_replication details from roles without pg_read_all_stats): "
+            f"GRANT pg_monitor TO {user};"
+        )
 
 
 def _one(conn: Any, statement: Any, params: Any = None) -> Any:

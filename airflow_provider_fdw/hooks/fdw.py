@@ -31,6 +31,7 @@ from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
+from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import (
@@ -92,7 +93,7 @@ class FdwHook(PostgresHook):
     def session(self) -> LocalSession:
         if self._session is None:
             secrets = [self.remote.password] if self._remote_loaded() else []
-            self._session = LocalSession(self.get_conn(), self.log, secrets)
+            self._session = PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
         return self._session
 
     def close(self) -> None:
@@ -358,7 +359,7 @@ class FdwHook(PostgresHook):
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
-        return LocalSession(self.get_conn(), self.log, secrets)
+        return PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
 
     # -- embeddings --------------------------------------------------------------------------
 
@@ -479,6 +480,15 @@ class FdwHook(PostgresHook):
 
     def _remote_loaded(self) -> bool:
         return "remote" in self.__dict__
+
+    def _remote_role(self) -> str | None:
+        """The remote role of the connection, for permission hints (no lookup when not loaded)."""
+        if self._remote_loaded():
+            return self.remote.user
+        try:
+            return self.get_connection(self.fdw_conn_id).login or None
+        except Exception:  # no such connection: the hook is used for local work only
+            return None
 
     @staticmethod
     def _lock(s: LocalSession, kind: str, name: str) -> None:

@@ -143,7 +143,12 @@ class ReplicationLagSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue:
         primary = self._connect(self.primary_conn_id) if self.primary_conn_id else None
-        reading = measure_lag(self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn)
+        try:
+            reading = measure_lag(
+                self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn
+            )
+        except FdwConfigError as exc:  # a wrong server or a missing grant: retrying will not help
+            raise AirflowFailException(str(exc)) from None
         self.last_reading = reading.to_dict()
         ok = satisfied(reading, self.max_lag_bytes, self.max_lag_seconds, self.catch_up)
         bounds = ", ".join(
