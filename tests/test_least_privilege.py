@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import SOURCE_DB, postgres_connection
+from conftest import REPO, SOURCE_DB, postgres_connection
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.testing.pgcluster import create_standby
@@ -24,32 +25,39 @@ MONITOR_ROLE = "monitor_lp"
 MONITOR_PASSWORD = "Monitor-Secret-3e77"
 DATA_SCHEMA = "etl_data"
 
-# What docs/security.md tells a DBA to run, in this order (the same text, tested).
-LOCAL_GRANTS = [
-    "CREATE ROLE {role} LOGIN PASSWORD {password}",
-    "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
-    "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {role}",
-    "GRANT CREATE ON DATABASE {db} TO {role}",
-    "CREATE SCHEMA {schema}",
-    "GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}",
-]
-REMOTE_GRANTS = [
-    "CREATE ROLE {role} LOGIN PASSWORD {password}",
-    "GRANT USAGE ON SCHEMA app TO {role}",
-    "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {role}",
-]
-MONITOR_GRANTS = [
-    "CREATE ROLE {role} LOGIN PASSWORD {password}",
-    "GRANT pg_monitor TO {role}",
-]
+DOCS = REPO / "docs" / "security.md"
+# The names docs/security.md uses, and the placeholders the test maps them to.
+DOC_NAMES = {
+    "etl_role": "role",
+    "fdw_reader": "role",
+    "fdw_monitor": "role",
+    "analytics": "db",
+    "etl_data": "schema",
+}
+
+
+def documented_grants(first_line: str) -> list[str]:
+    """The statements of the sql block in docs/security.md that starts with ``first_line``."""
+    text = DOCS.read_text()
+    block = text.split(f"```sql\n{first_line}\n", 1)[1].split("```", 1)[0]
+    return [line.rstrip(";") for line in block.splitlines() if line.strip() and not line.startswith("--")]
 
 
 def run_grants(cluster, statements, dbname, **names) -> None:
+    """Run documented statements with the doc's names replaced by this test's (as identifiers)."""
     values = {
         k: sql.Literal(v) if k == "password" else sql.Identifier(v) for k, v in names.items() if v is not None
     }
+    pattern = r"\b(" + "|".join(DOC_NAMES) + r")\b"
     for statement in statements:
-        cluster.execute(sql.SQL(statement).format(**values), dbname=dbname)
+        template = re.sub(pattern, lambda m: "{" + DOC_NAMES[m.group(1)] + "}", statement)
+        template = template.replace("'change-me'", "{password}")
+        cluster.execute(sql.SQL(template).format(**values), dbname=dbname)
+
+
+LOCAL_GRANTS = documented_grants("-- local database, as a superuser")
+REMOTE_GRANTS = documented_grants("-- remote database, as a superuser")
+MONITOR_GRANTS = documented_grants("-- primary and standby (replicated), as a superuser")
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +204,12 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
     secret_table = f"lp_secret_{uuid.uuid4().hex[:6]}"
     source.execute(
         sql.SQL("CREATE TABLE app.{} AS SELECT 1 AS id").format(sql.Identifier(secret_table)),
+        dbname=SOURCE_DB,
+    )
+    source.execute(  # the documented default privileges granted it: take it back for this check
+        sql.SQL("REVOKE SELECT ON app.{} FROM {}").format(
+            sql.Identifier(secret_table), sql.Identifier(REMOTE_ROLE)
+        ),
         dbname=SOURCE_DB,
     )
     server = CreateForeignServerOperator(
