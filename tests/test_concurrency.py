@@ -246,3 +246,27 @@ def test_overlapping_backfills_share_the_rows_and_embed_each_once(target):
         sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL").format(sql.Identifier(name)),
         dbname=TARGET_DB,
     ) == [(0,)]
+
+
+def test_a_run_waits_a_bounded_time_for_another_run_and_names_the_object(target, server_name, monkeypatch):
+    """A run holding the server's lock (a hung task) makes the next one fail after the bounded wait."""
+    from airflow_provider_fdw.exceptions import FdwError
+    from airflow_provider_fdw.hooks import locks
+
+    monkeypatch.setattr(locks, "DEFAULT_LOCK_WAIT", 1.0)
+    holder = target.connect(TARGET_DB, autocommit=False)
+    try:
+        holder.cursor().execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (locks.lock_key("server", server_name),)
+        )
+        operator = CreateForeignServerOperator(
+            task_id="server", server_name=server_name, fdw_conn_id="fdw_source"
+        )
+        with pytest.raises(
+            FdwError, match=f"Another task has been working on server '{server_name}' for more than 1 s"
+        ):
+            operator.execute({})
+    finally:
+        holder.rollback()
+        holder.close()
+    assert operator.execute({})["changed"]  # the holder is gone: the same task now succeeds

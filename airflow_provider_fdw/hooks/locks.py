@@ -25,8 +25,10 @@ def lock_key(kind: str, name: str) -> str:
     return f"airflow_provider_fdw:{kind}:{name}"
 
 
-def lock_object(s: LocalSession, kind: str, name: str, wait: float = DEFAULT_LOCK_WAIT) -> None:
-    """Take the transaction-level advisory lock of one object, waiting at most ``wait`` seconds."""
+def lock_object(s: LocalSession, kind: str, name: str, wait: float | None = None) -> None:
+    """Take the transaction-level advisory lock of one object, waiting at most ``wait`` seconds
+    (default :data:`DEFAULT_LOCK_WAIT`)."""
+    wait = DEFAULT_LOCK_WAIT if wait is None else wait
     key = lock_key(kind, name)
     statement = q.sql.SQL("SELECT pg_try_advisory_xact_lock(hashtext({}))").format(q.sql.Literal(key))
     deadline = time.monotonic() + wait
@@ -50,7 +52,7 @@ def lock_object(s: LocalSession, kind: str, name: str, wait: float = DEFAULT_LOC
         time.sleep(_POLL)
 
 
-def create_schema(s: LocalSession, schema: str, wait: float = DEFAULT_LOCK_WAIT) -> None:
+def create_schema(s: LocalSession, schema: str, wait: float | None = None) -> None:
     """``CREATE SCHEMA IF NOT EXISTS`` under the schema's lock (safe when tasks run at once)."""
     lock_object(s, "schema", schema, wait)
     s.execute(f"create schema {schema!r}", q.create_schema(schema))
