@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +51,9 @@ SLOT_QUERY = sql.SQL(
     "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid "
     "WHERE s.slot_name = %s"
 )
+
+# Without pg_read_all_stats, pg_stat_wal_receiver / pg_stat_replication show a pid and NULLs.
+STATS_PRIVILEGE_QUERY = sql.SQL("SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')")
 
 # On the subscriber: is the subscription enabled and its apply worker running?
 SUBSCRIPTION_QUERY = sql.SQL(
@@ -135,6 +139,14 @@ def satisfied(
     )
 
 
+LSN_FORMAT = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
+
+def valid_lsn(value: Any) -> bool:
+    """A ``pg_lsn`` text such as ``0/16B3748``."""
+    return isinstance(value, str) and LSN_FORMAT.fullmatch(value) is not None
+
+
 def current_lsn(conn: Any) -> str:
     return _one(conn, CURRENT_LSN)[0]
 
@@ -161,6 +173,7 @@ def _standby(
         reading.primary_lsn = primary_lsn
     conn = replica()
     try:
+        check_stats_privilege(conn)
         in_recovery, receive_lsn, replay_lsn, replay_age, status, unreplayed = _one(conn, STANDBY_QUERY)
         if not in_recovery:
             raise FdwConfigError(
@@ -188,6 +201,7 @@ def _walsender(
     reading = LagReading("walsender", target_lsn=target_lsn)
     conn = replica()
     try:
+        check_stats_privilege(conn)
         row = _one(conn, WALSENDER_QUERY, (config.application_name,))
         if row is None:
             reading.broken = f"no walsender with application_name {config.application_name!r} is connected"
@@ -207,6 +221,7 @@ def _slot(
     reading = LagReading("slot", target_lsn=target_lsn)
     conn = replica()
     try:
+        check_stats_privilege(conn)
         row = _one(conn, SLOT_QUERY, (config.slot_name,))
         if row is None:
             raise FdwConfigError(f"Replication slot {config.slot_name!r} does not exist on this server.")
@@ -259,6 +274,17 @@ def _fill(
     reading.lag_bytes = None if diff is None else max(0, int(diff))
     # replay_lag is NULL when idle: with nothing outstanding that is "no lag", not "unknown".
     reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else replay_lag
+
+
+def check_stats_privilege(conn: Any) -> None:
+    """Fail with the grant to run, rather than read hidden statistics as "not streaming"."""
+    user, allowed = _one(conn, STATS_PRIVILEGE_QUERY)
+    if not allowed:
+        raise FdwConfigError(
+            f"The role {user} cannot read replication status on this server (PostgreSQL hides "
+            "pg_stat_wal_receiver and pg_stat_replication details from roles without pg_read_all_stats): "
+            f"GRANT pg_monitor TO {user};"
+        )
 
 
 def _one(conn: Any, statement: Any, params: Any = None) -> Any:

@@ -368,8 +368,74 @@ def test_timeout_with_soft_fail_skips_while_replication_is_broken(airflow_db, re
         ({"measure": "subscription", "subscription_name": "s", "max_lag_bytes": 1}, "read on the publisher"),
         ({"measure": "standby", "catch_up": True}, "pass primary_conn_id"),
         ({"measure": "standby", "max_lag_bytes": -1}, "non-negative"),
+        ({"measure": "standby", "max_lag_bytes": 1, "target_lsn": "0/1"}, "pass catch_up=True"),
     ],
 )
 def test_bad_arguments_fail_at_parse_time(kwargs, message):
     with pytest.raises(FdwConfigError, match=message):
         ReplicationLagSensor(task_id="t", postgres_conn_id="x", **kwargs)
+
+
+def test_reschedule_and_retry_keep_the_catch_up_target_of_the_first_try(airflow_db, repl, monkeypatch):
+    """Airflow 3 clears a task's XComs at each reschedule try and retry: the target must not move."""
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.sdk import DAG
+    from airflow.utils.session import create_session
+
+    import airflow_provider_fdw.sensors.replication as sensor_module
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    pair, standby = repl
+    real_measure = sensor_module.measure_lag
+    targets: list[str | None] = []
+
+    def measure_and_move_the_primary(config, replica, primary=None, target_lsn=None):
+        targets.append(target_lsn)
+        if len(targets) == 1:  # after the first poke the primary moves on: a later read would differ
+            burst(pair.source, 520_001, 530_000)
+        if len(targets) == 3:  # a failed try: the retry must keep the first try's target too
+            raise RuntimeError("connection lost")
+        if len(targets) == 5:
+            standby.execute("SELECT pg_wal_replay_resume()")
+        return real_measure(config, replica, primary, target_lsn)
+
+    monkeypatch.setattr(sensor_module, "measure_lag", measure_and_move_the_primary)
+    with DAG("lag_target_kept", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+        ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="standby_db",
+            primary_conn_id="source_db",
+            catch_up=True,
+            poke_interval=0.2,
+            timeout=120,
+            mode="reschedule",
+            retries=1,
+            retry_delay=datetime.timedelta(seconds=0.2),
+            deferrable=False,
+        )
+    standby.execute("SELECT pg_wal_replay_pause()")
+    burst(pair.source, 510_001, 520_000)  # the standby is behind when the sensor starts
+    try:
+        result = run_dag(dag)
+    finally:
+        standby.execute("SELECT pg_wal_replay_resume()")
+    assert result.state == "success", result.task_states
+    assert len(targets) >= 5 and targets[0] is not None
+    assert set(targets) == {targets[0]}, targets
+    assert result.xcom["lag"]["target_lsn"] == targets[0] and result.xcom["lag"]["lag_bytes"] == 0
+    with create_session() as session:
+        reschedules = session.query(TaskReschedule).join(TaskReschedule.task_instance).count()
+    assert reschedules >= 2
+
+
+def test_an_explicit_target_lsn_is_waited_for_and_a_malformed_one_fails(repl):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    pair, _ = repl
+    target = pair.source.execute("SELECT pg_current_wal_lsn()::text", dbname=SOURCE_DB)[0][0]
+    burst(pair.source, 540_001, 541_000)  # the primary moves on: the given position is still the target
+    s = standby_sensor(catch_up=True, target_lsn=target)
+    assert s._start_lsn({}) == target
+    assert poke_until_done(s)["target_lsn"] == target
+    with pytest.raises(AirflowFailException, match="WAL position"):
+        standby_sensor(catch_up=True, target_lsn="yesterday")._start_lsn({})

@@ -1,9 +1,11 @@
 """Embedding backfills: fill a vector column for the rows that lack one, in small resumable batches.
 
-Each batch is its own short transaction: select the next ``batch_size`` keys (keyset pagination on
-the key, ``embedding IS NULL``), embed their text, write the vectors only where the embedding is
-still NULL, commit. A run killed at any point loses at most the batch in flight; the next run
-starts from the rows still missing, so no row is skipped and none is written twice.
+Each batch is its own short transaction: select and lock the next ``batch_size`` keys (keyset
+pagination on the key, ``embedding IS NULL``, ``FOR UPDATE SKIP LOCKED``), embed their text, write
+the vectors only where the embedding is still NULL, commit. A run killed at any point loses at most
+the batch in flight; the next run starts from the rows still missing, so no row is skipped and none
+is written twice. Overlapping runs on one table share the work: each skips the rows another is
+embedding, so no text goes through the model twice.
 
 Embedders:
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.hooks.locks import lock_object
 from airflow_provider_fdw.hooks.reimport import read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qualified_name
@@ -149,8 +152,10 @@ def backfill(
         after = (
             sql.SQL("") if last_key is None else sql.SQL(" AND {} > {}").format(key, sql.Literal(last_key))
         )
+        # SKIP LOCKED: an overlapping run takes other rows instead of embedding the same ones again.
         select = sql.SQL(
-            "SELECT {k}, {t} FROM {tbl} WHERE {e} IS NULL AND {t} IS NOT NULL{after} ORDER BY {k} LIMIT {n}"
+            "SELECT {k}, {t} FROM {tbl} WHERE {e} IS NULL AND {t} IS NOT NULL{after} ORDER BY {k} LIMIT {n} "
+            "FOR UPDATE SKIP LOCKED"
         )
         with s.transaction():
             if isinstance(embedder, SqlFunctionEmbedder):
@@ -210,6 +215,7 @@ def backfill(
 def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -> str:
     """Add the column if missing: ``vector(n)`` when pgvector is installed, else ``real[]``."""
     with s.transaction():
+        lock_object(s, "table", str(p.table))  # two runs adding the column: one adds, one finds it
         has_vector = bool(
             s.fetchone(
                 "check pgvector", sql.SQL("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")

@@ -31,7 +31,9 @@ from airflow_provider_fdw.exceptions import (
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
 from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
+from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
+from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import (
@@ -93,7 +95,7 @@ class FdwHook(PostgresHook):
     def session(self) -> LocalSession:
         if self._session is None:
             secrets = [self.remote.password] if self._remote_loaded() else []
-            self._session = LocalSession(self.get_conn(), self.log, secrets)
+            self._session = PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
         return self._session
 
     def close(self) -> None:
@@ -113,6 +115,7 @@ class FdwHook(PostgresHook):
         """``CREATE EXTENSION IF NOT EXISTS postgres_fdw``; returns True when it was created now."""
         s = self.session
         with s.transaction():
+            self._lock(s, "extension", q.FDW_NAME)  # IF NOT EXISTS alone races between sessions
             installed, available = s.fetchone(
                 "check extension", q.EXTENSION_AVAILABLE_QUERY, (q.FDW_NAME, q.FDW_NAME)
             ) or (None, False)
@@ -183,6 +186,7 @@ class FdwHook(PostgresHook):
         check_identifier(server_name, "server_name")
         s = self.session
         with s.transaction():
+            self._lock(s, "server", server_name)
             existed = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,)) is not None
             try:
                 s.execute(f"drop server {server_name!r}", q.drop_server(server_name, cascade))
@@ -270,8 +274,7 @@ class FdwHook(PostgresHook):
         limit_to, exclude = request.limit_to, request.exclude
         s = self.session
         with s.transaction():
-            self._lock(s, "schema", local_schema)
-            s.execute(f"create schema {local_schema!r}", q.create_schema(local_schema))
+            create_schema(s, local_schema)  # also serialises imports into the same schema
             previous = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
             import_and_converge(s, request, previous, self.log)
             tables = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
@@ -377,7 +380,7 @@ class FdwHook(PostgresHook):
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
-        return LocalSession(self.get_conn(), self.log, secrets)
+        return PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
 
     # -- embeddings --------------------------------------------------------------------------
 
@@ -389,7 +392,8 @@ class FdwHook(PostgresHook):
         self, local_table: str, foreign_table: str, key_column: str, columns: Sequence[str]
     ) -> int:
         """Write rows of a local table to a (remote) foreign table, replacing the remote rows with the
-        same keys, in ONE local transaction (postgres_fdw commits the remote side with it).
+        same keys, in ONE local transaction (postgres_fdw commits the remote side with it). Overlapping
+        writes to the same foreign table (from this local database) take turns.
 
         :return: the rows written.
         """
@@ -401,6 +405,8 @@ class FdwHook(PostgresHook):
             cols = [key_column, *cols]
         s = self.session
         with s.transaction():
+            # Overlapping runs take turns: each then sees the other's rows (remote snapshot taken after).
+            self._lock(s, "foreign table write", str(remote))
             s.execute(
                 f"delete replaced rows of {remote}",
                 q.sql.SQL("DELETE FROM {} WHERE {} = ANY (ARRAY(SELECT {} FROM {}))").format(
@@ -496,16 +502,19 @@ class FdwHook(PostgresHook):
     def _remote_loaded(self) -> bool:
         return "remote" in self.__dict__
 
+    def _remote_role(self) -> str | None:
+        """The remote role of the connection, for permission hints (no lookup when not loaded)."""
+        if self._remote_loaded():
+            return self.remote.user
+        try:
+            return self.get_connection(self.fdw_conn_id).login or None
+        except Exception:  # no such connection: the hook is used for local work only
+            return None
+
     @staticmethod
     def _lock(s: LocalSession, kind: str, name: str) -> None:
         """Serialise concurrent runs on the same object (two DAGs creating one server at once)."""
-        s.execute(
-            "lock",
-            q.sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
-                q.sql.Literal(f"airflow_provider_fdw:{kind}:{name}")
-            ),
-            quiet=True,
-        )
+        lock_object(s, kind, name)
 
     @staticmethod
     def _selected_tables(

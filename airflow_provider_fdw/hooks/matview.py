@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
 
@@ -87,8 +88,9 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
     if plan.query is not None:
         view = plan.views[0]
         with session.transaction() as s:
+            lock_object(s, "materialized view", str(view))  # two runs creating it: one creates, one waits
             if _state(s, view) is None:
-                s.execute(f"create schema {view.schema}", q.create_schema(view.schema))
+                create_schema(s, view.schema)
                 s.execute(f"create materialized view {view}", q.create_materialized_view(view, plan.query))
                 created.add(view)
             for spec in plan.indexes:
@@ -150,6 +152,7 @@ def dependency_order(session: LocalSession, views: Sequence[QualifiedName]) -> l
 def _refresh_one(session: LocalSession, view: QualifiedName, plan: MatviewPlan, log: Any) -> dict[str, Any]:
     started = time.monotonic()
     with session.transaction() as s:
+        lock_object(s, "materialized view", str(view))  # overlapping runs refresh one after the other
         if plan.lock_timeout:  # first, so that every wait in this transaction is bounded
             s.execute("set lock_timeout", q.set_local("lock_timeout", plan.lock_timeout), quiet=True)
         state = _state(s, view)

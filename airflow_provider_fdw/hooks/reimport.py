@@ -16,6 +16,7 @@ Everything happens in the caller's transaction: other sessions see the old defin
 
 from __future__ import annotations
 
+import difflib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ def import_and_converge(s: LocalSession, request: ImportRequest, previous: Seque
         ),
     )
     fresh = [row[0] for row in s.fetchall("list imported tables", q.FOREIGN_TABLES_QUERY, (scratch,))]
+    missing = [t for t in r.limit_to or () if t not in fresh]
+    if missing or not fresh:  # importing nothing (or less than asked) is a mistake, never a success
+        raise FdwError(describe_missing(r, missing, remote_tables(s, r)), step="import foreign schema")
     existing = dict(s.fetchall("list local relations", q.RELATIONS_IN_SCHEMA_QUERY, (r.local_schema,)))
     for table in fresh:
         local = QualifiedName(r.local_schema, table)
@@ -113,6 +117,41 @@ def import_and_converge(s: LocalSession, request: ImportRequest, previous: Seque
             if table not in fresh:
                 drop_vanished(s, QualifiedName(r.local_schema, table), r.server_name)
     s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
+
+
+def remote_tables(s: LocalSession, r: ImportRequest) -> list[str]:
+    """Every table, view and foreign table the remote schema has (an unrestricted import, rolled back)."""
+    scratch = f"_fdw_list_{uuid.uuid4().hex[:12]}"
+    s.execute("create scratch schema", q.create_schema(scratch), quiet=True)
+    s.execute(
+        f"list remote schema {r.remote_schema!r}",
+        q.import_foreign_schema(r.server_name, r.remote_schema, scratch),
+        quiet=True,
+    )
+    rows = s.fetchall("list remote tables", q.FOREIGN_TABLES_QUERY, (scratch,))
+    s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
+    return sorted(row[0] for row in rows)
+
+
+def describe_missing(r: ImportRequest, missing: Sequence[str], available: Sequence[str]) -> str:
+    where = f"remote schema {r.remote_schema!r} on server {r.server_name!r}"
+    has = f"It has: {', '.join(available)}." if available else "It has no tables, views or foreign tables."
+    if not missing:
+        if available:
+            return f"Importing from {where} finds nothing left to import after EXCEPT. {has}"
+        return f"Remote schema {r.remote_schema!r} on server {r.server_name!r} has no tables to import. {has}"
+    guesses = []
+    for name in missing:
+        folded = [a for a in available if a.lower() == name.lower()]
+        close = folded or difflib.get_close_matches(name, available, n=2, cutoff=0.6)
+        if close:
+            guesses.append(f"{name!r}: did you mean {' or '.join(map(repr, close))}?")
+    return (
+        f"Tables not found in {where}: {', '.join(map(repr, missing))} (names are case-sensitive). "
+        + (" ".join(guesses) + " " if guesses else "")
+        + has
+        + " Nothing was imported."
+    )
 
 
 def converge_columns(s: LocalSession, local: QualifiedName, fresh: QualifiedName, log: Any) -> None:

@@ -11,7 +11,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_fdw.replication import LagConfig, current_lsn, measure_lag, satisfied
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.replication import LagConfig, current_lsn, measure_lag, satisfied, valid_lsn
 from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
 
 
@@ -30,7 +31,11 @@ class ReplicationLagSensor(BaseSensorOperator):
 
     With ``catch_up=True`` the sensor records the primary's WAL position when it starts and succeeds
     once the replica has replayed up to it: the most robust freshness test, immune to idle-primary
-    artefacts. Otherwise every bound given must hold (``max_lag_bytes`` and/or ``max_lag_seconds``).
+    artefacts. The position is kept in Airflow's task state store (keyed by dag, run, task and map
+    index), so reschedule tries and retries wait for the same target; deferred, it travels in the
+    trigger's kwargs (a triggerer restart keeps it). Or give it: ``target_lsn`` (templated, e.g. from
+    an upstream task that read ``pg_current_wal_lsn()``). Otherwise every bound given must hold
+    (``max_lag_bytes`` and/or ``max_lag_seconds``).
 
     Broken replication (receiver not streaming, subscription disabled, apply worker stopped, slot
     inactive or lost) never counts as fresh: the sensor keeps waiting and logs why, or with
@@ -47,6 +52,7 @@ class ReplicationLagSensor(BaseSensorOperator):
     :param max_lag_bytes: largest acceptable lag in bytes of WAL.
     :param max_lag_seconds: largest acceptable lag in seconds.
     :param catch_up: wait until the replica reaches the primary's position at sensor start.
+    :param target_lsn: with ``catch_up=True``, the position to reach instead of the one read at start.
     :param fail_on_broken: fail at once when replication is broken, instead of waiting.
     :param deferrable: wait in the triggerer (ReplicationLagTrigger) instead of a worker slot.
     """
@@ -57,6 +63,7 @@ class ReplicationLagSensor(BaseSensorOperator):
         "subscription_name",
         "slot_name",
         "application_name",
+        "target_lsn",
     )
     ui_color = "#e0d6f0"
 
@@ -72,6 +79,7 @@ class ReplicationLagSensor(BaseSensorOperator):
         max_lag_bytes: int | None = None,
         max_lag_seconds: float | None = None,
         catch_up: bool = False,
+        target_lsn: str | None = None,
         fail_on_broken: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -88,7 +96,9 @@ class ReplicationLagSensor(BaseSensorOperator):
         self.catch_up = catch_up
         self.fail_on_broken = fail_on_broken
         self.deferrable = deferrable
-        self.target_lsn: str | None = None
+        if target_lsn is not None and not catch_up:
+            raise FdwConfigError("target_lsn is the position catch_up=True waits for: pass catch_up=True.")
+        self.target_lsn = target_lsn
         self.last_reading: dict[str, Any] | None = None
         self._config().validate(max_lag_bytes, max_lag_seconds, catch_up)
 
@@ -106,9 +116,12 @@ class ReplicationLagSensor(BaseSensorOperator):
             self.target_lsn = self._start_lsn(context)
             self.log.info("Waiting until the replica reaches the primary's position %s", self.target_lsn)
         if not self.deferrable:
-            return super().execute(context)
+            value = super().execute(context)
+            self._forget_target(context)
+            return value
         result = self.poke(context)  # no need to defer when it is fresh already
         if result.is_done:
+            self._forget_target(context)
             return result.xcom_value
         self.defer(
             trigger=ReplicationLagTrigger(
@@ -130,7 +143,12 @@ class ReplicationLagSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue:
         primary = self._connect(self.primary_conn_id) if self.primary_conn_id else None
-        reading = measure_lag(self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn)
+        try:
+            reading = measure_lag(
+                self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn
+            )
+        except FdwConfigError as exc:  # a wrong server or a missing grant: retrying will not help
+            raise AirflowFailException(str(exc)) from None
         self.last_reading = reading.to_dict()
         ok = satisfied(reading, self.max_lag_bytes, self.max_lag_seconds, self.catch_up)
         bounds = ", ".join(
@@ -153,28 +171,51 @@ class ReplicationLagSensor(BaseSensorOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if event["status"] == "success":
             self.log.info("Replication fresh enough: %s", event["message"])
+            self._forget_target(context)
             return event["reading"]
         if event["status"] == "broken":
             raise AirflowFailException(event["message"])
         raise AirflowException(f"Measuring replication lag failed: {event['message']}")
 
     def _start_lsn(self, context: Any) -> str:
-        """The primary's WAL position when the sensor first ran (kept across reschedules in XCom)."""
-        ti = context.get("ti") if hasattr(context, "get") else None
-        if ti is not None and self.reschedule:
-            stored = ti.xcom_pull(task_ids=self.task_id, key="catch_up_lsn")
-            if stored:
-                return stored
+        """The position to reach: ``target_lsn`` if given, else the primary's WAL position when the
+        sensor first ran, kept in the task state store across reschedule tries and retries
+        (Airflow clears a task's XComs at the start of each)."""
+        if self.target_lsn:
+            if not valid_lsn(self.target_lsn):
+                raise AirflowFailException(
+                    f"target_lsn must be a WAL position like 0/16B3748, got {self.target_lsn!r}."
+                )
+            return self.target_lsn
+        store = _state_store(context)
+        stored = store.get(TARGET_KEY) if store is not None else None
+        if stored:
+            self.log.info("Catch-up target recorded by an earlier try of this task: %s", stored)
+            return str(stored)
         primary_id = self.primary_conn_id or self.postgres_conn_id  # slot/walsender: measured on the primary
         conn = self._connect(primary_id)()
         try:
             lsn = current_lsn(conn)
         finally:
             conn.close()
-        if ti is not None and self.reschedule:
-            ti.xcom_push(key="catch_up_lsn", value=lsn)
+        if store is not None:
+            store.set(TARGET_KEY, lsn)
         return lsn
+
+    def _forget_target(self, context: Any) -> None:
+        """Done: a later clear of this task is a new start and records a new target."""
+        store = _state_store(context) if self.catch_up else None
+        if store is not None:
+            store.delete(TARGET_KEY)
 
     @staticmethod
     def _connect(conn_id: str) -> Any:
         return PostgresHook(postgres_conn_id=conn_id).get_conn
+
+
+TARGET_KEY = "catch_up_target_lsn"
+
+
+def _state_store(context: Any) -> Any:
+    """Airflow's task state store (3.3+; scoped to dag, run, task and map index), or None."""
+    return context.get("task_state_store") if hasattr(context, "get") else None
