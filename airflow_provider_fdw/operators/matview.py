@@ -88,11 +88,14 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
         from airflow_provider_fdw.lineage import datasets_of, operator_lineage, task_result, view_sources
         from airflow_provider_fdw.names import parse_qualified_name
 
-        views = [self.views] if isinstance(self.views, str) else list(self.views)
-        results = {r["view"]: r for r in task_result(self) or [] if isinstance(r, dict)}
+        views = [
+            parse_qualified_name(v, "views")
+            for v in ([self.views] if isinstance(self.views, str) else self.views)
+        ]
+        results = {parse_qualified_name(r["view"], "views"): r for r in task_result(self) or []}
         with self.get_hook() as hook:
             sources = {s for view in views for s in view_sources(hook.session, view)}
-            inputs = datasets_of(hook, sorted(sources - {parse_qualified_name(v, "views") for v in views}))
+            inputs = datasets_of(hook, sorted(sources - set(views)))
             outputs = datasets_of(hook, views)
         counts = [{"rows": results.get(v, {}).get("rows_after")} for v in views]
         return operator_lineage(inputs, outputs, statistics=counts)

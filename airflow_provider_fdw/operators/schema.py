@@ -117,10 +117,12 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
 
         with self.get_hook() as hook:
             tables = foreign_tables_of(hook.session, self.server_name, self.local_schema)
-            inputs = datasets_of(hook, tables)
+            inputs = [datasets_of(hook, [table]) for table in tables]
             ns, db = local_namespace(hook.connection), hook.connection.schema or "postgres"
         outputs = [
-            replace(remote, namespace=ns, name=f"{db}.{table}", foreign=False)
-            for table, remote in zip(tables, inputs, strict=True)
+            replace(remote, namespace=ns, name=f"{db}.{table.schema}.{table.name}", foreign=False)
+            for table, found in zip(tables, inputs, strict=True)
+            for remote in found
         ]
+        inputs = [remote for found in inputs for remote in found]
         return operator_lineage(inputs, outputs, column_lineage=True)
