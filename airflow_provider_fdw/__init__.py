@@ -12,7 +12,7 @@ INTEGRATION = "PostgreSQL Foreign Data Wrappers"
 
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
-    from airflow_provider_fdw.connection import CONN_TYPE, UI_FIELD_BEHAVIOUR, conn_fields
+    from airflow_provider_fdw.connection_form import CONN_TYPE, UI_FIELD_BEHAVIOUR, conn_fields
 
     return {
         "package-name": PACKAGE_NAME,

@@ -40,6 +40,51 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium chromium-driver
 fi
 
+# ---- BEGIN pgvector (engineer E) -------------------------------------------------------------------
+# pgvector for the vector(n) tests and the demo. Debian bookworm has no package for PostgreSQL 15, but
+# trixie's source package (0.8.0) builds against postgresql-server-dev-15 in seconds. Only when the
+# server lacks vector.control; the deb-src entry reuses the mirror and keyring of this machine's own
+# Debian sources, so no new host or key is trusted.
+install_pgvector() {
+  local pg_config="$1" sources=/etc/apt/sources.list.d/fdw-trixie-src.sources uri keyring work
+  if [ ! -f "$sources" ]; then
+    uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    keyring=$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $0 !~ /security/ {print ($2 ~ /^\[/) ? $3 : $2; exit}' \
+      /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$uri" ] || { echo "bootstrap: no Debian mirror found in the apt sources" >&2; return 1; }
+    printf 'Types: deb-src\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
+      "$uri" "${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}" > "$sources"
+  fi
+  apt_install "postgresql-server-dev-$("$pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')" dpkg-dev
+  work=$(mktemp -d)
+  # _apt downloads into the directory: let it write there.
+  chmod 755 "$work"
+  (
+    cd "$work"
+    apt-get source -qq pgvector >/dev/null 2>&1 || apt-get source -q pgvector
+    cd pgvector-*/
+    # with_llvm=no: the JIT bitcode needs clang, which the build does not otherwise need.
+    make -s -j"$(nproc)" PG_CONFIG="$pg_config" with_llvm=no >/dev/null
+    make -s PG_CONFIG="$pg_config" with_llvm=no install >/dev/null
+  )
+  rm -rf "$work"
+}
+
+pgvector_pg_config() {
+  local dir
+  for dir in "${FDW_PG_BINDIR:-}" /usr/lib/postgresql/*/bin; do
+    [ -n "$dir" ] && [ -x "$dir/pg_config" ] && [ -x "$dir/initdb" ] && echo "$dir/pg_config" && return 0
+  done
+  return 1
+}
+
+if pg_config_bin=$(pgvector_pg_config) && [ ! -f "$("$pg_config_bin" --sharedir)/extension/vector.control" ]; then
+  echo "bootstrap: building pgvector from Debian trixie's source package"
+  install_pgvector "$pg_config_bin"
+fi
+# ---- END pgvector ----------------------------------------------------------------------------------
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

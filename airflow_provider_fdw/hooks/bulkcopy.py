@@ -55,12 +55,12 @@ from airflow_provider_fdw.names import (
     parse_qualified_name,
 )
 from airflow_provider_fdw.predicate import check_where_text, parse_where
+from airflow_provider_fdw.progress import Progress, estimate_source_rows
 
 MODES = ("replace", "append", "upsert")
 VERIFY_MODES = ("off", "count", "checksum")
 DEFAULT_FETCH_SIZE = 50_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
-PROGRESS_EVERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -545,7 +545,15 @@ class BulkCopy:
                 with monitor.transaction():
                     return int(monitor.fetchone("measure staging", q.RELATION_SIZE_QUERY, (staging_oid,))[0])
 
-        progress = Progress(self.log, str(p.source), str(p.target), probe=probe)
+        # Percent and ETA against the remote's reltuples, for copies of the whole table only.
+        estimate = (
+            None
+            if conditions
+            else lambda: estimate_source_rows(
+                self.new_session, p.source, source.server_name, source.remote, self.remote_connect
+            )
+        )
+        progress = Progress(self.log, str(p.source), str(p.target), probe=probe, estimate=estimate)
         with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
             futures = [
                 pool.submit(
@@ -570,6 +578,7 @@ class BulkCopy:
                 sqlstate=getattr(first, "sqlstate", None),
             ) from None
         self.result.rows = sum(f.result() for f in futures)
+        progress.finish(self.result.rows)
 
     def _load_range(
         self,
@@ -917,63 +926,3 @@ class _CountingWriter:
 
     def close(self) -> None:
         self.raw.close()
-
-
-class Progress:
-    """Rows loaded so far across workers; every few seconds logs rows (or bytes staged), rate and elapsed.
-
-    ``probe`` returns bytes staged so far, for loads that report rows only at the end (INSERT … SELECT).
-    """
-
-    def __init__(
-        self,
-        log: Any,
-        source: str,
-        target: str,
-        every: float = PROGRESS_EVERY_SECONDS,
-        probe: Callable[[], int] | None = None,
-    ) -> None:
-        self.log, self.source, self.target, self.every, self.probe = log, source, target, every, probe
-        self.rows = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._report, name="fdw-copy-progress", daemon=True)
-
-    def add(self, rows: int) -> None:
-        with self._lock:
-            self.rows += max(rows, 0)
-
-    def __enter__(self) -> Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _report(self) -> None:
-        while not self._stop.wait(self.every):
-            elapsed = time.monotonic() - self._started
-            if self.probe is not None:
-                try:
-                    staged = self.probe()
-                except FdwError:
-                    continue
-                self.log.info(
-                    "Copying %s -> %s: %.1f MB staged, %.1f MB/s, %.0fs elapsed",
-                    self.source,
-                    self.target,
-                    staged / 1e6,
-                    staged / 1e6 / elapsed,
-                    elapsed,
-                )
-            else:
-                self.log.info(
-                    "Copying %s -> %s: %d rows so far, %.0f rows/s, %.0fs elapsed",
-                    self.source,
-                    self.target,
-                    self.rows,
-                    self.rows / elapsed,
-                    elapsed,
-                )

