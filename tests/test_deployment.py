@@ -186,7 +186,8 @@ def test_every_example_dag_succeeds_twice_then_two_overlapping_runs_both_succeed
         "SELECT count(*), count(DISTINCT id), count(embedding) FROM public.products", dbname=db
     ) == [(240, 240, 240)]
     assert source.execute(
-        "SELECT count(*), count(DISTINCT id), min(array_length(embedding, 1)) FROM catalog.product_embeddings",
+        "SELECT count(*), count(DISTINCT id), min(array_length(embedding, 1)) "
+        "FROM catalog.product_embeddings",
         dbname=SOURCE_DB,
     ) == [(240, 240, 384)]
     for dag_id, run_id in dep.example_runs:

@@ -12,6 +12,7 @@ Reusable by any test that needs real workers (e.g. mapped tasks spread over two 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -411,15 +412,11 @@ def _stop_group(process: subprocess.Popen, grace: float = 20.0) -> None:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
     # Children (task processes, pool workers) may outlive the leader: the group goes either way.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     if process.poll() is None:
         process.wait(10)
 
