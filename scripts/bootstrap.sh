@@ -40,6 +40,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium chromium-driver
 fi
 
+# Redis as the Celery broker of the deployment test tier (started by the tests on a free port).
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  echo "bootstrap: installing redis-server"
+  apt_install redis-server
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -50,6 +56,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # CPU torch pinned first: the embeddings extra would otherwise pull the newest CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e '.[test,embeddings,docs]'
+  .venv/bin/python -m pip install -q -e '.[test,embeddings,docs,deploy]'
   touch "$stamp"
 fi
