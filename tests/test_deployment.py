@@ -12,6 +12,7 @@ Observations (states, hostnames, trigger rows, durations) go to .artifacts/deplo
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -23,8 +24,13 @@ import pytest
 from conftest import READER_PASSWORD, REPO, SOURCE_DB, fdw_connection, postgres_connection
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.testing.deployment import Deployment, RedisServer
-from airflow_provider_fdw.testing.pgcluster import Pair, create_local_cluster, create_standby
+from airflow_provider_fdw.testing.deployment import Deployment, DeploymentError, RedisServer, _q
+from airflow_provider_fdw.testing.pgcluster import (
+    DEFAULT_PASSWORD,
+    Pair,
+    create_local_cluster,
+    create_standby,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -126,6 +132,9 @@ def deployment(request, deploy_base, metadata_cluster, replica, airflow_connecti
         dep.stop()
         if redis:
             redis.stop()
+        keep = ARTIFACTS / short
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(dep.home, keep, ignore=shutil.ignore_patterns("dags", "*.json*"), dirs_exist_ok=True)
         if getattr(dep, "observed", None):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             dep.observed["total_seconds"] = round(time.monotonic() - started, 1)
@@ -138,14 +147,19 @@ def wait_for_runs(dep: Deployment, runs: list[tuple[str, str]], timeout: float =
 
 
 def failed_tasks(dep: Deployment, dag_id: str, run_id: str) -> dict:
-    return {
-        ti["task_id"]: (
-            ti["state"],
-            dep.task_log(dag_id, run_id, ti["task_id"], max(ti["try_number"], 1))[-2500:],
-        )
-        for ti in dep.task_instances(dag_id, run_id)
-        if ti["state"] != "success"
-    }
+    """State and log tail of each task of a run that did not succeed (for assertion messages)."""
+    failed = {}
+    for ti in dep.task_instances(dag_id, run_id):
+        if ti["state"] == "success":
+            continue
+        log = ""
+        if ti["try_number"] >= 1:
+            try:
+                log = dep.task_log(dag_id, run_id, ti["task_id"], ti["try_number"])[-2500:]
+            except DeploymentError as exc:
+                log = str(exc)
+        failed[ti["task_id"]] = (ti["state"], log)
+    return failed
 
 
 def test_every_example_dag_succeeds_twice_then_two_overlapping_runs_both_succeed(deployment, pair):
@@ -209,3 +223,167 @@ def test_tasks_run_on_the_executors_workers(deployment):
         assert [name.split("@")[0] for name in online] == ["celery-worker-1", "celery-worker-2"], online
     else:
         assert set(hostnames) == {socket.getfqdn()}, hostnames
+
+
+def pause_replay_and_write(replica, source) -> None:
+    """Hold the replica behind the primary: pause WAL replay, then write on the primary."""
+    replica.execute("SELECT pg_wal_replay_pause()")
+    deadline = time.monotonic() + 60
+    while replica.execute("SELECT pg_get_wal_replay_pause_state()")[0][0] != "paused":
+        assert time.monotonic() < deadline, "replay did not pause"
+        time.sleep(0.2)
+    write_on_primary(source)
+
+
+def write_on_primary(source) -> None:
+    source.execute("INSERT INTO app.events (kind) VALUES ('deployment test')", dbname=SOURCE_DB)
+
+
+def resume_replay(replica) -> None:
+    replica.execute("SELECT pg_wal_replay_resume()")
+
+
+def meta_db(dep: Deployment) -> str:
+    return dep.metadata_url.rsplit("/", 1)[1]
+
+
+def decrypt(encrypted: str) -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"].encode()).decrypt(encrypted.encode()).decode()
+
+
+def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
+    deployment, replica, pair, metadata_cluster
+):
+    dep, dag_id = deployment, "fdw_deploy_deferrable_sensor"
+    dep.unpause(dag_id)
+    pause_replay_and_write(replica, pair.source)
+    try:
+        run_id = dep.trigger(dag_id)
+        states: list[str] = []
+
+        def deferred() -> bool:
+            state = dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"]
+            if not states or states[-1] != state:
+                states.append(state)
+            return state == "deferred"
+
+        dep._wait_until(deferred, 180, "the sensor to defer")
+        ti = dep.task_instance(dag_id, run_id, SENSOR_TASK)
+        rows = metadata_cluster.execute(
+            "SELECT t.id, t.classpath, t.kwargs, t.triggerer_id FROM trigger t "
+            "JOIN task_instance ti ON ti.trigger_id = t.id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = %s",
+            (dag_id, run_id, SENSOR_TASK),
+            dbname=meta_db(dep),
+        )
+        assert len(rows) == 1, rows
+        trigger_id, classpath, encrypted, triggerer_id = rows[0]
+        kwargs = decrypt(encrypted)
+        dep.trigger_rows.append(kwargs)
+        assert classpath == "airflow_provider_fdw.triggers.replication.ReplicationLagTrigger"
+        assert ti["trigger"]["id"] == trigger_id and ti["trigger"]["classpath"] == classpath
+        assert '"replica_db"' in kwargs and '"primary_db"' in kwargs and '"target_lsn"' in kwargs
+
+        def measured() -> bool:
+            return (
+                dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"] == "deferred"
+                and len(re.findall(r"Replication: ", dep.task_log(dag_id, run_id, SENSOR_TASK))) >= 2
+            )
+
+        # The triggerer picks it up and its measurements reach the task's log while it waits.
+        dep._wait_until(measured, 120, "two trigger measurements in the task log")
+        assert triggerer_id is not None or dep.task_instance(dag_id, run_id, SENSOR_TASK)["trigger"]
+        trigger_log = dep.task_log(dag_id, run_id, SENSOR_TASK)
+    finally:
+        resume_replay(replica)
+    assert dep.wait_for_run(dag_id, run_id, 180) == "success"
+    reading = dep.xcom(dag_id, run_id, SENSOR_TASK)
+    assert reading["lag_bytes"] == 0, reading
+    dep.observed["deferrable_sensor"] = {
+        "states_seen": states,
+        "trigger_row": {"id": trigger_id, "classpath": classpath, "triggerer_id": triggerer_id},
+        "trigger_kwargs": json.loads(kwargs),
+        "measurement_lines": [line for line in trigger_log.splitlines() if "Replication: " in line][:3],
+        "final_reading": reading,
+    }
+
+
+def test_reschedule_sensor_releases_its_slot_and_keeps_its_catch_up_target(deployment, replica, pair):
+    """mode="reschedule", poke_interval=5: the slot is free between pokes (up_for_reschedule), and
+    the target stays the primary's position at the first poke although the primary keeps writing."""
+    dep, dag_id = deployment, "fdw_deploy_reschedule_sensor"
+    dep.unpause(dag_id)
+    pause_replay_and_write(replica, pair.source)
+    try:
+        run_id = dep.trigger(dag_id)
+        released: list[dict] = []
+
+        def rescheduled_three_times() -> bool:
+            write_on_primary(pair.source)  # a target read again at a later poke would differ
+            before = dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"]
+            pool = dep.get("/api/v2/pools/default_pool")
+            after = dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"]
+            if before == after == "up_for_reschedule":
+                released.append({k: pool[k] for k in ("running_slots", "queued_slots", "occupied_slots")})
+            return len(released) >= 1 and len(catch_up_targets(dep, dag_id, run_id)) >= 3
+
+        dep._wait_until(rescheduled_three_times, 240, "three pokes, one seen up_for_reschedule")
+    finally:
+        resume_replay(replica)
+    state = dep.wait_for_run(dag_id, run_id, 180)
+    targets = catch_up_targets(dep, dag_id, run_id)
+    ti = dep.task_instance(dag_id, run_id, SENSOR_TASK)
+    dep.observed["reschedule_sensor"] = {
+        "state": state,
+        "try_number": ti["try_number"],
+        "slots_while_up_for_reschedule": released[:3],
+        "catch_up_targets": targets,
+        "state_mismatch_in_scheduler_log": "state attribute is" in dep.component_logs()["scheduler"],
+    }
+    assert state == "success", failed_tasks(dep, dag_id, run_id)
+    assert released and all(p["running_slots"] == 0 and p["queued_slots"] == 0 for p in released)
+    assert len(set(targets)) == 1, f"the catch-up target moved between pokes: {targets}"
+
+
+def catch_up_targets(dep: Deployment, dag_id: str, run_id: str) -> list[str]:
+    """Every catch-up target the sensor logged, over all its pokes and tries."""
+    tries = dep.task_instance(dag_id, run_id, SENSOR_TASK)["try_number"]
+    return [
+        match
+        for number in range(1, max(tries, 1) + 1)
+        for match in CATCH_UP_LINE.findall(dep.task_log(dag_id, run_id, SENSOR_TASK, number))
+    ]
+
+
+def test_no_password_in_task_logs_rendered_fields_xcom_trigger_kwargs_or_component_logs(deployment):
+    dep = deployment
+    secrets = (READER_PASSWORD, DEFAULT_PASSWORD)
+    places: dict[str, str] = {}
+    for dag_id in (*EXAMPLE_DAGS, *SENSOR_DAGS):
+        for run in dep.dag_runs(dag_id):
+            run_id = run["dag_run_id"]
+            for ti in dep.task_instances(dag_id, run_id):
+                where = f"{dag_id}/{run_id}/{ti['task_id']}"
+                places[f"rendered fields {where}"] = json.dumps(ti.get("rendered_fields"))
+                for number in range(1, max(ti["try_number"], 1) + 1):
+                    places[f"task log {where}#{number}"] = dep.task_log(dag_id, run_id, ti["task_id"], number)
+            xcoms = dep.get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/~/xcomEntries", limit=100
+            )
+            for entry in xcoms["xcom_entries"]:
+                value = dep.xcom(dag_id, run_id, entry["task_id"], entry["key"])
+                places[f"xcom {dag_id}/{run_id}/{entry['task_id']}/{entry['key']}"] = json.dumps(value)
+    for path in (dep.home / "logs").rglob("*"):
+        if path.is_file():
+            places[f"log file {path}"] = path.read_text(errors="replace")
+    for i, kwargs in enumerate(dep.trigger_rows):
+        places[f"trigger kwargs {i}"] = kwargs
+    for name, text in dep.component_logs().items():
+        places[f"component log {name}"] = text
+    assert dep.trigger_rows, "the deferrable sensor test recorded no trigger row"
+    assert any(k.startswith("xcom ") for k in places) and any(k.startswith("task log ") for k in places)
+    leaks = [where for where, text in places.items() for secret in secrets if secret in text]
+    dep.observed["secret_scan_places"] = len(places)
+    assert not leaks, leaks
