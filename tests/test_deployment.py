@@ -12,10 +12,11 @@ Observations (states, hostnames, trigger rows, durations) go to .artifacts/deplo
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -247,10 +248,23 @@ def meta_db(dep: Deployment) -> str:
     return dep.metadata_url.rsplit("/", 1)[1]
 
 
-def decrypt(encrypted: str) -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet(os.environ["AIRFLOW__CORE__FERNET_KEY"].encode()).decrypt(encrypted.encode()).decode()
+def decrypt_trigger_kwargs(dep: Deployment, encrypted: str) -> str:
+    """A trigger row's kwargs as the triggerer reads them (Airflow decrypts with the deployment's key)."""
+    code = (
+        "import json, sys\n"
+        "from airflow.models.trigger import Trigger\n"
+        "print(json.dumps(Trigger._decrypt_kwargs(sys.stdin.read()), default=str))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input=encrypted,
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
@@ -280,7 +294,7 @@ def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
         )
         assert len(rows) == 1, rows
         trigger_id, classpath, encrypted, triggerer_id = rows[0]
-        kwargs = decrypt(encrypted)
+        kwargs = decrypt_trigger_kwargs(dep, encrypted)
         dep.trigger_rows.append(kwargs)
         assert classpath == "airflow_provider_fdw.triggers.replication.ReplicationLagTrigger"
         assert ti["trigger"]["id"] == trigger_id and ti["trigger"]["classpath"] == classpath
@@ -311,8 +325,9 @@ def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
 
 
 def test_reschedule_sensor_releases_its_slot_and_keeps_its_catch_up_target(deployment, replica, pair):
-    """mode="reschedule", poke_interval=5: the slot is free between pokes (up_for_reschedule), and
-    the target stays the primary's position at the first poke although the primary keeps writing."""
+    """mode="reschedule", poke_interval=15: the slot is free between pokes (up_for_reschedule), the
+    target stays the primary's position at the first poke although the primary keeps writing, and
+    no poke is failed by Airflow's stale-exit race (issue 12 item 7: one try, no state mismatch)."""
     dep, dag_id = deployment, "fdw_deploy_reschedule_sensor"
     dep.unpause(dag_id)
     pause_replay_and_write(replica, pair.source)
@@ -340,21 +355,24 @@ def test_reschedule_sensor_releases_its_slot_and_keeps_its_catch_up_target(deplo
         "try_number": ti["try_number"],
         "slots_while_up_for_reschedule": released[:3],
         "catch_up_targets": targets,
-        "state_mismatch_in_scheduler_log": "state attribute is" in dep.component_logs()["scheduler"],
+        "state_mismatches": mismatches(dep, run_id),
     }
     assert state == "success", failed_tasks(dep, dag_id, run_id)
-    assert released and all(p["running_slots"] == 0 and p["queued_slots"] == 0 for p in released)
+    # Seen waiting with no task in a pool slot: reschedule mode gave the slot back between pokes.
+    assert any(p["running_slots"] == 0 and p["queued_slots"] == 0 for p in released), released
+    assert ti["try_number"] == 1 and not mismatches(dep, run_id), mismatches(dep, run_id)
     assert len(set(targets)) == 1, f"the catch-up target moved between pokes: {targets}"
+
+
+def mismatches(dep: Deployment, run_id: str) -> list[str]:
+    """The scheduler's "finished with state success, but ... state attribute is queued" lines for a run."""
+    lines = dep.component_logs()["scheduler"].splitlines()
+    return [line[:300] for line in lines if "state attribute is" in line and run_id in line]
 
 
 def catch_up_targets(dep: Deployment, dag_id: str, run_id: str) -> list[str]:
     """Every catch-up target the sensor logged, over all its pokes and tries."""
-    tries = dep.task_instance(dag_id, run_id, SENSOR_TASK)["try_number"]
-    return [
-        match
-        for number in range(1, max(tries, 1) + 1)
-        for match in CATCH_UP_LINE.findall(dep.task_log(dag_id, run_id, SENSOR_TASK, number))
-    ]
+    return CATCH_UP_LINE.findall(dep.task_log_files(dag_id, run_id, SENSOR_TASK))
 
 
 def test_no_password_in_task_logs_rendered_fields_xcom_trigger_kwargs_or_component_logs(deployment):
@@ -367,8 +385,9 @@ def test_no_password_in_task_logs_rendered_fields_xcom_trigger_kwargs_or_compone
             for ti in dep.task_instances(dag_id, run_id):
                 where = f"{dag_id}/{run_id}/{ti['task_id']}"
                 places[f"rendered fields {where}"] = json.dumps(ti.get("rendered_fields"))
-                for number in range(1, max(ti["try_number"], 1) + 1):
-                    places[f"task log {where}#{number}"] = dep.task_log(dag_id, run_id, ti["task_id"], number)
+                if ti["try_number"] >= 1:  # earlier tries are in the log files scanned below
+                    log = dep.task_log(dag_id, run_id, ti["task_id"], ti["try_number"])
+                    places[f"task log {where}#{ti['try_number']}"] = log
             xcoms = dep.get(
                 f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/~/xcomEntries", limit=100
             )

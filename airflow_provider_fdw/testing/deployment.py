@@ -392,6 +392,12 @@ class Deployment:
             return "\n".join(json.dumps(line) if not isinstance(line, str) else line for line in content)
         return str(content)
 
+    def task_log_files(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """Every log file of a task instance on disk (all tries, the triggerer's parts included): the
+        API serves only tries it has a record of, and a try ended by the scheduler may have none."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob("attempt=*")))
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.get(path, deserialize="true")["value"]
