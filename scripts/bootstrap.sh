@@ -84,6 +84,11 @@ if pg_config_bin=$(pgvector_pg_config) && [ ! -f "$("$pg_config_bin" --sharedir)
   install_pgvector "$pg_config_bin"
 fi
 # ---- END pgvector ----------------------------------------------------------------------------------
+# Redis as the Celery broker of the deployment test tier (started by the tests on a free port).
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  echo "bootstrap: installing redis-server"
+  apt_install redis-server
+fi
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
@@ -95,6 +100,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # CPU torch pinned first: the embeddings extra would otherwise pull the newest CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e '.[test,embeddings,docs]'
+  .venv/bin/python -m pip install -q -e '.[test,embeddings,docs,deploy]'
   touch "$stamp"
 fi
