@@ -615,3 +615,30 @@ def test_verify_catches_a_target_trigger_that_rewrites_the_copied_rows_and_commi
         copy(src, t, verify="checksum", **args)
     assert local(safety, "SELECT * FROM {t} ORDER BY id", t=t) == before
     assert leftover_tables(safety, t) == []
+
+
+# -- rendered SQL of the new builders -------------------------------------------------------------
+
+
+def test_diff_update_compares_image_equal_columns_typed_and_the_others_by_text(safety):
+    from airflow_provider_fdw import sql as q
+    from airflow_provider_fdw.names import QualifiedName
+
+    statement = q.diff_update(
+        QualifiedName("public", "t"),
+        QualifiedName("public", "s"),
+        ["id"],
+        ["id", "a", "b", "j"],
+        True,
+        ["a", "b"],
+    )
+    conn = safety.target.connect(TARGET_DB)
+    try:
+        text = statement.as_string(conn)
+    finally:
+        conn.close()
+    assert text == (
+        'UPDATE ONLY "public"."t" AS t SET "a" = s."a", "b" = s."b", "j" = s."j" FROM "public"."s" AS s '
+        'WHERE "s"."id" = "t"."id" AND ((t."a", t."b") IS DISTINCT FROM (s."a", s."b") '
+        'OR ROW("t"."j")::text IS DISTINCT FROM ROW("s"."j")::text)'
+    )
