@@ -642,3 +642,35 @@ def test_diff_update_compares_image_equal_columns_typed_and_the_others_by_text(s
         'WHERE "s"."id" = "t"."id" AND ((t."a", t."b") IS DISTINCT FROM (s."a", s."b") '
         'OR ROW("t"."j")::text IS DISTINCT FROM ROW("s"."j")::text)'
     )
+
+
+def test_bulk_copy_operator_passes_swap_and_verify_and_returns_the_new_summary_in_xcom(airflow_db, safety):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    src.remote("UPDATE {t} SET score = -5 WHERE id <= 3")
+    with DAG(f"copy_safety_{uuid.uuid4().hex[:6]}", schedule=None) as dag:
+        BulkCopyOperator(
+            task_id="copy", source_table=src.foreign, target_table=t, swap="in_place", verify="checksum"
+        )
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    summary = result.xcom["copy"]
+    assert summary["swap"] == "in-place" and (summary["updated"], summary["unchanged"]) == (3, ROWS - 3)
+    assert summary["verify"]["result"] == "match" and summary["verify"]["rows"] == ROWS
+    assert target_rows(safety, t) == src.rows()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"swap": "copy"}, "swap must be one of"), ({"verify": "md5"}, "verify must be one of")],
+)
+def test_bulk_copy_operator_refuses_bad_swap_and_verify_when_the_dag_is_parsed(kwargs, message):
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+
+    with pytest.raises(FdwConfigError, match=message):
+        BulkCopyOperator(task_id="t", source_table="proxy_safety.x", target_table="public.y", **kwargs)
