@@ -671,3 +671,16 @@ def test_bulk_copy_operator_refuses_bad_swap_and_verify_when_the_dag_is_parsed(k
 
     with pytest.raises(FdwConfigError, match=message):
         BulkCopyOperator(task_id="t", source_table="proxy_safety.x", target_table="public.y", **kwargs)
+
+
+def test_replace_of_a_table_published_with_its_schema_goes_in_place(safety):
+    src, schema = Source(safety), f"pub_{uuid.uuid4().hex[:8]}"
+    t = f"{schema}.users"
+    local(safety, "CREATE SCHEMA {s}", s=schema)
+    copy(src, t)
+    # A schema-wide publication would also publish a staging table renamed in (and its inserts).
+    local(safety, "CREATE PUBLICATION {p} FOR TABLES IN SCHEMA {s}", p=f"{schema}_pub", s=schema)
+    src.remote("UPDATE {t} SET score = 0 WHERE id = 1")
+    result = copy(src, t)
+    assert (result["swap"], result["updated"]) == ("in-place", 1)
+    assert target_rows(safety, t) == src.rows()
