@@ -684,3 +684,45 @@ def test_replace_of_a_table_published_with_its_schema_goes_in_place(safety):
     result = copy(src, t)
     assert (result["swap"], result["updated"]) == ("in-place", 1)
     assert target_rows(safety, t) == src.rows()
+
+
+def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safety):
+    import threading
+    import time
+
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    done = threading.Event()
+
+    def kill_the_copys_main_session():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not done.is_set():
+            loading = local(
+                safety,
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND query LIKE %s",
+                ("INSERT INTO %_fdw_staging_%",),
+            )
+            if loading:  # the session that owns the run sits idle meanwhile: it dies, the load goes on
+                local(
+                    safety,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND state = 'idle' "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_copys_main_session)
+    killer.start()
+    try:
+        with pytest.raises(FdwError, match="terminating connection"):  # the cause, not a follow-up
+            copy(src, t, where="pg_sleep(0.02) IS NOT NULL")
+    finally:
+        done.set()
+        killer.join()
+    left = leftover_tables(safety, t)
+    assert len(left) == 1 and "_fdw_staging_" in left[0][0]  # it could not drop its own staging table
+    assert len(target_rows(safety, t)) == ROWS
+    assert copy(src, t)["rows"] == ROWS  # the retry finds it by its marker and drops it
+    assert leftover_tables(safety, t) == []
