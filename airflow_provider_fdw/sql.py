@@ -854,6 +854,10 @@ IN_PLACE_REASONS_QUERY = sql.SQL(
     "  ON c.oid = i.inhrelid WHERE i.inhrelid = %(oid)s AND c.relispartition "
     "UNION ALL SELECT 'storage options' FROM pg_class WHERE oid = %(oid)s AND reloptions IS NOT NULL "
     "UNION ALL SELECT 'replica identity' FROM pg_class WHERE oid = %(oid)s AND relreplident NOT IN ('d') "
+    # FOR ALL TABLES / FOR TABLES IN SCHEMA publications would also publish the staging table
+    "UNION ALL SELECT 'publication ' || pt.pubname FROM pg_publication_tables pt "
+    "  JOIN pg_namespace n ON n.nspname = pt.schemaname "
+    "  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename WHERE c.oid = %(oid)s "
     "UNION ALL SELECT 'column privileges' FROM pg_attribute WHERE attrelid = %(oid)s AND attacl IS NOT NULL "
     "  HAVING count(*) > 0"
 )

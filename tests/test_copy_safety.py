@@ -161,18 +161,15 @@ def test_replace_keeps_the_owned_sequence_and_never_moves_it_backwards(safety, i
     first = copy(src, t)
     assert first["swap"] == "in-place" and target_rows(safety, t) == src.rows()
     # Behind max(id) after the first load: moved up to max(id), so the next default id is new.
-    assert local(safety, "SELECT last_value, is_called FROM " + seq_ident(seq)) == [(ROWS, True)]
+    last_value = "SELECT pg_sequence_last_value(%s::regclass)"  # NULL until nextval/setval ran
+    assert local(safety, last_value, (seq,)) == [(ROWS,)]
     local(safety, "SELECT setval(%s, 5000)", (seq,))
     second = copy(src, t)
     assert second["inserted"] == second["updated"] == second["deleted"] == 0
-    assert local(safety, "SELECT last_value FROM " + seq_ident(seq)) == [(5000,)]  # never backwards
+    assert local(safety, last_value, (seq,)) == [(5000,)]  # never backwards
     assert local(safety, "SELECT pg_get_serial_sequence(%s, 'id')", (t,))[0][0] == seq
     default_id = local(safety, "INSERT INTO {t} (name) VALUES ('local') RETURNING id", t=t)[0][0]
     assert default_id == 5001
-
-
-def seq_ident(qualified: str) -> str:
-    return qualified  # pg_get_serial_sequence returns a quoted, qualified name
 
 
 def test_replace_fires_row_triggers_only_for_rows_that_changed(safety):
@@ -614,4 +611,118 @@ def test_verify_catches_a_target_trigger_that_rewrites_the_copied_rows_and_commi
     with pytest.raises(FdwError, match=r"Verification failed: .* after the apply"):
         copy(src, t, verify="checksum", **args)
     assert local(safety, "SELECT * FROM {t} ORDER BY id", t=t) == before
+    assert leftover_tables(safety, t) == []
+
+
+# -- rendered SQL of the new builders -------------------------------------------------------------
+
+
+def test_diff_update_compares_image_equal_columns_typed_and_the_others_by_text(safety):
+    from airflow_provider_fdw import sql as q
+    from airflow_provider_fdw.names import QualifiedName
+
+    statement = q.diff_update(
+        QualifiedName("public", "t"),
+        QualifiedName("public", "s"),
+        ["id"],
+        ["id", "a", "b", "j"],
+        True,
+        ["a", "b"],
+    )
+    conn = safety.target.connect(TARGET_DB)
+    try:
+        text = statement.as_string(conn)
+    finally:
+        conn.close()
+    assert text == (
+        'UPDATE ONLY "public"."t" AS t SET "a" = s."a", "b" = s."b", "j" = s."j" FROM "public"."s" AS s '
+        'WHERE "s"."id" = "t"."id" AND ((t."a", t."b") IS DISTINCT FROM (s."a", s."b") '
+        'OR ROW("t"."j")::text IS DISTINCT FROM ROW("s"."j")::text)'
+    )
+
+
+def test_bulk_copy_operator_passes_swap_and_verify_and_returns_the_new_summary_in_xcom(airflow_db, safety):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    src.remote("UPDATE {t} SET score = -5 WHERE id <= 3")
+    with DAG(f"copy_safety_{uuid.uuid4().hex[:6]}", schedule=None) as dag:
+        BulkCopyOperator(
+            task_id="copy", source_table=src.foreign, target_table=t, swap="in_place", verify="checksum"
+        )
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    summary = result.xcom["copy"]
+    assert summary["swap"] == "in-place" and (summary["updated"], summary["unchanged"]) == (3, ROWS - 3)
+    assert summary["verify"]["result"] == "match" and summary["verify"]["rows"] == ROWS
+    assert target_rows(safety, t) == src.rows()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"swap": "copy"}, "swap must be one of"), ({"verify": "md5"}, "verify must be one of")],
+)
+def test_bulk_copy_operator_refuses_bad_swap_and_verify_when_the_dag_is_parsed(kwargs, message):
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+
+    with pytest.raises(FdwConfigError, match=message):
+        BulkCopyOperator(task_id="t", source_table="proxy_safety.x", target_table="public.y", **kwargs)
+
+
+def test_replace_of_a_table_published_with_its_schema_goes_in_place(safety):
+    src, schema = Source(safety), f"pub_{uuid.uuid4().hex[:8]}"
+    t = f"{schema}.users"
+    local(safety, "CREATE SCHEMA {s}", s=schema)
+    copy(src, t)
+    # A schema-wide publication would also publish a staging table renamed in (and its inserts).
+    local(safety, "CREATE PUBLICATION {p} FOR TABLES IN SCHEMA {s}", p=f"{schema}_pub", s=schema)
+    src.remote("UPDATE {t} SET score = 0 WHERE id = 1")
+    result = copy(src, t)
+    assert (result["swap"], result["updated"]) == ("in-place", 1)
+    assert target_rows(safety, t) == src.rows()
+
+
+def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safety):
+    import threading
+    import time
+
+    src, t = Source(safety), new_target()
+    copy(src, t)
+    done = threading.Event()
+
+    def kill_the_copys_main_session():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not done.is_set():
+            loading = local(
+                safety,
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND query LIKE %s",
+                ("INSERT INTO %_fdw_staging_%",),
+            )
+            if loading:  # the session that owns the run sits idle meanwhile: it dies, the load goes on
+                local(
+                    safety,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND state = 'idle' "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                )
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_copys_main_session)
+    killer.start()
+    try:
+        with pytest.raises(FdwError, match="terminating connection"):  # the cause, not a follow-up
+            copy(src, t, where="pg_sleep(0.02) IS NOT NULL")
+    finally:
+        done.set()
+        killer.join()
+    left = leftover_tables(safety, t)
+    assert len(left) == 1 and "_fdw_staging_" in left[0][0]  # it could not drop its own staging table
+    assert len(target_rows(safety, t)) == ROWS
+    assert copy(src, t)["rows"] == ROWS  # the retry finds it by its marker and drops it
     assert leftover_tables(safety, t) == []

@@ -274,12 +274,15 @@ class BulkCopy:
             return self._run(session, started)
         finally:
             session.rollback()
-            session.execute(
-                "unlock target",
-                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(lock_key),
-                quiet=True,
-            )
-            session.conn.commit()
+            try:
+                session.execute(
+                    "unlock target",
+                    q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(lock_key),
+                    quiet=True,
+                )
+                session.conn.commit()
+            except (FdwError, DriverError) as exc:  # a dead session has released its lock already
+                self.log.warning("Could not release the copy lock on %s: %s", self.plan.target, exc)
 
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan

@@ -36,7 +36,10 @@ class LocalSession:
 
     def execute(self, step: str, statement: Any, params: Any = None, *, quiet: bool = False) -> Any:
         """Run one statement; return the cursor (rows can be fetched from it)."""
-        cur = self.conn.cursor()
+        try:
+            cur = self.conn.cursor()
+        except DriverError as exc:  # a closed connection fails here: same error type as a statement's
+            raise self.error(step, exc) from None
         if not quiet:
             self.log.info("%s: %s", step, self.redact(self.render(statement)))
         try:
