@@ -173,7 +173,7 @@ class ReplicationLagSensor(BaseSensorOperator):
             self.log.info("Replication fresh enough: %s", event["message"])
             self._forget_target(context)
             return event["reading"]
-        if event["status"] == "broken":
+        if event["status"] in ("broken", "invalid"):
             raise AirflowFailException(event["message"])
         raise AirflowException(f"Measuring replication lag failed: {event['message']}")
 
