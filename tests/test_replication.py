@@ -481,3 +481,33 @@ def test_a_deferred_target_survives_a_triggerer_restart_and_a_missing_grant_fail
 
     with pytest.raises(AirflowFailException, match="GRANT pg_monitor"):
         s.execute_complete({}, event.payload)
+
+
+def test_a_target_lsn_templated_from_an_upstream_task_is_waited_for(airflow_db, repl):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk import DAG, task
+
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    with DAG("lag_templated_target", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+
+        @task
+        def record_lsn() -> str:
+            return PostgresHook(postgres_conn_id="source_db").get_first("SELECT pg_current_wal_lsn()::text")[
+                0
+            ]
+
+        recorded = record_lsn()
+        recorded >> ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="standby_db",
+            primary_conn_id="source_db",
+            catch_up=True,
+            target_lsn="{{ ti.xcom_pull(task_ids='record_lsn') }}",
+            poke_interval=0.5,
+            timeout=60,
+            deferrable=False,
+        )
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    assert result.xcom["lag"]["target_lsn"] == result.xcom["record_lsn"]
