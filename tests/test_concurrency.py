@@ -270,3 +270,88 @@ def test_a_run_waits_a_bounded_time_for_another_run_and_names_the_object(target,
         holder.rollback()
         holder.close()
     assert operator.execute({})["changed"]  # the holder is gone: the same task now succeeds
+
+
+def test_two_overlapping_runs_of_the_embedding_pipeline_both_succeed_with_the_right_data(
+    source, target, server_name, local_schema
+):
+    """fdw_embedding_backfill's tasks (server, import, upsert copy, backfill, write-back) run by two
+    overlapping DAG runs at once, on the same objects, twice over."""
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+
+    written = f"emb_{uuid.uuid4().hex[:8]}"
+    for statement in [
+        "CREATE TABLE catalog.{t} (id bigint PRIMARY KEY, embedding real[] NOT NULL)",
+        "GRANT SELECT, INSERT, DELETE ON catalog.{t} TO {reader}",
+    ]:
+        source.execute(
+            sql.SQL(statement).format(t=sql.Identifier(written), reader=sql.Identifier(READER)),
+            dbname=SOURCE_DB,
+        )
+    local_table = f"{local_schema}_data.products"
+    target.execute(
+        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"{local_schema}_data")), dbname=TARGET_DB
+    )
+
+    def embedder(texts: list[str]) -> list[list[float]]:
+        time.sleep(0.02)
+        return [[float(len(t)), float(sum(map(ord, t)) % 97)] for t in texts]
+
+    def pipeline(run: int) -> list:
+        steps = [
+            CreateForeignServerOperator(task_id="server", server_name=server_name, fdw_conn_id="fdw_source"),
+            ImportForeignSchemaOperator(
+                task_id="import",
+                server_name=server_name,
+                remote_schema="catalog",
+                local_schema=local_schema,
+                limit_to=["products", written],
+            ),
+            BulkCopyOperator(
+                task_id="copy",
+                source_table=f"{local_schema}.products",
+                target_table=local_table,
+                mode="upsert",
+                key_columns=["id"],
+                watermark_column="updated_at",
+            ),
+            EmbeddingBackfillOperator(
+                task_id="embed",
+                table=local_table,
+                text_column="description",
+                embedder=embedder,
+                dimensions=2,
+                batch_size=16,
+            ),
+            CopyToForeignTableOperator(
+                task_id="write_back",
+                local_table=local_table,
+                foreign_table=f"{local_schema}.{written}",
+                key_column="id",
+                columns=["embedding"],
+            ),
+        ]
+        return [step.execute({}) for step in steps]
+
+    try:
+        for _ in range(2):
+            results, errors = run_together([lambda: pipeline(1), lambda: pipeline(2)], timeout=300)
+            assert [f"{type(e).__name__}: {e}" for e in errors] == []
+            assert all(r[-1]["rows"] == 240 for r in results)
+        local = target.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT id), count(embedding) FROM {}").format(
+                sql.Identifier(f"{local_schema}_data", "products")
+            ),
+            dbname=TARGET_DB,
+        )
+        assert local == [(240, 240, 240)]
+        remote = source.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT e.id), bool_and(e.embedding[1] = length(p.description)) "
+                "FROM catalog.{} e JOIN catalog.products p USING (id)"
+            ).format(sql.Identifier(written)),
+            dbname=SOURCE_DB,
+        )
+        assert remote == [(240, 240, True)]
+    finally:
+        source.execute(sql.SQL("DROP TABLE catalog.{}").format(sql.Identifier(written)), dbname=SOURCE_DB)

@@ -275,3 +275,59 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
         with pytest.raises(AirflowFailException, match=f"GRANT pg_monitor TO {bare}"):
             sensor.poke({})
     source.execute(sql.SQL("DROP TABLE app.{}").format(sql.Identifier(secret_table)), dbname=SOURCE_DB)
+
+
+@pytest.mark.parametrize(
+    ("step", "message", "context", "expected"),
+    [
+        (
+            "create schema 'p'",
+            "permission denied for database analytics",
+            "",
+            "GRANT CREATE ON DATABASE analytics TO etl",
+        ),
+        ("create staging", "permission denied for schema public", "", "GRANT CREATE ON SCHEMA public TO etl"),
+        ("read batch", "permission denied for schema app", "", "GRANT USAGE ON SCHEMA app TO etl"),
+        (
+            "create server 's'",
+            "permission denied for foreign-data wrapper postgres_fdw",
+            "",
+            "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO etl",
+        ),
+        (
+            "import",
+            "permission denied for foreign server src",
+            "",
+            "GRANT USAGE ON FOREIGN SERVER src TO etl",
+        ),
+        (
+            "write batch",
+            "permission denied for table docs",
+            "",
+            "ON docs TO etl, or run the task as the table's owner",
+        ),
+        (
+            "refresh s.v",
+            "must be owner of materialized view v",
+            "",
+            "ALTER MATERIALIZED VIEW v OWNER TO etl",
+        ),
+        (
+            "write s.t",
+            "permission denied for table product_embeddings",
+            "remote SQL command: INSERT INTO catalog.product_embeddings(id) VALUES ($1)",
+            "On the remote server, grant the user mapping's role what this step needs: "
+            "GRANT INSERT ON catalog.product_embeddings TO reader",
+        ),
+        (
+            "ensure extension",
+            'permission denied to create extension "postgres_fdw"',
+            "",
+            "A superuser must run",
+        ),
+    ],
+)
+def test_each_permission_error_names_the_grant(step, message, context, expected):
+    from airflow_provider_fdw.hooks.privileges import privilege_hint
+
+    assert expected in privilege_hint(step, message, "etl", context, "reader")

@@ -297,7 +297,7 @@ def test_trigger_success_and_broken_events_without_blocking_the_loop(repl, monke
         pair.target.execute("ALTER SUBSCRIPTION fdw_sub ENABLE", dbname=TARGET_DB)
     assert event.payload["status"] == "broken" and "disabled" in event.payload["message"]
     error, _, _ = run_trigger(ReplicationLagTrigger("standby_db", "slot", slot_name="nope", max_lag_bytes=0))
-    assert error.payload["status"] == "error" and "does not exist" in error.payload["message"]
+    assert error.payload["status"] == "invalid" and "does not exist" in error.payload["message"]
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
@@ -439,3 +439,75 @@ def test_an_explicit_target_lsn_is_waited_for_and_a_malformed_one_fails(repl):
     assert poke_until_done(s)["target_lsn"] == target
     with pytest.raises(AirflowFailException, match="WAL position"):
         standby_sensor(catch_up=True, target_lsn="yesterday")._start_lsn({})
+
+
+def test_a_deferred_target_survives_a_triggerer_restart_and_a_missing_grant_fails_at_once(repl):
+    """The trigger row holds the target: a trigger re-created from its kwargs waits for the same one."""
+    import json
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    pair, standby = repl
+    standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        burst(pair.source, 550_001, 560_000)
+        s = standby_sensor(catch_up=True, deferrable=True, poke_interval=0.2)
+        with pytest.raises(TaskDeferred) as deferred:
+            s.execute({})
+        _, kwargs = deferred.value.trigger.serialize()
+        burst(pair.source, 560_001, 570_000)  # the primary moves on while the triggerer restarts
+        restarted = ReplicationLagTrigger(**json.loads(json.dumps(kwargs)))  # as stored in the trigger row
+        resume = threading.Timer(1.0, lambda: standby.execute("SELECT pg_wal_replay_resume()"))
+        resume.start()
+        event, _, _ = run_trigger(restarted)
+    finally:
+        standby.execute("SELECT pg_wal_replay_resume()")
+    assert event.payload["status"] == "success"
+    assert event.payload["reading"]["target_lsn"] == s.target_lsn == kwargs["target_lsn"]
+
+    pair.source.execute("CREATE ROLE lag_nobody LOGIN PASSWORD 'x'")
+    os.environ["AIRFLOW_CONN_LAG_NOBODY"] = postgres_connection(pair.source, SOURCE_DB, "lag_nobody", "x")
+    try:
+        trigger = ReplicationLagTrigger(
+            "lag_nobody", "walsender", application_name="fdw_standby", max_lag_bytes=0
+        )
+        event, _, _ = run_trigger(trigger)
+    finally:
+        del os.environ["AIRFLOW_CONN_LAG_NOBODY"]
+    assert (
+        event.payload["status"] == "invalid" and "GRANT pg_monitor TO lag_nobody" in event.payload["message"]
+    )
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="GRANT pg_monitor"):
+        s.execute_complete({}, event.payload)
+
+
+def test_a_target_lsn_templated_from_an_upstream_task_is_waited_for(airflow_db, repl):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk import DAG, task
+
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    with DAG("lag_templated_target", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+
+        @task
+        def record_lsn() -> str:
+            return PostgresHook(postgres_conn_id="source_db").get_first("SELECT pg_current_wal_lsn()::text")[
+                0
+            ]
+
+        recorded = record_lsn()
+        recorded >> ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="standby_db",
+            primary_conn_id="source_db",
+            catch_up=True,
+            target_lsn="{{ ti.xcom_pull(task_ids='record_lsn') }}",
+            poke_interval=0.5,
+            timeout=60,
+            deferrable=False,
+        )
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    assert result.xcom["lag"]["target_lsn"] == result.xcom["record_lsn"]

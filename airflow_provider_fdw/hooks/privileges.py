@@ -90,6 +90,8 @@ def privilege_hint(
             f"Only the owner may do this: run the task as the owner of {kind} {name}, or "
             f"ALTER {kind.upper()} {name} OWNER TO {role}."
         )
+    if "to create extension" in message:
+        return "A superuser must run CREATE EXTENSION postgres_fdw in this database once."
     return (
         f"The role {role} lacks a privilege for this step; docs/security.md lists the grants each step needs."
     )

@@ -173,7 +173,7 @@ class ReplicationLagSensor(BaseSensorOperator):
             self.log.info("Replication fresh enough: %s", event["message"])
             self._forget_target(context)
             return event["reading"]
-        if event["status"] == "broken":
+        if event["status"] in ("broken", "invalid"):
             raise AirflowFailException(event["message"])
         raise AirflowException(f"Measuring replication lag failed: {event['message']}")
 
@@ -188,6 +188,11 @@ class ReplicationLagSensor(BaseSensorOperator):
                 )
             return self.target_lsn
         store = _state_store(context)
+        if store is None and self.reschedule:
+            self.log.warning(
+                "This Airflow has no task state store (3.3+): each reschedule try reads a new target. "
+                "Use deferrable=True, mode='poke' or target_lsn to keep one."
+            )
         stored = store.get(TARGET_KEY) if store is not None else None
         if stored:
             self.log.info("Catch-up target recorded by an earlier try of this task: %s", stored)

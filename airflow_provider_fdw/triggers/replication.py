@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.replication import LagConfig, measure_lag, satisfied
 
 
@@ -16,7 +17,8 @@ class ReplicationLagTrigger(BaseTrigger):
 
     Measurements use blocking drivers, so each runs in a worker thread (``asyncio.to_thread``): the
     triggerer's event loop is never blocked. Only connection ids and thresholds are serialized, never
-    credentials. Events: ``{"status": "success" | "broken" | "error", "reading": {...}, "message": ...}``.
+    credentials. Events: ``{"status", "reading", "message"}`` with status ``success``, ``broken``,
+    ``invalid`` (a configuration or privilege problem waiting cannot fix) or ``error``.
     """
 
     def __init__(
@@ -75,6 +77,9 @@ class ReplicationLagTrigger(BaseTrigger):
         while True:
             try:
                 reading = await asyncio.to_thread(self._measure, config)
+            except FdwConfigError as exc:  # a wrong server or a missing grant: the sensor fails at once
+                yield TriggerEvent({"status": "invalid", "message": str(exc), "reading": None})
+                return
             except Exception as exc:
                 yield TriggerEvent({"status": "error", "message": str(exc), "reading": None})
                 return
