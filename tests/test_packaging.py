@@ -79,7 +79,7 @@ def dist(tmp_path_factory) -> Path:
         REPO,
         src,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
+            ".venv", ".git", "build", "dist", "_build", "*.egg-info", "__pycache__", ".*cache"
         ),
     )
     build = subprocess.run(

@@ -108,6 +108,18 @@ def test_direct_path_counts_rows_and_reads_reltuples_over_its_own_connection(
     assert ": 300,000 of ~300,000 rows (100%), " in final
 
 
+def test_psql_relay_estimates_rows_from_staged_bytes_then_logs_the_exact_count(
+    progress_source, capfd, every_20ms
+):
+    result, lines = copy_and_capture(capfd, "analyzed", direct=True, relay="psql")
+    assert result["rows"] == ROWS and result["path"] == "direct"
+    *during, final = lines
+    assert during, lines
+    for line in during:  # psql reports rows only at the end: estimated from the MB staged
+        assert re.search(r": ~[\d,]+ of ~300,000 rows \(\d+%\) \([\d.]+ MB staged\), ", line), line
+    assert ": 300,000 of ~300,000 rows (100%), " in final
+
+
 def test_a_never_analyzed_remote_table_says_the_total_is_unknown(progress_source, capfd):
     result, lines = copy_and_capture(capfd, "fresh", direct=True, relay="python")
     assert result["rows"] == 5000
