@@ -21,9 +21,10 @@ from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 
 _TABLE_QUERY = sql.SQL(
     "SELECT c.oid, c.relkind, s.srvoptions, ft.ftoptions, "
-    "  (SELECT um.umoptions FROM pg_user_mappings um "
+    # Only the mapped user name: the mapping's password never leaves the server.
+    "  (SELECT o.option_value FROM pg_user_mappings um, pg_options_to_table(um.umoptions) o "
     "   WHERE um.srvid = s.oid AND um.umuser IN (0, (SELECT oid FROM pg_roles WHERE rolname = current_user)) "
-    "   ORDER BY um.umuser DESC LIMIT 1) "
+    "   AND o.option_name = 'user' ORDER BY um.umuser DESC LIMIT 1) "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "LEFT JOIN pg_foreign_table ft ON ft.ftrelid = c.oid "
     "LEFT JOIN pg_foreign_server s ON s.oid = ft.ftserver "
@@ -72,7 +73,7 @@ def resolve(session: Any, table: QualifiedName | str, local_ns: str, local_db: s
         row = session.fetchone("read lineage", _TABLE_QUERY, (name.schema, name.name))
         if row is None:
             return None
-        oid, relkind, server_options, table_options, mapping_options = row
+        oid, relkind, server_options, table_options, mapped_user = row
         columns = session.fetchall("read lineage", _COLUMNS_QUERY, (oid,))
     if relkind != "f":
         return TableDataset(
@@ -80,7 +81,7 @@ def resolve(session: Any, table: QualifiedName | str, local_ns: str, local_db: s
         )
     server, options = _options(server_options), _options(table_options)
     # libpq defaults: port 5432, database named after the (mapped) user.
-    dbname = server.get("dbname") or _options(mapping_options).get("user") or "postgres"
+    dbname = server.get("dbname") or mapped_user or "postgres"
     remote_name = f"{dbname}.{options.get('schema_name', name.schema)}.{options.get('table_name', name.name)}"
     return TableDataset(
         f"postgres://{server.get('host', 'localhost')}:{server.get('port', '5432')}",

@@ -19,6 +19,7 @@ from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwError
 
 PROGRESS_EVERY_SECONDS = 10.0
+ESTIMATE_WAIT_SECONDS = 5.0  # how long the last line waits for a slow estimate before going without
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,16 @@ class Progress:
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._report, name="fdw-copy-progress", daemon=True)
+        # Its own thread: a slow catalog read delays neither the copy nor its end.
+        self._estimator = threading.Thread(target=self._estimate, name="fdw-copy-estimate", daemon=True)
 
     def add(self, rows: int) -> None:
         with self._lock:
             self.rows += max(rows, 0)
 
     def __enter__(self) -> Progress:
+        if self.estimate_source is not None:
+            self._estimator.start()
         self._thread.start()
         return self
 
@@ -75,17 +80,24 @@ class Progress:
         """Log the last line with the exact row count (every copy logs at least this one)."""
         with self._lock:
             self.rows = rows
+        if self._estimator.is_alive():
+            self._estimator.join(ESTIMATE_WAIT_SECONDS)
         self.log.info("%s", self.line(final=True))
 
+    def _estimate(self) -> None:
+        if self.estimate_source is None:
+            return
+        try:
+            self.total = self.estimate_source()
+            self.unknown_total = "the source table was never analyzed"
+        except Exception as exc:  # the copy goes on without a percentage
+            self.unknown_total = "could not read it"
+            self.log.warning("Could not read the estimated size of %s: %s", self.source, exc)
+
     def _report(self) -> None:
-        if self.estimate_source is not None:
-            try:
-                self.total = self.estimate_source()
-                self.unknown_total = "the source table was never analyzed"
-            except Exception as exc:  # the copy goes on without a percentage
-                self.unknown_total = "could not read it"
-                self.log.warning("Could not read the estimated size of %s: %s", self.source, exc)
         while not self._stop.wait(self.every):
+            if self._estimator.is_alive() and time.monotonic() - self._started < ESTIMATE_WAIT_SECONDS:
+                continue  # lines with a percentage, once the estimate is in (it usually takes ms)
             try:
                 self.log.info("%s", self.line())
             except FdwError:
@@ -110,9 +122,9 @@ class Progress:
             done = f"{approx}{rows:,.0f} rows"
         if total is None and self.unknown_total:
             done += f" (estimated total unknown: {self.unknown_total})"
-        elif rows is None:
+        elif rows is None and total is not None:
             done += f" of ~{total:,.0f} rows"
-        elif staged is not None:
+        elif staged is not None and rows is not None:
             done += f" ({staged / 1e6:.1f} MB staged)"
         parts = [f"{'Loaded' if final else 'Copying'} {self.source} -> {self.target}: {done}"]
         if rows is None:

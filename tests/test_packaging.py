@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from email.parser import Parser
@@ -79,7 +80,7 @@ def dist(tmp_path_factory) -> Path:
         REPO,
         src,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache"
+            ".venv", ".git", "build", "dist", "_build", "*.egg-info", "__pycache__", ".*cache"
         ),
     )
     build = subprocess.run(
@@ -143,10 +144,13 @@ def wheel_target_db(target) -> str:
     target.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+# pip downloads Airflow into a new venv (about 40 s on an idle machine); a busy CI machine needs more.
+@pytest.mark.timeout(900)
 def test_wheel_installed_in_a_clean_venv_at_the_declared_floors_runs_an_example_dag(
     dist, tmp_path, pair, wheel_target_db
 ):
     """pip install the wheel (deps pinned to their floors) into a new venv; airflow dags test from it."""
+    started = time.monotonic()
     venv = tmp_path / "venv"
     # No PYTHONPATH (the tests' own, pointing at the repo): pip must see only the new venv.
     clean = {k: v for k, v in FRESH.items() if k != "PYTHONPATH" and not k.startswith("AIRFLOW")}
@@ -168,6 +172,7 @@ def test_wheel_installed_in_a_clean_venv_at_the_declared_floors_runs_an_example_
         cwd=tmp_path,
     )
     assert install.returncode == 0, install.stderr[-3000:]
+    installed = time.monotonic()
 
     home, dags = tmp_path / "airflow-home", tmp_path / "dags"
     dags.mkdir()
@@ -212,8 +217,14 @@ def test_wheel_installed_in_a_clean_venv_at_the_declared_floors_runs_an_example_
 
     migrate = airflow("db", "migrate")
     assert migrate.returncode == 0, migrate.stderr[-3000:]
+    migrated = time.monotonic()
     run = airflow("dags", "test", "fdw_matview_sync", "2024-01-02", timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    # Shown with -s: what the test spends where (the build is in the dist fixture's setup time).
+    print(
+        f"\n[wheel] venv + pip install {installed - started:.0f}s, db migrate {migrated - installed:.0f}s, "
+        f"dags test {time.monotonic() - migrated:.0f}s"
+    )
     users = pair.target.execute("SELECT count(*) FROM reporting.users", dbname=wheel_target_db)[0][0]
     totals = pair.target.execute("SELECT count(*) FROM reporting.order_totals", dbname=wheel_target_db)[0][0]
     assert (users, totals) == (1000, 1000)

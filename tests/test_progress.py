@@ -108,6 +108,18 @@ def test_direct_path_counts_rows_and_reads_reltuples_over_its_own_connection(
     assert ": 300,000 of ~300,000 rows (100%), " in final
 
 
+def test_psql_relay_estimates_rows_from_staged_bytes_then_logs_the_exact_count(
+    progress_source, capfd, every_20ms
+):
+    result, lines = copy_and_capture(capfd, "analyzed", direct=True, relay="psql")
+    assert result["rows"] == ROWS and result["path"] == "direct"
+    *during, final = lines
+    assert during, lines
+    for line in during:  # psql reports rows only at the end: estimated from the MB staged
+        assert re.search(r": ~[\d,]+ of ~300,000 rows \(\d+%\) \([\d.]+ MB staged\), ", line), line
+    assert ": 300,000 of ~300,000 rows (100%), " in final
+
+
 def test_a_never_analyzed_remote_table_says_the_total_is_unknown(progress_source, capfd):
     result, lines = copy_and_capture(capfd, "fresh", direct=True, relay="python")
     assert result["rows"] == 5000
@@ -143,3 +155,35 @@ def test_loading_the_embedding_model_prints_no_progress_bars():
     assert proc.stdout.split()[-1] == "384"
     output = proc.stdout + proc.stderr
     assert "Loading weights" not in output and "it/s]" not in output, output[-2000:]
+
+
+@pytest.mark.parametrize("estimate", [None, (None, None), (300_000.0, None), (300_000.0, 24_000_000)])
+@pytest.mark.parametrize("staged", [None, 0, 12_000_000])
+def test_every_kind_of_line_renders(estimate, staged):
+    """Each combination of known/unknown estimate and counted/staged rows gives a readable line."""
+    messages = []
+
+    class Log:
+        def info(self, fmt, *args):
+            messages.append(fmt % args)
+
+    progress = progress_module.Progress(
+        Log(), "a.b", "c.d", probe=None if staged is None else (lambda: staged), estimate=None
+    )
+    if estimate is not None:
+        progress.estimate_source = lambda: None  # an estimate was asked for
+        progress.total = progress_module.RowEstimate(*estimate)
+        progress.unknown_total = "the source table was never analyzed"
+    progress.add(0 if staged is not None else 150_000)
+    during = progress.line()
+    progress.finish(150_000)
+    assert during.startswith("Copying a.b -> c.d: ") and messages[-1].startswith(
+        "Loaded a.b -> c.d: 150,000 "
+    )
+    total = estimate[0] if estimate else None
+    assert during.count("MB staged") == (staged is not None)
+    assert ("of ~300,000 rows" in during) == (total is not None)
+    assert ("estimated total unknown" in during) == (estimate is not None and total is None)
+    assert ("ETA" in during) == (
+        total is not None and (staged is None or (staged > 0 and estimate[1] is not None))
+    )
