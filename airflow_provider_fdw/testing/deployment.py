@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -213,10 +214,13 @@ class Deployment:
                         env={HOSTNAME_ENV: name},
                     )
             self._wait_until(self._healthy, timeout, "components healthy")
-            if self.executor == "CeleryExecutor":
-                self._wait_until(
-                    lambda: len(self.celery_workers_online()) >= celery_workers, timeout, "celery workers"
-                )
+            workers = [c for c in self.components if c.name.startswith("celery-worker-")]
+            # Celery logs "<node> ready." once it consumes from the broker; cheaper than a ping per poll.
+            self._wait_until(
+                lambda: all(re.search(rf"{c.name}@\S+ ready\.", _tail(c.log, 10**6)) for c in workers),
+                timeout,
+                "celery workers ready",
+            )
         except BaseException:
             self.stop()
             raise
