@@ -271,8 +271,8 @@ class Deployment:
         code = (
             "import json\n"
             "from airflow.providers.celery.executors.celery_executor import app\n"
-            "print(json.dumps(sorted((app.control.ping(timeout=2.0) and "
-            "[k for r in app.control.ping(timeout=2.0) for k in r]) or [])))\n"
+            "replies = app.control.ping(timeout=2.0)\n"
+            "print(json.dumps(sorted(name for reply in replies for name in reply)))\n"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code],
