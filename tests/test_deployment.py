@@ -163,20 +163,20 @@ def failed_tasks(dep: Deployment, dag_id: str, run_id: str) -> dict:
     return failed
 
 
-def test_every_example_dag_succeeds_twice_then_two_overlapping_runs_both_succeed(deployment, pair):
+def test_every_example_dag_succeeds_in_overlapping_runs_and_again_after(deployment, pair):
+    """Unpausing creates the scheduled run; a manual run triggered at once overlaps it (the issue's
+    "scheduled and manual run at once"); both must succeed, then a third, sequential run too."""
     dep = deployment
     started = time.monotonic()
     for dag_id in EXAMPLE_DAGS:
         dep.unpause(dag_id)  # catchup=False: the scheduler creates the latest scheduled run at once
-    scheduled = []
+    overlapping = []
     for dag_id in EXAMPLE_DAGS:
         dep._wait_until(lambda dag_id=dag_id: bool(dep.dag_runs(dag_id)), 120, f"a scheduled run of {dag_id}")
-        scheduled.append((dag_id, dep.dag_runs(dag_id)[0]["dag_run_id"]))
-    states = wait_for_runs(dep, scheduled)
-    second = [(dag_id, dep.trigger(dag_id)) for dag_id in EXAMPLE_DAGS]
-    states |= wait_for_runs(dep, second)
-    overlapping = [(dag_id, dep.trigger(dag_id)) for dag_id in EXAMPLE_DAGS for _ in range(2)]
-    states |= wait_for_runs(dep, overlapping)
+        overlapping += [(dag_id, dep.dag_runs(dag_id)[0]["dag_run_id"]), (dag_id, dep.trigger(dag_id))]
+    states = wait_for_runs(dep, overlapping)
+    again = [(dag_id, dep.trigger(dag_id)) for dag_id in EXAMPLE_DAGS]
+    states |= wait_for_runs(dep, again)
     dep.observed["example_runs"] = {f"{d}/{r}": s for (d, r), s in states.items()}
     dep.observed["example_runs_seconds"] = round(time.monotonic() - started, 1)
     dep.example_runs = list(states)
@@ -336,16 +336,16 @@ def test_reschedule_sensor_releases_its_slot_and_keeps_its_catch_up_target(deplo
         run_id = dep.trigger(dag_id)
         released: list[dict] = []
 
-        def rescheduled_three_times() -> bool:
+        def rescheduled_twice() -> bool:
             write_on_primary(pair.source)  # a target read again at a later poke would differ
             before = dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"]
             pool = dep.get("/api/v2/pools/default_pool")
             after = dep.task_instance(dag_id, run_id, SENSOR_TASK)["state"]
             if before == after == "up_for_reschedule":
                 released.append({k: pool[k] for k in ("running_slots", "queued_slots", "occupied_slots")})
-            return len(released) >= 1 and len(catch_up_targets(dep, dag_id, run_id)) >= 3
+            return len(released) >= 1 and len(catch_up_targets(dep, dag_id, run_id)) >= 2
 
-        dep._wait_until(rescheduled_three_times, 240, "three pokes, one seen up_for_reschedule")
+        dep._wait_until(rescheduled_twice, 240, "two pokes, one seen up_for_reschedule")
     finally:
         resume_replay(replica)
     state = dep.wait_for_run(dag_id, run_id, 180)

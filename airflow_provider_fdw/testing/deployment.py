@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -213,10 +214,13 @@ class Deployment:
                         env={HOSTNAME_ENV: name},
                     )
             self._wait_until(self._healthy, timeout, "components healthy")
-            if self.executor == "CeleryExecutor":
-                self._wait_until(
-                    lambda: len(self.celery_workers_online()) >= celery_workers, timeout, "celery workers"
-                )
+            workers = [c for c in self.components if c.name.startswith("celery-worker-")]
+            # Celery logs "<node> ready." once it consumes from the broker; cheaper than a ping per poll.
+            self._wait_until(
+                lambda: all(re.search(rf"{c.name}@\S+ ready\.", _tail(c.log, 10**6)) for c in workers),
+                timeout,
+                "celery workers ready",
+            )
         except BaseException:
             self.stop()
             raise
@@ -267,8 +271,8 @@ class Deployment:
         code = (
             "import json\n"
             "from airflow.providers.celery.executors.celery_executor import app\n"
-            "print(json.dumps(sorted((app.control.ping(timeout=2.0) and "
-            "[k for r in app.control.ping(timeout=2.0) for k in r]) or [])))\n"
+            "replies = app.control.ping(timeout=2.0)\n"
+            "print(json.dumps(sorted(name for reply in replies for name in reply)))\n"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code],
