@@ -12,6 +12,7 @@ from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook, parse_options
 from airflow_provider_fdw.testing.pgcluster import free_port
+from airflow_provider_fdw.timeouts import network_defaults
 
 
 @pytest.fixture
@@ -78,6 +79,7 @@ def test_create_server_then_converge_options(hook, pair, target, server_name, mo
         "port": hook.remote.server_options["port"],
         "dbname": SOURCE_DB,
         "fetch_size": "10000",
+        **network_defaults(),  # every server is bounded (timeouts.py) unless the connection says otherwise
     }
     assert hook.create_server(server_name) is False  # second run: nothing to do
 

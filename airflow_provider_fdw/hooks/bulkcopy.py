@@ -20,16 +20,24 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import make_conninfo
+from airflow_provider_fdw.cancel import (
+    CancelScope,
+    acquire_run_lock,
+    die_with_parent,
+    release_run_lock,
+    terminate_leftovers,
+)
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
@@ -40,6 +48,7 @@ from airflow_provider_fdw.names import (
     check_identifiers,
     parse_qualified_name,
 )
+from airflow_provider_fdw.timeouts import DEFAULT_TARGET_LOCK_WAIT
 
 MODES = ("replace", "append", "upsert")
 DEFAULT_FETCH_SIZE = 50_000
@@ -186,6 +195,9 @@ class BulkCopy:
 
     :param remote_connect: when given, a function returning a new connection to the REMOTE database
         (the direct COPY path); else rows move server to server through postgres_fdw.
+    :param scope: the connections and children to cancel when one loader fails (all of them stop).
+    :param target_lock_wait: seconds to wait for another copy of the same target.
+    :param leftovers: ``application_name`` prefix of an earlier try's sessions, terminated at start.
     """
 
     def __init__(
@@ -195,34 +207,37 @@ class BulkCopy:
         log: Any,
         remote_connect: Callable[[], Any] | None = None,
         psql_relay: PsqlRelay | None = None,
+        *,
+        scope: CancelScope | None = None,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        leftovers: str | None = None,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
         self.log = log
         self.remote_connect = remote_connect
         self.psql_relay = psql_relay
+        self.scope = scope or CancelScope()
+        self.target_lock_wait = target_lock_wait
+        self.leftovers = leftovers
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
 
     # -- the whole copy ----------------------------------------------------------------------
 
     def run(self, session: LocalSession) -> CopyResult:
         started = time.monotonic()
-        lock_key = q.sql.Literal(f"airflow_provider_fdw:copy:{self.plan.target}")
-        # Two runs on one target (a retry racing a slow attempt) take turns instead of colliding.
-        session.execute(
-            "lock target", q.sql.SQL("SELECT pg_advisory_lock(hashtext({}))").format(lock_key), quiet=True
-        )
-        session.conn.commit()
+        lock_key = f"airflow_provider_fdw:copy:{self.plan.target}"
+        if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
+            terminate_leftovers(session, self.leftovers, self.log)
+        # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
+        acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
         try:
             return self._run(session, started)
+        except BaseException:
+            self.scope.cancel()  # a time-out or kill in this thread: stop the statements still running
+            raise
         finally:
-            session.rollback()
-            session.execute(
-                "unlock target",
-                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(lock_key),
-                quiet=True,
-            )
-            session.conn.commit()
+            release_run_lock(session, lock_key, self.log)
 
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan
@@ -435,12 +450,21 @@ class BulkCopy:
                 )
                 for r in ranges
             ]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # execution_timeout / kill while waiting: stop the loaders now
+                self.scope.cancel()
+                raise
+            # The first failure (in time) is the error; the other ranges are cancelled at once.
+            first = next((f.exception() for f in futures if f in done and f.exception()), None)
+            if first is not None:
+                self.scope.cancel()
             errors = [f.exception() for f in futures]
         if probe is not None:
             monitor.close()
         failures = [e for e in errors if e is not None]
         if failures:
-            first = failures[0]
+            first = first or failures[0]
             raise FdwError(
                 f"Copy {p.source} -> {p.target} failed while loading rows: {first}",
                 step="load",
@@ -707,59 +731,116 @@ class PsqlRelay:
     """``psql`` COPY TO STDOUT piped into ``psql`` COPY FROM STDIN: the stream stays in C (twice the
     in-process relay's speed, which pays a Python call per row). Used when ``psql`` is on the PATH.
 
-    Connection strings carry no password (they are visible in ``ps``); each password goes only into
-    its own child's environment.
+    Secrets never reach a command line (visible in ``ps``) nor an environment (``/proc/PID/environ``):
+    each child reads its password from a private 0600 passfile (``PGPASSFILE``) removed when it ends,
+    and gets a minimal environment (no ``AIRFLOW_CONN_*``, no ``PG*`` of the worker). Children die
+    with the worker (``PR_SET_PDEATHSIG``) and are recorded in ``scope`` so ``on_kill`` stops them.
     """
 
     psql: str
-    remote: dict[str, Any]
-    local: dict[str, Any]
+    remote: dict[str, Any] = field(repr=False)
+    local: dict[str, Any] = field(repr=False)
+    scope: CancelScope | None = field(default=None, repr=False)
 
     def copy(self, out_statement: str, in_statement: str) -> int:
-        out = subprocess.Popen(
-            self._command(self.remote, out_statement),
-            env=self._env(self.remote),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            load = subprocess.run(
-                self._command(self.local, in_statement),
-                env=self._env(self.local),
-                stdin=out.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        finally:
-            out.stdout.close()
-            out_err = out.stderr.read().decode(errors="replace")
-            out.stderr.close()
-            out.wait()
+        with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
+            remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
+            local_env = self._env(self.local, os.path.join(private, "local.pgpass"))
+            out = self._start(self._command(self.remote, out_statement), remote_env, None, subprocess.PIPE)
+            try:
+                load = self._start(
+                    self._command(self.local, in_statement), local_env, out.stdout, subprocess.PIPE
+                )
+            except BaseException:
+                out.kill()
+                out.wait()
+                raise
+            out.stdout.close()  # the load child holds the pipe now: a dead reader means EOF there
+            try:
+                load_out, load_err = load.communicate()
+                out_err = out.stderr.read()
+                out.wait()
+            except BaseException:  # interrupted (execution_timeout): the children must not outlive us
+                for proc in (out, load):
+                    proc.kill()
+                    proc.wait()
+                raise
+            finally:
+                out.stderr.close()
         if out.returncode != 0:
-            raise FdwError(f"reading the remote failed: {_last_line(out_err)}", step="copy from remote")
+            raise FdwError(
+                f"reading the remote {_where(self.remote)} failed: {server_message(out_err, out.returncode)}",
+                step="copy from remote",
+            )
         if load.returncode != 0:
             raise FdwError(
-                f"writing the staging table failed: {_last_line(load.stderr)}", step="copy into staging"
+                f"writing the staging table on {_where(self.local)} failed: "
+                f"{server_message(load_err, load.returncode)}",
+                step="copy into staging",
             )
-        match = re.search(r"^COPY (\d+)$", load.stdout, re.MULTILINE)
+        match = re.search(r"^COPY (\d+)$", load_out, re.MULTILINE)
         return int(match.group(1)) if match else 0
+
+    def _start(
+        self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any
+    ) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=stdout is subprocess.PIPE and stdin is not None,
+            preexec_fn=die_with_parent,  # only prctl, before exec
+        )
+        if self.scope is not None:
+            self.scope.add_process(proc)
+        return proc
 
     def _command(self, params: dict[str, Any], statement: str) -> list[str]:
         conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
         return [self.psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", statement]
 
     @staticmethod
-    def _env(params: dict[str, Any]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:
+        """Only what psql needs: PATH, locale, HOME (for ~/.postgresql certificates), a passfile."""
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
         if params.get("password"):
-            env["PGPASSWORD"] = str(params["password"])
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n")
+            env["PGPASSFILE"] = passfile
         return env
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _where(params: dict[str, Any]) -> str:
+    return f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+def server_message(stderr: str | bytes, returncode: int | None = None) -> str:
+    """The server's own error from psql's stderr: the ERROR/FATAL line with its DETAIL and HINT
+    (not the CONTEXT line, which only says where in the stream it happened)."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith(("ERROR:", "FATAL:", "psql: error:", "PANIC:")):
+            message = line.removeprefix("psql: error:").strip()
+            for extra in lines[i + 1 :]:
+                if extra.startswith(("DETAIL:", "HINT:")):
+                    message += f" ({extra.replace(':  ', ': ', 1)})"
+                elif extra.startswith(("ERROR:", "FATAL:", "CONTEXT:")):
+                    break
+            return message
+    if lines:
+        return lines[0]
+    if returncode is not None and returncode < 0:
+        return f"psql was stopped by signal {-returncode} (cancelled)"
+    return f"psql exited with status {returncode} and no message"
 
 
 def copy_stream(remote: Any, local: Any, out_stmt: Any, in_stmt: Any, progress: Progress) -> int:

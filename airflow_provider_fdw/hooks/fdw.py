@@ -13,6 +13,7 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
     CONN_TYPE,
     LIBPQ_SERVER_OPTIONS,
@@ -39,6 +40,12 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_TARGET_LOCK_WAIT,
+    network_defaults,
+    with_network_defaults,
+)
 
 
 class FdwHook(PostgresHook):
@@ -54,8 +61,14 @@ class FdwHook(PostgresHook):
     per session, which :meth:`get_connections` and :meth:`disconnect` act on); use it as a context
     manager or call :meth:`close`.
 
+    Every connection it opens (local and remote) is bounded: libpq ``connect_timeout`` (default
+    10 s, ``connect_timeout=`` to change), TCP keepalives and ``tcp_user_timeout`` unless the Airflow
+    connection sets them (see :mod:`airflow_provider_fdw.timeouts`), and is recorded so that
+    :meth:`cancel` (called by the operators' ``on_kill``) stops everything the hook started.
+
     :param fdw_conn_id: the ``postgres_fdw`` connection of the remote server.
     :param postgres_conn_id: the ``postgres`` connection of the local database.
+    :param connect_timeout: seconds a login may take (default 10).
     """
 
     conn_name_attr = "fdw_conn_id"
@@ -67,6 +80,7 @@ class FdwHook(PostgresHook):
         self,
         fdw_conn_id: str | None = None,
         postgres_conn_id: str = PostgresHook.default_conn_name,
+        connect_timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["fdw_conn_id"] = fdw_conn_id or self.default_conn_name
@@ -74,6 +88,11 @@ class FdwHook(PostgresHook):
         self.fdw_conn_id: str = kwargs["fdw_conn_id"]
         self.postgres_conn_id = postgres_conn_id
         self._session: LocalSession | None = None
+        self.connect_timeout: int | None = connect_timeout
+        # Set by the operators: which task instance this hook works for (marks its sessions).
+        self.task_identity: tuple[str, ...] | None = None
+        self.application_name = APP_PREFIX
+        self.cancel_scope = CancelScope()
 
     # The inherited DbApiHook machinery connects to get_conn_id(): make that the LOCAL database.
     def get_conn_id(self) -> str:
@@ -93,6 +112,17 @@ class FdwHook(PostgresHook):
             secrets = [self.remote.password] if self._remote_loaded() else []
             self._session = LocalSession(self.get_conn(), self.log, secrets)
         return self._session
+
+    def _create_connection(self, conn_args: dict[str, Any]) -> Any:
+        """Every connection of this hook: bounded (timeouts.py), marked, and cancellable by :meth:`cancel`."""
+        args = with_network_defaults(conn_args, self.connect_timeout)
+        if not args.get("application_name"):
+            args["application_name"] = self.application_name
+        return self.cancel_scope.add_connection(super()._create_connection(args))
+
+    def cancel(self) -> None:
+        """Cancel every statement this hook's sessions run and kill its child processes (``on_kill``)."""
+        self.cancel_scope.cancel()
 
     def close(self) -> None:
         if self._session is not None:
@@ -144,6 +174,9 @@ class FdwHook(PostgresHook):
         if options:
             checked = validate_server_options(options, "options")
             desired.update({k: render_option_value(v) for k, v in checked.items()})
+        # The local server's own connections to the remote are bounded too (timeouts.py).
+        for name, value in network_defaults(self.connect_timeout).items():
+            desired.setdefault(name, value)
         return desired
 
     def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
@@ -317,25 +350,62 @@ class FdwHook(PostgresHook):
 
     # -- bulk copy ---------------------------------------------------------------------------
 
-    def bulk_copy(self, plan: CopyPlan, direct: bool = False, relay: str = "auto") -> dict[str, Any]:
+    def bulk_copy(
+        self,
+        plan: CopyPlan,
+        direct: bool = False,
+        relay: str = "auto",
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+    ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
         With ``direct`` the rows are read from the remote named by this hook's ``fdw_conn_id`` with
         binary COPY (faster) instead of through postgres_fdw; results are identical. ``relay``:
         ``"psql"`` pipes two ``psql`` processes, ``"python"`` relays in this process, ``"auto"``
-        uses psql when it is on the PATH.
+        uses psql when it is on the PATH. ``target_lock_wait``: seconds to wait for another copy of
+        the same target (default 300) before failing.
+
+        Inside a task, the copy's sessions carry ``application_name``
+        ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
+        earlier try of the same task instance (killed worker) before it starts.
         """
         if relay not in ("auto", "psql", "python"):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
+        leftovers = None
+        if self.task_identity is not None:
+            self.application_name = application_name(self.task_identity, str(plan.target))
+            leftovers = application_prefix(self.task_identity, str(plan.target))
         psql_relay = None
+        # A passfile cannot hold a line break: such a password is relayed in-process instead.
+        if (
+            direct
+            and relay == "auto"
+            and any("\n" in (p or "") or "\r" in (p or "") for p in self._passwords())
+        ):
+            relay = "python"
         if direct and relay != "python":
             psql = shutil.which("psql")
             if psql is None and relay == "psql":
                 raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
             if psql is not None:
-                psql_relay = PsqlRelay(psql, libpq_params(self.remote), self._local_libpq_params())
+                marks = {"application_name": self.application_name}
+                psql_relay = PsqlRelay(
+                    psql,
+                    with_network_defaults({**libpq_params(self.remote), **marks}, self.connect_timeout),
+                    with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
+                    scope=self.cancel_scope,
+                )
         remote_connect = self.remote_connection if direct else None
-        copy = BulkCopy(plan, self._new_session, self.log, remote_connect, psql_relay)
+        copy = BulkCopy(
+            plan,
+            self._new_session,
+            self.log,
+            remote_connect,
+            psql_relay,
+            scope=self.cancel_scope,
+            target_lock_wait=target_lock_wait,
+            leftovers=leftovers,
+        )
         return copy.run(self.session).summary()
 
     def remote_connection(self) -> Any:
@@ -353,6 +423,9 @@ class FdwHook(PostgresHook):
             "user": conn.login,
             "password": conn.password,
         }
+
+    def _passwords(self) -> list[str | None]:
+        return [self.remote.password, self.connection.password]
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
@@ -394,12 +467,15 @@ class FdwHook(PostgresHook):
 
     # -- remote reachability -----------------------------------------------------------------
 
-    def check_remote(self, server_name: str) -> dict[str, Any]:
+    def check_remote(self, server_name: str, timeout: float = DEFAULT_CHECK_TIMEOUT) -> dict[str, Any]:
         """Prove that the LOCAL server reaches the remote through the user mapping.
 
         Drops this session's cached remote connection, then creates a session-local foreign table
         over the remote ``pg_settings`` inside a transaction that is rolled back, and reads the
         remote version through it: a new remote login with the mapping's current credentials.
+
+        The whole check is bounded by ``timeout`` seconds (``statement_timeout``); the remote login
+        by the server's ``connect_timeout`` option.
 
         :raises FdwError: with the remote server's message (wrong password, unreachable port …).
         """
@@ -408,6 +484,11 @@ class FdwHook(PostgresHook):
         s = self.session
         try:
             # A cached remote session would prove nothing about the current mapping: start afresh.
+            s.execute(
+                "bound the check",
+                q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"),
+                quiet=True,
+            )
             s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
             s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
             row = s.fetchone(

@@ -9,6 +9,7 @@ from airflow_provider_fdw.assets import table_asset
 from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
+from airflow_provider_fdw.timeouts import DEFAULT_TARGET_LOCK_WAIT, positive_seconds
 
 
 class BulkCopyOperator(FdwBaseOperator):
@@ -44,6 +45,9 @@ class BulkCopyOperator(FdwBaseOperator):
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source: read it directly with binary
         COPY (faster; same rows) instead of through postgres_fdw. (templated)
     :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
+    :param target_lock_wait: seconds to wait for another copy of the same target to finish (default
+        300) before failing; an earlier try of this same task instance is terminated instead.
+    :param connect_timeout: seconds a database login may take (default 10).
     :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark", "path",
         "parallelism", "swap"}``.
     """
@@ -74,6 +78,7 @@ class BulkCopyOperator(FdwBaseOperator):
         fetch_size: int | None = None,
         fdw_conn_id: str | None = None,
         lock_timeout: float | str | None = None,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -94,6 +99,7 @@ class BulkCopyOperator(FdwBaseOperator):
         self.fetch_size = fetch_size
         self.fdw_conn_id = fdw_conn_id
         self.lock_timeout = lock_timeout
+        self.target_lock_wait = positive_seconds(target_lock_wait, "target_lock_wait")
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
@@ -118,4 +124,6 @@ class BulkCopyOperator(FdwBaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
-            return hook.bulk_copy(plan, direct=self.fdw_conn_id is not None)
+            return hook.bulk_copy(
+                plan, direct=self.fdw_conn_id is not None, target_lock_wait=self.target_lock_wait
+            )
