@@ -30,6 +30,15 @@ NAMEDATALEN = 64
 _PR_SET_PDEATHSIG = 1
 
 
+CHILD_GRACE_SECONDS = 3.0
+
+
+def _kill_if_running(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        with suppress(OSError):
+            proc.kill()
+
+
 class CancelScope:
     """The connections and child processes of one task; :meth:`cancel` stops them all (thread-safe)."""
 
@@ -52,14 +61,21 @@ class CancelScope:
         return proc
 
     def cancel(self) -> None:
-        """Cancel every running statement (``PQcancel``) and kill every child; idle sessions ignore it."""
+        """Cancel every running statement (``PQcancel``) and stop every child; idle sessions ignore it.
+
+        Children get SIGINT first (``psql`` then cancels its own statement on the server at once)
+        and SIGKILL after :data:`CHILD_GRACE_SECONDS`.
+        """
         with self._lock:
             self.cancelled = True
             processes, connections = list(self._processes), list(self._connections)
         for proc in processes:
             if proc.poll() is None:
                 with suppress(OSError):
-                    proc.kill()
+                    proc.send_signal(signal.SIGINT)
+                timer = threading.Timer(CHILD_GRACE_SECONDS, _kill_if_running, (proc,))
+                timer.daemon = True
+                timer.start()
         for conn in connections:
             if not _closed(conn):
                 with suppress(Exception):  # a broken connection has nothing left to cancel

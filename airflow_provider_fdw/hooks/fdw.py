@@ -118,7 +118,9 @@ class FdwHook(PostgresHook):
         args = with_network_defaults(conn_args, self.connect_timeout)
         if not args.get("application_name"):
             args["application_name"] = self.application_name
-        return self.cancel_scope.add_connection(super()._create_connection(args))
+        conn = self.cancel_scope.add_connection(super()._create_connection(args))
+        watch_client(conn)
+        return conn
 
     def cancel(self) -> None:
         """Cancel every statement this hook's sessions run and kill its child processes (``on_kill``)."""
@@ -410,7 +412,15 @@ class FdwHook(PostgresHook):
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
-        return self._create_connection(libpq_params(self.remote))
+        params = libpq_params(self.remote)
+        try:
+            return self._create_connection(params)
+        except DriverError as exc:
+            where = f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+            raise FdwError(
+                f"connecting to the remote {where} failed: {error_fields(exc)['message']}",
+                step="connect to remote",
+            ) from None
 
     def _local_libpq_params(self) -> dict[str, Any]:
         conn = self.connection
@@ -587,6 +597,18 @@ class FdwHook(PostgresHook):
         if exclude:
             return [n for n in names if n not in exclude]
         return names
+
+
+def watch_client(conn: Any) -> None:
+    """PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
+    there, so a killed worker's statements (a load, a remote read) stop instead of running on."""
+    version = getattr(getattr(conn, "info", None), "server_version", None) or getattr(
+        conn, "server_version", 0
+    )
+    if version >= 140000:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('client_connection_check_interval', '2000', false)")
+        conn.commit()
 
 
 def libpq_params(remote: RemoteServer) -> dict[str, Any]:
