@@ -41,7 +41,7 @@ from airflow_provider_fdw.cancel import (
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.hooks.session import LocalSession, describe
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -465,8 +465,9 @@ class BulkCopy:
         failures = [e for e in errors if e is not None]
         if failures:
             first = first or failures[0]
+            server = f" from server {source.server_name!r}" if source.server_name else ""
             raise FdwError(
-                f"Copy {p.source} -> {p.target} failed while loading rows: {first}",
+                f"Copy {p.source} -> {p.target}{server} failed while loading rows: {describe(first)}",
                 step="load",
                 sqlstate=getattr(first, "sqlstate", None),
             ) from None

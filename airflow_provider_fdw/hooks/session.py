@@ -80,13 +80,8 @@ class LocalSession:
         self._rollback()
 
     def error(self, step: str, exc: BaseException) -> FdwError:
-        fields = error_fields(exc)
-        message = f"{step} failed: {fields['message']}"
-        if fields["detail"]:
-            message += f" (detail: {fields['detail']})"
-        if fields["hint"]:
-            message += f" (hint: {fields['hint']})"
-        return FdwError(self.redact(message), step=step, sqlstate=fields["sqlstate"])
+        message = f"{step} failed: {describe(exc)}"
+        return FdwError(self.redact(message), step=step, sqlstate=error_fields(exc)["sqlstate"])
 
     def close(self) -> None:
         with suppress(DriverError):  # closing a broken connection must not mask the original error
@@ -95,3 +90,16 @@ class LocalSession:
     def _rollback(self) -> None:
         with suppress(DriverError):
             self.conn.rollback()
+
+
+def describe(exc: BaseException) -> str:
+    """The server's message of a driver error with its detail and hint (never the statement)."""
+    if isinstance(exc, FdwError):
+        return str(exc)
+    fields = error_fields(exc)
+    message = fields["message"]
+    if fields["detail"]:
+        message += f" (detail: {fields['detail']})"
+    if fields["hint"]:
+        message += f" (hint: {fields['hint']})"
+    return message
