@@ -40,6 +40,7 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.secrets import execute_with_secret
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_TARGET_LOCK_WAIT,
@@ -235,9 +236,13 @@ class FdwHook(PostgresHook):
     def create_user_mapping(self, server_name: str, local_user: str = "CURRENT_USER") -> bool:
         """Create the user mapping from the connection's login/password, or update it (rotation).
 
-        ``local_user`` is CURRENT_USER, PUBLIC (any keyword CREATE USER MAPPING accepts) or a role name.
+        ``local_user`` is one of the keywords CREATE USER MAPPING accepts, spelled exactly
+        (``CURRENT_USER``, ``CURRENT_ROLE``, ``SESSION_USER``, ``USER``, ``PUBLIC``/``public``) or a
+        role name taken verbatim (a role named ``Public`` or ``user`` gets its own mapping).
         Options other than ``user``/``password`` that a DBA set by hand (``password_required``,
-        ``sslcert`` …) are left as they are.
+        ``sslcert`` …) are left as they are. The password never appears in a statement's text (so
+        never in a log line nor in the server log, even when the statement fails): see
+        :mod:`airflow_provider_fdw.secrets`.
 
         :return: whether anything changed.
         """
@@ -253,7 +258,7 @@ class FdwHook(PostgresHook):
             (role_name,) = s.fetchone("resolve role", q.ROLE_NAME_QUERY, (role, role)) or (role,)
             row = s.fetchone("read user mapping", q.USER_MAPPING_QUERY, (server_name, is_public, role_name))
             if row is None:
-                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
                 return True
             current_raw, _ = row
             if current_raw is None:
@@ -264,15 +269,33 @@ class FdwHook(PostgresHook):
                         q.role_spec(role), q.sql.Identifier(server_name)
                     ),
                 )
-                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
                 return True
             current = parse_options(current_raw)
             desired = {k: v for k, v in current.items() if k not in ("user", "password")} | managed
-            statement = q.alter_user_mapping(server_name, role, current, desired)
-            if statement is None:
+            if q.alter_user_mapping(server_name, role, current, desired) is None:
                 return False
-            s.execute(f"update {step}", statement)
+            self._set_mapping(
+                s,
+                f"update {step}",
+                lambda m: q.alter_user_mapping(server_name, role, current, {**desired, **m}),
+            )
         return True
+
+    def _set_mapping(self, s: LocalSession, step: str, statement_for: Any) -> None:
+        """Run a user-mapping statement; the password goes through :func:`execute_with_secret`."""
+        managed = self.remote.user_mapping_options()
+        password = managed.get("password")
+        if not password:
+            s.execute(step, statement_for(managed))
+            return
+        execute_with_secret(
+            s,
+            step,
+            lambda placeholder: statement_for({**managed, "password": placeholder}),
+            password,
+            self.log,
+        )
 
     # -- foreign tables ----------------------------------------------------------------------
 
