@@ -49,6 +49,7 @@ from airflow_provider_fdw.names import (
     parse_qualified_name,
 )
 from airflow_provider_fdw.timeouts import DEFAULT_TARGET_LOCK_WAIT
+from airflow_provider_fdw.validation import INT_MAX, check_interval
 
 MODES = ("replace", "append", "upsert")
 DEFAULT_FETCH_SIZE = 50_000
@@ -111,6 +112,8 @@ def plan_copy(
         isinstance(overlap, bool) or not isinstance(overlap, str | int | float | timedelta)
     ):
         raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if isinstance(overlap, str):
+        overlap = check_interval(overlap, "overlap")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
@@ -120,8 +123,10 @@ def plan_copy(
         check_identifier(split, "split_column")
     if parallelism > 1 and split is None:
         raise FdwConfigError("parallelism > 1 splits by key ranges: pass key_columns or split_column.")
-    if fetch_size is not None and (not isinstance(fetch_size, int) or fetch_size < 1):
-        raise FdwConfigError(f"fetch_size must be a positive integer, got {fetch_size!r}.")
+    if fetch_size is not None and (
+        isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or not 1 <= fetch_size <= INT_MAX
+    ):
+        raise FdwConfigError(f"fetch_size must be an integer from 1 to {INT_MAX}, got {fetch_size!r}.")
     if cols is not None:
         missing = [
             c for c in [*(keys or ()), *([watermark_column] if watermark_column else [])] if c not in cols

@@ -515,6 +515,10 @@ class FdwHook(PostgresHook):
         check_identifier(server_name, "server_name")
         probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
         s = self.session
+        # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
+        nested = s.in_transaction_block
+        if nested:
+            s.execute("check remote", q.sql.SQL("SAVEPOINT fdw_check_remote"), quiet=True)
         try:
             # A cached remote session would prove nothing about the current mapping: start afresh.
             s.execute(
@@ -534,7 +538,10 @@ class FdwHook(PostgresHook):
                 sqlstate=exc.sqlstate,
             ) from None
         finally:
-            s.rollback()
+            if nested:
+                s.execute("check remote", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_check_remote"), quiet=True)
+            else:
+                s.rollback()
         version, version_num = row or (None, None)
         self.log.info("Server %r reached through its user mapping: PostgreSQL %s", server_name, version)
         return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}

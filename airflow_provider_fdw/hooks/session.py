@@ -25,6 +25,7 @@ class LocalSession:
         self.conn = conn
         self.log = log
         self.secrets = {s for s in secrets if s}
+        self._depth = 0  # nesting of transaction() blocks: only the outermost commits
 
     def redact(self, text: str) -> str:
         for secret in sorted(self.secrets, key=len, reverse=True):
@@ -64,17 +65,31 @@ class LocalSession:
 
     @contextmanager
     def transaction(self) -> Iterator[LocalSession]:
-        """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises."""
+        """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises.
+
+        Blocks nest: an inner block joins the outer one, which alone commits (several steps, e.g.
+        server, user mappings and the reachability check, then commit or roll back together).
+        """
+        self._depth += 1
         try:
             yield self
         except BaseException:
-            self._rollback()
+            if self._depth == 1:
+                self._rollback()
             raise
+        finally:
+            self._depth -= 1
+        if self._depth > 0:
+            return
         try:
             self.conn.commit()
         except DriverError as exc:
             self._rollback()
             raise self.error("commit", exc) from None
+
+    @property
+    def in_transaction_block(self) -> bool:
+        return self._depth > 0
 
     def rollback(self) -> None:
         self._rollback()
