@@ -180,3 +180,41 @@ async def run_bounded_async(
             with suppress(Exception):
                 on_timeout()
         raise FdwTimeoutError(f"{what} did not finish within {seconds:g}s.", step=what) from None
+
+
+# Applying a copy: each attempt to take the target's lock waits at most this long (lock_timeout) ...
+DEFAULT_SWAP_LOCK_TIMEOUT = "1s"
+# ... and is retried this many times, pausing in between, before the copy fails (pg_repack style):
+# readers arriving meanwhile queue behind the swap for at most one lock_timeout, never for the
+# whole duration of a long reader.
+DEFAULT_LOCK_RETRIES = 30
+LOCK_RETRY_PAUSE_SECONDS = (0.5, 2.0)
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def with_lock_retries(fn: Callable[[], T], attempts: int, what: str, log: Any) -> T:
+    """Run ``fn`` (one transaction bounded by ``lock_timeout``) until it gets its locks.
+
+    Each failure with ``lock_not_available`` (the lock_timeout expired) is retried after a short,
+    jittered pause, at most ``attempts`` times in all; any other error is raised at once.
+    """
+    import random
+    import time
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except FdwError as exc:
+            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == attempts:
+                if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                    raise FdwTimeoutError(
+                        f"{what}: could not get the lock in {attempts} attempts (another session held "
+                        f"it each time: {exc}). Retry later, or raise lock_timeout / lock_retries.",
+                        step=exc.step,
+                        sqlstate=exc.sqlstate,
+                    ) from None
+                raise
+            pause = random.uniform(*LOCK_RETRY_PAUSE_SECONDS)
+            log.info("%s: lock busy (attempt %d of %d); retrying in %.1fs", what, attempt, attempts, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -213,3 +214,63 @@ def test_connections_get_bounded_defaults_unless_the_connection_sets_them(pair):
     assert params["connect_timeout"] == str(DEFAULT_CONNECT_TIMEOUT)
     assert params["keepalives"] == "1"
     assert params["application_name"] == "airflow_provider_fdw"
+
+
+def test_a_long_reader_delays_new_readers_by_one_lock_timeout_not_its_whole_read(pair, target, local_schema):
+    """The swap waits for its lock in short attempts (default lock_timeout 1 s, retried): readers that
+    arrive meanwhile queue behind it for at most one attempt, not for the long reader's 10 s."""
+    from airflow_provider_fdw.hooks.bulkcopy import BulkCopy
+
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL("CREATE TABLE {} AS SELECT g AS id FROM generate_series(1, 100) g").format(
+            ident(local_schema, "src")
+        ),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {})").format(ident(local_schema, "t"), ident(local_schema, "src")),
+        dbname=TARGET_DB,
+    )
+    plan = plan_copy(f"{local_schema}.src", f"{local_schema}.t")
+    assert plan.lock_timeout == "1s"  # the documented default
+    long_reader = target.connect(TARGET_DB, autocommit=False)
+    long_reader.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "t")))
+    waiting_swap = threading.Event()
+    result: dict[str, Any] = {}
+
+    def copy() -> None:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            log = hook.log
+
+            class Spy:  # notices the first "lock busy" retry
+                def __getattr__(self, name):
+                    return getattr(log, name)
+
+                def info(self, msg, *args):
+                    if "lock busy" in msg:
+                        waiting_swap.set()
+                    log.info(msg, *args)
+
+            result["summary"] = BulkCopy(plan, hook._new_session, Spy()).run(hook.session).summary()
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    try:
+        assert waiting_swap.wait(30), "the swap never waited for the long reader"
+        waits = []
+        for _ in range(3):  # new readers while the swap keeps retrying
+            started = time.monotonic()
+            target.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "t")), dbname=TARGET_DB
+            )
+            waits.append(time.monotonic() - started)
+            time.sleep(0.5)
+        print(f"\n[new readers behind the swap] waited {', '.join(f'{w:.2f}s' for w in waits)}")
+        assert max(waits) < 5.0  # the long reader holds its lock for 10 s
+        time.sleep(max(0.0, 8 - sum(waits)))
+    finally:
+        long_reader.rollback()
+        long_reader.close()
+    worker.join(60)
+    assert result["summary"]["rows"] == 100 and result["summary"]["swap"] in ("renamed", "in-place")

@@ -48,7 +48,12 @@ from airflow_provider_fdw.names import (
     check_identifiers,
     parse_qualified_name,
 )
-from airflow_provider_fdw.timeouts import DEFAULT_TARGET_LOCK_WAIT
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_SWAP_LOCK_TIMEOUT,
+    DEFAULT_TARGET_LOCK_WAIT,
+    with_lock_retries,
+)
 from airflow_provider_fdw.validation import INT_MAX, check_interval
 
 MODES = ("replace", "append", "upsert")
@@ -144,7 +149,7 @@ def plan_copy(
         parallelism,
         overlap,
         fetch_size or DEFAULT_FETCH_SIZE,
-        lock_timeout_setting(lock_timeout),
+        lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
         split,
     )
 
@@ -203,6 +208,7 @@ class BulkCopy:
     :param scope: the connections and children to cancel when one loader fails (all of them stop).
     :param target_lock_wait: seconds to wait for another copy of the same target.
     :param leftovers: ``application_name`` prefix of an earlier try's sessions, terminated at start.
+    :param lock_retries: attempts to apply (each bounded by the plan's ``lock_timeout``).
     """
 
     def __init__(
@@ -216,6 +222,7 @@ class BulkCopy:
         scope: CancelScope | None = None,
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         leftovers: str | None = None,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
@@ -225,6 +232,7 @@ class BulkCopy:
         self.scope = scope or CancelScope()
         self.target_lock_wait = target_lock_wait
         self.leftovers = leftovers
+        self.lock_retries = lock_retries
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
 
     # -- the whole copy ----------------------------------------------------------------------
@@ -567,9 +575,19 @@ class BulkCopy:
             self.result.bytes = s.fetchone("measure staging", q.RELATION_SIZE_QUERY, (oid,))[0]
         if p.mode == "replace":
             self._build_indexes(s, staging, target_columns is None, source)
-            self.result.swap = swap_in(s, staging, p.target, p.lock_timeout, self.log)
+            self.result.swap = with_lock_retries(
+                lambda: swap_in(s, staging, p.target, p.lock_timeout, self.log),
+                self.lock_retries,
+                f"swap into {p.target}",
+                self.log,
+            )
         else:
-            self._merge(s, staging, source, columns, target_columns)
+            with_lock_retries(
+                lambda: self._merge(s, staging, source, columns, target_columns),
+                self.lock_retries,
+                f"{p.mode} into {p.target}",
+                self.log,
+            )
         if p.watermark_column:
             with s.transaction():
                 self.result.watermark = s.fetchone("read watermark", q.max_of(p.target, p.watermark_column))[

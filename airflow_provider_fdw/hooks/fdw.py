@@ -43,6 +43,7 @@ from airflow_provider_fdw.names import (
 from airflow_provider_fdw.secrets import execute_with_secret
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_LOCK_RETRIES,
     DEFAULT_TARGET_LOCK_WAIT,
     network_defaults,
     with_network_defaults,
@@ -381,6 +382,7 @@ class FdwHook(PostgresHook):
         direct: bool = False,
         relay: str = "auto",
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
@@ -388,7 +390,8 @@ class FdwHook(PostgresHook):
         binary COPY (faster) instead of through postgres_fdw; results are identical. ``relay``:
         ``"psql"`` pipes two ``psql`` processes, ``"python"`` relays in this process, ``"auto"``
         uses psql when it is on the PATH. ``target_lock_wait``: seconds to wait for another copy of
-        the same target (default 300) before failing.
+        the same target (default 300) before failing. ``lock_retries``: attempts to take the
+        target's lock when applying, each bounded by ``plan.lock_timeout`` (default 30 x 1 s).
 
         Inside a task, the copy's sessions carry ``application_name``
         ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
@@ -430,6 +433,7 @@ class FdwHook(PostgresHook):
             scope=self.cancel_scope,
             target_lock_wait=target_lock_wait,
             leftovers=leftovers,
+            lock_retries=lock_retries,
         )
         return copy.run(self.session).summary()
 

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
-from airflow_provider_fdw.timeouts import DEFAULT_TARGET_LOCK_WAIT, positive_seconds
+from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_TARGET_LOCK_WAIT, positive_seconds
 
 
 class BulkCopyOperator(FdwBaseOperator):
@@ -44,7 +45,11 @@ class BulkCopyOperator(FdwBaseOperator):
         of the foreign table, never on yours).
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source: read it directly with binary
         COPY (faster; same rows) instead of through postgres_fdw. (templated)
-    :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
+    :param lock_timeout: bound on each attempt to take the target's lock when applying (seconds or
+        ``"5s"``; default 1 s): a long reader of the target then delays new readers by at most this
+        long, instead of queueing them behind the swap for as long as it reads.
+    :param lock_retries: attempts to take that lock (default 30, with a short pause between them)
+        before the copy fails, leaving the target as it was.
     :param target_lock_wait: seconds to wait for another copy of the same target to finish (default
         300) before failing; an earlier try of this same task instance is terminated instead.
     :param connect_timeout: seconds a database login may take (default 10).
@@ -79,6 +84,7 @@ class BulkCopyOperator(FdwBaseOperator):
         fdw_conn_id: str | None = None,
         lock_timeout: float | str | None = None,
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -100,6 +106,9 @@ class BulkCopyOperator(FdwBaseOperator):
         self.fdw_conn_id = fdw_conn_id
         self.lock_timeout = lock_timeout
         self.target_lock_wait = positive_seconds(target_lock_wait, "target_lock_wait")
+        if isinstance(lock_retries, bool) or not isinstance(lock_retries, int) or lock_retries < 1:
+            raise FdwConfigError(f"lock_retries must be a positive integer, got {lock_retries!r}.")
+        self.lock_retries = lock_retries
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
@@ -125,5 +134,8 @@ class BulkCopyOperator(FdwBaseOperator):
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
             return hook.bulk_copy(
-                plan, direct=self.fdw_conn_id is not None, target_lock_wait=self.target_lock_wait
+                plan,
+                direct=self.fdw_conn_id is not None,
+                target_lock_wait=self.target_lock_wait,
+                lock_retries=self.lock_retries,
             )
