@@ -202,3 +202,38 @@ def test_retry_after_kill_9_terminates_what_the_killed_try_left(
     assert summary["rows"] == 1000
     assert elapsed < GENEROUS
     assert busy_sessions(source, target) == {"target": 0, "source": 0}
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["fdw", "direct"])
+def test_on_kill_cancels_a_running_copy_on_both_servers(source, target, slow_table, local_schema, direct):
+    """What a worker's SIGTERM does: on_kill from another thread while execute() runs."""
+    import threading
+
+    op = BulkCopyOperator(
+        task_id="copy",
+        source_table=slow_table,
+        target_table=f"{local_schema}.copy",
+        fdw_conn_id="fdw_source" if direct else None,
+    )
+    outcome: dict[str, BaseException | None] = {}
+
+    def run() -> None:
+        try:
+            op.execute({})
+            outcome["error"] = None
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    wait_until(lambda: busy_sessions(source, target)["source"] >= 1, limit=60)
+    started = time.monotonic()
+    op.on_kill()
+    worker.join(GENEROUS)
+    assert not worker.is_alive()
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    print(
+        f"\n[on_kill, {'direct' if direct else 'fdw'}] execute ended {time.monotonic() - started:.1f}s later"
+    )
+    assert "cancel" in str(outcome["error"]).lower()
+    assert settled < GENEROUS

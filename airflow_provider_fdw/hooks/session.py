@@ -28,8 +28,13 @@ class LocalSession:
         self._depth = 0  # nesting of transaction() blocks: only the outermost commits
 
     def redact(self, text: str) -> str:
+        """Replace every spelling a secret can take in SQL (quotes doubled, backslashes doubled in an
+        ``E'…'`` literal) by ``***``. Statements that set a secret are not logged at all (secrets.py)."""
         for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret.replace("'", "''"), "***").replace(secret, "***")
+            doubled = secret.replace("'", "''")
+            escaped = secret.replace("\\", "\\\\")
+            for form in sorted({escaped.replace("'", "''"), escaped, doubled, secret}, key=len, reverse=True):
+                text = text.replace(form, "***")
         return text
 
     def render(self, statement: Any) -> str:

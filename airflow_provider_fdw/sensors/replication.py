@@ -93,6 +93,7 @@ class ReplicationLagSensor(BaseSensorOperator):
         self.measurement_timeout = positive_seconds(measurement_timeout, "measurement_timeout")
         self.connect_timeout = connect_timeout
         self._started: float | None = None
+        self._connectors: list[BoundedConnector] = []
         self.postgres_conn_id = postgres_conn_id
         self.measure = measure
         self.primary_conn_id = primary_conn_id
@@ -209,7 +210,14 @@ class ReplicationLagSensor(BaseSensorOperator):
         return lsn
 
     def _connect(self, conn_id: str, bound: float) -> BoundedConnector:
-        return BoundedConnector(conn_id, bound, self.connect_timeout)
+        connector = BoundedConnector(conn_id, bound, self.connect_timeout)
+        self._connectors = [*self._connectors[-3:], connector]  # the current poke's, for on_kill
+        return connector
+
+    def on_kill(self) -> None:
+        """Cancel and close the measurement's sessions (worker shutdown, ``execution_timeout``)."""
+        for connector in self._connectors:
+            connector.abort()
 
     def _remaining(self) -> float:
         """Seconds left of the sensor's ``timeout`` (the whole timeout before the first poke)."""
