@@ -20,6 +20,7 @@ from airflow_provider_fdw.connection_form import (
     ExtraField,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.validation import check_option
 
 # Options a postgres_fdw server accepts (libpq keywords plus postgres_fdw's own, PostgreSQL 13-17).
 # user/password live in the user mapping; client_encoding and fallback_application_name are managed
@@ -127,6 +128,8 @@ def remote_server_from_connection(conn: Any) -> RemoteServer:
                 f"Connection {conn_id!r}: server_options sets {name!r}, which another field already sets."
             )
         options[name] = render_option_value(value)
+    # Every value by its documented type (sslmode inside server_options included), before any SQL.
+    options = {name: check_option(name, value, f"Connection {conn_id!r}") for name, value in options.items()}
     return RemoteServer(server_options=options, user=conn.login or None, password=conn.password or None)
 
 
@@ -143,6 +146,8 @@ def normalize_extras(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key == "server_options":
             result[key] = validate_server_options(raw_value, f"Connection {conn_id!r}: server_options")
+        elif key == "extensions":  # a JSON list is stored as PostgreSQL expects it: a comma list
+            result[key] = check_option(key, raw_value, f"Connection {conn_id!r}")
         else:
             result[key] = _coerce(spec, raw_value, f"Connection {conn_id!r}: {key}")
     return result
@@ -164,9 +169,9 @@ def validate_server_options(value: Any, where: str) -> dict[str, Any]:
             raise FdwConfigError(f"{where}: {name!r} is set by postgres_fdw itself and cannot be changed.")
         if name not in SERVER_OPTIONS:
             raise FdwConfigError(f"{where}: {name!r} is not a postgres_fdw server option.")
-        if not isinstance(item, str | int | float | bool):
+        if not isinstance(item, str | int | float | bool) and name != "extensions":
             raise FdwConfigError(f"{where}: value of {name!r} must be a string, number or boolean.")
-    return dict(value)
+    return {name: check_option(name, item, where) for name, item in value.items()}
 
 
 def render_option_value(value: Any) -> str:
@@ -205,13 +210,17 @@ def _coerce(spec: ExtraField, value: Any, where: str) -> Any:
 
 
 def _extra_dict(conn_id: str, conn: Any) -> dict[str, Any]:
-    extra = getattr(conn, "extra_dejson", None)
-    if extra is None:
-        raw = getattr(conn, "extra", None) or "{}"
+    # Airflow's extra_dejson turns malformed JSON into {} (silently losing fields): parse it here.
+    raw = getattr(conn, "extra", None)
+    if isinstance(raw, str) and raw.strip():
         try:
             extra = json.loads(raw)
         except json.JSONDecodeError:
             raise FdwConfigError(f"Connection {conn_id!r}: extra is not valid JSON.") from None
+    elif isinstance(raw, dict):
+        extra = raw
+    else:
+        extra = getattr(conn, "extra_dejson", None) or {}
     if not isinstance(extra, dict):
         raise FdwConfigError(f"Connection {conn_id!r}: extra must be a JSON object.")
     return extra

@@ -49,9 +49,16 @@ def check_identifiers(values: Iterable[str] | None, what: str) -> list[str] | No
 
 
 def check_role(value: object) -> str:
-    """A local role for a user mapping: a role keyword (any case) or an exact role name."""
-    if isinstance(value, str) and value.upper() in ROLE_KEYWORDS:
-        return value.upper()
+    """A local role for a user mapping: a role keyword spelled exactly, or a role name verbatim.
+
+    Only the exact keywords mean the keywords: ``Public``, ``user`` or ``Current_User`` are role
+    names (such roles exist: ``CREATE ROLE "Public"``). ``public`` is PUBLIC too, as PostgreSQL
+    spells it in its catalogs (no role may be named ``public``).
+    """
+    if value in ROLE_KEYWORDS:
+        return value  # type: ignore[return-value]
+    if value == "public":
+        return "PUBLIC"
     return check_identifier(value, "local_user")
 
 

@@ -185,7 +185,7 @@ USER_MAPPING_QUERY = sql.SQL(
 )
 
 ROLE_NAME_QUERY = sql.SQL(
-    "SELECT CASE upper(%s) WHEN 'CURRENT_USER' THEN current_user::text "
+    "SELECT CASE %s WHEN 'CURRENT_USER' THEN current_user::text "
     "WHEN 'CURRENT_ROLE' THEN current_role::text WHEN 'USER' THEN current_user::text "
     "WHEN 'SESSION_USER' THEN session_user::text ELSE %s END"
 )

@@ -87,9 +87,10 @@ def copy(target_table, **kwargs):
     kwargs.setdefault("source_table", "proxy_shop.items")
     direct = kwargs.pop("direct", False)
     relay = kwargs.pop("relay", "auto")
+    retries = {"lock_retries": kwargs.pop("lock_retries")} if "lock_retries" in kwargs else {}
     plan = plan_copy(target_table=target_table, **kwargs)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan, direct=direct, relay=relay)
+        return hook.bulk_copy(plan, direct=direct, relay=relay, **retries)
 
 
 def new_table():
@@ -392,7 +393,7 @@ def test_a_lock_timeout_at_the_swap_leaves_the_target_intact_and_a_retry_succeed
         # A long report holds the target open: the swap cannot take its lock within lock_timeout.
         reader.cursor().execute(sql.SQL("SELECT count(*) FROM {}").format(ident(t)))
         with pytest.raises(FdwError, match="lock timeout"):
-            copy(f"public.{t}", lock_timeout="500ms")
+            copy(f"public.{t}", lock_timeout="500ms", lock_retries=2)
         assert target_fp(shop, f"public.{t}") == before
     finally:
         reader.rollback()

@@ -32,10 +32,12 @@ def test_a_bare_string_is_not_a_list_of_tables():
         check_identifiers([], "limit_to")
 
 
-def test_role_keywords_are_recognised_in_any_case():
-    assert check_role("current_user") == "CURRENT_USER"
-    assert check_role("public") == "PUBLIC"
+def test_only_the_exact_role_keywords_are_keywords():
+    assert check_role("CURRENT_USER") == "CURRENT_USER"
+    assert check_role("public") == "PUBLIC"  # the catalogs' spelling; no role may be named public
     assert check_role("Analyst") == "Analyst"
+    for role_name in ("current_user", "Current_User", "user", "Public", "PuBlIc"):
+        assert check_role(role_name) == role_name
 
 
 @pytest.mark.parametrize(

@@ -22,16 +22,24 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, make_conninfo
+from airflow_provider_fdw.cancel import (
+    CancelScope,
+    acquire_run_lock,
+    die_with_parent,
+    release_run_lock,
+    terminate_leftovers,
+)
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.apply import (
     SWAPS,
@@ -46,7 +54,7 @@ from airflow_provider_fdw.hooks.apply import (
 from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.hooks.session import LocalSession, describe
 from airflow_provider_fdw.hooks.verify import Verifier
 from airflow_provider_fdw.names import (
     QualifiedName,
@@ -56,6 +64,13 @@ from airflow_provider_fdw.names import (
 )
 from airflow_provider_fdw.predicate import check_where_text, parse_where
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_SWAP_LOCK_TIMEOUT,
+    DEFAULT_TARGET_LOCK_WAIT,
+    with_lock_retries,
+)
+from airflow_provider_fdw.validation import INT_MAX, check_interval
 
 MODES = ("replace", "append", "upsert")
 VERIFY_MODES = ("off", "count", "checksum")
@@ -130,6 +145,8 @@ def plan_copy(
         raise FdwConfigError("swap applies to mode='replace' only.")
     if verify not in VERIFY_MODES:
         raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
+    if isinstance(overlap, str):
+        overlap = check_interval(overlap, "overlap")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
     if where is not None:
@@ -143,8 +160,10 @@ def plan_copy(
         check_identifier(split, "split_column")
     if parallelism > 1 and split is None:
         raise FdwConfigError("parallelism > 1 splits by key ranges: pass key_columns or split_column.")
-    if fetch_size is not None and (not isinstance(fetch_size, int) or fetch_size < 1):
-        raise FdwConfigError(f"fetch_size must be a positive integer, got {fetch_size!r}.")
+    if fetch_size is not None and (
+        isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or not 1 <= fetch_size <= INT_MAX
+    ):
+        raise FdwConfigError(f"fetch_size must be an integer from 1 to {INT_MAX}, got {fetch_size!r}.")
     if cols is not None:
         missing = [
             c for c in [*(keys or ()), *([watermark_column] if watermark_column else [])] if c not in cols
@@ -162,7 +181,7 @@ def plan_copy(
         parallelism,
         overlap,
         fetch_size or DEFAULT_FETCH_SIZE,
-        lock_timeout_setting(lock_timeout),
+        lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
         split,
         swap,
         verify,
@@ -239,6 +258,10 @@ class BulkCopy:
         (``plan.transport`` "copy"/"auto"); else rows move server to server through postgres_fdw.
     :param remote_identity: the libpq parameters ``remote_connect`` uses (no password): compared with
         the foreign server's options so a connection to another database is never read.
+    :param scope: the connections and children to cancel when one loader fails (all of them stop).
+    :param target_lock_wait: seconds to wait for another copy of the same target.
+    :param leftovers: ``application_name`` prefix of an earlier try's sessions, terminated at start.
+    :param lock_retries: attempts to apply (each bounded by the plan's ``lock_timeout``).
     """
 
     def __init__(
@@ -249,6 +272,11 @@ class BulkCopy:
         remote_connect: Callable[[], Any] | None = None,
         psql_relay: PsqlRelay | None = None,
         remote_identity: dict[str, Any] | None = None,
+        *,
+        scope: CancelScope | None = None,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        leftovers: str | None = None,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
@@ -257,6 +285,10 @@ class BulkCopy:
         self.psql_relay = psql_relay
         self.remote_identity = remote_identity
         self.direct: DirectRead | None = None
+        self.scope = scope or CancelScope()
+        self.target_lock_wait = target_lock_wait
+        self.leftovers = leftovers
+        self.lock_retries = lock_retries
         self.result = CopyResult(plan.mode, str(plan.source), str(plan.target), parallelism=plan.parallelism)
         self.verifier = Verifier(plan.verify, log)
 
@@ -264,25 +296,18 @@ class BulkCopy:
 
     def run(self, session: LocalSession) -> CopyResult:
         started = time.monotonic()
-        lock_key = q.sql.Literal(f"airflow_provider_fdw:copy:{self.plan.target}")
-        # Two runs on one target (a retry racing a slow attempt) take turns instead of colliding.
-        session.execute(
-            "lock target", q.sql.SQL("SELECT pg_advisory_lock(hashtext({}))").format(lock_key), quiet=True
-        )
-        session.conn.commit()
+        lock_key = f"airflow_provider_fdw:copy:{self.plan.target}"
+        if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
+            terminate_leftovers(session, self.leftovers, self.log)
+        # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
+        acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
         try:
             return self._run(session, started)
+        except BaseException:
+            self.scope.cancel()  # a time-out or kill in this thread: stop the statements still running
+            raise
         finally:
-            session.rollback()
-            try:
-                session.execute(
-                    "unlock target",
-                    q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(lock_key),
-                    quiet=True,
-                )
-                session.conn.commit()
-            except (FdwError, DriverError) as exc:  # a dead session has released its lock already
-                self.log.warning("Could not release the copy lock on %s: %s", self.plan.target, exc)
+            release_run_lock(session, lock_key, self.log)
 
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan
@@ -569,14 +594,24 @@ class BulkCopy:
                 )
                 for r in ranges
             ]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # execution_timeout / kill while waiting: stop the loaders now
+                self.scope.cancel()
+                raise
+            # The first failure (in time) is the error; the other ranges are cancelled at once.
+            first = next((f.exception() for f in futures if f in done and f.exception()), None)
+            if first is not None:
+                self.scope.cancel()
             errors = [f.exception() for f in futures]
         if probe is not None:
             monitor.close()
         failures = [e for e in errors if e is not None]
         if failures:
-            first = failures[0]
+            first = first or failures[0]
+            server = f" from server {source.server_name!r}" if source.server_name else ""
             raise FdwError(
-                f"Copy {p.source} -> {p.target} failed while loading rows: {first}",
+                f"Copy {p.source} -> {p.target}{server} failed while loading rows: {describe(first)}",
                 step="load",
                 sqlstate=getattr(first, "sqlstate", None),
             ) from None
@@ -685,18 +720,23 @@ class BulkCopy:
         if p.mode == "replace":
             if not self._in_place:
                 self._build_indexes(s, staging, target_columns is None, source)
-            self.result.swap, counts = apply_replace(
-                s,
-                staging,
-                p.target,
-                swap=p.swap,
-                staging_indexed=not self._in_place,
-                key_columns=p.key_columns,
-                columns=columns,
-                staged_rows=self.result.rows,
-                lock_timeout=p.lock_timeout,
-                log=self.log,
-                verify_target=self.verifier.check_target,
+            self.result.swap, counts = with_lock_retries(
+                lambda: apply_replace(
+                    s,
+                    staging,
+                    p.target,
+                    swap=p.swap,
+                    staging_indexed=not self._in_place,
+                    key_columns=p.key_columns,
+                    columns=columns,
+                    staged_rows=self.result.rows,
+                    lock_timeout=p.lock_timeout,
+                    log=self.log,
+                    verify_target=self.verifier.check_target,
+                ),
+                self.lock_retries,
+                f"swap into {p.target}",
+                self.log,
             )
             r = self.result
             r.inserted, r.updated, r.deleted, r.unchanged = (
@@ -706,7 +746,12 @@ class BulkCopy:
                 counts.unchanged,
             )
         else:
-            self._merge(s, staging, source, columns, target_columns)
+            with_lock_retries(
+                lambda: self._merge(s, staging, source, columns, target_columns),
+                self.lock_retries,
+                f"{p.mode} into {p.target}",
+                self.log,
+            )
         if p.watermark_column:
             with s.transaction():
                 self.result.watermark = s.fetchone("read watermark", q.max_of(p.target, p.watermark_column))[
@@ -816,59 +861,116 @@ class PsqlRelay:
     """``psql`` COPY TO STDOUT piped into ``psql`` COPY FROM STDIN: the stream stays in C (twice the
     in-process relay's speed, which pays a Python call per row). Used when ``psql`` is on the PATH.
 
-    Connection strings carry no password (they are visible in ``ps``); each password goes only into
-    its own child's environment.
+    Secrets never reach a command line (visible in ``ps``) nor an environment (``/proc/PID/environ``):
+    each child reads its password from a private 0600 passfile (``PGPASSFILE``) removed when it ends,
+    and gets a minimal environment (no ``AIRFLOW_CONN_*``, no ``PG*`` of the worker). Children die
+    with the worker (``PR_SET_PDEATHSIG``) and are recorded in ``scope`` so ``on_kill`` stops them.
     """
 
     psql: str
-    remote: dict[str, Any]
-    local: dict[str, Any]
+    remote: dict[str, Any] = field(repr=False)
+    local: dict[str, Any] = field(repr=False)
+    scope: CancelScope | None = field(default=None, repr=False)
 
     def copy(self, out_statement: str, in_statement: str) -> int:
-        out = subprocess.Popen(
-            self._command(self.remote, out_statement),
-            env=self._env(self.remote),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            load = subprocess.run(
-                self._command(self.local, in_statement),
-                env=self._env(self.local),
-                stdin=out.stdout,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        finally:
-            out.stdout.close()
-            out_err = out.stderr.read().decode(errors="replace")
-            out.stderr.close()
-            out.wait()
+        with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
+            remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
+            local_env = self._env(self.local, os.path.join(private, "local.pgpass"))
+            out = self._start(self._command(self.remote, out_statement), remote_env, None, subprocess.PIPE)
+            try:
+                load = self._start(
+                    self._command(self.local, in_statement), local_env, out.stdout, subprocess.PIPE
+                )
+            except BaseException:
+                out.kill()
+                out.wait()
+                raise
+            out.stdout.close()  # the load child holds the pipe now: a dead reader means EOF there
+            try:
+                load_out, load_err = load.communicate()
+                out_err = out.stderr.read()
+                out.wait()
+            except BaseException:  # interrupted (execution_timeout): the children must not outlive us
+                for proc in (out, load):
+                    proc.kill()
+                    proc.wait()
+                raise
+            finally:
+                out.stderr.close()
         if out.returncode != 0:
-            raise FdwError(f"reading the remote failed: {_last_line(out_err)}", step="copy from remote")
+            raise FdwError(
+                f"reading the remote {_where(self.remote)} failed: {server_message(out_err, out.returncode)}",
+                step="copy from remote",
+            )
         if load.returncode != 0:
             raise FdwError(
-                f"writing the staging table failed: {_last_line(load.stderr)}", step="copy into staging"
+                f"writing the staging table on {_where(self.local)} failed: "
+                f"{server_message(load_err, load.returncode)}",
+                step="copy into staging",
             )
-        match = re.search(r"^COPY (\d+)$", load.stdout, re.MULTILINE)
+        match = re.search(r"^COPY (\d+)$", load_out, re.MULTILINE)
         return int(match.group(1)) if match else 0
+
+    def _start(
+        self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any
+    ) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=stdout is subprocess.PIPE and stdin is not None,
+            preexec_fn=die_with_parent,  # only prctl, before exec
+        )
+        if self.scope is not None:
+            self.scope.add_process(proc)
+        return proc
 
     def _command(self, params: dict[str, Any], statement: str) -> list[str]:
         conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
         return [self.psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", statement]
 
     @staticmethod
-    def _env(params: dict[str, Any]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:
+        """Only what psql needs: PATH, locale, HOME (for ~/.postgresql certificates), a passfile."""
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
         if params.get("password"):
-            env["PGPASSWORD"] = str(params["password"])
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n")
+            env["PGPASSFILE"] = passfile
         return env
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _where(params: dict[str, Any]) -> str:
+    return f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+def server_message(stderr: str | bytes, returncode: int | None = None) -> str:
+    """The server's own error from psql's stderr: the ERROR/FATAL line with its DETAIL and HINT
+    (not the CONTEXT line, which only says where in the stream it happened)."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith(("ERROR:", "FATAL:", "psql: error:", "PANIC:")):
+            message = line.removeprefix("psql: error:").strip()
+            for extra in lines[i + 1 :]:
+                if extra.startswith(("DETAIL:", "HINT:")):
+                    message += f" ({extra.replace(':  ', ': ', 1)})"
+                elif extra.startswith(("ERROR:", "FATAL:", "CONTEXT:")):
+                    break
+            return message
+    if lines:
+        return lines[0]
+    if returncode is not None and returncode < 0:
+        return f"psql was stopped by signal {-returncode} (cancelled)"
+    return f"psql exited with status {returncode} and no message"
 
 
 def copy_stream(remote: Any, local: Any, out_stmt: Any, in_stmt: Any, progress: Progress) -> int:

@@ -14,6 +14,7 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
     CONN_TYPE,
     LIBPQ_SERVER_OPTIONS,
@@ -43,6 +44,14 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.secrets import execute_with_secret
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_TARGET_LOCK_WAIT,
+    network_defaults,
+    with_network_defaults,
+)
 
 
 class FdwHook(PostgresHook):
@@ -58,8 +67,14 @@ class FdwHook(PostgresHook):
     per session, which :meth:`get_connections` and :meth:`disconnect` act on); use it as a context
     manager or call :meth:`close`.
 
+    Every connection it opens (local and remote) is bounded: libpq ``connect_timeout`` (default
+    10 s, ``connect_timeout=`` to change), TCP keepalives and ``tcp_user_timeout`` unless the Airflow
+    connection sets them (see :mod:`airflow_provider_fdw.timeouts`), and is recorded so that
+    :meth:`cancel` (called by the operators' ``on_kill``) stops everything the hook started.
+
     :param fdw_conn_id: the ``postgres_fdw`` connection of the remote server.
     :param postgres_conn_id: the ``postgres`` connection of the local database.
+    :param connect_timeout: seconds a login may take (default 10).
     """
 
     conn_name_attr = "fdw_conn_id"
@@ -71,6 +86,7 @@ class FdwHook(PostgresHook):
         self,
         fdw_conn_id: str | None = None,
         postgres_conn_id: str = PostgresHook.default_conn_name,
+        connect_timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["fdw_conn_id"] = fdw_conn_id or self.default_conn_name
@@ -78,6 +94,11 @@ class FdwHook(PostgresHook):
         self.fdw_conn_id: str = kwargs["fdw_conn_id"]
         self.postgres_conn_id = postgres_conn_id
         self._session: LocalSession | None = None
+        self.connect_timeout: int | None = connect_timeout
+        # Set by the operators: which task instance this hook works for (marks its sessions).
+        self.task_identity: tuple[str, ...] | None = None
+        self.application_name = APP_PREFIX
+        self.cancel_scope = CancelScope()
 
     # The inherited DbApiHook machinery connects to get_conn_id(): make that the LOCAL database.
     def get_conn_id(self) -> str:
@@ -97,6 +118,19 @@ class FdwHook(PostgresHook):
             secrets = [self.remote.password] if self._remote_loaded() else []
             self._session = PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
         return self._session
+
+    def _create_connection(self, conn_args: dict[str, Any]) -> Any:
+        """Every connection of this hook: bounded (timeouts.py), marked, and cancellable by :meth:`cancel`."""
+        args = with_network_defaults(conn_args, self.connect_timeout)
+        if not args.get("application_name"):
+            args["application_name"] = self.application_name
+        conn = self.cancel_scope.add_connection(super()._create_connection(args))
+        watch_client(conn)
+        return conn
+
+    def cancel(self) -> None:
+        """Cancel every statement this hook's sessions run and kill its child processes (``on_kill``)."""
+        self.cancel_scope.cancel()
 
     def close(self) -> None:
         if self._session is not None:
@@ -149,6 +183,9 @@ class FdwHook(PostgresHook):
         if options:
             checked = validate_server_options(options, "options")
             desired.update({k: render_option_value(v) for k, v in checked.items()})
+        # The local server's own connections to the remote are bounded too (timeouts.py).
+        for name, value in network_defaults(self.connect_timeout).items():
+            desired.setdefault(name, value)
         return desired
 
     def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
@@ -206,9 +243,13 @@ class FdwHook(PostgresHook):
     def create_user_mapping(self, server_name: str, local_user: str = "CURRENT_USER") -> bool:
         """Create the user mapping from the connection's login/password, or update it (rotation).
 
-        ``local_user`` is CURRENT_USER, PUBLIC (any keyword CREATE USER MAPPING accepts) or a role name.
+        ``local_user`` is one of the keywords CREATE USER MAPPING accepts, spelled exactly
+        (``CURRENT_USER``, ``CURRENT_ROLE``, ``SESSION_USER``, ``USER``, ``PUBLIC``/``public``) or a
+        role name taken verbatim (a role named ``Public`` or ``user`` gets its own mapping).
         Options other than ``user``/``password`` that a DBA set by hand (``password_required``,
-        ``sslcert`` …) are left as they are.
+        ``sslcert`` …) are left as they are. The password never appears in a statement's text (so
+        never in a log line nor in the server log, even when the statement fails): see
+        :mod:`airflow_provider_fdw.secrets`.
 
         :return: whether anything changed.
         """
@@ -224,7 +265,7 @@ class FdwHook(PostgresHook):
             (role_name,) = s.fetchone("resolve role", q.ROLE_NAME_QUERY, (role, role)) or (role,)
             row = s.fetchone("read user mapping", q.USER_MAPPING_QUERY, (server_name, is_public, role_name))
             if row is None:
-                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
                 return True
             current_raw, _ = row
             if current_raw is None:
@@ -235,15 +276,33 @@ class FdwHook(PostgresHook):
                         q.role_spec(role), q.sql.Identifier(server_name)
                     ),
                 )
-                s.execute(f"create {step}", q.create_user_mapping(server_name, role, managed))
+                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
                 return True
             current = parse_options(current_raw)
             desired = {k: v for k, v in current.items() if k not in ("user", "password")} | managed
-            statement = q.alter_user_mapping(server_name, role, current, desired)
-            if statement is None:
+            if q.alter_user_mapping(server_name, role, current, desired) is None:
                 return False
-            s.execute(f"update {step}", statement)
+            self._set_mapping(
+                s,
+                f"update {step}",
+                lambda m: q.alter_user_mapping(server_name, role, current, {**desired, **m}),
+            )
         return True
+
+    def _set_mapping(self, s: LocalSession, step: str, statement_for: Any) -> None:
+        """Run a user-mapping statement; the password goes through :func:`execute_with_secret`."""
+        managed = self.remote.user_mapping_options()
+        password = managed.get("password")
+        if not password:
+            s.execute(step, statement_for(managed))
+            return
+        execute_with_secret(
+            s,
+            step,
+            lambda placeholder: statement_for({**managed, "password": placeholder}),
+            password,
+            self.log,
+        )
 
     # -- foreign tables ----------------------------------------------------------------------
 
@@ -322,7 +381,14 @@ class FdwHook(PostgresHook):
 
     # -- bulk copy ---------------------------------------------------------------------------
 
-    def bulk_copy(self, plan: CopyPlan, direct: bool | None = None, relay: str = "auto") -> dict[str, Any]:
+    def bulk_copy(
+        self,
+        plan: CopyPlan,
+        direct: bool | None = None,
+        relay: str = "auto",
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
+    ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
         ``plan.transport``: ``"fdw"`` moves rows server to server through postgres_fdw; ``"copy"``
@@ -332,20 +398,44 @@ class FdwHook(PostgresHook):
         the log. Results are identical (see docs/bulk-copy.md, "The direct path"). ``direct=True`` is
         the older spelling of ``transport="copy"``. ``relay`` (direct path): ``"psql"`` pipes two
         ``psql`` processes, ``"python"`` relays in this process, ``"auto"`` uses psql when on the PATH.
+        ``target_lock_wait``: seconds to wait for another copy of the same target (default 300)
+        before failing. ``lock_retries``: attempts to take the target's lock when applying, each
+        bounded by ``plan.lock_timeout`` (default 30 x 1 s).
+
+        Inside a task, the copy's sessions carry ``application_name``
+        ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
+        earlier try of the same task instance (killed worker) before it starts.
         """
         if relay not in ("auto", "psql", "python"):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
         if direct:
             plan = dataclasses.replace(plan, transport="copy")
         reads_directly = plan.transport != "fdw"
+        leftovers = None
+        if self.task_identity is not None:
+            self.application_name = application_name(self.task_identity, str(plan.target))
+            leftovers = application_prefix(self.task_identity, str(plan.target))
         psql_relay = None
+        # A passfile cannot hold a line break: such a password is relayed in-process instead.
+        if (
+            reads_directly
+            and relay == "auto"
+            and any("\n" in (p or "") or "\r" in (p or "") for p in self._passwords())
+        ):
+            relay = "python"
         if reads_directly and relay != "python":
             psql = shutil.which("psql")
             if psql is None and relay == "psql":
                 raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
             if psql is not None:
+                marks = {"application_name": self.application_name}
                 psql_relay = PsqlRelay(
-                    psql, pinned_params(libpq_params(self.remote)), self._local_libpq_params()
+                    psql,
+                    with_network_defaults(
+                        {**pinned_params(libpq_params(self.remote)), **marks}, self.connect_timeout
+                    ),
+                    with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
+                    scope=self.cancel_scope,
                 )
         remote_connect = self.direct_connection if reads_directly else None
         identity = (
@@ -354,13 +444,30 @@ class FdwHook(PostgresHook):
             else None
         )
         copy = BulkCopy(
-            plan, self._new_session, self.log, remote_connect, psql_relay, remote_identity=identity
+            plan,
+            self._new_session,
+            self.log,
+            remote_connect,
+            psql_relay,
+            remote_identity=identity,
+            scope=self.cancel_scope,
+            target_lock_wait=target_lock_wait,
+            leftovers=leftovers,
+            lock_retries=lock_retries,
         )
         return copy.run(self.session).summary()
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
-        return self._create_connection(libpq_params(self.remote))
+        params = libpq_params(self.remote)
+        try:
+            return self._create_connection(params)
+        except DriverError as exc:
+            where = f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+            raise FdwError(
+                f"connecting to the remote {where} failed: {error_fields(exc)['message']}",
+                step="connect to remote",
+            ) from None
 
     def direct_connection(self, client_encoding: str | None = None) -> Any:
         """A remote connection for the direct COPY path, its session pinned like postgres_fdw's."""
@@ -377,6 +484,9 @@ class FdwHook(PostgresHook):
             "user": conn.login,
             "password": conn.password,
         }
+
+    def _passwords(self) -> list[str | None]:
+        return [self.remote.password, self.connection.password]
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
@@ -421,20 +531,32 @@ class FdwHook(PostgresHook):
 
     # -- remote reachability -----------------------------------------------------------------
 
-    def check_remote(self, server_name: str) -> dict[str, Any]:
+    def check_remote(self, server_name: str, timeout: float = DEFAULT_CHECK_TIMEOUT) -> dict[str, Any]:
         """Prove that the LOCAL server reaches the remote through the user mapping.
 
         Drops this session's cached remote connection, then creates a session-local foreign table
         over the remote ``pg_settings`` inside a transaction that is rolled back, and reads the
         remote version through it: a new remote login with the mapping's current credentials.
 
+        The whole check is bounded by ``timeout`` seconds (``statement_timeout``); the remote login
+        by the server's ``connect_timeout`` option.
+
         :raises FdwError: with the remote server's message (wrong password, unreachable port …).
         """
         check_identifier(server_name, "server_name")
         probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
         s = self.session
+        # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
+        nested = s.in_transaction_block
+        if nested:
+            s.execute("check remote", q.sql.SQL("SAVEPOINT fdw_check_remote"), quiet=True)
         try:
             # A cached remote session would prove nothing about the current mapping: start afresh.
+            s.execute(
+                "bound the check",
+                q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"),
+                quiet=True,
+            )
             s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
             s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
             row = s.fetchone(
@@ -447,7 +569,10 @@ class FdwHook(PostgresHook):
                 sqlstate=exc.sqlstate,
             ) from None
         finally:
-            s.rollback()
+            if nested:
+                s.execute("check remote", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_check_remote"), quiet=True)
+            else:
+                s.rollback()
         version, version_num = row or (None, None)
         self.log.info("Server %r reached through its user mapping: PostgreSQL %s", server_name, version)
         return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}
@@ -536,6 +661,18 @@ class FdwHook(PostgresHook):
         if exclude:
             return [n for n in names if n not in exclude]
         return names
+
+
+def watch_client(conn: Any) -> None:
+    """PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
+    there, so a killed worker's statements (a load, a remote read) stop instead of running on."""
+    version = getattr(getattr(conn, "info", None), "server_version", None) or getattr(
+        conn, "server_version", 0
+    )
+    if version >= 140000:
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('client_connection_check_interval', '2000', false)")
+        conn.commit()
 
 
 def libpq_params(remote: RemoteServer) -> dict[str, Any]:

@@ -25,10 +25,16 @@ class LocalSession:
         self.conn = conn
         self.log = log
         self.secrets = {s for s in secrets if s}
+        self._depth = 0  # nesting of transaction() blocks: only the outermost commits
 
     def redact(self, text: str) -> str:
+        """Replace every spelling a secret can take in SQL (quotes doubled, backslashes doubled in an
+        ``E'…'`` literal) by ``***``. Statements that set a secret are not logged at all (secrets.py)."""
         for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret.replace("'", "''"), "***").replace(secret, "***")
+            doubled = secret.replace("'", "''")
+            escaped = secret.replace("\\", "\\\\")
+            for form in sorted({escaped.replace("'", "''"), escaped, doubled, secret}, key=len, reverse=True):
+                text = text.replace(form, "***")
         return text
 
     def render(self, statement: Any) -> str:
@@ -67,29 +73,38 @@ class LocalSession:
 
     @contextmanager
     def transaction(self) -> Iterator[LocalSession]:
-        """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises."""
+        """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises.
+
+        Blocks nest: an inner block joins the outer one, which alone commits (several steps, e.g.
+        server, user mappings and the reachability check, then commit or roll back together).
+        """
+        self._depth += 1
         try:
             yield self
         except BaseException:
-            self._rollback()
+            if self._depth == 1:
+                self._rollback()
             raise
+        finally:
+            self._depth -= 1
+        if self._depth > 0:
+            return
         try:
             self.conn.commit()
         except DriverError as exc:
             self._rollback()
             raise self.error("commit", exc) from None
 
+    @property
+    def in_transaction_block(self) -> bool:
+        return self._depth > 0
+
     def rollback(self) -> None:
         self._rollback()
 
     def error(self, step: str, exc: BaseException) -> FdwError:
-        fields = error_fields(exc)
-        message = f"{step} failed: {fields['message']}"
-        if fields["detail"]:
-            message += f" (detail: {fields['detail']})"
-        if fields["hint"]:
-            message += f" (hint: {fields['hint']})"
-        return FdwError(self.redact(message), step=step, sqlstate=fields["sqlstate"])
+        message = f"{step} failed: {describe(exc)}"
+        return FdwError(self.redact(message), step=step, sqlstate=error_fields(exc)["sqlstate"])
 
     def close(self) -> None:
         with suppress(DriverError):  # closing a broken connection must not mask the original error
@@ -98,3 +113,16 @@ class LocalSession:
     def _rollback(self) -> None:
         with suppress(DriverError):
             self.conn.rollback()
+
+
+def describe(exc: BaseException) -> str:
+    """The server's message of a driver error with its detail and hint (never the statement)."""
+    if isinstance(exc, FdwError):
+        return str(exc)
+    fields = error_fields(exc)
+    message = fields["message"]
+    if fields["detail"]:
+        message += f" (detail: {fields['detail']})"
+    if fields["hint"]:
+        message += f" (hint: {fields['hint']})"
+    return message

@@ -11,6 +11,7 @@ from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
 from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
+from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_TARGET_LOCK_WAIT, positive_seconds
 
 
 class BulkCopyOperator(FdwBaseOperator):
@@ -55,7 +56,14 @@ class BulkCopyOperator(FdwBaseOperator):
         ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path".
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
         ``transport="copy"``/``"auto"``. (templated)
-    :param lock_timeout: bound on waiting for the target's lock when applying (seconds or ``"5s"``).
+    :param lock_timeout: bound on each attempt to take the target's lock when applying (seconds or
+        ``"5s"``; default 1 s): a long reader of the target then delays new readers by at most this
+        long, instead of queueing them behind the swap for as long as it reads.
+    :param lock_retries: attempts to take that lock (default 30, with a short pause between them)
+        before the copy fails, leaving the target as it was.
+    :param target_lock_wait: seconds to wait for another copy of the same target to finish (default
+        300) before failing; an earlier try of this same task instance is terminated instead.
+    :param connect_timeout: seconds a database login may take (default 10).
     :param swap: how ``replace`` applies the new rows: ``"rename"`` swaps in the staging table (fast;
         only when nothing holds on to the target's OID; REPEATABLE READ / SERIALIZABLE readers whose
         snapshot predates the load see no rows), ``"in_place"`` writes only the rows that changed
@@ -99,6 +107,8 @@ class BulkCopyOperator(FdwBaseOperator):
         swap: str = "auto",
         verify: str = "off",
         transport: str = DEFAULT_TRANSPORT,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
         **kwargs: Any,
     ) -> None:
         conn_id = kwargs.get("postgres_conn_id", "postgres_default")
@@ -122,6 +132,10 @@ class BulkCopyOperator(FdwBaseOperator):
         self.swap = swap
         self.verify = verify
         self.transport = transport
+        self.target_lock_wait = positive_seconds(target_lock_wait, "target_lock_wait")
+        if isinstance(lock_retries, bool) or not isinstance(lock_retries, int) or lock_retries < 1:
+            raise FdwConfigError(f"lock_retries must be a positive integer, got {lock_retries!r}.")
+        self.lock_retries = lock_retries
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
@@ -152,7 +166,9 @@ class BulkCopyOperator(FdwBaseOperator):
         self.validate()
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
-            self._lineage_summary = hook.bulk_copy(plan)
+            self._lineage_summary = hook.bulk_copy(
+                plan, target_lock_wait=self.target_lock_wait, lock_retries=self.lock_retries
+            )
         return self._lineage_summary  # kept: lineage is reported from a fork that cannot read XCom
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

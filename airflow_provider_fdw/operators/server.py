@@ -17,7 +17,8 @@ class CreateForeignServerOperator(FdwBaseOperator):
     host/port/database and FDW fields (or converges an existing server's options with
     ``ALTER SERVER … OPTIONS (SET/ADD/DROP …)``), creates or updates each user mapping from the
     connection's login/password (so re-running after a password rotation applies it), and with
-    ``check`` reads the remote through the mapping from the LOCAL server. Idempotent.
+    ``check`` reads the remote through the mapping from the LOCAL server. Server, mappings and check
+    run in ONE transaction: when the check fails, nothing changed. Idempotent.
 
     :param server_name: name of the foreign server in the local database. (templated)
     :param fdw_conn_id: the ``postgres_fdw`` connection of the remote database. (templated)
@@ -72,12 +73,14 @@ class CreateForeignServerOperator(FdwBaseOperator):
         with self.get_hook(self.fdw_conn_id) as hook:
             hook.server_options(self.options)  # validates the connection's fields before any change
             extension_created = hook.ensure_extension()
-            changed = hook.create_server(self.server_name, self.options)
-            mappings = [
-                {"local_user": role, "changed": hook.create_user_mapping(self.server_name, role)}
-                for role in self.user_mappings
-            ]
-            remote = hook.check_remote(self.server_name) if self.check else {}
+            # One transaction: a failed check (or any failed step) leaves the server as it was.
+            with hook.session.transaction():
+                changed = hook.create_server(self.server_name, self.options)
+                mappings = [
+                    {"local_user": role, "changed": hook.create_user_mapping(self.server_name, role)}
+                    for role in self.user_mappings
+                ]
+                remote = hook.check_remote(self.server_name) if self.check else {}
         summary = {
             "server": self.server_name,
             "changed": changed or extension_created or any(m["changed"] for m in mappings),

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.replication import LagConfig, current_lsn, measure_lag, satisfied, valid_lsn
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_MEASUREMENT_TIMEOUT,
+    BoundedConnector,
+    FdwTimeoutError,
+    positive_seconds,
+    run_bounded,
+)
 from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
 
 
@@ -55,6 +62,10 @@ class ReplicationLagSensor(BaseSensorOperator):
     :param target_lsn: with ``catch_up=True``, the position to reach instead of the one read at start.
     :param fail_on_broken: fail at once when replication is broken, instead of waiting.
     :param deferrable: wait in the triggerer (ReplicationLagTrigger) instead of a worker slot.
+    :param measurement_timeout: seconds one measurement may take (default 30; also the
+        ``statement_timeout`` of its sessions). A measurement that takes longer counts as "not fresh";
+        the sensor's ``timeout`` holds even when every measurement hangs.
+    :param connect_timeout: seconds a login may take (default 10).
     """
 
     template_fields: Sequence[str] = (
@@ -82,9 +93,15 @@ class ReplicationLagSensor(BaseSensorOperator):
         target_lsn: str | None = None,
         fail_on_broken: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT,
+        connect_timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.measurement_timeout = positive_seconds(measurement_timeout, "measurement_timeout")
+        self.connect_timeout = connect_timeout
+        self._started: float | None = None
+        self._connectors: list[BoundedConnector] = []
         self.postgres_conn_id = postgres_conn_id
         self.measure = measure
         self.primary_conn_id = primary_conn_id
@@ -112,6 +129,7 @@ class ReplicationLagSensor(BaseSensorOperator):
         )
 
     def execute(self, context: Any) -> Any:
+        self._started = time.monotonic()
         if self.catch_up:
             self.target_lsn = self._start_lsn(context)
             self.log.info("Waiting until the replica reaches the primary's position %s", self.target_lsn)
@@ -136,17 +154,28 @@ class ReplicationLagSensor(BaseSensorOperator):
                 self.target_lsn,
                 self.fail_on_broken,
                 self.poke_interval,
+                measurement_timeout=self.measurement_timeout,
+                deadline=time.time() + self._remaining(),
+                connect_timeout=self.connect_timeout,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def poke(self, context: Any) -> PokeReturnValue:
-        primary = self._connect(self.primary_conn_id) if self.primary_conn_id else None
+        bound = max(1.0, min(self.measurement_timeout, self._remaining()))
+        replica = self._connect(self.postgres_conn_id, bound)
+        primary = self._connect(self.primary_conn_id, bound) if self.primary_conn_id else None
         try:
-            reading = measure_lag(
-                self._config(), self._connect(self.postgres_conn_id), primary, self.target_lsn
+            reading = run_bounded(
+                lambda: measure_lag(self._config(), replica, primary, self.target_lsn),
+                bound,
+                "measuring replication lag",
+                on_timeout=lambda: [c.abort() for c in (replica, primary) if c is not None],
             )
+        except FdwTimeoutError as exc:  # a hung server is "not fresh"; the sensor's timeout still holds
+            self.log.warning("%s Counting it as not fresh.", exc)
+            return PokeReturnValue(is_done=False, xcom_value=self.last_reading)
         except FdwConfigError as exc:  # a wrong server or a missing grant: retrying will not help
             raise AirflowFailException(str(exc)) from None
         self.last_reading = reading.to_dict()
@@ -175,6 +204,8 @@ class ReplicationLagSensor(BaseSensorOperator):
             return event["reading"]
         if event["status"] in ("broken", "invalid"):
             raise AirflowFailException(event["message"])
+        if event["status"] == "timeout":
+            raise AirflowSensorTimeout(event["message"])
         raise AirflowException(f"Measuring replication lag failed: {event['message']}")
 
     def _start_lsn(self, context: Any) -> str:
@@ -198,7 +229,7 @@ class ReplicationLagSensor(BaseSensorOperator):
             self.log.info("Catch-up target recorded by an earlier try of this task: %s", stored)
             return str(stored)
         primary_id = self.primary_conn_id or self.postgres_conn_id  # slot/walsender: measured on the primary
-        conn = self._connect(primary_id)()
+        conn = self._connect(primary_id, self.measurement_timeout)()
         try:
             lsn = current_lsn(conn)
         finally:
@@ -213,9 +244,21 @@ class ReplicationLagSensor(BaseSensorOperator):
         if store is not None:
             store.delete(TARGET_KEY)
 
-    @staticmethod
-    def _connect(conn_id: str) -> Any:
-        return PostgresHook(postgres_conn_id=conn_id).get_conn
+    def _connect(self, conn_id: str, bound: float) -> BoundedConnector:
+        connector = BoundedConnector(conn_id, bound, self.connect_timeout)
+        self._connectors = [*self._connectors[-3:], connector]  # the current poke's, for on_kill
+        return connector
+
+    def on_kill(self) -> None:
+        """Cancel and close the measurement's sessions (worker shutdown, ``execution_timeout``)."""
+        for connector in self._connectors:
+            connector.abort()
+
+    def _remaining(self) -> float:
+        """Seconds left of the sensor's ``timeout`` (the whole timeout before the first poke)."""
+        if self._started is None:
+            return float(self.timeout)
+        return max(0.0, float(self.timeout) - (time.monotonic() - self._started))
 
 
 TARGET_KEY = "catch_up_target_lsn"

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.replication import LagConfig, measure_lag, satisfied
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_MEASUREMENT_TIMEOUT,
+    BoundedConnector,
+    FdwTimeoutError,
+    run_bounded_async,
+)
 
 
 class ReplicationLagTrigger(BaseTrigger):
     """Poll replication lag every ``poll_interval`` seconds until it is within bounds.
 
-    Measurements use blocking drivers, so each runs in a worker thread (``asyncio.to_thread``): the
-    triggerer's event loop is never blocked. Only connection ids and thresholds are serialized, never
-    credentials. Events: ``{"status", "reading", "message"}`` with status ``success``, ``broken``,
-    ``invalid`` (a configuration or privilege problem waiting cannot fix) or ``error``.
+    Measurements use blocking drivers, so each runs in a daemon thread and is awaited for at most
+    ``measurement_timeout`` seconds: the triggerer's event loop is never blocked and a hung server
+    never holds the trigger. At ``deadline`` (epoch seconds: the sensor's ``timeout``) the trigger
+    ends with a ``timeout`` event even if every measurement hung. Only connection ids and thresholds
+    are serialized, never credentials. Events: ``{"status": "success" | "broken" | "invalid" |
+    "error" | "timeout", "reading": {...}, "message": ...}`` (``invalid``: a configuration or privilege
+    problem waiting cannot fix).
     """
 
     def __init__(
@@ -34,6 +45,9 @@ class ReplicationLagTrigger(BaseTrigger):
         target_lsn: str | None = None,
         fail_on_broken: bool = False,
         poll_interval: float = 30.0,
+        measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT,
+        deadline: float | None = None,
+        connect_timeout: int | None = None,
     ) -> None:
         super().__init__()
         self.postgres_conn_id = postgres_conn_id
@@ -47,6 +61,9 @@ class ReplicationLagTrigger(BaseTrigger):
         self.target_lsn = target_lsn
         self.fail_on_broken = fail_on_broken
         self.poll_interval = poll_interval
+        self.measurement_timeout = measurement_timeout
+        self.deadline = deadline
+        self.connect_timeout = connect_timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -63,6 +80,9 @@ class ReplicationLagTrigger(BaseTrigger):
                 "target_lsn": self.target_lsn,
                 "fail_on_broken": self.fail_on_broken,
                 "poll_interval": self.poll_interval,
+                "measurement_timeout": self.measurement_timeout,
+                "deadline": self.deadline,
+                "connect_timeout": self.connect_timeout,
             },
         )
 
@@ -75,8 +95,34 @@ class ReplicationLagTrigger(BaseTrigger):
             self.primary_conn_id is not None,
         )
         while True:
+            left = self._left()
+            if left <= 0:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": "Sensor timed out waiting for replication lag.",
+                        "reading": None,
+                    }
+                )
+                return
+            bound = max(1.0, min(self.measurement_timeout, left))
+            replica = BoundedConnector(self.postgres_conn_id, bound, self.connect_timeout)
+            primary = (
+                BoundedConnector(self.primary_conn_id, bound, self.connect_timeout)
+                if self.primary_conn_id
+                else None
+            )
             try:
-                reading = await asyncio.to_thread(self._measure, config)
+                reading = await run_bounded_async(
+                    partial(measure_lag, config, replica, primary, self.target_lsn),
+                    bound,
+                    "measuring replication lag",
+                    on_timeout=partial(_abort, replica, primary),
+                )
+            except FdwTimeoutError as exc:  # a hung server is "not fresh": poll again until the deadline
+                self.log.warning("%s Counting it as not fresh.", exc)
+                await asyncio.sleep(min(self.poll_interval, max(0.0, self._left())))
+                continue
             except FdwConfigError as exc:  # a wrong server or a missing grant: the sensor fails at once
                 yield TriggerEvent({"status": "invalid", "message": str(exc), "reading": None})
                 return
@@ -94,13 +140,13 @@ class ReplicationLagTrigger(BaseTrigger):
                     {"status": "success", "message": reading.describe(), "reading": reading.to_dict()}
                 )
                 return
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(min(self.poll_interval, max(0.0, self._left())))
 
-    def _measure(self, config: LagConfig) -> Any:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
+    def _left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.time()
 
-        replica = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn
-        primary = (
-            PostgresHook(postgres_conn_id=self.primary_conn_id).get_conn if self.primary_conn_id else None
-        )
-        return measure_lag(config, replica, primary, self.target_lsn)
+
+def _abort(*connectors: BoundedConnector | None) -> None:
+    for connector in connectors:
+        if connector is not None:
+            connector.abort()

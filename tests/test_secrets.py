@@ -1,0 +1,234 @@
+"""Secrets: hostile passwords never appear in any form in task output, exceptions, the target's
+server log, child environments or reprs; only exact role keywords are keywords (issue 11, item 4;
+issue 10, item 5)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.hooks.bulkcopy import PsqlRelay, plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.testing.dagrun import run_dag
+
+HOSTILE_PASSWORDS = [
+    "Back\\slash-Pw-1",
+    "Quote'Dq\"-Pw-2",
+    "Per%cent%s-Pw-3",
+    "Ünïcødé-Pässwørd-4",
+    "New\nLine-Pw-5",
+]
+HOSTILE_ROLE = "hostile_reader"
+
+
+def every_form(secret: str) -> set[str]:
+    """The ways a secret can be spelled in SQL, JSON, Python reprs, URLs and log escapes."""
+    doubled = secret.replace("'", "''")
+    backslashed = secret.replace("\\", "\\\\")
+    forms = {
+        secret,
+        doubled,
+        backslashed,
+        backslashed.replace("'", "''"),
+        json.dumps(secret)[1:-1],
+        repr(secret)[1:-1],
+        quote(secret, safe=""),
+        secret.encode("unicode_escape").decode(),
+    }
+    # A newline may be split across lines: each half that is long enough is distinctive too.
+    forms |= {part for part in secret.split("\n") if len(part) >= 8}
+    return forms
+
+
+def leaked(text: str, secret: str) -> list[str]:
+    return sorted(form for form in every_form(secret) if form and form in text)
+
+
+@pytest.fixture
+def hostile_role(source):
+    source.execute(
+        sql.SQL("CREATE ROLE {} LOGIN").format(ident(HOSTILE_ROLE)),
+    )
+    source.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(ident(HOSTILE_ROLE)), dbname=SOURCE_DB)
+    source.execute(sql.SQL("GRANT SELECT ON app.users TO {}").format(ident(HOSTILE_ROLE)), dbname=SOURCE_DB)
+    yield HOSTILE_ROLE
+    source.execute(sql.SQL("DROP OWNED BY {}").format(ident(HOSTILE_ROLE)), dbname=SOURCE_DB)
+    source.execute(sql.SQL("DROP ROLE {}").format(ident(HOSTILE_ROLE)))
+
+
+@pytest.mark.parametrize(
+    "password", HOSTILE_PASSWORDS, ids=["backslash", "quote", "percent", "unicode", "newline"]
+)
+def test_hostile_passwords_never_appear_in_task_output(
+    airflow_db, pair, source, hostile_role, password, monkeypatch, capfd
+):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+    from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+
+    source.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident(hostile_role), sql.Literal(password)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FDW_HOSTILE", fdw_connection(pair, password=password, login=hostile_role)
+    )
+    suffix = uuid.uuid4().hex[:8]
+    server, proxy = f"hostile_{suffix}", f"hostile_proxy_{suffix}"
+    with DAG(
+        f"hostile_{suffix}",
+        schedule=None,
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    ) as dag:
+        make_server = CreateForeignServerOperator(
+            task_id="server", server_name=server, fdw_conn_id="fdw_hostile"
+        )
+        do_import = ImportForeignSchemaOperator(
+            task_id="import", server_name=server, remote_schema="app", local_schema=proxy, limit_to=["users"]
+        )
+        copy = BulkCopyOperator(
+            task_id="copy",
+            source_table=f"{proxy}.users",
+            target_table=f"{proxy}.users_copy",
+            fdw_conn_id="fdw_hostile",
+        )
+        make_server >> do_import >> copy
+    capfd.readouterr()
+    result = run_dag(dag)
+    out, err = capfd.readouterr()
+    assert result.task_states == {"server": "success", "import": "success", "copy": "success"}
+    assert result.xcom["copy"]["rows"] == 1000
+    assert leaked(out + err + json.dumps(result.xcom), password) == []
+    # A failing mapping statement: the exception and the output still carry no form of it.
+    with FdwHook(fdw_conn_id="fdw_hostile") as hook, pytest.raises(FdwError) as info:
+        hook.create_user_mapping(server, "no_such_role_for_hostile_test")
+    out, err = capfd.readouterr()
+    assert leaked(str(info.value) + out + err, password) == []
+
+
+def test_failed_user_mapping_leaves_no_password_in_the_target_server_log(
+    pair, target, server_name, monkeypatch
+):
+    password = "Server-Log-Canary\\'Pw-91f3"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_CANARY", fdw_connection(pair, password=password))
+    assert target.logfile is not None, "the local test backend writes the server log to a file"
+    log = Path(target.logfile)
+    offset = log.stat().st_size
+    with FdwHook(fdw_conn_id="fdw_canary") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        with pytest.raises(FdwError, match='role "no_such_role_canary" does not exist'):
+            hook.create_user_mapping(server_name, "no_such_role_canary")
+        hook.create_user_mapping(server_name)  # and a mapping that works: converged, also silent
+    new_log = log.read_bytes()[offset:].decode(errors="replace")
+    assert 'role "no_such_role_canary" does not exist' in new_log  # the failure was logged ...
+    assert leaked(new_log, password) == []  # ... without the password
+    options = target.execute(
+        "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+    )[0][0]
+    assert f"password={password}" in options  # the value arrived intact
+
+
+@pytest.fixture(scope="module")
+def sleepy_view(pg_pair):
+    pg_pair.source.execute(
+        "CREATE OR REPLACE VIEW app.sleepy_users AS SELECT u.id, u.email, u.created_at "
+        "FROM app.users u, LATERAL (SELECT pg_sleep(0.005) WHERE u.id > 0) s",
+        dbname=SOURCE_DB,
+    )
+    pg_pair.source.execute("GRANT SELECT ON app.sleepy_users TO fdw_reader", dbname=SOURCE_DB)
+
+
+def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
+    pair, target, sleepy_view, server_name, local_schema
+):
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'app', table_name 'sleepy_users')"
+        ).format(ident(local_schema, "sleepy_users"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    assert any(k.startswith("AIRFLOW_CONN_") for k in os.environ)  # the worker has them ...
+    result: dict[str, object] = {}
+
+    def copy() -> None:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            result["summary"] = hook.bulk_copy(
+                plan_copy(f"{local_schema}.sleepy_users", f"{local_schema}.copy"), direct=True, relay="psql"
+            )
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    seen: dict[int, dict[str, str]] = {}
+    deadline = time.monotonic() + 30
+    while worker.is_alive() and time.monotonic() < deadline and len(seen) < 2:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in seen:
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            # The loader's command names the staging table, the reader's the remote view.
+            if b"psql" in cmdline and (local_schema.encode() in cmdline or b"sleepy_users" in cmdline):
+                seen[int(entry.name)] = dict(
+                    item.split("=", 1) for item in environ.decode().split("\0") if "=" in item
+                )
+        time.sleep(0.05)
+    passfiles = [env.get("PGPASSFILE") for env in seen.values()]
+    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in passfiles if p and os.path.exists(p)}
+    worker.join(60)
+    assert result["summary"]["rows"] == 1000
+    assert len(seen) == 2, "both psql children observed"
+    for env in seen.values():  # ... the children do not
+        assert not [
+            k
+            for k in env
+            if k.startswith("AIRFLOW_CONN_") or k in ("PGPASSWORD", "AIRFLOW__CORE__FERNET_KEY")
+        ]
+        assert "PGPASSFILE" in env
+    assert modes and set(modes.values()) == {0o600}
+    assert all(not os.path.exists(p) for p in passfiles if p)  # removed afterwards
+
+
+def test_relay_repr_prints_no_password():
+    relay = PsqlRelay(
+        "psql", {"host": "h", "password": "Remote-Repr-Pw"}, {"host": "l", "password": "Local-Repr-Pw"}
+    )
+    assert "Remote-Repr-Pw" not in repr(relay) and "Local-Repr-Pw" not in repr(relay)
+
+
+@pytest.mark.parametrize("role_name", ["Public", "user", "Current_User"])
+def test_roles_named_like_keywords_get_their_own_mapping(target, server_name, role_name):
+    target.execute(sql.SQL("CREATE ROLE {}").format(ident(role_name)))
+    hook = FdwHook(fdw_conn_id="fdw_source")
+    try:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        assert hook.create_user_mapping(server_name, role_name) is True
+        rows = target.execute(
+            "SELECT usename FROM pg_user_mappings WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+        )
+        assert rows == [(role_name,)]  # not public, not the current user
+    finally:
+        hook.drop_server(server_name, cascade=True)
+        hook.close()
+        target.execute(sql.SQL("DROP ROLE {}").format(ident(role_name)))

@@ -1,0 +1,276 @@
+"""Every network step is bounded by default: a remote that accepts TCP and never answers (a tarpit)
+fails each operation within a bounded time instead of hanging it (issue 11, item 1).
+
+Each test runs the operation in a daemon thread with a generous bound (``HANG``): when the code
+under test hangs, the test fails instead of hanging the suite. Durations are only compared with that
+generous bound; the measured figures are printed (``-s``) for the docs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.operators.copy import BulkCopyOperator
+from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
+from airflow_provider_fdw.testing.tarpit import Tarpit
+from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT, FdwTimeoutError, run_bounded
+
+# Far above every default bound (10 s logins, 8 s sensor timeouts), far below "hangs for ever".
+HANG = 90.0
+
+
+def outcome(fn: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    """Run ``fn`` (bounded by HANG); return the exception it raised (or None) and the seconds it took."""
+    started = time.monotonic()
+
+    def call() -> BaseException | None:
+        try:
+            fn()
+        except BaseException as exc:
+            return exc
+        return None
+
+    error = run_bounded(call, HANG, "operation under test")  # FdwTimeoutError here = it hung
+    elapsed = time.monotonic() - started
+    print(f"\n[time-to-failure] {elapsed:.1f}s: {type(error).__name__}: {error}")
+    return error, elapsed
+
+
+@pytest.fixture
+def tarpit() -> Iterator[Tarpit]:
+    with Tarpit() as pit:
+        yield pit
+
+
+@pytest.fixture
+def tarpit_conns(pair, tarpit, monkeypatch) -> Tarpit:
+    """``fdw_tarpit`` (postgres_fdw) and ``pg_tarpit`` (postgres) point at the tarpit."""
+    common = {"host": tarpit.host, "port": tarpit.port, "login": READER, "password": READER_PASSWORD}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FDW_TARPIT", json.dumps({"conn_type": "postgres_fdw", "schema": SOURCE_DB, **common})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PG_TARPIT", json.dumps({"conn_type": "postgres", "schema": SOURCE_DB, **common})
+    )
+    return tarpit
+
+
+def tarpit_foreign_table(target, server_name: str, schema: str) -> str:
+    """A server on the tarpit (created without the check) and a foreign table on it."""
+    with FdwHook(fdw_conn_id="fdw_tarpit") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'app', table_name 'users')"
+        ).format(ident(schema, "users"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    return f"{schema}.users"
+
+
+def test_create_server_check_fails_in_bounded_time_against_a_tarpit(tarpit_conns, server_name):
+    op = CreateForeignServerOperator(task_id="server", server_name=server_name, fdw_conn_id="fdw_tarpit")
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwError), error
+    assert server_name in str(error) and "not reachable" in str(error)
+    assert elapsed < HANG
+    assert tarpit_conns.accepted >= 1  # the local server really dialled the tarpit
+
+
+def test_bulk_copy_through_fdw_fails_in_bounded_time_against_a_tarpit(
+    tarpit_conns, target, server_name, local_schema
+):
+    source = tarpit_foreign_table(target, server_name, local_schema)
+    op = BulkCopyOperator(task_id="copy", source_table=source, target_table=f"{local_schema}.copy")
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwError), error
+    assert elapsed < HANG
+
+
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_bulk_copy_direct_fails_in_bounded_time_against_a_tarpit(
+    tarpit_conns, target, server_name, local_schema, relay
+):
+    source = tarpit_foreign_table(target, server_name, local_schema)
+    plan = plan_copy(source, f"{local_schema}.copy")
+
+    def copy() -> None:
+        with FdwHook(fdw_conn_id="fdw_tarpit") as hook:
+            hook.bulk_copy(plan, direct=True, relay=relay)
+
+    error, elapsed = outcome(copy)
+    assert isinstance(error, FdwError), error
+    assert "timeout" in str(error).lower()
+    assert elapsed < HANG
+
+
+def test_second_copy_of_the_same_target_waits_a_bounded_time_and_names_the_holder(
+    pair, target, server_name, local_schema
+):
+    source = tarpit_foreign_table_on_source(target, server_name, local_schema)
+    holder = target.connect(TARGET_DB)
+    holder.execute("SET application_name = 'someone else copying'")
+    holder.execute(
+        "SELECT pg_advisory_lock(hashtext(%s))", (f"airflow_provider_fdw:copy:{local_schema}.copy",)
+    )
+    try:
+        op = BulkCopyOperator(
+            task_id="copy", source_table=source, target_table=f"{local_schema}.copy", target_lock_wait=3
+        )
+        error, elapsed = outcome(lambda: op.execute({}))
+    finally:
+        holder.close()
+    assert isinstance(error, FdwTimeoutError), error
+    assert "someone else copying" in str(error)
+    assert elapsed < HANG
+
+
+def tarpit_foreign_table_on_source(target, server_name: str, schema: str) -> str:
+    """A working foreign table (server on the real source) for tests that need the copy to start."""
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'app', table_name 'users')"
+        ).format(ident(schema, "users"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    return f"{schema}.users"
+
+
+@pytest.mark.parametrize("hung", ["replica", "primary"])
+def test_sensor_poke_timeout_holds_when_a_server_hangs(tarpit_conns, hung):
+    sensor = ReplicationLagSensor(
+        task_id=f"lag_{uuid.uuid4().hex[:6]}",
+        postgres_conn_id="pg_tarpit" if hung == "replica" else "source_db",
+        primary_conn_id="pg_tarpit" if hung == "primary" else None,
+        max_lag_bytes=0,
+        timeout=8,
+        poke_interval=1,
+        mode="poke",
+    )
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    error, elapsed = outcome(lambda: sensor.execute({}))
+    assert isinstance(error, AirflowSensorTimeout | FdwError), error
+    assert elapsed < HANG
+
+
+def test_deferred_sensor_timeout_holds_when_the_replica_hangs(airflow_db, tarpit_conns, capfd):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.testing.dagrun import run_dag
+
+    with DAG(
+        f"lag_tarpit_{uuid.uuid4().hex[:6]}",
+        schedule=None,
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    ) as dag:
+        ReplicationLagSensor(
+            task_id="lag",
+            postgres_conn_id="pg_tarpit",
+            max_lag_bytes=0,
+            timeout=8,
+            poke_interval=1,
+            deferrable=True,
+            measurement_timeout=3,
+        )
+    started = time.monotonic()  # dag.test() needs the main thread (signals): not run via outcome()
+    result = run_dag(dag)
+    elapsed = time.monotonic() - started
+    print(f"\n[time-to-failure] deferred sensor, hung replica: {elapsed:.1f}s")
+    assert result.task_states == {"lag": "failed"}
+    assert "Sensor timed out waiting for replication lag" in "".join(capfd.readouterr())
+    assert elapsed < HANG
+
+
+def test_connections_get_bounded_defaults_unless_the_connection_sets_them(pair):
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        conn = hook.get_conn()
+        params = conn.info.get_parameters()
+        conn.close()
+    assert params["connect_timeout"] == str(DEFAULT_CONNECT_TIMEOUT)
+    assert params["keepalives"] == "1"
+    assert params["application_name"] == "airflow_provider_fdw"
+
+
+def test_a_long_reader_delays_new_readers_by_one_lock_timeout_not_its_whole_read(pair, target, local_schema):
+    """The swap waits for its lock in short attempts (default lock_timeout 1 s, retried): readers that
+    arrive meanwhile queue behind it for at most one attempt, not for the long reader's 10 s."""
+    from airflow_provider_fdw.hooks.bulkcopy import BulkCopy
+
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL("CREATE TABLE {} AS SELECT g AS id FROM generate_series(1, 100) g").format(
+            ident(local_schema, "src")
+        ),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {})").format(ident(local_schema, "t"), ident(local_schema, "src")),
+        dbname=TARGET_DB,
+    )
+    plan = plan_copy(f"{local_schema}.src", f"{local_schema}.t")
+    assert plan.lock_timeout == "1s"  # the documented default
+    long_reader = target.connect(TARGET_DB, autocommit=False)
+    long_reader.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "t")))
+    waiting_swap = threading.Event()
+    result: dict[str, Any] = {}
+
+    def copy() -> None:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            log = hook.log
+
+            class Spy:  # notices the first "lock busy" retry
+                def __getattr__(self, name):
+                    return getattr(log, name)
+
+                def info(self, msg, *args):
+                    if "lock busy" in msg:
+                        waiting_swap.set()
+                    log.info(msg, *args)
+
+            result["summary"] = BulkCopy(plan, hook._new_session, Spy()).run(hook.session).summary()
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    try:
+        assert waiting_swap.wait(30), "the swap never waited for the long reader"
+        waits = []
+        for _ in range(3):  # new readers while the swap keeps retrying
+            started = time.monotonic()
+            target.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "t")), dbname=TARGET_DB
+            )
+            waits.append(time.monotonic() - started)
+            time.sleep(0.5)
+        print(f"\n[new readers behind the swap] waited {', '.join(f'{w:.2f}s' for w in waits)}")
+        assert max(waits) < 5.0  # the long reader holds its lock for 10 s
+        time.sleep(max(0.0, 8 - sum(waits)))
+    finally:
+        long_reader.rollback()
+        long_reader.close()
+    worker.join(60)
+    assert result["summary"]["rows"] == 100 and result["summary"]["swap"] in ("renamed", "in-place")
