@@ -35,7 +35,9 @@ def half_broken_source(pg_pair):
         "GRANT SELECT ON app.half_broken TO fdw_reader",
     ):
         src.execute(statement, dbname=SOURCE_DB)
-    return src
+    yield src
+    # The remote schema is shared by every test module: leave it as the others expect it.
+    src.execute("DROP VIEW app.half_broken; DROP FUNCTION app.slow_or_fail(bigint, text)", dbname=SOURCE_DB)
 
 
 def foreign_table(target, server_name: str, schema: str, remote: str, id_type: str = "bigint") -> str:
@@ -90,18 +92,27 @@ def test_first_failure_of_a_parallel_copy_cancels_the_other_range_at_once(
 def test_psql_relay_errors_keep_the_servers_message_not_the_context_line(
     pair, target, server_name, local_schema
 ):
-    # The foreign table says integer, the remote column is bigint: binary COPY into staging fails.
-    source = foreign_table(target, server_name, local_schema, "users", id_type="integer")
+    # The foreign table declares email as integer: the direct path reads it as text (the declared
+    # type differs from the remote one) and the local COPY into staging refuses the first value.
+    source = foreign_table(target, server_name, local_schema, "users")
+    target.execute(
+        sql.SQL("ALTER FOREIGN TABLE {} ALTER COLUMN email TYPE integer").format(ident(*source.split("."))),
+        dbname=TARGET_DB,
+    )
     error, _ = copy_error(plan_copy(source, f"{local_schema}.copy"), direct=True, relay="psql")
-    assert "incorrect binary data format" in str(error)
+    assert "invalid input syntax for type integer" in str(error)
     assert "CONTEXT" not in str(error)
     assert "writing the staging table" in str(error)
 
 
-def test_psql_relay_read_errors_name_the_remote_and_its_message(pair, target, server_name, local_schema):
-    source = foreign_table(target, server_name, local_schema, "no_such_table")
-    error, _ = copy_error(plan_copy(source, f"{local_schema}.copy"), direct=True, relay="psql")
-    assert 'relation "app.no_such_table" does not exist' in str(error)
+def test_psql_relay_read_errors_name_the_remote_and_its_message(
+    pair, half_broken_source, target, server_name, local_schema
+):
+    source = foreign_table(target, server_name, local_schema, "half_broken")
+    plan = plan_copy(source, f"{local_schema}.copy", where="id > 500")  # the first row read fails
+    error, _ = copy_error(plan, direct=True, relay="psql")
+    assert "reading the remote" in str(error)
+    assert "row 501 is broken (DETAIL: the remote view refuses it)" in str(error)
     assert f"{pair.source.fdw_host}:{pair.source.fdw_port}/{SOURCE_DB}" in str(error)
 
 

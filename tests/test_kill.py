@@ -44,7 +44,12 @@ def slow_source(pg_pair):
         "GRANT SELECT ON app.slow_users, app.slow_delay TO fdw_reader",
     ):
         src.execute(statement, dbname=SOURCE_DB)
-    return src
+    yield src
+    # The remote schema is shared by every test module: leave it as the others expect it.
+    src.execute(
+        "DROP VIEW app.slow_users; DROP FUNCTION app.slow(bigint); DROP TABLE app.slow_delay",
+        dbname=SOURCE_DB,
+    )
 
 
 def set_delay(source, seconds: float) -> None:

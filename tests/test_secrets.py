@@ -148,6 +148,9 @@ def sleepy_view(pg_pair):
         dbname=SOURCE_DB,
     )
     pg_pair.source.execute("GRANT SELECT ON app.sleepy_users TO fdw_reader", dbname=SOURCE_DB)
+    yield
+    # The remote schema is shared by every test module: leave it as the others expect it.
+    pg_pair.source.execute("DROP VIEW app.sleepy_users", dbname=SOURCE_DB)
 
 
 def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
