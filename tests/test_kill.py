@@ -81,7 +81,7 @@ def busy_sessions(source, target) -> dict[str, int]:
     )[0][0]
     on_source = source.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-        "AND (query LIKE '%%slow_users%%' OR application_name = 'postgres_fdw')",
+        "AND (query LIKE '%%slow_%%' OR application_name = 'postgres_fdw')",
         dbname=SOURCE_DB,
     )[0][0]
     return {"target": on_target, "source": on_source}
@@ -237,3 +237,38 @@ def test_on_kill_cancels_a_running_copy_on_both_servers(source, target, slow_tab
     )
     assert "cancel" in str(outcome["error"]).lower()
     assert settled < GENEROUS
+
+
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
+    source, target, slow_table, server_name, local_schema, relay
+):
+    # 5000 rows at 0.03 s: 150 s to read them all. The first rows reach the local server only once
+    # the remote's and the relay's buffers fill (a few hundred rows), then the refusal must stop it all.
+    source.execute(
+        "CREATE OR REPLACE VIEW app.slow_many AS SELECT app.slow(u.id) AS id, u.email, u.created_at "
+        "FROM app.users u, generate_series(1, 5)",
+        dbname=SOURCE_DB,
+    )
+    source.execute("GRANT SELECT ON app.slow_many TO fdw_reader", dbname=SOURCE_DB)
+    set_delay(source, 0.03)
+    # Declared integer over the remote bigint: the local binary COPY refuses the first row.
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id integer, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'app', table_name 'slow_many')"
+        ).format(ident(local_schema, "slow_int"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    from airflow_provider_fdw.exceptions import FdwError
+    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+
+    started = time.monotonic()
+    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="binary data format"):
+        hook.bulk_copy(
+            plan_copy(f"{local_schema}.slow_int", f"{local_schema}.copy"), direct=True, relay=relay
+        )
+    failed = time.monotonic() - started
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    print(f"\n[local failure, {relay}] failed after {failed:.1f}s; remote read stopped {settled:.1f}s later")
+    assert failed < GENEROUS  # reading the whole slow source takes 150 s

@@ -422,6 +422,7 @@ class FdwHook(PostgresHook):
                     with_network_defaults({**libpq_params(self.remote), **marks}, self.connect_timeout),
                     with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
                     scope=self.cancel_scope,
+                    monitor=self.get_conn,
                 )
         remote_connect = self.remote_connection if direct else None
         copy = BulkCopy(
