@@ -20,25 +20,34 @@ GENEROUS = 40.0  # the slow half of the source takes 50 s
 
 @pytest.fixture(scope="module")
 def half_broken_source(pg_pair):
-    """``app.half_broken``: rows with id <= 500 arrive slowly (0.1 s each), rows above 500 fail at once.
+    """``testviews.half_broken``: rows with id <= 500 arrive slowly (0.1 s each), rows above 500 fail at once.
 
     Only the ``email`` column is slow or failing (a STABLE function, so a query that does not read
     it never runs it): min(id)/max(id) (the parallel split) stay fast.
     """
     src = pg_pair.source
     for statement in (
-        "CREATE OR REPLACE FUNCTION app.slow_or_fail(bigint, text) RETURNS text LANGUAGE plpgsql "
+        "CREATE SCHEMA IF NOT EXISTS testviews",  # not app: other tests import all of app
+        "GRANT USAGE ON SCHEMA testviews TO fdw_reader",
+        "CREATE OR REPLACE FUNCTION testviews.slow_or_fail(bigint, text) RETURNS text LANGUAGE plpgsql "
         "STABLE AS $$ BEGIN IF $1 > 500 THEN RAISE EXCEPTION 'row % is broken', $1 "
         "USING DETAIL = 'the remote view refuses it'; END IF; PERFORM pg_sleep(0.1); RETURN $2; END $$",
-        "CREATE OR REPLACE VIEW app.half_broken AS "
-        "SELECT id, app.slow_or_fail(id, email) AS email, created_at FROM app.users",
-        "GRANT SELECT ON app.half_broken TO fdw_reader",
+        "CREATE OR REPLACE VIEW testviews.half_broken AS "
+        "SELECT id, testviews.slow_or_fail(id, email) AS email, created_at FROM app.users",
+        "GRANT SELECT ON testviews.half_broken TO fdw_reader",
     ):
         src.execute(statement, dbname=SOURCE_DB)
     return src
 
 
-def foreign_table(target, server_name: str, schema: str, remote: str, id_type: str = "bigint") -> str:
+def foreign_table(
+    target,
+    server_name: str,
+    schema: str,
+    remote: str,
+    id_type: str = "bigint",
+    remote_schema: str = "testviews",
+) -> str:
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         hook.ensure_extension()
         hook.create_server(server_name)
@@ -47,8 +56,14 @@ def foreign_table(target, server_name: str, schema: str, remote: str, id_type: s
     target.execute(
         sql.SQL(
             "CREATE FOREIGN TABLE {} (id {}, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name {})"
-        ).format(ident(schema, remote), sql.SQL(id_type), ident(server_name), sql.Literal(remote)),
+            "OPTIONS (schema_name {}, table_name {})"
+        ).format(
+            ident(schema, remote),
+            sql.SQL(id_type),
+            ident(server_name),
+            sql.Literal(remote_schema),
+            sql.Literal(remote),
+        ),
         dbname=TARGET_DB,
     )
     return f"{schema}.{remote}"
@@ -91,7 +106,7 @@ def test_psql_relay_errors_keep_the_servers_message_not_the_context_line(
     pair, target, server_name, local_schema
 ):
     # The foreign table says integer, the remote column is bigint: binary COPY into staging fails.
-    source = foreign_table(target, server_name, local_schema, "users", id_type="integer")
+    source = foreign_table(target, server_name, local_schema, "users", id_type="integer", remote_schema="app")
     error, _ = copy_error(plan_copy(source, f"{local_schema}.copy"), direct=True, relay="psql")
     assert "incorrect binary data format" in str(error)
     assert "CONTEXT" not in str(error)
@@ -99,7 +114,7 @@ def test_psql_relay_errors_keep_the_servers_message_not_the_context_line(
 
 
 def test_psql_relay_read_errors_name_the_remote_and_its_message(pair, target, server_name, local_schema):
-    source = foreign_table(target, server_name, local_schema, "no_such_table")
+    source = foreign_table(target, server_name, local_schema, "no_such_table", remote_schema="app")
     error, _ = copy_error(plan_copy(source, f"{local_schema}.copy"), direct=True, relay="psql")
     assert 'relation "app.no_such_table" does not exist' in str(error)
     assert f"{pair.source.fdw_host}:{pair.source.fdw_port}/{SOURCE_DB}" in str(error)
