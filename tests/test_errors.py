@@ -20,27 +20,34 @@ GENEROUS = 40.0  # the slow half of the source takes 50 s
 
 @pytest.fixture(scope="module")
 def half_broken_source(pg_pair):
-    """``app.half_broken``: rows with id <= 500 arrive slowly (0.1 s each), rows above 500 fail at once.
+    """``testviews.half_broken``: rows with id <= 500 arrive slowly (0.1 s each), rows above 500 fail at once.
 
     Only the ``email`` column is slow or failing (a STABLE function, so a query that does not read
     it never runs it): min(id)/max(id) (the parallel split) stay fast.
     """
     src = pg_pair.source
     for statement in (
-        "CREATE OR REPLACE FUNCTION app.slow_or_fail(bigint, text) RETURNS text LANGUAGE plpgsql "
+        "CREATE SCHEMA IF NOT EXISTS testviews",  # not app: other tests import all of app
+        "GRANT USAGE ON SCHEMA testviews TO fdw_reader",
+        "CREATE OR REPLACE FUNCTION testviews.slow_or_fail(bigint, text) RETURNS text LANGUAGE plpgsql "
         "STABLE AS $$ BEGIN IF $1 > 500 THEN RAISE EXCEPTION 'row % is broken', $1 "
         "USING DETAIL = 'the remote view refuses it'; END IF; PERFORM pg_sleep(0.1); RETURN $2; END $$",
-        "CREATE OR REPLACE VIEW app.half_broken AS "
-        "SELECT id, app.slow_or_fail(id, email) AS email, created_at FROM app.users",
-        "GRANT SELECT ON app.half_broken TO fdw_reader",
+        "CREATE OR REPLACE VIEW testviews.half_broken AS "
+        "SELECT id, testviews.slow_or_fail(id, email) AS email, created_at FROM app.users",
+        "GRANT SELECT ON testviews.half_broken TO fdw_reader",
     ):
         src.execute(statement, dbname=SOURCE_DB)
-    yield src
-    # The remote schema is shared by every test module: leave it as the others expect it.
-    src.execute("DROP VIEW app.half_broken; DROP FUNCTION app.slow_or_fail(bigint, text)", dbname=SOURCE_DB)
+    return src
 
 
-def foreign_table(target, server_name: str, schema: str, remote: str, id_type: str = "bigint") -> str:
+def foreign_table(
+    target,
+    server_name: str,
+    schema: str,
+    remote: str,
+    id_type: str = "bigint",
+    remote_schema: str = "testviews",
+) -> str:
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         hook.ensure_extension()
         hook.create_server(server_name)
@@ -49,8 +56,14 @@ def foreign_table(target, server_name: str, schema: str, remote: str, id_type: s
     target.execute(
         sql.SQL(
             "CREATE FOREIGN TABLE {} (id {}, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name {})"
-        ).format(ident(schema, remote), sql.SQL(id_type), ident(server_name), sql.Literal(remote)),
+            "OPTIONS (schema_name {}, table_name {})"
+        ).format(
+            ident(schema, remote),
+            sql.SQL(id_type),
+            ident(server_name),
+            sql.Literal(remote_schema),
+            sql.Literal(remote),
+        ),
         dbname=TARGET_DB,
     )
     return f"{schema}.{remote}"
@@ -94,7 +107,7 @@ def test_psql_relay_errors_keep_the_servers_message_not_the_context_line(
 ):
     # The foreign table declares email as integer: the direct path reads it as text (the declared
     # type differs from the remote one) and the local COPY into staging refuses the first value.
-    source = foreign_table(target, server_name, local_schema, "users")
+    source = foreign_table(target, server_name, local_schema, "users", remote_schema="app")
     target.execute(
         sql.SQL("ALTER FOREIGN TABLE {} ALTER COLUMN email TYPE integer").format(ident(*source.split("."))),
         dbname=TARGET_DB,

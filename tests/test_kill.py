@@ -2,8 +2,8 @@
 leaves no child process behind, and a retry terminates what a killed try left running instead of
 waiting for it (issue 11, item 2).
 
-The source is a view on the remote that sleeps per row (``app.slow_users``), slowed only while
-``app.slow_delay`` says so; bounded waits poll for "nothing left running" with generous limits.
+The source is a view on the remote that sleeps per row (``testviews.slow_users``), slowed only while
+``testviews.slow_delay`` says so; bounded waits poll for "nothing left running" with generous limits.
 """
 
 from __future__ import annotations
@@ -31,29 +31,26 @@ GENEROUS = 45.0  # far below the slow source's 100 s, far above any clean-up
 
 @pytest.fixture(scope="module")
 def slow_source(pg_pair):
-    """``app.slow_users``: ``app.users`` read at ``app.slow_delay`` seconds per row."""
+    """``testviews.slow_users``: ``app.users`` read at ``testviews.slow_delay`` seconds per row."""
     src = pg_pair.source
     for statement in (
-        "CREATE TABLE IF NOT EXISTS app.slow_delay (seconds float8 NOT NULL)",
-        "TRUNCATE app.slow_delay",
-        "INSERT INTO app.slow_delay VALUES (0)",
-        "CREATE OR REPLACE FUNCTION app.slow(bigint) RETURNS bigint LANGUAGE sql VOLATILE AS "
-        "'SELECT $1 FROM pg_sleep((SELECT seconds FROM app.slow_delay))'",
-        "CREATE OR REPLACE VIEW app.slow_users AS "
-        "SELECT app.slow(id) AS id, email, created_at FROM app.users",
-        "GRANT SELECT ON app.slow_users, app.slow_delay TO fdw_reader",
+        "CREATE SCHEMA IF NOT EXISTS testviews",  # not app: other tests import all of app
+        "GRANT USAGE ON SCHEMA testviews TO fdw_reader",
+        "CREATE TABLE IF NOT EXISTS testviews.slow_delay (seconds float8 NOT NULL)",
+        "TRUNCATE testviews.slow_delay",
+        "INSERT INTO testviews.slow_delay VALUES (0)",
+        "CREATE OR REPLACE FUNCTION testviews.slow(bigint) RETURNS bigint LANGUAGE sql VOLATILE AS "
+        "'SELECT $1 FROM pg_sleep((SELECT seconds FROM testviews.slow_delay))'",
+        "CREATE OR REPLACE VIEW testviews.slow_users AS "
+        "SELECT testviews.slow(id) AS id, email, created_at FROM app.users",
+        "GRANT SELECT ON testviews.slow_users, testviews.slow_delay TO fdw_reader",
     ):
         src.execute(statement, dbname=SOURCE_DB)
-    yield src
-    # The remote schema is shared by every test module: leave it as the others expect it.
-    src.execute(
-        "DROP VIEW app.slow_users; DROP FUNCTION app.slow(bigint); DROP TABLE app.slow_delay",
-        dbname=SOURCE_DB,
-    )
+    return src
 
 
 def set_delay(source, seconds: float) -> None:
-    source.execute("UPDATE app.slow_delay SET seconds = %s", (seconds,), dbname=SOURCE_DB)
+    source.execute("UPDATE testviews.slow_delay SET seconds = %s", (seconds,), dbname=SOURCE_DB)
 
 
 @pytest.fixture
@@ -67,7 +64,7 @@ def slow_table(pair, slow_source, target, server_name, local_schema):
     target.execute(
         sql.SQL(
             "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name 'slow_users')"
+            "OPTIONS (schema_name 'testviews', table_name 'slow_users')"
         ).format(ident(local_schema, "slow_users"), ident(server_name)),
         dbname=TARGET_DB,
     )
@@ -86,7 +83,7 @@ def busy_sessions(source, target) -> dict[str, int]:
     )[0][0]
     on_source = source.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-        "AND (query LIKE '%%slow_users%%' OR application_name = 'postgres_fdw')",
+        "AND (query LIKE '%%slow_%%' OR application_name = 'postgres_fdw')",
         dbname=SOURCE_DB,
     )[0][0]
     return {"target": on_target, "source": on_source}
@@ -242,3 +239,38 @@ def test_on_kill_cancels_a_running_copy_on_both_servers(source, target, slow_tab
     )
     assert "cancel" in str(outcome["error"]).lower()
     assert settled < GENEROUS
+
+
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
+    source, target, slow_table, server_name, local_schema, relay
+):
+    # 5000 rows at 0.03 s: 150 s to read them all. The first rows reach the local server only once
+    # the remote's and the relay's buffers fill (a few hundred rows), then the refusal must stop it all.
+    source.execute(
+        "CREATE OR REPLACE VIEW testviews.slow_many AS "
+        "SELECT testviews.slow(u.id) AS id, u.email, u.created_at FROM app.users u, generate_series(1, 5)",
+        dbname=SOURCE_DB,
+    )
+    source.execute("GRANT SELECT ON testviews.slow_many TO fdw_reader", dbname=SOURCE_DB)
+    set_delay(source, 0.03)
+    # Declared integer over the remote bigint: the local binary COPY refuses the first row.
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id integer, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'testviews', table_name 'slow_many')"
+        ).format(ident(local_schema, "slow_int"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    from airflow_provider_fdw.exceptions import FdwError
+    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+
+    started = time.monotonic()
+    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="binary data format"):
+        hook.bulk_copy(
+            plan_copy(f"{local_schema}.slow_int", f"{local_schema}.copy"), direct=True, relay=relay
+        )
+    failed = time.monotonic() - started
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    print(f"\n[local failure, {relay}] failed after {failed:.1f}s; remote read stopped {settled:.1f}s later")
+    assert failed < GENEROUS  # reading the whole slow source takes 150 s

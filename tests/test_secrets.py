@@ -142,15 +142,17 @@ def test_failed_user_mapping_leaves_no_password_in_the_target_server_log(
 
 @pytest.fixture(scope="module")
 def sleepy_view(pg_pair):
+    for statement in (
+        "CREATE SCHEMA IF NOT EXISTS testviews",
+        "GRANT USAGE ON SCHEMA testviews TO fdw_reader",
+    ):
+        pg_pair.source.execute(statement, dbname=SOURCE_DB)  # not app: other tests import all of app
     pg_pair.source.execute(
-        "CREATE OR REPLACE VIEW app.sleepy_users AS SELECT u.id, u.email, u.created_at "
+        "CREATE OR REPLACE VIEW testviews.sleepy_users AS SELECT u.id, u.email, u.created_at "
         "FROM app.users u, LATERAL (SELECT pg_sleep(0.005) WHERE u.id > 0) s",
         dbname=SOURCE_DB,
     )
-    pg_pair.source.execute("GRANT SELECT ON app.sleepy_users TO fdw_reader", dbname=SOURCE_DB)
-    yield
-    # The remote schema is shared by every test module: leave it as the others expect it.
-    pg_pair.source.execute("DROP VIEW app.sleepy_users", dbname=SOURCE_DB)
+    pg_pair.source.execute("GRANT SELECT ON testviews.sleepy_users TO fdw_reader", dbname=SOURCE_DB)
 
 
 def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
@@ -164,7 +166,7 @@ def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
     target.execute(
         sql.SQL(
             "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name 'sleepy_users')"
+            "OPTIONS (schema_name 'testviews', table_name 'sleepy_users')"
         ).format(ident(local_schema, "sleepy_users"), ident(server_name)),
         dbname=TARGET_DB,
     )

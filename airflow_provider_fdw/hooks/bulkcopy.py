@@ -19,14 +19,18 @@ of a killed run first.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -74,6 +78,7 @@ from airflow_provider_fdw.validation import INT_MAX, check_interval
 
 MODES = ("replace", "append", "upsert")
 VERIFY_MODES = ("off", "count", "checksum")
+LOAD_STATE_QUERY = q.sql.SQL("SELECT state FROM pg_stat_activity WHERE pid = %s")
 DEFAULT_FETCH_SIZE = 50_000
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 
@@ -627,14 +632,48 @@ class BulkCopy:
         progress: Progress,
     ) -> int:
         s = self.new_session()
+        stop, fired = threading.Event(), threading.Event()
+        swallowed = _SwallowedCopyErrors()
         try:
             if self.result.path == "direct":
-                return self._copy_direct(s, source, staging, columns, conditions, progress)
+                if self.psql_relay is None:  # the in-process relay learns of a local error only at the end
+                    threading.Thread(target=self._watch_load, args=(s, stop, fired), daemon=True).start()
+                with swallowed:
+                    return self._copy_direct(s, source, staging, columns, conditions, progress)
             rows = self._copy_through_fdw(s, source, staging, columns, conditions)
             progress.add(rows)
             return rows
+        except Exception:
+            local = swallowed.first()
+            if fired.is_set() and local is not None:  # the local refusal is the cause, not the cancel
+                raise FdwError(
+                    f"writing the staging table failed: {describe(local)}", step="copy into staging"
+                ) from None
+            raise
         finally:
+            stop.set()
             s.close()
+
+    def _watch_load(self, s: LocalSession, stop: threading.Event, fired: threading.Event) -> None:
+        """When the local COPY fails (its session turns "idle in transaction (aborted)") while the
+        remote still streams, cancel the copy's statements so the remote read stops at once."""
+        try:
+            pid = s.conn.info.backend_pid if hasattr(s.conn, "info") else s.conn.get_backend_pid()
+            monitor = self.new_session()
+        except Exception:  # no watcher: the error still arrives, only later
+            return
+        try:
+            while not stop.wait(0.5):
+                with monitor.transaction():
+                    row = monitor.fetchone("watch load", LOAD_STATE_QUERY, (pid,))
+                if row and row[0] == "idle in transaction (aborted)" and not stop.is_set():
+                    fired.set()
+                    self.scope.cancel()
+                    return
+        except Exception:  # best effort, like the rest of the clean-up
+            return
+        finally:
+            monitor.close()
 
     def _copy_through_fdw(
         self,
@@ -835,6 +874,30 @@ class BulkCopy:
             self.log.warning("Could not drop %s: %s", staging, exc)
 
 
+class _SwallowedCopyErrors(logging.Handler):
+    """psycopg logs (and drops) the server's error of a COPY FROM ended by another exception
+    ("error ignored terminating …"); this keeps it, for this thread, so it can be reported."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and "error ignored terminating" in str(record.msg):
+            self.errors.extend(a for a in record.args or () if isinstance(a, BaseException))
+
+    def first(self) -> BaseException | None:
+        return self.errors[0] if self.errors else None
+
+    def __enter__(self) -> _SwallowedCopyErrors:
+        logging.getLogger("psycopg").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("psycopg").removeHandler(self)
+
+
 def column_defs(source: SourceInfo, columns: list[str]) -> list[tuple[str, str, str | None, bool]]:
     """(name, type, collation, NOT NULL) of the copied columns, as the source declares them."""
     return [
@@ -871,23 +934,35 @@ class PsqlRelay:
     remote: dict[str, Any] = field(repr=False)
     local: dict[str, Any] = field(repr=False)
     scope: CancelScope | None = field(default=None, repr=False)
+    # Opens a LOCAL connection: watches the load's session, whose error psql reports only at EOF.
+    monitor: Callable[[], Any] | None = field(default=None, repr=False)
+    _interrupted: dict[str, bool] = field(default_factory=dict, repr=False, init=False)
 
     def copy(self, out_statement: str, in_statement: str) -> int:
+        base = str(self.local.get("application_name") or "airflow_provider_fdw")
+        load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
+        local = {**self.local, "application_name": load_name}
         with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
             remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
-            local_env = self._env(self.local, os.path.join(private, "local.pgpass"))
+            local_env = self._env(local, os.path.join(private, "local.pgpass"))
             out = self._start(self._command(self.remote, out_statement), remote_env, None, subprocess.PIPE)
             try:
-                load = self._start(
-                    self._command(self.local, in_statement), local_env, out.stdout, subprocess.PIPE
-                )
+                load = self._start(self._command(local, in_statement), local_env, out.stdout, subprocess.PIPE)
             except BaseException:
                 out.kill()
                 out.wait()
                 raise
             out.stdout.close()  # the load child holds the pipe now: a dead reader means EOF there
+            stop = threading.Event()
+            watcher = threading.Thread(
+                target=self._stop_reader_when_load_fails, args=(load_name, out, stop), daemon=True
+            )
+            watcher.start()
             try:
                 load_out, load_err = load.communicate()
+                stop.set()
+                if load.returncode != 0 and out.poll() is None:
+                    out.send_signal(signal.SIGINT)  # psql cancels the remote read now, not at its next write
                 out_err = out.stderr.read()
                 out.wait()
             except BaseException:  # interrupted (execution_timeout): the children must not outlive us
@@ -897,19 +972,59 @@ class PsqlRelay:
                 raise
             finally:
                 out.stderr.close()
+        load_error = (
+            FdwError(
+                f"writing the staging table on {_where(self.local)} failed: "
+                f"{server_message(load_err, load.returncode)}",
+                step="copy into staging",
+            )
+            if load.returncode != 0
+            else None
+        )
+        if load_error is not None and out.returncode != 0 and self._interrupted.get(load_name):
+            raise load_error  # the reader was stopped because of the load's failure: that is the cause
         if out.returncode != 0:
             raise FdwError(
                 f"reading the remote {_where(self.remote)} failed: {server_message(out_err, out.returncode)}",
                 step="copy from remote",
             )
-        if load.returncode != 0:
-            raise FdwError(
-                f"writing the staging table on {_where(self.local)} failed: "
-                f"{server_message(load_err, load.returncode)}",
-                step="copy into staging",
-            )
+        if load_error is not None:
+            raise load_error
         match = re.search(r"^COPY (\d+)$", load_out, re.MULTILINE)
         return int(match.group(1)) if match else 0
+
+    def _stop_reader_when_load_fails(
+        self, load_name: str, out: subprocess.Popen[Any], stop: threading.Event
+    ) -> None:
+        """psql keeps feeding a COPY the server already refused until its input ends: when the load's
+        session stops being active while the reader still runs, interrupt the reader (psql then
+        cancels the remote read), so the load's error is reported at once."""
+        if self.monitor is None:
+            return
+        try:
+            conn = self.monitor()
+        except Exception:  # no watcher: the error still arrives, only later
+            return
+        seen_active = False
+        query = "SELECT state FROM pg_stat_activity WHERE application_name = %s"
+        try:
+            while not stop.wait(0.5):
+                with conn.cursor() as cur:
+                    cur.execute(query, (load_name,))
+                    row = cur.fetchone()
+                conn.commit()  # a new snapshot of pg_stat_activity next time
+                state = row[0] if row else None
+                if state == "active":
+                    seen_active = True
+                elif seen_active and out.poll() is None:
+                    self._interrupted[load_name] = True
+                    out.send_signal(signal.SIGINT)
+                    return
+        except Exception:  # best effort, like the rest of the clean-up
+            return
+        finally:
+            with suppress(Exception):
+                conn.close()
 
     def _start(
         self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any

@@ -436,6 +436,7 @@ class FdwHook(PostgresHook):
                     ),
                     with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
                     scope=self.cancel_scope,
+                    monitor=self.get_conn,
                 )
         remote_connect = self.direct_connection if reads_directly else None
         identity = (
