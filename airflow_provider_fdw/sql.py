@@ -815,6 +815,37 @@ def orphan_probe(
     )
 
 
+def moved_parent_probe(
+    child: QualifiedName,
+    child_columns: Sequence[str],
+    target: QualifiedName,
+    parent_columns: Sequence[str],
+    staging: QualifiedName,
+    key: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+) -> sql.Composed:
+    """One child row's reference to a target row that the diff would delete or change, although the
+    value may still be in the new data (under another ``key``, or, without a key, in a changed row):
+    deleting or updating that row would fire the foreign key's ON DELETE / ON UPDATE action."""
+    if key:
+        same_row = sql.SQL("{} AND {}").format(
+            _key_match("s", "t", key), _key_match("s", "t", parent_columns)
+        )
+    else:
+        same_row = sql.SQL("{} = {}").format(row_text("s", columns), row_text("t", columns))
+    return sql.SQL(
+        "SELECT {} FROM {} AS c JOIN {} AS t ON {} WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) LIMIT 1"
+    ).format(
+        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
+        sql.Identifier(*child),
+        _table(target, only),
+        _key_match("t", "c", parent_columns, child_columns),
+        sql.Identifier(*staging),
+        same_row,
+    )
+
+
 def catch_up_sequence(sequence_oid: int, table: QualifiedName, column: str, only: bool) -> sql.Composed:
     """Move an ascending sequence up to ``max(column)`` only when it is behind; never down."""
     return sql.SQL(

@@ -171,6 +171,7 @@ def diff_apply(
         if not key_is_unique:
             check_unique(s, target, key, str(target), only)
     check_children(s, staging, target, oid)
+    check_moved_parents(s, staging, target, oid, key, columns, only)
     if key:
         deleted = s.execute(
             f"delete vanished rows of {target}", q.diff_delete(target, staging, key, only)
@@ -245,6 +246,40 @@ def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedNam
                 f"{conname} ({', '.join(child_columns)}) references {_show(orphan)}, which the new "
                 f"data for {target} no longer has. Nothing was changed; delete or re-point those "
                 "rows first, or copy with a filter that keeps their parents.",
+                step="check referencing rows",
+            )
+
+
+def check_moved_parents(
+    s: LocalSession,
+    staging: QualifiedName,
+    target: QualifiedName,
+    oid: int,
+    key: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+) -> None:
+    """Fail when the diff would delete or change a target row that another table references, even
+    though the referenced value is still in the new data (another key, or a changed keyless row):
+    its ON DELETE CASCADE / SET NULL / ON UPDATE CASCADE would change the child's rows."""
+    for conname, schema, table, child_columns, parent_columns in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    ):
+        child = QualifiedName(schema, table)
+        if child == target or (key and set(parent_columns) == set(key)):
+            continue  # self-references are checked on the new data; a key reference by check_children
+        probe = q.moved_parent_probe(
+            child, child_columns, target, parent_columns, staging, key, columns, only
+        )
+        moved = s.fetchone(f"check rows referencing {target} through {conname}", probe)
+        if moved is not None:
+            raise FdwError(
+                f"Replacing {target} in place would delete or change the row of {target} that rows of "
+                f"{child} reference through foreign key {conname} ({', '.join(child_columns)}) = "
+                f"{_show(moved)}: the new data has that row under another "
+                f"{'key (' + ', '.join(key) + ')' if key else 'value'}, and deleting or changing it would "
+                "fire the foreign key's action on the child's rows. Nothing was changed; re-point those "
+                "rows first, or pass key_columns matching the referenced columns.",
                 step="check referencing rows",
             )
 
