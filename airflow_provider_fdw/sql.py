@@ -526,17 +526,40 @@ def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) 
 
 
 def upsert_from(
-    target: QualifiedName, source: QualifiedName, columns: Sequence[str], key_columns: Sequence[str]
+    target: QualifiedName,
+    source: QualifiedName,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    image_equal: Sequence[str] = (),
 ) -> sql.Composed:
-    """Insert new keys, update changed rows only (unchanged rows of the overlap window are not rewritten)."""
+    """Insert new keys, update changed rows only (unchanged rows of the overlap window are not rewritten).
+
+    Changed as in :func:`diff_update`: ``image_equal`` columns by ``IS DISTINCT FROM``, the others by
+    text form (``json`` has no ``=``; ``1.0`` → ``1.00`` and ``0`` → ``-0`` are changes).
+    """
     others = [c for c in columns if c not in key_columns]
     if not others:
         action: sql.Composable = sql.SQL("DO NOTHING")
     else:
-        action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+        typed = [c for c in others if c in image_equal]
+        as_text = [c for c in others if c not in image_equal]
+        changed: list[sql.Composable] = []
+        if typed:
+            changed.append(
+                sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in typed),
+                    sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in typed),
+                )
+            )
+        if as_text:
+            changed.append(
+                sql.SQL("{} IS DISTINCT FROM {}").format(
+                    row_text("t", as_text), row_text("excluded", as_text)
+                )
+            )
+        action = sql.SQL("DO UPDATE SET {} WHERE {}").format(
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
+            sql.SQL(" OR ").join(changed),
         )
     return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         sql.Identifier(*target),

@@ -130,3 +130,24 @@ def test_in_place_replace_never_cascades_an_update_of_a_referenced_unique_column
     with pytest.raises(FdwError, match=r"foreign key \S+ \(code\) = 'c1'.*Nothing was changed"):
         copy(src, t)
     assert local(adv, "SELECT n, code FROM {c} ORDER BY n", c=child) == children
+
+
+# -- upsert: values with no equality operator, and changes that equality hides ---------------------
+
+
+def test_upsert_copies_rows_with_json_and_changes_that_equality_hides(adv):
+    columns = "id bigint, version int, doc json, amount numeric, f8 float8, p point"
+    src, t = Source(adv, columns, ", PRIMARY KEY (id)"), new_target()
+    src.remote(
+        "INSERT INTO {t} SELECT g, 1, '{{\"a\": 1}}', 1.0, 0, point(g, g) FROM generate_series(1, 10) g"
+    )
+    args = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "version"}
+    copy(src, t, **args)
+    # upsert re-reads the rows at the watermark itself (>= max): these changes leave version alone
+    src.remote("UPDATE {t} SET doc = '{{\"a\":1}}' WHERE id = 1")  # json keeps its text: a change
+    src.remote("UPDATE {t} SET amount = 1.00 WHERE id = 2")  # 1.0 = 1.00, yet it prints differently
+    src.remote("UPDATE {t} SET f8 = '-0' WHERE id = 3")  # 0 = -0
+    result = copy(src, t, **args)
+    assert (result["inserted"], result["updated"], result["unchanged"]) == (0, 3, 7)
+    text = "SELECT id, version, doc::text, amount::text, f8::text, p::text FROM {t} ORDER BY id"
+    assert local(adv, text, t=t) == src.remote(text)

@@ -765,7 +765,11 @@ class BulkCopy:
                 inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
-                upsert = q.upsert_from(p.target, staging, columns, p.key_columns)
+                target_oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
+                image_equal = [
+                    c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (target_oid,))
+                ]
+                upsert = q.upsert_from(p.target, staging, columns, p.key_columns, image_equal)
                 inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
             self.result.details["applied_rows"] = inserted + updated
             r = self.result
