@@ -838,6 +838,23 @@ def orphan_probe(
     )
 
 
+# Anything else that depends on the table, its row type or that type's array (a function taking the
+# row type, a column of it, a policy of another table reading it …): dropping the renamed-away table
+# would fail, so the replace goes in place. Parts of the table itself and what DEPENDANTS_QUERY
+# names (views and rules, foreign keys) are left out.
+OTHER_DEPENDANTS_QUERY = sql.SQL(
+    "WITH types AS (SELECT reltype AS oid FROM pg_class WHERE oid = %(oid)s "
+    "  UNION SELECT t.typarray FROM pg_type t JOIN pg_class c ON t.oid = c.reltype WHERE c.oid = %(oid)s) "
+    "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d "
+    "WHERE d.deptype = 'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = %(oid)s) "
+    "  OR (d.refclassid = 'pg_type'::regclass AND d.refobjid IN (SELECT oid FROM types))) "
+    "AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass) "
+    "AND NOT (d.classid = 'pg_class'::regclass AND d.objid = %(oid)s) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend own WHERE own.classid = d.classid AND own.objid = d.objid "
+    "  AND own.refclassid = 'pg_class'::regclass AND own.refobjid = %(oid)s AND own.deptype IN ('a', 'i'))"
+)
+
+
 def moved_parent_probe(
     child: QualifiedName,
     child_columns: Sequence[str],

@@ -151,3 +151,35 @@ def test_upsert_copies_rows_with_json_and_changes_that_equality_hides(adv):
     assert (result["inserted"], result["updated"], result["unchanged"]) == (0, 3, 7)
     text = "SELECT id, version, doc::text, amount::text, f8::text, p::text FROM {t} ORDER BY id"
     assert local(adv, text, t=t) == src.remote(text)
+
+
+# -- replace by rename: what holds on to the target besides views and foreign keys -----------------
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        "CREATE FUNCTION {h}(r {t}) RETURNS bigint LANGUAGE sql AS 'SELECT r.id'",
+        "CREATE TABLE {h} (snapshot {t})",
+        "CREATE TABLE {h} (snapshots {t}[])",
+        "CREATE TABLE {h} (n int); ALTER TABLE {h} ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON {h} USING (EXISTS (SELECT FROM {t} WHERE id = n))",
+    ],
+    ids=[
+        "function-of-its-row-type",
+        "column-of-its-row-type",
+        "column-of-its-array-type",
+        "policy-elsewhere",
+    ],
+)
+def test_replace_works_when_other_objects_use_the_target_or_its_row_type(adv, holder):
+    src, t = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    copy(src, t)
+    h = f"{t}_holder"
+    for statement in holder.split("; "):
+        local(adv, statement, t=t, h=h)
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    result = copy(src, t)
+    assert result["swap"] == "in-place"
+    assert local(adv, "SELECT name FROM {t} WHERE id = 1", t=t) == [("changed",)]

@@ -84,6 +84,7 @@ def in_place_reasons(s: LocalSession, oid: int) -> list[str]:
     """What a rename swap would break or lose; empty when the target can be swapped by rename."""
     holders = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
     holders += [r for (r,) in s.fetchall("read what a rename loses", q.IN_PLACE_REASONS_QUERY, {"oid": oid})]
+    holders += [r for (r,) in s.fetchall("read other dependants", q.OTHER_DEPENDANTS_QUERY, {"oid": oid})]
     return sorted(set(holders))
 
 
