@@ -183,3 +183,18 @@ def test_replace_works_when_other_objects_use_the_target_or_its_row_type(adv, ho
     result = copy(src, t)
     assert result["swap"] == "in-place"
     assert local(adv, "SELECT name FROM {t} WHERE id = 1", t=t) == [("changed",)]
+
+
+# -- parallel ranges over a numeric split column with NaN / Infinity -------------------------------
+
+
+def test_parallel_copy_splits_a_numeric_column_holding_nan_and_infinity(adv):
+    src, t = Source(adv, "k numeric, name text"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 100) g")
+    src.remote(
+        "INSERT INTO {t} VALUES ('NaN', 'nan'), ('Infinity', 'inf'), ('-Infinity', '-inf'), (NULL, '')"
+    )
+    result = copy(src, t, parallelism=3, split_column="k")
+    assert result["rows"] == 104
+    text = "SELECT k::text, name FROM {t} ORDER BY k NULLS FIRST"
+    assert local(adv, text, t=t) == src.remote(text)

@@ -19,6 +19,7 @@ of a killed run first.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -513,8 +514,20 @@ class BulkCopy:
                 f"parallelism splits by ranges of an integer column; {p.split_column} is "
                 f"{column.type_sql}. Pass split_column= with an integer column."
             )
+        finite = list(conditions)
         with s.transaction():
-            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, conditions))
+            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
+            # numeric NaN / ±Infinity cannot bound a range: split the finite values (open ends read the rest)
+            while low is not None and not all(math.isfinite(v) for v in (low, high)):
+                if not math.isfinite(high):
+                    finite.append(
+                        q.sql.SQL("{} < {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(high))
+                    )
+                else:
+                    finite.append(
+                        q.sql.SQL("{} > {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(low))
+                    )
+                low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
         if low is None:
             return [None]
         low, high = int(low), int(high)
