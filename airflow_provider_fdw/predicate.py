@@ -21,14 +21,19 @@ from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import QualifiedName
 
 
-def check_where_text(where: str) -> str:
-    """Return ``where`` stripped, or raise :class:`FdwConfigError` naming what is wrong with it."""
+def check_where_text(where: str, backslash_strings: bool = False) -> str:
+    """Return ``where`` stripped, or raise :class:`FdwConfigError` naming what is wrong with it.
+
+    ``backslash_strings``: read ``'…'`` literals as a server with ``standard_conforming_strings =
+    off`` does (backslash escapes a quote), so the text is split exactly where the server splits it.
+    """
     text = where.strip()
     depth, i, n = 0, 0, len(text)
     while i < n:
         c = text[i]
         if c == "'":
-            escapes = i > 0 and text[i - 1] in "eE" and (i < 2 or not _word_char(text[i - 2]))
+            e_prefix = i > 0 and text[i - 1] in "eE" and (i < 2 or not _word_char(text[i - 2]))
+            escapes = e_prefix or (backslash_strings and not _unicode_prefix(text, i))
             i = _end_of_string(text, i, escapes)
         elif c == '"':
             i = _end_of_quoted(text, i, '"', "a quoted identifier")
@@ -63,6 +68,14 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
     Raises :class:`FdwConfigError` with the server's message. The connection must be outside a
     transaction block; it is left outside one.
     """
+    if _parameter(conn, "standard_conforming_strings") == "off":
+        # This server reads backslashes in '…' as escapes: check the text the way it will lex it.
+        try:
+            check_where_text(where, backslash_strings=True)
+        except FdwConfigError as exc:
+            raise FdwConfigError(
+                f"{exc} (read as this server reads it: standard_conforming_strings is off)"
+            ) from None
     statement = q.where_probe(table, where).as_string(conn)
     if USE_PSYCOPG3:
         from psycopg import pq
@@ -86,6 +99,18 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
         ) from None
     finally:
         conn.rollback()
+
+
+def _parameter(conn: Any, name: str) -> str | None:
+    """A setting the server reports to the client on its own (no query, no transaction)."""
+    if USE_PSYCOPG3:
+        return conn.info.parameter_status(name)
+    return conn.get_parameter_status(name)
+
+
+def _unicode_prefix(text: str, i: int) -> bool:
+    """``U&'…'``: quotes are doubled, backslashes start Unicode escapes (never a quote)."""
+    return i >= 2 and text[i - 2 : i] in ("U&", "u&") and (i < 3 or not _word_char(text[i - 3]))
 
 
 def _word_char(c: str) -> bool:

@@ -6,6 +6,11 @@ the real source/target pair, and proves the fix.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import uuid
 
 import pytest
@@ -198,3 +203,86 @@ def test_parallel_copy_splits_a_numeric_column_holding_nan_and_infinity(adv):
     assert result["rows"] == 104
     text = "SELECT k::text, name FROM {t} ORDER BY k NULLS FIRST"
     assert local(adv, text, t=t) == src.remote(text)
+
+
+# -- hostile names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['Q"uo te', "Ü" * 31 + "x", "a" * 63, "Mixed Case.dot"],
+    ids=["quote-and-space", "63-bytes-unicode", "63-bytes-ascii", "uppercase-and-dot"],
+)
+def test_copies_into_targets_with_hostile_names(adv, name):
+    src = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)")
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    schema = f"Adv Schema {uuid.uuid4().hex[:4]}"
+    local(adv, "CREATE SCHEMA {s}", s=ident(schema))
+    quoted = sql.Identifier(schema, name)
+    target = f'"{schema}"."{name.replace(chr(34), chr(34) * 2)}"'
+    assert copy(src, target)["swap"] == "created"
+    assert copy(src, target)["swap"] == "renamed"
+    local(adv, "CREATE VIEW {s}.v AS SELECT * FROM {t}", s=ident(schema), t=quoted)
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    assert copy(src, target)["swap"] == "in-place"
+    result = copy(src, target, mode="append", watermark_column="id")
+    assert result["rows"] == 0
+    assert local(adv, "SELECT count(*), max(name) FROM {t}", t=quoted) == [(10, "n9")]
+    assert local(adv, "SELECT name FROM {t} WHERE id = 1", t=quoted) == [("changed",)]
+    left = local(
+        adv,
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
+        (schema,),
+    )
+    assert left == [(name,)]
+
+
+# -- where: text that reads differently with standard_conforming_strings = off ---------------------
+
+WHERE_FLOW = textwrap.dedent(
+    """
+    import json, sys
+    if sys.argv[1] == "psycopg2":
+        sys.modules["psycopg"] = None  # as on an install without psycopg 3: PostgresHook uses psycopg2
+    from airflow_provider_fdw._driver import USE_PSYCOPG3
+    from airflow_provider_fdw.exceptions import FdwConfigError
+    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+    plan = plan_copy(sys.argv[2], sys.argv[3], where=sys.argv[4])  # the text check passes it
+    try:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            hook.bulk_copy(plan)
+        outcome = "copied"
+    except FdwConfigError as exc:
+        outcome = "refused: " + str(exc)
+    print(json.dumps({"psycopg3": USE_PSYCOPG3, "outcome": outcome}))
+    """
+)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_where_cannot_add_a_statement_when_the_server_reads_backslashes_in_strings(adv, driver):
+    src, t = Source(adv, "id bigint, name text"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    canary = new_target("canary")
+    local(adv, "CREATE TABLE {c} (x int)", c=canary)
+    # Read with backslash escapes, the first literal swallows "' AND name <> '" and a DROP follows.
+    where = f"name <> 'x\\' AND name <> '); DROP TABLE {canary}; SELECT ('x\\'y'"
+    local(adv, "ALTER DATABASE {d} SET standard_conforming_strings = off", d=ident(TARGET_DB))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", WHERE_FLOW, driver, src.foreign, t, where],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+            timeout=120,
+            check=False,
+        )
+    finally:
+        local(adv, "ALTER DATABASE {d} RESET standard_conforming_strings", d=ident(TARGET_DB))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["psycopg3"] is (driver == "psycopg")
+    assert local(adv, "SELECT to_regclass(%s) IS NOT NULL", (canary,)) == [(True,)]
+    assert result["outcome"].startswith("refused: where")
