@@ -855,6 +855,13 @@ OTHER_DEPENDANTS_QUERY = sql.SQL(
 )
 
 
+# Generated (STORED) columns: computed by the target itself, never written by a copy.
+GENERATED_COLUMNS_QUERY = sql.SQL(
+    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+    "AND attgenerated <> ''"
+)
+
+
 def moved_parent_probe(
     child: QualifiedName,
     child_columns: Sequence[str],

@@ -17,7 +17,7 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
@@ -286,3 +286,22 @@ def test_where_cannot_add_a_statement_when_the_server_reads_backslashes_in_strin
     assert result["psycopg3"] is (driver == "psycopg")
     assert local(adv, "SELECT to_regclass(%s) IS NOT NULL", (canary,)) == [(True,)]
     assert result["outcome"].startswith("refused: where")
+
+
+# -- a target with a generated (STORED) column -------------------------------------------------------
+
+
+@pytest.mark.parametrize("swap", ["rename", "in_place"])
+def test_replace_fills_a_target_with_a_generated_column_which_it_recomputes(adv, swap):
+    src, t = Source(adv, "id bigint, a int, g int", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT x, x, 0 FROM generate_series(1, 10) x")
+    local(
+        adv, "CREATE TABLE {t} (id bigint PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED)", t=t
+    )
+    with pytest.raises(FdwConfigError, match="g is a generated column of the target"):
+        copy(src, t, swap=swap)  # the source's g would be written into it: refused before anything runs
+    result = copy(src, t, swap=swap, columns=["id", "a"])
+    assert result["swap"] == ("renamed" if swap == "rename" else "in-place")
+    src.remote("UPDATE {t} SET a = 100 WHERE id = 1")
+    copy(src, t, swap=swap, columns=["id", "a"])
+    assert local(adv, "SELECT id, a, g FROM {t} WHERE id <= 2 ORDER BY id", t=t) == [(1, 100, 200), (2, 2, 4)]

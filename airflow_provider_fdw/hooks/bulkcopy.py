@@ -340,6 +340,16 @@ class BulkCopy:
                 )
             target_row = s.fetchone("read target", q.RELATION_QUERY, p.target)
             target_columns = read_columns(s, p.target) if target_row else None
+            generated = (
+                {
+                    c
+                    for (c,) in s.fetchall(
+                        "read generated columns", q.GENERATED_COLUMNS_QUERY, (target_row[0],)
+                    )
+                }
+                if target_row
+                else set()
+            )
             if target_row and target_row[1] not in ("r", "p"):
                 raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
         columns = list(p.columns or source.columns)
@@ -357,7 +367,7 @@ class BulkCopy:
             if missing:
                 raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
         if target_columns is not None:
-            self._check_target_columns(source, target_columns, columns)
+            self._check_target_columns(source, target_columns, columns, generated)
         return source, target_columns, columns
 
     def _relation(self, s: LocalSession, name: QualifiedName, what: str) -> SourceInfo | None:
@@ -370,20 +380,25 @@ class BulkCopy:
         return SourceInfo(oid, relkind, read_columns(s, name), server_name, remote if server_name else None)
 
     def _check_target_columns(
-        self, source: SourceInfo, target: dict[str, Column], columns: list[str]
+        self, source: SourceInfo, target: dict[str, Column], columns: list[str], generated: set[str]
     ) -> None:
         p = self.plan
         problems = []
         for name in columns:
             if name not in target:
                 problems.append(f"{name} is missing in the target")
+            elif name in generated:
+                problems.append(
+                    f"{name} is a generated column of the target (computed from the others): leave it out "
+                    "of columns="
+                )
             elif target[name].type_sql != source.columns[name].type_sql:
                 problems.append(
                     f"{name} is {source.columns[name].type_sql} in the source but "
                     f"{target[name].type_sql} in the target"
                 )
         if p.mode == "replace":
-            extra = [n for n in target if n not in columns]
+            extra = [n for n in target if n not in columns and n not in generated]  # generated: recomputed
             if extra:
                 problems.append(f"the target has columns the copy does not fill: {extra}")
         if problems:
