@@ -723,9 +723,13 @@ def diff_update(
     deterministic collation, timestamps …) compare with ``IS DISTINCT FROM``; the others by text
     form, so ``json``/``point`` work and ``1.0`` → ``1.00`` or ``0`` → ``-0`` count as changes.
     """
+    # Keys whose '=' is not identity (1.0 = 1.00, -0 = 0, 'abc' = 'ABC' under a case-insensitive
+    # collation) match the row yet may print differently: they are compared and set like the others.
+    loose_keys = [k for k in keys if k not in image_equal]
     others = [c for c in columns if c not in keys]
     typed = [c for c in others if c in image_equal]
-    as_text = [c for c in others if c not in image_equal]
+    as_text = [c for c in others if c not in image_equal] + loose_keys
+    others += loose_keys
     changed: list[sql.Composable] = []
     if typed:
         changed.append(

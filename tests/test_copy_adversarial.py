@@ -305,3 +305,38 @@ def test_replace_fills_a_target_with_a_generated_column_which_it_recomputes(adv,
     src.remote("UPDATE {t} SET a = 100 WHERE id = 1")
     copy(src, t, swap=swap, columns=["id", "a"])
     assert local(adv, "SELECT id, a, g FROM {t} WHERE id <= 2 ORDER BY id", t=t) == [(1, 100, 200), (2, 2, 4)]
+
+
+# -- keys that are equal but not identical ------------------------------------------------------------
+
+
+def test_in_place_replace_copies_keys_that_are_equal_but_print_differently(adv):
+    src, t = Source(adv, "k numeric, f float8, name text", ", PRIMARY KEY (k)"), new_target()
+    src.remote("INSERT INTO {t} VALUES (1.0, 0, 'one'), (2, 0, 'two')")
+    copy(src, t)
+    local(adv, "CREATE VIEW {v} AS SELECT * FROM {t}", v=f"{t}_v", t=t)  # in place from now on
+    src.remote("UPDATE {t} SET k = 1.00 WHERE k = 1")  # 1.0 = 1.00: the same key, printed differently
+    result = copy(src, t)
+    assert (result["swap"], result["inserted"], result["deleted"]) == ("in-place", 0, 0)
+    text = "SELECT k::text, f::text, name FROM {t} ORDER BY k"
+    assert local(adv, text, t=t) == src.remote(text)
+
+
+def test_in_place_replace_copies_keys_that_differ_only_under_a_case_insensitive_collation(adv):
+    collation = 'public."adv_ci"'
+    for run in (adv.source.execute, adv.target.execute):
+        db = SOURCE_DB if run == adv.source.execute else TARGET_DB
+        run(
+            "DO $$ BEGIN CREATE COLLATION public.adv_ci (provider = icu, locale = 'und-u-ks-level2', "
+            "deterministic = false); EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            dbname=db,
+        )
+    src, t = Source(adv, f"code text COLLATE {collation}, name text", ", PRIMARY KEY (code)"), new_target()
+    src.remote("INSERT INTO {t} VALUES ('abc', 'x'), ('def', 'y')")
+    copy(src, t)
+    local(adv, "CREATE VIEW {v} AS SELECT * FROM {t}", v=f"{t}_v", t=t)
+    src.remote("UPDATE {t} SET code = 'ABC' WHERE code = 'abc'")
+    result = copy(src, t)
+    assert (result["swap"], result["inserted"], result["deleted"]) == ("in-place", 0, 0)
+    text = 'SELECT code COLLATE "C", name FROM {t} ORDER BY 1'
+    assert local(adv, text, t=t) == src.remote(text)

@@ -178,8 +178,8 @@ def diff_apply(
             f"delete vanished rows of {target}", q.diff_delete(target, staging, key, only)
         ).rowcount
         updated = 0
-        if any(c not in key for c in columns):
-            image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        if any(c not in key or c not in image_equal for c in columns):
             updated = s.execute(
                 f"update changed rows of {target}",
                 q.diff_update(target, staging, key, columns, only, image_equal),
