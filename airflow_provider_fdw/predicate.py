@@ -114,7 +114,14 @@ def _unicode_prefix(text: str, i: int) -> bool:
 
 
 def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    """Continues an identifier or number for PostgreSQL's lexer: ASCII letters, digits, ``_``, ``$``
+    and EVERY non-ASCII character (``€$a$`` is one identifier, not ``€`` and a dollar quote)."""
+    return not c.isascii() or c.isalnum() or c in "_$"
+
+
+def _tag_char(c: str) -> bool:
+    """A dollar-quote tag character for the lexer: ASCII letters, digits, ``_``, every non-ASCII one."""
+    return not c.isascii() or c.isalnum() or c == "_"
 
 
 def _end_of_string(text: str, start: int, backslash_escapes: bool) -> int:
@@ -146,10 +153,10 @@ def _end_of_quoted(text: str, start: int, quote: str, what: str) -> int:
 
 def _end_of_dollar_quote(text: str, start: int) -> int:
     end = start + 1
-    while end < len(text) and _word_char(text[end]):
+    while end < len(text) and _tag_char(text[end]):
         end += 1
     body = text[start + 1 : end]
-    if end >= len(text) or text[end] != "$" or body[:1].isdigit():
+    if end >= len(text) or text[end] != "$" or (body[:1] in "0123456789" and body):
         return start + 1  # a positional parameter ($1) or a bare '$': not a quote
     tag = text[start : end + 1]
     close = text.find(tag, end + 1)

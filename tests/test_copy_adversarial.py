@@ -249,8 +249,8 @@ WHERE_FLOW = textwrap.dedent(
     from airflow_provider_fdw.exceptions import FdwConfigError
     from airflow_provider_fdw.hooks.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
-    plan = plan_copy(sys.argv[2], sys.argv[3], where=sys.argv[4])  # the text check passes it
     try:
+        plan = plan_copy(sys.argv[2], sys.argv[3], where=sys.argv[4])
         with FdwHook(fdw_conn_id="fdw_source") as hook:
             hook.bulk_copy(plan)
         outcome = "copied"
@@ -261,15 +261,29 @@ WHERE_FLOW = textwrap.dedent(
 )
 
 
+SMUGGLERS = {
+    # Read with backslash escapes (standard_conforming_strings=off), the first literal swallows
+    # "' AND name <> '" and a DROP follows.
+    "backslash-in-a-string": ("off", "name <> 'x\\' AND name <> '); DROP TABLE {c}; SELECT ('x\\'y'"),
+    # '€$a$' is ONE identifier to the server (every non-ASCII character continues it), not '€' and a
+    # dollar quote hiding the DROP.
+    "dollar-after-a-non-ascii-letter": (
+        "on",
+        "EXISTS (SELECT 1 AS €$a$)); DROP TABLE {c}; SELECT ((SELECT 1 AS €$a$)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLERS))
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_where_cannot_add_a_statement_when_the_server_reads_backslashes_in_strings(adv, driver):
+def test_where_cannot_add_a_statement_the_text_check_does_not_see(adv, driver, case):
     src, t = Source(adv, "id bigint, name text"), new_target()
     src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
     canary = new_target("canary")
     local(adv, "CREATE TABLE {c} (x int)", c=canary)
-    # Read with backslash escapes, the first literal swallows "' AND name <> '" and a DROP follows.
-    where = f"name <> 'x\\' AND name <> '); DROP TABLE {canary}; SELECT ('x\\'y'"
-    local(adv, "ALTER DATABASE {d} SET standard_conforming_strings = off", d=ident(TARGET_DB))
+    conforming, template = SMUGGLERS[case]
+    where = template.replace("{c}", canary)
+    local(adv, "ALTER DATABASE {d} SET standard_conforming_strings = " + conforming, d=ident(TARGET_DB))
     try:
         proc = subprocess.run(
             [sys.executable, "-c", WHERE_FLOW, driver, src.foreign, t, where],
