@@ -21,14 +21,19 @@ from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import QualifiedName
 
 
-def check_where_text(where: str) -> str:
-    """Return ``where`` stripped, or raise :class:`FdwConfigError` naming what is wrong with it."""
+def check_where_text(where: str, backslash_strings: bool = False) -> str:
+    """Return ``where`` stripped, or raise :class:`FdwConfigError` naming what is wrong with it.
+
+    ``backslash_strings``: read ``'…'`` literals as a server with ``standard_conforming_strings =
+    off`` does (backslash escapes a quote), so the text is split exactly where the server splits it.
+    """
     text = where.strip()
     depth, i, n = 0, 0, len(text)
     while i < n:
         c = text[i]
         if c == "'":
-            escapes = i > 0 and text[i - 1] in "eE" and (i < 2 or not _word_char(text[i - 2]))
+            e_prefix = i > 0 and text[i - 1] in "eE" and (i < 2 or not _word_char(text[i - 2]))
+            escapes = e_prefix or (backslash_strings and not _unicode_prefix(text, i))
             i = _end_of_string(text, i, escapes)
         elif c == '"':
             i = _end_of_quoted(text, i, '"', "a quoted identifier")
@@ -63,6 +68,14 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
     Raises :class:`FdwConfigError` with the server's message. The connection must be outside a
     transaction block; it is left outside one.
     """
+    if _parameter(conn, "standard_conforming_strings") == "off":
+        # This server reads backslashes in '…' as escapes: check the text the way it will lex it.
+        try:
+            check_where_text(where, backslash_strings=True)
+        except FdwConfigError as exc:
+            raise FdwConfigError(
+                f"{exc} (read as this server reads it: standard_conforming_strings is off)"
+            ) from None
     statement = q.where_probe(table, where).as_string(conn)
     if USE_PSYCOPG3:
         from psycopg import pq
@@ -88,8 +101,27 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
         conn.rollback()
 
 
+def _parameter(conn: Any, name: str) -> str | None:
+    """A setting the server reports to the client on its own (no query, no transaction)."""
+    if USE_PSYCOPG3:
+        return conn.info.parameter_status(name)
+    return conn.get_parameter_status(name)
+
+
+def _unicode_prefix(text: str, i: int) -> bool:
+    """``U&'…'``: quotes are doubled, backslashes start Unicode escapes (never a quote)."""
+    return i >= 2 and text[i - 2 : i] in ("U&", "u&") and (i < 3 or not _word_char(text[i - 3]))
+
+
 def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    """Continues an identifier or number for PostgreSQL's lexer: ASCII letters, digits, ``_``, ``$``
+    and EVERY non-ASCII character (``€$a$`` is one identifier, not ``€`` and a dollar quote)."""
+    return not c.isascii() or c.isalnum() or c in "_$"
+
+
+def _tag_char(c: str) -> bool:
+    """A dollar-quote tag character for the lexer: ASCII letters, digits, ``_``, every non-ASCII one."""
+    return not c.isascii() or c.isalnum() or c == "_"
 
 
 def _end_of_string(text: str, start: int, backslash_escapes: bool) -> int:
@@ -121,10 +153,10 @@ def _end_of_quoted(text: str, start: int, quote: str, what: str) -> int:
 
 def _end_of_dollar_quote(text: str, start: int) -> int:
     end = start + 1
-    while end < len(text) and _word_char(text[end]):
+    while end < len(text) and _tag_char(text[end]):
         end += 1
     body = text[start + 1 : end]
-    if end >= len(text) or text[end] != "$" or body[:1].isdigit():
+    if end >= len(text) or text[end] != "$" or (body[:1] in "0123456789" and body):
         return start + 1  # a positional parameter ($1) or a bare '$': not a quote
     tag = text[start : end + 1]
     close = text.find(tag, end + 1)

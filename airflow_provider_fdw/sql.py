@@ -526,17 +526,40 @@ def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) 
 
 
 def upsert_from(
-    target: QualifiedName, source: QualifiedName, columns: Sequence[str], key_columns: Sequence[str]
+    target: QualifiedName,
+    source: QualifiedName,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    image_equal: Sequence[str] = (),
 ) -> sql.Composed:
-    """Insert new keys, update changed rows only (unchanged rows of the overlap window are not rewritten)."""
+    """Insert new keys, update changed rows only (unchanged rows of the overlap window are not rewritten).
+
+    Changed as in :func:`diff_update`: ``image_equal`` columns by ``IS DISTINCT FROM``, the others by
+    text form (``json`` has no ``=``; ``1.0`` → ``1.00`` and ``0`` → ``-0`` are changes).
+    """
     others = [c for c in columns if c not in key_columns]
     if not others:
         action: sql.Composable = sql.SQL("DO NOTHING")
     else:
-        action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+        typed = [c for c in others if c in image_equal]
+        as_text = [c for c in others if c not in image_equal]
+        changed: list[sql.Composable] = []
+        if typed:
+            changed.append(
+                sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in typed),
+                    sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in typed),
+                )
+            )
+        if as_text:
+            changed.append(
+                sql.SQL("{} IS DISTINCT FROM {}").format(
+                    row_text("t", as_text), row_text("excluded", as_text)
+                )
+            )
+        action = sql.SQL("DO UPDATE SET {} WHERE {}").format(
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in others),
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
+            sql.SQL(" OR ").join(changed),
         )
     return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
         sql.Identifier(*target),
@@ -700,9 +723,13 @@ def diff_update(
     deterministic collation, timestamps …) compare with ``IS DISTINCT FROM``; the others by text
     form, so ``json``/``point`` work and ``1.0`` → ``1.00`` or ``0`` → ``-0`` count as changes.
     """
+    # Keys whose '=' is not identity (1.0 = 1.00, -0 = 0, 'abc' = 'ABC' under a case-insensitive
+    # collation) match the row yet may print differently: they are compared and set like the others.
+    loose_keys = [k for k in keys if k not in image_equal]
     others = [c for c in columns if c not in keys]
     typed = [c for c in others if c in image_equal]
-    as_text = [c for c in others if c not in image_equal]
+    as_text = [c for c in others if c not in image_equal] + loose_keys
+    others += loose_keys
     changed: list[sql.Composable] = []
     if typed:
         changed.append(
@@ -812,6 +839,61 @@ def orphan_probe(
         sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in child_columns),
         sql.Identifier(*staging),
         _key_match("s", "c", parent_columns, child_columns),
+    )
+
+
+# Anything else that depends on the table, its row type or that type's array (a function taking the
+# row type, a column of it, a policy of another table reading it …): dropping the renamed-away table
+# would fail, so the replace goes in place. Parts of the table itself and what DEPENDANTS_QUERY
+# names (views and rules, foreign keys) are left out.
+OTHER_DEPENDANTS_QUERY = sql.SQL(
+    "WITH types AS (SELECT reltype AS oid FROM pg_class WHERE oid = %(oid)s "
+    "  UNION SELECT t.typarray FROM pg_type t JOIN pg_class c ON t.oid = c.reltype WHERE c.oid = %(oid)s) "
+    "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d "
+    "WHERE d.deptype = 'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = %(oid)s) "
+    "  OR (d.refclassid = 'pg_type'::regclass AND d.refobjid IN (SELECT oid FROM types))) "
+    "AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass) "
+    "AND NOT (d.classid = 'pg_class'::regclass AND d.objid = %(oid)s) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend own WHERE own.classid = d.classid AND own.objid = d.objid "
+    "  AND own.refclassid = 'pg_class'::regclass AND own.refobjid = %(oid)s AND own.deptype IN ('a', 'i'))"
+)
+
+
+# Generated (STORED) columns: computed by the target itself, never written by a copy.
+GENERATED_COLUMNS_QUERY = sql.SQL(
+    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+    "AND attgenerated <> ''"
+)
+
+
+def moved_parent_probe(
+    child: QualifiedName,
+    child_columns: Sequence[str],
+    target: QualifiedName,
+    parent_columns: Sequence[str],
+    staging: QualifiedName,
+    key: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+) -> sql.Composed:
+    """One child row's reference to a target row that the diff would delete or change, although the
+    value may still be in the new data (under another ``key``, or, without a key, in a changed row):
+    deleting or updating that row would fire the foreign key's ON DELETE / ON UPDATE action."""
+    if key:
+        same_row = sql.SQL("{} AND {}").format(
+            _key_match("s", "t", key), _key_match("s", "t", parent_columns)
+        )
+    else:
+        same_row = sql.SQL("{} = {}").format(row_text("s", columns), row_text("t", columns))
+    return sql.SQL(
+        "SELECT {} FROM {} AS c JOIN {} AS t ON {} WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) LIMIT 1"
+    ).format(
+        sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
+        sql.Identifier(*child),
+        _table(target, only),
+        _key_match("t", "c", parent_columns, child_columns),
+        sql.Identifier(*staging),
+        same_row,
     )
 
 

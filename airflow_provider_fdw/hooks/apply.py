@@ -84,6 +84,7 @@ def in_place_reasons(s: LocalSession, oid: int) -> list[str]:
     """What a rename swap would break or lose; empty when the target can be swapped by rename."""
     holders = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
     holders += [r for (r,) in s.fetchall("read what a rename loses", q.IN_PLACE_REASONS_QUERY, {"oid": oid})]
+    holders += [r for (r,) in s.fetchall("read other dependants", q.OTHER_DEPENDANTS_QUERY, {"oid": oid})]
     return sorted(set(holders))
 
 
@@ -171,13 +172,14 @@ def diff_apply(
         if not key_is_unique:
             check_unique(s, target, key, str(target), only)
     check_children(s, staging, target, oid)
+    check_moved_parents(s, staging, target, oid, key, columns, only)
     if key:
         deleted = s.execute(
             f"delete vanished rows of {target}", q.diff_delete(target, staging, key, only)
         ).rowcount
         updated = 0
-        if any(c not in key for c in columns):
-            image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        if any(c not in key or c not in image_equal for c in columns):
             updated = s.execute(
                 f"update changed rows of {target}",
                 q.diff_update(target, staging, key, columns, only, image_equal),
@@ -245,6 +247,40 @@ def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedNam
                 f"{conname} ({', '.join(child_columns)}) references {_show(orphan)}, which the new "
                 f"data for {target} no longer has. Nothing was changed; delete or re-point those "
                 "rows first, or copy with a filter that keeps their parents.",
+                step="check referencing rows",
+            )
+
+
+def check_moved_parents(
+    s: LocalSession,
+    staging: QualifiedName,
+    target: QualifiedName,
+    oid: int,
+    key: Sequence[str],
+    columns: Sequence[str],
+    only: bool,
+) -> None:
+    """Fail when the diff would delete or change a target row that another table references, even
+    though the referenced value is still in the new data (another key, or a changed keyless row):
+    its ON DELETE CASCADE / SET NULL / ON UPDATE CASCADE would change the child's rows."""
+    for conname, schema, table, child_columns, parent_columns in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    ):
+        child = QualifiedName(schema, table)
+        if child == target or (key and set(parent_columns) == set(key)):
+            continue  # self-references are checked on the new data; a key reference by check_children
+        probe = q.moved_parent_probe(
+            child, child_columns, target, parent_columns, staging, key, columns, only
+        )
+        moved = s.fetchone(f"check rows referencing {target} through {conname}", probe)
+        if moved is not None:
+            raise FdwError(
+                f"Replacing {target} in place would delete or change the row of {target} that rows of "
+                f"{child} reference through foreign key {conname} ({', '.join(child_columns)}) = "
+                f"{_show(moved)}: the new data has that row under another "
+                f"{'key (' + ', '.join(key) + ')' if key else 'value'}, and deleting or changing it would "
+                "fire the foreign key's action on the child's rows. Nothing was changed; re-point those "
+                "rows first, or pass key_columns matching the referenced columns.",
                 step="check referencing rows",
             )
 

@@ -20,6 +20,7 @@ of a killed run first.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -372,6 +373,16 @@ class BulkCopy:
                 )
             target_row = s.fetchone("read target", q.RELATION_QUERY, p.target)
             target_columns = read_columns(s, p.target) if target_row else None
+            generated = (
+                {
+                    c
+                    for (c,) in s.fetchall(
+                        "read generated columns", q.GENERATED_COLUMNS_QUERY, (target_row[0],)
+                    )
+                }
+                if target_row
+                else set()
+            )
             if target_row and target_row[1] not in ("r", "p"):
                 raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
         columns = list(p.columns or source.columns)
@@ -389,7 +400,7 @@ class BulkCopy:
             if missing:
                 raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
         if target_columns is not None:
-            self._check_target_columns(source, target_columns, columns)
+            self._check_target_columns(source, target_columns, columns, generated)
         return source, target_columns, columns
 
     def _relation(self, s: LocalSession, name: QualifiedName, what: str) -> SourceInfo | None:
@@ -402,20 +413,25 @@ class BulkCopy:
         return SourceInfo(oid, relkind, read_columns(s, name), server_name, remote if server_name else None)
 
     def _check_target_columns(
-        self, source: SourceInfo, target: dict[str, Column], columns: list[str]
+        self, source: SourceInfo, target: dict[str, Column], columns: list[str], generated: set[str]
     ) -> None:
         p = self.plan
         problems = []
         for name in columns:
             if name not in target:
                 problems.append(f"{name} is missing in the target")
+            elif name in generated:
+                problems.append(
+                    f"{name} is a generated column of the target (computed from the others): leave it out "
+                    "of columns="
+                )
             elif target[name].type_sql != source.columns[name].type_sql:
                 problems.append(
                     f"{name} is {source.columns[name].type_sql} in the source but "
                     f"{target[name].type_sql} in the target"
                 )
         if p.mode == "replace":
-            extra = [n for n in target if n not in columns]
+            extra = [n for n in target if n not in columns and n not in generated]  # generated: recomputed
             if extra:
                 problems.append(f"the target has columns the copy does not fill: {extra}")
         if problems:
@@ -546,8 +562,20 @@ class BulkCopy:
                 f"parallelism splits by ranges of an integer column; {p.split_column} is "
                 f"{column.type_sql}. Pass split_column= with an integer column."
             )
+        finite = list(conditions)
         with s.transaction():
-            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, conditions))
+            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
+            # numeric NaN / ±Infinity cannot bound a range: split the finite values (open ends read the rest)
+            while low is not None and not all(math.isfinite(v) for v in (low, high)):
+                if not math.isfinite(high):
+                    finite.append(
+                        q.sql.SQL("{} < {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(high))
+                    )
+                else:
+                    finite.append(
+                        q.sql.SQL("{} > {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(low))
+                    )
+                low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
         if low is None:
             return [None]
         low, high = int(low), int(high)
@@ -852,7 +880,11 @@ class BulkCopy:
                 inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
-                upsert = q.upsert_from(p.target, staging, columns, p.key_columns)
+                target_oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
+                image_equal = [
+                    c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (target_oid,))
+                ]
+                upsert = q.upsert_from(p.target, staging, columns, p.key_columns, image_equal)
                 inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
             self.result.details["applied_rows"] = inserted + updated
             r = self.result
