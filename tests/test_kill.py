@@ -254,10 +254,11 @@ def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
     )
     source.execute("GRANT SELECT ON testviews.slow_many TO fdw_reader", dbname=SOURCE_DB)
     set_delay(source, 0.03)
-    # Declared integer over the remote bigint: the local binary COPY refuses the first row.
+    # email declared integer over the remote text: the direct path reads it as text, and the local
+    # COPY into staging refuses the first row.
     target.execute(
         sql.SQL(
-            "CREATE FOREIGN TABLE {} (id integer, email text, created_at timestamptz) SERVER {} "
+            "CREATE FOREIGN TABLE {} (id bigint, email integer, created_at timestamptz) SERVER {} "
             "OPTIONS (schema_name 'testviews', table_name 'slow_many')"
         ).format(ident(local_schema, "slow_int"), ident(server_name)),
         dbname=TARGET_DB,
@@ -266,7 +267,7 @@ def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
     from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 
     started = time.monotonic()
-    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="binary data format"):
+    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="invalid input syntax"):
         hook.bulk_copy(
             plan_copy(f"{local_schema}.slow_int", f"{local_schema}.copy"), direct=True, relay=relay
         )
