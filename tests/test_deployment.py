@@ -172,7 +172,7 @@ def test_every_example_dag_succeeds_in_overlapping_runs_and_again_after(deployme
         dep.unpause(dag_id)  # catchup=False: the scheduler creates the latest scheduled run at once
     overlapping = []
     for dag_id in EXAMPLE_DAGS:
-        dep._wait_until(lambda dag_id=dag_id: bool(dep.dag_runs(dag_id)), 120, f"a scheduled run of {dag_id}")
+        dep.wait_until(lambda dag_id=dag_id: bool(dep.dag_runs(dag_id)), 120, f"a scheduled run of {dag_id}")
         overlapping += [(dag_id, dep.dag_runs(dag_id)[0]["dag_run_id"]), (dag_id, dep.trigger(dag_id))]
     states = wait_for_runs(dep, overlapping)
     again = [(dag_id, dep.trigger(dag_id)) for dag_id in EXAMPLE_DAGS]
@@ -284,7 +284,7 @@ def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
                 states.append(state)
             return state == "deferred"
 
-        dep._wait_until(deferred, 180, "the sensor to defer")
+        dep.wait_until(deferred, 180, "the sensor to defer")
         ti = dep.task_instance(dag_id, run_id, SENSOR_TASK)
         rows = metadata_cluster.execute(
             "SELECT t.id, t.classpath, t.kwargs, t.triggerer_id FROM trigger t "
@@ -308,7 +308,7 @@ def test_deferrable_sensor_waits_in_the_triggerer_with_a_trigger_row(
             )
 
         # The triggerer picks it up and its measurements reach the task's log while it waits.
-        dep._wait_until(measured, 120, "two trigger measurements in the task log")
+        dep.wait_until(measured, 120, "two trigger measurements in the task log")
         assert triggerer_id is not None or dep.task_instance(dag_id, run_id, SENSOR_TASK)["trigger"]
         trigger_log = dep.task_log(dag_id, run_id, SENSOR_TASK)
     finally:
@@ -345,7 +345,7 @@ def test_reschedule_sensor_releases_its_slot_and_keeps_its_catch_up_target(deplo
                 released.append({k: pool[k] for k in ("running_slots", "queued_slots", "occupied_slots")})
             return len(released) >= 1 and len(catch_up_targets(dep, dag_id, run_id)) >= 2
 
-        dep._wait_until(rescheduled_twice, 240, "two pokes, one seen up_for_reschedule")
+        dep.wait_until(rescheduled_twice, 240, "two pokes, one seen up_for_reschedule")
     finally:
         resume_replay(replica)
     state = dep.wait_for_run(dag_id, run_id, 180)

@@ -213,10 +213,10 @@ class Deployment:
                         "--without-mingle",
                         env={HOSTNAME_ENV: name},
                     )
-            self._wait_until(self._healthy, timeout, "components healthy")
+            self.wait_until(self._healthy, timeout, "components healthy")
             workers = [c for c in self.components if c.name.startswith("celery-worker-")]
             # Celery logs "<node> ready." once it consumes from the broker; cheaper than a ping per poll.
-            self._wait_until(
+            self.wait_until(
                 lambda: all(re.search(rf"{c.name}@\S+ ready\.", _tail(c.log, 10**6)) for c in workers),
                 timeout,
                 "celery workers ready",
@@ -294,7 +294,8 @@ class Deployment:
     def component_logs(self) -> dict[str, str]:
         return {c.name: c.log.read_text(errors="replace") for c in self.components}
 
-    def _wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``ready`` every second; after ``timeout`` seconds fail with every component's log tail."""
         deadline = time.monotonic() + timeout
         while not ready():
             if time.monotonic() > deadline:
@@ -356,7 +357,7 @@ class Deployment:
             dags = self.get("/api/v2/dags", limit=100)["dags"]
             return wanted <= {d["dag_id"] for d in dags}
 
-        self._wait_until(parsed, timeout, f"DAGs {sorted(wanted)} parsed")
+        self.wait_until(parsed, timeout, f"DAGs {sorted(wanted)} parsed")
 
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
@@ -382,7 +383,7 @@ class Deployment:
             state[:] = [self.run_state(dag_id, run_id)]
             return state[0] in TERMINAL_RUN_STATES
 
-        self._wait_until(done, timeout, f"run {dag_id}/{run_id} to finish")
+        self.wait_until(done, timeout, f"run {dag_id}/{run_id} to finish")
         return state[0]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
