@@ -859,6 +859,9 @@ OTHER_DEPENDANTS_QUERY = sql.SQL(
 )
 
 
+PERSISTENCE_QUERY = sql.SQL("SELECT relpersistence FROM pg_class WHERE oid = %s")
+
+
 # Generated (STORED) columns: computed by the target itself, never written by a copy.
 GENERATED_COLUMNS_QUERY = sql.SQL(
     "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "

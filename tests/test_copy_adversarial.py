@@ -354,3 +354,15 @@ def test_in_place_replace_copies_keys_that_differ_only_under_a_case_insensitive_
     assert (result["swap"], result["inserted"], result["deleted"]) == ("in-place", 0, 0)
     text = 'SELECT code COLLATE "C", name FROM {t} ORDER BY 1'
     assert local(adv, text, t=t) == src.remote(text)
+
+
+# -- replace by rename: properties LIKE does not copy ---------------------------------------------
+
+
+def test_replace_by_rename_keeps_an_unlogged_target_unlogged(adv):
+    src, t = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    copy(src, t)
+    local(adv, "ALTER TABLE {t} SET UNLOGGED", t=t)
+    assert copy(src, t)["swap"] == "renamed"
+    assert local(adv, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass", (t,)) == [("u",)]

@@ -497,7 +497,13 @@ class BulkCopy:
                 defs = [(c, target_columns[c].type_sql, target_columns[c].collation, False) for c in columns]
                 s.execute(f"create staging table {staging}", q.create_table(staging, defs, unlogged=True))
             elif p.mode == "replace" and target_columns is not None:
-                s.execute(f"create staging table {staging}", q.create_table_like(staging, p.target))
+                oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
+                # LIKE does not copy persistence: an UNLOGGED target must stay unlogged after the swap
+                unlogged = s.fetchone("read persistence", q.PERSISTENCE_QUERY, (oid,))[0] == "u"
+                s.execute(
+                    f"create staging table {staging}",
+                    q.create_table_like(staging, p.target, unlogged=unlogged),
+                )
                 oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
                 self._deferred_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (oid,))
                 for name, _indexdef, conname, _condef, *_ in self._deferred_indexes:
