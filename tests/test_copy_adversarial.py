@@ -19,7 +19,9 @@ from conftest import READER, SOURCE_DB, TARGET_DB, ident
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.apply import marker
 from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.names import parse_qualified_name
 
 SERVER = "adversarial_src"
 
@@ -366,3 +368,43 @@ def test_replace_by_rename_keeps_an_unlogged_target_unlogged(adv):
     local(adv, "ALTER TABLE {t} SET UNLOGGED", t=t)
     assert copy(src, t)["swap"] == "renamed"
     assert local(adv, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass", (t,)) == [("u",)]
+
+
+# -- a failure at COMMIT of the apply (a deferred constraint trigger) --------------------------------
+
+
+def test_an_apply_that_fails_at_commit_leaves_the_target_and_no_work_table_and_a_retry_converges(adv):
+    src, t = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    copy(src, t)
+    local(
+        adv,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.name = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NULL; END $$",
+        f=f"{t}_guard",
+    )
+    local(
+        adv,
+        "CREATE CONSTRAINT TRIGGER guard AFTER INSERT OR UPDATE ON {t} DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=f"{t}_guard",
+    )
+    before = local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t)
+    src.remote("UPDATE {t} SET name = 'boom' WHERE id = 1")
+    src.remote("UPDATE {t} SET name = 'fine' WHERE id = 2")
+    with pytest.raises(FdwError, match="boom refused"):
+        copy(src, t)
+    assert local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t) == before
+    work_tables = local(
+        adv,
+        "SELECT count(*) FROM pg_class WHERE obj_description(oid, 'pg_class') = %s",
+        (marker(parse_qualified_name(t)),),
+    )
+    assert work_tables == [(0,)]
+    src.remote("UPDATE {t} SET name = 'calm' WHERE id = 1")
+    result = copy(src, t)
+    assert (result["swap"], result["updated"]) == ("in-place", 2)
+    assert local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t) == src.remote(
+        "SELECT id, name FROM {t} ORDER BY id"
+    )
