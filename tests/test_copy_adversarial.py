@@ -18,8 +18,8 @@ from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.apply import marker
+from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.names import parse_qualified_name
 
@@ -399,7 +399,7 @@ def test_an_apply_that_fails_at_commit_leaves_the_target_and_no_work_table_and_a
     work_tables = local(
         adv,
         "SELECT count(*) FROM pg_class WHERE obj_description(oid, 'pg_class') = %s",
-        (marker(parse_qualified_name(t)),),
+        (marker(parse_qualified_name(t, "target_table")),),
     )
     assert work_tables == [(0,)]
     src.remote("UPDATE {t} SET name = 'calm' WHERE id = 1")
