@@ -408,3 +408,22 @@ def test_an_apply_that_fails_at_commit_leaves_the_target_and_no_work_table_and_a
     assert local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t) == src.remote(
         "SELECT id, name FROM {t} ORDER BY id"
     )
+
+
+# -- upsert on a nullable unique key -----------------------------------------------------------------
+
+
+def test_upsert_refuses_null_keys_instead_of_inserting_them_again_on_every_run(adv):
+    src, t = Source(adv, "code text, version int, name text"), new_target()
+    src.remote("INSERT INTO {t} VALUES ('a', 1, 'x'), ('b', 1, 'y')")
+    local(adv, "CREATE TABLE {t} (code text UNIQUE, version int, name text)", t=t)
+    args = {"mode": "upsert", "key_columns": ["code"], "watermark_column": "version"}
+    copy(src, t, **args)
+    src.remote("INSERT INTO {t} VALUES (NULL, 2, 'no key')")
+    before = local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t)
+    for _ in range(2):  # a UNIQUE index lets NULLs through and ON CONFLICT never matches them
+        with pytest.raises(FdwError, match=r"1 rows to upsert .* have a NULL in key_columns \(code\)"):
+            copy(src, t, **args)
+        assert local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t) == before
+    result = copy(src, t, where="code IS NOT NULL", **args)
+    assert result["rows"] == 2

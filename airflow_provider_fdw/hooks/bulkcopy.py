@@ -799,6 +799,7 @@ class BulkCopy:
                 inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
+                check_no_null_keys(s, staging, p.target, p.key_columns)
                 target_oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
                 image_equal = [
                     c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (target_oid,))
@@ -844,6 +845,20 @@ def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]
         f"upsert needs a unique index or primary key on {list(keys)} in {target} "
         "(ON CONFLICT uses it); create one or adjust key_columns."
     )
+
+
+def check_no_null_keys(
+    s: LocalSession, staging: QualifiedName, target: QualifiedName, keys: Sequence[str]
+) -> None:
+    """ON CONFLICT never matches a NULL key: such rows would be inserted again on every run."""
+    nulls = s.fetchone("check keys are not NULL", q.null_key_count(staging, keys))[0]
+    if nulls:
+        raise FdwError(
+            f"{nulls} rows to upsert into {target} have a NULL in key_columns ({', '.join(keys)}): "
+            "ON CONFLICT never matches NULL, so every run would insert them again. Nothing was changed; "
+            "leave them out with where= (e.g. key IS NOT NULL) or make the key NOT NULL.",
+            step="check key",
+        )
 
 
 @dataclass
