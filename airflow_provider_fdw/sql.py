@@ -859,6 +859,17 @@ OTHER_DEPENDANTS_QUERY = sql.SQL(
 )
 
 
+def null_key_count(table: QualifiedName, keys: Sequence[str]) -> sql.Composed:
+    """Rows with a NULL in any key column (they never match ``=`` nor ``ON CONFLICT``)."""
+    return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        sql.Identifier(*table),
+        sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k)) for k in keys),
+    )
+
+
+PERSISTENCE_QUERY = sql.SQL("SELECT relpersistence FROM pg_class WHERE oid = %s")
+
+
 # Generated (STORED) columns: computed by the target itself, never written by a copy.
 GENERATED_COLUMNS_QUERY = sql.SQL(
     "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "

@@ -18,8 +18,10 @@ from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.apply import marker
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.names import parse_qualified_name
 
 SERVER = "adversarial_src"
 
@@ -354,3 +356,74 @@ def test_in_place_replace_copies_keys_that_differ_only_under_a_case_insensitive_
     assert (result["swap"], result["inserted"], result["deleted"]) == ("in-place", 0, 0)
     text = 'SELECT code COLLATE "C", name FROM {t} ORDER BY 1'
     assert local(adv, text, t=t) == src.remote(text)
+
+
+# -- replace by rename: properties LIKE does not copy ---------------------------------------------
+
+
+def test_replace_by_rename_keeps_an_unlogged_target_unlogged(adv):
+    src, t = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    copy(src, t)
+    local(adv, "ALTER TABLE {t} SET UNLOGGED", t=t)
+    assert copy(src, t)["swap"] == "renamed"
+    assert local(adv, "SELECT relpersistence FROM pg_class WHERE oid = %s::regclass", (t,)) == [("u",)]
+
+
+# -- a failure at COMMIT of the apply (a deferred constraint trigger) --------------------------------
+
+
+def test_an_apply_that_fails_at_commit_leaves_the_target_and_no_work_table_and_a_retry_converges(adv):
+    src, t = Source(adv, "id bigint, name text", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, 10) g")
+    copy(src, t)
+    local(
+        adv,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.name = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NULL; END $$",
+        f=f"{t}_guard",
+    )
+    local(
+        adv,
+        "CREATE CONSTRAINT TRIGGER guard AFTER INSERT OR UPDATE ON {t} DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=f"{t}_guard",
+    )
+    before = local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t)
+    src.remote("UPDATE {t} SET name = 'boom' WHERE id = 1")
+    src.remote("UPDATE {t} SET name = 'fine' WHERE id = 2")
+    with pytest.raises(FdwError, match="boom refused"):
+        copy(src, t)
+    assert local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t) == before
+    work_tables = local(
+        adv,
+        "SELECT count(*) FROM pg_class WHERE obj_description(oid, 'pg_class') = %s",
+        (marker(parse_qualified_name(t, "target_table")),),
+    )
+    assert work_tables == [(0,)]
+    src.remote("UPDATE {t} SET name = 'calm' WHERE id = 1")
+    result = copy(src, t)
+    assert (result["swap"], result["updated"]) == ("in-place", 2)
+    assert local(adv, "SELECT id, name FROM {t} ORDER BY id", t=t) == src.remote(
+        "SELECT id, name FROM {t} ORDER BY id"
+    )
+
+
+# -- upsert on a nullable unique key -----------------------------------------------------------------
+
+
+def test_upsert_refuses_null_keys_instead_of_inserting_them_again_on_every_run(adv):
+    src, t = Source(adv, "code text, version int, name text"), new_target()
+    src.remote("INSERT INTO {t} VALUES ('a', 1, 'x'), ('b', 1, 'y')")
+    local(adv, "CREATE TABLE {t} (code text UNIQUE, version int, name text)", t=t)
+    args = {"mode": "upsert", "key_columns": ["code"], "watermark_column": "version"}
+    copy(src, t, **args)
+    src.remote("INSERT INTO {t} VALUES (NULL, 2, 'no key')")
+    before = local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t)
+    for _ in range(2):  # a UNIQUE index lets NULLs through and ON CONFLICT never matches them
+        with pytest.raises(FdwError, match=r"1 rows to upsert .* have a NULL in key_columns \(code\)"):
+            copy(src, t, **args)
+        assert local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t) == before
+    result = copy(src, t, where="code IS NOT NULL", **args)
+    assert result["rows"] == 2

@@ -530,7 +530,13 @@ class BulkCopy:
                 defs = [(c, target_columns[c].type_sql, target_columns[c].collation, False) for c in columns]
                 s.execute(f"create staging table {staging}", q.create_table(staging, defs, unlogged=True))
             elif p.mode == "replace" and target_columns is not None:
-                s.execute(f"create staging table {staging}", q.create_table_like(staging, p.target))
+                oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
+                # LIKE does not copy persistence: an UNLOGGED target must stay unlogged after the swap
+                unlogged = s.fetchone("read persistence", q.PERSISTENCE_QUERY, (oid,))[0] == "u"
+                s.execute(
+                    f"create staging table {staging}",
+                    q.create_table_like(staging, p.target, unlogged=unlogged),
+                )
                 oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
                 self._deferred_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (oid,))
                 for name, _indexdef, conname, _condef, *_ in self._deferred_indexes:
@@ -880,6 +886,7 @@ class BulkCopy:
                 inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
+                check_no_null_keys(s, staging, p.target, p.key_columns)
                 target_oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
                 image_equal = [
                     c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (target_oid,))
@@ -949,6 +956,20 @@ def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]
         f"upsert needs a unique index or primary key on {list(keys)} in {target} "
         "(ON CONFLICT uses it); create one or adjust key_columns."
     )
+
+
+def check_no_null_keys(
+    s: LocalSession, staging: QualifiedName, target: QualifiedName, keys: Sequence[str]
+) -> None:
+    """ON CONFLICT never matches a NULL key: such rows would be inserted again on every run."""
+    nulls = s.fetchone("check keys are not NULL", q.null_key_count(staging, keys))[0]
+    if nulls:
+        raise FdwError(
+            f"{nulls} rows to upsert into {target} have a NULL in key_columns ({', '.join(keys)}): "
+            "ON CONFLICT never matches NULL, so every run would insert them again. Nothing was changed; "
+            "leave them out with where= (e.g. key IS NOT NULL) or make the key NOT NULL.",
+            step="check key",
+        )
 
 
 @dataclass
