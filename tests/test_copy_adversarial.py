@@ -427,3 +427,17 @@ def test_upsert_refuses_null_keys_instead_of_inserting_them_again_on_every_run(a
         assert local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t) == before
     result = copy(src, t, where="code IS NOT NULL", **args)
     assert result["rows"] == 2
+
+
+def test_in_place_replace_refuses_null_keys_instead_of_rewriting_them_on_every_run(adv):
+    src, t = Source(adv, "code text, name text"), new_target()
+    src.remote("INSERT INTO {t} VALUES ('a', 'x'), ('b', 'y'), (NULL, 'no key')")
+    local(adv, "CREATE TABLE {t} (code text, name text)", t=t)
+    args = {"swap": "in_place", "key_columns": ["code"]}
+    with pytest.raises(FdwError, match=r"1 rows of the new data .* have a NULL in the key \(code\)"):
+        copy(src, t, **args)  # NULL never equals NULL: the row would be deleted and inserted each run
+    assert local(adv, "SELECT count(*) FROM {t}", t=t) == [(0,)]
+    result = copy(src, t, where="code IS NOT NULL", **args)
+    assert (result["inserted"], result["deleted"]) == (2, 0)
+    again = copy(src, t, where="code IS NOT NULL", **args)
+    assert (again["inserted"], again["updated"], again["deleted"]) == (0, 0, 0)
