@@ -577,6 +577,11 @@ def min_max(table: QualifiedName, column: str, conditions: Sequence[sql.Composab
     )
 
 
+def max_text_of(table: QualifiedName, column: str) -> sql.Composed:
+    """``max(column)`` as text: infinity and NaN have no Python value to read them into."""
+    return sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+
+
 def max_of(table: QualifiedName, column: str, minus: Any = None) -> sql.Composed:
     """``max(column)``, optionally lowered by ``minus`` (interval text such as '5 minutes', or a number)."""
     if minus is None:

@@ -441,3 +441,20 @@ def test_in_place_replace_refuses_null_keys_instead_of_rewriting_them_on_every_r
     assert (result["inserted"], result["deleted"]) == (2, 0)
     again = copy(src, t, where="code IS NOT NULL", **args)
     assert (again["inserted"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_a_watermark_at_infinity_is_refused_before_anything_changes(adv, mode):
+    src, t = Source(adv, "id int, ts timestamp", ", PRIMARY KEY (id)"), new_target()
+    src.remote("INSERT INTO {t} VALUES (1, '2024-01-01')")
+    args = {"mode": mode, "key_columns": ["id"], "watermark_column": "ts"}
+    copy(src, t, **args)
+    src.remote("INSERT INTO {t} VALUES (2, 'infinity'), (3, '2024-06-01')")
+    # A bound at infinity would let no later row through: every following run would copy nothing.
+    with pytest.raises(FdwError, match=r"ts = 'infinity'"):
+        copy(src, t, **args)
+    assert local(adv, "SELECT id FROM {t} ORDER BY id", t=t) == [(1,)]
+    local(adv, "INSERT INTO {t} VALUES (9, 'infinity')", t=t)  # put there by someone else
+    with pytest.raises(FdwError, match=r"ts = 'infinity'"):
+        copy(src, t, where="ts < 'infinity'", **args)
+    assert local(adv, "SELECT id FROM {t} ORDER BY id", t=t) == [(1,), (9,)]

@@ -452,6 +452,8 @@ class BulkCopy:
             overlap = p.overlap if p.mode == "upsert" else None
             with s.transaction():
                 exists = s.fetchone("read target", q.RELATION_QUERY, p.target)
+                if exists:
+                    check_finite_watermark(s, p.target, p.watermark_column)
                 # Subtract the overlap here: the remote then gets a constant bound it can push down
                 # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
                 bound = (
@@ -790,6 +792,9 @@ class BulkCopy:
             oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
             self.result.bytes = s.fetchone("measure staging", q.RELATION_SIZE_QUERY, (oid,))[0]
         self.verifier.check_loaded(s, staging, str(p.target))
+        if p.mode != "replace" and p.watermark_column:
+            with s.transaction():  # before the merge: the target must never get a bound at infinity
+                check_finite_watermark(s, staging, p.watermark_column, f"The new rows for {p.target}")
         if p.mode == "replace":
             if not self._in_place:
                 self._build_indexes(s, staging, target_columns is None, source)
@@ -956,6 +961,21 @@ def check_unique_key(s: LocalSession, target: QualifiedName, keys: Sequence[str]
         f"upsert needs a unique index or primary key on {list(keys)} in {target} "
         "(ON CONFLICT uses it); create one or adjust key_columns."
     )
+
+
+NON_FINITE = ("infinity", "-infinity", "nan")
+
+
+def check_finite_watermark(s: LocalSession, table: QualifiedName, column: str, what: str = "") -> None:
+    """A watermark at infinity (or NaN, which sorts above every number) lets no later row through."""
+    top = s.fetchone("read watermark", q.max_text_of(table, column))[0]
+    if top is not None and top.strip().lower() in NON_FINITE:
+        raise FdwError(
+            f"{what or table} has {column} = {top!r}: a watermark bound there would let no later row "
+            "through, so every following run would copy nothing. Nothing was changed; leave such rows "
+            f"out with where= (e.g. {column} < 'infinity'), fix them, or copy with mode='replace'.",
+            step="check watermark",
+        )
 
 
 def check_no_null_keys(
