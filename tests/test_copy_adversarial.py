@@ -422,7 +422,7 @@ def test_upsert_refuses_null_keys_instead_of_inserting_them_again_on_every_run(a
     src.remote("INSERT INTO {t} VALUES (NULL, 2, 'no key')")
     before = local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t)
     for _ in range(2):  # a UNIQUE index lets NULLs through and ON CONFLICT never matches them
-        with pytest.raises(FdwError, match=r"1 rows to upsert .* have a NULL in key_columns \(code\)"):
+        with pytest.raises(FdwError, match=r"1 rows to upsert .* have a NULL in the key \(code\)"):
             copy(src, t, **args)
         assert local(adv, "SELECT code, version, name FROM {t} ORDER BY code", t=t) == before
     result = copy(src, t, where="code IS NOT NULL", **args)

@@ -168,7 +168,9 @@ def diff_apply(
     always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
     overriding = bool(always & set(columns))
     if key:
-        check_no_null_key(s, staging, key, target)
+        check_no_null_key(
+            s, staging, key, f"rows of the new data for {target}", "the in-place diff never matches"
+        )
         check_unique(s, staging, key, f"the new data for {target}")
         if not key_is_unique:
             check_unique(s, target, key, str(target), only)
@@ -221,17 +223,14 @@ def choose_key(s: LocalSession, oid: int, key_columns: Sequence[str] | None) -> 
     return (), False
 
 
-def check_no_null_key(
-    s: LocalSession, staging: QualifiedName, key: Sequence[str], target: QualifiedName
-) -> None:
-    """NULL never equals NULL: a row with a NULL key would be deleted and inserted again on every run."""
-    nulls = s.fetchone("check keys are not NULL", q.null_key_count(staging, key))[0]
+def check_no_null_key(s: LocalSession, table: QualifiedName, key: Sequence[str], what: str, why: str) -> None:
+    """NULL never equals NULL: a row with a NULL key would be written again on every run."""
+    nulls = s.fetchone("check keys are not NULL", q.null_key_count(table, key))[0]
     if nulls:
         raise FdwError(
-            f"{nulls} rows of the new data for {target} have a NULL in the key ({', '.join(key)}): the "
-            "in-place replace matches rows by key, and NULL matches nothing, so they would be rewritten "
-            "on every run. Nothing was changed; leave them out with where= (e.g. key IS NOT NULL), or "
-            "choose NOT NULL key_columns.",
+            f"{nulls} {what} have a NULL in the key ({', '.join(key)}): {why} NULL, so every run would "
+            "write them again. Nothing was changed; leave them out with where= (e.g. key IS NOT NULL), "
+            "or make the key NOT NULL.",
             step="check key",
         )
 

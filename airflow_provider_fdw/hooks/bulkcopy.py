@@ -50,6 +50,7 @@ from airflow_provider_fdw.hooks.apply import (
     SWAPS,
     apply_replace,
     catch_up_sequences,
+    check_no_null_key,
     drop_leftovers,
     goes_in_place,
     in_place_reasons,
@@ -891,7 +892,9 @@ class BulkCopy:
                 inserted, updated = cur.rowcount, 0
             else:
                 check_unique_key(s, p.target, p.key_columns)
-                check_no_null_keys(s, staging, p.target, p.key_columns)
+                check_no_null_key(
+                    s, staging, p.key_columns, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
+                )
                 target_oid = s.fetchone("read target", q.RELATION_QUERY, p.target)[0]
                 image_equal = [
                     c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (target_oid,))
@@ -975,20 +978,6 @@ def check_finite_watermark(s: LocalSession, table: QualifiedName, column: str, w
             "through, so every following run would copy nothing. Nothing was changed; leave such rows "
             f"out with where= (e.g. {column} < 'infinity'), fix them, or copy with mode='replace'.",
             step="check watermark",
-        )
-
-
-def check_no_null_keys(
-    s: LocalSession, staging: QualifiedName, target: QualifiedName, keys: Sequence[str]
-) -> None:
-    """ON CONFLICT never matches a NULL key: such rows would be inserted again on every run."""
-    nulls = s.fetchone("check keys are not NULL", q.null_key_count(staging, keys))[0]
-    if nulls:
-        raise FdwError(
-            f"{nulls} rows to upsert into {target} have a NULL in key_columns ({', '.join(keys)}): "
-            "ON CONFLICT never matches NULL, so every run would insert them again. Nothing was changed; "
-            "leave them out with where= (e.g. key IS NOT NULL) or make the key NOT NULL.",
-            step="check key",
         )
 
 
