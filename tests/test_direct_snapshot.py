@@ -1,0 +1,150 @@
+"""The direct path reads every parallel range in ONE exported snapshot, and verifies against it.
+
+A writer commits a numbered version per transaction while the copy runs (version k deletes row k from
+the first range, updates a row of the middle range and inserts a row in the last one); the copy must
+hold exactly one version's rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from conftest import READER, SOURCE_DB, TARGET_DB, ident
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+
+SERVER = "snap_src"
+ROWS = 20_000
+MIDDLE = ROWS // 2
+INSERTED = 1_000_000  # version k inserts INSERTED + k
+MAX_VERSIONS = ROWS // 4  # the writer never reaches MIDDLE
+
+
+@pytest.fixture(scope="module")
+def snap(airflow_connections):
+    pair = airflow_connections
+    pair.source.execute("CREATE SCHEMA IF NOT EXISTS snap", dbname=SOURCE_DB)
+    pair.source.execute(sql.SQL("GRANT USAGE ON SCHEMA snap TO {}").format(ident(READER)), dbname=SOURCE_DB)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(SERVER)
+        hook.create_user_mapping(SERVER)
+    pair.target.execute("CREATE SCHEMA IF NOT EXISTS proxy_snap", dbname=TARGET_DB)
+    return pair
+
+
+class Source:
+    def __init__(self, pair, rows: int = ROWS) -> None:
+        self.pair = pair
+        self.name = f"s_{uuid.uuid4().hex[:8]}"
+        self.foreign = f"proxy_snap.{self.name}"
+        self.remote("CREATE TABLE {t} (id bigint PRIMARY KEY, ver int NOT NULL, name text)")
+        self.remote("INSERT INTO {t} SELECT g, 0, 'row ' || g FROM generate_series(1, %s) g", (rows,))
+        pair.source.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(ident("snap", self.name), ident(READER)),
+            dbname=SOURCE_DB,
+        )
+        pair.target.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} (id bigint, ver int, name text) SERVER {} "
+                "OPTIONS (schema_name 'snap', table_name {})"
+            ).format(ident("proxy_snap", self.name), ident(SERVER), sql.Literal(self.name)),
+            dbname=TARGET_DB,
+        )
+
+    def remote(self, statement: str, params=None):
+        return self.pair.source.execute(
+            sql.SQL(statement).format(t=ident("snap", self.name)), params, dbname=SOURCE_DB
+        )
+
+
+class Writer(threading.Thread):
+    """Commits version 1, 2, 3, … of the source, one small transaction each, until stopped.
+
+    The loop runs on the server (a DO block that commits), so the copy's threads cannot starve it.
+    """
+
+    def __init__(self, source: Source) -> None:
+        super().__init__(daemon=True)
+        self.source, self.conn, self.error = source, source.pair.source.connect(SOURCE_DB), None
+        self.statement = sql.SQL(
+            "DO $$ BEGIN FOR k IN 1..{versions} LOOP "
+            "DELETE FROM {t} WHERE id = k; UPDATE {t} SET ver = k WHERE id = {middle}; "
+            "INSERT INTO {t} VALUES ({inserted} + k, k, 'new'); COMMIT; PERFORM pg_sleep(0.0005); "
+            "END LOOP; END $$"
+        ).format(
+            t=ident("snap", source.name),
+            versions=sql.Literal(MAX_VERSIONS),
+            middle=sql.Literal(MIDDLE),
+            inserted=sql.Literal(INSERTED),
+        )
+
+    def run(self) -> None:
+        try:
+            self.conn.cursor().execute(self.statement)
+        except Exception as exc:  # cancelled by stop(), or a failure the test reports
+            self.error = exc
+
+    @property
+    def version(self) -> int:
+        top = self.source.remote("SELECT max(id) FROM {t} WHERE id > %s", (INSERTED,))[0][0]
+        return 0 if top is None else top - INSERTED
+
+    def wait_for(self, version: int) -> None:
+        deadline = time.monotonic() + 60
+        while self.version < version and time.monotonic() < deadline and self.is_alive():
+            time.sleep(0.01)
+        assert self.version >= version, self.error
+
+    def stop(self) -> None:
+        self.conn.cancel()
+        self.join(timeout=60)
+        self.conn.close()
+
+
+def local(pair, statement: str, params=None, **names):
+    idents = {k: ident(*v.split(".")) for k, v in names.items()}
+    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
+
+
+def new_target() -> str:
+    return f"public.snap_{uuid.uuid4().hex[:8]}"
+
+
+def bulk_copy(source: Source, target: str, relay: str, **kwargs):
+    plan = plan_copy(source.foreign, target, transport="copy", key_columns=["id"], **kwargs)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan, relay=relay)
+
+
+def expected_rows(version: int) -> list[tuple[int, int]]:
+    """The source as version ``version`` committed it (id, ver)."""
+    kept = [(i, version if i == MIDDLE else 0) for i in range(version + 1, ROWS + 1)]
+    return kept + [(INSERTED + k, k) for k in range(1, version + 1)]
+
+
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_parallel_direct_copy_of_a_live_table_holds_exactly_one_snapshot(snap, relay):
+    src, t = Source(snap), new_target()
+    writer = Writer(src)
+    writer.start()
+    try:
+        writer.wait_for(20)
+        before = writer.version
+        result = bulk_copy(src, t, relay, parallelism=3)
+        after = writer.version
+    finally:
+        writer.stop()
+    assert "cancel" in str(writer.error), writer.error  # still writing when the copy ended
+    assert result["path"] == "direct" and result["parallelism"] == 3
+    assert after > before, "the writer must commit while the copy reads, or this test proves nothing"
+    rows = local(snap, "SELECT id, ver FROM {t} ORDER BY id", t=t)
+    version = max((i - INSERTED for i, _ in rows if i > INSERTED), default=0)
+    assert before <= version <= after
+    # Every range read the same version: rows deleted (first range), updated (middle), inserted (last).
+    assert rows == expected_rows(version)
