@@ -15,6 +15,7 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
@@ -148,3 +149,110 @@ def test_parallel_direct_copy_of_a_live_table_holds_exactly_one_snapshot(snap, r
     assert before <= version <= after
     # Every range read the same version: rows deleted (first range), updated (middle), inserted (last).
     assert rows == expected_rows(version)
+
+
+# -- verify on the direct path ----------------------------------------------------------------------
+
+
+class TypedSource:
+    """Many built-in types (and an array, which is only counted), imported as is: binary direct COPY."""
+
+    def __init__(self, pair) -> None:
+        self.pair = pair
+        self.name = f"v_{uuid.uuid4().hex[:8]}"
+        self.foreign = f"proxy_snap.{self.name}"
+        remote = ident("snap", self.name)
+        pair.source.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigint PRIMARY KEY, amount numeric, at timestamptz, span interval, "
+                "f8 float8, doc jsonb, note text, code varchar(8), blob bytea, uid uuid, tags text[])"
+            ).format(remote),
+            dbname=SOURCE_DB,
+        )
+        pair.source.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT g, g * 1.005, '2024-03-10 01:30+00'::timestamptz + g * interval '1h', "
+                "make_interval(secs => g * 1.5), "
+                "CASE g % 50 WHEN 1 THEN 'NaN'::float8 WHEN 2 THEN '-Infinity' WHEN 3 THEN -0.0 "
+                "ELSE g / 3.0 END, jsonb_build_object('g', g), "
+                "CASE WHEN g % 9 = 0 THEN NULL ELSE 'ñ ' || g END, 'c' || g % 10, "
+                "decode(md5(g::text), 'hex'), md5(g::text)::uuid, ARRAY['a', NULL] "
+                "FROM generate_series(1, 500) g"
+            ).format(remote),
+            dbname=SOURCE_DB,
+        )
+        pair.source.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(remote, ident(READER)), dbname=SOURCE_DB
+        )
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            hook.import_foreign_schema(SERVER, "snap", "proxy_snap", limit_to=[self.name])
+
+
+def fdw_copy(source, target: str, **kwargs):
+    plan = plan_copy(source.foreign, target, key_columns=["id"], **kwargs)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan)
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_verify_on_the_direct_path_gives_the_fdw_paths_count_and_checksum(snap, relay, parallelism):
+    src, t = TypedSource(snap), new_target()
+    reference = fdw_copy(src, new_target(), verify="checksum", parallelism=parallelism)["verify"]
+    assert reference["result"] == "match" and reference["not_checksummed"] == ["tags"]
+    created = bulk_copy(src, t, relay, verify="checksum", parallelism=parallelism)
+    assert created["path"] == "direct" and created["swap"] == "created"
+    assert created["verify"] == reference  # the same checksum, computed by the remote in the snapshot
+    in_place = bulk_copy(src, t, relay, verify="checksum", parallelism=parallelism, swap="in_place")
+    assert in_place["path"] == "direct" and in_place["verify"] == reference
+    counted = bulk_copy(src, t, relay, verify="count", parallelism=parallelism, where="id > 100")
+    assert counted["verify"] == {
+        "mode": "count",
+        "result": "match",
+        "rows": 400,
+        "checksum": None,
+        "not_checksummed": [],
+    }
+
+
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_verify_on_the_direct_path_catches_a_target_trigger_that_rewrites_rows_and_commits_nothing(
+    snap, relay
+):
+    src, t = Source(snap, rows=100), new_target()
+    assert bulk_copy(src, t, relay, verify="checksum", parallelism=3)["verify"]["result"] == "match"
+    local(
+        snap,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.name := upper(NEW.name); RETURN NEW; END $$",
+        f=f"{t}_shout",
+    )
+    local(
+        snap,
+        "CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=f"{t}_shout",
+    )
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    before = local(snap, "SELECT * FROM {t} ORDER BY id", t=t)
+    with pytest.raises(FdwError, match=r"Verification failed: .* after the apply"):
+        bulk_copy(src, t, relay, verify="checksum", parallelism=3)
+    assert local(snap, "SELECT * FROM {t} ORDER BY id", t=t) == before
+    assert local(snap, "SELECT count(*) FROM pg_tables WHERE tablename LIKE %s", (f"{t[7:]}_%",)) == [(0,)]
+
+
+def test_verify_checksum_is_refused_when_the_direct_path_reads_text_before_any_change(snap):
+    src, t = Source(snap, rows=100), new_target()
+    # Declared text over the remote's varchar: the direct path reads text; checksum only for binary reads.
+    src.remote("ALTER TABLE {t} ADD COLUMN code varchar(20)")
+    src.remote("UPDATE {t} SET code = 'c' || id")
+    local(snap, "ALTER FOREIGN TABLE {f} ADD COLUMN code text", f=src.foreign)
+    with pytest.raises(FdwConfigError, match=r"verify='checksum' on the direct path .* read as text"):
+        bulk_copy(src, t, "python", verify="checksum")
+    assert local(snap, "SELECT to_regclass(%s)", (t,)) == [(None,)]
+    counted = bulk_copy(src, t, "python", verify="count", parallelism=3)
+    assert counted["path"] == "direct" and counted["verify"]["rows"] == 100
+    plan = plan_copy(src.foreign, new_target(), verify="checksum", transport="auto")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        auto = hook.bulk_copy(plan)
+    assert auto["path"] == "fdw" and auto["verify"]["result"] == "match"  # postgres_fdw checksums text
