@@ -680,7 +680,9 @@ class BulkCopy:
     ) -> None:
         """The direct path: every range imports one exported snapshot; verify counts the source in it."""
         assert self.remote_connect is not None and self.direct is not None and source.remote is not None
-        self.snapshot = SnapshotHolder(self.remote_connect, self.direct.client_encoding)
+        self.snapshot = SnapshotHolder(
+            self.remote_connect, self.direct.client_encoding, self.leftovers, self.log
+        )
         try:
             if self.verifier.enabled:
                 remote_name = {c: source.columns[c].options.get("column_name", c) for c in columns}

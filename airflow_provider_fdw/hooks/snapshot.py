@@ -17,13 +17,16 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.cancel import LEFTOVER_SESSIONS
 from airflow_provider_fdw.exceptions import FdwError
 
 
 class SnapshotHolder:
     """The remote transaction whose exported snapshot each range reader imports."""
 
-    def __init__(self, connect: Callable[..., Any], client_encoding: str) -> None:
+    def __init__(
+        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None = None, log: Any = None
+    ) -> None:
         try:
             self.conn = connect(client_encoding=client_encoding)
         except DriverError as exc:
@@ -31,6 +34,8 @@ class SnapshotHolder:
                 f"Could not connect to the remote to export a snapshot: {error_fields(exc)['message']}",
                 step="export snapshot",
             ) from None
+        if leftovers:
+            self._terminate_leftovers(leftovers, log)
         try:
             with self.conn.cursor() as cur:
                 cur.execute(q.SNAPSHOT_ISOLATION)  # first statement of the driver's implicit transaction
@@ -48,6 +53,23 @@ class SnapshotHolder:
         self._thread: threading.Thread | None = None
         self._row: tuple[Any, ...] | None = None
         self._error: BaseException | None = None
+
+    def _terminate_leftovers(self, prefix: str, log: Any) -> None:
+        """A killed try's remote reads keep running in their own snapshot until they next write: end them."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(LEFTOVER_SESSIONS, (prefix,))
+                pids = [row[0] for row in cur.fetchall()]
+            self.conn.commit()
+        except DriverError as exc:  # best effort: the copy itself does not need it
+            self.conn.rollback()
+            if log is not None:
+                log.warning("Could not end an earlier try's remote reads: %s", error_fields(exc)["message"])
+            return
+        if pids and log is not None:
+            log.warning(
+                "Terminated %d remote session(s) an earlier try left running: pids %s", len(pids), pids
+            )
 
     def reader_statements(self) -> list[Any]:
         """What a reader runs first, in its own transaction, to see exactly this snapshot."""
