@@ -141,7 +141,7 @@ def test_parallel_direct_copy_of_a_live_table_holds_exactly_one_snapshot(snap, r
         after = writer.version
     finally:
         writer.stop()
-    assert "cancel" in str(writer.error), writer.error  # still writing when the copy ended
+    assert writer.error is None or "cancel" in str(writer.error), writer.error  # cancelled, or done
     assert result["path"] == "direct" and result["parallelism"] == 3
     assert after > before, "the writer must commit while the copy reads, or this test proves nothing"
     rows = local(snap, "SELECT id, ver FROM {t} ORDER BY id", t=t)
