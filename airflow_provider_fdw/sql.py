@@ -1100,6 +1100,16 @@ REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
 
 SERVER_ENCODING_QUERY = sql.SQL("SELECT pg_catalog.current_setting('server_encoding')")
 
+# One snapshot for every range of a direct copy (as pgcopydb): a holder exports it, each reader imports it.
+SNAPSHOT_ISOLATION = sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+BEGIN_SNAPSHOT_READ = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # psql: no implicit BEGIN
+EXPORT_SNAPSHOT = sql.SQL("SELECT pg_catalog.pg_export_snapshot()")
+
+
+def import_snapshot(snapshot_id: str) -> sql.Composed:
+    """First statement of a reader's transaction: read exactly what the holder's snapshot sees."""
+    return sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id))
+
 
 def where_probe(table: QualifiedName, where: str) -> sql.Composed:
     """Parsed (never run) to prove ``where`` is one boolean expression over ``table``'s columns."""

@@ -478,12 +478,17 @@ def test_verify_checksum_refuses_a_condition_the_remote_cannot_evaluate_before_a
     assert counted["verify"]["rows"] == ROWS - 1
 
 
-def test_verify_is_refused_on_the_direct_path_before_any_change(safety):
+@pytest.mark.parametrize("relay", ["psql", "python"])
+@pytest.mark.parametrize("verify", ["count", "checksum"])
+def test_verify_on_the_direct_path_matches_the_fdw_path(safety, verify, relay):
     src, t = Source(safety), new_target()
-    plan = plan_copy(src.foreign, t, verify="count")
-    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwConfigError, match="direct path"):
-        hook.bulk_copy(plan, direct=True)
-    assert local(safety, "SELECT to_regclass(%s)", (t,)) == [(None,)]
+    reference = copy(src, new_target(), verify=verify)["verify"]
+    plan = plan_copy(src.foreign, t, verify=verify)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        direct = hook.bulk_copy(plan, direct=True, relay=relay)
+    assert direct["path"] == "direct" and direct["verify"] == reference
+    assert reference["result"] == "match" and reference["rows"] == ROWS
+    assert target_rows(safety, t) == src.rows()
 
 
 def test_replace_of_a_partitioned_table_without_a_key_changes_only_the_changed_rows(safety):

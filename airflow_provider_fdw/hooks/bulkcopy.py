@@ -61,6 +61,7 @@ from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, Dir
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import Column, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession, describe
+from airflow_provider_fdw.hooks.snapshot import SnapshotHolder
 from airflow_provider_fdw.hooks.verify import Verifier
 from airflow_provider_fdw.names import (
     QualifiedName,
@@ -292,6 +293,7 @@ class BulkCopy:
         self.psql_relay = psql_relay
         self.remote_identity = remote_identity
         self.direct: DirectRead | None = None
+        self.snapshot: SnapshotHolder | None = None  # direct path: the snapshot every range reads
         self.scope = scope or CancelScope()
         self.target_lock_wait = target_lock_wait
         self.leftovers = leftovers
@@ -326,16 +328,33 @@ class BulkCopy:
         )
         self.result.path = "direct" if self.direct else "fdw"
         conditions = self._conditions(session, columns, source)
-        if self.verifier.enabled and self.result.path == "direct":
-            raise FdwConfigError(
-                "verify= compares the target with the snapshot postgres_fdw read; it is not available "
-                "with transport='copy' (the direct path) yet: use transport='fdw' to verify."
+        if p.verify == "checksum" and self.direct is not None and not self.direct.binary:
+            # The checksum hashes binary values: equal only when the remote types are the declared ones.
+            reason = (
+                "verify='checksum' on the direct path needs every copied column's remote type to be its "
+                f"declared type (binary COPY); {p.source} is read as text"
             )
-        self.verifier.prepare(session, source.oid, p.source, source.is_foreign, columns, conditions)
+            if p.transport == "copy":
+                raise FdwConfigError(f"{reason}: use verify='count', or transport='fdw' to checksum.")
+            self.log.info("%s: copying through postgres_fdw instead.", reason)
+            self.direct, self.result.path = None, "fdw"
+        if self.direct is None and p.parallelism > 1:
+            self.log.info(
+                "Parallel copy through postgres_fdw: each of the %d ranges reads in its own remote "
+                "transaction, so rows changed on the source meanwhile may be seen by one range and not "
+                "another (transport='copy' reads every range in one snapshot).",
+                p.parallelism,
+            )
+        # The direct path reads the remote table itself: checksummed by the direct connection, not planned.
+        is_foreign = source.is_foreign and self.direct is None
+        self.verifier.prepare(session, source.oid, p.source, is_foreign, columns, conditions)
         staging = self._prepare_staging(session, source, target_columns, columns)
         try:
             ranges = self._ranges(session, source, columns, conditions)
-            self._load(source, staging, columns, conditions, ranges)
+            if self.direct is not None:
+                self._load_in_one_snapshot(source, staging, columns, conditions, ranges)
+            else:
+                self._load(source, staging, columns, conditions, ranges)
             self._apply(session, staging, source, columns, target_columns)
         except BaseException:
             self._drop_staging(session, staging)
@@ -660,6 +679,29 @@ class BulkCopy:
         self.result.rows = sum(f.result() for f in futures)
         progress.finish(self.result.rows)
 
+    def _load_in_one_snapshot(
+        self,
+        source: SourceInfo,
+        staging: QualifiedName,
+        columns: list[str],
+        conditions: list[Any],
+        ranges: list[Any],
+    ) -> None:
+        """The direct path: every range imports one exported snapshot; verify counts the source in it."""
+        assert self.remote_connect is not None and self.direct is not None and source.remote is not None
+        self.snapshot = SnapshotHolder(
+            self.remote_connect, self.direct.client_encoding, self.leftovers, self.log
+        )
+        try:
+            if self.verifier.enabled:
+                remote_name = {c: source.columns[c].options.get("column_name", c) for c in columns}
+                self.snapshot.start_count(self.verifier.remote_select(source.remote, remote_name, conditions))
+            self._load(source, staging, columns, conditions, ranges)
+            if self.verifier.enabled:
+                self.verifier.add_counted(*self.snapshot.counted())
+        finally:
+            self.snapshot.close()  # after every range read: the snapshot is no longer needed
+
     def _load_range(
         self,
         source: SourceInfo,
@@ -769,9 +811,16 @@ class BulkCopy:
                 remote={**self.psql_relay.remote, "client_encoding": encoding},
                 local={**self.psql_relay.local, "client_encoding": encoding},
             )
-            return relay.copy(s.render(out_stmt), s.render(in_stmt))
+            first = []
+            if self.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
+                first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(self.snapshot.reader_statements()[-1])]
+            return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
         remote = self.remote_connect(client_encoding=encoding)
         try:
+            if self.snapshot is not None:  # before the COPY, in the driver's implicit transaction
+                with remote.cursor() as cur:
+                    for statement in self.snapshot.reader_statements():
+                        cur.execute(statement)
             with s.transaction():
                 s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
                 return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
@@ -1000,14 +1049,17 @@ class PsqlRelay:
     monitor: Callable[[], Any] | None = field(default=None, repr=False)
     _interrupted: dict[str, bool] = field(default_factory=dict, repr=False, init=False)
 
-    def copy(self, out_statement: str, in_statement: str) -> int:
+    def copy(self, out_statement: str, in_statement: str, first: Sequence[str] = ()) -> int:
+        """``first``: statements the reader runs before its COPY, in one transaction (the snapshot)."""
         base = str(self.local.get("application_name") or "airflow_provider_fdw")
         load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
         local = {**self.local, "application_name": load_name}
         with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
             remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
             local_env = self._env(local, os.path.join(private, "local.pgpass"))
-            out = self._start(self._command(self.remote, out_statement), remote_env, None, subprocess.PIPE)
+            out = self._start(
+                self._command(self.remote, *first, out_statement), remote_env, None, subprocess.PIPE
+            )
             try:
                 load = self._start(self._command(local, in_statement), local_env, out.stdout, subprocess.PIPE)
             except BaseException:
@@ -1104,9 +1156,12 @@ class PsqlRelay:
             self.scope.add_process(proc)
         return proc
 
-    def _command(self, params: dict[str, Any], statement: str) -> list[str]:
+    def _command(self, params: dict[str, Any], *statements: str) -> list[str]:
         conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
-        return [self.psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", statement]
+        # -q with several statements: their tags (BEGIN, SET) must not mix into the COPY data on stdout.
+        quiet = ["-q"] if len(statements) > 1 else []
+        commands = [arg for statement in statements for arg in ("-c", statement)]
+        return [self.psql, "-X", *quiet, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
 
     @staticmethod
     def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ fails the copy and nothing is committed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,18 @@ class Verifier:
         if not self.enabled:
             return
         rows, checksum = s.fetchone("verify: read source", q.verify_select(table, self.columns, conditions))
+        with self._lock:
+            self.source.add(rows, checksum)
+
+    def remote_select(
+        self, table: QualifiedName, remote_name: Mapping[str, str], conditions: Sequence[Any]
+    ) -> Any:
+        """The direct path: the same count/checksum, run on the remote table (its column names)."""
+        columns = None if self.columns is None else [(remote_name[c], send) for c, send in self.columns]
+        return q.verify_select(table, columns, conditions)
+
+    def add_counted(self, rows: int, checksum: Any) -> None:
+        """The direct path: the source rows counted in the snapshot every range read."""
         with self._lock:
             self.source.add(rows, checksum)
 

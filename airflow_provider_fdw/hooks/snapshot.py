@@ -1,0 +1,115 @@
+"""One snapshot for every range of a direct copy (``pg_export_snapshot()``, as pgcopydb does).
+
+A holder connection opens a REPEATABLE READ READ ONLY transaction on the remote and exports its
+snapshot; every range's reader (the in-process relay's remote connection, each ``psql`` child)
+imports it with ``SET TRANSACTION SNAPSHOT`` before its ``COPY … TO STDOUT``, so a parallel copy of
+a live table is point-in-time. The holder stays open until every range has read (an exported
+snapshot can only be imported while its transaction is open), and with ``verify`` it computes the
+source's count/checksum in the same snapshot while the ranges load.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.cancel import LEFTOVER_SESSIONS
+from airflow_provider_fdw.exceptions import FdwError
+
+
+class SnapshotHolder:
+    """The remote transaction whose exported snapshot each range reader imports."""
+
+    def __init__(
+        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None = None, log: Any = None
+    ) -> None:
+        try:
+            self.conn = connect(client_encoding=client_encoding)
+        except DriverError as exc:
+            raise FdwError(
+                f"Could not connect to the remote to export a snapshot: {error_fields(exc)['message']}",
+                step="export snapshot",
+            ) from None
+        if leftovers:
+            self._terminate_leftovers(leftovers, log)
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(q.SNAPSHOT_ISOLATION)  # first statement of the driver's implicit transaction
+                cur.execute(q.EXPORT_SNAPSHOT)
+                self.id: str = cur.fetchone()[0]
+        except DriverError as exc:
+            self.conn.close()
+            raise FdwError(
+                f"Could not export a snapshot on the remote: {error_fields(exc)['message']}",
+                step="export snapshot",
+            ) from None
+        except BaseException:
+            self.conn.close()
+            raise
+        self._thread: threading.Thread | None = None
+        self._row: tuple[Any, ...] | None = None
+        self._error: BaseException | None = None
+
+    def _terminate_leftovers(self, prefix: str, log: Any) -> None:
+        """A killed try's remote reads keep running in their own snapshot until they next write: end them."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(LEFTOVER_SESSIONS, (prefix,))
+                pids = [row[0] for row in cur.fetchall()]
+            self.conn.commit()
+        except DriverError as exc:  # best effort: the copy itself does not need it
+            self.conn.rollback()
+            if log is not None:
+                log.warning("Could not end an earlier try's remote reads: %s", error_fields(exc)["message"])
+            return
+        if pids and log is not None:
+            log.warning(
+                "Terminated %d remote session(s) an earlier try left running: pids %s", len(pids), pids
+            )
+
+    def reader_statements(self) -> list[Any]:
+        """What a reader runs first, in its own transaction, to see exactly this snapshot."""
+        return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]
+
+    def start_count(self, statement: Any) -> None:
+        """Run ``statement`` (one row) in the snapshot, in the background while the ranges load."""
+
+        def run() -> None:
+            try:
+                with self.conn.cursor() as cur:
+                    cur.execute(statement)
+                    self._row = cur.fetchone()
+            except BaseException as exc:  # re-raised by counted()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="fdw-copy-verify-source", daemon=True)
+        self._thread.start()
+
+    def counted(self) -> tuple[Any, ...]:
+        """The row of :meth:`start_count` (waits for it)."""
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            message = (
+                error_fields(self._error)["message"]
+                if isinstance(self._error, DriverError)
+                else str(self._error)
+            )
+            raise FdwError(
+                f"Counting the source in the copy's snapshot failed: {message}", step="verify"
+            ) from None
+        assert self._row is not None
+        return self._row
+
+    def close(self) -> None:
+        """End the transaction (after every range read): a count still running is cancelled."""
+        if self._thread is not None and self._thread.is_alive():
+            with suppress(Exception):
+                self.conn.cancel()
+            self._thread.join()
+        with suppress(Exception):  # closing ends the read-only transaction; nothing to keep
+            self.conn.close()
