@@ -242,6 +242,9 @@ def test_overlapping_backfills_share_the_rows_and_embed_each_once(target):
     assert [f"{type(e).__name__}: {e}" for e in errors] == []
     assert sum(r["rows_embedded"] for r in results) == 400
     assert sum(calls) == 400  # no text was embedded twice: the model's time is not wasted
+    # Each run ends only when every row has its embedding (a write-back downstream relies on it),
+    # also the rows the other run was embedding.
+    assert [r["rows_remaining"] for r in results] == [0] * CALLERS
     assert target.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE embedding IS NULL").format(sql.Identifier(name)),
         dbname=TARGET_DB,

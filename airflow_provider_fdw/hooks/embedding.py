@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.locks import lock_object
 from airflow_provider_fdw.hooks.reimport import read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -33,6 +33,7 @@ from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qu
 
 PythonEmbedder = Callable[[list[str]], Sequence[Sequence[float]]]
 PROGRESS_EVERY_SECONDS = 10.0
+OVERLAP_WAIT_SECONDS = 300  # how long rows another run is embedding may keep this run waiting
 FLOAT4_OID = 700
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # signature, flags, ext
 COPY_TRAILER = b"\xff\xff"
@@ -157,59 +158,85 @@ def backfill(
         storage,
         p.batch_size,
     )
-    while done < total:
-        limit = min(p.batch_size, total - done)
-        after = (
-            sql.SQL("") if last_key is None else sql.SQL(" AND {} > {}").format(key, sql.Literal(last_key))
-        )
-        # SKIP LOCKED: an overlapping run takes other rows instead of embedding the same ones again.
-        select = sql.SQL(
-            "SELECT {k}, {t} FROM {tbl} WHERE {e} IS NULL AND {t} IS NOT NULL{after} ORDER BY {k} LIMIT {n} "
-            "FOR UPDATE SKIP LOCKED"
-        )
-        with s.transaction():
-            if isinstance(embedder, SqlFunctionEmbedder):
-                # In the database: one UPDATE per batch, rows never leave the server.
-                statement = sql.SQL(
-                    "WITH batch AS ({select}) UPDATE {tbl} t SET {e} = {call}::{cast} FROM batch "
-                    "WHERE t.{k} = batch.{k} AND t.{e} IS NULL RETURNING t.{k}"
-                ).format(
-                    select=select.format(k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)),
-                    tbl=table,
-                    e=emb,
-                    k=key,
-                    cast=cast,
-                    call=embedder.call(p.text_column),
-                )
-                keys = [r[0] for r in s.fetchall("embed batch", statement)]
-            else:
-                rows = s.fetchall(
-                    "read batch",
-                    select.format(k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)),
-                )
-                if not rows:
-                    break
-                vectors = embedder([r[1] for r in rows])
-                check_vectors(vectors, len(rows), dimensions)
-                write_vectors(s, p, cast, rows, vectors, storage)
-                keys = [r[0] for r in rows]
-        if not keys:
+    count_missing = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(
+        table, emb, text
+    )
+    waiting_since = None
+    while True:
+        while done < total:
+            limit = min(p.batch_size, total - done)
+            after = (
+                sql.SQL("")
+                if last_key is None
+                else sql.SQL(" AND {} > {}").format(key, sql.Literal(last_key))
+            )
+            # SKIP LOCKED: an overlapping run takes other rows instead of embedding the same ones again.
+            select = sql.SQL(
+                "SELECT {k}, {t} FROM {tbl} WHERE {e} IS NULL AND {t} IS NOT NULL{after} "
+                "ORDER BY {k} LIMIT {n} FOR UPDATE SKIP LOCKED"
+            )
+            with s.transaction():
+                if isinstance(embedder, SqlFunctionEmbedder):
+                    # In the database: one UPDATE per batch, rows never leave the server.
+                    statement = sql.SQL(
+                        "WITH batch AS ({select}) UPDATE {tbl} t SET {e} = {call}::{cast} FROM batch "
+                        "WHERE t.{k} = batch.{k} AND t.{e} IS NULL RETURNING t.{k}"
+                    ).format(
+                        select=select.format(
+                            k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)
+                        ),
+                        tbl=table,
+                        e=emb,
+                        k=key,
+                        cast=cast,
+                        call=embedder.call(p.text_column),
+                    )
+                    keys = [r[0] for r in s.fetchall("embed batch", statement)]
+                else:
+                    rows = s.fetchall(
+                        "read batch",
+                        select.format(k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)),
+                    )
+                    if not rows:
+                        break
+                    vectors = embedder([r[1] for r in rows])
+                    check_vectors(vectors, len(rows), dimensions)
+                    write_vectors(s, p, cast, rows, vectors, storage)
+                    keys = [r[0] for r in rows]
+            if not keys:
+                break
+            done += len(keys)
+            batches += 1
+            last_key = max(keys)
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_EVERY_SECONDS or done >= total:
+                rate = done / (now - started) if now > started else 0.0
+                eta = (total - done) / rate if rate else 0.0
+                log.info("Embedded %d/%d rows (%.0f rows/s, ETA %.0fs)", done, total, rate, eta)
+                last_report = now
+        if p.max_rows is not None:
             break
-        done += len(keys)
-        batches += 1
-        last_key = max(keys)
+        # Rows an overlapping run is embedding were skipped: wait until it commits them, so that when
+        # this task succeeds every row has its embedding (a write-back downstream relies on it).
+        with s.transaction():
+            remaining = s.fetchone("count missing", count_missing)[0]
+        if remaining == 0:
+            break
         now = time.monotonic()
-        if now - last_report >= PROGRESS_EVERY_SECONDS or done >= total:
-            rate = done / (now - started) if now > started else 0.0
-            eta = (total - done) / rate if rate else 0.0
-            log.info("Embedded %d/%d rows (%.0f rows/s, ETA %.0fs)", done, total, rate, eta)
-            last_report = now
+        if waiting_since is None:
+            waiting_since = now
+            log.info("%d rows of %s are being embedded by another run: waiting for it", remaining, p.table)
+        elif now - waiting_since > OVERLAP_WAIT_SECONDS:
+            raise FdwError(
+                f"{remaining} rows of {p.table} stayed locked by another run for {OVERLAP_WAIT_SECONDS}s "
+                "(an overlapping backfill that hangs?); nothing is lost: a retry embeds them.",
+                step="wait for overlapping backfill",
+            )
+        time.sleep(1.0)
+        total, last_key = done + remaining, None
     seconds = time.monotonic() - started
     with s.transaction():
-        remaining = s.fetchone(
-            "count missing",
-            sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(table, emb, text),
-        )[0]
+        remaining = s.fetchone("count missing", count_missing)[0]
     return {
         "table": str(p.table),
         "rows_embedded": done,
