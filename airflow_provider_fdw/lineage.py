@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.hooks.reimport import parse_options
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 
 _TABLE_QUERY = sql.SQL(
@@ -79,14 +80,14 @@ def resolve(session: Any, table: QualifiedName | str, local_ns: str, local_db: s
         return TableDataset(
             local_ns, f"{local_db}.{name.schema}.{name.name}", {c: (c, t) for c, t, _ in columns}
         )
-    server, options = _options(server_options), _options(table_options)
+    server, options = parse_options(server_options), parse_options(table_options)
     # libpq defaults: port 5432, database named after the (mapped) user.
     dbname = server.get("dbname") or mapped_user or "postgres"
     remote_name = f"{dbname}.{options.get('schema_name', name.schema)}.{options.get('table_name', name.name)}"
     return TableDataset(
         f"postgres://{server.get('host', 'localhost')}:{server.get('port', '5432')}",
         remote_name,
-        {c: (_options(o).get("column_name", c), t) for c, t, o in columns},
+        {c: (parse_options(o).get("column_name", c), t) for c, t, o in columns},
         foreign=True,
     )
 
@@ -173,8 +174,3 @@ def datasets_of(hook: Any, tables: Sequence[QualifiedName | str]) -> list[TableD
     ns, db = local_namespace(conn), conn.schema or "postgres"
     found = (resolve(hook.session, t, ns, db) for t in tables)
     return [d for d in found if d is not None]
-
-
-def _options(options: Sequence[str] | None) -> dict[str, str]:
-    """``{"k=v", …}`` (how pg_catalog stores FDW options) as a dict."""
-    return dict(o.split("=", 1) for o in options or ())

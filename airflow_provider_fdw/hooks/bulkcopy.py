@@ -46,6 +46,7 @@ from airflow_provider_fdw.cancel import (
     terminate_leftovers,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks import locks
 from airflow_provider_fdw.hooks.apply import (
     SWAPS,
     apply_replace,
@@ -59,7 +60,7 @@ from airflow_provider_fdw.hooks.apply import (
 )
 from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
 from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
-from airflow_provider_fdw.hooks.reimport import Column, read_columns
+from airflow_provider_fdw.hooks.reimport import Column, parse_options, read_columns
 from airflow_provider_fdw.hooks.session import LocalSession, describe
 from airflow_provider_fdw.hooks.snapshot import SnapshotHolder
 from airflow_provider_fdw.hooks.verify import Verifier
@@ -305,7 +306,7 @@ class BulkCopy:
 
     def run(self, session: LocalSession) -> CopyResult:
         started = time.monotonic()
-        lock_key = f"airflow_provider_fdw:copy:{self.plan.target}"
+        lock_key = locks.lock_key("copy", str(self.plan.target))
         if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
             terminate_leftovers(session, self.leftovers, self.log)
         # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
@@ -428,7 +429,7 @@ class BulkCopy:
         if row is None:
             return None
         oid, relkind, _owner, _comment, server_name, ftoptions = row
-        options = dict(o.split("=", 1) for o in ftoptions or ())
+        options = parse_options(ftoptions)
         remote = QualifiedName(options.get("schema_name", name.schema), options.get("table_name", name.name))
         return SourceInfo(oid, relkind, read_columns(s, name), server_name, remote if server_name else None)
 
@@ -1088,7 +1089,7 @@ class PsqlRelay:
                 out.stderr.close()
         load_error = (
             FdwError(
-                f"writing the staging table on {_where(self.local)} failed: "
+                f"writing the staging table on {endpoint(self.local)} failed: "
                 f"{server_message(load_err, load.returncode)}",
                 step="copy into staging",
             )
@@ -1099,7 +1100,8 @@ class PsqlRelay:
             raise load_error  # the reader was stopped because of the load's failure: that is the cause
         if out.returncode != 0:
             raise FdwError(
-                f"reading the remote {_where(self.remote)} failed: {server_message(out_err, out.returncode)}",
+                f"reading the remote {endpoint(self.remote)} failed: "
+                f"{server_message(out_err, out.returncode)}",
                 step="copy from remote",
             )
         if load_error is not None:
@@ -1180,7 +1182,8 @@ def _pgpass_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _where(params: dict[str, Any]) -> str:
+def endpoint(params: dict[str, Any]) -> str:
+    """``host:port/dbname`` of libpq parameters, for messages (never the user or password)."""
     return f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.reimport import parse_options
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.predicate import parse_where
 
@@ -128,7 +129,7 @@ def plan_direct(
         return fall_back(f"{plan.source} is not a foreign table")
     with s.transaction():
         row = s.fetchone("read foreign server", q.SERVER_OPTIONS_QUERY, (source.server_name,))
-        server_options = dict(o.split("=", 1) for o in (row[0] if row else None) or ())
+        server_options = parse_options(row[0] if row else None)
         local_types = {
             r[0]: tuple(r[1:])
             for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))

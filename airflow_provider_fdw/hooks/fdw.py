@@ -29,13 +29,13 @@ from airflow_provider_fdw.exceptions import (
     FdwConfigError,
     FdwError,
 )
-from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay
+from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
 from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
-from airflow_provider_fdw.hooks.reimport import import_and_converge, plan_import
+from airflow_provider_fdw.hooks.reimport import import_and_converge, parse_options, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import (
     QualifiedName,
@@ -464,9 +464,8 @@ class FdwHook(PostgresHook):
         try:
             return self._create_connection(params)
         except DriverError as exc:
-            where = f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
             raise FdwError(
-                f"connecting to the remote {where} failed: {error_fields(exc)['message']}",
+                f"connecting to the remote {endpoint(params)} failed: {error_fields(exc)['message']}",
                 step="connect to remote",
             ) from None
 
@@ -680,8 +679,3 @@ def libpq_params(remote: RemoteServer) -> dict[str, Any]:
     """Connection arguments for reaching the remote from Airflow: its libpq server options + login."""
     args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
     return {**args, "user": remote.user, "password": remote.password}
-
-
-def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
-    """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
-    return dict(item.split("=", 1) for item in raw or ())

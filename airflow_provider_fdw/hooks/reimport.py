@@ -200,6 +200,11 @@ def drop_vanished(s: LocalSession, table: QualifiedName, server_name: str) -> No
 def read_columns(s: LocalSession, table: QualifiedName) -> dict[str, Column]:
     rows = s.fetchall("read columns", q.COLUMNS_QUERY, (table.schema, table.name))
     return {
-        name: Column(name, type_sql, collation, not_null, dict(o.split("=", 1) for o in options or ()))
+        name: Column(name, type_sql, collation, not_null, parse_options(options))
         for name, type_sql, collation, not_null, options in rows
     }
+
+
+def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
+    """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
+    return dict(item.split("=", 1) for item in raw or ())
