@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -162,3 +163,72 @@ def server_name() -> str:
 @pytest.fixture
 def local_schema() -> str:
     return f"proxy_{uuid.uuid4().hex[:8]}"
+
+
+# -- copy tests: a remote schema reached through a provider-made server, and tables in it ------------
+
+
+def fdw_sandbox(pair: Pair, schema: str, server: str) -> Pair:
+    """``schema`` on the source (readable by the reader), server ``server`` with its user mapping, and
+    ``proxy_<schema>`` on the target for the foreign tables."""
+    pair.source.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(schema)), dbname=SOURCE_DB)
+    pair.source.execute(
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident(schema), ident(READER)), dbname=SOURCE_DB
+    )
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(server)
+        hook.create_user_mapping(server)
+    pair.target.execute(
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident(f"proxy_{schema}")), dbname=TARGET_DB
+    )
+    return pair
+
+
+class RemoteTable:
+    """A new table ``<schema>.<prefix>_<random>`` on the source (``remote_columns``, default
+    ``columns``) and its foreign table ``proxy_<schema>.<same name>`` declaring ``columns``."""
+
+    def __init__(
+        self,
+        pair: Pair,
+        schema: str,
+        server: str,
+        columns: str,
+        remote_columns: str | None = None,
+        prefix: str = "s",
+    ) -> None:
+        self.pair, self.schema = pair, schema
+        self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.foreign = f"proxy_{schema}.{self.name}"
+        self.remote(f"CREATE TABLE {{t}} ({remote_columns or columns})")
+        pair.source.execute(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(ident(schema, self.name), ident(READER)),
+            dbname=SOURCE_DB,
+        )
+        pair.target.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {} (" + columns + ") SERVER {} OPTIONS (schema_name {}, table_name {})"
+            ).format(
+                ident(f"proxy_{schema}", self.name),
+                ident(server),
+                sql.Literal(schema),
+                sql.Literal(self.name),
+            ),
+            dbname=TARGET_DB,
+        )
+
+    def remote(self, statement: str, params: Any = None) -> list[tuple]:
+        """Run ``statement`` on the source; ``{t}`` is this table."""
+        return self.pair.source.execute(
+            sql.SQL(statement).format(t=ident(self.schema, self.name)), params, dbname=SOURCE_DB
+        )
+
+
+def local(pair: Pair, statement: str, params: Any = None, **names: Any) -> list[tuple]:
+    """Run ``statement`` on the target database; ``{x}`` placeholders: identifiers (dotted = qualified)
+    for strings, else composables (literals)."""
+    idents = {k: ident(*v.split(".")) if isinstance(v, str) else v for k, v in names.items()}
+    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)

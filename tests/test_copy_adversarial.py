@@ -14,7 +14,7 @@ import textwrap
 import uuid
 
 import pytest
-from conftest import READER, SOURCE_DB, TARGET_DB, ident
+from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -29,49 +29,15 @@ SERVER = "adversarial_src"
 @pytest.fixture(scope="module")
 def adv(airflow_connections):
     """A server to the source; ``adv`` on the source, ``proxy_adv`` (foreign tables) on the target."""
-    pair = airflow_connections
-    pair.source.execute("CREATE SCHEMA IF NOT EXISTS adv", dbname=SOURCE_DB)
-    pair.source.execute(sql.SQL("GRANT USAGE ON SCHEMA adv TO {}").format(ident(READER)), dbname=SOURCE_DB)
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(SERVER)
-        hook.create_user_mapping(SERVER)
-    pair.target.execute("CREATE SCHEMA IF NOT EXISTS proxy_adv", dbname=TARGET_DB)
-    return pair
+    return fdw_sandbox(airflow_connections, "adv", SERVER)
 
 
-class Source:
+class Source(RemoteTable):
     """A remote table ``adv.<name>`` with ``columns`` (plain column definitions) plus ``constraints``
     (remote only), and its foreign table."""
 
     def __init__(self, pair, columns: str, constraints: str = "") -> None:
-        self.pair = pair
-        self.name = f"a_{uuid.uuid4().hex[:8]}"
-        self.foreign = f"proxy_adv.{self.name}"
-        self.remote(f"CREATE TABLE {{t}} ({columns}{constraints})")
-        pair.source.execute(
-            sql.SQL("GRANT SELECT ON {} TO {}").format(ident("adv", self.name), ident(READER)),
-            dbname=SOURCE_DB,
-        )
-        pair.target.execute(
-            sql.SQL(
-                "CREATE FOREIGN TABLE {} ("
-                + columns
-                + ") SERVER {} OPTIONS (schema_name 'adv', table_name {})"
-            ).format(ident("proxy_adv", self.name), ident(SERVER), sql.Literal(self.name)),
-            dbname=TARGET_DB,
-        )
-
-    def remote(self, statement: str, params=None):
-        return self.pair.source.execute(
-            sql.SQL(statement).format(t=ident("adv", self.name)), params, dbname=SOURCE_DB
-        )
-
-
-def local(pair, statement: str, params=None, **names):
-    """Run ``statement`` on the target database; ``{x}``: dotted names become qualified identifiers."""
-    idents = {k: ident(*v.split(".")) if isinstance(v, str) else v for k, v in names.items()}
-    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
+        super().__init__(pair, "adv", SERVER, columns, remote_columns=columns + constraints, prefix="a")
 
 
 def copy(source: Source, target: str, **kwargs):

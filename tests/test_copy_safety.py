@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import READER, SOURCE_DB, TARGET_DB, ident
+from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -23,54 +23,24 @@ ROWS = 100
 @pytest.fixture(scope="module")
 def safety(airflow_connections):
     """A server to the source and two schemas: ``safety`` on the source, ``proxy_safety`` on the target."""
-    pair = airflow_connections
-    pair.source.execute("CREATE SCHEMA IF NOT EXISTS safety", dbname=SOURCE_DB)
-    pair.source.execute(sql.SQL("GRANT USAGE ON SCHEMA safety TO {}").format(ident(READER)), dbname=SOURCE_DB)
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(SERVER)
-        hook.create_user_mapping(SERVER)
-    pair.target.execute("CREATE SCHEMA IF NOT EXISTS proxy_safety", dbname=TARGET_DB)
-    return pair
+    return fdw_sandbox(airflow_connections, "safety", SERVER)
 
 
-class Source:
+class Source(RemoteTable):
     """One remote table ``safety.<name>`` (id bigint PK, name text, score int) and its foreign table."""
 
     def __init__(self, pair, rows: int = ROWS) -> None:
-        self.pair = pair
-        self.name = f"s_{uuid.uuid4().hex[:8]}"
-        self.foreign = f"proxy_safety.{self.name}"
-        self.remote(
-            "CREATE TABLE {t} (id bigint PRIMARY KEY, name text NOT NULL, score int)",
+        super().__init__(
+            pair,
+            "safety",
+            SERVER,
+            "id bigint, name text, score int",
+            remote_columns="id bigint PRIMARY KEY, name text NOT NULL, score int",
         )
         self.remote("INSERT INTO {t} SELECT g, 'name ' || g, g %% 7 FROM generate_series(1, %s) g", (rows,))
-        pair.source.execute(
-            sql.SQL("GRANT SELECT ON {} TO {}").format(ident("safety", self.name), ident(READER)),
-            dbname=SOURCE_DB,
-        )
-        pair.target.execute(
-            sql.SQL(
-                "CREATE FOREIGN TABLE {} (id bigint, name text, score int) SERVER {} "
-                "OPTIONS (schema_name 'safety', table_name {})"
-            ).format(ident("proxy_safety", self.name), ident(SERVER), sql.Literal(self.name)),
-            dbname=TARGET_DB,
-        )
-
-    def remote(self, statement: str, params=None):
-        return self.pair.source.execute(
-            sql.SQL(statement).format(t=ident("safety", self.name)), params, dbname=SOURCE_DB
-        )
 
     def rows(self):
         return self.remote("SELECT id, name, score FROM {t} ORDER BY id")
-
-
-def local(pair, statement: str, params=None, **names):
-    """Run ``statement`` on the target database; ``{x}`` placeholders: identifiers (dotted = qualified)
-    for strings, else composables (literals)."""
-    idents = {k: ident(*v.split(".")) if isinstance(v, str) else v for k, v in names.items()}
-    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
 
 
 def copy(source: Source, target: str, **kwargs):

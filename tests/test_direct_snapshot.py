@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from conftest import READER, SOURCE_DB, TARGET_DB, ident
+from conftest import READER, SOURCE_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -28,40 +28,19 @@ MAX_VERSIONS = ROWS // 4  # the writer never reaches MIDDLE
 
 @pytest.fixture(scope="module")
 def snap(airflow_connections):
-    pair = airflow_connections
-    pair.source.execute("CREATE SCHEMA IF NOT EXISTS snap", dbname=SOURCE_DB)
-    pair.source.execute(sql.SQL("GRANT USAGE ON SCHEMA snap TO {}").format(ident(READER)), dbname=SOURCE_DB)
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(SERVER)
-        hook.create_user_mapping(SERVER)
-    pair.target.execute("CREATE SCHEMA IF NOT EXISTS proxy_snap", dbname=TARGET_DB)
-    return pair
+    return fdw_sandbox(airflow_connections, "snap", SERVER)
 
 
-class Source:
+class Source(RemoteTable):
     def __init__(self, pair, rows: int = ROWS) -> None:
-        self.pair = pair
-        self.name = f"s_{uuid.uuid4().hex[:8]}"
-        self.foreign = f"proxy_snap.{self.name}"
-        self.remote("CREATE TABLE {t} (id bigint PRIMARY KEY, ver int NOT NULL, name text)")
+        super().__init__(
+            pair,
+            "snap",
+            SERVER,
+            "id bigint, ver int, name text",
+            remote_columns="id bigint PRIMARY KEY, ver int NOT NULL, name text",
+        )
         self.remote("INSERT INTO {t} SELECT g, 0, 'row ' || g FROM generate_series(1, %s) g", (rows,))
-        pair.source.execute(
-            sql.SQL("GRANT SELECT ON {} TO {}").format(ident("snap", self.name), ident(READER)),
-            dbname=SOURCE_DB,
-        )
-        pair.target.execute(
-            sql.SQL(
-                "CREATE FOREIGN TABLE {} (id bigint, ver int, name text) SERVER {} "
-                "OPTIONS (schema_name 'snap', table_name {})"
-            ).format(ident("proxy_snap", self.name), ident(SERVER), sql.Literal(self.name)),
-            dbname=TARGET_DB,
-        )
-
-    def remote(self, statement: str, params=None):
-        return self.pair.source.execute(
-            sql.SQL(statement).format(t=ident("snap", self.name)), params, dbname=SOURCE_DB
-        )
 
 
 class Writer(threading.Thread):
@@ -106,11 +85,6 @@ class Writer(threading.Thread):
         self.conn.cancel()
         self.join(timeout=60)
         self.conn.close()
-
-
-def local(pair, statement: str, params=None, **names):
-    idents = {k: ident(*v.split(".")) for k, v in names.items()}
-    return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
 
 
 def new_target() -> str:
