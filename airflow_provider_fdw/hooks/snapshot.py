@@ -17,15 +17,16 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
-from airflow_provider_fdw.cancel import LEFTOVER_SESSIONS
+from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.hooks.session import LocalSession
 
 
 class SnapshotHolder:
     """The remote transaction whose exported snapshot each range reader imports."""
 
     def __init__(
-        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None = None, log: Any = None
+        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None, log: Any
     ) -> None:
         try:
             self.conn = connect(client_encoding=client_encoding)
@@ -57,19 +58,9 @@ class SnapshotHolder:
     def _terminate_leftovers(self, prefix: str, log: Any) -> None:
         """A killed try's remote reads keep running in their own snapshot until they next write: end them."""
         try:
-            with self.conn.cursor() as cur:
-                cur.execute(LEFTOVER_SESSIONS, (prefix,))
-                pids = [row[0] for row in cur.fetchall()]
-            self.conn.commit()
-        except DriverError as exc:  # best effort: the copy itself does not need it
-            self.conn.rollback()
-            if log is not None:
-                log.warning("Could not end an earlier try's remote reads: %s", error_fields(exc)["message"])
-            return
-        if pids and log is not None:
-            log.warning(
-                "Terminated %d remote session(s) an earlier try left running: pids %s", len(pids), pids
-            )
+            terminate_leftovers(LocalSession(self.conn, log), prefix, log)
+        except FdwError as exc:  # best effort: the copy itself does not need it
+            log.warning("Could not end an earlier try's remote reads: %s", exc)
 
     def reader_statements(self) -> list[Any]:
         """What a reader runs first, in its own transaction, to see exactly this snapshot."""
