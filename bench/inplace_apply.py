@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
+# The test harness (fdw_testing) lives in the repository, outside the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bulk_copy import machine
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.testing.pgcluster import Pair, local_pair
-from airflow_provider_fdw.testing.sample_data import (
+from fdw_testing.pgcluster import Pair, local_pair
+from fdw_testing.sample_data import (
     READER,
     SOURCE_DB,
     TARGET_DB,

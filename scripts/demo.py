@@ -14,10 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-demo-airflow-"))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# The test harness (fdw_testing) lives in the repository, outside the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_provider_fdw._driver import sql  # noqa: E402
-from airflow_provider_fdw.testing.pgcluster import Cluster, create_standby, local_pair  # noqa: E402
-from airflow_provider_fdw.testing.sample_data import (  # noqa: E402
+from fdw_testing.pgcluster import Cluster, create_standby, local_pair  # noqa: E402
+from fdw_testing.sample_data import (  # noqa: E402
     SOURCE_DB,
     TARGET_DB,
     fdw_connection,

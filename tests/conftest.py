@@ -34,13 +34,13 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
 
 from airflow_provider_fdw._driver import sql  # noqa: E402
-from airflow_provider_fdw.testing.pgcluster import (  # noqa: E402
+from fdw_testing.pgcluster import (  # noqa: E402
     Cluster,
     Pair,
     start_local_pair,
     wait_until_ready,
 )
-from airflow_provider_fdw.testing.sample_data import (  # noqa: E402, F401 - re-exported for tests
+from fdw_testing.sample_data import (  # noqa: E402, F401 - re-exported for tests
     READER,
     READER_PASSWORD,
     SOURCE_DB,

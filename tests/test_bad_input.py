@@ -13,7 +13,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import parse_options
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
-from airflow_provider_fdw.testing.pgcluster import free_port
+from fdw_testing.pgcluster import free_port
 
 
 class Conn:

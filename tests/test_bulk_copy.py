@@ -253,7 +253,7 @@ def test_upsert_merges_changed_and_new_rows_and_advances_the_watermark(shop):
 def test_bulk_copy_operator_in_a_dag_run(airflow_db, shop):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     t = f"public.{new_table()}"
     with DAG("bulk_copy_op", schedule=None) as dag:

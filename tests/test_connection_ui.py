@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import READER, READER_PASSWORD, REPO, SOURCE_DB
 
-from airflow_provider_fdw.testing.pgcluster import free_port
+from fdw_testing.pgcluster import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -117,7 +117,7 @@ def test_a_person_adds_tests_and_uses_a_postgres_fdw_connection_in_the_ui(api_se
     from airflow.sdk import DAG
 
     from airflow_provider_fdw.operators.server import CreateForeignServerOperator
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     url, admin_password, server_log = api_server
     page = browser.new_page(viewport={"width": 1300, "height": 1400})

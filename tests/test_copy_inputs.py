@@ -15,7 +15,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.predicate import check_where_text
-from airflow_provider_fdw.testing.sample_data import postgres_connection
+from fdw_testing.sample_data import postgres_connection
 
 SCS_OFF_ROLE, SCS_OFF_PASSWORD = "inputs_scs_off", "Inputs-Scs-3d9f"
 INJECTION = "true); DROP TABLE public.canary_local; --"
@@ -266,7 +266,7 @@ def test_bulk_copy_operator_with_transport_copy_in_a_dag_run(airflow_db, inputs)
     from airflow.sdk import DAG
 
     from airflow_provider_fdw.operators.copy import BulkCopyOperator
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     target = f"public.inputs_{uuid.uuid4().hex[:8]}"
     with DAG("bulk_copy_transport", schedule=None) as dag:

@@ -622,7 +622,7 @@ def test_bulk_copy_operator_passes_swap_and_verify_and_returns_the_new_summary_i
     from airflow.sdk import DAG
 
     from airflow_provider_fdw.operators.copy import BulkCopyOperator
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     src, t = Source(safety), new_target()
     copy(src, t)

@@ -3,7 +3,7 @@
 For each executor (LocalExecutor, then CeleryExecutor on Redis with two workers) one set of
 components runs on its own copy of a migrated PostgreSQL metadata database: ``airflow api-server``,
 ``scheduler``, ``dag-processor``, ``triggerer`` (and two ``airflow celery worker``), each a separate
-process group on 127.0.0.1 (airflow_provider_fdw/testing/deployment.py). Connections are created
+process group on 127.0.0.1 (fdw_testing/deployment.py). Connections are created
 through the REST API, DAGs unpaused and triggered through ``/api/v2``, states, logs, XComs and
 rendered fields read back from it. Every process is stopped at the end, also when a test fails.
 Observations (states, hostnames, trigger rows, durations) go to .artifacts/deployment/.
@@ -25,8 +25,8 @@ import pytest
 from conftest import READER_PASSWORD, REPO, SOURCE_DB, fdw_connection, postgres_connection
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.testing.deployment import Deployment, DeploymentError, RedisServer, _q
-from airflow_provider_fdw.testing.pgcluster import (
+from fdw_testing.deployment import Deployment, DeploymentError, RedisServer, _q
+from fdw_testing.pgcluster import (
     DEFAULT_PASSWORD,
     Pair,
     create_local_cluster,

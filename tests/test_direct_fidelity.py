@@ -15,7 +15,7 @@ from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
-from airflow_provider_fdw.testing.sample_data import postgres_connection
+from fdw_testing.sample_data import postgres_connection
 
 DECOY_DB = "decoy"
 REMOTE_ROLE, REMOTE_PASSWORD = "fid_remote", "Fid-Remote-9c1e"

@@ -178,7 +178,7 @@ def test_in_database_embedder_runs_the_function_on_the_server(target, docs):
 def test_embedding_operator_in_a_dag_run(airflow_db, target, docs):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     with DAG(f"embed_{docs}", schedule=None) as dag:
         EmbeddingBackfillOperator(task_id="embed", table=f"public.{docs}", text_column="body", batch_size=128)

@@ -83,7 +83,7 @@ def test_a_failed_import_emits_no_asset_events(airflow_db, hook, server_name, lo
     from airflow.sdk import DAG
     from airflow.utils.session import create_session
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     def import_dag(suffix: str, limit_to: list[str]):
         with DAG(

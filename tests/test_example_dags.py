@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SOURCE_DB, TARGET_DB, fdw_connection, postgres_connection
 
-from airflow_provider_fdw.testing.pgcluster import Pair, create_standby
+from fdw_testing.pgcluster import Pair, create_standby
 
 EXAMPLES = REPO / "example_dags"
 
@@ -69,7 +69,7 @@ def count(cluster, table: str) -> int:
 
 
 def test_fdw_bulk_copy_runs_twice_from_a_replica(airflow_db, replica):
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, _ = replica
     dag = load_example("fdw_bulk_copy")
@@ -93,7 +93,7 @@ def test_fdw_bulk_copy_runs_twice_from_a_replica(airflow_db, replica):
 
 
 def test_fdw_matview_sync_creates_then_refreshes_concurrently(airflow_db, replica):
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, _ = replica
     dag = load_example("fdw_matview_sync")
@@ -113,7 +113,7 @@ def test_fdw_matview_sync_creates_then_refreshes_concurrently(airflow_db, replic
 
 
 def test_fdw_embedding_backfill_embeds_and_writes_vectors_back_twice(airflow_db, replica):
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, _ = replica
     dag = load_example("fdw_embedding_backfill")

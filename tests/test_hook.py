@@ -11,8 +11,8 @@ from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connecti
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook, parse_options
-from airflow_provider_fdw.testing.pgcluster import free_port
 from airflow_provider_fdw.timeouts import network_defaults
+from fdw_testing.pgcluster import free_port
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from conftest import REPO, SOURCE_DB, TARGET_DB, ident
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator
-from airflow_provider_fdw.testing.dagrun import run_dag
+from fdw_testing.dagrun import run_dag
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 ROW_DELAY = 0.1  # 1000 rows: 100 s to read the whole slow source

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, SOURCE_DB, postgres_connection
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.testing.pgcluster import create_standby
+from fdw_testing.pgcluster import create_standby
 
 LOCAL_ROLE = "etl_lp"
 LOCAL_PASSWORD = "Etl-Secret-51c2"
@@ -167,7 +167,7 @@ def flow_dag(dag_id: str):
 
 
 def test_the_whole_flow_runs_twice_with_exactly_the_documented_grants(airflow_db, least_privilege):
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, db, _ = least_privilege
     for attempt in (1, 2):

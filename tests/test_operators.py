@@ -14,7 +14,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
-from airflow_provider_fdw.testing.dagrun import run_dag
+from fdw_testing.dagrun import run_dag
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 

@@ -150,7 +150,7 @@ def test_vectors_are_written_back_to_a_remote_vector_column_and_searchable_there
 ):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     db = local_db(with_vector=True)
     backfill()

@@ -16,8 +16,8 @@ from conftest import SOURCE_DB, TARGET_DB, postgres_connection
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
-from airflow_provider_fdw.testing.pgcluster import create_standby
 from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
+from fdw_testing.pgcluster import create_standby
 
 BURST = "INSERT INTO app.repl_items SELECT g, repeat(md5(g::text), 8) FROM generate_series({lo}, {hi}) g"
 
@@ -304,7 +304,7 @@ def test_trigger_success_and_broken_events_without_blocking_the_loop(repl, monke
 def test_sensor_modes_in_a_dag_run_wait_for_a_lagging_standby(airflow_db, repl, mode):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, standby = repl
     with DAG(f"lag_{mode}", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
@@ -335,7 +335,7 @@ def test_sensor_modes_in_a_dag_run_wait_for_a_lagging_standby(airflow_db, repl, 
 def test_timeout_with_soft_fail_skips_while_replication_is_broken(airflow_db, repl):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, _ = repl
     with DAG("lag_soft_fail", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
@@ -383,7 +383,7 @@ def test_reschedule_and_retry_keep_the_catch_up_target_of_the_first_try(airflow_
     from airflow.utils.session import create_session
 
     import airflow_provider_fdw.sensors.replication as sensor_module
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     pair, standby = repl
     real_measure = sensor_module.measure_lag
@@ -487,7 +487,7 @@ def test_a_target_lsn_templated_from_an_upstream_task_is_waited_for(airflow_db, 
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from airflow.sdk import DAG, task
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     with DAG("lag_templated_target", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
 

@@ -21,7 +21,7 @@ from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.bulkcopy import PsqlRelay, plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
-from airflow_provider_fdw.testing.dagrun import run_dag
+from fdw_testing.dagrun import run_dag
 
 HOSTILE_PASSWORDS = [
     "Back\\slash-Pw-1",

@@ -26,8 +26,8 @@ from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
-from airflow_provider_fdw.testing.tarpit import Tarpit
 from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT, FdwTimeoutError, run_bounded
+from fdw_testing.tarpit import Tarpit
 
 # Far above every default bound (10 s logins, 8 s sensor timeouts), far below "hangs for ever".
 HANG = 90.0
@@ -181,7 +181,7 @@ def test_sensor_poke_timeout_holds_when_a_server_hangs(tarpit_conns, hung):
 def test_deferred_sensor_timeout_holds_when_the_replica_hangs(airflow_db, tarpit_conns, capfd):
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.testing.dagrun import run_dag
+    from fdw_testing.dagrun import run_dag
 
     with DAG(
         f"lag_tarpit_{uuid.uuid4().hex[:6]}",

@@ -6,7 +6,7 @@ import json
 import os
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.testing.pgcluster import Cluster, Pair
+from fdw_testing.pgcluster import Cluster, Pair
 
 SOURCE_DB = "production"
 TARGET_DB = "analytics"
