@@ -14,6 +14,8 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
+from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
     CONN_TYPE,
@@ -29,8 +31,6 @@ from airflow_provider_fdw.exceptions import (
     FdwConfigError,
     FdwError,
 )
-from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
-from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views

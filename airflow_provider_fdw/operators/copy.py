@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
+from airflow_provider_fdw.bulkcopy import CopyPlan, plan_copy
+from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
-from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_TARGET_LOCK_WAIT, positive_seconds
