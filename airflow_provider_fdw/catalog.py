@@ -23,10 +23,7 @@ def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
 
 def one_value(s: LocalSession, step: str, statement: Any, params: Any = None) -> Any:
     """The first column of the single row ``statement`` returns; a clear error when it returns none."""
-    row = s.fetchone(step, statement, params)
-    if row is None:
-        raise FdwError(f"{step}: the query returned no row (the object changed meanwhile?).", step=step)
-    return row[0]
+    return one_row(s, step, statement, params)[0]
 
 
 @dataclass(frozen=True)
@@ -161,3 +158,11 @@ def read_persistence(s: LocalSession, oid: int) -> str:
 def read_image_equal_columns(s: LocalSession, oid: int) -> list[str]:
     """Columns whose equal values have equal binary images (compared cheaply by an upsert)."""
     return [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+
+
+def one_row(s: LocalSession, step: str, statement: Any, params: Any = None) -> tuple[Any, ...]:
+    """The single row ``statement`` returns (an aggregate); a clear error when it returns none."""
+    row = s.fetchone(step, statement, params)
+    if row is None:
+        raise FdwError(f"{step}: the query returned no row (the object changed meanwhile?).", step=step)
+    return row

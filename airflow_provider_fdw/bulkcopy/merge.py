@@ -30,6 +30,7 @@ NON_FINITE = ("infinity", "-infinity", "nan")
 def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
     """Append or upsert the staging table into the target in one transaction, then drop it."""
     p, staging, result = copy.plan, run.staging_table, run.result
+    keys = p.key_columns or ()  # plan_copy: upsert always has key_columns
     with s.transaction():
         if p.lock_timeout:
             s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
@@ -46,22 +47,20 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             cur = s.execute(f"append to {p.target}", q.insert_select(p.target, run.columns, staging))
             inserted, updated = int(cur.rowcount), 0
         else:
-            assert p.key_columns is not None  # plan_copy: upsert needs key_columns
-            check_unique_key(s, target.oid, p.target, p.key_columns)
+            check_unique_key(s, target.oid, p.target, keys)
             check_no_null_key(
-                s, staging, p.key_columns, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
+                s, staging, keys, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
             )
             image_equal = read_image_equal_columns(s, target.oid)
-            upsert = q.upsert_from(p.target, staging, run.columns, p.key_columns, image_equal)
+            upsert = q.upsert_from(p.target, staging, run.columns, keys, image_equal)
             inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
         result.details["applied_rows"] = inserted + updated
         result.inserted, result.updated, result.deleted = inserted, updated, 0
-        result.unchanged = (
-            result.rows - inserted - updated
-        )  # upsert: rows of the overlap window already equal
+        # upsert: rows of the overlap window already equal
+        result.unchanged = result.rows - inserted - updated
         only = target.relkind == "r"
         if p.mode == "upsert":  # the staged keys now hold exactly the staged rows
-            run.verifier.check_target(s, p.target, only, (staging, p.key_columns))
+            run.verifier.check_target(s, p.target, only, (staging, keys))
         catch_up_sequences(s, p.target, target.oid, only)
         s.execute("drop staging table", q.drop_table(staging), quiet=True)
 
@@ -74,6 +73,7 @@ def build_indexes(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
     with s.transaction():
         for index in run.deferred_indexes:
             if index.constraint:
+                assert index.constraintdef is not None  # a constraint always has a definition
                 s.execute(
                     f"add constraint {index.constraint}",
                     q.add_constraint(staging, index.constraint, index.constraintdef),
@@ -90,7 +90,7 @@ def build_indexes(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
 
 def remote_primary_key(s: LocalSession, source: Table, log: Any) -> list[str]:
     """The remote table's primary key, read through the same server (information_schema views)."""
-    if not source.is_foreign or source.remote is None:
+    if not source.is_foreign or source.remote is None or source.server_name is None:
         return []
     try:
         for statement in q.create_pk_probes(source.server_name):

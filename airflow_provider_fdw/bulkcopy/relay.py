@@ -52,6 +52,7 @@ class PsqlRelay:
             out = self._start(
                 self._command(self.remote, *first, out_statement), remote_env, None, subprocess.PIPE
             )
+            assert out.stdout is not None and out.stderr is not None  # both are pipes
             try:
                 load = self._start(self._command(local, in_statement), local_env, out.stdout, subprocess.PIPE)
             except BaseException:

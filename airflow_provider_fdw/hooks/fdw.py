@@ -391,6 +391,9 @@ class FdwHook(PostgresHook):
     ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
 
+        ``plan``: a :class:`~airflow_provider_fdw.bulkcopy.plan.CopyPlan` from ``plan_copy(...)``, which
+        checked every argument of the copy; this method only adds how this worker runs it.
+
         ``plan.transport``: ``"fdw"`` moves rows server to server through postgres_fdw; ``"copy"``
         reads the remote table behind the foreign table with ``COPY`` over this hook's
         ``fdw_conn_id`` (refused, before anything changes, when that connection is not the foreign
