@@ -17,6 +17,8 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
+from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
@@ -30,8 +32,6 @@ from airflow_provider_fdw.exceptions import (
     FdwConfigError,
     FdwError,
 )
-from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
-from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
@@ -385,6 +385,9 @@ class FdwHook(PostgresHook):
         lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
+
+        ``plan``: a :class:`~airflow_provider_fdw.bulkcopy.plan.CopyPlan` from ``plan_copy(...)``, which
+        checked every argument of the copy; this method only adds how this worker runs it.
 
         ``plan.transport``: ``"fdw"`` moves rows server to server through postgres_fdw; ``"copy"``
         reads the remote table behind the foreign table with ``COPY`` over this hook's
