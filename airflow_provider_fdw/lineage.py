@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.hooks.reimport import parse_options
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
+from airflow_provider_fdw.reimport import parse_options
 
 _TABLE_QUERY = sql.SQL(
     "SELECT c.oid, c.relkind, s.srvoptions, ft.ftoptions, "

@@ -24,9 +24,9 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 
 SWAPS = ("auto", "rename", "in_place")
 MARKER_PREFIX = "airflow_provider_fdw: work table of "

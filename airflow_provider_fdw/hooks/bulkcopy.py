@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, make_conninfo
 from airflow_provider_fdw.cancel import (
@@ -46,7 +47,6 @@ from airflow_provider_fdw.cancel import (
     terminate_leftovers,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks import locks
 from airflow_provider_fdw.hooks.apply import (
     SWAPS,
     apply_replace,
@@ -59,9 +59,6 @@ from airflow_provider_fdw.hooks.apply import (
     new_work_table,
 )
 from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT, TRANSPORTS, DirectRead, plan_direct
-from airflow_provider_fdw.hooks.matview import bounded_name, lock_timeout_setting
-from airflow_provider_fdw.hooks.reimport import Column, parse_options, read_columns
-from airflow_provider_fdw.hooks.session import LocalSession, describe
 from airflow_provider_fdw.hooks.snapshot import SnapshotHolder
 from airflow_provider_fdw.hooks.verify import Verifier
 from airflow_provider_fdw.names import (
@@ -72,6 +69,9 @@ from airflow_provider_fdw.names import (
 )
 from airflow_provider_fdw.predicate import check_where_text, parse_where
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
+from airflow_provider_fdw.refresh import bounded_name, lock_timeout_setting
+from airflow_provider_fdw.reimport import Column, parse_options, read_columns
+from airflow_provider_fdw.session import LocalSession, describe
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
     DEFAULT_SWAP_LOCK_TIMEOUT,

@@ -32,9 +32,9 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.reimport import parse_options
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.reimport import parse_options
+from airflow_provider_fdw.session import LocalSession
 
 TRANSPORTS = ("fdw", "copy", "auto")
 DEFAULT_TRANSPORT = "fdw"

@@ -14,6 +14,7 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.backfill import BackfillPlan, backfill
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
     CONN_TYPE,
@@ -31,12 +32,7 @@ from airflow_provider_fdw.exceptions import (
 )
 from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
 from airflow_provider_fdw.hooks.direct import pinned_params
-from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
-from airflow_provider_fdw.hooks.locks import create_schema, lock_object
-from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
-from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
-from airflow_provider_fdw.hooks.reimport import import_and_converge, parse_options, plan_import
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import create_schema, lock_object
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -44,7 +40,11 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.privileges import PrivilegeHintingSession
+from airflow_provider_fdw.refresh import plan_refresh, refresh_views
+from airflow_provider_fdw.reimport import import_and_converge, parse_options, plan_import
 from airflow_provider_fdw.secrets import execute_with_secret
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_LOCK_RETRIES,

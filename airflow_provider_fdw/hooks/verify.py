@@ -19,8 +19,8 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
 
 
 @dataclass

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.embedding import (
+from airflow_provider_fdw.backfill import (
     BackfillPlan,
     SentenceTransformerEmbedder,
     SqlFunctionEmbedder,
     plan_backfill,
 )
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import check_identifier, parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_fdw.hooks.matview import plan_refresh
 from airflow_provider_fdw.operators.base import FdwBaseOperator
+from airflow_provider_fdw.refresh import plan_refresh
 
 
 class RefreshMaterializedViewOperator(FdwBaseOperator):

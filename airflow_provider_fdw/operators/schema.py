@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
-from airflow_provider_fdw.hooks.reimport import plan_import
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
+from airflow_provider_fdw.reimport import plan_import
 
 
 class ImportForeignSchemaOperator(FdwBaseOperator):

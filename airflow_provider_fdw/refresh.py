@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.locks import create_schema, lock_object
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import create_schema, lock_object
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
+from airflow_provider_fdw.session import LocalSession
 
 Concurrently = bool | Literal["auto"]
 

@@ -25,8 +25,8 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.connection import render_option_value
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
+from airflow_provider_fdw.session import LocalSession
 
 
 @dataclass(frozen=True)
