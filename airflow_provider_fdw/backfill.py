@@ -138,7 +138,7 @@ def backfill(
     storage = ensure_embedding_column(s, p, dimensions)
     count_missing = q.missing_embeddings_count(p.table, p.text_column, p.embedding_column)
     with s.transaction():
-        total = s.fetchone("count missing", count_missing)[0]
+        total = s.fetchvalue("count missing", count_missing)
     if p.max_rows is not None:
         total = min(total, p.max_rows)
     done, batches, last_key = 0, 0, None
@@ -195,7 +195,7 @@ def backfill(
         # Rows an overlapping run is embedding were skipped: wait until it commits them, so that when
         # this task succeeds every row has its embedding (a write-back downstream relies on it).
         with s.transaction():
-            remaining = s.fetchone("count missing", count_missing)[0]
+            remaining = s.fetchvalue("count missing", count_missing)
         if remaining == 0:
             break
         now = time.monotonic()
@@ -212,7 +212,7 @@ def backfill(
         total, last_key = done + remaining, None
     seconds = time.monotonic() - started
     with s.transaction():
-        remaining = s.fetchone("count missing", count_missing)[0]
+        remaining = s.fetchvalue("count missing", count_missing)
     return {
         "table": str(p.table),
         "rows_embedded": done,
@@ -229,7 +229,7 @@ def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -
     """Add the column if missing: ``vector(n)`` when pgvector is installed, else ``real[]``."""
     with s.transaction():
         lock_object(s, "table", str(p.table))  # two runs adding the column: one adds, one finds it
-        has_vector = bool(s.fetchone("check pgvector", q.PGVECTOR_INSTALLED_QUERY)[0])
+        has_vector = bool(s.fetchvalue("check pgvector", q.PGVECTOR_INSTALLED_QUERY))
         columns = {name: col.type_sql for name, col in read_columns(s, p.table).items()}
         if not columns:
             raise FdwConfigError(f"Table {p.table} does not exist.")

@@ -71,6 +71,13 @@ class LocalSession:
     def fetchone(self, step: str, statement: Any, params: Any = None) -> tuple[Any, ...] | None:
         return self.execute(step, statement, params, quiet=True).fetchone()
 
+    def fetchvalue(self, step: str, statement: Any, params: Any = None) -> Any:
+        """The first column of the one row a statement returns (an aggregate, a setting)."""
+        row = self.fetchone(step, statement, params)
+        if row is None:
+            raise FdwError(f"{step}: the statement returned no row.", step=step)
+        return row[0]
+
     @contextmanager
     def transaction(self) -> Iterator[LocalSession]:
         """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises.
