@@ -8,22 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
 
 
 def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
     """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
     return dict(item.split("=", 1) for item in raw or ())
-
-
-def one_value(s: LocalSession, step: str, statement: Any, params: Any = None) -> Any:
-    """The first column of the single row ``statement`` returns; a clear error when it returns none."""
-    return one_row(s, step, statement, params)[0]
 
 
 @dataclass(frozen=True)
@@ -152,17 +146,9 @@ def read_indexes(s: LocalSession, oid: int, what: str = "indexes") -> list[Index
 
 def read_persistence(s: LocalSession, oid: int) -> str:
     """``p`` permanent, ``u`` unlogged, ``t`` temporary."""
-    return str(one_value(s, "read persistence", q.PERSISTENCE_QUERY, (oid,)))
+    return str(s.fetchvalue("read persistence", q.PERSISTENCE_QUERY, (oid,)))
 
 
 def read_image_equal_columns(s: LocalSession, oid: int) -> list[str]:
     """Columns whose equal values have equal binary images (compared cheaply by an upsert)."""
     return [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
-
-
-def one_row(s: LocalSession, step: str, statement: Any, params: Any = None) -> tuple[Any, ...]:
-    """The single row ``statement`` returns (an aggregate); a clear error when it returns none."""
-    row = s.fetchone(step, statement, params)
-    if row is None:
-        raise FdwError(f"{step}: the query returned no row (the object changed meanwhile?).", step=step)
-    return row

@@ -26,16 +26,14 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import (
     Index,
     Relation,
-    one_row,
-    one_value,
     read_indexes,
     read_oid,
     read_relation,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 
 SWAPS = ("auto", "rename", "in_place")
 MARKER_PREFIX = "airflow_provider_fdw: work table of "
@@ -200,8 +198,7 @@ def diff_apply(
             f"insert new rows of {target}", q.diff_insert(target, staging, key, columns, only, overriding)
         ).rowcount
     else:
-        inserted, deleted = one_row(
-            s,
+        inserted, deleted = s.fetchrow(
             f"apply the difference to {target}",
             q.multiset_diff(target, staging, columns, only, overriding),
         )
@@ -236,7 +233,7 @@ def choose_key(s: LocalSession, oid: int, key_columns: Sequence[str] | None) -> 
 
 def check_no_null_key(s: LocalSession, table: QualifiedName, key: Sequence[str], what: str, why: str) -> None:
     """NULL never equals NULL: a row with a NULL key would be written again on every run."""
-    nulls = one_value(s, "check keys are not NULL", q.null_key_count(table, key))
+    nulls = s.fetchvalue("check keys are not NULL", q.null_key_count(table, key))
     if nulls:
         raise FdwError(
             f"{nulls} {what} have a NULL in the key ({', '.join(key)}): {why} NULL, so every run would "

@@ -31,10 +31,10 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
-from airflow_provider_fdw.catalog import one_value, parse_options
+from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.session import LocalSession
 
 TRANSPORTS = ("fdw", "copy", "auto")
 DEFAULT_TRANSPORT = "fdw"
@@ -135,7 +135,7 @@ def plan_direct(
             r[0]: tuple(r[1:])
             for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))
         }
-        encoding = one_value(s, "read encoding", q.SERVER_ENCODING_QUERY)
+        encoding = s.fetchvalue("read encoding", q.SERVER_ENCODING_QUERY)
     mismatches = server_mismatches(server_options, identity)
     if mismatches:
         return fall_back(

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError
 from airflow_provider_fdw.bulkcopy.apply import (
@@ -48,16 +49,14 @@ from airflow_provider_fdw.cancel import (
 )
 from airflow_provider_fdw.catalog import (
     Table,
-    one_value,
     read_indexes,
     read_oid,
     read_persistence,
     read_table,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks import locks
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
     DEFAULT_TARGET_LOCK_WAIT,
@@ -266,7 +265,7 @@ class BulkCopy:
                 check_finite_watermark(s, p.target, p.watermark_column)
                 # Subtract the overlap here: the remote then gets a constant bound it can push down
                 # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
-                bound = one_value(s, "read watermark", q.max_of(p.target, p.watermark_column, overlap))
+                bound = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column, overlap))
         nulls = self._count_null_watermarks(s, run, conditions)
         run.result.details["previous_watermark"] = bound
         run.result.details["null_watermark_rows"] = nulls
@@ -299,7 +298,7 @@ class BulkCopy:
         if run.direct is None:
             with s.transaction():
                 statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
-                return int(one_value(s, "count NULL watermarks", statement))
+                return int(s.fetchvalue("count NULL watermarks", statement))
         assert self.remote_connect is not None and run.source.remote is not None
         # The direct path needs no user mapping: count over the direct connection too (same names).
         remote = self.remote_connect(client_encoding=run.direct.client_encoding)
@@ -371,7 +370,7 @@ class BulkCopy:
         p, staging, result = self.plan, run.staging_table, run.result
         with s.transaction():
             oid = read_oid(s, staging, "staging")
-            result.bytes = int(one_value(s, "measure staging", q.RELATION_SIZE_QUERY, (oid,)))
+            result.bytes = int(s.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (oid,)))
         run.verifier.check_loaded(s, staging, str(p.target))
         if p.mode != "replace" and p.watermark_column:
             with s.transaction():  # before the merge: the target must never get a bound at infinity
@@ -405,4 +404,4 @@ class BulkCopy:
             )
         if p.watermark_column:
             with s.transaction():
-                result.watermark = one_value(s, "read watermark", q.max_of(p.target, p.watermark_column))
+                result.watermark = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column))

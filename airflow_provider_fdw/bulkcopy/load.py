@@ -16,12 +16,12 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.relay import SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.catalog import one_value, read_oid
+from airflow_provider_fdw.catalog import read_oid
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession, describe
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession, describe
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -105,7 +105,7 @@ def _load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
         def probe() -> int:
             assert monitor is not None
             with monitor.transaction():
-                return int(one_value(monitor, "measure staging", q.RELATION_SIZE_QUERY, (staging_oid,)))
+                return int(monitor.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (staging_oid,)))
 
     # Percent and ETA against the remote's reltuples, for copies of the whole table only.
     estimate = (

@@ -11,15 +11,14 @@ from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_nul
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import (
     Table,
-    one_value,
     read_image_equal_columns,
     read_indexes,
     read_relation,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -125,7 +124,7 @@ def check_unique_key(s: LocalSession, oid: int, target: QualifiedName, keys: Seq
 
 def check_finite_watermark(s: LocalSession, table: QualifiedName, column: str, what: str = "") -> None:
     """A watermark at infinity (or NaN, which sorts above every number) lets no later row through."""
-    top = one_value(s, "read watermark", q.max_text_of(table, column))
+    top = s.fetchvalue("read watermark", q.max_text_of(table, column))
     if top is not None and top.strip().lower() in NON_FINITE:
         raise FdwError(
             f"{what or table} has {column} = {top!r}: a watermark bound there would let no later row "

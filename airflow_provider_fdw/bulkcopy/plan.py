@@ -10,7 +10,6 @@ from typing import Any
 from airflow_provider_fdw.bulkcopy.apply import SWAPS
 from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT, TRANSPORTS
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.matview import lock_timeout_setting
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -18,6 +17,7 @@ from airflow_provider_fdw.names import (
     parse_qualified_name,
 )
 from airflow_provider_fdw.predicate import check_where_text
+from airflow_provider_fdw.refresh import lock_timeout_setting
 from airflow_provider_fdw.timeouts import DEFAULT_SWAP_LOCK_TIMEOUT
 from airflow_provider_fdw.validation import INT_MAX, check_interval
 
