@@ -6,8 +6,6 @@
   ``kill -9``.
 - :func:`application_name` marks the provider's sessions with the task instance they belong to, so
   a retry recognises and terminates the sessions a killed try left behind instead of waiting.
-- :func:`acquire_run_lock` / :func:`release_run_lock`: the per-target lock two copies take turns on,
-  with a bounded wait, and a release that never hides the error that ended the copy.
 """
 
 from __future__ import annotations
@@ -18,12 +16,10 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from contextlib import suppress
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.timeouts import FdwTimeoutError
 
 APP_PREFIX = "airflow_provider_fdw"
 NAMEDATALEN = 64
@@ -137,14 +133,6 @@ LEFTOVER_SESSIONS = q.sql.SQL(
     "WHERE starts_with(application_name, %s) AND pid <> pg_backend_pid()"
 )
 
-LOCK_HOLDERS = q.sql.SQL(
-    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start "
-    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-    "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "  AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295) AND a.pid <> pg_backend_pid()"
-)
-
 
 def terminate_leftovers(session: Any, prefix: str, log: Any) -> list[int]:
     """Terminate sessions of an earlier try of this task instance (same application_name prefix)."""
@@ -154,46 +142,3 @@ def terminate_leftovers(session: Any, prefix: str, log: Any) -> list[int]:
     if pids:
         log.warning("Terminated %d session(s) an earlier try left running: pids %s", len(pids), pids)
     return pids
-
-
-def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
-    """Take the session advisory lock ``key``; wait at most ``wait`` seconds, naming the holder."""
-    deadline = time.monotonic() + wait
-    logged = False
-    while True:
-        with session.transaction():
-            (got,) = session.fetchone(
-                "lock target", q.sql.SQL("SELECT pg_try_advisory_lock(hashtext(%s))"), (key,)
-            )
-        if got:
-            return
-        with session.transaction():
-            holders = session.fetchall("read lock holder", LOCK_HOLDERS, (key,))
-        who = ", ".join(
-            f"pid {pid} ({app or 'no application_name'}, {state})" for pid, app, state, _ in holders
-        )
-        if time.monotonic() >= deadline:
-            raise FdwTimeoutError(
-                f"Another copy of the same target has been running for longer than {wait:g}s "
-                f"({who or 'holder gone'}); not waiting longer (raise target_lock_wait to wait more).",
-                step="lock target",
-            )
-        if not logged:
-            log.info("Waiting up to %gs for another copy of the same target: %s", wait, who)
-            logged = True
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-
-
-def release_run_lock(session: Any, key: str, log: Any) -> None:
-    """Release the lock; on any failure close the session (which releases it) and never raise."""
-    try:
-        session.rollback()
-        with session.transaction():
-            session.execute(
-                "unlock target",
-                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(q.sql.Literal(key)),
-                quiet=True,
-            )
-    except Exception as exc:  # the copy's own error (if any) is the one to report
-        log.warning("Could not release the target lock (%s); closing the session releases it.", exc)
-        session.close()

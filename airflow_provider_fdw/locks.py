@@ -1,28 +1,69 @@
-"""Advisory locks that serialise the provider's DDL and writes when tasks run at the same time.
+"""Advisory locks that serialise the provider's work when tasks run at the same time.
 
-PostgreSQL's ``IF NOT EXISTS`` is not safe between concurrent transactions: two sessions that both
-see no ``postgres_fdw`` extension both insert it, and one fails on ``pg_extension_name_index``. So
-every check-then-create step first takes a transaction-level advisory lock keyed by the object
-(``airflow_provider_fdw:<kind>:<name>``, per database), then checks. The lock ends with the
-transaction, so a killed task never leaves it behind. The wait is bounded: after ``wait`` seconds
-the step fails with a message naming the object, instead of hanging a worker slot.
+- :func:`lock_object`: PostgreSQL's ``IF NOT EXISTS`` is not safe between concurrent transactions
+  (two sessions that both see no ``postgres_fdw`` extension both insert it, and one fails on
+  ``pg_extension_name_index``), so every check-then-create step first takes a transaction-level
+  lock keyed by the object (``airflow_provider_fdw:<kind>:<name>``, per database). It ends with the
+  transaction, so a killed task never leaves it behind.
+- :func:`acquire_run_lock` / :func:`release_run_lock`: the session-level lock two copies of one target
+  take turns on, and a release that never hides the error that ended the copy.
+
+Both waits are bounded by one loop (:func:`wait_for_lock`): after ``wait`` seconds the step fails with
+a message naming what holds the lock, instead of hanging a worker slot.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.timeouts import FdwTimeoutError
 
 # Seconds a step waits for another task working on the same object before it fails.
 DEFAULT_LOCK_WAIT = 300.0
 _POLL = 0.1
 
+LOCK_HOLDERS = q.sql.SQL(
+    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "  AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295) AND a.pid <> pg_backend_pid()"
+)
+
 
 def lock_key(kind: str, name: str) -> str:
     return f"airflow_provider_fdw:{kind}:{name}"
+
+
+def wait_for_lock(
+    attempt: Callable[[], bool],
+    wait: float,
+    holder: Callable[[], str],
+    waiting: Callable[[str], None],
+    timed_out: Callable[[str], Exception],
+    pause: float,
+) -> bool:
+    """Call ``attempt`` until it takes the lock or ``wait`` seconds pass (then raise ``timed_out``).
+
+    ``holder`` describes what holds the lock, for the one ``waiting`` log line and the error.
+    Returns whether it had to wait.
+    """
+    deadline = time.monotonic() + wait
+    waited = False
+    while not attempt():
+        who = holder()
+        if time.monotonic() >= deadline:
+            raise timed_out(who)
+        if not waited:
+            waiting(who)
+            waited = True
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+    return waited
 
 
 def lock_object(s: LocalSession, kind: str, name: str, wait: float | None = None) -> None:
@@ -31,25 +72,72 @@ def lock_object(s: LocalSession, kind: str, name: str, wait: float | None = None
     wait = DEFAULT_LOCK_WAIT if wait is None else wait
     key = lock_key(kind, name)
     statement = q.sql.SQL("SELECT pg_try_advisory_xact_lock(hashtext({}))").format(q.sql.Literal(key))
-    deadline = time.monotonic() + wait
-    waited = False
-    while True:
-        row = s.fetchone(f"lock {kind} {name!r}", statement)
-        if row and row[0]:
-            if waited:
-                s.log.info("Got the lock on %s %r: the other task finished", kind, name)
-            return
-        if time.monotonic() >= deadline:
-            raise FdwError(
-                f"Another task has been working on {kind} {name!r} for more than {wait:g} s (it holds "
-                f"the advisory lock {key!r}; see pg_locks where locktype = 'advisory'). This step "
-                "waits for it to finish; retry once it has, or find why it is slow.",
-                step=f"lock {kind}",
+
+    def timed_out(_: str) -> Exception:
+        return FdwError(
+            f"Another task has been working on {kind} {name!r} for more than {wait:g} s (it holds "
+            f"the advisory lock {key!r}; see pg_locks where locktype = 'advisory'). This step "
+            "waits for it to finish; retry once it has, or find why it is slow.",
+            step=f"lock {kind}",
+        )
+
+    waited = wait_for_lock(
+        lambda: bool(s.fetchvalue(f"lock {kind} {name!r}", statement)),
+        wait,
+        lambda: "",
+        lambda _: s.log.info("Another task is working on %s %r: waiting up to %g s for it", kind, name, wait),
+        timed_out,
+        _POLL,
+    )
+    if waited:
+        s.log.info("Got the lock on %s %r: the other task finished", kind, name)
+
+
+def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
+    """Take the session advisory lock ``key``; wait at most ``wait`` seconds, naming the holder."""
+
+    def attempt() -> bool:
+        with session.transaction():
+            return bool(
+                session.fetchvalue(
+                    "lock target", q.sql.SQL("SELECT pg_try_advisory_lock(hashtext(%s))"), (key,)
+                )
             )
-        if not waited:
-            s.log.info("Another task is working on %s %r: waiting up to %g s for it", kind, name, wait)
-            waited = True
-        time.sleep(_POLL)
+
+    def holder() -> str:
+        with session.transaction():
+            holders = session.fetchall("read lock holder", LOCK_HOLDERS, (key,))
+        return ", ".join(
+            f"pid {pid} ({app or 'no application_name'}, {state})" for pid, app, state, _ in holders
+        )
+
+    wait_for_lock(
+        attempt,
+        wait,
+        holder,
+        lambda who: log.info("Waiting up to %gs for another copy of the same target: %s", wait, who),
+        lambda who: FdwTimeoutError(
+            f"Another copy of the same target has been running for longer than {wait:g}s "
+            f"({who or 'holder gone'}); not waiting longer (raise target_lock_wait to wait more).",
+            step="lock target",
+        ),
+        1.0,
+    )
+
+
+def release_run_lock(session: Any, key: str, log: Any) -> None:
+    """Release the lock; on any failure close the session (which releases it) and never raise."""
+    try:
+        session.rollback()
+        with session.transaction():
+            session.execute(
+                "unlock target",
+                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(q.sql.Literal(key)),
+                quiet=True,
+            )
+    except Exception as exc:  # the copy's own error (if any) is the one to report
+        log.warning("Could not release the target lock (%s); closing the session releases it.", exc)
+        session.close()
 
 
 def create_schema(s: LocalSession, schema: str, wait: float | None = None) -> None:

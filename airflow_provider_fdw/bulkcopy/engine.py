@@ -41,12 +41,7 @@ from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import Verifier
-from airflow_provider_fdw.cancel import (
-    CancelScope,
-    acquire_run_lock,
-    release_run_lock,
-    terminate_leftovers,
-)
+from airflow_provider_fdw.cancel import CancelScope, terminate_leftovers
 from airflow_provider_fdw.catalog import (
     Table,
     read_indexes,
@@ -55,6 +50,7 @@ from airflow_provider_fdw.catalog import (
     read_table,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
