@@ -176,12 +176,14 @@ def run_path(pair: Pair, args: argparse.Namespace, direct: bool) -> list[dict]:
 
 
 def change(pair: Pair, rows: int, every: int, mode: str, tick: int) -> None:
-    """Upsert: update every ``every``-th row; append: add rows/every new ones. All with a newer watermark."""
+    """Upsert: update every ``every``-th row; append: add rows/every new ones. All with a newer watermark,
+    spread over an hour (changes over time: the upsert's 1-second overlap re-reads a few rows, not all)."""
     src = pair.source
     if mode == "upsert":
         src.execute(
             "UPDATE app.bench_users SET payload = md5(payload), "
-            "created_at = now() + %s * interval '1 day' WHERE id %% %s = %s",
+            "created_at = now() + %s * interval '1 day' + (id %% 3600) * interval '1 second' "
+            "WHERE id %% %s = %s",
             (tick, every, tick % every),
             dbname=SOURCE_DB,
         )
