@@ -190,9 +190,9 @@ def change(pair: Pair, rows: int, every: int, mode: str, tick: int) -> None:
     else:
         src.execute(
             "INSERT INTO app.bench_users SELECT m + g, 'new' || (m + g), md5(g::text), "
-            "now() + %s * interval '1 day' + g * interval '1 microsecond' "
+            "now() + %s * interval '1 day' + g * %s * interval '1 second' "
             "FROM (SELECT max(id) AS m FROM app.bench_users) x, generate_series(1, %s) g",
-            (tick, rows // every),
+            (tick, 3600 / (rows // every), rows // every),
             dbname=SOURCE_DB,
         )
     src.execute("ANALYZE app.bench_users", dbname=SOURCE_DB)
