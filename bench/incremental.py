@@ -151,8 +151,11 @@ def run_path(pair: Pair, args: argparse.Namespace, direct: bool) -> list[dict]:
                 kwargs["overlap"] = "1 second"
             # The first incremental run after a replace records the watermark: unrecorded.
             copy(mode, direct, **kwargs)
+            pages = []
             for _ in range(args.repeat):
-                change(pair, args.rows, every, mode, next(TICKS))
+                tick = next(TICKS)
+                change(pair, args.rows, every, mode, tick)
+                pages.append(pages_touched(pair, every, tick) if mode == "upsert" else None)
                 took, result = copy(mode, direct, **kwargs)
                 seconds.append(took)
                 copied.append(result["rows"])
@@ -166,6 +169,8 @@ def run_path(pair: Pair, args: argparse.Namespace, direct: bool) -> list[dict]:
                     "runs": seconds,
                     "rows": statistics.median(copied),
                     "share_of_full_copy": share,
+                    # upsert: the share of the target's pages holding a row it updates
+                    "pages_touched": pages[-1],
                     "target": TARGETS[every],
                     "met": share <= TARGETS[every],
                 }
@@ -198,6 +203,19 @@ def change(pair: Pair, rows: int, every: int, mode: str, tick: int) -> None:
     src.execute("ANALYZE app.bench_users", dbname=SOURCE_DB)
 
 
+def pages_touched(pair: Pair, every: int, tick: int) -> float:
+    """The share of the TARGET's pages that hold a row the upsert will update (before it runs): the
+    merge reads and rewrites each of them, in key order, not sequentially."""
+    return float(
+        pair.target.execute(
+            f"SELECT count(DISTINCT (ctid::text::point)[0]) / greatest(1, pg_relation_size('{OUT}') "
+            f"/ current_setting('block_size')::int)::float FROM {OUT} WHERE id %% %s = %s",
+            (every, tick % every),
+            dbname=TARGET_DB,
+        )[0][0]
+    )
+
+
 def check_equal(pair: Pair) -> None:
     diff = pair.target.execute(
         f"SELECT (SELECT count(*) FROM {OUT}) - (SELECT count(*) FROM proxy.{TABLE}), "
@@ -214,15 +232,16 @@ def print_table(report: dict) -> None:
         f"\nIncremental copies of a {report['rows']:,}-row table (median of {report['repeat']}), "
         f"{report['date']}, source watermark column {index}"
     )
-    print(f"{'method':44} {'seconds':>8} {'rows':>9} {'share':>8} {'target':>7}")
+    print(f"{'method':44} {'seconds':>8} {'rows':>9} {'share':>8} {'target':>7}      pages touched")
     for r in report["results"]:
         if "share_of_full_copy" not in r:
             print(f"{r['method']:44} {r['seconds']:8.2f}")
             continue
         met = "ok" if r["met"] else "MISSED"
+        pages = f"{r['pages_touched']:.1%}" if r.get("pages_touched") is not None else ""
         print(
             f"{r['method']:44} {r['seconds']:8.2f} {r['rows']:9,.0f} {r['share_of_full_copy']:8.2%} "
-            f"{r['target']:6.0%} {met}"
+            f"{r['target']:6.0%} {met:6} {pages:>8}"
         )
 
 
