@@ -113,7 +113,7 @@ def setup(pair: Pair, rows: int, source_index: bool) -> None:
 
 
 def copy(mode: str, direct: bool, **kwargs: object) -> tuple[float, dict]:
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     transport = "copy" if direct else "fdw"

@@ -16,8 +16,8 @@ from datetime import datetime
 import pytest
 from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local
 
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "incr_src"

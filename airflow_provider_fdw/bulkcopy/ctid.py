@@ -10,9 +10,15 @@ the rows of one snapshot exactly; all ranges import the copy's one exported snap
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw._driver import DriverError, sql
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.session import describe
+
+if TYPE_CHECKING:
+    from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+    from airflow_provider_fdw.bulkcopy.state import CopyRun
 
 # (relkind, blocks) of the remote relation: a partitioned table's ctids are per partition.
 BLOCKS_QUERY = sql.SQL(
@@ -21,6 +27,39 @@ BLOCKS_QUERY = sql.SQL(
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
 )
 SPLITTABLE = ("r", "m", "p")  # relations that have ctids (not views, not foreign tables)
+
+
+def direct_ranges(copy: BulkCopy, run: CopyRun) -> list[Any]:
+    """The ranges of a direct copy without an integer split column: the remote table's blocks."""
+    p = copy.plan
+    assert copy.remote_connect is not None and run.direct is not None and run.source.remote is not None
+    try:
+        remote = copy.remote_connect(client_encoding=run.direct.client_encoding)
+        try:
+            with remote.cursor() as cur:
+                found = read_blocks(cur, *run.source.remote)
+        finally:
+            remote.close()
+    except DriverError as exc:
+        raise FdwError(
+            f"reading the size of {run.source.remote} on the remote failed: {describe(exc)}",
+            step="split by ctid",
+        ) from None
+    if found is None or found[0] not in SPLITTABLE:
+        copy.log.info(
+            "%s has no integer split column and is not a table on the remote (no ctid): one range.",
+            p.source,
+        )
+        return [None]
+    ranges = ctid_ranges(found[1], p.parallelism)
+    copy.log.info(
+        "Splitting %s by ctid into %d ranges of about %d blocks (no integer split column), all read in "
+        "one snapshot.",
+        p.source,
+        len(ranges),
+        -(-max(found[1], 1) // len(ranges)),
+    )
+    return ranges
 
 
 def ctid_ranges(blocks: int, parallelism: int) -> list[sql.Composable]:

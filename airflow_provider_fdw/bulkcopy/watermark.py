@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.hooks.locks import lock_object
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
 
 STATE_TABLE = "fdw_copy_state"
 
