@@ -26,6 +26,7 @@ from typing import Any
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError
+from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import (
     apply_replace,
     drop_leftovers,
@@ -35,7 +36,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
     new_work_table,
 )
 from airflow_provider_fdw.bulkcopy.direct import plan_direct
-from airflow_provider_fdw.bulkcopy.load import key_ranges, load
+from airflow_provider_fdw.bulkcopy.load import check_split_column, key_ranges, load
 from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
 from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
@@ -234,6 +235,7 @@ class BulkCopy:
             self.log.info("%s: copying through postgres_fdw instead.", reason)
             run.direct, run.result.path = None, "fdw"
         if run.direct is None and p.parallelism > 1:
+            check_split_column(self, run)  # before anything changes: ctid ranges need the direct path
             self.log.info(
                 "Parallel copy through postgres_fdw: each of the %d ranges reads in its own remote "
                 "transaction, so rows changed on the source meanwhile may be seen by one range and not "
@@ -255,14 +257,32 @@ class BulkCopy:
         if p.mode == "replace" or not p.watermark_column:
             return conditions
         overlap = p.overlap if p.mode == "upsert" else None
-        bound = None
         if run.target is not None:
+            type_sql = run.source.columns[p.watermark_column].type_sql  # the target's too (checked)
             with s.transaction():
-                check_finite_watermark(s, p.target, p.watermark_column)
                 # Subtract the overlap here: the remote then gets a constant bound it can push down
                 # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
-                bound = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column, overlap))
-        nulls = self._count_null_watermarks(s, run, conditions)
+                run.start = watermark.read_bound(
+                    s, p.target, run.target.oid, p.watermark_column, type_sql, overlap
+                )
+                if run.start is None:  # no record (first incremental run, replaced target): max()
+                    check_finite_watermark(s, p.target, p.watermark_column)
+                    run.start = watermark.read_target_bound(s, p.target, p.watermark_column, overlap)
+                    self.log.info(
+                        "No recorded watermark for %s: read max(%s) from it", p.target, p.watermark_column
+                    )
+        bound = run.start.bound if run.start else None
+        nulls, index_row = self._read_source_side(s, run, conditions)
+        remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
+        advice = watermark.index_advice(run.source.remote or p.source, remote_column, index_row)
+        if advice is not None:
+            self.log.warning(
+                "%s: no index on the source serves the watermark filter on %s, so every run reads the "
+                "whole table there. On the source database, run: %s;",
+                p.source,
+                p.watermark_column,
+                s.render(advice),
+            )
         run.result.details["previous_watermark"] = bound
         run.result.details["null_watermark_rows"] = nulls
         if bound is not None:
@@ -287,14 +307,34 @@ class BulkCopy:
             )
         return conditions
 
-    def _count_null_watermarks(self, s: LocalSession, run: CopyRun, conditions: list[Any]) -> int:
-        """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read."""
+    def _read_source_side(
+        self, s: LocalSession, run: CopyRun, conditions: list[Any]
+    ) -> tuple[int, tuple[Any, ...] | None]:
+        """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read;
+        and (relkind, whether an index leads with the watermark column) of the remote table."""
         p = self.plan
         assert p.watermark_column is not None
+        remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
         if run.direct is None:
             with s.transaction():
                 statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
-                return int(s.fetchvalue("count NULL watermarks", statement))
+                nulls = int(s.fetchvalue("count NULL watermarks", statement))
+            if not run.source.is_foreign or run.source.remote is None:
+                return nulls, None
+            try:
+                for statement in watermark.create_index_probes(run.source.server_name):
+                    s.execute("read remote indexes", statement, quiet=True)
+                row = s.fetchone(
+                    "read remote indexes",
+                    watermark.index_probe_query(through_fdw=True),
+                    (remote_column, *run.source.remote),
+                )
+            except FdwError as exc:  # only advice: the copy goes on without it
+                self.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
+                row = None
+            finally:
+                s.rollback()  # the probe tables were created in this transaction: gone with it
+            return nulls, row
         assert self.remote_connect is not None and run.source.remote is not None
         # The direct path needs no user mapping: count over the direct connection too (same names).
         remote = self.remote_connect(client_encoding=run.direct.client_encoding)
@@ -304,7 +344,10 @@ class BulkCopy:
                 row = cur.fetchone()
                 if row is None:
                     raise FdwError("count NULL watermarks on the remote: no row returned.", step="count")
-                return int(row[0])
+                cur.execute(
+                    watermark.index_probe_query(through_fdw=False), (remote_column, *run.source.remote)
+                )
+                return int(row[0]), cur.fetchone()
         except DriverError as exc:
             raise s.error("count NULL watermarks on the remote", exc) from None
         finally:
@@ -372,6 +415,8 @@ class BulkCopy:
             with s.transaction():  # before the merge: the target must never get a bound at infinity
                 check_finite_watermark(s, staging, p.watermark_column, f"The new rows for {p.target}")
         if p.mode == "replace":
+            with s.transaction():  # the next incremental run reads max() from the replaced rows
+                watermark.forget(s, p.target)
             if not run.in_place:
                 build_indexes(self, run, s)
             result.swap, counts = with_lock_retries(
@@ -398,6 +443,3 @@ class BulkCopy:
             with_lock_retries(
                 lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
             )
-        if p.watermark_column:
-            with s.transaction():
-                result.watermark = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column))

@@ -13,6 +13,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy import ctid
+from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
 from airflow_provider_fdw.bulkcopy.relay import SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
@@ -35,13 +37,10 @@ def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
     p = copy.plan
     if p.parallelism == 1:
         return [None]
-    assert p.split_column is not None  # plan_copy: parallelism > 1 needs one
-    column = run.source.columns[p.split_column]
-    if column.type_sql not in INTEGER_TYPES and not column.type_sql.startswith("numeric"):
-        raise FdwConfigError(
-            f"parallelism splits by ranges of an integer column; {p.split_column} is "
-            f"{column.type_sql}. Pass split_column= with an integer column."
-        )
+    if run.direct is not None and not integer_split(copy, run):
+        return ctid.direct_ranges(copy, run)  # no integer column: ranges of blocks, one snapshot
+    check_split_column(copy, run)
+    assert p.split_column is not None
     finite = list(run.conditions)
     with s.transaction():
         low, high = _min_max(s, p.source, p.split_column, finite)
@@ -66,6 +65,27 @@ def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
         q.range_predicate(p.split_column, bounds[i], bounds[i + 1], include_nulls=(i == 0))
         for i in range(p.parallelism)
     ]
+
+
+def integer_split(copy: BulkCopy, run: CopyRun) -> bool:
+    column = copy.plan.split_column
+    if column is None:
+        return False
+    type_sql = run.source.columns[column].type_sql
+    return type_sql in INTEGER_TYPES or type_sql.startswith("numeric")
+
+
+def check_split_column(copy: BulkCopy, run: CopyRun) -> None:
+    """Ranges of a column must be ranges of an integer column (ctid ranges need the direct path)."""
+    p = copy.plan
+    if p.split_column is None:
+        raise FdwConfigError(NO_SPLIT_COLUMN)
+    if not integer_split(copy, run):
+        raise FdwConfigError(
+            f"parallelism splits by ranges of an integer column; {p.split_column} is "
+            f"{run.source.columns[p.split_column].type_sql}. Pass split_column= with an integer column "
+            "(transport='copy' splits any table by ctid)."
+        )
 
 
 def _min_max(s: LocalSession, table: QualifiedName, column: str, conditions: list[Any]) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import (
@@ -61,6 +62,17 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
         if p.mode == "upsert":  # the staged keys now hold exactly the staged rows
             run.verifier.check_target(s, p.target, only, (staging, keys))
         catch_up_sequences(s, p.target, target.oid, only)
+        if p.watermark_column:  # in the merge's transaction: it moves only if these rows commit
+            result.watermark = watermark.record(
+                s,
+                p.target,
+                target.oid,
+                p.watermark_column,
+                run.source.columns[p.watermark_column].type_sql,
+                run.start.value if run.start else None,
+                staging,
+                copy.log,
+            )
         s.execute("drop staging table", q.drop_table(staging), quiet=True)
 
 

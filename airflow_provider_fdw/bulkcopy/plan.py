@@ -26,6 +26,13 @@ VERIFY_MODES = ("off", "count", "checksum")
 DEFAULT_FETCH_SIZE = 50_000
 
 
+# Through postgres_fdw (which does not push ctid conditions down) ranges are ranges of a column.
+NO_SPLIT_COLUMN = (
+    "parallelism > 1 through postgres_fdw splits by key ranges: pass key_columns or split_column "
+    "(transport='copy' splits any table by ctid)."
+)
+
+
 @dataclass(frozen=True)
 class CopyPlan:
     """Validated arguments of a bulk copy: made only by :func:`plan_copy`, passed down unchanged."""
@@ -106,8 +113,8 @@ def plan_copy(
     split = split_column or (keys[0] if keys else None)
     if split is not None:
         check_identifier(split, "split_column")
-    if parallelism > 1 and split is None:
-        raise FdwConfigError("parallelism > 1 splits by key ranges: pass key_columns or split_column.")
+    if parallelism > 1 and split is None and transport == "fdw":
+        raise FdwConfigError(NO_SPLIT_COLUMN)
     if fetch_size is not None and (
         isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or not 1 <= fetch_size <= INT_MAX
     ):

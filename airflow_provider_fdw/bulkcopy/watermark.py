@@ -1,0 +1,221 @@
+"""The watermark of incremental copies (append/upsert), recorded in a small state table.
+
+Reading ``max(watermark)`` from the target costs a scan of the whole target on every run (twice: for
+the bound, and for the value reported after the merge). Instead each run records the watermark it
+reached in ``<target schema>.fdw_copy_state``, in the SAME transaction as the merge: the recorded
+value moves only when the copied rows committed, so a run that fails anywhere before that commit
+leaves it where it was, and its retry reads the same rows again.
+
+A recorded value is used only while it describes the target: the same table (oid), the same storage
+(relfilenode: a TRUNCATE, or a replace that swapped in a new table, changes it) and the same
+watermark column. Otherwise (the first incremental run, a replaced target, a new watermark column)
+the run reads ``max(watermark)`` from the target as before, and records the value it reaches.
+A replace run forgets the target's record (an in-place replace keeps oid and relfilenode).
+
+The value is kept as text (one table serves watermarks of every type) written with
+``DateStyle = ISO`` so that it reads back to the same value whatever a later session's settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.locks import lock_object
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
+
+STATE_TABLE = "fdw_copy_state"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where an incremental run starts: ``value`` (the watermark reached), ``bound`` (lowered by the
+    overlap), and whether it came from the state table (``recorded``) or from ``max()`` of the target."""
+
+    value: Any
+    bound: Any
+    recorded: bool
+
+
+def read_bound(
+    s: LocalSession, target: QualifiedName, oid: int, column: str, type_sql: str, overlap: Any = None
+) -> Bound | None:
+    """The recorded watermark of ``target`` when it still describes the target; None otherwise."""
+    state = state_table(target)
+    if not s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]:
+        return None
+    if not s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]:
+        return None
+    s.execute("set datestyle", SET_ISO, quiet=True)
+    row = s.fetchone(
+        "read recorded watermark", read_statement(state, type_sql, overlap), (target.name, column, oid)
+    )
+    if row is None:
+        return None
+    return Bound(row[0], row[1], True)
+
+
+def read_target_bound(s: LocalSession, target: QualifiedName, column: str, overlap: Any = None) -> Bound:
+    """``max(column)`` of the target and that value lowered by the overlap: one scan of the target."""
+    statement = sql.SQL("SELECT m, {} FROM (SELECT max({}) AS m FROM {}) AS t").format(
+        _lowered("m", overlap), sql.Identifier(column), sql.Identifier(*target)
+    )
+    value, bound = s.fetchone("read watermark", statement)
+    return Bound(value, bound, False)
+
+
+def record(
+    s: LocalSession,
+    target: QualifiedName,
+    oid: int,
+    column: str,
+    type_sql: str,
+    previous: Any,
+    staging: QualifiedName,
+    log: Any,
+) -> Any:
+    """Record ``greatest(previous, max(column) of staging)`` for ``target``; return it.
+
+    Call it inside the merge's transaction: the record commits (or rolls back) with the rows.
+    """
+    state = state_table(target)
+    if not s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]:
+        # Two targets in one schema may create the table at once: IF NOT EXISTS alone is not enough.
+        lock_object(s, "copy state", str(state))
+        s.execute(f"create {state}", create_statement(state))
+    if not s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]:
+        log.warning(
+            "Cannot write %s (owned by another role): the next run reads max(%s) from %s again.",
+            state,
+            column,
+            target,
+        )
+        return s.fetchone(
+            "read watermark",
+            sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*target)),
+        )[0]
+    s.execute("set datestyle", SET_ISO, quiet=True)
+    row = s.fetchone(
+        "record watermark",
+        record_statement(state, type_sql, column, staging),
+        {"target": target.name, "column": column, "oid": oid, "previous": previous},
+    )
+    return row[0]
+
+
+def forget(s: LocalSession, target: QualifiedName) -> None:
+    """Drop the target's record (a replace rewrites the target: the next run reads max() again)."""
+    state = state_table(target)
+    if (
+        s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]
+        and s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]
+    ):
+        s.execute(
+            "forget recorded watermark",
+            sql.SQL("DELETE FROM {} WHERE target_table = %s").format(sql.Identifier(*state)),
+            (target.name,),
+            quiet=True,
+        )
+
+
+def state_table(target: QualifiedName) -> QualifiedName:
+    return QualifiedName(target.schema, STATE_TABLE)
+
+
+# -- statements ---------------------------------------------------------------------------------------
+
+EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
+PRIVILEGE_QUERY = sql.SQL("SELECT has_table_privilege(to_regclass(%s), 'SELECT, INSERT, UPDATE, DELETE')")
+# ISO output reads back to the same value under any DateStyle (and timestamptz keeps its offset).
+SET_ISO = sql.SQL("SET LOCAL datestyle = 'ISO, YMD'")
+
+
+def create_statement(state: QualifiedName) -> sql.Composed:
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (target_table text PRIMARY KEY, watermark_column text NOT NULL, "
+        "target_oid oid NOT NULL, target_filenode oid, watermark text, "
+        "recorded_at timestamptz NOT NULL DEFAULT now())"
+    ).format(sql.Identifier(*state))
+
+
+def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Composed:
+    """(value, value - overlap) of the record, when it is for this table, storage and column."""
+    return sql.SQL(
+        "SELECT v, {} FROM (SELECT CAST(watermark AS {}) AS v FROM {} WHERE target_table = %s "
+        "AND watermark_column = %s AND target_oid = %s::oid "
+        "AND target_filenode IS NOT DISTINCT FROM pg_relation_filenode(target_oid)) AS r"
+    ).format(_lowered("v", overlap), sql.SQL(type_sql), sql.Identifier(*state))
+
+
+def record_statement(
+    state: QualifiedName, type_sql: str, column: str, staging: QualifiedName
+) -> sql.Composed:
+    """Upsert the record: the greater of the previous value and the newest staged row's; returns it."""
+    return sql.SQL(
+        "INSERT INTO {state} AS s (target_table, watermark_column, target_oid, target_filenode, watermark) "
+        "SELECT %(target)s, %(column)s, %(oid)s::oid, pg_relation_filenode(%(oid)s::oid), "
+        "greatest(CAST(%(previous)s AS {type}), max({column}))::text FROM {staging} "
+        "ON CONFLICT (target_table) DO UPDATE SET watermark_column = excluded.watermark_column, "
+        "target_oid = excluded.target_oid, target_filenode = excluded.target_filenode, "
+        "watermark = excluded.watermark, recorded_at = now() "
+        "RETURNING CAST(s.watermark AS {type})"
+    ).format(
+        state=sql.Identifier(*state),
+        type=sql.SQL(type_sql),
+        column=sql.Identifier(column),
+        staging=sql.Identifier(*staging),
+    )
+
+
+def _lowered(name: str, overlap: Any) -> sql.Composable:
+    """``name - overlap``; interval text such as '5 minutes' must be said to be an interval."""
+    if overlap is None:
+        return sql.Identifier(name)
+    if isinstance(overlap, str):
+        return sql.SQL("{} - CAST({} AS interval)").format(sql.Identifier(name), sql.Literal(overlap))
+    return sql.SQL("{} - {}").format(sql.Identifier(name), sql.Literal(overlap))
+
+
+# -- the source side: an index that serves the watermark filter ---------------------------------------
+
+# Session-private foreign tables over the remote catalogs the index probe reads (the FDW path).
+INDEX_PROBES = (
+    ("fdw_wm_index", "pg_index", "indrelid oid, indkey int2vector"),
+    ("fdw_wm_class", "pg_class", 'oid oid, relname name, relnamespace oid, relkind "char"'),
+    ("fdw_wm_ns", "pg_namespace", "oid oid, nspname name"),
+    ("fdw_wm_att", "pg_attribute", "attrelid oid, attnum int2, attname name"),
+)
+
+
+def index_probe_query(through_fdw: bool) -> sql.Composed:
+    """(relkind, whether an index leads with the column) of the remote table; parameters: the
+    column, the schema, the table. Through the FDW it reads the probes of ``create_index_probes``."""
+    names = [
+        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
+        for probe, catalog, _ in INDEX_PROBES
+    ]
+    return sql.SQL(
+        "SELECT r.relkind, EXISTS (SELECT 1 FROM {} i JOIN {} a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = r.oid AND a.attname = %s) "
+        "FROM {} r JOIN {} n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s"
+    ).format(names[0], names[3], names[1], names[2])
+
+
+def create_index_probes(server_name: str) -> list[sql.Composed]:
+    """Session-private foreign tables over the remote's pg_index, pg_class, pg_namespace, pg_attribute
+    (pg_catalog: readable by any role); create them in a transaction that is rolled back."""
+    return [
+        sql.SQL(
+            "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"
+        ).format(sql.Identifier(name), sql.SQL(columns), sql.Identifier(server_name), sql.Literal(catalog))
+        for name, catalog, columns in INDEX_PROBES
+    ]
+
+
+def index_advice(remote: QualifiedName, column: str, row: tuple[Any, ...] | None) -> sql.Composed | None:
+    """The CREATE INDEX to run on the source when no index leads with ``column`` (tables only)."""
+    if row is None or row[0] not in ("r", "p", "m") or row[1]:
+        return None
+    return sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(*remote), sql.Identifier(column))
