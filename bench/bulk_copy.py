@@ -97,6 +97,11 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated methods to run (the ceiling always runs): {', '.join(KEYS)}",
     )
     parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also time the FDW path at fetch_size 1,000 to 200,000 and parallelism 1 to 4",
+    )
+    parser.add_argument(
         "--json",
         nargs="?",
         const="bench/results/bulk_copy.json",
@@ -173,6 +178,33 @@ KEYS = (
 )
 
 
+SWEEP_FETCH_SIZES = (1_000, 10_000, 50_000, 200_000)
+SWEEP_PARALLELISM = (1, 2, 3, 4)
+
+
+def sweep_methods(pair: Pair) -> list[Method]:
+    """The FDW path's knobs, for choosing their defaults (docs/performance.md)."""
+    found = [
+        Method(
+            f"fetch{size}",
+            f"BulkCopy FDW, parallelism 1, fetch_size {size:,}",
+            bulk_copy(pair, "replace", 1, fetch_size=size),
+            OUT,
+        )
+        for size in SWEEP_FETCH_SIZES
+    ]
+    found += [
+        Method(
+            f"par{n}",
+            f"BulkCopy FDW, parallelism {n}, fetch_size default",
+            bulk_copy(pair, "replace", n),
+            OUT,
+        )
+        for n in SWEEP_PARALLELISM
+    ]
+    return found
+
+
 def methods(pair: Pair) -> list[Method]:
     tgt = pair.target
     found = [
@@ -219,6 +251,8 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
     """Every method once per round, ``--repeat`` rounds: load from others on a shared machine then
     falls on all methods alike, which keeps the ratios of one run comparable."""
     chosen = [m for m in methods(pair) if wanted(args, m.key)]
+    if args.sweep:
+        chosen += sweep_methods(pair)
     timed: dict[str, dict[str, list]] = {m.key: {"seconds": [], "cpu": [], "steps": []} for m in chosen}
     for round_no in range(args.repeat):
         for method in chosen:
@@ -229,7 +263,7 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
             elapsed = time.perf_counter() - started
             runs = timed[method.key]
             runs["seconds"].append(elapsed)
-            runs["cpu"].append((cpu_seconds(pair) - cpu_before) / elapsed)
+            runs["cpu"].append(cpu_seconds(pair) - cpu_before)
             check_output(pair, method.output, args.rows)
             reset_output(pair, method.output)
             if isinstance(outcome, dict) and outcome.get("steps"):
@@ -243,7 +277,8 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
             "method": method.name,
             "seconds": statistics.median(runs["seconds"]),
             "runs": runs["seconds"],
-            "cores_busy": statistics.median(runs["cpu"]),
+            "cpu_seconds": statistics.median(runs["cpu"]),
+            "cores_busy": statistics.median(c / w for c, w in zip(runs["cpu"], runs["seconds"], strict=True)),
         }
         if runs["steps"]:
             names = list(dict.fromkeys(n for run in runs["steps"] for n in run))
@@ -480,19 +515,40 @@ def upsert_one_percent(pair: Pair, args: argparse.Namespace) -> dict:
 
 
 WORKER = """
-import json, resource, sys
+import json, os, resource, sys, threading
+from pathlib import Path
 from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
+
+def children_peak(stop, peak):
+    # ru_maxrss of RUSAGE_CHILDREN counts a child's forked Python image before its exec: read the
+    # children's own high-water mark (VmHWM, reset by exec) while they run instead.
+    me = str(os.getpid())
+    while not stop.wait(0.05):
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            if fields.get("PPid", "").strip() == me and "VmHWM" in fields:
+                peak[0] = max(peak[0], int(fields["VmHWM"].split()[0]) / 1024)
+
 table, where, relay = sys.argv[1], sys.argv[2] or None, sys.argv[3]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+stop, peak = threading.Event(), [0.0]
+watcher = threading.Thread(target=children_peak, args=(stop, peak), daemon=True)
+watcher.start()
 plan = plan_copy(table, "public.copy_out", key_columns=["id"], where=where, transport="copy")
 with FdwHook(fdw_conn_id="fdw_source") as hook:
     summary = hook.bulk_copy(plan, relay=relay)
+stop.set()
+watcher.join()
 print(json.dumps({
     "rows": summary["rows"],
     "worker_before_mb": base / 1024,
     "worker_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "children_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "children_peak_mb": peak[0],
 }))
 """
 
@@ -570,23 +626,26 @@ def print_table(report: dict) -> None:
         f"\nBulk copy of {report['rows']:,} rows (median of {report['repeat']}), {report['date']}, "
         f"{report['machine']}"
     )
-    print(f"{'method':46} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'x ceil':>6} {'cores':>5}  target")
+    print(
+        f"{'method':50} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'x ceil':>6} {'cpu s':>6} {'cores':>5}"
+        "  target"
+    )
     for r in report["results"]:
         mb = f"{r['mb_per_s']:6.1f}" if r["mb_per_s"] else f"{'':6}"
-        cores = f"{r['cores_busy']:5.2f}" if "cores_busy" in r else f"{'':5}"
+        cores = f"{r['cpu_seconds']:6.2f} {r['cores_busy']:5.2f}" if "cores_busy" in r else f"{'':12}"
         target = r.get("target")
         verdict = f"  {'met' if target['met'] else 'NOT met'}: {target['text']}" if target else ""
         print(
-            f"{r['method']:46} {r['seconds']:8.2f} {r['rows_per_s']:10,.0f} {mb} "
+            f"{r['method']:50} {r['seconds']:8.2f} {r['rows_per_s']:10,.0f} {mb} "
             f"{r['ratio_to_ceiling']:6.2f} {cores}{verdict}"
         )
     stepped = [r for r in report["results"] if r.get("steps")]
     if stepped:
         names = list(dict.fromkeys(n for r in stepped for n in r["steps"]))
         print("\nPer-step seconds of the BulkCopy runs (median):")
-        print(f"{'method':46} " + " ".join(f"{n[:9]:>9}" for n in names))
+        print(f"{'method':50} " + " ".join(f"{n[:9]:>9}" for n in names))
         for r in stepped:
-            print(f"{r['method']:46} " + " ".join(f"{r['steps'].get(n, 0.0):9.3f}" for n in names))
+            print(f"{r['method']:50} " + " ".join(f"{r['steps'].get(n, 0.0):9.3f}" for n in names))
     for m in report.get("worker_memory", []):
         print(
             f"worker peak RSS, direct copy of {m['rows']:,} rows ({m['relay']} relay): worker "
