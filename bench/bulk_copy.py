@@ -63,6 +63,9 @@ GENERATE = (
 
 def main() -> int:
     args = parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     with local_pair() as pair:
         install_sample_data(pair)
         set_airflow_connections(pair)
@@ -106,6 +109,9 @@ def parse_args() -> argparse.Namespace:
         nargs="?",
         const="bench/results/bulk_copy.json",
         help="write the results (a tracked file) only when given (default path: %(const)s)",
+    )
+    parser.add_argument(
+        "--markdown", metavar="JSON", help="print the tables of a results file as Markdown (no run)"
     )
     args = parser.parse_args()
     if not 1_000 <= args.rows <= 10_000_000:
@@ -253,17 +259,20 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
     chosen = [m for m in methods(pair) if wanted(args, m.key)]
     if args.sweep:
         chosen += sweep_methods(pair)
-    timed: dict[str, dict[str, list]] = {m.key: {"seconds": [], "cpu": [], "steps": []} for m in chosen}
+    timed: dict[str, dict[str, list]] = {
+        m.key: {"seconds": [], "cpu": [], "machine": [], "steps": []} for m in chosen
+    }
     for round_no in range(args.repeat):
         for method in chosen:
             reset_output(pair, method.output)
-            cpu_before = cpu_seconds(pair)
+            cpu_before, machine_before = cpu_seconds(pair), machine_busy_seconds()
             started = time.perf_counter()
             outcome = method.run()
             elapsed = time.perf_counter() - started
             runs = timed[method.key]
             runs["seconds"].append(elapsed)
             runs["cpu"].append(cpu_seconds(pair) - cpu_before)
+            runs["machine"].append((machine_busy_seconds() - machine_before) / elapsed)
             check_output(pair, method.output, args.rows)
             reset_output(pair, method.output)
             if isinstance(outcome, dict) and outcome.get("steps"):
@@ -279,6 +288,8 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
             "runs": runs["seconds"],
             "cpu_seconds": statistics.median(runs["cpu"]),
             "cores_busy": statistics.median(c / w for c, w in zip(runs["cpu"], runs["seconds"], strict=True)),
+            # every process of the machine (other users' too): near the core count = a contended run
+            "machine_cores_busy": statistics.median(runs["machine"]),
         }
         if runs["steps"]:
             names = list(dict.fromkeys(n for run in runs["steps"] for n in run))
@@ -318,12 +329,12 @@ def add_targets(results: list[dict], rows: int) -> None:
         elif r["key"] == "fdw2" and fdw1:
             speedup = fdw1 / r["seconds"]
             wanted_speedup = 0.75 * min(2, cores)
-            # One copy keeps both servers busy: parallelism can only use the cores left idle at 1.
+            # Parallelism can only use the cores parallelism 1 leaves idle (both servers share them here).
             room = cores / by_key["fdw1"]["cores_busy"]
             target = (
                 f"{speedup:.2f}x faster than parallelism 1, target >= {wanted_speedup:.2f}x "
-                f"(cores {cores}, at most {room:.2f}x: parallelism 1 keeps "
-                f"{by_key['fdw1']['cores_busy']:.2f} busy)",
+                f"({cores} cores; parallelism 1 keeps {by_key['fdw1']['cores_busy']:.2f} busy, "
+                f"so at most {room:.2f}x on an idle machine)",
                 speedup >= wanted_speedup,
             )
         elif r["key"] == "upsert":
@@ -582,6 +593,13 @@ def worker_memory(pair: Pair, rows: int) -> list[dict]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (not idle or waiting for I/O), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pair: Pair) -> float:
     """CPU seconds used so far by both servers (postmaster, its live and ended children), this process
     and its ended children (psql, pg_dump, pgcopydb)."""
@@ -628,11 +646,15 @@ def print_table(report: dict) -> None:
     )
     print(
         f"{'method':50} {'seconds':>8} {'rows/s':>10} {'MB/s':>6} {'x ceil':>6} {'cpu s':>6} {'cores':>5}"
-        "  target"
+        f" {'machine':>7}  target"
     )
     for r in report["results"]:
         mb = f"{r['mb_per_s']:6.1f}" if r["mb_per_s"] else f"{'':6}"
-        cores = f"{r['cpu_seconds']:6.2f} {r['cores_busy']:5.2f}" if "cores_busy" in r else f"{'':12}"
+        cores = (
+            f"{r['cpu_seconds']:6.2f} {r['cores_busy']:5.2f} {r['machine_cores_busy']:7.2f}"
+            if "cores_busy" in r
+            else f"{'':20}"
+        )
         target = r.get("target")
         verdict = f"  {'met' if target['met'] else 'NOT met'}: {target['text']}" if target else ""
         print(
@@ -652,6 +674,49 @@ def print_table(report: dict) -> None:
             f"{m['worker_before_mb']:.0f} -> {m['worker_peak_mb']:.0f} MB, largest child "
             f"{m['children_peak_mb']:.0f} MB"
         )
+
+
+def markdown(report: dict) -> str:
+    """The tables of docs/performance.md, from a results file."""
+    lines = [
+        f"{report['rows']:,} rows, median of {report['repeat']}, {report['date']}, {report['machine']}.",
+        "",
+        "| method | seconds | rows/s | x ceiling | CPU s | cores busy | machine busy | target |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in report["results"]:
+        target = r.get("target")
+        verdict = f"{'met' if target['met'] else '**not met**'}: {target['text']}" if target else ""
+        cpu = (
+            f"{r['cpu_seconds']:.2f} | {r['cores_busy']:.2f} | {r['machine_cores_busy']:.2f}"
+            if "cpu_seconds" in r
+            else " | | "
+        )
+        name = r["method"].replace("|", "\\|")  # a pipe in a Markdown table cell
+        lines.append(
+            f"| {name} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} | "
+            f"{r['ratio_to_ceiling']:.2f} | {cpu} | {verdict} |"
+        )
+    stepped = [r for r in report["results"] if r.get("steps")]
+    if stepped:
+        names = list(dict.fromkeys(n for r in stepped for n in r["steps"]))
+        lines += ["", "Per step (seconds, median):", "", "| method | " + " | ".join(names) + " |"]
+        lines.append("| --- |" + " ---: |" * len(names))
+        for r in stepped:
+            cells = " | ".join(f"{r['steps'].get(n, 0.0):.3f}" for n in names)
+            lines.append(f"| {r['method']} | {cells} |")
+    if report.get("worker_memory"):
+        lines += [
+            "",
+            "| worker peak RSS, direct copy | relay | worker before | worker peak | largest child |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        for m in report["worker_memory"]:
+            lines.append(
+                f"| {m['rows']:,} rows | {m['relay']} | {m['worker_before_mb']:.0f} MB | "
+                f"{m['worker_peak_mb']:.0f} MB | {m['children_peak_mb']:.0f} MB |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
