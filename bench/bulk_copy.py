@@ -147,8 +147,8 @@ def setup(pair: Pair, rows: int) -> None:
     tgt.execute("ALTER SERVER bench_src OPTIONS (DROP fetch_size)", dbname=TARGET_DB)
     # The copies read proxy.bench_users; pg_dump and pgcopydb read app.bench_users on the source.
     tgt.execute("CREATE SCHEMA app", dbname=TARGET_DB)  # pg_dump and pgcopydb restore into app.bench_users
-    # The local ceiling reads a local copy of the same rows.
-    tgt.execute("CREATE TABLE public.local_copy AS SELECT * FROM proxy.bench_users", dbname=TARGET_DB)
+    # The local ceiling reads a local copy of the same rows (made by the fastest way there is).
+    copy_pipe(pair, into="public.local_copy")
     tgt.execute("VACUUM ANALYZE public.local_copy", dbname=TARGET_DB)
     # Warm-up: every page of both tables read once, and one unrecorded copy.
     src.execute("SELECT count(*) FROM app.bench_users", dbname=SOURCE_DB)
@@ -383,10 +383,11 @@ def pg_dump_psql(pair: Pair) -> None:
         raise SystemExit(restore.stderr.decode())
 
 
-def copy_pipe(pair: Pair, primary_key: bool = False) -> None:
+def copy_pipe(pair: Pair, primary_key: bool = False, into: str = OUT) -> None:
     """Binary COPY piped between two psql; with ``primary_key`` the physical work of a replace: the
     new table's primary key built after the load, as BulkCopy builds it."""
-    pair.target.execute("CREATE TABLE public.copy_out (LIKE proxy.bench_users)", dbname=TARGET_DB)
+    table = sql.Identifier(*into.split("."))
+    pair.target.execute(sql.SQL("CREATE TABLE {} (LIKE proxy.bench_users)").format(table), dbname=TARGET_DB)
     out = subprocess.Popen(
         ["psql", "-X", "-q", "-d", SOURCE_DB, "-c", f"COPY {RESTORED} TO STDOUT (FORMAT binary)"],
         env=pair.source.env(),
@@ -402,7 +403,7 @@ def copy_pipe(pair: Pair, primary_key: bool = False) -> None:
             "-d",
             TARGET_DB,
             "-c",
-            "COPY public.copy_out FROM STDIN (FORMAT binary)",
+            f"COPY {into} FROM STDIN (FORMAT binary)",
         ],
         env=pair.target.env(),
         stdin=out.stdout,
@@ -413,7 +414,7 @@ def copy_pipe(pair: Pair, primary_key: bool = False) -> None:
     if load.returncode != 0:
         raise SystemExit(load.stderr.decode())
     if primary_key:
-        pair.target.execute("ALTER TABLE public.copy_out ADD PRIMARY KEY (id)", dbname=TARGET_DB)
+        pair.target.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(table), dbname=TARGET_DB)
 
 
 def pgcopydb(pair: Pair) -> None:
