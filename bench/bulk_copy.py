@@ -461,7 +461,7 @@ def bulk_copy(
     pair: Pair, mode: str, parallelism: int, direct: bool = False, **plan_args: Any
 ) -> Callable[[], dict]:
     def run() -> dict:
-        from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+        from airflow_provider_fdw.bulkcopy import plan_copy
         from airflow_provider_fdw.hooks.fdw import FdwHook
 
         plan = plan_copy(
@@ -481,7 +481,7 @@ def bulk_copy(
 def upsert_one_percent(pair: Pair, args: argparse.Namespace, full_copy: float | None) -> dict:
     """Upsert (through postgres_fdw) after 1% of the source rows changed, against a full copy through
     postgres_fdw (``full_copy``: the fdw1 row of this run; timed here when it did not run)."""
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     src = pair.source
@@ -539,7 +539,7 @@ def upsert_one_percent(pair: Pair, args: argparse.Namespace, full_copy: float | 
 WORKER = """
 import json, os, resource, sys, threading
 from pathlib import Path
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 def children_peak(stop, peak):
