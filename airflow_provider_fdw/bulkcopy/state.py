@@ -8,6 +8,7 @@ from typing import Any
 from airflow_provider_fdw.bulkcopy.direct import DirectRead
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
+from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
@@ -28,6 +29,8 @@ class CopyRun:
     in_place: bool = False  # replace applies the difference in place instead of swapping
     deferred_indexes: list[Index] = field(default_factory=list)  # built on staging after the load
     snapshot: SnapshotHolder | None = None  # direct path: the snapshot every range reads
+    steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
+    steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
 
     @property
     def staging_table(self) -> QualifiedName:
