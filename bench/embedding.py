@@ -4,7 +4,9 @@ Generates ``--rows`` sentences in a table on a fresh local cluster, embeds them 
 alone (same batches, no database) and once with the backfill (read a batch, embed, write, commit),
 after a warm-up, and prints both rates and the database overhead. Median of ``--repeat`` runs.
 
-    python bench/embedding.py [--rows 2000] [--batch-size 256] [--repeat 3]
+    python bench/embedding.py [--rows 2000] [--batch-size 256] [--repeat 3] [--json [PATH]]
+
+Nothing is written unless ``--json`` is given (the results file is tracked).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", default="bench/results/embedding.json")
+    # The results file is tracked: written only when asked to.
+    parser.add_argument("--json", nargs="?", const="bench/results/embedding.json")
     args = parser.parse_args()
     texts = [
         f"the {WORDS[i % 10]} near the {WORDS[(i // 10) % 10]} is {WORDS[(i // 100) % 10]} number {i}"
@@ -87,8 +90,10 @@ def main() -> int:
     print(f"model alone:  {a:.2f}s  {args.rows / a:,.0f} rows/s")
     print(f"end to end:   {e:.2f}s  {args.rows / e:,.0f} rows/s")
     print(f"ratio end-to-end / model alone: {e / a:.3f}  (database overhead {report['overhead']:.1%})")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written to {args.json}")
     return 0
 
 

@@ -12,7 +12,9 @@ row changed) times whole ``replace`` copies through FdwHook.bulk_copy:
 Before every timed run the target is reset to the previous state (not timed) and vacuumed. Ratios are
 against the in-place diff of the same scenario in this run; compare ratios, not seconds across runs.
 
-    python bench/inplace_apply.py [--rows 200000] [--repeat 3] [--json bench/results/inplace_apply.json]
+    python bench/inplace_apply.py [--rows 200000] [--repeat 3] [--json [PATH]]
+
+Nothing is written unless ``--json`` is given (the results file is tracked).
 """
 
 from __future__ import annotations
@@ -85,7 +87,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=200_000, help="rows to generate")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median reported)")
     parser.add_argument(
-        "--json", default="bench/results/inplace_apply.json", help="where to write the results"
+        "--json",
+        nargs="?",
+        const="bench/results/inplace_apply.json",
+        help="write the results (a tracked file) only when given (default path: %(const)s)",
     )
     args = parser.parse_args()
     if not 1_000 <= args.rows <= 5_000_000:

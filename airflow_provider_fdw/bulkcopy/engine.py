@@ -41,6 +41,7 @@ from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_wate
 from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
 from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.cancel import CancelScope, terminate_leftovers
 from airflow_provider_fdw.catalog import (
@@ -105,40 +106,55 @@ class BulkCopy:
 
     # -- the whole copy ----------------------------------------------------------------------
 
-    def run(self, session: LocalSession) -> CopyResult:
+    def run(self, session: LocalSession, connect_seconds: float = 0.0) -> CopyResult:
+        """``connect_seconds``: what opening ``session`` took (the caller's), counted as step "connect"."""
         started = time.monotonic()
+        steps = StepTimes()
+        steps.add("connect", connect_seconds)
         lock_key = locks.lock_key("copy", str(self.plan.target))
-        if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
-            terminate_leftovers(session, self.leftovers, self.log)
-        # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
-        acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
         try:
-            return self._run(session, started)
-        except BaseException:
-            self.scope.cancel()  # a time-out or kill in this thread: stop the statements still running
-            raise
-        finally:
-            release_run_lock(session, lock_key, self.log)
+            if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
+                with steps.step("connect"):
+                    terminate_leftovers(session, self.leftovers, self.log)
+            # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
+            with steps.step("lock"):
+                acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
+            try:
+                return self._run(session, started, steps)
+            except BaseException:
+                self.scope.cancel()  # a time-out or kill in this thread: stop the statements still running
+                raise
+            finally:
+                release_run_lock(session, lock_key, self.log)
+        finally:  # also when the copy fails: where the time went is part of the diagnosis
+            steps.log(self.log, time.monotonic() - started + connect_seconds)
 
-    def _run(self, session: LocalSession, started: float) -> CopyResult:
+    def _run(self, session: LocalSession, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan
-        run = self._inspect(session)
-        if p.where:  # before anything changes: one boolean condition over the source, parsed by the server
-            parse_where(session.conn, p.source, p.where)
-        self._choose_path(session, run)
-        run.conditions = self._conditions(session, run)
+        with steps.step("catalog"):
+            run = self._inspect(session)
+            if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
+                parse_where(session.conn, p.source, p.where)
+            self._choose_path(session, run)
+        run.steps = steps
+        with steps.step("catalog" if p.mode == "replace" or not p.watermark_column else "watermark"):
+            run.conditions = self._conditions(session, run)
         # The direct path reads the remote table itself: checksummed by the direct connection, not planned.
         is_foreign = run.source.is_foreign and run.direct is None
-        run.verifier.prepare(session, run.source.oid, p.source, is_foreign, run.columns, run.conditions)
-        self._prepare_staging(session, run)
+        with steps.step("verify" if run.verifier.enabled else "catalog"):
+            run.verifier.prepare(session, run.source.oid, p.source, is_foreign, run.columns, run.conditions)
+        with steps.step("staging"):
+            self._prepare_staging(session, run)
         try:
-            load(self, run, key_ranges(self, run, session))
+            with steps.step("load"):
+                load(self, run, key_ranges(self, run, session))
             self._apply(session, run)
         except BaseException:
             self._drop_staging(session, run)
             raise
         r = run.result
         r.seconds = time.monotonic() - started
+        r.steps = steps.summary()
         self.log.info(
             "Copied %d rows (%.1f MB) from %s to %s in %.2fs (%s, %s path, parallelism %d, swap %s, "
             "inserted %s, updated %s, deleted %s, unchanged %s)",
@@ -406,40 +422,44 @@ class BulkCopy:
     # -- step 3: apply ---------------------------------------------------------------------------
 
     def _apply(self, s: LocalSession, run: CopyRun) -> None:
-        p, staging, result = self.plan, run.staging_table, run.result
-        with s.transaction():
+        p, staging, result, steps = self.plan, run.staging_table, run.result, run.steps
+        with steps.step("catalog"), s.transaction():
             oid = read_oid(s, staging, "staging")
             result.bytes = int(s.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (oid,)))
-        run.verifier.check_loaded(s, staging, str(p.target))
+        with steps.step("verify" if run.verifier.enabled else "catalog"):
+            run.verifier.check_loaded(s, staging, str(p.target))
         if p.mode != "replace" and p.watermark_column:
-            with s.transaction():  # before the merge: the target must never get a bound at infinity
+            # before the merge: the target must never get a bound at infinity
+            with steps.step("watermark"), s.transaction():
                 check_finite_watermark(s, staging, p.watermark_column, f"The new rows for {p.target}")
         if p.mode == "replace":
             with s.transaction():  # the next incremental run reads max() from the replaced rows
                 watermark.forget(s, p.target)
             if not run.in_place:
-                build_indexes(self, run, s)
-            result.swap, counts = with_lock_retries(
-                lambda: apply_replace(
-                    s,
-                    staging,
-                    p.target,
-                    swap=p.swap,
-                    staging_indexed=not run.in_place,
-                    key_columns=p.key_columns,
-                    columns=run.columns,
-                    staged_rows=result.rows,
-                    lock_timeout=p.lock_timeout,
-                    log=self.log,
-                    verify_target=run.verifier.check_target,
-                ),
-                self.lock_retries,
-                f"swap into {p.target}",
-                self.log,
-            )
+                build_indexes(self, run, s)  # times "index" and "analyze" itself
+            with steps.step("apply"):
+                result.swap, counts = with_lock_retries(
+                    lambda: apply_replace(
+                        s,
+                        staging,
+                        p.target,
+                        swap=p.swap,
+                        staging_indexed=not run.in_place,
+                        key_columns=p.key_columns,
+                        columns=run.columns,
+                        staged_rows=result.rows,
+                        lock_timeout=p.lock_timeout,
+                        log=self.log,
+                        verify_target=run.verifier.check_target,
+                    ),
+                    self.lock_retries,
+                    f"swap into {p.target}",
+                    self.log,
+                )
             result.inserted, result.updated = counts.inserted, counts.updated
             result.deleted, result.unchanged = counts.deleted, counts.unchanged
         else:
-            with_lock_retries(
-                lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
-            )
+            with steps.step("apply"):
+                with_lock_retries(
+                    lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
+                )

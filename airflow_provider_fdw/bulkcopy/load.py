@@ -116,16 +116,15 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
 def _load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     p, result = copy.plan, run.result
     probe = None
-    monitor = None
+    monitors: list[LocalSession] = []  # the probe's session, opened at its first use (10 s in)
     if result.path == "fdw" or copy.psql_relay:  # rows counted only at the end: watch staging grow
-        monitor = copy.new_session()
-        with monitor.transaction():
-            staging_oid = read_oid(monitor, run.staging_table, "staging")
 
         def probe() -> int:
-            assert monitor is not None
-            with monitor.transaction():
-                return int(monitor.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (staging_oid,)))
+            if not monitors:
+                monitors.append(copy.new_session())
+            with monitors[0].transaction():
+                oid = read_oid(monitors[0], run.staging_table, "staging")
+                return int(monitors[0].fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (oid,)))
 
     # Percent and ETA against the remote's reltuples, for copies of the whole table only.
     estimate = (
@@ -151,7 +150,7 @@ def _load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
         if first is not None:
             copy.scope.cancel()
         errors = [f.exception() for f in futures]
-    if monitor is not None:
+    for monitor in monitors:  # the reporting thread has ended (Progress.__exit__)
         monitor.close()
     failures = [e for e in errors if e is not None]
     if failures:
@@ -226,6 +225,7 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
                 "schema_name": source.remote.schema,
                 "table_name": source.remote.name,
                 "fetch_size": str(p.fetch_size),
+                "use_remote_estimate": "false",
             }
             s.execute(
                 "create bulk-read foreign table",

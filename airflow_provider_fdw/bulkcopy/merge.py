@@ -80,8 +80,9 @@ def build_indexes(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
     """After the load: the target's indexes and constraints (or the source's primary key)."""
     p, staging = copy.plan, run.staging_table
     new_target = run.target is None
-    keys = (p.key_columns or tuple(remote_primary_key(s, run.source, copy.log))) if new_target else ()
-    with s.transaction():
+    with run.steps.step("catalog"):
+        keys = (p.key_columns or tuple(remote_primary_key(s, run.source, copy.log))) if new_target else ()
+    with s.transaction(), run.steps.step("index"):
         for index in run.deferred_indexes:
             if index.constraint:
                 assert index.constraintdef is not None  # a constraint always has a definition
@@ -96,7 +97,8 @@ def build_indexes(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             s.execute(
                 "add primary key", q.add_primary_key(staging, bounded_name(p.target.name, "pkey"), keys)
             )
-        s.execute(f"analyze {staging}", q.analyze(staging))
+        with run.steps.step("analyze"):  # inside "index": counted apart
+            s.execute(f"analyze {staging}", q.analyze(staging))
 
 
 def remote_primary_key(s: LocalSession, source: Table, log: Any) -> list[str]:

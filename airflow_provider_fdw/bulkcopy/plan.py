@@ -23,7 +23,9 @@ from airflow_provider_fdw.validation import INT_MAX, check_interval
 
 MODES = ("replace", "append", "upsert")
 VERIFY_MODES = ("off", "count", "checksum")
-DEFAULT_FETCH_SIZE = 50_000
+# Rows per postgres_fdw fetch: 1,000 to 200,000 cost the same here (docs/performance.md); a batch
+# is held in the local backend's memory, so the smallest that is as fast.
+DEFAULT_FETCH_SIZE = 10_000
 
 
 # Through postgres_fdw (which does not push ctid conditions down) ranges are ranges of a column.
@@ -162,6 +164,8 @@ class CopyResult:
     unchanged: int | None = None
     verification: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (bulkcopy.steps)
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (bulkcopy.steps)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -183,6 +187,7 @@ class CopyResult:
             "verify": self.verification,
             # rows a watermark bound cannot see (None: no watermark_column)
             "null_watermark_rows": self.details.get("null_watermark_rows"),
+            "steps": self.steps,
         }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -20,6 +21,16 @@ from airflow_provider_fdw._driver import make_conninfo
 from airflow_provider_fdw.cancel import CancelScope, die_with_parent
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.progress import Progress
+
+# util-linux's setpriv sets the parent-death signal, then execs: no Python runs in the child.
+SETPRIV = shutil.which("setpriv")
+
+
+def _die_with_parent() -> dict[str, Any]:
+    """How a psql child dies with the worker. A ``preexec_fn`` makes subprocess fork() the whole
+    worker (tens of ms per child for a large, threaded process; vfork otherwise), so with setpriv
+    on the PATH the child sets PR_SET_PDEATHSIG itself (:meth:`PsqlRelay._command`)."""
+    return {} if SETPRIV else {"preexec_fn": die_with_parent}  # only prctl, before exec
 
 
 @dataclass
@@ -107,7 +118,7 @@ class PsqlRelay:
         """psql keeps feeding a COPY the server already refused until its input ends: when the load's
         session stops being active while the reader still runs, interrupt the reader (psql then
         cancels the remote read), so the load's error is reported at once."""
-        if self.monitor is None:
+        if self.monitor is None or stop.wait(0.5):  # its first look is 0.5 s in: a short load needs none
             return
         try:
             conn = self.monitor()
@@ -116,7 +127,7 @@ class PsqlRelay:
         seen_active = False
         query = "SELECT state FROM pg_stat_activity WHERE application_name = %s"
         try:
-            while not stop.wait(0.5):
+            while True:
                 with conn.cursor() as cur:
                     cur.execute(query, (load_name,))
                     row = cur.fetchone()
@@ -127,6 +138,8 @@ class PsqlRelay:
                 elif seen_active and out.poll() is None:
                     self._interrupted[load_name] = True
                     out.send_signal(signal.SIGINT)
+                    return
+                if stop.wait(0.5):
                     return
         except Exception:  # best effort, like the rest of the clean-up
             return
@@ -144,18 +157,21 @@ class PsqlRelay:
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=stdout is subprocess.PIPE and stdin is not None,
-            preexec_fn=die_with_parent,  # only prctl, before exec
+            **_die_with_parent(),
         )
         if self.scope is not None:
             self.scope.add_process(proc)
         return proc
 
     def _command(self, params: dict[str, Any], *statements: str) -> list[str]:
+        """The psql command line; run through ``setpriv --pdeathsig`` when there is one (see
+        :func:`_die_with_parent`)."""
         conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
         # -q with several statements: their tags (BEGIN, SET) must not mix into the COPY data on stdout.
         quiet = ["-q"] if len(statements) > 1 else []
         commands = [arg for statement in statements for arg in ("-c", statement)]
-        return [self.psql, "-X", *quiet, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
+        command = [self.psql, "-X", *quiet, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
+        return [SETPRIV, "--pdeathsig", "KILL", "--", *command] if SETPRIV else command
 
     @staticmethod
     def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:

@@ -47,7 +47,7 @@ class BulkCopyOperator(FdwBaseOperator):
     :param split_column: the integer column to split by (default: the first key column).
     :param overlap: upsert re-reads this much below the watermark (``"5 minutes"`` for timestamps, a
         number for numeric watermarks) so rows that committed late are not missed.
-    :param fetch_size: rows per postgres_fdw fetch (default 50,000; set on a session-private copy
+    :param fetch_size: rows per postgres_fdw fetch (default 10,000; set on a session-private copy
         of the foreign table, never on yours).
     :param transport: how rows leave the remote: ``"fdw"`` (default) through postgres_fdw, server to
         server; ``"copy"`` with ``COPY`` over ``fdw_conn_id`` straight from the remote table behind
