@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.cancel import APP_PREFIX
+from airflow_provider_fdw.compat import CompatConnection, DriverError, error_fields
 from airflow_provider_fdw.connection import RemoteServer, remote_server_from_connection
 from airflow_provider_fdw.connection_form import POSTGRES_FDW
 from airflow_provider_fdw.exceptions import FdwConfigError
@@ -56,7 +56,7 @@ class PostgresFdwHook(PostgresHook):
             mask_secret(remote.password)
         return remote
 
-    def get_conn(self) -> Any:
+    def get_conn(self) -> CompatConnection:
         """A bounded connection to the remote database, from the connection's libpq options + login."""
         args = with_network_defaults(self.remote.libpq_params(), self.connect_timeout)
         args.setdefault("application_name", APP_PREFIX)
