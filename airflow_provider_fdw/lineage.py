@@ -149,7 +149,7 @@ def operator_lineage(
                     lineage[out_name] = Fields(inputFields=sources, transformationType="IDENTITY")
             if lineage:
                 facets["columnLineage"] = ColumnLineageDatasetFacet(fields=lineage)
-        output_facets = {}
+        output_facets: dict[str, Any] = {}
         if counts:
             output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
                 rowCount=counts.get("rows"), size=counts.get("bytes")

@@ -15,7 +15,7 @@ remote through :attr:`PostgresFdwHook.remote`.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk.log import mask_secret
@@ -61,7 +61,7 @@ class PostgresFdwHook(PostgresHook):
         args = with_network_defaults(self.remote.libpq_params(), self.connect_timeout)
         args.setdefault("application_name", APP_PREFIX)
         self.conn = self._create_connection(args)
-        return self.conn
+        return cast("CompatConnection", self.conn)  # both drivers' connections also have rollback()
 
     @property
     def sqlalchemy_url(self) -> URL:
@@ -79,7 +79,8 @@ class PostgresFdwHook(PostgresHook):
             query={k: str(v) for k, v in params.items() if k != "port"},
         )
 
-    def test_connection(self) -> tuple[bool, str]:
+    # common-sql's sql.pyi declares None; Airflow's UI reads (ok, message), which DbApiHook returns too.
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]
         """Connection form's Test button: validate the FDW fields and log in to the remote as Airflow.
 
         This proves the credentials and fields; whether the LOCAL server can reach the remote (its
