@@ -25,7 +25,6 @@ from typing import Any
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import DriverError
 from airflow_provider_fdw.bulkcopy.apply import (
     apply_replace,
     drop_leftovers,
@@ -54,6 +53,7 @@ from airflow_provider_fdw.catalog import (
     read_persistence,
     read_table,
 )
+from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
