@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qualified_name

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 
 _TABLE_QUERY = sql.SQL(
@@ -149,7 +149,7 @@ def operator_lineage(
                     lineage[out_name] = Fields(inputFields=sources, transformationType="IDENTITY")
             if lineage:
                 facets["columnLineage"] = ColumnLineageDatasetFacet(fields=lineage)
-        output_facets = {}
+        output_facets: dict[str, Any] = {}
         if counts:
             output_facets["outputStatistics"] = OutputStatisticsOutputDatasetFacet(
                 rowCount=counts.get("rows"), size=counts.get("bytes")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import USE_PSYCOPG3, DriverError, error_fields
+from airflow_provider_fdw.compat import parameter_status, prepare_only
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import QualifiedName
 
@@ -68,7 +68,7 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
     Raises :class:`FdwConfigError` with the server's message. The connection must be outside a
     transaction block; it is left outside one.
     """
-    if _parameter(conn, "standard_conforming_strings") == "off":
+    if parameter_status(conn, "standard_conforming_strings") == "off":
         # This server reads backslashes in '…' as escapes: check the text the way it will lex it.
         try:
             check_where_text(where, backslash_strings=True)
@@ -76,36 +76,10 @@ def parse_where(conn: Any, table: QualifiedName, where: str) -> None:
             raise FdwConfigError(
                 f"{exc} (read as this server reads it: standard_conforming_strings is off)"
             ) from None
-    statement = q.where_probe(table, where).as_string(conn)
-    if USE_PSYCOPG3:
-        from psycopg import pq
-
-        # Parse/bind only (PQprepare, the unnamed statement): the extended protocol takes one statement.
-        result = conn.pgconn.prepare(b"", statement.encode(conn.info.encoding))
-        ok = result.status == pq.ExecStatus.COMMAND_OK
-        message = None if ok else result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
-        if conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-            conn.rollback()
-        if not ok:
-            text = message.decode(errors="replace") if message else "the server refused it"
-            raise FdwConfigError(f"where is not one boolean condition on {table}: {text}.")
-        return
-    # psycopg2 has no extended protocol: check_where_text already refused ';', run it with LIMIT 0.
-    try:
-        conn.cursor().execute(statement)
-    except DriverError as exc:
-        raise FdwConfigError(
-            f"where is not one boolean condition on {table}: {error_fields(exc)['message']}."
-        ) from None
-    finally:
-        conn.rollback()
-
-
-def _parameter(conn: Any, name: str) -> str | None:
-    """A setting the server reports to the client on its own (no query, no transaction)."""
-    if USE_PSYCOPG3:
-        return conn.info.parameter_status(name)
-    return conn.get_parameter_status(name)
+    # psycopg 3 parses only; psycopg2 runs it (LIMIT 0; check_where_text already refused ';').
+    message = prepare_only(conn, q.where_probe(table, where).as_string(conn))
+    if message is not None:
+        raise FdwConfigError(f"where is not one boolean condition on {table}: {message}.")
 
 
 def _unicode_prefix(text: str, i: int) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 
 PROGRESS_EVERY_SECONDS = 10.0
@@ -115,7 +115,7 @@ class Progress:
             per_byte = total / self.total.bytes if total and self.total.bytes else None
             rows, approx = (staged * per_byte, "~") if per_byte else (None, "")
         if rows is None:
-            done = f"{staged / 1e6:.1f} MB staged"
+            done = f"{(staged or 0) / 1e6:.1f} MB staged"
         elif total:
             done = f"{approx}{rows:,.0f} of ~{total:,.0f} rows ({min(100.0, 100.0 * rows / total):.0f}%)"
         else:
@@ -128,7 +128,7 @@ class Progress:
             done += f" ({staged / 1e6:.1f} MB staged)"
         parts = [f"{'Loaded' if final else 'Copying'} {self.source} -> {self.target}: {done}"]
         if rows is None:
-            parts.append(f"{staged / 1e6 / elapsed:.1f} MB/s")
+            parts.append(f"{(staged or 0) / 1e6 / elapsed:.1f} MB/s")
         else:
             parts.append(f"{rows / elapsed:,.0f} rows/s")
             if not final and total and rows > 0:
@@ -168,7 +168,10 @@ def estimate_source_rows(
     """``reltuples`` of the table the rows come from: the remote table of a foreign table (over the
     direct connection if the copy has one, else through session-private foreign tables on the
     remote's catalogs, rolled back), or the local table itself."""
-    catalogs = (sql.SQL("pg_catalog.pg_class"), sql.SQL("pg_catalog.pg_namespace"))
+    catalogs: tuple[sql.Composable, ...] = (
+        sql.SQL("pg_catalog.pg_class"),
+        sql.SQL("pg_catalog.pg_namespace"),
+    )
     if remote is not None and remote_connect is not None:
         conn = remote_connect()
         try:
@@ -180,6 +183,8 @@ def estimate_source_rows(
     s = new_session()
     try:
         if remote is not None:
+            if server_name is None:  # the probes are foreign tables on that server
+                raise ValueError("estimate_source_rows: a remote table needs its server_name.")
             for name, catalog, columns in _ESTIMATE_PROBES:
                 s.execute(
                     "read remote size estimate",

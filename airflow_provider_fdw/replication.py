@@ -7,18 +7,23 @@
 - A receiver that is not streaming, a disabled subscription, a stopped apply worker or an inactive
   slot is *broken*, reported as such: never a false "fresh".
 
-``measure_lag`` is synchronous; the sensor calls it directly and the trigger off the event loop.
+What to measure and when it is fresh enough is one :class:`LagSpec`, built (and validated) once by
+the sensor and carried whole to the trigger (``to_dict``/``from_dict``: plain JSON in the trigger
+row, no credentials). ``measure_lag`` is synchronous; the sensor calls it directly and the trigger
+off the event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.timeouts import DEFAULT_MEASUREMENT_TIMEOUT
 
 MEASURES = ("standby", "subscription", "slot", "walsender")
 
@@ -63,40 +68,96 @@ SUBSCRIPTION_QUERY = sql.SQL(
 )
 
 
-@dataclass
-class LagConfig:
-    """What is measured. ``connect(conn_id)`` returns a DB-API connection (autocommit)."""
+@dataclass(frozen=True)
+class LagSpec:
+    """One replication-lag measurement and its bounds: what the sensor checks and the trigger polls.
 
+    Validated when built (a clear :class:`FdwConfigError` before any connection). Serialisable:
+    ``LagSpec.from_dict(spec.to_dict()) == spec``, through JSON too; only connection ids, names and
+    numbers, never credentials.
+    """
+
+    postgres_conn_id: str
     measure: str = "standby"
+    primary_conn_id: str | None = None
     subscription_name: str | None = None
     slot_name: str | None = None
     application_name: str | None = None
-    has_primary: bool = False
+    max_lag_bytes: int | None = None
+    max_lag_seconds: float | None = None
+    catch_up: bool = False
+    target_lsn: str | None = None
+    fail_on_broken: bool = False
+    measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT
+    connect_timeout: int | None = None
 
-    def validate(self, max_lag_bytes: int | None, max_lag_seconds: float | None, catch_up: bool) -> None:
+    def __post_init__(self) -> None:
         if self.measure not in MEASURES:
             raise FdwConfigError(f"measure must be one of {', '.join(MEASURES)}; got {self.measure!r}.")
         required = {"subscription": "subscription_name", "slot": "slot_name", "walsender": "application_name"}
         needed = required.get(self.measure)
         if needed and not getattr(self, needed):
             raise FdwConfigError(f"measure={self.measure!r} needs {needed}.")
-        if not catch_up and max_lag_bytes is None and max_lag_seconds is None:
+        if self.target_lsn is not None and not self.catch_up:
+            raise FdwConfigError("target_lsn is the position catch_up=True waits for: pass catch_up=True.")
+        if not self.catch_up and self.max_lag_bytes is None and self.max_lag_seconds is None:
             raise FdwConfigError(
                 "Give max_lag_bytes, max_lag_seconds (both must hold when both are given), or catch_up=True."
             )
-        for name, value in (("max_lag_bytes", max_lag_bytes), ("max_lag_seconds", max_lag_seconds)):
+        for name in ("max_lag_bytes", "max_lag_seconds"):
+            value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
             ):
                 raise FdwConfigError(f"{name} must be a non-negative number, got {value!r}.")
-        if catch_up and self.measure in ("standby", "subscription") and not self.has_primary:
+        has_primary = self.primary_conn_id is not None
+        if self.catch_up and self.measure in ("standby", "subscription") and not has_primary:
             raise FdwConfigError(
                 "catch_up=True compares with the primary's WAL position: pass primary_conn_id."
             )
-        if self.measure == "subscription" and max_lag_bytes is not None and not self.has_primary:
+        if self.measure == "subscription" and self.max_lag_bytes is not None and not has_primary:
             raise FdwConfigError(
                 "Lag of a subscription in bytes is read on the publisher: pass primary_conn_id."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LagSpec:
+        """The spec ``to_dict`` gave (also the flat trigger kwargs of 0.1.0, where ``target_lsn``
+        alone meant catch-up)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FdwConfigError(f"Unknown replication-lag spec field(s): {', '.join(unknown)}.")
+        values = dict(data)
+        values.setdefault("catch_up", values.get("target_lsn") is not None)
+        return cls(**values)
+
+    def satisfied(self, reading: LagReading) -> bool:
+        """Fresh enough? Every given bound must hold; an unknown value never passes a bound."""
+        if reading.broken:
+            return False
+        if self.catch_up and (reading.lag_bytes is None or reading.lag_bytes > 0):
+            return False
+        if self.max_lag_bytes is not None and (
+            reading.lag_bytes is None or reading.lag_bytes > self.max_lag_bytes
+        ):
+            return False
+        return not (
+            self.max_lag_seconds is not None
+            and (reading.lag_seconds is None or reading.lag_seconds > self.max_lag_seconds)
+        )
+
+    def wanted(self) -> str:
+        """The bounds, for the log: ``bytes <= 0, seconds <= 5`` or ``caught up to 0/3000060``."""
+        bounds = ", ".join(
+            f"{k} <= {v}"
+            for k, v in (("bytes", self.max_lag_bytes), ("seconds", self.max_lag_seconds))
+            if v is not None
+        )
+        return bounds or f"caught up to {self.target_lsn}"
 
 
 @dataclass
@@ -124,21 +185,6 @@ class LagReading:
         return f"{self.measure} lag {lag_bytes}, {seconds}{where}"
 
 
-def satisfied(
-    reading: LagReading, max_lag_bytes: int | None, max_lag_seconds: float | None, catch_up: bool
-) -> bool:
-    """Fresh enough? Every given bound must hold; an unknown value never passes a bound."""
-    if reading.broken:
-        return False
-    if catch_up and (reading.lag_bytes is None or reading.lag_bytes > 0):
-        return False
-    if max_lag_bytes is not None and (reading.lag_bytes is None or reading.lag_bytes > max_lag_bytes):
-        return False
-    return not (
-        max_lag_seconds is not None and (reading.lag_seconds is None or reading.lag_seconds > max_lag_seconds)
-    )
-
-
 LSN_FORMAT = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
 
@@ -152,19 +198,17 @@ def current_lsn(conn: Any) -> str:
 
 
 def measure_lag(
-    config: LagConfig,
-    replica: Callable[[], Any],
-    primary: Callable[[], Any] | None = None,
-    target_lsn: str | None = None,
+    spec: LagSpec, replica: Callable[[], Any], primary: Callable[[], Any] | None = None
 ) -> LagReading:
-    """Measure once. ``replica``/``primary`` open connections; ``target_lsn`` turns on catch-up mode:
-    lag is then measured against that fixed position instead of the primary's current one."""
+    """Measure once. ``replica``/``primary`` open connections to ``spec.postgres_conn_id`` and
+    ``spec.primary_conn_id``; with ``spec.target_lsn`` lag is measured against that fixed position
+    (catch-up) instead of the primary's current one."""
     measure = {"standby": _standby, "subscription": _subscription, "slot": _slot, "walsender": _walsender}
-    return measure[config.measure](config, replica, primary, target_lsn)
+    return measure[spec.measure](spec, replica, primary, spec.target_lsn)
 
 
 def _standby(
-    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+    spec: LagSpec, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
 ) -> LagReading:
     reading = LagReading("standby", target_lsn=target_lsn)
     primary_lsn = target_lsn
@@ -195,16 +239,16 @@ def _standby(
 
 
 def _walsender(
-    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+    spec: LagSpec, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
 ) -> LagReading:
     """On the primary (the sensor's own connection): one walsender by application_name."""
     reading = LagReading("walsender", target_lsn=target_lsn)
     conn = replica()
     try:
         check_stats_privilege(conn)
-        row = _one(conn, WALSENDER_QUERY, (config.application_name,))
+        row = _one(conn, WALSENDER_QUERY, (spec.application_name,))
         if row is None:
-            reading.broken = f"no walsender with application_name {config.application_name!r} is connected"
+            reading.broken = f"no walsender with application_name {spec.application_name!r} is connected"
             return reading
         reading.primary_lsn, state, reading.replica_lsn, replay_lag, diff = row
         reading.details = {"state": state}
@@ -215,22 +259,22 @@ def _walsender(
 
 
 def _slot(
-    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+    spec: LagSpec, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
 ) -> LagReading:
     """On the primary (the sensor's own connection): a replication slot."""
     reading = LagReading("slot", target_lsn=target_lsn)
     conn = replica()
     try:
         check_stats_privilege(conn)
-        row = _one(conn, SLOT_QUERY, (config.slot_name,))
+        row = _one(conn, SLOT_QUERY, (spec.slot_name,))
         if row is None:
-            raise FdwConfigError(f"Replication slot {config.slot_name!r} does not exist on this server.")
+            raise FdwConfigError(f"Replication slot {spec.slot_name!r} does not exist on this server.")
         reading.primary_lsn, slot_type, active, wal_status, reading.replica_lsn, replay_lag, diff = row
         reading.details = {"slot_type": slot_type, "wal_status": wal_status}
         if wal_status == "lost":
-            reading.broken = f"slot {config.slot_name!r} has lost required WAL (wal_status lost)"
+            reading.broken = f"slot {spec.slot_name!r} has lost required WAL (wal_status lost)"
         elif not active:
-            reading.broken = f"slot {config.slot_name!r} is inactive: no consumer is connected"
+            reading.broken = f"slot {spec.slot_name!r} is inactive: no consumer is connected"
         else:
             _fill(reading, conn, diff, replay_lag, target_lsn)
     finally:
@@ -239,28 +283,35 @@ def _slot(
 
 
 def _subscription(
-    config: LagConfig, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
+    spec: LagSpec, replica: Callable[[], Any], primary: Callable[[], Any] | None, target_lsn: str | None
 ) -> LagReading:
     """On the subscriber: health of the subscription; lag read from its slot on the publisher."""
     conn = replica()
     try:
-        row = _one(conn, SUBSCRIPTION_QUERY, (config.subscription_name,))
+        row = _one(conn, SUBSCRIPTION_QUERY, (spec.subscription_name,))
     finally:
         conn.close()
     if row is None:
-        raise FdwConfigError(f"Subscription {config.subscription_name!r} does not exist in this database.")
+        raise FdwConfigError(f"Subscription {spec.subscription_name!r} does not exist in this database.")
     enabled, pid, slot_name, latest_end_lsn = row
     reading = LagReading("subscription", target_lsn=target_lsn, replica_lsn=latest_end_lsn)
     reading.details = {"slot_name": slot_name}
     if not enabled:
-        reading.broken = f"subscription {config.subscription_name!r} is disabled"
+        reading.broken = f"subscription {spec.subscription_name!r} is disabled"
         return reading
     if pid is None:
-        reading.broken = f"the apply worker of subscription {config.subscription_name!r} is not running"
+        reading.broken = f"the apply worker of subscription {spec.subscription_name!r} is not running"
         return reading
     if primary is None:
         return reading  # healthy, lag unknown without the publisher (validated: only seconds asked)
-    on_publisher = _slot(LagConfig("slot", slot_name=slot_name), primary, None, target_lsn)
+    if slot_name is None:
+        raise FdwConfigError(
+            f"Subscription {spec.subscription_name!r} has no replication slot (slot_name = NONE): "
+            "its lag cannot be read on the publisher."
+        )
+    on_publisher = _slot(
+        dataclasses.replace(spec, measure="slot", slot_name=slot_name), primary, None, target_lsn
+    )
     on_publisher.measure = "subscription"
     on_publisher.details["slot_name"] = slot_name
     return on_publisher

@@ -8,13 +8,12 @@ statements are logged (with secrets replaced by ``***``) and where driver errors
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from airflow_provider_fdw._driver import USE_PSYCOPG3, DriverError, error_fields
+from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields
 from airflow_provider_fdw.exceptions import FdwError
 
 
@@ -57,11 +56,7 @@ class LocalSession:
     def copy_in(self, step: str, statement: Any, data: bytes) -> None:
         """``COPY … FROM STDIN`` with ``data`` (both drivers)."""
         try:
-            if USE_PSYCOPG3:
-                with self.conn.cursor().copy(statement) as copy:
-                    copy.write(data)
-            else:
-                self.conn.cursor().copy_expert(self.render(statement), io.BytesIO(data))
+            copy_from_bytes(self.conn, statement, data)
         except DriverError as exc:
             raise self.error(step, exc) from None
 

@@ -143,6 +143,13 @@ class BoundedConnector:
                 conn.close()
 
 
+def abort_all(*connectors: BoundedConnector | None) -> None:
+    """Abort every given connector (a measurement's replica and primary) that is not None."""
+    for connector in connectors:
+        if connector is not None:
+            connector.abort()
+
+
 async def run_bounded_async(
     fn: Callable[[], T], seconds: float, what: str, on_timeout: Callable[[], Any] | None = None
 ) -> T:

@@ -41,6 +41,9 @@ def test_get_hook_on_a_postgres_fdw_connection_talks_to_that_connections_databas
     # Inherited DbApiHook methods: FDW fields (fetch_size …) are server options, not libpq arguments.
     assert hook.get_first("SELECT current_database(), current_user") == (SOURCE_DB, READER)
     assert hook.get_records("SELECT count(*) FROM app.users") == [(1000,)]
+    with hook.get_sqlalchemy_engine().connect() as sa:  # SQLAlchemy users reach the same database
+        row = sa.exec_driver_sql("SELECT current_database(), current_user").one()
+        assert tuple(row) == (SOURCE_DB, READER)
     ok, message = hook.test_connection()
     assert ok and f"as {READER}" in message
 

@@ -15,6 +15,7 @@ from conftest import SOURCE_DB, TARGET_DB, postgres_connection
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.replication import LagSpec
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
 from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
 from fdw_testing.pgcluster import create_standby
@@ -266,7 +267,7 @@ def test_trigger_success_and_broken_events_without_blocking_the_loop(repl, monke
     try:
         burst(pair.source, 300_001, 340_000)
         trigger = ReplicationLagTrigger(
-            "standby_db", "standby", primary_conn_id="source_db", max_lag_bytes=0, poll_interval=0.2
+            LagSpec("standby_db", "standby", primary_conn_id="source_db", max_lag_bytes=0), poll_interval=0.2
         )
         resume = threading.Timer(1.5, lambda: standby.execute("SELECT pg_wal_replay_resume()"))
         resume.start()
@@ -285,18 +286,22 @@ def test_trigger_success_and_broken_events_without_blocking_the_loop(repl, monke
     pair.target.execute("ALTER SUBSCRIPTION fdw_sub DISABLE", dbname=TARGET_DB)
     try:
         broken = ReplicationLagTrigger(
-            "postgres_default",
-            "subscription",
-            primary_conn_id="source_db",
-            subscription_name="fdw_sub",
-            max_lag_bytes=0,
-            fail_on_broken=True,
+            LagSpec(
+                "postgres_default",
+                "subscription",
+                primary_conn_id="source_db",
+                subscription_name="fdw_sub",
+                max_lag_bytes=0,
+                fail_on_broken=True,
+            )
         )
         event, _, _ = run_trigger(broken)
     finally:
         pair.target.execute("ALTER SUBSCRIPTION fdw_sub ENABLE", dbname=TARGET_DB)
     assert event.payload["status"] == "broken" and "disabled" in event.payload["message"]
-    error, _, _ = run_trigger(ReplicationLagTrigger("standby_db", "slot", slot_name="nope", max_lag_bytes=0))
+    error, _, _ = run_trigger(
+        ReplicationLagTrigger(LagSpec("standby_db", "slot", slot_name="nope", max_lag_bytes=0))
+    )
     assert error.payload["status"] == "invalid" and "does not exist" in error.payload["message"]
 
 
@@ -389,15 +394,15 @@ def test_reschedule_and_retry_keep_the_catch_up_target_of_the_first_try(airflow_
     real_measure = sensor_module.measure_lag
     targets: list[str | None] = []
 
-    def measure_and_move_the_primary(config, replica, primary=None, target_lsn=None):
-        targets.append(target_lsn)
+    def measure_and_move_the_primary(spec, replica, primary=None):
+        targets.append(spec.target_lsn)
         if len(targets) == 1:  # after the first poke the primary moves on: a later read would differ
             burst(pair.source, 520_001, 530_000)
         if len(targets) == 3:  # a failed try: the retry must keep the first try's target too
             raise RuntimeError("connection lost")
         if len(targets) == 5:
             standby.execute("SELECT pg_wal_replay_resume()")
-        return real_measure(config, replica, primary, target_lsn)
+        return real_measure(spec, replica, primary)
 
     monkeypatch.setattr(sensor_module, "measure_lag", measure_and_move_the_primary)
     with DAG("lag_target_kept", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
@@ -463,13 +468,13 @@ def test_a_deferred_target_survives_a_triggerer_restart_and_a_missing_grant_fail
     finally:
         standby.execute("SELECT pg_wal_replay_resume()")
     assert event.payload["status"] == "success"
-    assert event.payload["reading"]["target_lsn"] == s.target_lsn == kwargs["target_lsn"]
+    assert event.payload["reading"]["target_lsn"] == s.target_lsn == kwargs["spec"]["target_lsn"]
 
     pair.source.execute("CREATE ROLE lag_nobody LOGIN PASSWORD 'x'")
     os.environ["AIRFLOW_CONN_LAG_NOBODY"] = postgres_connection(pair.source, SOURCE_DB, "lag_nobody", "x")
     try:
         trigger = ReplicationLagTrigger(
-            "lag_nobody", "walsender", application_name="fdw_standby", max_lag_bytes=0
+            LagSpec("lag_nobody", "walsender", application_name="fdw_standby", max_lag_bytes=0)
         )
         event, _, _ = run_trigger(trigger)
     finally:

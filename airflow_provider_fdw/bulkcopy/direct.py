@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.compat import DriverError, error_fields
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession

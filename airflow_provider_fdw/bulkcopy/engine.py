@@ -25,7 +25,6 @@ from typing import Any
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import DriverError
 from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import (
     apply_replace,
@@ -51,6 +50,7 @@ from airflow_provider_fdw.catalog import (
     read_persistence,
     read_table,
 )
+from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.predicate import parse_where

@@ -19,6 +19,7 @@ from airflow_provider_fdw.bulkcopy.relay import SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import read_oid
+from airflow_provider_fdw.compat import backend_pid
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
@@ -194,7 +195,7 @@ def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: t
     """When the local COPY fails (its session turns "idle in transaction (aborted)") while the
     remote still streams, cancel the copy's statements so the remote read stops at once."""
     try:
-        pid = s.conn.info.backend_pid if hasattr(s.conn, "info") else s.conn.get_backend_pid()
+        pid = backend_pid(s.conn)
         monitor = copy.new_session()
     except Exception:  # no watcher: the error still arrives, only later
         return

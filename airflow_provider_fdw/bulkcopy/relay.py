@@ -17,8 +17,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_fdw._driver import make_conninfo
 from airflow_provider_fdw.cancel import CancelScope, die_with_parent
+from airflow_provider_fdw.compat import copy_between, make_conninfo
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.progress import Progress
 
@@ -221,59 +221,7 @@ def copy_stream(remote: Any, local: Any, out_stmt: Any, in_stmt: Any, progress: 
 
     Memory stays flat whatever the table size. Returns the rows the local COPY reported.
     """
-    from airflow_provider_fdw._driver import USE_PSYCOPG3
-
-    if USE_PSYCOPG3:
-        seen = 0
-        local_cur = local.cursor()
-        with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
-            for chunk in out:  # psycopg yields one row per chunk
-                inp.write(chunk)
-                seen += 1
-                if seen == 10_000:
-                    progress.add(seen)
-                    seen = 0
-        return local_cur.rowcount
-    read_fd, write_fd = os.pipe()
-    sink = _CountingWriter(os.fdopen(write_fd, "wb", buffering=1 << 20), progress)
-    errors: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            remote.cursor().copy_expert(out_stmt.as_string(remote), sink)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            sink.close()
-
-    thread = threading.Thread(target=produce, name="fdw-copy-producer")
-    thread.start()
-    local_cur = local.cursor()
-    with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
-        try:
-            local_cur.copy_expert(in_stmt.as_string(local), reader, size=1 << 18)
-        finally:
-            thread.join()
-    if errors:
-        raise errors[0]
-    return local_cur.rowcount
-
-
-class _CountingWriter:
-    """File-like sink for psycopg2's copy_expert: counts rows (one write per row) and reports progress."""
-
-    def __init__(self, raw: Any, progress: Progress) -> None:
-        self.raw, self.progress, self.pending = raw, progress, 0
-
-    def write(self, data: bytes) -> int:
-        self.pending += 1
-        if self.pending == 10_000:
-            self.progress.add(self.pending)
-            self.pending = 0
-        return self.raw.write(data)
-
-    def close(self) -> None:
-        self.raw.close()
+    return copy_between(remote, local, out_stmt, in_stmt, progress.add)
 
 
 class SwallowedCopyErrors(logging.Handler):

@@ -17,12 +17,12 @@ from typing import Any
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.backfill import BackfillPlan, backfill
 from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.compat import DriverError, error_fields, server_version
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
     RemoteServer,
@@ -605,10 +605,7 @@ class FdwHook(PostgresHook):
 def watch_client(conn: Any) -> None:
     """PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
     there, so a killed worker's statements (a load, a remote read) stop instead of running on."""
-    version = getattr(getattr(conn, "info", None), "server_version", None) or getattr(
-        conn, "server_version", 0
-    )
-    if version >= 140000:
+    if server_version(conn) >= 140000:
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('client_connection_check_interval', '2000', false)")
         conn.commit()

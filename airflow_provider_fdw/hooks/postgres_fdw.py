@@ -15,13 +15,13 @@ remote through :attr:`PostgresFdwHook.remote`.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.cancel import APP_PREFIX
+from airflow_provider_fdw.compat import CompatConnection, DriverError, error_fields
 from airflow_provider_fdw.connection import RemoteServer, remote_server_from_connection
 from airflow_provider_fdw.connection_form import POSTGRES_FDW
 from airflow_provider_fdw.exceptions import FdwConfigError
@@ -56,12 +56,12 @@ class PostgresFdwHook(PostgresHook):
             mask_secret(remote.password)
         return remote
 
-    def get_conn(self) -> Any:
+    def get_conn(self) -> CompatConnection:
         """A bounded connection to the remote database, from the connection's libpq options + login."""
         args = with_network_defaults(self.remote.libpq_params(), self.connect_timeout)
         args.setdefault("application_name", APP_PREFIX)
         self.conn = self._create_connection(args)
-        return self.conn
+        return cast("CompatConnection", self.conn)  # both drivers' connections also have rollback()
 
     @property
     def sqlalchemy_url(self) -> URL:
@@ -79,7 +79,8 @@ class PostgresFdwHook(PostgresHook):
             query={k: str(v) for k, v in params.items() if k != "port"},
         )
 
-    def test_connection(self) -> tuple[bool, str]:
+    # common-sql's sql.pyi declares None; Airflow's UI reads (ok, message), which DbApiHook returns too.
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]
         """Connection form's Test button: validate the FDW fields and log in to the remote as Airflow.
 
         This proves the credentials and fields; whether the LOCAL server can reach the remote (its

@@ -12,11 +12,12 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.replication import LagConfig, current_lsn, measure_lag, satisfied, valid_lsn
+from airflow_provider_fdw.replication import LagSpec, current_lsn, measure_lag, valid_lsn
 from airflow_provider_fdw.timeouts import (
     DEFAULT_MEASUREMENT_TIMEOUT,
     BoundedConnector,
     FdwTimeoutError,
+    abort_all,
     positive_seconds,
     run_bounded,
 )
@@ -113,19 +114,26 @@ class ReplicationLagSensor(BaseSensorOperator):
         self.catch_up = catch_up
         self.fail_on_broken = fail_on_broken
         self.deferrable = deferrable
-        if target_lsn is not None and not catch_up:
-            raise FdwConfigError("target_lsn is the position catch_up=True waits for: pass catch_up=True.")
         self.target_lsn = target_lsn
         self.last_reading: dict[str, Any] | None = None
-        self._config().validate(max_lag_bytes, max_lag_seconds, catch_up)
+        self.spec()  # validates the arguments at parse time
 
-    def _config(self) -> LagConfig:
-        return LagConfig(
-            self.measure,
-            self.subscription_name,
-            self.slot_name,
-            self.application_name,
-            self.primary_conn_id is not None,
+    def spec(self) -> LagSpec:
+        """The measurement, from the (rendered) arguments: what poke checks and the trigger polls."""
+        return LagSpec(
+            postgres_conn_id=self.postgres_conn_id,
+            measure=self.measure,
+            primary_conn_id=self.primary_conn_id,
+            subscription_name=self.subscription_name,
+            slot_name=self.slot_name,
+            application_name=self.application_name,
+            max_lag_bytes=self.max_lag_bytes,
+            max_lag_seconds=self.max_lag_seconds,
+            catch_up=self.catch_up,
+            target_lsn=self.target_lsn,
+            fail_on_broken=self.fail_on_broken,
+            measurement_timeout=self.measurement_timeout,
+            connect_timeout=self.connect_timeout,
         )
 
     def execute(self, context: Any) -> Any:
@@ -143,35 +151,23 @@ class ReplicationLagSensor(BaseSensorOperator):
             return result.xcom_value
         self.defer(
             trigger=ReplicationLagTrigger(
-                self.postgres_conn_id,
-                self.measure,
-                self.primary_conn_id,
-                self.subscription_name,
-                self.slot_name,
-                self.application_name,
-                self.max_lag_bytes,
-                self.max_lag_seconds,
-                self.target_lsn,
-                self.fail_on_broken,
-                self.poke_interval,
-                measurement_timeout=self.measurement_timeout,
-                deadline=time.time() + self._remaining(),
-                connect_timeout=self.connect_timeout,
+                self.spec(), poll_interval=self.poke_interval, deadline=time.time() + self._remaining()
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def poke(self, context: Any) -> PokeReturnValue:
-        bound = max(1.0, min(self.measurement_timeout, self._remaining()))
-        replica = self._connect(self.postgres_conn_id, bound)
-        primary = self._connect(self.primary_conn_id, bound) if self.primary_conn_id else None
+        spec = self.spec()
+        bound = max(1.0, min(spec.measurement_timeout, self._remaining()))
+        replica = self._connect(spec.postgres_conn_id, bound)
+        primary = self._connect(spec.primary_conn_id, bound) if spec.primary_conn_id else None
         try:
             reading = run_bounded(
-                lambda: measure_lag(self._config(), replica, primary, self.target_lsn),
+                lambda: measure_lag(spec, replica, primary),
                 bound,
                 "measuring replication lag",
-                on_timeout=lambda: [c.abort() for c in (replica, primary) if c is not None],
+                on_timeout=lambda: abort_all(replica, primary),
             )
         except FdwTimeoutError as exc:  # a hung server is "not fresh"; the sensor's timeout still holds
             self.log.warning("%s Counting it as not fresh.", exc)
@@ -179,19 +175,11 @@ class ReplicationLagSensor(BaseSensorOperator):
         except FdwConfigError as exc:  # a wrong server or a missing grant: retrying will not help
             raise AirflowFailException(str(exc)) from None
         self.last_reading = reading.to_dict()
-        ok = satisfied(reading, self.max_lag_bytes, self.max_lag_seconds, self.catch_up)
-        bounds = ", ".join(
-            f"{k} <= {v}"
-            for k, v in (("bytes", self.max_lag_bytes), ("seconds", self.max_lag_seconds))
-            if v is not None
-        )
+        ok = spec.satisfied(reading)
         self.log.info(
-            "%s; wanted %s: %s",
-            reading.describe(),
-            bounds or f"caught up to {self.target_lsn}",
-            "fresh enough" if ok else "waiting",
+            "%s; wanted %s: %s", reading.describe(), spec.wanted(), "fresh enough" if ok else "waiting"
         )
-        if reading.broken and self.fail_on_broken:
+        if reading.broken and spec.fail_on_broken:
             raise AirflowFailException(reading.describe())
         if reading.broken:
             self.log.warning("Replication is broken (%s); waiting, never reporting it fresh", reading.broken)

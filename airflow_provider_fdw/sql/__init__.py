@@ -9,7 +9,7 @@ The statements live in one module per topic (``servers``, ``tables``, ``copy``, 
 ``from airflow_provider_fdw import sql as q`` and ``q.create_server(...)`` whatever module holds it.
 """
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.sql.backfill import (
     COPY_EMBEDDING_BATCH,
     CREATE_EMBEDDING_BATCH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
 
 PGVECTOR_INSTALLED_QUERY = sql.SQL("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")

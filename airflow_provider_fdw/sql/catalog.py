@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 
 # pg_class.relkind in words, for messages.
 RELKIND_NAMES = {

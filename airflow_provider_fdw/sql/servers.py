@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import ROLE_KEYWORDS, QualifiedName
 
 FDW_NAME = "postgres_fdw"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 
 # One snapshot for every range of a direct copy (as pgcopydb): a holder exports it, each reader imports it.
 SNAPSHOT_ISOLATION = sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

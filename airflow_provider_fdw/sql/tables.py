@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.sql.servers import column_type, options_clause
 

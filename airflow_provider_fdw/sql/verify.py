@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.sql.copy import where_clause
 from airflow_provider_fdw.sql.diff import key_match

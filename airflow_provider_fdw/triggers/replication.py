@@ -4,96 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.replication import LagConfig, measure_lag, satisfied
+from airflow_provider_fdw.replication import LagSpec, measure_lag
 from airflow_provider_fdw.timeouts import (
-    DEFAULT_MEASUREMENT_TIMEOUT,
     BoundedConnector,
     FdwTimeoutError,
+    abort_all,
     run_bounded_async,
 )
 
 
 class ReplicationLagTrigger(BaseTrigger):
-    """Poll replication lag every ``poll_interval`` seconds until it is within bounds.
+    """Poll replication lag every ``poll_interval`` seconds until ``spec`` is satisfied.
 
     Measurements use blocking drivers, so each runs in a daemon thread and is awaited for at most
-    ``measurement_timeout`` seconds: the triggerer's event loop is never blocked and a hung server
-    never holds the trigger. At ``deadline`` (epoch seconds: the sensor's ``timeout``) the trigger
-    ends with a ``timeout`` event even if every measurement hung. Only connection ids and thresholds
-    are serialized, never credentials. Events: ``{"status": "success" | "broken" | "invalid" |
-    "error" | "timeout", "reading": {...}, "message": ...}`` (``invalid``: a configuration or privilege
-    problem waiting cannot fix).
+    ``spec.measurement_timeout`` seconds: the triggerer's event loop is never blocked and a hung
+    server never holds the trigger. At ``deadline`` (epoch seconds: the sensor's ``timeout``) the
+    trigger ends with a ``timeout`` event even if every measurement hung. Serialized as the spec's
+    ``to_dict()`` (connection ids and thresholds, never credentials) plus ``poll_interval`` and
+    ``deadline``. Events: ``{"status": "success" | "broken" | "invalid" | "error" | "timeout",
+    "reading": {...}, "message": ...}`` (``invalid``: a configuration or privilege problem waiting
+    cannot fix).
+
+    :param spec: the measurement (a :class:`~airflow_provider_fdw.replication.LagSpec` or its dict).
+    :param poll_interval: seconds between measurements.
+    :param deadline: epoch seconds after which a ``timeout`` event ends the wait (None: never).
     """
 
     def __init__(
         self,
-        postgres_conn_id: str,
-        measure: str,
-        primary_conn_id: str | None = None,
-        subscription_name: str | None = None,
-        slot_name: str | None = None,
-        application_name: str | None = None,
-        max_lag_bytes: int | None = None,
-        max_lag_seconds: float | None = None,
-        target_lsn: str | None = None,
-        fail_on_broken: bool = False,
+        spec: LagSpec | Mapping[str, Any] | None = None,
         poll_interval: float = 30.0,
-        measurement_timeout: float = DEFAULT_MEASUREMENT_TIMEOUT,
         deadline: float | None = None,
-        connect_timeout: int | None = None,
+        **flat_spec: Any,
     ) -> None:
         super().__init__()
-        self.postgres_conn_id = postgres_conn_id
-        self.measure = measure
-        self.primary_conn_id = primary_conn_id
-        self.subscription_name = subscription_name
-        self.slot_name = slot_name
-        self.application_name = application_name
-        self.max_lag_bytes = max_lag_bytes
-        self.max_lag_seconds = max_lag_seconds
-        self.target_lsn = target_lsn
-        self.fail_on_broken = fail_on_broken
+        # flat_spec: trigger rows written by 0.1.0 held the spec's fields at the top level.
+        self.spec = spec if isinstance(spec, LagSpec) else LagSpec.from_dict({**(spec or {}), **flat_spec})
         self.poll_interval = poll_interval
-        self.measurement_timeout = measurement_timeout
         self.deadline = deadline
-        self.connect_timeout = connect_timeout
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "postgres_conn_id": self.postgres_conn_id,
-                "measure": self.measure,
-                "primary_conn_id": self.primary_conn_id,
-                "subscription_name": self.subscription_name,
-                "slot_name": self.slot_name,
-                "application_name": self.application_name,
-                "max_lag_bytes": self.max_lag_bytes,
-                "max_lag_seconds": self.max_lag_seconds,
-                "target_lsn": self.target_lsn,
-                "fail_on_broken": self.fail_on_broken,
-                "poll_interval": self.poll_interval,
-                "measurement_timeout": self.measurement_timeout,
-                "deadline": self.deadline,
-                "connect_timeout": self.connect_timeout,
-            },
+            {"spec": self.spec.to_dict(), "poll_interval": self.poll_interval, "deadline": self.deadline},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        config = LagConfig(
-            self.measure,
-            self.subscription_name,
-            self.slot_name,
-            self.application_name,
-            self.primary_conn_id is not None,
-        )
+        spec = self.spec
         while True:
             left = self._left()
             if left <= 0:
@@ -105,19 +69,19 @@ class ReplicationLagTrigger(BaseTrigger):
                     }
                 )
                 return
-            bound = max(1.0, min(self.measurement_timeout, left))
-            replica = BoundedConnector(self.postgres_conn_id, bound, self.connect_timeout)
+            bound = max(1.0, min(spec.measurement_timeout, left))
+            replica = BoundedConnector(spec.postgres_conn_id, bound, spec.connect_timeout)
             primary = (
-                BoundedConnector(self.primary_conn_id, bound, self.connect_timeout)
-                if self.primary_conn_id
+                BoundedConnector(spec.primary_conn_id, bound, spec.connect_timeout)
+                if spec.primary_conn_id
                 else None
             )
             try:
                 reading = await run_bounded_async(
-                    partial(measure_lag, config, replica, primary, self.target_lsn),
+                    partial(measure_lag, spec, replica, primary),
                     bound,
                     "measuring replication lag",
-                    on_timeout=partial(_abort, replica, primary),
+                    on_timeout=partial(abort_all, replica, primary),
                 )
             except FdwTimeoutError as exc:  # a hung server is "not fresh": poll again until the deadline
                 self.log.warning("%s Counting it as not fresh.", exc)
@@ -130,12 +94,12 @@ class ReplicationLagTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "error", "message": str(exc), "reading": None})
                 return
             self.log.info("Replication: %s", reading.describe())
-            if reading.broken and self.fail_on_broken:
+            if reading.broken and spec.fail_on_broken:
                 yield TriggerEvent(
                     {"status": "broken", "message": reading.describe(), "reading": reading.to_dict()}
                 )
                 return
-            if satisfied(reading, self.max_lag_bytes, self.max_lag_seconds, self.target_lsn is not None):
+            if spec.satisfied(reading):
                 yield TriggerEvent(
                     {"status": "success", "message": reading.describe(), "reading": reading.to_dict()}
                 )
@@ -144,9 +108,3 @@ class ReplicationLagTrigger(BaseTrigger):
 
     def _left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.time()
-
-
-def _abort(*connectors: BoundedConnector | None) -> None:
-    for connector in connectors:
-        if connector is not None:
-            connector.abort()

@@ -1,0 +1,209 @@
+"""The one module that knows psycopg 2 from psycopg 3.
+
+providers-postgres 7.x hands out psycopg 3 connections when SQLAlchemy 2 and psycopg are installed and
+psycopg2 connections otherwise (6.x: always psycopg2). Statements must be composed with the ``sql``
+module of the driver that renders them, so the package imports ``sql`` from here; every other
+difference (errors, server facts, COPY, parse-only checks) is a function below taking a
+:class:`CompatConnection`, the small interface both drivers' connections share.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from airflow.providers.postgres.hooks import postgres as _postgres_hook
+
+USE_PSYCOPG3: bool = bool(getattr(_postgres_hook, "USE_PSYCOPG3", False))
+
+if USE_PSYCOPG3:
+    import psycopg as _driver
+    from psycopg import sql
+else:
+    import psycopg2 as _driver  # type: ignore[no-redef]
+    from psycopg2 import sql  # type: ignore[no-redef]
+
+DriverError: type[Exception] = _driver.Error
+
+__all__ = [
+    "USE_PSYCOPG3",
+    "CompatConnection",
+    "DriverError",
+    "backend_pid",
+    "copy_between",
+    "copy_from_bytes",
+    "error_fields",
+    "make_conninfo",
+    "parameter_status",
+    "prepare_only",
+    "server_version",
+    "sql",
+]
+
+
+class CompatConnection(Protocol):
+    """What this package calls on a connection of either driver; everything else goes through here."""
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any: ...
+
+
+def error_fields(exc: BaseException) -> dict[str, Any]:
+    """Return the server's diagnostic fields of a driver error (sqlstate, message, detail, hint)."""
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    # Without diagnostics (client-side errors) only the first line: later lines may quote the statement.
+    fallback = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return {
+        "sqlstate": sqlstate,
+        "message": primary or fallback,
+        "detail": getattr(diag, "message_detail", None) if diag is not None else None,
+        "hint": getattr(diag, "message_hint", None) if diag is not None else None,
+    }
+
+
+def make_conninfo(**params: Any) -> str:
+    """A libpq connection string with values quoted the way libpq expects."""
+    clean = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+    if USE_PSYCOPG3:
+        from psycopg.conninfo import make_conninfo as _make
+
+        return _make(**clean)
+    from psycopg2.extensions import make_dsn
+
+    return make_dsn(**clean)
+
+
+def server_version(conn: CompatConnection) -> int:
+    """The server's version number (``150004`` for 15.4), known from the login (no query)."""
+    info = getattr(conn, "info", None)  # psycopg 3; psycopg2 has conn.server_version
+    return int(getattr(info, "server_version", None) or getattr(conn, "server_version", 0) or 0)
+
+
+def backend_pid(conn: CompatConnection) -> int:
+    """The process id of the connection's server backend (no query)."""
+    if USE_PSYCOPG3:
+        return int(conn.info.backend_pid)  # type: ignore[attr-defined]
+    return int(conn.get_backend_pid())  # type: ignore[attr-defined]
+
+
+def parameter_status(conn: CompatConnection, name: str) -> str | None:
+    """A setting the server reports to the client on its own (no query, no transaction)."""
+    if USE_PSYCOPG3:
+        return conn.info.parameter_status(name)  # type: ignore[attr-defined,no-any-return]
+    return conn.get_parameter_status(name)  # type: ignore[attr-defined,no-any-return]
+
+
+def prepare_only(conn: CompatConnection, statement: str) -> str | None:
+    """Have the server check ``statement``; return its error message, or None when it is accepted.
+
+    psycopg 3 parses and binds only (PQprepare of the unnamed statement: one statement, nothing
+    runs). psycopg2 has no extended protocol, so the statement RUNS: callers make it harmless (``LIMIT
+    0``) and refuse ``;`` beforehand. The connection must be outside a transaction block and is left so.
+    """
+    if USE_PSYCOPG3:
+        from psycopg import pq
+
+        pgconn = conn.pgconn  # type: ignore[attr-defined]
+        result = pgconn.prepare(b"", statement.encode(conn.info.encoding))  # type: ignore[attr-defined]
+        accepted = result.status == pq.ExecStatus.COMMAND_OK
+        message = None if accepted else result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+        if accepted:
+            return None
+        return message.decode(errors="replace") if message else "the server refused it"
+    try:
+        conn.cursor().execute(statement)
+    except DriverError as exc:
+        return str(error_fields(exc)["message"])
+    finally:
+        conn.rollback()
+    return None
+
+
+def copy_from_bytes(conn: CompatConnection, statement: Any, data: bytes) -> None:
+    """``COPY … FROM STDIN`` (composed ``statement``) fed with ``data``."""
+    if USE_PSYCOPG3:
+        with conn.cursor().copy(statement) as copy:
+            copy.write(data)
+        return
+    conn.cursor().copy_expert(_render(conn, statement), io.BytesIO(data))
+
+
+def copy_between(
+    remote: CompatConnection,
+    local: CompatConnection,
+    out_stmt: Any,
+    in_stmt: Any,
+    on_rows: Callable[[int], Any],
+) -> int:
+    """Relay ``COPY … TO STDOUT`` on ``remote`` into ``COPY … FROM STDIN`` on ``local`` chunk by chunk.
+
+    Memory stays flat whatever the table size; ``on_rows(n)`` is called every 10,000 rows. Returns
+    the rows the local COPY reported.
+    """
+    if USE_PSYCOPG3:
+        seen = 0
+        local_cur = local.cursor()
+        with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
+            for chunk in out:  # psycopg yields one row per chunk
+                inp.write(chunk)
+                seen += 1
+                if seen == 10_000:
+                    on_rows(seen)
+                    seen = 0
+        return int(local_cur.rowcount)
+    # psycopg2: copy_expert blocks on one file each, so a thread writes the remote's rows into a pipe.
+    read_fd, write_fd = os.pipe()
+    sink = _CountingWriter(os.fdopen(write_fd, "wb", buffering=1 << 20), on_rows)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            remote.cursor().copy_expert(_render(remote, out_stmt), sink)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            sink.close()
+
+    thread = threading.Thread(target=produce, name="fdw-copy-producer")
+    thread.start()
+    local_cur = local.cursor()
+    with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
+        try:
+            local_cur.copy_expert(_render(local, in_stmt), reader, size=1 << 18)
+        finally:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return int(local_cur.rowcount)
+
+
+def _render(conn: CompatConnection, statement: Any) -> str:
+    return statement if isinstance(statement, str) else str(statement.as_string(conn))
+
+
+class _CountingWriter:
+    """File-like sink for psycopg2's copy_expert: counts rows (one write per row) and reports them."""
+
+    def __init__(self, raw: Any, on_rows: Callable[[int], Any]) -> None:
+        self.raw, self.on_rows, self.pending = raw, on_rows, 0
+
+    def write(self, data: bytes) -> int:
+        self.pending += 1
+        if self.pending == 10_000:
+            self.on_rows(self.pending)
+            self.pending = 0
+        return int(self.raw.write(data))
+
+    def close(self) -> None:
+        self.raw.close()
