@@ -335,7 +335,7 @@ class BulkCopy:
             with s.transaction():
                 statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
                 nulls = int(s.fetchvalue("count NULL watermarks", statement))
-            if not run.source.is_foreign or run.source.remote is None:
+            if not run.source.is_foreign or run.source.remote is None or run.source.server_name is None:
                 return nulls, None
             try:
                 for statement in watermark.create_index_probes(run.source.server_name):

@@ -165,7 +165,6 @@ class CopyResult:
     verification: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step (bulkcopy.steps)
-    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (bulkcopy.steps)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -44,9 +44,9 @@ def read_bound(
 ) -> Bound | None:
     """The recorded watermark of ``target`` when it still describes the target; None otherwise."""
     state = state_table(target)
-    if not s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]:
+    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
         return None
-    if not s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]:
+    if not s.fetchvalue("check copy state privileges", PRIVILEGE_QUERY, (str(state),)):
         return None
     s.execute("set datestyle", SET_ISO, quiet=True)
     row = s.fetchone(
@@ -62,7 +62,7 @@ def read_target_bound(s: LocalSession, target: QualifiedName, column: str, overl
     statement = sql.SQL("SELECT m, {} FROM (SELECT max({}) AS m FROM {}) AS t").format(
         _lowered("m", overlap), sql.Identifier(column), sql.Identifier(*target)
     )
-    value, bound = s.fetchone("read watermark", statement)
+    value, bound = s.fetchrow("read watermark", statement)
     return Bound(value, bound, False)
 
 
@@ -81,36 +81,34 @@ def record(
     Call it inside the merge's transaction: the record commits (or rolls back) with the rows.
     """
     state = state_table(target)
-    if not s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]:
+    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
         # Two targets in one schema may create the table at once: IF NOT EXISTS alone is not enough.
         lock_object(s, "copy state", str(state))
         s.execute(f"create {state}", create_statement(state))
-    if not s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]:
+    if not s.fetchvalue("check copy state privileges", PRIVILEGE_QUERY, (str(state),)):
         log.warning(
             "Cannot write %s (owned by another role): the next run reads max(%s) from %s again.",
             state,
             column,
             target,
         )
-        return s.fetchone(
+        return s.fetchvalue(
             "read watermark",
             sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*target)),
-        )[0]
+        )
     s.execute("set datestyle", SET_ISO, quiet=True)
-    row = s.fetchone(
+    return s.fetchvalue(
         "record watermark",
         record_statement(state, type_sql, column, staging),
         {"target": target.name, "column": column, "oid": oid, "previous": previous},
     )
-    return row[0]
 
 
 def forget(s: LocalSession, target: QualifiedName) -> None:
     """Drop the target's record (a replace rewrites the target: the next run reads max() again)."""
     state = state_table(target)
-    if (
-        s.fetchone("find copy state", EXISTS_QUERY, (str(state),))[0]
-        and s.fetchone("check copy state privileges", PRIVILEGE_QUERY, (str(state),))[0]
+    if s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)) and s.fetchvalue(
+        "check copy state privileges", PRIVILEGE_QUERY, (str(state),)
     ):
         s.execute(
             "forget recorded watermark",
