@@ -169,8 +169,28 @@ def task_result(operator: Any) -> Any:
 
 
 def datasets_of(hook: Any, tables: Sequence[QualifiedName | str]) -> list[TableDataset]:
-    """Resolve several tables with one hook; tables that do not exist are left out."""
+    """Resolve several tables with one hook; a table that does not exist (yet: a task's output, as
+    it starts) is named as a local table without columns."""
     conn = hook.connection
     ns, db = local_namespace(conn), conn.schema or "postgres"
-    found = (resolve(hook.session, t, ns, db) for t in tables)
-    return [d for d in found if d is not None]
+    datasets = []
+    for table in tables:
+        name = table if isinstance(table, QualifiedName) else parse_qualified_name(table, "table")
+        found = resolve(hook.session, name, ns, db)
+        datasets.append(found or TableDataset(ns, f"{db}.{name.schema}.{name.name}"))
+    return datasets
+
+
+def on_start(lineage: Any) -> Any:
+    """The lineage of a task that is starting: the same datasets, without output statistics (nothing
+    written yet). The operators' ``get_openlineage_facets_on_start`` read only the LOCAL catalog,
+    through a hook bounded like the on-complete path's (``connect_timeout``, keepalives)."""
+    if lineage is None:
+        return None
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    outputs = [
+        type(out)(namespace=out.namespace, name=out.name, facets=out.facets, outputFacets={})
+        for out in lineage.outputs
+    ]
+    return OperatorLineage(inputs=lineage.inputs, outputs=outputs)
