@@ -37,6 +37,7 @@ from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.hooks.reimport import import_and_converge, parse_options, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.lineage import report_hook_lineage
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -456,7 +457,10 @@ class FdwHook(PostgresHook):
             leftovers=leftovers,
             lock_retries=lock_retries,
         )
-        return copy.run(self.session).summary()
+        summary = copy.run(self.session).summary()
+        if summary["path"] == "direct":  # this hook read the remote itself: it reports the lineage
+            report_hook_lineage(self, plan.source, plan.target)
+        return summary
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
