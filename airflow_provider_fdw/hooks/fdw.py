@@ -407,6 +407,22 @@ class FdwHook(PostgresHook):
         ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
         earlier try of the same task instance (killed worker) before it starts.
         """
+        copy = self.bulk_copy_engine(plan, direct, relay, target_lock_wait, lock_retries)
+        summary = copy.run(self.session).summary()
+        if summary["path"] == "direct":  # this hook read the remote itself: it reports the lineage
+            report_hook_lineage(self, plan.source, plan.target)
+        return summary
+
+    def bulk_copy_engine(
+        self,
+        plan: CopyPlan,
+        direct: bool | None = None,
+        relay: str = "auto",
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
+    ) -> BulkCopy:
+        """The copy engine :meth:`bulk_copy` runs, wired to this hook's connections (also used, step
+        by step, by the mapped partitions of :mod:`airflow_provider_fdw.partitioned`)."""
         if relay not in ("auto", "psql", "python"):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
         if direct:
@@ -445,7 +461,7 @@ class FdwHook(PostgresHook):
             if reads_directly
             else None
         )
-        copy = BulkCopy(
+        return BulkCopy(
             plan,
             self._new_session,
             self.log,
@@ -457,10 +473,6 @@ class FdwHook(PostgresHook):
             leftovers=leftovers,
             lock_retries=lock_retries,
         )
-        summary = copy.run(self.session).summary()
-        if summary["path"] == "direct":  # this hook read the remote itself: it reports the lineage
-            report_hook_lineage(self, plan.source, plan.target)
-        return summary
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""

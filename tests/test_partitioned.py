@@ -1,0 +1,134 @@
+"""Mapped partitions, step by step in one process (the Celery two-worker run is in
+tests/test_partitioned_deployment.py): one staging table per run, a retried range redoes only its
+range, every range of the direct path reads the holder's snapshot, apply is the engine's."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from conftest import RemoteTable, fdw_sandbox, local
+
+from airflow_provider_fdw import partitioned as parts
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+
+SERVER = "part_src"
+ROWS = 10_000
+
+
+@pytest.fixture(scope="module")
+def sandbox(airflow_connections):
+    return fdw_sandbox(airflow_connections, "part", SERVER)
+
+
+def source_table(sandbox, rows: int = ROWS) -> RemoteTable:
+    src = RemoteTable(
+        sandbox, "part", SERVER, "id bigint, name text", remote_columns="id bigint PRIMARY KEY, name text"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'row ' || g FROM generate_series(1, %s) g", (rows,))
+    return src
+
+
+def engine(hook: FdwHook, src: RemoteTable, target: str, transport: str, parallelism: int = 1):
+    plan = plan_copy(src.foreign, target, key_columns=["id"], transport=transport, parallelism=parallelism)
+    return hook.bulk_copy_engine(plan)
+
+
+def step(src, target, transport, run, *args, parallelism=1):
+    """One task's work: a hook of its own, like a task on another worker."""
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return run(engine(hook, src, target, transport, parallelism), hook.session, *args)
+
+
+def staged(sandbox, state) -> list[tuple]:
+    return local(sandbox, "SELECT count(*), count(DISTINCT id) FROM {t}", t=state.staging)
+
+
+def digest(sandbox, table: str, remote: RemoteTable | None = None) -> list[tuple]:
+    query = "SELECT count(*), md5(string_agg(id || ':' || name, '|' ORDER BY id)) FROM {t}"
+    if remote is not None:
+        return remote.remote(query)
+    return local(sandbox, query, t=table)
+
+
+def test_ranges_load_into_one_staging_table_a_retried_range_redoes_only_itself_and_apply_swaps(sandbox):
+    src, target = source_table(sandbox), f"public.part_{uuid.uuid4().hex[:8]}"
+    state = step(src, target, "fdw", parts.prepare, "dag/run_1", 4, parallelism=4)
+    assert len(state.ranges) == 4 and state.path == "fdw"
+    assert state.staging == str(parts.staging_name(plan_copy(src.foreign, target).target, "dag/run_1"))
+    # prepare again (a cleared run): the same name, a fresh empty table
+    state = step(src, target, "fdw", parts.prepare, "dag/run_1", 4, parallelism=4)
+
+    results = [step(src, target, "fdw", parts.load_range, state, i, lambda: None) for i in range(4)]
+    assert sum(r["rows"] for r in results) == ROWS and all(r["removed"] == 0 for r in results)
+    # Range 2 again (a retry after its try committed): its rows go, then come back; nothing else moves.
+    retried = step(src, target, "fdw", parts.load_range, state, 2, lambda: None)
+    assert retried["removed"] == results[2]["rows"] == retried["rows"] > 0
+    assert staged(sandbox, state) == [(ROWS, ROWS)]
+    assert local(sandbox, "SELECT to_regclass(%s)", (target,)) == [(None,)]  # the target is untouched
+
+    summary = step(src, target, "fdw", parts.apply, state)
+    assert summary["rows"] == ROWS and summary["parallelism"] == 4 and summary["swap"] == "created"
+    assert digest(sandbox, target) == digest(sandbox, None, src)
+    assert local(sandbox, "SELECT to_regclass(%s)", (state.staging,)) == [(None,)]
+    # the new target got the remote table's primary key, as an unpartitioned copy gives it
+    assert local(
+        sandbox, "SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass AND indisprimary", (target,)
+    ) == [(1,)]
+
+
+def test_every_direct_range_reads_the_holders_snapshot_and_the_holder_ends_after_apply(sandbox):
+    src, target = source_table(sandbox), f"public.part_{uuid.uuid4().hex[:8]}"
+    state = step(src, target, "copy", parts.prepare, "dag/run_2", 3, parallelism=3)
+    assert state.path == "direct"
+    published: list[str | None] = []
+    done = threading.Event()
+    held: dict = {}
+
+    def hold():
+        held.update(step(src, target, "copy", parts.hold_snapshot, state, published.append, done.is_set, 120))
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    for _ in range(300):
+        if published:
+            break
+        threading.Event().wait(0.1)
+    assert published and published[0]
+    before = digest(sandbox, None, src)
+    # Changes committed after the export, in every range: no range may see them.
+    src.remote("DELETE FROM {t} WHERE id IN (1, 5000, 9999)")
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id IN (2, 6000)")
+    src.remote("INSERT INTO {t} VALUES (20000, 'new')")
+    for i in range(3):
+        step(src, target, "copy", parts.load_range, state, i, lambda: published[0])
+    step(src, target, "copy", parts.apply, state)
+    holder.join(timeout=60)
+    assert not holder.is_alive() and held["snapshot"] == published[0]  # staging gone: released
+    assert digest(sandbox, target) == before
+
+
+def test_a_range_fails_clearly_when_the_runs_staging_table_is_gone(sandbox):
+    src, target = source_table(sandbox, 100), f"public.part_{uuid.uuid4().hex[:8]}"
+    state = step(src, target, "fdw", parts.prepare, "dag/run_3", 2, parallelism=2)
+    local(sandbox, "DROP TABLE {t}", t=state.staging)
+    with pytest.raises(FdwError, match=r"staging table .* is gone"):
+        step(src, target, "fdw", parts.load_range, state, 0, lambda: None)
+
+
+def test_partitioned_copy_refuses_verify_and_a_missing_split_column_before_anything_changes(sandbox):
+    src, target = source_table(sandbox, 10), f"public.part_{uuid.uuid4().hex[:8]}"
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_copy(src.foreign, target, key_columns=["id"], verify="count")
+        with pytest.raises(FdwConfigError, match="verify"):
+            parts.prepare(hook.bulk_copy_engine(plan), hook.session, "dag/run_4", 2)
+        plan = plan_copy(src.foreign, target)
+        with pytest.raises(FdwConfigError, match="split_column"):
+            parts.prepare(hook.bulk_copy_engine(plan), hook.session, "dag/run_4", 2)
+    marked = local(
+        sandbox, "SELECT count(*) FROM pg_class WHERE relname LIKE %s", (target.split(".")[1] + "%",)
+    )
+    assert marked == [(0,)]
