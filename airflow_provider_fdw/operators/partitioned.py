@@ -34,7 +34,7 @@ class _PartitionedCopyStep(BulkCopyOperator):
         self.prepare_task_id = prepare_task_id
 
     def state(self, context: Any) -> parts.PartitionedState:
-        data = context["ti"].xcom_pull(task_ids=self.prepare_task_id, map_indexes=-1)
+        data = context["ti"].xcom_pull(task_ids=self.prepare_task_id, key="state", map_indexes=-1)
         return parts.PartitionedState.from_json(data)
 
     def engine(self, hook: Any, parallelism: int = 1) -> Any:
@@ -63,17 +63,17 @@ class _InnerStep(_PartitionedCopyStep):
 class PreparePartitionsOperator(_InnerStep):
     """Create the run's staging table and split the source into ``parallelism`` key ranges.
 
-    Pushes XCom ``partitions`` (the range numbers, to ``expand`` the loads over) and returns the
-    state the other steps read.
+    Returns the range numbers (the loads ``expand`` over them) and pushes XCom ``state``, what the
+    other steps read.
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> list[int]:
         with self.get_hook(self.fdw_conn_id) as hook:
             copy = self.engine(hook, self.parallelism)
             run_key = f"{context['dag_run'].dag_id}/{context['run_id']}"
             state = parts.prepare(copy, hook.session, run_key, self.parallelism)
-        context["ti"].xcom_push(key="partitions", value=list(range(len(state.ranges))))
-        return state.to_json()
+        context["ti"].xcom_push(key="state", value=state.to_json())
+        return list(range(len(state.ranges)))  # what the loads are mapped over
 
 
 class HoldSnapshotOperator(_InnerStep):
@@ -116,7 +116,7 @@ class LoadPartitionOperator(_InnerStep):
     A retry first deletes the range's rows an earlier try committed, then loads it again; the other
     ranges are untouched. On the direct path it reads in the snapshot the holder task published.
 
-    :param partition: the range number (from the prepare task's ``partitions`` XCom).
+    :param partition: the range number (mapped over the prepare task's result).
     :param snapshot_task_id: the holder task (direct path), whose ``snapshot`` XCom it waits for.
     :param snapshot_wait: seconds to wait for that snapshot (default 600).
     """
@@ -220,7 +220,7 @@ def partitioned_copy(
             snapshot_wait=snapshot_wait,
             retries=load_retries,
             **{**common, **(load_kwargs or {})},
-        ).expand(partition=prepare.output["partitions"])
+        ).expand(partition=prepare.output)
         prepare >> loads >> apply
         if holder is not None:
             prepare >> holder
