@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import TaskGroup, timezone
+from airflow.sdk.exceptions import AirflowRescheduleException
 
 from airflow_provider_fdw import partitioned as parts
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -23,6 +25,10 @@ from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from airflow_provider_fdw.timeouts import positive_seconds
 
 TERMINAL_STATES = ("success", "failed", "upstream_failed", "skipped", "removed")
+WAIT_IN_SLOT_SECONDS = 20.0  # a range waits this long for the snapshot in its slot, then reschedules
+# Airflow 3.3 fails a reschedule due sooner than ~5 s after the previous exit (docs/deployment.md)
+RESCHEDULE_SECONDS = 15
+PRIORITY_HOLDER = 1000
 
 
 class _PartitionedCopyStep(BulkCopyOperator):
@@ -118,7 +124,8 @@ class LoadPartitionOperator(_InnerStep):
 
     :param partition: the range number (mapped over the prepare task's result).
     :param snapshot_task_id: the holder task (direct path), whose ``snapshot`` XCom it waits for.
-    :param snapshot_wait: seconds to wait for that snapshot (default 600).
+    :param snapshot_wait: seconds to wait for that snapshot in all (default 600); after 20 s of
+        waiting the range gives its worker slot back (reschedule) so the holder can get one.
     """
 
     def __init__(
@@ -136,26 +143,33 @@ class LoadPartitionOperator(_InnerStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti, state = context["ti"], self.state(context)
-
-        def snapshot_id() -> str | None:
-            if self.snapshot_task_id is None:
-                raise FdwConfigError("The direct path needs the snapshot holder task (snapshot_task_id).")
-            deadline = time.monotonic() + self.snapshot_wait
-            while True:
-                published = ti.xcom_pull(task_ids=self.snapshot_task_id, key="snapshot", map_indexes=-1)
-                if published is not None:
-                    return published["id"]
-                if time.monotonic() > deadline:
-                    raise FdwError(
-                        f"The snapshot holder {self.snapshot_task_id} published no snapshot within "
-                        f"{self.snapshot_wait:.0f}s (snapshot_wait).",
-                        step="wait for snapshot",
-                    )
-                time.sleep(parts.POLL_SECONDS)
-
+        snapshot = self._snapshot(ti, context) if state.path == "direct" else None
         with self.get_hook(self.fdw_conn_id) as hook:
             copy = self.engine(hook)
-            return parts.load_range(copy, hook.session, state, self.partition, snapshot_id)
+            return parts.load_range(copy, hook.session, state, self.partition, lambda: snapshot)
+
+    def _snapshot(self, ti: Any, context: Any) -> str:
+        """The holder's snapshot id. Not published yet: wait briefly, then give the worker slot back
+        (reschedule) so the holder can get one; fail after ``snapshot_wait`` seconds in all."""
+        if self.snapshot_task_id is None:
+            raise FdwConfigError("The direct path needs the snapshot holder task (snapshot_task_id).")
+        first = ti.get_first_reschedule_date(context)
+        started = first.timestamp() if first is not None else time.time()
+        brief = time.monotonic() + WAIT_IN_SLOT_SECONDS
+        while True:
+            published = ti.xcom_pull(task_ids=self.snapshot_task_id, key="snapshot", map_indexes=-1)
+            if published is not None:
+                return published["id"]
+            if time.time() - started > self.snapshot_wait:
+                raise FdwError(
+                    f"The snapshot holder {self.snapshot_task_id} published no snapshot within "
+                    f"{self.snapshot_wait:.0f}s (snapshot_wait).",
+                    step="wait for snapshot",
+                )
+            if time.monotonic() > brief:
+                self.log.info("No snapshot from %s yet: rescheduling this range", self.snapshot_task_id)
+                raise AirflowRescheduleException(timezone.utcnow() + timedelta(seconds=RESCHEDULE_SECONDS))
+            time.sleep(parts.POLL_SECONDS)
 
 
 class ApplyPartitionsOperator(_PartitionedCopyStep):
@@ -211,6 +225,8 @@ def partitioned_copy(
                 apply_task_id=apply.task_id,
                 snapshot_timeout=snapshot_timeout,
                 retries=0,  # a new snapshot would differ from the one the loaded ranges read
+                priority_weight=PRIORITY_HOLDER,  # queued before the ranges that wait for it
+                weight_rule="absolute",
                 **common,
             )
         loads = load_operator.partial(
