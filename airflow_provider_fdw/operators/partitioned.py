@@ -108,7 +108,13 @@ class HoldSnapshotOperator(_InnerStep):
             ti.xcom_push(key="snapshot", value={"id": snapshot_id})
 
         def finished() -> bool:
-            states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[self.apply_task_id], run_ids=[ti.run_id])
+            try:
+                states = ti.get_task_states(
+                    dag_id=ti.dag_id, task_ids=[self.apply_task_id], run_ids=[ti.run_id]
+                )
+            except Exception as exc:  # the staging table and the time-out still end the hold
+                self.log.warning("Could not read the state of %s: %s", self.apply_task_id, exc)
+                return False
             return any(s in TERMINAL_STATES for by_task in states.values() for s in _states_of(by_task))
 
         with self.get_hook(self.fdw_conn_id) as hook:
