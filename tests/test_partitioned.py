@@ -132,3 +132,66 @@ def test_partitioned_copy_refuses_verify_and_a_missing_split_column_before_anyth
         sandbox, "SELECT count(*) FROM pg_class WHERE relname LIKE %s", (target.split(".")[1] + "%",)
     )
     assert marked == [(0,)]
+
+
+def test_the_task_group_maps_loads_over_prepare_and_holds_a_snapshot_only_off_the_fdw_path():
+    import datetime
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.partitioned import partitioned_copy
+
+    args = {"source_table": "s.a", "target_table": "public.a", "key_columns": ["id"], "partitions": 3}
+    with DAG("partition_shape", schedule=None, start_date=datetime.datetime(2024, 1, 1)) as dag:
+        partitioned_copy("direct", transport="copy", fdw_conn_id="fdw_source", **args)
+        partitioned_copy("through_fdw", **args)
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert set(tasks) == {
+        "direct.prepare",
+        "direct.snapshot",
+        "direct.load",
+        "direct.apply",
+        "through_fdw.prepare",
+        "through_fdw.load",
+        "through_fdw.apply",
+    }
+    assert tasks["direct.load"].upstream_task_ids == {"direct.prepare"}
+    assert tasks["direct.apply"].upstream_task_ids == {"direct.load"}
+    assert tasks["direct.snapshot"].upstream_task_ids == {"direct.prepare"}
+    assert tasks["direct.snapshot"].retries == 0 and tasks["direct.apply"].retries == 0
+    assert tasks["direct.load"].partial_kwargs["retries"] == 2
+    # Only apply produces the target's asset: the target changes nowhere else.
+    assert [o.name for o in tasks["direct.apply"].outlets] == ["postgres_default.public.a"]
+    assert tasks["direct.prepare"].outlets == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"partitions": 0}, "partitions must be an integer from 1 to 64"),
+        ({"partitions": True}, "partitions must be an integer"),
+        ({"partitions": 2, "parallelism": 2}, "not parallelism"),
+        ({"partitions": 2, "key_columns": None}, "key_columns or split_column"),
+        ({"partitions": 2, "transport": "copy"}, "pass fdw_conn_id"),
+    ],
+)
+def test_the_task_group_refuses_bad_arguments_when_the_dag_is_parsed(kwargs, message):
+    import datetime
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.partitioned import partitioned_copy
+
+    args = {"source_table": "s.a", "target_table": "public.a", "key_columns": ["id"], **kwargs}
+    with (
+        DAG("partition_bad", schedule=None, start_date=datetime.datetime(2024, 1, 1)),
+        pytest.raises(FdwConfigError, match=message),
+    ):
+        partitioned_copy("copy", **args)
+
+
+def test_a_state_that_is_not_a_partitioned_copys_is_refused_before_anything_runs():
+    with pytest.raises(FdwError, match="run the whole task group again"):
+        parts.PartitionedState.from_json({"staging": "public.x"})
+    with pytest.raises(FdwError, match="run the whole task group again"):
+        parts.PartitionedState.from_json(None)
