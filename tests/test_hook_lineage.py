@@ -8,7 +8,7 @@ import uuid
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox
 
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "hooklin_src"

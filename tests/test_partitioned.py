@@ -10,9 +10,9 @@ import uuid
 import pytest
 from conftest import RemoteTable, fdw_sandbox, local
 
-from airflow_provider_fdw import partitioned as parts
+from airflow_provider_fdw.bulkcopy import partitions as parts
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "part_src"
@@ -195,3 +195,28 @@ def test_a_state_that_is_not_a_partitioned_copys_is_refused_before_anything_runs
         parts.PartitionedState.from_json({"staging": "public.x"})
     with pytest.raises(FdwError, match="run the whole task group again"):
         parts.PartitionedState.from_json(None)
+
+
+def partitioned_run(src, target, run_key, partitions=3, transport="fdw"):
+    state = step(src, target, transport, parts.prepare, run_key, partitions, parallelism=partitions)
+    for i in range(len(state.ranges)):
+        step(src, target, transport, parts.load_range, state, i, lambda: None)
+    return step(src, target, transport, parts.apply, state)
+
+
+def test_a_second_run_into_an_existing_indexed_target_swaps_with_its_indexes_rebuilt(sandbox):
+    src, target = source_table(sandbox, 3000), f"public.part_{uuid.uuid4().hex[:8]}"
+    partitioned_run(src, target, "dag/run_5a")
+    local(sandbox, "CREATE INDEX {i} ON {t} (name)", i=target.split(".")[1] + "_name", t=target)
+    src.remote("UPDATE {t} SET name = 'second run' WHERE id <= 10")
+
+    summary = partitioned_run(src, target, "dag/run_5b")
+
+    assert summary["swap"] == "renamed" and summary["rows"] == 3000
+    assert digest(sandbox, target) == digest(sandbox, None, src)
+    indexes = local(
+        sandbox,
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s ORDER BY 1",
+        (target.split(".")[1],),
+    )
+    assert [d for (d,) in indexes if "(name)" in d] and [d for (d,) in indexes if "UNIQUE" in d], indexes

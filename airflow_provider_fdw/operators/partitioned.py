@@ -5,7 +5,7 @@
     prepare ──> load[0..n-1] (mapped, any worker) ──> apply
         └─────> snapshot (direct path: holds the one snapshot every range reads)
 
-See :mod:`airflow_provider_fdw.partitioned` for what each step guarantees, and docs/bulk-copy.md
+See :mod:`airflow_provider_fdw.bulkcopy.partitions` for what each step guarantees, and docs/bulk-copy.md
 ("Mapped partitions across workers").
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from airflow.sdk import TaskGroup, timezone
 from airflow.sdk.exceptions import AirflowRescheduleException
 
-from airflow_provider_fdw import partitioned as parts
+from airflow_provider_fdw.bulkcopy import partitions as parts
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from airflow_provider_fdw.timeouts import positive_seconds

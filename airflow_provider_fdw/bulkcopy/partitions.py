@@ -1,6 +1,6 @@
 """Mapped partitions: one large copy split into Airflow tasks that run on different workers.
 
-The steps of :class:`~airflow_provider_fdw.hooks.bulkcopy.BulkCopy`, each in its own task:
+The steps of :class:`~airflow_provider_fdw.bulkcopy.engine.BulkCopy`, each in its own task:
 
 1. :func:`prepare` (one task): check the arguments and both tables, create ONE staging table named
    after the DAG run (not the try: every try and every mapped task of the run finds it), split the
@@ -21,24 +21,25 @@ rebuilt from it in each task, never carried as text.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.apply import marker
+from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
+from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
+from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.cancel import acquire_run_lock, release_run_lock, terminate_leftovers
+from airflow_provider_fdw.catalog import Index
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks import locks
-from airflow_provider_fdw.hooks.apply import marker
-from airflow_provider_fdw.hooks.bulkcopy import INTEGER_TYPES, BulkCopy, SourceInfo
-from airflow_provider_fdw.hooks.direct import plan_direct
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession
-from airflow_provider_fdw.hooks.snapshot import SnapshotHolder
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 
 DEFAULT_SNAPSHOT_TIMEOUT = 3600.0  # seconds the holder keeps the snapshot for the ranges and retries
 DEFAULT_SNAPSHOT_WAIT = 600.0  # seconds a range waits for the holder to publish the snapshot
@@ -52,19 +53,19 @@ class PartitionedState:
     staging: str
     path: str  # "fdw" or "direct"
     in_place: bool
-    deferred_indexes: list[list[Any]]
-    ranges: list[list[Any]]  # [low, high] of split_column per range; None: open end
+    deferred_indexes: list[dict[str, Any]]  # catalog.Index fields: rebuilt on staging before the swap
+    ranges: list[list[Any]]  # [low, high) of split_column per range; None: open end
     split_column: str | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PartitionedState:
-        if not isinstance(data, dict) or set(data) != {f for f in cls.__dataclass_fields__}:
+    def from_json(cls, data: Any) -> PartitionedState:
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
             raise FdwError(
-                "The prepare task's result is missing or not a partitioned copy's state: run the whole "
-                "task group again (clear it from its prepare task).",
+                "The prepare task's state is missing or not a partitioned copy's: run the whole task "
+                "group again (clear it from its prepare task).",
                 step="read partition state",
             )
         return cls(**data)
@@ -73,10 +74,13 @@ class PartitionedState:
         """The predicate of range ``index`` (NULL split values belong to the first range)."""
         if not 0 <= index < len(self.ranges):
             raise FdwConfigError(f"partition {index} does not exist: this run has {len(self.ranges)} ranges.")
-        if self.split_column is None:
-            return None
         low, high = self.ranges[index]
+        if self.split_column is None:
+            return q.sql.SQL("true")
         return q.range_predicate(self.split_column, low, high, include_nulls=index == 0)
+
+    def indexes(self) -> list[Index]:
+        return [Index(**{**i, "columns": tuple(i["columns"])}) for i in self.deferred_indexes]
 
 
 def staging_name(target: QualifiedName, run_key: str) -> QualifiedName:
@@ -101,25 +105,28 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
         terminate_leftovers(session, copy.leftovers, copy.log)
     acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
     try:
-        source, target_columns, columns, conditions = inspect(copy, session)
-        created = copy._prepare_staging(session, source, target_columns, columns)
-        staging = staging_name(p.target, run_key)
-        with session.transaction():  # the engine names it per try; this run's tasks find it by the run
-            session.execute("name staging table", q.rename_table(created, staging.name), quiet=True)
+        run = inspect(copy, session)
+        copy._prepare_staging(session, run, staging_name(p.target, run_key))
         try:
-            ranges = range_bounds(session, copy, source, conditions, partitions)
+            ranges = range_bounds(copy, run, session, partitions)
         except BaseException:
-            copy._drop_staging(session, staging)
+            copy._drop_staging(session, run)
             raise
     finally:
         release_run_lock(session, lock_key, copy.log)
-    indexes = [list(row) for row in copy._deferred_indexes]
-    state = PartitionedState(str(staging), copy.result.path, copy._in_place, indexes, ranges, p.split_column)
+    state = PartitionedState(
+        str(run.staging_table),
+        run.result.path,
+        run.in_place,
+        [asdict(i) for i in run.deferred_indexes],
+        [list(r) for r in ranges],
+        p.split_column,
+    )
     copy.log.info(
         "Partitioned copy %s -> %s: staging table %s, %d ranges of %s, %s path",
         p.source,
         p.target,
-        staging,
+        state.staging,
         len(ranges),
         p.split_column,
         state.path,
@@ -127,52 +134,15 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
     return state
 
 
-def inspect(copy: BulkCopy, session: LocalSession) -> tuple[SourceInfo, Any, list[str], list[Any]]:
+def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
     """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
     p = copy.plan
-    source, target_columns, columns = copy._inspect(session)
+    run = copy._inspect(session)
     if p.where:
         parse_where(session.conn, p.source, p.where)
-    copy.direct = plan_direct(
-        session, p, source, columns, copy.remote_connect, copy.remote_identity, copy.log
-    )
-    copy.result.path = "direct" if copy.direct else "fdw"
-    conditions = copy._conditions(session, columns, source)
-    return source, target_columns, columns, conditions
-
-
-def range_bounds(
-    s: LocalSession, copy: BulkCopy, source: SourceInfo, conditions: list[Any], partitions: int
-) -> list[list[Any]]:
-    """``partitions`` ranges ``[low, high)`` over [min, max] of the split column (first and last
-    open, so rows outside the range read are not lost)."""
-    p = copy.plan
-    if partitions == 1 or p.split_column is None:
-        return [[None, None]]
-    column = source.columns[p.split_column]
-    if column.type_sql not in INTEGER_TYPES and not column.type_sql.startswith("numeric"):
-        raise FdwConfigError(
-            f"A partitioned copy splits by ranges of an integer column; {p.split_column} is "
-            f"{column.type_sql}. Pass split_column= with an integer column."
-        )
-    finite = list(conditions)
-    with s.transaction():
-        low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
-        # numeric NaN / ±Infinity cannot bound a range: split the finite values (open ends read the rest)
-        while low is not None and not all(math.isfinite(v) for v in (low, high)):
-            bound = high if not math.isfinite(high) else low
-            op = "<" if bound == high else ">"
-            finite.append(
-                q.sql.SQL("{} " + op + " {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(bound))
-            )
-            low, high = s.fetchone("read key range", q.min_max(p.source, p.split_column, finite))
-    if low is None:  # no rows (yet): one open range reads whatever is there
-        return [[None, None]]
-    low, high = int(low), int(high)
-    step = max(1, -(-(high - low + 1) // partitions))
-    bounds: list[Any] = [low + i * step for i in range(partitions)] + [None]
-    bounds[0] = None
-    return [[bounds[i], bounds[i + 1]] for i in range(partitions)]
+    copy._choose_path(session, run)
+    run.conditions = copy._conditions(session, run)
+    return run
 
 
 # -- 2. the snapshot holder (direct path) --------------------------------------------------------------
@@ -191,9 +161,9 @@ def hold_snapshot(
     if state.path != "direct":
         publish(None)  # the fdw path: each range reads in its own remote transaction
         return {"snapshot": None, "held_seconds": 0.0}
-    inspect(copy, session)
-    assert copy.direct is not None
-    holder = SnapshotHolder(copy.remote_connect, copy.direct.client_encoding, copy.leftovers, copy.log)
+    run = inspect(copy, session)
+    assert copy.remote_connect is not None and run.direct is not None
+    holder = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
     started = time.monotonic()
     try:
         publish(holder.id)
@@ -217,16 +187,6 @@ def hold_snapshot(
     return {"snapshot": holder.id, "held_seconds": round(time.monotonic() - started, 1)}
 
 
-class ImportedSnapshot:
-    """A snapshot exported by the holder task: what a range's reader runs before its COPY."""
-
-    def __init__(self, snapshot_id: str) -> None:
-        self.id = snapshot_id
-
-    def reader_statements(self) -> list[Any]:
-        return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]
-
-
 # -- 3. one range --------------------------------------------------------------------------------------
 
 
@@ -243,26 +203,27 @@ def load_range(
     if copy.leftovers:  # a killed try's load may still hold its rows' locks: end it first
         terminate_leftovers(session, copy.leftovers, copy.log)
     staging = existing_staging(session, state, p.target)
-    source, _target_columns, columns, conditions = inspect(copy, session)
-    if copy.result.path != state.path:
+    run = inspect(copy, session)
+    if run.result.path != state.path:
         raise FdwError(
-            f"This range would read through the {copy.result.path} path, the prepare task chose "
+            f"This range would read through the {run.result.path} path, the prepare task chose "
             f"{state.path}: the connections changed; run the whole task group again.",
             step="load range",
         )
+    run.staging = staging
     condition = state.range_condition(index)
     with session.transaction():
-        removed = session.execute(
-            f"remove range {index} from {staging}", delete_where(staging, condition)
-        ).rowcount
-    if removed:
-        copy.log.info("Removed %d rows of range %d an earlier try loaded into %s", removed, index, staging)
+        removed = session.execute(f"remove range {index} from {staging}", q.delete_where(staging, condition))
+    if removed.rowcount:
+        copy.log.info(
+            "Removed %d rows of range %d an earlier try loaded into %s", removed.rowcount, index, staging
+        )
     if state.path == "direct":
         sid = snapshot_id()
         if not sid:
             raise FdwError("The snapshot holder published no snapshot.", step="wait for snapshot")
-        copy.snapshot = ImportedSnapshot(sid)  # type: ignore[assignment]
-    copy._load(source, staging, columns, conditions, [condition])
+        run.snapshot = ImportedSnapshot(sid)
+    load_ranges(copy, run, [condition])
     low, high = state.ranges[index]
     copy.log.info(
         "Loaded range %d (%s from %s to %s) of %s: %d rows in %.2fs",
@@ -271,10 +232,16 @@ def load_range(
         low,
         high,
         p.source,
-        copy.result.rows,
+        run.result.rows,
         time.monotonic() - started,
     )
-    return {"partition": index, "low": low, "high": high, "rows": copy.result.rows, "removed": removed}
+    return {
+        "partition": index,
+        "low": low,
+        "high": high,
+        "rows": run.result.rows,
+        "removed": removed.rowcount,
+    }
 
 
 def existing_staging(session: LocalSession, state: PartitionedState, target: QualifiedName) -> QualifiedName:
@@ -291,12 +258,6 @@ def existing_staging(session: LocalSession, state: PartitionedState, target: Qua
     return staging
 
 
-def delete_where(table: QualifiedName, condition: Any) -> Any:
-    return q.sql.SQL("DELETE FROM {} WHERE {}").format(
-        q.sql.Identifier(*table), condition if condition is not None else q.sql.SQL("true")
-    )
-
-
 # -- 4. apply ------------------------------------------------------------------------------------------
 
 
@@ -308,25 +269,26 @@ def apply(copy: BulkCopy, session: LocalSession, state: PartitionedState) -> dic
     acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
     try:
         staging = existing_staging(session, state, p.target)
-        source, target_columns, columns, _conditions = inspect(copy, session)
-        copy._in_place, copy._deferred_indexes = state.in_place, [tuple(i) for i in state.deferred_indexes]
+        run = inspect(copy, session)
+        run.staging, run.in_place, run.deferred_indexes = staging, state.in_place, state.indexes()
         with session.transaction():
-            copy.result.rows = int(session.fetchone("count staged rows", q.count_rows(staging))[0])
+            run.result.rows = int(session.fetchvalue("count staged rows", q.count_rows(staging)))
         try:
-            copy._apply(session, staging, source, columns, target_columns)
+            copy._apply(session, run)
         except BaseException:
-            copy._drop_staging(session, staging)
+            copy._drop_staging(session, run)
             raise
     finally:
         release_run_lock(session, lock_key, copy.log)
-    copy.result.parallelism = len(state.ranges)
-    copy.result.seconds = time.monotonic() - started
+    result = run.result
+    result.parallelism = len(state.ranges)
+    result.seconds = time.monotonic() - started
     copy.log.info(
         "Applied %d rows of %d ranges to %s (%s, swap %s)",
-        copy.result.rows,
+        result.rows,
         len(state.ranges),
         p.target,
         p.mode,
-        copy.result.swap,
+        result.swap,
     )
-    return copy.result.summary()
+    return result.summary()
