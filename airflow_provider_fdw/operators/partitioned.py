@@ -73,7 +73,7 @@ class PreparePartitionsOperator(_InnerStep):
     other steps read.
     """
 
-    def execute(self, context: Any) -> list[int]:
+    def execute(self, context: Any) -> Any:  # the range numbers (list[int])
         with self.get_hook(self.fdw_conn_id) as hook:
             copy = self.engine(hook, self.parallelism)
             run_key = f"{context['dag_run'].dag_id}/{context['run_id']}"
