@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.compat import sql
@@ -60,6 +61,7 @@ class TableDataset:
     name: str
     columns: dict[str, tuple[str, str]] = field(default_factory=dict)
     foreign: bool = False
+    path: tuple[str, ...] = ()  # (database, schema, table): the parts of ``name``, unambiguous
 
 
 def local_namespace(conn: Any) -> str:
@@ -78,17 +80,21 @@ def resolve(session: Any, table: QualifiedName | str, local_ns: str, local_db: s
         columns = session.fetchall("read lineage", _COLUMNS_QUERY, (oid,))
     if relkind != "f":
         return TableDataset(
-            local_ns, f"{local_db}.{name.schema}.{name.name}", {c: (c, t) for c, t, _ in columns}
+            local_ns,
+            f"{local_db}.{name.schema}.{name.name}",
+            {c: (c, t) for c, t, _ in columns},
+            path=(local_db, name.schema, name.name),
         )
     server, options = parse_options(server_options), parse_options(table_options)
     # libpq defaults: port 5432, database named after the (mapped) user.
     dbname = server.get("dbname") or mapped_user or "postgres"
-    remote_name = f"{dbname}.{options.get('schema_name', name.schema)}.{options.get('table_name', name.name)}"
+    path = (dbname, options.get("schema_name", name.schema), options.get("table_name", name.name))
     return TableDataset(
         f"postgres://{server.get('host', 'localhost')}:{server.get('port', '5432')}",
-        remote_name,
+        ".".join(path),
         {c: (parse_options(o).get("column_name", c), t) for c, t, o in columns},
         foreign=True,
+        path=path,
     )
 
 
@@ -169,8 +175,49 @@ def task_result(operator: Any) -> Any:
 
 
 def datasets_of(hook: Any, tables: Sequence[QualifiedName | str]) -> list[TableDataset]:
-    """Resolve several tables with one hook; tables that do not exist are left out."""
+    """Resolve several tables with one hook; a table that does not exist (yet: a task's output, as
+    it starts) is named as a local table without columns."""
     conn = hook.connection
     ns, db = local_namespace(conn), conn.schema or "postgres"
-    found = (resolve(hook.session, t, ns, db) for t in tables)
-    return [d for d in found if d is not None]
+    datasets = []
+    for table in tables:
+        name = table if isinstance(table, QualifiedName) else parse_qualified_name(table, "table")
+        found = resolve(hook.session, name, ns, db)
+        missing = TableDataset(ns, f"{db}.{name.schema}.{name.name}", path=(db, name.schema, name.name))
+        datasets.append(found or missing)
+    return datasets
+
+
+def on_start(lineage: Any) -> Any:
+    """The lineage of a task that is starting: the same datasets, without output statistics (nothing
+    written yet). The operators' ``get_openlineage_facets_on_start`` read only the LOCAL catalog,
+    through a hook bounded like the on-complete path's (``connect_timeout``, keepalives)."""
+    if lineage is None:
+        return None
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    outputs = [
+        type(out)(namespace=out.namespace, name=out.name, facets=out.facets, outputFacets={})
+        for out in lineage.outputs
+    ]
+    return OperatorLineage(inputs=lineage.inputs, outputs=outputs)
+
+
+def report_hook_lineage(hook: Any, source: QualifiedName, target: QualifiedName) -> None:
+    """Hook-level lineage of a copy the hook itself read (the direct path): the REMOTE table behind
+    ``source`` in, ``target`` out, through Airflow's hook lineage collector (a no-op unless a
+    lineage reader such as OpenLineage is enabled; then one small catalog read per table)."""
+    from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+    from airflow.providers.common.compat.sdk import NoOpCollector
+
+    collector = get_hook_lineage_collector()
+    if isinstance(collector, NoOpCollector):
+        return
+    (remote,), (local,) = datasets_of(hook, [source]), datasets_of(hook, [target])
+    collector.add_input_asset(context=hook, uri=asset_uri(remote))
+    collector.add_output_asset(context=hook, uri=asset_uri(local))
+
+
+def asset_uri(table: TableDataset) -> str:
+    """``postgres://host:port/database/schema/table`` (the postgres provider's asset URI) of a dataset."""
+    return f"{table.namespace}/" + "/".join(quote(part, safe="") for part in table.path)

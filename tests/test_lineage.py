@@ -69,9 +69,10 @@ DAG_FILE = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def lineage_db(target):
+@pytest.fixture(scope="module")
+def lineage_db(airflow_db):
     """A target database of its own, with a stand-in SQL embedder."""
+    target = airflow_db.target
     name = f"lineage_{uuid.uuid4().hex[:8]}"
     target.execute(sql.SQL("CREATE DATABASE {}").format(ident(name)))
     target.execute(
@@ -81,6 +82,15 @@ def lineage_db(target):
     )
     yield name
     target.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident(name)))
+
+
+@pytest.fixture(scope="module")
+def lineage_events(airflow_db, lineage_db, tmp_path_factory) -> list[dict]:
+    """The OpenLineage events of one run of the lineage DAG (shared by the tests below)."""
+    return run_with_file_transport(
+        tmp_path_factory.mktemp("lineage"),
+        {"AIRFLOW_CONN_POSTGRES_DEFAULT": postgres_connection(airflow_db.target, lineage_db)},
+    )
 
 
 def run_with_file_transport(tmp_path: Path, env_overrides: dict[str, str]) -> list[dict]:
@@ -109,11 +119,15 @@ def run_with_file_transport(tmp_path: Path, env_overrides: dict[str, str]) -> li
     return [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
 
 
-def completed(events: list[dict], task_id: str) -> dict:
+def completed(events: list[dict], task_id: str, event_type: str = "COMPLETE") -> dict:
     (event,) = [
-        e for e in events if e.get("eventType") == "COMPLETE" and e["job"]["name"] == f"fdw_lineage.{task_id}"
+        e for e in events if e.get("eventType") == event_type and e["job"]["name"] == f"fdw_lineage.{task_id}"
     ]
     return event
+
+
+def started(events: list[dict], task_id: str) -> dict:
+    return completed(events, task_id, "START")
 
 
 def names(datasets: list[dict]) -> list[tuple[str, str]]:
@@ -121,12 +135,9 @@ def names(datasets: list[dict]) -> list[tuple[str, str]]:
 
 
 def test_a_dag_run_emits_the_remote_tables_as_inputs_and_the_local_tables_as_outputs(
-    airflow_db, tmp_path, lineage_db
+    airflow_db, lineage_db, lineage_events
 ):
-    pair = airflow_db
-    events = run_with_file_transport(
-        tmp_path, {"AIRFLOW_CONN_POSTGRES_DEFAULT": postgres_connection(pair.target, lineage_db)}
-    )
+    pair, events = airflow_db, lineage_events
     remote = f"postgres://{pair.source.fdw_host}:{pair.source.fdw_port}"
     local = f"postgres://{pair.target.host}:{pair.target.port}"
 
@@ -177,3 +188,41 @@ def test_a_dag_run_emits_the_remote_tables_as_inputs_and_the_local_tables_as_out
         "SELECT count(*) FROM catalog.product_embeddings WHERE embedding[2] = 1", dbname=SOURCE_DB
     )
     assert rows == [(240,)]
+
+
+def test_start_events_name_the_remote_inputs_and_local_outputs_without_statistics(
+    airflow_db, lineage_db, lineage_events
+):
+    pair, events = airflow_db, lineage_events
+    remote = f"postgres://{pair.source.fdw_host}:{pair.source.fdw_port}"
+    local = f"postgres://{pair.target.host}:{pair.target.port}"
+
+    copy = started(events, "copy_users")
+    assert names(copy["inputs"]) == [(remote, f"{SOURCE_DB}.app.users")]
+    # The target does not exist yet on this first run: named all the same, with nothing written.
+    assert names(copy["outputs"]) == [(local, f"{lineage_db}.public.users")]
+    assert [f["name"] for f in copy["inputs"][0]["facets"]["schema"]["fields"]] == [
+        "id",
+        "email",
+        "created_at",
+    ]
+
+    products = started(events, "copy_products")
+    assert names(products["inputs"]) == [(remote, f"{SOURCE_DB}.catalog.products")]
+    assert names(products["outputs"]) == [(local, f"{lineage_db}.public.products")]
+
+    totals = started(events, "totals")
+    assert names(totals["outputs"]) == [(local, f"{lineage_db}.public.order_totals")]
+
+    embed = started(events, "embed")  # products was copied before it starts: its columns are known
+    assert names(embed["inputs"]) == [(local, f"{lineage_db}.public.products")]
+    assert names(embed["outputs"]) == [(local, f"{lineage_db}.public.products")]
+    assert "description" in [f["name"] for f in embed["outputs"][0]["facets"]["schema"]["fields"]]
+
+    write_back = started(events, "write_back")
+    assert names(write_back["inputs"]) == [(local, f"{lineage_db}.public.products")]
+    assert names(write_back["outputs"]) == [(remote, f"{SOURCE_DB}.catalog.product_embeddings")]
+
+    for task_id in ("copy_users", "copy_products", "totals", "embed", "write_back", "import_app"):
+        event = started(events, task_id)
+        assert all("outputStatistics" not in o.get("outputFacets", {}) for o in event["outputs"]), task_id

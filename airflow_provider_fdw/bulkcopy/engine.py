@@ -53,6 +53,7 @@ from airflow_provider_fdw.catalog import (
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
+from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
@@ -369,7 +370,7 @@ class BulkCopy:
         finally:
             remote.close()
 
-    def _prepare_staging(self, s: LocalSession, run: CopyRun) -> None:
+    def _prepare_staging(self, s: LocalSession, run: CopyRun, name: QualifiedName | None = None) -> None:
         """Create the staging table, named for this run and marked as the provider's.
 
         ``replace`` by rename: like the target, indexes dropped until after the load. ``replace`` in
@@ -378,7 +379,8 @@ class BulkCopy:
         p, target = self.plan, run.target
         with s.transaction():
             drop_leftovers(s, p.target, self.log)  # only tables marked for this target: never a user's
-            staging = run.staging = new_work_table(s, p.target, "staging")
+            # ``name``: the partitioned copy's, fixed by the DAG run (its leftover was dropped just above)
+            staging = run.staging = name or new_work_table(s, p.target, "staging")
             if p.mode == "replace" and target is not None:
                 run.in_place = goes_in_place(p.swap, in_place_reasons(s, target.oid), p.target)
             if run.in_place:

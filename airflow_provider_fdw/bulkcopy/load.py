@@ -41,7 +41,26 @@ def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
     if run.direct is not None and not integer_split(copy, run):
         return ctid.direct_ranges(copy, run)  # no integer column: ranges of blocks, one snapshot
     check_split_column(copy, run)
+    bounds = range_bounds(copy, run, s, p.parallelism)
+    if len(bounds) == 1:  # no rows: one range reads whatever is there
+        return [None]
     assert p.split_column is not None
+    return [
+        q.range_predicate(p.split_column, low, high, include_nulls=(i == 0))
+        for i, (low, high) in enumerate(bounds)
+    ]
+
+
+def range_bounds(
+    copy: BulkCopy, run: CopyRun, s: LocalSession, parts: int
+) -> list[tuple[int | None, int | None]]:
+    """``parts`` ranges ``[low, high)`` over [min, max] of the split column, the first and last open
+    (rows outside the range read, e.g. inserted meanwhile, are not lost); one open range when there
+    are no rows. Plain numbers: the partitioned copy passes them between tasks."""
+    p = copy.plan
+    if parts == 1 or p.split_column is None:
+        return [(None, None)]
+    check_split_column(copy, run)
     finite = list(run.conditions)
     with s.transaction():
         low, high = _min_max(s, p.source, p.split_column, finite)
@@ -57,15 +76,12 @@ def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
                 )
             low, high = _min_max(s, p.source, p.split_column, finite)
     if low is None:
-        return [None]
+        return [(None, None)]
     low, high = int(low), int(high)
-    step = max(1, -(-(high - low + 1) // p.parallelism))
-    bounds: list[int | None] = [low + i * step for i in range(p.parallelism)] + [None]
-    bounds[0] = None  # open ends: rows outside the range read (e.g. inserted meanwhile) are not lost
-    return [
-        q.range_predicate(p.split_column, bounds[i], bounds[i + 1], include_nulls=(i == 0))
-        for i in range(p.parallelism)
-    ]
+    step = max(1, -(-(high - low + 1) // parts))
+    bounds: list[int | None] = [low + i * step for i in range(parts)] + [None]
+    bounds[0] = None
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
 def integer_split(copy: BulkCopy, run: CopyRun) -> bool:
@@ -97,7 +113,7 @@ def _min_max(s: LocalSession, table: QualifiedName, column: str, conditions: lis
 def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     """Load every range into staging; the direct path reads them all in one exported snapshot."""
     if run.direct is None:
-        _load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges)
         return
     assert copy.remote_connect is not None and run.source.remote is not None
     run.snapshot = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
@@ -107,14 +123,16 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
             run.snapshot.start_count(
                 run.verifier.remote_select(run.source.remote, remote_name, run.conditions)
             )
-        _load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges)
         if run.verifier.enabled:
             run.verifier.add_counted(*run.snapshot.counted())
     finally:
         run.snapshot.close()  # after every range read: the snapshot is no longer needed
 
 
-def _load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+    """Load ``ranges`` (conditions, None: everything) into ``run.staging``, one session each, in
+    ``run.snapshot`` when set (the direct path)."""
     p, result = copy.plan, run.result
     probe = None
     monitors: list[LocalSession] = []  # the probe's session, opened at its first use (10 s in)

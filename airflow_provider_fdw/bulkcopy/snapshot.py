@@ -104,3 +104,14 @@ class SnapshotHolder:
             self._thread.join()
         with suppress(Exception):  # closing ends the read-only transaction; nothing to keep
             self.conn.close()
+
+
+class ImportedSnapshot:
+    """A snapshot another process exported and holds (the partitioned copy's holder task): what a
+    range's reader runs before its COPY; closing it is the holder's business."""
+
+    def __init__(self, snapshot_id: str) -> None:
+        self.id = snapshot_id
+
+    def reader_statements(self) -> list[Any]:
+        return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]

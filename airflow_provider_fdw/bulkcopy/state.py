@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow_provider_fdw.bulkcopy.direct import DirectRead
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
-from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
+from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.bulkcopy.watermark import Bound
@@ -29,7 +29,7 @@ class CopyRun:
     staging: QualifiedName | None = None
     in_place: bool = False  # replace applies the difference in place instead of swapping
     deferred_indexes: list[Index] = field(default_factory=list)  # built on staging after the load
-    snapshot: SnapshotHolder | None = None  # direct path: the snapshot every range reads
+    snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
 

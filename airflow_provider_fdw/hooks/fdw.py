@@ -36,6 +36,7 @@ from airflow_provider_fdw.exceptions import (
     FdwError,
 )
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
+from airflow_provider_fdw.lineage import report_hook_lineage
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import (
     QualifiedName,
@@ -390,6 +391,24 @@ class FdwHook(PostgresHook):
         ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
         earlier try of the same task instance (killed worker) before it starts.
         """
+        copy = self.bulk_copy_engine(plan, direct, relay, target_lock_wait, lock_retries)
+        opening = time.perf_counter()
+        session = self.session  # opened here on first use: the copy's first fixed cost
+        summary = copy.run(session, connect_seconds=time.perf_counter() - opening).summary()
+        if summary["path"] == "direct":  # this hook read the remote itself: it reports the lineage
+            report_hook_lineage(self, plan.source, plan.target)
+        return summary
+
+    def bulk_copy_engine(
+        self,
+        plan: CopyPlan,
+        direct: bool | None = None,
+        relay: str = "auto",
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
+    ) -> BulkCopy:
+        """The copy engine :meth:`bulk_copy` runs, wired to this hook's connections (also used, step
+        by step, by the mapped partitions of :mod:`airflow_provider_fdw.bulkcopy.partitions`)."""
         if relay not in ("auto", "psql", "python"):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
         if direct:
@@ -428,7 +447,7 @@ class FdwHook(PostgresHook):
             if reads_directly
             else None
         )
-        copy = BulkCopy(
+        return BulkCopy(
             plan,
             self._new_session,
             self.log,
@@ -440,9 +459,6 @@ class FdwHook(PostgresHook):
             leftovers=leftovers,
             lock_retries=lock_retries,
         )
-        opening = time.perf_counter()
-        session = self.session  # opened here on first use: the copy's first fixed cost
-        return copy.run(session, connect_seconds=time.perf_counter() - opening).summary()
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""

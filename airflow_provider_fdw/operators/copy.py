@@ -183,3 +183,9 @@ class BulkCopyOperator(FdwBaseOperator):
         with self.get_hook() as hook:
             inputs, outputs = datasets_of(hook, [self.source_table]), datasets_of(hook, [self.target_table])
         return operator_lineage(inputs, outputs, column_lineage=True, statistics=[task_result(self)])
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage as the task starts: the datasets of the on-complete lineage, without statistics."""
+        from airflow_provider_fdw.lineage import on_start
+
+        return on_start(self.get_openlineage_facets_on_complete(None))

@@ -98,6 +98,12 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
             tables = datasets_of(hook, [self.plan().table])
         return operator_lineage(tables, tables, statistics=[{"rows": result.get("rows_embedded")}])
 
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage as the task starts: the datasets of the on-complete lineage, without statistics."""
+        from airflow_provider_fdw.lineage import on_start
+
+        return on_start(self.get_openlineage_facets_on_complete(None))
+
 
 class CopyToForeignTableOperator(FdwBaseOperator):
     """The reverse copy: write a local table's rows to the remote through a foreign table.
@@ -153,3 +159,9 @@ class CopyToForeignTableOperator(FdwBaseOperator):
         return operator_lineage(
             inputs, outputs, column_lineage=True, statistics=[{"rows": result.get("rows")}]
         )
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage as the task starts: the datasets of the on-complete lineage, without statistics."""
+        from airflow_provider_fdw.lineage import on_start
+
+        return on_start(self.get_openlineage_facets_on_complete(None))

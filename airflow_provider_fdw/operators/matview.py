@@ -70,3 +70,9 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
             outputs = datasets_of(hook, views)
         counts = [{"rows": results.get(v, {}).get("rows_after")} for v in views]
         return operator_lineage(inputs, outputs, statistics=counts)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage as the task starts: the datasets of the on-complete lineage, without statistics."""
+        from airflow_provider_fdw.lineage import on_start
+
+        return on_start(self.get_openlineage_facets_on_complete(None))

@@ -103,3 +103,9 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
         ]
         inputs = [remote for found in per_table for remote in found]
         return operator_lineage(inputs, outputs, column_lineage=True)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """OpenLineage as the task starts: the datasets of the on-complete lineage, without statistics."""
+        from airflow_provider_fdw.lineage import on_start
+
+        return on_start(self.get_openlineage_facets_on_complete(None))

@@ -53,6 +53,7 @@ from airflow_provider_fdw.sql.catalog import (
 from airflow_provider_fdw.sql.copy import (
     copy_from_stdin,
     counted_upsert,
+    delete_where,
     insert_select,
     max_of,
     max_text_of,
@@ -234,6 +235,7 @@ __all__ = [
     "create_table_like",
     "create_temp_foreign_table",
     "create_user_mapping",
+    "delete_where",
     "diff_delete",
     "diff_insert",
     "diff_update",

@@ -35,6 +35,11 @@ def range_predicate(column: str, low: Any, high: Any, include_nulls: bool) -> sq
     return condition
 
 
+def delete_where(table: QualifiedName, condition: sql.Composable) -> sql.Composed:
+    """``DELETE FROM table WHERE condition`` (a partitioned copy's range, removed before a retry)."""
+    return sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(*table), condition)
+
+
 def watermark_predicate(column: str, bound: Any, inclusive: bool) -> sql.Composable:
     """``column > bound`` (append) or ``column >= bound`` (upsert, bound already lowered by the overlap)."""
     return sql.SQL("{} {} {}").format(

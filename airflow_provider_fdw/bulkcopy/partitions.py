@@ -1,0 +1,295 @@
+"""Mapped partitions: one large copy split into Airflow tasks that run on different workers.
+
+The steps of :class:`~airflow_provider_fdw.bulkcopy.engine.BulkCopy`, each in its own task:
+
+1. :func:`prepare` (one task): check the arguments and both tables, create ONE staging table named
+   after the DAG run (not the try: every try and every mapped task of the run finds it), split the
+   source into key ranges over ``split_column``. Nothing of the target changes.
+2. :func:`hold_snapshot` (one task, direct path only): export a snapshot on the remote, publish its
+   id, and keep its transaction open until the apply task has finished (or a time-out): an exported
+   snapshot can be imported only while its exporting transaction is open.
+3. :func:`load_range` (one mapped task per range, on any worker): delete the range's rows from the
+   staging table (what an earlier try of this range committed), then load the range, in the
+   exported snapshot on the direct path. Retrying one range redoes only that range.
+4. :func:`apply` (one task): the engine's apply, in one short transaction (swap by rename, in place,
+   append or upsert), exactly as an unpartitioned copy applies its staging table.
+
+State passes between the tasks as plain data (:class:`PartitionedState`, JSON for XCom); SQL is
+rebuilt from it in each task, never carried as text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from airflow_provider_fdw import locks
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.apply import marker
+from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
+from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
+from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.cancel import terminate_leftovers
+from airflow_provider_fdw.catalog import Index
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
+from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
+from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
+
+DEFAULT_SNAPSHOT_TIMEOUT = 3600.0  # seconds the holder keeps the snapshot for the ranges and retries
+DEFAULT_SNAPSHOT_WAIT = 600.0  # seconds a range waits for the holder to publish the snapshot
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PartitionedState:
+    """What :func:`prepare` decided, for the other tasks of the run (JSON-safe: XCom)."""
+
+    staging: str
+    path: str  # "fdw" or "direct"
+    in_place: bool
+    deferred_indexes: list[dict[str, Any]]  # catalog.Index fields: rebuilt on staging before the swap
+    ranges: list[list[Any]]  # [low, high) of split_column per range; None: open end
+    split_column: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> PartitionedState:
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise FdwError(
+                "The prepare task's state is missing or not a partitioned copy's: run the whole task "
+                "group again (clear it from its prepare task).",
+                step="read partition state",
+            )
+        return cls(**data)
+
+    def range_condition(self, index: int) -> Any:
+        """The predicate of range ``index`` (NULL split values belong to the first range)."""
+        if not 0 <= index < len(self.ranges):
+            raise FdwConfigError(f"partition {index} does not exist: this run has {len(self.ranges)} ranges.")
+        low, high = self.ranges[index]
+        if self.split_column is None:
+            return q.sql.SQL("true")
+        return q.range_predicate(self.split_column, low, high, include_nulls=index == 0)
+
+    def indexes(self) -> list[Index]:
+        return [Index(**{**i, "columns": tuple(i["columns"])}) for i in self.deferred_indexes]
+
+
+def staging_name(target: QualifiedName, run_key: str) -> QualifiedName:
+    """The run's staging table: ``<target>_fdw_part_<hash of the DAG run>`` (same for every try)."""
+    digest = hashlib.sha256(run_key.encode()).hexdigest()[:10]
+    return QualifiedName(target.schema, bounded_name(target.name, "fdw", "part", digest))
+
+
+# -- 1. prepare ----------------------------------------------------------------------------------------
+
+
+def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int) -> PartitionedState:
+    """Check everything, create the run's staging table (dropping a marked leftover of an earlier run
+    on this target) and split the source into ``partitions`` ranges."""
+    p = copy.plan
+    if p.verify != "off":
+        raise FdwConfigError("verify is not available for a partitioned copy (each range reads on its own).")
+    if partitions > 1 and p.split_column is None:
+        raise FdwConfigError("A partitioned copy splits by key ranges: pass key_columns or split_column.")
+    lock_key = locks.lock_key("copy", str(p.target))
+    if copy.leftovers:
+        terminate_leftovers(session, copy.leftovers, copy.log)
+    acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
+    try:
+        run = inspect(copy, session)
+        copy._prepare_staging(session, run, staging_name(p.target, run_key))
+        try:
+            ranges = range_bounds(copy, run, session, partitions)
+        except BaseException:
+            copy._drop_staging(session, run)
+            raise
+    finally:
+        release_run_lock(session, lock_key, copy.log)
+    state = PartitionedState(
+        str(run.staging_table),
+        run.result.path,
+        run.in_place,
+        [asdict(i) for i in run.deferred_indexes],
+        [list(r) for r in ranges],
+        p.split_column,
+    )
+    copy.log.info(
+        "Partitioned copy %s -> %s: staging table %s, %d ranges of %s, %s path",
+        p.source,
+        p.target,
+        state.staging,
+        len(ranges),
+        p.split_column,
+        state.path,
+    )
+    return state
+
+
+def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
+    """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
+    p = copy.plan
+    run = copy._inspect(session)
+    if p.where:
+        parse_where(session.conn, p.source, p.where)
+    copy._choose_path(session, run)
+    run.conditions = copy._conditions(session, run)
+    return run
+
+
+# -- 2. the snapshot holder (direct path) --------------------------------------------------------------
+
+
+def hold_snapshot(
+    copy: BulkCopy,
+    session: LocalSession,
+    state: PartitionedState,
+    publish: Callable[[str | None], None],
+    finished: Callable[[], bool],
+    timeout: float = DEFAULT_SNAPSHOT_TIMEOUT,
+) -> dict[str, Any]:
+    """Export the snapshot every range reads, ``publish`` its id, and keep it until ``finished()``
+    (the apply task ended), the staging table is gone, or ``timeout`` seconds passed."""
+    if state.path != "direct":
+        publish(None)  # the fdw path: each range reads in its own remote transaction
+        return {"snapshot": None, "held_seconds": 0.0}
+    run = inspect(copy, session)
+    assert copy.remote_connect is not None and run.direct is not None
+    holder = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
+    started = time.monotonic()
+    try:
+        publish(holder.id)
+        copy.log.info("Exported snapshot %s for the ranges of %s; holding it", holder.id, state.staging)
+        staging = parse_qualified_name(state.staging, "staging")
+        while time.monotonic() - started < timeout:
+            with session.transaction():
+                gone = session.fetchone("watch staging", q.RELATION_QUERY, staging) is None
+            if gone or finished():
+                break
+            time.sleep(POLL_SECONDS)
+        else:
+            copy.log.warning(
+                "Released snapshot %s after %.0fs (snapshot_timeout): a range (re)tried from now on "
+                "cannot import it; clear the whole task group to copy again.",
+                holder.id,
+                timeout,
+            )
+    finally:
+        holder.close()
+    return {"snapshot": holder.id, "held_seconds": round(time.monotonic() - started, 1)}
+
+
+# -- 3. one range --------------------------------------------------------------------------------------
+
+
+def load_range(
+    copy: BulkCopy,
+    session: LocalSession,
+    state: PartitionedState,
+    index: int,
+    snapshot_id: Callable[[], str | None],
+) -> dict[str, Any]:
+    """Remove range ``index`` from the staging table (an earlier try's rows), then load it."""
+    p = copy.plan
+    started = time.monotonic()
+    if copy.leftovers:  # a killed try's load may still hold its rows' locks: end it first
+        terminate_leftovers(session, copy.leftovers, copy.log)
+    staging = existing_staging(session, state, p.target)
+    run = inspect(copy, session)
+    if run.result.path != state.path:
+        raise FdwError(
+            f"This range would read through the {run.result.path} path, the prepare task chose "
+            f"{state.path}: the connections changed; run the whole task group again.",
+            step="load range",
+        )
+    run.staging = staging
+    condition = state.range_condition(index)
+    with session.transaction():
+        removed = session.execute(f"remove range {index} from {staging}", q.delete_where(staging, condition))
+    if removed.rowcount:
+        copy.log.info(
+            "Removed %d rows of range %d an earlier try loaded into %s", removed.rowcount, index, staging
+        )
+    if state.path == "direct":
+        sid = snapshot_id()
+        if not sid:
+            raise FdwError("The snapshot holder published no snapshot.", step="wait for snapshot")
+        run.snapshot = ImportedSnapshot(sid)
+    load_ranges(copy, run, [condition])
+    low, high = state.ranges[index]
+    copy.log.info(
+        "Loaded range %d (%s from %s to %s) of %s: %d rows in %.2fs",
+        index,
+        state.split_column,
+        low,
+        high,
+        p.source,
+        run.result.rows,
+        time.monotonic() - started,
+    )
+    return {
+        "partition": index,
+        "low": low,
+        "high": high,
+        "rows": run.result.rows,
+        "removed": removed.rowcount,
+    }
+
+
+def existing_staging(session: LocalSession, state: PartitionedState, target: QualifiedName) -> QualifiedName:
+    """The run's staging table, which must still be there and marked for ``target``."""
+    staging = parse_qualified_name(state.staging, "staging")
+    with session.transaction():
+        row = session.fetchone("read staging", q.RELATION_QUERY, staging)
+    if row is None or row[3] != marker(target):
+        raise FdwError(
+            f"The staging table {staging} of this run is gone (applied, or dropped by a later run on "
+            f"{target}): run the whole task group again.",
+            step="find staging table",
+        )
+    return staging
+
+
+# -- 4. apply ------------------------------------------------------------------------------------------
+
+
+def apply(copy: BulkCopy, session: LocalSession, state: PartitionedState) -> dict[str, Any]:
+    """Apply the staging table to the target in one transaction, with the engine's apply."""
+    p = copy.plan
+    started = time.monotonic()
+    lock_key = locks.lock_key("copy", str(p.target))
+    acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
+    try:
+        staging = existing_staging(session, state, p.target)
+        run = inspect(copy, session)
+        run.staging, run.in_place, run.deferred_indexes = staging, state.in_place, state.indexes()
+        with session.transaction():
+            run.result.rows = int(session.fetchvalue("count staged rows", q.count_rows(staging)))
+        try:
+            copy._apply(session, run)
+        except BaseException:
+            copy._drop_staging(session, run)
+            raise
+    finally:
+        release_run_lock(session, lock_key, copy.log)
+    result = run.result
+    result.parallelism = len(state.ranges)
+    result.seconds = time.monotonic() - started
+    copy.log.info(
+        "Applied %d rows of %d ranges to %s (%s, swap %s)",
+        result.rows,
+        len(state.ranges),
+        p.target,
+        p.mode,
+        result.swap,
+    )
+    return result.summary()
