@@ -123,6 +123,16 @@ def mariadb() -> Iterator[MariaDB]:
         yield server
 
 
+@pytest.fixture
+def server_readable_dir() -> Iterator[Path]:
+    """A directory the local PostgreSQL server (an unprivileged user when we are root) can read,
+    for file_fdw's files; pytest's tmp_path sits under a directory only its owner may enter."""
+    path = Path(tempfile.mkdtemp(prefix="fdw-files-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
