@@ -49,6 +49,7 @@ class Wrapper:
     :param remote_is_postgres: the remote is PostgreSQL: pg_catalog probes and direct COPY apply.
     :param probe: composes the reachability probe, or None when there is nothing remote to reach.
     :param docs_url: the wrapper's own documentation.
+    :param debian_package: the Debian package that installs it (for error messages).
     """
 
     name: str
@@ -67,6 +68,7 @@ class Wrapper:
     remote_is_postgres: bool = False
     probe: Probe | None = None
     docs_url: str = ""
+    debian_package: str = ""
 
     @property
     def extension(self) -> str:
@@ -97,6 +99,12 @@ class Wrapper:
 
     def check_import_options(self, options: Mapping[str, Any], where: str) -> dict[str, str]:
         return _check(self.import_options, options, where, f"an IMPORT FOREIGN SCHEMA option of {self.name}")
+
+    def create_server(self, server_name: str, options: Mapping[str, str]) -> sql.Composed:
+        """``CREATE SERVER … FOREIGN DATA WRAPPER <this wrapper> OPTIONS (…)``."""
+        return sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}").format(
+            sql.Identifier(server_name), sql.Identifier(self.name), q.options_clause(options)
+        )
 
     def user_mapping(self, login: str | None, password: str | None) -> dict[str, str]:
         """The user-mapping options for a connection's login and password (the password is secret)."""
@@ -238,6 +246,7 @@ POSTGRES_FDW = Wrapper(
     remote_is_postgres=True,
     probe=_postgres_probe,
     docs_url="https://www.postgresql.org/docs/current/postgres-fdw.html",
+    debian_package="postgresql-contrib",
 )
 
 
@@ -295,6 +304,7 @@ MYSQL_FDW = Wrapper(
     fetch_size_option="fetch_size",
     probe=_mysql_probe,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",
+    debian_package="postgresql-<version>-mysql-fdw",
 )
 
 
@@ -337,6 +347,7 @@ FILE_FDW = Wrapper(
     table_source_options=("filename", "program"),
     probe=_file_probe,
     docs_url="https://www.postgresql.org/docs/current/file-fdw.html",
+    debian_package="postgresql-contrib",
 )
 
 WRAPPERS: dict[str, Wrapper] = {w.name: w for w in (POSTGRES_FDW, MYSQL_FDW, FILE_FDW)}

@@ -8,9 +8,11 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 
+from airflow_provider_fdw import get_provider_info
+from airflow_provider_fdw.connection_form import MYSQL_EXTRA_FIELDS as EXTRA_FIELDS
+from airflow_provider_fdw.connection_form import MYSQL_FDW, conn_fields
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.mysql_fdw import MySqlFdwHook, mysql_remote_from_connection, server_greeting
-from airflow_provider_fdw.mysql_form import EXTRA_FIELDS, conn_fields, connection_type
 from fdw_testing.mariadb import MariaDB
 from fdw_testing.pgcluster import free_port
 
@@ -75,15 +77,16 @@ def test_bad_fields_are_refused_with_a_clear_message_naming_the_connection(field
 
 
 def test_every_form_field_is_a_mysql_fdw_server_option_and_its_schema_accepts_valid_values():
-    fields = conn_fields()
+    fields = conn_fields(EXTRA_FIELDS)
     assert set(fields) == {f.name for f in EXTRA_FIELDS}
     for f in EXTRA_FIELDS:
         value = {int: 100, bool: True, str: "x"}[f.kind]
         jsonschema.validate(value, fields[f.name]["schema"])
         mysql_remote_from_connection(conn(extra={f.name: value}))
-    entry = connection_type()
-    assert entry["connection-type"] == "mysql_fdw"
+    entry = MYSQL_FDW.provider_info()
+    assert entry["connection-type"] == "mysql_fdw" == MySqlFdwHook.conn_type
     assert entry["hook-class-name"] == f"{MySqlFdwHook.__module__}.{MySqlFdwHook.__name__}"
+    assert entry in get_provider_info()["connection-types"]
 
 
 def _set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from conftest import TARGET_DB, ident, local
 
 from airflow_provider_fdw._driver import sql
-from fdw_testing.mariadb import MariaDB, quote_name
+from fdw_testing.mariadb import MariaDB, quote_name, quote_string
 from fdw_testing.pgcluster import Pair
 
 
@@ -56,3 +57,110 @@ def test_mysql_fdw_by_hand_server_mapping_import_and_select(pair: Pair, mariadb:
     assert pair.target.execute(
         "SELECT extversion FROM pg_extension WHERE extname = 'mysql_fdw'", dbname=TARGET_DB
     )
+
+
+# -- the provider's operators with a mysql_fdw connection -------------------------------------------
+
+
+def _mysql_connection(monkeypatch, mariadb: MariaDB, conn_id: str, password: str, **extra) -> None:
+    import json
+
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": mariadb.host,
+                "port": mariadb.port,
+                "schema": mariadb.database,
+                "login": mariadb.user,
+                "password": password,
+                "extra": extra,
+            }
+        ),
+    )
+
+
+def _set_mysql_password(mariadb: MariaDB, password: str) -> None:
+    mariadb.execute(f"ALTER USER {quote_string(mariadb.user)}@'%' IDENTIFIED BY {quote_string(password)}")
+
+
+def test_mysql_server_mapping_and_check_follow_a_password_rotation_without_logging_it(
+    pair: Pair, mariadb: MariaDB, monkeypatch, caplog
+) -> None:
+    from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+
+    server = f"my_{uuid.uuid4().hex[:8]}"
+    _mysql_connection(monkeypatch, mariadb, "mysql_rot", mariadb.password, fetch_size=500)
+    op = CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_rot")
+    first = op.execute({})
+    assert first["changed"] is True and first["remote_version"].startswith("MySQL: ")
+    options = dict(
+        o.split("=", 1)
+        for o in local(pair, "SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))[0][0]
+    )
+    assert options == {
+        "host": mariadb.host,
+        "port": str(mariadb.port),
+        "fetch_size": "500",
+        "character_set": "utf8mb4",
+    }
+    assert op.execute({})["changed"] is False  # a re-run converges
+
+    rotated = "Rotated-Maria-77aa"
+    _set_mysql_password(mariadb, rotated)
+    try:
+        # Airflow still has the old password: the check fails and the server is left as it was.
+        with pytest.raises(Exception, match="Access denied"):
+            op.execute({})
+        _mysql_connection(monkeypatch, mariadb, "mysql_rot", rotated, fetch_size=500)
+        second = CreateForeignServerOperator(
+            task_id="s", server_name=server, fdw_conn_id="mysql_rot"
+        ).execute({})
+    finally:
+        _set_mysql_password(mariadb, mariadb.password)
+    assert second["user_mappings"] == [{"local_user": "CURRENT_USER", "changed": True}]
+    logged = caplog.text + pair.target.log_tail(2000)
+    assert rotated not in logged and mariadb.password not in logged
+
+
+def test_bad_mysql_option_is_refused_before_any_change(pair: Pair, mariadb: MariaDB, monkeypatch) -> None:
+    from airflow_provider_fdw.exceptions import FdwConfigError
+    from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+
+    server = f"my_{uuid.uuid4().hex[:8]}"
+    _mysql_connection(monkeypatch, mariadb, "mysql_bad", mariadb.password, fetch_size=0)
+    with pytest.raises(FdwConfigError, match=r"Connection 'mysql_bad'.*fetch_size must be an integer from 1"):
+        CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_bad").execute({})
+    _mysql_connection(monkeypatch, mariadb, "mysql_bad", mariadb.password)
+    # A postgres_fdw option passes the DAG-parse check; the mysql_fdw connection refuses it at run time.
+    with pytest.raises(FdwConfigError, match="'sslmode' is not a mysql_fdw server option"):
+        CreateForeignServerOperator(
+            task_id="s", server_name=server, fdw_conn_id="mysql_bad", options={"sslmode": "require"}
+        ).execute({})
+    assert local(pair, "SELECT 1 FROM pg_foreign_server WHERE srvname = %s", (server,)) == []
+
+
+def test_import_foreign_schema_from_mysql_reads_utf8_text(
+    pair: Pair, mariadb: MariaDB, monkeypatch
+) -> None:
+    from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+    from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+
+    server, schema = f"my_{uuid.uuid4().hex[:8]}", f"proxy_{uuid.uuid4().hex[:8]}"
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    mariadb.execute(
+        f"CREATE TABLE {quote_name(table)} (id int PRIMARY KEY, name varchar(20)); "
+        f"INSERT INTO {quote_name(table)} VALUES (1, 'één'), (2, NULL)",
+        database=mariadb.database,
+    )
+    _mysql_connection(monkeypatch, mariadb, "mysql_imp", mariadb.password)
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_imp").execute({})
+    imp = ImportForeignSchemaOperator(
+        task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=schema, limit_to=[table]
+    )
+    imp.execute({})
+    assert local(pair, "SELECT id, name FROM {t} ORDER BY id", t=f"{schema}.{table}") == [
+        (1, "één"),
+        (2, None),
+    ]

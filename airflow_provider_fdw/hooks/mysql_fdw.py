@@ -19,18 +19,18 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.mysql_form import (
-    CONN_TYPE,
+from airflow_provider_fdw.connection_form import (
     DEFAULT_CHARACTER_SET,
-    EXTRA_FIELDS,
-    HOOK_NAME,
-    UI_FIELD_BEHAVIOUR,
+    MYSQL_EXTRA_FIELDS,
+    MYSQL_FDW,
+    MYSQL_UI_FIELD_BEHAVIOUR,
 )
-from airflow_provider_fdw.wrappers import MYSQL_FDW, Wrapper
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.wrappers import MYSQL_FDW as MYSQL_WRAPPER
+from airflow_provider_fdw.wrappers import Wrapper
 
-_FIELDS = {f.name for f in EXTRA_FIELDS}
-_PREFIX = f"extra__{CONN_TYPE}__"
+_FIELDS = {f.name for f in MYSQL_EXTRA_FIELDS}
+_PREFIX = f"extra__{MYSQL_FDW.conn_type}__"
 DEFAULT_PORT = 3306
 
 
@@ -42,7 +42,7 @@ class MySqlRemote:
     user: str | None
     password: str | None = field(default=None, repr=False)
     database: str | None = None
-    wrapper: Wrapper = field(default=MYSQL_FDW, repr=False)
+    wrapper: Wrapper = field(default=MYSQL_WRAPPER, repr=False)
 
     def user_mapping_options(self) -> dict[str, str]:
         return self.wrapper.user_mapping(self.user, self.password)
@@ -69,7 +69,7 @@ def mysql_remote_from_connection(conn: Any) -> MySqlRemote:
         options[key] = value
     options.setdefault("character_set", DEFAULT_CHARACTER_SET)
     return MySqlRemote(
-        server_options=MYSQL_FDW.check_server_options(options, where),
+        server_options=MYSQL_WRAPPER.check_server_options(options, where),
         user=conn.login or None,
         password=conn.password or None,
         database=conn.schema or None,
@@ -89,8 +89,8 @@ class MySqlFdwHook(BaseHook):
 
     conn_name_attr = "fdw_conn_id"
     default_conn_name = "mysql_fdw_default"
-    conn_type = CONN_TYPE
-    hook_name = HOOK_NAME
+    conn_type = MYSQL_FDW.conn_type
+    hook_name = MYSQL_FDW.hook_name
 
     def __init__(self, fdw_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -98,12 +98,17 @@ class MySqlFdwHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return UI_FIELD_BEHAVIOUR
+        return MYSQL_UI_FIELD_BEHAVIOUR
+
+    @cached_property
+    def connection(self) -> Any:
+        """The ``mysql_fdw`` Airflow connection."""
+        return self.get_connection(self.fdw_conn_id)
 
     @cached_property
     def remote(self) -> MySqlRemote:
         """The validated remote connection (raises :class:`FdwConfigError` on a bad field)."""
-        remote = mysql_remote_from_connection(self.get_connection(self.fdw_conn_id))
+        remote = mysql_remote_from_connection(self.connection)
         if remote.password:
             mask_secret(remote.password)
         return remote
@@ -111,7 +116,7 @@ class MySqlFdwHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         secret = ""
         try:
-            conn = self.get_connection(self.fdw_conn_id)
+            conn = self.connection
             secret = conn.password or ""
             remote = mysql_remote_from_connection(conn)
             host, port = remote.server_options["host"], int(remote.server_options["port"])
