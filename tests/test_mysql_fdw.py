@@ -141,9 +141,7 @@ def test_bad_mysql_option_is_refused_before_any_change(pair: Pair, mariadb: Mari
     assert local(pair, "SELECT 1 FROM pg_foreign_server WHERE srvname = %s", (server,)) == []
 
 
-def test_import_foreign_schema_from_mysql_reads_utf8_text(
-    pair: Pair, mariadb: MariaDB, monkeypatch
-) -> None:
+def test_import_foreign_schema_from_mysql_reads_utf8_text(pair: Pair, mariadb: MariaDB, monkeypatch) -> None:
     from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
     from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 
