@@ -351,3 +351,11 @@ FILE_FDW = Wrapper(
 )
 
 WRAPPERS: dict[str, Wrapper] = {w.name: w for w in (POSTGRES_FDW, MYSQL_FDW, FILE_FDW)}
+
+# The foreign-data wrapper behind a foreign table (schema, name): no row for a table that is not foreign.
+SOURCE_WRAPPER_QUERY = sql.SQL(
+    "SELECT w.fdwname FROM pg_foreign_table ft "
+    "JOIN pg_class c ON c.oid = ft.ftrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_foreign_server s ON s.oid = ft.ftserver JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)

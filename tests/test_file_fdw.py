@@ -116,3 +116,23 @@ def test_an_existing_table_of_that_name_is_never_dropped(pair: Pair, csv_file: P
     assert local(
         pair, "SELECT relkind::text FROM pg_class WHERE oid = {t}::regclass", t=sql.Literal(f"{schema}.items")
     ) == [("r",)]
+
+
+def test_direct_copy_path_is_refused_for_a_file_table_before_anything_changes(
+    pair: Pair, csv_file: Path
+) -> None:
+    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    op = file_table(csv_file)
+    op.execute({})
+    target = f"public.file_copy_{uuid.uuid4().hex[:8]}"
+    with (
+        FdwHook(fdw_conn_id="fdw_source") as hook,
+        pytest.raises(
+            FdwConfigError,
+            match=r"transport='copy' reads the remote table with COPY.*is a file_fdw foreign table",
+        ),
+    ):
+        hook.bulk_copy(plan_copy(op.table, target, transport="copy"))
+    assert local(pair, "SELECT to_regclass(%s)", (target,)) == [(None,)]

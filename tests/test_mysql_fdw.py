@@ -162,3 +162,32 @@ def test_import_foreign_schema_from_mysql_reads_utf8_text(pair: Pair, mariadb: M
         (1, "één"),
         (2, None),
     ]
+
+
+def test_direct_copy_path_is_refused_for_a_mysql_table_before_anything_changes(
+    pair: Pair, mariadb: MariaDB, monkeypatch
+) -> None:
+    from airflow_provider_fdw.exceptions import FdwConfigError
+    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+    from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+    from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+
+    server, schema = f"my_{uuid.uuid4().hex[:8]}", f"proxy_{uuid.uuid4().hex[:8]}"
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    mariadb.execute(f"CREATE TABLE {quote_name(table)} (id int PRIMARY KEY)", database=mariadb.database)
+    _mysql_connection(monkeypatch, mariadb, "mysql_direct", mariadb.password)
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_direct").execute({})
+    ImportForeignSchemaOperator(
+        task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=schema, limit_to=[table]
+    ).execute({})
+    target = f"public.mysql_copy_{uuid.uuid4().hex[:8]}"
+    with (
+        FdwHook(fdw_conn_id="mysql_direct") as hook,
+        pytest.raises(
+            FdwConfigError,
+            match=r"transport='copy' .* needs a PostgreSQL remote; .* is a mysql_fdw foreign table",
+        ),
+    ):
+        hook.bulk_copy(plan_copy(f"{schema}.{table}", target, transport="copy"))
+    assert local(pair, "SELECT to_regclass(%s)", (target,)) == [(None,)]

@@ -55,7 +55,7 @@ from airflow_provider_fdw.timeouts import (
     network_defaults,
     with_network_defaults,
 )
-from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, Wrapper
+from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, SOURCE_WRAPPER_QUERY, Wrapper
 
 
 class FdwHook(PostgresHook):
@@ -434,6 +434,7 @@ class FdwHook(PostgresHook):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
         if direct:
             plan = dataclasses.replace(plan, transport="copy")
+        plan = self._transport_for_wrapper(plan)
         reads_directly = plan.transport != "fdw"
         leftovers = None
         if self.task_identity is not None:
@@ -481,6 +482,23 @@ class FdwHook(PostgresHook):
             lock_retries=lock_retries,
         )
         return copy.run(self.session).summary()
+
+    def _transport_for_wrapper(self, plan: CopyPlan) -> CopyPlan:
+        """The direct COPY path reads a PostgreSQL remote: a source of another wrapper (mysql_fdw,
+        file_fdw) is copied through the FDW path, and ``transport="copy"`` is refused before any change."""
+        s = self.session
+        with s.transaction():
+            row = s.fetchone("read the source's wrapper", SOURCE_WRAPPER_QUERY, plan.source)
+        if row is None or row[0] == POSTGRES_FDW.name:
+            return plan
+        if plan.transport == "copy":
+            raise FdwConfigError(
+                f"transport='copy' reads the remote table with COPY, which needs a PostgreSQL remote; "
+                f"{plan.source} is a {row[0]} foreign table: use transport='fdw' (or 'auto')."
+            )
+        if plan.transport != "fdw":
+            self.log.info("%s is a %s foreign table: copying through the FDW path.", plan.source, row[0])
+        return dataclasses.replace(plan, transport="fdw")
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
