@@ -359,3 +359,14 @@ SOURCE_WRAPPER_QUERY = sql.SQL(
     "JOIN pg_foreign_server s ON s.oid = ft.ftserver JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
     "WHERE n.nspname = %s AND c.relname = %s"
 )
+
+
+def source_wrapper(s: Any, table: tuple[str, str]) -> str | None:
+    """The foreign-data wrapper name behind ``table`` (read in session ``s``); None when not foreign."""
+    row = s.fetchone("read the source's wrapper", SOURCE_WRAPPER_QUERY, table)
+    return row[0] if row else None
+
+
+def reads_postgres(wrapper_name: str | None) -> bool:
+    """Whether a foreign table of this wrapper reads PostgreSQL (pg_catalog probes, direct COPY apply)."""
+    return wrapper_name is not None and wrapper_name in WRAPPERS and WRAPPERS[wrapper_name].remote_is_postgres

@@ -55,7 +55,7 @@ from airflow_provider_fdw.timeouts import (
     network_defaults,
     with_network_defaults,
 )
-from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, SOURCE_WRAPPER_QUERY, Wrapper
+from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, Wrapper, reads_postgres, source_wrapper
 
 
 class FdwHook(PostgresHook):
@@ -488,16 +488,16 @@ class FdwHook(PostgresHook):
         file_fdw) is copied through the FDW path, and ``transport="copy"`` is refused before any change."""
         s = self.session
         with s.transaction():
-            row = s.fetchone("read the source's wrapper", SOURCE_WRAPPER_QUERY, plan.source)
-        if row is None or row[0] == POSTGRES_FDW.name:
+            name = source_wrapper(s, plan.source)
+        if name is None or reads_postgres(name):
             return plan
         if plan.transport == "copy":
             raise FdwConfigError(
                 f"transport='copy' reads the remote table with COPY, which needs a PostgreSQL remote; "
-                f"{plan.source} is a {row[0]} foreign table: use transport='fdw' (or 'auto')."
+                f"{plan.source} is a {name} foreign table: use transport='fdw' (or 'auto')."
             )
         if plan.transport != "fdw":
-            self.log.info("%s is a %s foreign table: copying through the FDW path.", plan.source, row[0])
+            self.log.info("%s is a %s foreign table: copying through the FDW path.", plan.source, name)
         return dataclasses.replace(plan, transport="fdw")
 
     def remote_connection(self) -> Any:
