@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import parse_options, read_columns
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.locks import create_schema, lock_object
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.reimport import parse_options, read_columns
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import create_schema, lock_object
 from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qualified_name
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import FILE_FDW
 
 # A type name as written in a column definition: words, an optional schema, (precision, scale), [].

@@ -121,7 +121,7 @@ def test_an_existing_table_of_that_name_is_never_dropped(pair: Pair, csv_file: P
 def test_direct_copy_path_is_refused_for_a_file_table_before_anything_changes(
     pair: Pair, csv_file: Path
 ) -> None:
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     op = file_table(csv_file)

@@ -167,8 +167,8 @@ def test_import_foreign_schema_from_mysql_reads_utf8_text(pair: Pair, mariadb: M
 def test_direct_copy_path_is_refused_for_a_mysql_table_before_anything_changes(
     pair: Pair, mariadb: MariaDB, monkeypatch
 ) -> None:
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.exceptions import FdwConfigError
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
     from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
     from airflow_provider_fdw.operators.server import CreateForeignServerOperator
