@@ -295,7 +295,7 @@ MYSQL_FDW = Wrapper(
     import_options={
         "import_default": boolean,
         "import_not_null": boolean,
-        "import_enum_astext": boolean,
+        "import_enum_as_text": boolean,
     },
     connection_server_fields={"host": "host", "port": "port"},
     login_option="username",
@@ -370,3 +370,19 @@ def source_wrapper(s: Any, table: tuple[str, str]) -> str | None:
 def reads_postgres(wrapper_name: str | None) -> bool:
     """Whether a foreign table of this wrapper reads PostgreSQL (pg_catalog probes, direct COPY apply)."""
     return wrapper_name is not None and wrapper_name in WRAPPERS and WRAPPERS[wrapper_name].remote_is_postgres
+
+
+def bulk_read_options(
+    wrapper_name: str | None,
+    table_options: Mapping[str, str],
+    remote: tuple[str, str] | None,
+    fetch_size: int,
+) -> dict[str, str]:
+    """Options of a private copy of a foreign table that reads the same source in bulk: postgres_fdw's
+    remote schema/table with ``fetch_size`` (as before the other wrappers came); another described
+    wrapper's table options with its fetch size raised; an unknown wrapper's table options as they are."""
+    if wrapper_name == POSTGRES_FDW.name and remote is not None:
+        return {"schema_name": remote[0], "table_name": remote[1], "fetch_size": str(fetch_size)}
+    if wrapper_name in WRAPPERS:
+        return WRAPPERS[wrapper_name].bulk_read_options(table_options, fetch_size)
+    return dict(table_options)

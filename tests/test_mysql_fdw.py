@@ -141,7 +141,9 @@ def test_bad_mysql_option_is_refused_before_any_change(pair: Pair, mariadb: Mari
     assert local(pair, "SELECT 1 FROM pg_foreign_server WHERE srvname = %s", (server,)) == []
 
 
-def test_import_foreign_schema_from_mysql_reads_utf8_text(pair: Pair, mariadb: MariaDB, monkeypatch) -> None:
+def test_import_foreign_schema_from_mysql_reads_utf8_text_and_converges_on_re_run(
+    pair: Pair, mariadb: MariaDB, monkeypatch
+) -> None:
     from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
     from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 
@@ -155,9 +157,15 @@ def test_import_foreign_schema_from_mysql_reads_utf8_text(pair: Pair, mariadb: M
     _mysql_connection(monkeypatch, mariadb, "mysql_imp", mariadb.password)
     CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_imp").execute({})
     imp = ImportForeignSchemaOperator(
-        task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=schema, limit_to=[table]
+        task_id="i",
+        server_name=server,
+        remote_schema=mariadb.database,
+        local_schema=schema,
+        limit_to=[table],
+        import_options={"import_enum_as_text": True},
     )
     imp.execute({})
+    imp.execute({})  # the previous import is recognised (dbname is mysql_fdw's remote schema)
     assert local(pair, "SELECT id, name FROM {t} ORDER BY id", t=f"{schema}.{table}") == [
         (1, "één"),
         (2, None),
