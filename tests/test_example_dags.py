@@ -34,7 +34,12 @@ def test_every_example_dag_parses_without_connections_or_a_database(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
-    assert set(result["dags"]) == {"fdw_bulk_copy", "fdw_matview_sync", "fdw_embedding_backfill"}
+    assert set(result["dags"]) == {
+        "fdw_bulk_copy",
+        "fdw_matview_sync",
+        "fdw_embedding_backfill",
+        "fdw_mysql_copy",
+    }
 
 
 @pytest.fixture(scope="module")
