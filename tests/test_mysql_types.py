@@ -215,3 +215,41 @@ def test_mysql_zero_dates_fail_on_select_unless_declared_as_text(
         local(pair, "ALTER FOREIGN TABLE {t} ALTER COLUMN v TYPE text", t=f"{schema}.{table}")
         got = local(pair, "SELECT v FROM {t} ORDER BY id", t=f"{schema}.{table}")
         assert got == [(zero.strip("'"),), (None,)]
+
+
+def test_mysql_fdw_default_character_set_garbles_non_ascii_under_the_c_locale(
+    mysql_proxy: tuple[Pair, str], mariadb: MariaDB
+) -> None:
+    """Why the mysql_fdw connection type sets character_set utf8mb4: with mysql_fdw's default ('auto',
+    from the PostgreSQL server's C locale) 'héllo' arrives as Latin-1 bytes in the UTF-8 database."""
+    pair, schema = mysql_proxy
+    table = _mysql_table(mariadb, "varchar(20)", ["'héllo'"])
+    server = f"auto_{uuid.uuid4().hex[:6]}"
+    local(
+        pair,
+        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p})",
+        s=server,
+        h=sql.Literal(mariadb.host),
+        p=sql.Literal(str(mariadb.port)),
+    )
+    local(
+        pair,
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER {s} OPTIONS (username {u}, password {pw})",
+        s=server,
+        u=sql.Literal(mariadb.user),
+        pw=sql.Literal(mariadb.password),
+    )
+    local(
+        pair,
+        "CREATE FOREIGN TABLE {x}.{t} (id int, v text) SERVER {s} OPTIONS (dbname 'shop', table_name {n})",
+        x=sql.Identifier(schema),
+        t=sql.Identifier(f"auto_{table}"),
+        s=server,
+        n=sql.Literal(table),
+    )
+    garbled = local(pair, "SELECT encode(v::bytea, 'hex') FROM {t} WHERE id = 0", t=f"{schema}.auto_{table}")
+    assert garbled == [("68e96c6c6f",)]  # h, é as the single byte E9, llo: not UTF-8
+    _import(pair, schema, table)  # through the utf8mb4 server: the two UTF-8 bytes of é
+    assert local(pair, "SELECT encode(v::bytea, 'hex') FROM {t} WHERE id = 0", t=f"{schema}.{table}") == [
+        ("68c3a96c6c6f",)
+    ]
