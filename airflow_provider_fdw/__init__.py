@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_fdw.operators.matview",
                     "airflow_provider_fdw.operators.copy",
                     "airflow_provider_fdw.operators.embedding",
+                    "airflow_provider_fdw.operators.files",
                 ],
             }
         ],

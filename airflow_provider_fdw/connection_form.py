@@ -109,4 +109,63 @@ POSTGRES_FDW = ConnectionType(
     ui_field_behaviour=UI_FIELD_BEHAVIOUR,
 )
 
-CONNECTION_TYPES: tuple[ConnectionType, ...] = (POSTGRES_FDW,)
+
+# -- mysql_fdw: each field is the mysql_fdw server option of the same name (mysql_fdw 2.8, README "Usage");
+# hooks/mysql_fdw.py validates the values with the rules of wrappers.MYSQL_FDW.
+
+MYSQL_CONN_TYPE = "mysql_fdw"
+MYSQL_HOOK_NAME = "MySQL FDW remote server"
+# mysql_fdw's own default, "auto", follows the PostgreSQL server's locale: under C, Latin-1 bytes in
+# a UTF-8 database. The provider sets the character set every UTF-8 database can hold instead.
+DEFAULT_CHARACTER_SET = "utf8mb4"
+
+MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
+    ExtraField("fetch_size", "Fetch size", int, "Rows per remote fetch (mysql_fdw default 100).", 1),
+    ExtraField(
+        "character_set",
+        "Character set",
+        str,
+        f"Connection character set (default {DEFAULT_CHARACTER_SET}; 'auto' follows the server locale).",
+    ),
+    ExtraField("init_command", "Init command", str, "SQL run by MySQL on every new connection."),
+    ExtraField(
+        "sql_mode", "SQL mode", str, "sql_mode of mysql_fdw's sessions (mysql_fdw default ANSI_QUOTES)."
+    ),
+    ExtraField("ssl_ca", "SSL CA file", str, "Path of the CA certificate, on the LOCAL database server."),
+    ExtraField("ssl_capath", "SSL CA directory", str, "Directory of trusted CA certificates (local server)."),
+    ExtraField("ssl_cert", "SSL client certificate", str, "Path of the client certificate (local server)."),
+    ExtraField("ssl_key", "SSL client key", str, "Path of the client private key (local server)."),
+    ExtraField("ssl_cipher", "SSL ciphers", str, "Permissible ciphers for SSL."),
+    ExtraField("secure_auth", "Secure auth", bool, "Refuse the pre-4.1 password protocol (default true)."),
+    ExtraField(
+        "reconnect", "Reconnect", bool, "Reconnect when the connection to MySQL is lost (default false)."
+    ),
+    ExtraField("use_remote_estimate", "Use remote estimate", bool, "Ask MySQL (EXPLAIN) for cost estimates."),
+)
+
+
+MYSQL_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["extra"],
+    "relabeling": {"schema": "Default database", "login": "MySQL user"},
+    "placeholders": {
+        "host": "MySQL host as seen from the LOCAL PostgreSQL server",
+        "port": "3306",
+        "schema": "database to import from (IMPORT FOREIGN SCHEMA's remote schema)",
+        "login": "least-privileged MySQL user",
+        "fetch_size": "10000",
+        "character_set": DEFAULT_CHARACTER_SET,
+        "ssl_ca": "/etc/ssl/mysql/ca.pem",
+    },
+}
+
+
+MYSQL_FDW = ConnectionType(
+    conn_type=MYSQL_CONN_TYPE,
+    hook_name=MYSQL_HOOK_NAME,
+    hook_module="airflow_provider_fdw.hooks.mysql_fdw",
+    hook_class="MySqlFdwHook",
+    fields=MYSQL_EXTRA_FIELDS,
+    ui_field_behaviour=MYSQL_UI_FIELD_BEHAVIOUR,
+)
+
+CONNECTION_TYPES: tuple[ConnectionType, ...] = (POSTGRES_FDW, MYSQL_FDW)

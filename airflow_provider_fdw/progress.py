@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.wrappers import reads_postgres, source_wrapper
 
 PROGRESS_EVERY_SECONDS = 10.0
 ESTIMATE_WAIT_SECONDS = 5.0  # how long the last line waits for a slow estimate before going without
@@ -182,6 +183,8 @@ def estimate_source_rows(
             conn.close()
     s = new_session()
     try:
+        if remote is not None and not reads_postgres(source_wrapper(s, source)):
+            return RowEstimate(None)  # a MySQL table or a file: no pg_catalog to read reltuples from
         if remote is not None:
             if server_name is None:  # the probes are foreign tables on that server
                 raise ValueError("estimate_source_rows: a remote table needs its server_name.")

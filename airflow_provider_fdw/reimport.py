@@ -29,8 +29,11 @@ from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwCo
 from airflow_provider_fdw.locks import create_schema
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.wrappers import WRAPPERS
 
-IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
+# The wrapper is known only from the server at run time, where its validator checks exactly: here any
+# option of a wrapper the provider drives (postgres_fdw's, mysql_fdw's import_enum_as_text).
+IMPORT_OPTIONS = frozenset().union(*(w.import_options for w in WRAPPERS.values()))
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def plan_import(
         if unknown:
             raise FdwConfigError(
                 f"Unknown import option(s) {', '.join(unknown)}; "
-                f"postgres_fdw accepts {', '.join(sorted(IMPORT_OPTIONS))}."
+                f"postgres_fdw and mysql_fdw accept {', '.join(sorted(IMPORT_OPTIONS))}."
             )
         options = {k: render_option_value(v) for k, v in import_options.items()}
     return ImportPlan(server_name, remote_schema, local_schema, limit_to, exclude, options, replace, analyze)

@@ -180,3 +180,10 @@ def check_interval(value: str, what: str) -> str:
             f"got {value!r}."
         )
     return value.strip()
+
+
+# The value rules by type, for the wrapper descriptions (wrappers.py) that combine them per option.
+boolean = _boolean
+text = _text
+integer = _integer
+choice = _choice

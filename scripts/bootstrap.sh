@@ -84,6 +84,36 @@ if pg_config_bin=$(pgvector_pg_config) && [ ! -f "$("$pg_config_bin" --sharedir)
   install_pgvector "$pg_config_bin"
 fi
 # ---- END pgvector ----------------------------------------------------------------------------------
+# ---- BEGIN mysql_fdw (engineer C) ------------------------------------------------------------------
+# MariaDB server binaries (mariadb-install-db, mariadbd) for fdw_testing/mariadb.py, which starts its own
+# private server; and mysql_fdw for the PostgreSQL version whose binaries the harness uses. A policy-rc.d
+# that forbids service starts keeps the Debian package from starting a system-wide MariaDB on 3306.
+mysql_fdw_pg_major() {
+  local dir
+  for dir in "${FDW_PG_BINDIR:-}" /usr/lib/postgresql/*/bin; do
+    [ -n "$dir" ] && [ -x "$dir/pg_config" ] && [ -x "$dir/initdb" ] || continue
+    "$dir/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/'
+    return 0
+  done
+  return 1
+}
+
+install_mysql_fdw_deps() {
+  local packages=() major policy=/usr/sbin/policy-rc.d added_policy=0
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || packages+=(mariadb-server)
+  if major=$(mysql_fdw_pg_major) && [ ! -f "/usr/share/postgresql/$major/extension/mysql_fdw.control" ]; then
+    packages+=("postgresql-$major-mysql-fdw")
+  fi
+  [ "${#packages[@]}" -gt 0 ] || return 0
+  echo "bootstrap: installing ${packages[*]}"
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && added_policy=1
+  fi
+  apt_install "${packages[@]}"
+  [ "$added_policy" = 0 ] || rm -f "$policy"
+}
+install_mysql_fdw_deps
+# ---- END mysql_fdw ---------------------------------------------------------------------------------
 # Redis as the Celery broker of the deployment test tier (started by the tests on a free port).
 if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
   echo "bootstrap: installing redis-server"

@@ -34,6 +34,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
 
 from airflow_provider_fdw._driver import sql  # noqa: E402
+from fdw_testing.mariadb import MariaDB, mariadb_server  # noqa: E402
 from fdw_testing.pgcluster import (  # noqa: E402
     Cluster,
     Pair,
@@ -111,6 +112,25 @@ def pg_pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
             for cluster in (pair.target, pair.source):
                 cluster.stop("immediate")
             shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """A private MariaDB server on 127.0.0.1 (database ``shop``, user ``fdw_app`` with a password)."""
+    started = time.monotonic()
+    with mariadb_server() as server:
+        print(f"\n[harness] MariaDB ready in {time.monotonic() - started:.2f}s on port {server.port}")
+        yield server
+
+
+@pytest.fixture
+def server_readable_dir() -> Iterator[Path]:
+    """A directory the local PostgreSQL server (an unprivileged user when we are root) can read,
+    for file_fdw's files; pytest's tmp_path sits under a directory only its owner may enter."""
+    path = Path(tempfile.mkdtemp(prefix="fdw-files-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -33,7 +33,8 @@ def conn(**kw):
 
 def test_provider_info_declares_the_connection_type_the_airflow_3_2_way():
     info = get_provider_info()
-    (entry,) = info["connection-types"]
+    entry, mysql = info["connection-types"]
+    assert mysql["connection-type"] == "mysql_fdw"
     assert entry["connection-type"] == "postgres_fdw"
     assert entry["hook-name"] == "Postgres FDW remote server"
     assert entry["hook-class-name"] == "airflow_provider_fdw.hooks.postgres_fdw.PostgresFdwHook"

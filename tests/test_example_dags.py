@@ -39,6 +39,7 @@ def test_every_example_dag_parses_without_connections_or_a_database(tmp_path):
         "fdw_matview_sync",
         "fdw_embedding_backfill",
         "fdw_partitioned_copy",
+        "fdw_mysql_copy",
     }
 
 

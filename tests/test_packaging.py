@@ -54,8 +54,8 @@ def test_get_provider_info_is_plain_data_and_imports_no_airflow():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])  # json round trip: plain data only
     assert result["airflow_modules"] == []
-    (conn_type,) = result["info"]["connection-types"]
-    assert conn_type["connection-type"] == "postgres_fdw"
+    conn_type, mysql = result["info"]["connection-types"]
+    assert conn_type["connection-type"] == "postgres_fdw" and mysql["connection-type"] == "mysql_fdw"
     assert conn_type["conn-fields"]["fetch_size"]["schema"] == {"type": ["integer", "null"], "minimum": 1}
 
 
@@ -63,11 +63,12 @@ def test_airflow_discovers_the_provider_in_a_fresh_interpreter():
     code = (
         "from airflow.providers_manager import ProvidersManager\n"
         "pm = ProvidersManager()\n"
-        "print(pm.providers['airflow-provider-fdw'].version, 'postgres_fdw' in pm.hooks)\n"
+        "hooks = pm.hooks\n"
+        "print(pm.providers['airflow-provider-fdw'].version, 'postgres_fdw' in hooks, 'mysql_fdw' in hooks)\n"
     )
     proc = run_fresh(code)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split()[-2:] == ["0.1.0", "True"]
+    assert proc.stdout.split()[-3:] == ["0.1.0", "True", "True"]
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession, describe
+from airflow_provider_fdw.wrappers import bulk_read_options, source_wrapper
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -240,12 +241,9 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
             # A private foreign table with a bulk fetch_size: the user's table keeps its options.
             read_from = QualifiedName("pg_temp", bounded_name("fdw_bulk", p.source.name))
             defs = [(name, col.type_sql, dict(col.options)) for name, col in source.columns.items()]
-            options = {
-                "schema_name": source.remote.schema,
-                "table_name": source.remote.name,
-                "fetch_size": str(p.fetch_size),
-                "use_remote_estimate": "false",
-            }
+            options = bulk_read_options(
+                source_wrapper(s, p.source), source.relation.options, source.remote, p.fetch_size
+            )
             s.execute(
                 "create bulk-read foreign table",
                 q.create_temp_foreign_table(read_from.name, source.server_name, defs, options),

@@ -35,6 +35,7 @@ from airflow_provider_fdw.exceptions import (
     FdwConfigError,
     FdwError,
 )
+from airflow_provider_fdw.hooks.mysql_fdw import MySqlFdwHook, MySqlRemote
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.lineage import report_hook_lineage
 from airflow_provider_fdw.locks import lock_object
@@ -57,6 +58,7 @@ from airflow_provider_fdw.timeouts import (
     network_defaults,
     with_network_defaults,
 )
+from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, Wrapper, reads_postgres, source_wrapper
 
 
 class FdwHook(PostgresHook):
@@ -79,7 +81,11 @@ class FdwHook(PostgresHook):
     connection sets them (see :mod:`airflow_provider_fdw.timeouts`), and is recorded so that
     :meth:`cancel` (called by the operators' ``on_kill``) stops everything the hook started.
 
-    :param fdw_conn_id: the ``postgres_fdw`` connection of the remote server.
+    The remote connection's type picks the wrapper (:mod:`airflow_provider_fdw.wrappers`): a
+    ``postgres_fdw`` connection makes postgres_fdw servers, a ``mysql_fdw`` connection mysql_fdw
+    servers (read through :class:`~airflow_provider_fdw.hooks.mysql_fdw.MySqlFdwHook`).
+
+    :param fdw_conn_id: the ``postgres_fdw`` or ``mysql_fdw`` connection of the remote server.
     :param postgres_conn_id: the ``postgres`` connection of the local database.
     :param connect_timeout: seconds a login may take (default 10).
     """
@@ -97,7 +103,6 @@ class FdwHook(PostgresHook):
     ) -> None:
         super().__init__(postgres_conn_id=postgres_conn_id, **kwargs)
         self.fdw_conn_id: str = fdw_conn_id or PostgresFdwHook.default_conn_name
-        self.remote_hook = PostgresFdwHook(fdw_conn_id=self.fdw_conn_id, connect_timeout=connect_timeout)
         self._session: LocalSession | None = None
         self.connect_timeout: int | None = connect_timeout
         # Set by the operators: which task instance this hook works for (marks its sessions).
@@ -106,9 +111,25 @@ class FdwHook(PostgresHook):
         self.cancel_scope = CancelScope()
 
     @cached_property
-    def remote(self) -> RemoteServer:
+    def remote_hook(self) -> PostgresFdwHook | MySqlFdwHook:
+        """The hook of the remote connection's type (a missing connection: postgres_fdw's, which says so)."""
+        try:
+            conn_type = self.get_connection(self.fdw_conn_id).conn_type
+        except Exception:  # no such connection: the error comes from the remote hook when it is read
+            conn_type = None
+        if conn_type == MySqlFdwHook.conn_type:
+            return MySqlFdwHook(fdw_conn_id=self.fdw_conn_id)
+        return PostgresFdwHook(fdw_conn_id=self.fdw_conn_id, connect_timeout=self.connect_timeout)
+
+    @cached_property
+    def remote(self) -> RemoteServer | MySqlRemote:
         """The validated remote connection (raises :class:`FdwConfigError` on a bad field)."""
         return self.remote_hook.remote
+
+    @property
+    def wrapper(self) -> Wrapper:
+        """The foreign-data wrapper of the remote connection (postgres_fdw or mysql_fdw)."""
+        return MYSQL_FDW if isinstance(self.remote_hook, MySqlFdwHook) else POSTGRES_FDW
 
     @property
     def session(self) -> LocalSession:
@@ -144,29 +165,33 @@ class FdwHook(PostgresHook):
     # -- extension ---------------------------------------------------------------------------
 
     def ensure_extension(self) -> bool:
-        """``CREATE EXTENSION IF NOT EXISTS postgres_fdw``; returns True when it was created now."""
+        """``CREATE EXTENSION IF NOT EXISTS`` the wrapper's extension; True when it was created now."""
         s = self.session
+        name = self.wrapper.extension
         with s.transaction():
-            self._lock(s, "extension", q.FDW_NAME)  # IF NOT EXISTS alone races between sessions
+            self._lock(s, "extension", name)  # IF NOT EXISTS alone races between sessions
             installed, available = s.fetchone(
-                "check extension", q.EXTENSION_AVAILABLE_QUERY, (q.FDW_NAME, q.FDW_NAME)
-            ) or (None, False)
+                "check extension", q.EXTENSION_AVAILABLE_QUERY, (name, name)
+            ) or (
+                None,
+                False,
+            )
             if installed:
                 return False
             if not available:
                 raise FdwError(
-                    "postgres_fdw is not available on the local PostgreSQL server: install the "
-                    "server's contrib package (Debian: postgresql-contrib) on that host.",
+                    f"{name} is not available on the local PostgreSQL server: install it on that host "
+                    f"(Debian: {self.wrapper.debian_package}).",
                     step="ensure extension",
                 )
             try:
-                s.execute("ensure extension", q.create_extension())
+                s.execute("ensure extension", q.create_extension(name))
             except FdwError as exc:
                 if exc.sqlstate == INSUFFICIENT_PRIVILEGE:
                     raise FdwError(
-                        f"The local role may not create extension postgres_fdw ({exc}). Ask a superuser "
-                        "to run CREATE EXTENSION postgres_fdw and GRANT USAGE ON FOREIGN DATA WRAPPER "
-                        "postgres_fdw TO your role.",
+                        f"The local role may not create extension {name} ({exc}). Ask a superuser "
+                        f"to run CREATE EXTENSION {name} and GRANT USAGE ON FOREIGN DATA WRAPPER "
+                        f"{name} TO your role.",
                         step="ensure extension",
                         sqlstate=exc.sqlstate,
                     ) from None
@@ -178,12 +203,15 @@ class FdwHook(PostgresHook):
     def server_options(self, options: Mapping[str, Any] | None = None) -> dict[str, str]:
         """The options the server should have: the connection's, overridden by ``options``."""
         desired = dict(self.remote.server_options)
-        if options:
+        if options and not self.wrapper.remote_is_postgres:
+            desired.update(self.wrapper.check_server_options(options, "options"))
+        elif options:
             checked = validate_server_options(options, "options")
             desired.update({k: render_option_value(v) for k, v in checked.items()})
-        # The local server's own connections to the remote are bounded too (timeouts.py).
-        for name, value in network_defaults(self.connect_timeout).items():
-            desired.setdefault(name, value)
+        # The local server's own connections to the remote are bounded too (timeouts.py; libpq options).
+        if self.wrapper.remote_is_postgres:
+            for name, value in network_defaults(self.connect_timeout).items():
+                desired.setdefault(name, value)
         return desired
 
     def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
@@ -198,13 +226,13 @@ class FdwHook(PostgresHook):
             self._lock(s, "server", server_name)
             row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,))
             if row is None:
-                s.execute(f"create server {server_name!r}", q.create_server(server_name, desired))
+                s.execute(f"create server {server_name!r}", self.wrapper.create_server(server_name, desired))
                 return True
             current_options, wrapper = row
-            if wrapper != q.FDW_NAME:
+            if wrapper != self.wrapper.name:
                 raise FdwError(
                     f"Server {server_name!r} exists but uses foreign-data wrapper {wrapper!r}, "
-                    "not postgres_fdw.",
+                    f"not {self.wrapper.name}.",
                     step="read server",
                 )
             statement = q.alter_server(server_name, parse_options(current_options), desired)
@@ -277,7 +305,8 @@ class FdwHook(PostgresHook):
                 self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
                 return True
             current = parse_options(current_raw)
-            desired = {k: v for k, v in current.items() if k not in ("user", "password")} | managed
+            credentials = (self.wrapper.login_option, self.wrapper.password_option)
+            desired = {k: v for k, v in current.items() if k not in credentials} | managed
             if q.alter_user_mapping(server_name, role, current, desired) is None:
                 return False
             self._set_mapping(
@@ -413,6 +442,7 @@ class FdwHook(PostgresHook):
             raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
         if direct:
             plan = dataclasses.replace(plan, transport="copy")
+        plan = self._transport_for_wrapper(plan)
         reads_directly = plan.transport != "fdw"
         leftovers = None
         if self.task_identity is not None:
@@ -459,6 +489,23 @@ class FdwHook(PostgresHook):
             leftovers=leftovers,
             lock_retries=lock_retries,
         )
+
+    def _transport_for_wrapper(self, plan: CopyPlan) -> CopyPlan:
+        """The direct COPY path reads a PostgreSQL remote: a source of another wrapper (mysql_fdw,
+        file_fdw) is copied through the FDW path, and ``transport="copy"`` is refused before any change."""
+        s = self.session
+        with s.transaction():
+            name = source_wrapper(s, plan.source)
+        if name is None or reads_postgres(name):
+            return plan
+        if plan.transport == "copy":
+            raise FdwConfigError(
+                f"transport='copy' reads the remote table with COPY, which needs a PostgreSQL remote; "
+                f"{plan.source} is a {name} foreign table: use transport='fdw' (or 'auto')."
+            )
+        if plan.transport != "fdw":
+            self.log.info("%s is a %s foreign table: copying through the FDW path.", plan.source, name)
+        return dataclasses.replace(plan, transport="fdw")
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
@@ -559,11 +606,17 @@ class FdwHook(PostgresHook):
                 q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"),
                 quiet=True,
             )
-            s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
-            s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
-            row = s.fetchone(
-                f"query server {server_name!r} through its user mapping", q.read_remote_probe(probe)
-            )
+            if self.wrapper.remote_is_postgres:
+                s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
+                s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
+                row = s.fetchone(
+                    f"query server {server_name!r} through its user mapping", q.read_remote_probe(probe)
+                )
+            else:
+                # mysql_fdw drops its cached connection when the user mapping changes.
+                create, read = self.wrapper.probe(probe, server_name, {})
+                s.execute("create remote probe", create, quiet=True)
+                row = (*s.fetchone(f"query server {server_name!r} through its user mapping", read), None)
         except FdwError as exc:
             raise FdwError(
                 f"Server {server_name!r} is not reachable from the local database: {exc}",
@@ -576,7 +629,9 @@ class FdwHook(PostgresHook):
             else:
                 s.rollback()
         version, version_num = row or (None, None)
-        self.log.info("Server %r reached through its user mapping: PostgreSQL %s", server_name, version)
+        self.log.info(
+            "Server %r reached through its user mapping: %s %s", server_name, self.wrapper.name, version
+        )
         return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}
 
     def get_connections(self) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw.connection import validate_server_options
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import check_identifier, check_role
 from airflow_provider_fdw.operators.base import FdwBaseOperator
+from airflow_provider_fdw.wrappers import MYSQL_FDW
 
 
 class CreateForeignServerOperator(FdwBaseOperator):
@@ -21,7 +23,8 @@ class CreateForeignServerOperator(FdwBaseOperator):
     run in ONE transaction: when the check fails, nothing changed. Idempotent.
 
     :param server_name: name of the foreign server in the local database. (templated)
-    :param fdw_conn_id: the ``postgres_fdw`` connection of the remote database. (templated)
+    :param fdw_conn_id: the ``postgres_fdw`` or ``mysql_fdw`` connection of the remote database; its
+        type picks the wrapper. (templated)
     :param postgres_conn_id: the ``postgres`` connection of the local database. (templated)
     :param user_mappings: local roles to map: ``CURRENT_USER`` (default), ``PUBLIC`` or role names.
         (templated)
@@ -66,7 +69,15 @@ class CreateForeignServerOperator(FdwBaseOperator):
         for role in self.user_mappings:
             check_role(role)
         if self.options:
-            validate_server_options(self.options, "options")
+            # Which wrapper is known only from the connection, read at run time (then checked exactly):
+            # here the options must suit postgres_fdw or mysql_fdw.
+            try:
+                validate_server_options(self.options, "options")
+            except FdwConfigError as postgres_error:
+                try:
+                    MYSQL_FDW.check_server_options(self.options, "options")
+                except FdwConfigError:
+                    raise postgres_error from None
 
     def execute(self, context: Any) -> dict[str, Any]:
         self.validate()

@@ -173,10 +173,12 @@ ROLE_NAME_QUERY = sql.SQL(
 )
 
 
-# Foreign tables of one server in one local schema, with the remote schema/table they point at.
+# Foreign tables of one server in one local schema, with the remote schema/table they point at
+# (postgres_fdw's schema_name, or mysql_fdw's dbname: a MySQL database is what IMPORT calls a schema).
 FOREIGN_TABLES_QUERY = sql.SQL(
     "SELECT c.relname, s.srvname, "
-    "  (SELECT substr(o, 13) FROM unnest(ft.ftoptions) o WHERE o LIKE 'schema_name=%%'), "
+    "  coalesce((SELECT substr(o, 13) FROM unnest(ft.ftoptions) o WHERE o LIKE 'schema_name=%%'), "
+    "    (SELECT substr(o, 8) FROM unnest(ft.ftoptions) o WHERE o LIKE 'dbname=%%')), "
     "  (SELECT substr(o, 12) FROM unnest(ft.ftoptions) o WHERE o LIKE 'table_name=%%') "
     "FROM pg_foreign_table ft "
     "JOIN pg_class c ON c.oid = ft.ftrelid "

@@ -1,0 +1,394 @@
+"""What the provider knows about each foreign-data wrapper it drives: postgres_fdw, mysql_fdw, file_fdw.
+
+A :class:`Wrapper` is plain data: the options its server, user mapping, foreign tables and
+``IMPORT FOREIGN SCHEMA`` accept (each with the rule that checks its value before any SQL runs),
+how an Airflow connection's fields become server and user-mapping options, which table options name
+the remote table, how to prove the local server reaches the remote (a session-local probe table),
+and whether the remote is PostgreSQL (only then do the engine's pg_catalog probes and the direct
+``COPY`` path apply). :func:`wrapper` looks one up by name; everything else asks the description
+instead of testing ``== "postgres_fdw"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.connection import FDW_SERVER_OPTIONS, LIBPQ_SERVER_OPTIONS
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.validation import RULES, boolean, choice, integer, text
+
+Rule = Callable[[str, Any], str]
+
+# A probe: (probe table name, server name, the foreign table's options) -> (CREATE, SELECT) statements.
+Probe = Callable[[str, str, Mapping[str, str]], tuple[sql.Composed, sql.Composed]]
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    """One foreign-data wrapper as the provider drives it.
+
+    :param name: the foreign-data wrapper (and its extension) name.
+    :param conn_type: the Airflow connection type for its remote, or None (file_fdw needs none).
+    :param server_options: option name -> value rule, for ``CREATE SERVER``.
+    :param user_mapping_options: option name -> rule, for ``CREATE USER MAPPING``.
+    :param table_options: option name -> rule, for ``CREATE FOREIGN TABLE``.
+    :param import_options: option name -> rule, for ``IMPORT FOREIGN SCHEMA … OPTIONS``.
+    :param connection_server_fields: Airflow connection attribute -> server option it becomes.
+    :param login_option: the user-mapping option the connection's login becomes.
+    :param password_option: the user-mapping option the connection's password becomes.
+    :param remote_table_options: the table options naming the remote (schema or database, table).
+    :param fetch_size_option: the table option that sets rows per remote fetch, if any.
+    :param managed_options: server options the wrapper sets itself (refused with a clear message).
+    :param table_source_options: a foreign table names exactly one of these (file_fdw: filename or
+        program); empty when the wrapper has no such rule.
+    :param remote_is_postgres: the remote is PostgreSQL: pg_catalog probes and direct COPY apply.
+    :param probe: composes the reachability probe, or None when there is nothing remote to reach.
+    :param docs_url: the wrapper's own documentation.
+    :param debian_package: the Debian package that installs it (for error messages).
+    """
+
+    name: str
+    conn_type: str | None
+    server_options: Mapping[str, Rule]
+    user_mapping_options: Mapping[str, Rule]
+    table_options: Mapping[str, Rule]
+    import_options: Mapping[str, Rule]
+    connection_server_fields: Mapping[str, str] = field(default_factory=dict)
+    login_option: str | None = None
+    password_option: str | None = None
+    remote_table_options: tuple[str, str] | None = None
+    fetch_size_option: str | None = None
+    managed_options: frozenset[str] = frozenset()
+    table_source_options: tuple[str, ...] = ()
+    remote_is_postgres: bool = False
+    probe: Probe | None = None
+    docs_url: str = ""
+    debian_package: str = ""
+
+    @property
+    def extension(self) -> str:
+        """The extension that provides the wrapper (same name for every wrapper described here)."""
+        return self.name
+
+    def check_server_options(self, options: Mapping[str, Any], where: str) -> dict[str, str]:
+        """The text PostgreSQL will store for each server option, or :class:`FdwConfigError`."""
+        for name in options:
+            if name in self.user_mapping_options:
+                raise FdwConfigError(
+                    f"{where}: {name!r} belongs in the user mapping (the connection's login/password)."
+                )
+            if name in self.managed_options:
+                raise FdwConfigError(f"{where}: {name!r} is set by {self.name} itself and cannot be changed.")
+        return _check(self.server_options, options, where, f"a {self.name} server option")
+
+    def check_user_mapping_options(self, options: Mapping[str, Any], where: str) -> dict[str, str]:
+        return _check(self.user_mapping_options, options, where, f"a {self.name} user-mapping option")
+
+    def check_table_options(self, options: Mapping[str, Any], where: str) -> dict[str, str]:
+        if self.table_source_options and sum(o in options for o in self.table_source_options) != 1:
+            raise FdwConfigError(
+                f"{where}: a {self.name} foreign table needs exactly one of "
+                f"{' or '.join(self.table_source_options)}."
+            )
+        return _check(self.table_options, options, where, f"a {self.name} foreign-table option")
+
+    def check_import_options(self, options: Mapping[str, Any], where: str) -> dict[str, str]:
+        return _check(self.import_options, options, where, f"an IMPORT FOREIGN SCHEMA option of {self.name}")
+
+    def create_server(self, server_name: str, options: Mapping[str, str]) -> sql.Composed:
+        """``CREATE SERVER … FOREIGN DATA WRAPPER <this wrapper> OPTIONS (…)``."""
+        return sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}").format(
+            sql.Identifier(server_name), sql.Identifier(self.name), q.options_clause(options)
+        )
+
+    def user_mapping(self, login: str | None, password: str | None) -> dict[str, str]:
+        """The user-mapping options for a connection's login and password (the password is secret)."""
+        options: dict[str, str] = {}
+        if login and self.login_option:
+            options[self.login_option] = login
+        if password and self.password_option:
+            options[self.password_option] = password
+        return options
+
+    def remote_table(
+        self, table_options: Mapping[str, str], local_name: tuple[str, str]
+    ) -> tuple[str, str] | None:
+        """(remote schema or database, remote table) a foreign table reads; None for a non-table source."""
+        if self.remote_table_options is None:
+            return None
+        schema_option, table_option = self.remote_table_options
+        schema, name = local_name
+        return table_options.get(schema_option, schema), table_options.get(table_option, name)
+
+    def bulk_read_options(self, table_options: Mapping[str, str], fetch_size: int) -> dict[str, str]:
+        """Options of a private copy of a foreign table that reads in bulk: the same source, with the
+        wrapper's fetch size (when it has one) raised to ``fetch_size``."""
+        options = dict(table_options)
+        if self.fetch_size_option:
+            options[self.fetch_size_option] = str(fetch_size)
+        return options
+
+
+def wrapper(name: str) -> Wrapper:
+    """The description of foreign-data wrapper ``name``; a clear error for one the provider does not drive."""
+    try:
+        return WRAPPERS[name]
+    except KeyError:
+        raise FdwConfigError(
+            f"foreign-data wrapper {name!r} is not supported; supported: {', '.join(sorted(WRAPPERS))}."
+        ) from None
+
+
+def wrapper_for_conn_type(conn_type: str) -> Wrapper | None:
+    """The wrapper whose remote an Airflow connection of ``conn_type`` describes (None: not an FDW type)."""
+    return next((w for w in WRAPPERS.values() if w.conn_type == conn_type), None)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _check(rules: Mapping[str, Rule], options: Mapping[str, Any], where: str, what: str) -> dict[str, str]:
+    if not isinstance(options, Mapping):
+        raise FdwConfigError(f"{where} must be a mapping of option names to values.")
+    result: dict[str, str] = {}
+    for name, value in options.items():
+        rule = rules.get(name)
+        if rule is None:
+            allowed = ", ".join(sorted(rules)) or "none"
+            raise FdwConfigError(f"{where}: {name!r} is not {what}; allowed: {allowed}.")
+        try:
+            result[name] = rule(name, value)
+        except FdwConfigError as exc:
+            raise FdwConfigError(f"{where}: {exc}") from None
+    return result
+
+
+def _single_port(name: str, value: Any) -> str:
+    digits = str(value).strip() if not isinstance(value, bool) else ""
+    if not re.fullmatch(r"\d+", digits) or not 1 <= int(digits) <= 65535:
+        raise FdwConfigError(f"{name} must be a port number from 1 to 65535, got {value!r}.")
+    return str(int(digits))
+
+
+def _single_char(name: str, value: Any) -> str:
+    checked = text(name, value)
+    if len(checked.encode()) != 1:
+        raise FdwConfigError(f"{name} must be a single one-byte character, got {value!r}.")
+    return checked
+
+
+def _absolute_path(name: str, value: Any) -> str:
+    checked = text(name, value)
+    if not checked.startswith("/"):
+        raise FdwConfigError(f"{name} must be an absolute path on the LOCAL database server, got {value!r}.")
+    return checked
+
+
+def _rules(names: frozenset[str] | set[str], default: Rule = text) -> dict[str, Rule]:
+    return {name: RULES.get(name, default) for name in sorted(names)}
+
+
+# -- postgres_fdw ----------------------------------------------------------------------------------
+
+
+def _postgres_probe(probe: str, server: str, options: Mapping[str, str]) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over the remote ``pg_settings``: the remote version."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (name text, setting text) SERVER {} "
+        "OPTIONS (schema_name 'pg_catalog', table_name 'pg_settings')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL(
+        "SELECT 'PostgreSQL ' || max(setting) FILTER (WHERE name = 'server_version') FROM pg_temp.{}"
+    ).format(sql.Identifier(probe))
+    return create, read
+
+
+POSTGRES_FDW = Wrapper(
+    name="postgres_fdw",
+    conn_type="postgres_fdw",
+    server_options=_rules(LIBPQ_SERVER_OPTIONS | FDW_SERVER_OPTIONS),
+    user_mapping_options={
+        "user": text,
+        "password": text,
+        "sslpassword": text,
+        "password_required": boolean,
+        "sslcert": text,
+        "sslkey": text,
+    },
+    table_options={
+        "schema_name": text,
+        "table_name": text,
+        "use_remote_estimate": boolean,
+        "updatable": boolean,
+        "truncatable": boolean,
+        "fetch_size": integer(1),
+        "batch_size": integer(1),
+        "async_capable": boolean,
+        "analyze_sampling": RULES["analyze_sampling"],
+    },
+    import_options={
+        "import_collate": boolean,
+        "import_default": boolean,
+        "import_generated": boolean,
+        "import_not_null": boolean,
+    },
+    connection_server_fields={"host": "host", "port": "port", "schema": "dbname"},
+    login_option="user",
+    password_option="password",
+    remote_table_options=("schema_name", "table_name"),
+    fetch_size_option="fetch_size",
+    managed_options=frozenset({"client_encoding", "fallback_application_name"}),
+    remote_is_postgres=True,
+    probe=_postgres_probe,
+    docs_url="https://www.postgresql.org/docs/current/postgres-fdw.html",
+    debian_package="postgresql-contrib",
+)
+
+
+# -- mysql_fdw (options of mysql_fdw 2.8, the version Debian 12 ships; README "Usage") ---------------
+
+
+def _mysql_probe(probe: str, server: str, options: Mapping[str, str]) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over the remote ``information_schema.SCHEMATA``: a login with the
+    mapping's credentials, and the databases that login may see (MySQL and MariaDB alike)."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (schema_name text) SERVER {} "
+        "OPTIONS (dbname 'information_schema', table_name 'SCHEMATA')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL("SELECT 'MySQL: ' || count(*) || ' databases visible' FROM pg_temp.{}").format(
+        sql.Identifier(probe)
+    )
+    return create, read
+
+
+MYSQL_FDW = Wrapper(
+    name="mysql_fdw",
+    conn_type="mysql_fdw",
+    server_options={
+        "host": text,
+        "port": _single_port,
+        "secure_auth": boolean,
+        "init_command": text,
+        "use_remote_estimate": boolean,
+        "reconnect": boolean,
+        "sql_mode": text,
+        "ssl_key": text,
+        "ssl_cert": text,
+        "ssl_ca": text,
+        "ssl_capath": text,
+        "ssl_cipher": text,
+        "fetch_size": integer(1),
+        "character_set": text,
+    },
+    user_mapping_options={"username": text, "password": text},
+    table_options={
+        "dbname": text,
+        "table_name": text,
+        "max_blob_size": integer(0),
+        "fetch_size": integer(1),
+    },
+    import_options={
+        "import_default": boolean,
+        "import_not_null": boolean,
+        "import_enum_as_text": boolean,
+    },
+    connection_server_fields={"host": "host", "port": "port"},
+    login_option="username",
+    password_option="password",
+    remote_table_options=("dbname", "table_name"),
+    fetch_size_option="fetch_size",
+    probe=_mysql_probe,
+    docs_url="https://github.com/EnterpriseDB/mysql_fdw",
+    debian_package="postgresql-<version>-mysql-fdw",
+)
+
+
+# -- file_fdw ------------------------------------------------------------------------------------------
+
+
+def _file_probe(probe: str, server: str, options: Mapping[str, str]) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over the same file, one column wide: its first line is read."""
+    create = sql.SQL("CREATE FOREIGN TABLE pg_temp.{} (line text) SERVER {}{}").format(
+        sql.Identifier(probe),
+        sql.Identifier(server),
+        q.options_clause(
+            {k: v for k, v in options.items() if k in ("filename", "program", "encoding")}
+            | {"format": "text", "delimiter": "\x01"}
+        ),
+    )
+    read = sql.SQL(
+        "SELECT 'file: ' || count(*) || ' line(s) read' FROM (SELECT FROM pg_temp.{} LIMIT 1) t"
+    ).format(sql.Identifier(probe))
+    return create, read
+
+
+FILE_FDW = Wrapper(
+    name="file_fdw",
+    conn_type=None,
+    server_options={},
+    user_mapping_options={},
+    table_options={
+        "filename": _absolute_path,
+        "program": text,
+        "format": choice("text", "csv", "binary"),
+        "header": boolean,
+        "delimiter": _single_char,
+        "quote": _single_char,
+        "escape": _single_char,
+        "null": text,
+        "encoding": text,
+    },
+    import_options={},
+    table_source_options=("filename", "program"),
+    probe=_file_probe,
+    docs_url="https://www.postgresql.org/docs/current/file-fdw.html",
+    debian_package="postgresql-contrib",
+)
+
+WRAPPERS: dict[str, Wrapper] = {w.name: w for w in (POSTGRES_FDW, MYSQL_FDW, FILE_FDW)}
+
+# The foreign-data wrapper behind a foreign table (schema, name): no row for a table that is not foreign.
+SOURCE_WRAPPER_QUERY = sql.SQL(
+    "SELECT w.fdwname FROM pg_foreign_table ft "
+    "JOIN pg_class c ON c.oid = ft.ftrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_foreign_server s ON s.oid = ft.ftserver JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+def source_wrapper(s: Any, table: tuple[str, str]) -> str | None:
+    """The foreign-data wrapper name behind ``table`` (read in session ``s``); None when not foreign."""
+    row = s.fetchone("read the source's wrapper", SOURCE_WRAPPER_QUERY, table)
+    return row[0] if row else None
+
+
+def reads_postgres(wrapper_name: str | None) -> bool:
+    """Whether a foreign table of this wrapper reads PostgreSQL (pg_catalog probes, direct COPY apply)."""
+    return wrapper_name is not None and wrapper_name in WRAPPERS and WRAPPERS[wrapper_name].remote_is_postgres
+
+
+def bulk_read_options(
+    wrapper_name: str | None,
+    table_options: Mapping[str, str],
+    remote: tuple[str, str] | None,
+    fetch_size: int,
+) -> dict[str, str]:
+    """Options of a private copy of a foreign table that reads the same source in bulk: postgres_fdw's
+    remote schema/table with ``fetch_size`` (as before the other wrappers came); another described
+    wrapper's table options with its fetch size raised; an unknown wrapper's table options as they are."""
+    if wrapper_name == POSTGRES_FDW.name and remote is not None:
+        # No remote EXPLAIN round trips for a private table that is only ever read whole or by range.
+        return {
+            "schema_name": remote[0],
+            "table_name": remote[1],
+            "fetch_size": str(fetch_size),
+            "use_remote_estimate": "false",
+        }
+    if wrapper_name in WRAPPERS:
+        return WRAPPERS[wrapper_name].bulk_read_options(table_options, fetch_size)
+    return dict(table_options)

@@ -1,0 +1,139 @@
+"""BulkCopy (FDW path) from sources of other wrappers: a MariaDB table through mysql_fdw, a CSV file
+through file_fdw; replace, append and upsert against the real servers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from conftest import local
+
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.operators.files import CreateFileForeignTableOperator
+from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+from fdw_testing.mariadb import MariaDB
+from fdw_testing.pgcluster import Pair
+
+
+def copy(fdw_conn_id: str, source: str, target: str, **kwargs) -> dict:
+    with FdwHook(fdw_conn_id=fdw_conn_id) as hook:
+        return hook.bulk_copy(plan_copy(source, target, **kwargs))
+
+
+@pytest.fixture
+def mysql_orders(pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A MariaDB table ``orders_<random>`` (ids 1..300) imported as ``proxy_<random>.orders_<random>``."""
+    table, schema, server = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("orders", "proxy", "my"))
+    mariadb.execute(
+        f"CREATE TABLE {table} (id bigint PRIMARY KEY, customer varchar(40) NOT NULL, amount decimal(12,2), "
+        "note text, updated_at datetime(6) NOT NULL); "
+        f"INSERT INTO {table} SELECT seq, concat('cüstomer ', seq), seq * 1.25, IF(seq % 7 = 0, NULL, 'n'), "
+        "'2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_300",
+        database=mariadb.database,
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MYSQL_COPY",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": mariadb.host,
+                "port": mariadb.port,
+                "login": mariadb.user,
+                "password": mariadb.password,
+            }
+        ),
+    )
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_copy").execute({})
+    ImportForeignSchemaOperator(
+        task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=schema, limit_to=[table]
+    ).execute({})
+    return table, f"{schema}.{table}"
+
+
+def _mysql_rows(mariadb: MariaDB, table: str) -> list[tuple]:
+    rows = mariadb.execute(
+        "SELECT id, customer, amount, note, date_format(updated_at, '%Y-%m-%d %H:%i:%s') "
+        f"FROM {table} ORDER BY id",
+        database=mariadb.database,
+    )
+    return [(int(i), c, Decimal(a), n, u) for i, c, a, n, u in rows]
+
+
+def _local_rows(pair: Pair, table: str) -> list[tuple]:
+    return local(
+        pair,
+        "SELECT id, customer, amount, note, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS') "
+        "FROM {t} ORDER BY id",
+        t=table,
+    )
+
+
+def test_mysql_replace_append_and_upsert_through_the_fdw_path(
+    pair: Pair, mariadb: MariaDB, mysql_orders: tuple[str, str]
+) -> None:
+    table, foreign = mysql_orders
+    target = f"public.my_{uuid.uuid4().hex[:8]}"
+    first = copy("mysql_copy", foreign, target, mode="replace", key_columns=["id"], verify="count")
+    assert first["rows"] == 300 and first["path"] == "fdw"
+    assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES (301, 'new', 1.00, NULL, '2030-01-01'), "
+        "(302, 'newer', 2.00, 'x', '2030-01-02')",
+        database=mariadb.database,
+    )
+    appended = copy("mysql_copy", foreign, target, mode="append", watermark_column="updated_at")
+    assert appended["rows"] == 2
+    assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+
+    mariadb.execute(
+        f"UPDATE {table} SET amount = 0, updated_at = '2031-01-01' WHERE id = 5; "
+        f"INSERT INTO {table} VALUES (303, 'upserted', 3.00, NULL, '2031-01-02')",
+        database=mariadb.database,
+    )
+    upserted = copy(
+        "mysql_copy", foreign, target, mode="upsert", key_columns=["id"], watermark_column="updated_at"
+    )
+    assert (upserted["inserted"], upserted["updated"]) == (1, 1)
+    assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+
+
+@pytest.fixture
+def csv_table(pair: Pair, server_readable_dir: Path) -> tuple[Path, str]:
+    path = server_readable_dir / "rates.csv"
+    path.write_text("day,currency,rate\n2024-01-01,EUR,1.0\n2024-01-01,USD,1.09\n2024-01-02,EUR,1.0\n")
+    path.chmod(0o644)
+    table = f"files_{uuid.uuid4().hex[:8]}.rates"
+    CreateFileForeignTableOperator(
+        task_id="f",
+        server_name="files",
+        table=table,
+        columns={"day": "date", "currency": "text", "rate": "numeric"},
+        options={"filename": str(path), "format": "csv", "header": True},
+    ).execute({})
+    return path, table
+
+
+def test_csv_file_replace_then_append_through_the_fdw_path(pair: Pair, csv_table: tuple[Path, str]) -> None:
+    path, table = csv_table
+    target = f"public.rates_{uuid.uuid4().hex[:8]}"
+    first = copy("fdw_source", table, target, mode="replace", verify="count")
+    assert first["rows"] == 3
+    with path.open("a") as fh:
+        fh.write("2024-01-03,EUR,1.0\n2024-01-03,USD,1.1\n")
+    second = copy("fdw_source", table, target, mode="append", watermark_column="day")
+    assert second["rows"] == 2
+    assert local(pair, "SELECT day::text, currency, rate::text FROM {t} ORDER BY 1, 2", t=target) == [
+        ("2024-01-01", "EUR", "1.0"),
+        ("2024-01-01", "USD", "1.09"),
+        ("2024-01-02", "EUR", "1.0"),
+        ("2024-01-03", "EUR", "1.0"),
+        ("2024-01-03", "USD", "1.1"),
+    ]
+    third = copy("fdw_source", table, target, mode="replace")
+    assert third["rows"] == 5 and local(pair, "SELECT count(*) FROM {t}", t=target) == [(5,)]
