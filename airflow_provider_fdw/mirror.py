@@ -1,0 +1,611 @@
+"""Mirror mode: make the target equal to the source, writing and moving only the rows that differ.
+
+How a mirror runs, all in ONE local transaction (so every read of the source goes through the same
+postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the whole run):
+
+1. Read the source, the target and the key (``key_columns``, else the target's primary key, else a
+   unique index over NOT NULL columns; refused without one). Lock the target ``EXCLUSIVE``: readers
+   go on reading, writers wait.
+2. Compare per-bucket checksums. Every row falls into a bucket by a hash of its key; per bucket both
+   sides compute ``count(*)`` and ``sum(row hash)``. The source's aggregate runs ON THE REMOTE
+   (postgres_fdw aggregate pushdown, checked with ``EXPLAIN VERBOSE`` before anything runs), so only
+   one row per bucket crosses the network. The hashes are built from immutable built-ins over each
+   value's binary send form (or its bytes, for integers and text), so they are equal on both sides for
+   equal values whatever DateStyle, TimeZone, IntervalStyle or extra_float_digits say.
+3. Bisect: buckets that differ are split (more bits of the same key hash) and compared again, only
+   within themselves, until a bucket holds a handful of rows.
+4. Fetch the source rows of the differing leaf buckets into a temporary table, then delete the target
+   rows of those buckets whose key vanished, update the rows whose values differ and insert the new
+   keys (as the replace's in-place apply: deferrable constraints deferred, GENERATED ALWAYS identities
+   kept, owned sequences caught up; a row of another table referencing a row the mirror would delete
+   or re-key fails the run before any change, naming the foreign key).
+5. Recompute the changed buckets on the target and compare them with the source's: a mismatch rolls
+   everything back. Commit.
+
+A failure anywhere leaves the target exactly as it was; a retry starts over and converges.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.cancel import acquire_run_lock, release_run_lock
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks import locks
+from airflow_provider_fdw.hooks.apply import (
+    catch_up_sequences,
+    check_no_null_key,
+    check_unique,
+    choose_key,
+)
+from airflow_provider_fdw.hooks.matview import lock_timeout_setting
+from airflow_provider_fdw.hooks.reimport import read_columns
+from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
+from airflow_provider_fdw.timeouts import DEFAULT_SWAP_LOCK_TIMEOUT, DEFAULT_TARGET_LOCK_WAIT
+
+LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch its rows
+FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
+SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
+MAX_BITS = 40
+
+
+@dataclass(frozen=True)
+class MirrorPlan:
+    """Validated arguments of a mirror run."""
+
+    source: QualifiedName
+    target: QualifiedName
+    key_columns: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    lock_timeout: str | None = None
+
+
+def plan_mirror(
+    source_table: str,
+    target_table: str,
+    key_columns: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    lock_timeout: float | str | None = None,
+) -> MirrorPlan:
+    """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
+    source = parse_qualified_name(source_table, "source_table")
+    target = parse_qualified_name(target_table, "target_table")
+    if source == target:
+        raise FdwConfigError("source_table and target_table are the same table.")
+    keys = check_identifiers(key_columns, "key_columns")
+    cols = check_identifiers(columns, "columns")
+    if cols is not None and keys and [k for k in keys if k not in cols]:
+        raise FdwConfigError(
+            f"columns must include the key columns; missing {[k for k in keys if k not in cols]}."
+        )
+    return MirrorPlan(
+        source,
+        target,
+        tuple(keys) if keys else None,
+        tuple(cols) if cols else None,
+        lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
+    )
+
+
+@dataclass
+class MirrorResult:
+    """What a mirror run compared and wrote (a small, JSON-safe summary)."""
+
+    source: str
+    target: str
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rows_fetched: int = 0
+    buckets_compared: int = 0
+    levels: int = 0
+    key: list[str] = field(default_factory=list)
+    checksum: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": "mirror", **asdict(self), "seconds": round(self.seconds, 3)}
+
+
+Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
+
+
+class Mirror:
+    """One mirror run of ``plan.source`` (a foreign table) into ``plan.target`` (an existing table)."""
+
+    def __init__(
+        self, plan: MirrorPlan, log: Any, target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT
+    ) -> None:
+        self.plan = plan
+        self.log = log
+        self.target_lock_wait = target_lock_wait
+        self.result = MirrorResult(str(plan.source), str(plan.target))
+
+    def run(self, session: LocalSession) -> MirrorResult:
+        started = time.monotonic()
+        lock_key = locks.lock_key(
+            "copy", str(self.plan.target)
+        )  # a copy and a mirror of one target take turns
+        acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
+        try:
+            with session.transaction():
+                self._run(session)
+        finally:
+            release_run_lock(session, lock_key, self.log)
+        self.result.seconds = time.monotonic() - started
+        r = self.result
+        self.log.info(
+            "Mirrored %s to %s in %.2fs: %d source rows, %d buckets compared in %d levels, %d rows fetched; "
+            "inserted %d, updated %d, deleted %d",
+            r.source,
+            r.target,
+            r.seconds,
+            r.rows,
+            r.buckets_compared,
+            r.levels,
+            r.rows_fetched,
+            r.inserted,
+            r.updated,
+            r.deleted,
+        )
+        return r
+
+    # -- the whole run, in one transaction ----------------------------------------------------
+
+    def _run(self, s: LocalSession) -> None:
+        p = self.plan
+        if p.lock_timeout:
+            s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
+        source_row = s.fetchone("read source_table", q.RELATION_QUERY, p.source)
+        if source_row is None:
+            raise FdwConfigError(
+                f"source_table {p.source} does not exist in the local database "
+                "(import it with ImportForeignSchemaOperator first)."
+            )
+        target_row = s.fetchone("read target_table", q.RELATION_QUERY, p.target)
+        if target_row is None:
+            raise FdwConfigError(
+                f"target_table {p.target} does not exist: create it with a first copy (mode='replace'), "
+                "then mirror it."
+            )
+        if target_row[1] not in ("r", "p"):
+            raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+        oid, relkind = target_row[0], target_row[1]
+        only = relkind == "r"  # inheritance children of a plain table are not the target's rows
+        source_columns = read_columns(s, p.source)
+        target_columns = read_columns(s, p.target)
+        generated = {c for (c,) in s.fetchall("read generated columns", q.GENERATED_COLUMNS_QUERY, (oid,))}
+        columns = list(p.columns or [c for c in source_columns if c not in generated])
+        missing = [c for c in columns if c not in source_columns]
+        if missing:
+            raise FdwConfigError(f"columns {missing} do not exist in {p.source}.")
+        missing = [c for c in columns if c not in target_columns or c in generated]
+        if missing:
+            raise FdwConfigError(f"columns {missing} of {p.source} are not writable columns of {p.target}.")
+        key, key_is_unique = choose_key(s, oid, p.key_columns)
+        if not key:
+            raise FdwConfigError(
+                f"mode='mirror' needs a key to match rows: {p.target} has no primary key or unique index "
+                "over NOT NULL columns; pass key_columns."
+            )
+        missing = [k for k in key if k not in columns]
+        if missing:
+            raise FdwConfigError(
+                f"the key {list(key)} is not among the mirrored columns (missing {missing})."
+            )
+        self.result.key = list(key)
+        kinds = hash_kinds(s, source_row[0], columns, p.source)
+        row_hash = row_hash_expr(columns, kinds)
+        key_hash = key_hash_expr(key, kinds)
+
+        s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))
+        if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
+            self._check_pushdown(s, p.source, key_hash, row_hash)
+
+        estimate = self._estimate_rows(s, oid)
+        bits = bits_for(estimate, FIRST_LEVEL_ROWS)
+        final_bits = max(bits, bits_for(estimate, LEAF_ROWS))
+        parents: list[int] | None = None
+        parent_bits = 0
+        source_leaves: Buckets = {}
+        while True:
+            self.result.levels += 1
+            src = self._buckets(s, p.source, False, key_hash, row_hash, bits, parents, parent_bits, "source")
+            tgt = self._buckets(s, p.target, only, key_hash, row_hash, bits, parents, parent_bits, "target")
+            if parents is None:
+                self.result.rows = sum(n for n, _ in src.values())
+                self.result.checksum = str(sum(int(c) for _, c in src.values() if c is not None))
+            self.result.buckets_compared += len(set(src) | set(tgt))
+            differing = sorted(b for b in set(src) | set(tgt) if src.get(b) != tgt.get(b))
+            self.log.info(
+                "Level %d (%d buckets by %d key-hash bits): %d differ",
+                self.result.levels,
+                len(set(src) | set(tgt)),
+                bits,
+                len(differing),
+            )
+            if not differing:
+                self.result.unchanged = self.result.rows
+                return
+            if bits >= final_bits:
+                source_leaves = {b: src.get(b, (0, None)) for b in differing}
+                break
+            parents, parent_bits = differing, bits
+            bits = min(final_bits, bits + SPLIT_BITS)
+        self._apply(s, oid, only, key, key_is_unique, columns, key_hash, row_hash, bits, source_leaves)
+
+    def _apply(
+        self,
+        s: LocalSession,
+        oid: int,
+        only: bool,
+        key: tuple[str, ...],
+        key_is_unique: bool,
+        columns: list[str],
+        key_hash: sql.Composable,
+        row_hash: sql.Composable,
+        bits: int,
+        leaves: Buckets,
+    ) -> None:
+        p = self.plan
+        buckets = sorted(leaves)
+        staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
+        s.execute("create mirror staging table", create_staging(staging, p.target, columns, only), quiet=True)
+        fetched = s.execute(
+            f"fetch the differing rows of {p.source}",
+            fetch_rows(staging, p.source, columns, key_hash, bits),
+            (buckets,),
+        ).rowcount
+        self.result.rows_fetched = fetched
+        s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
+        # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
+        s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
+        check_no_null_key(s, staging, key, f"source rows of {p.source}", "the mirror never matches")
+        check_unique(s, staging, key, str(p.source))
+        if not key_is_unique:
+            check_unique(s, p.target, key, str(p.target), only)
+        self._check_children(s, oid, only, key, key_hash, staging, bits, buckets)
+        always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
+        image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        self.result.deleted = s.execute(
+            f"delete vanished rows of {p.target}",
+            delete_vanished(p.target, staging, key, key_hash, bits, only),
+            (buckets,),
+        ).rowcount
+        if any(c not in key or c not in image_equal for c in columns):
+            self.result.updated = s.execute(
+                f"update changed rows of {p.target}",
+                q.diff_update(p.target, staging, key, columns, only, image_equal),
+            ).rowcount
+        self.result.inserted = s.execute(
+            f"insert new rows of {p.target}",
+            q.diff_insert(p.target, staging, key, columns, only, bool(always & set(columns))),
+        ).rowcount
+        self.result.unchanged = self.result.rows - self.result.inserted - self.result.updated
+        catch_up_sequences(s, p.target, oid, only)
+        after = self._buckets(s, p.target, only, key_hash, row_hash, bits, buckets, bits, "target")
+        wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
+        if wrong:
+            raise FdwError(
+                f"Mirror check failed: after the apply, {len(wrong)} key-hash buckets of {p.target} still "
+                f"differ from the source snapshot (first: bucket {wrong[0]}, target {after.get(wrong[0])}, "
+                f"source {leaves[wrong[0]]}); values whose equality is not identity (a non-deterministic "
+                "collation) cannot be mirrored. Nothing was committed to the target.",
+                step="verify",
+            )
+        s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _check_pushdown(
+        self, s: LocalSession, source: QualifiedName, key_hash: sql.Composable, row_hash: sql.Composable
+    ) -> None:
+        """Before anything changes: postgres_fdw must run the per-bucket aggregate on the remote."""
+        plan = [
+            r[0]
+            for r in s.fetchall(
+                "explain mirror checksums",
+                q.explain_verbose(bucket_checksums(source, False, key_hash, row_hash, 8, None, 0)),
+            )
+        ]
+        if not (plan[0].lstrip().startswith("Foreign Scan") and any("Aggregate on" in line for line in plan)):
+            raise FdwConfigError(
+                f"mode='mirror': postgres_fdw would not compute the per-bucket checksums of {source} on the "
+                "remote (a column type or the server's settings prevent aggregate pushdown); mirroring it "
+                "would read every row through the network on every run."
+            )
+
+    def _estimate_rows(self, s: LocalSession, oid: int) -> float:
+        (estimate,) = s.fetchone("estimate target rows", ROW_ESTIMATE_QUERY, (oid,))
+        if estimate is None or estimate < 0:  # never analyzed: count (an index-only scan when vacuumed)
+            (estimate,) = s.fetchone("count target rows", q.count_rows(self.plan.target))
+        return float(estimate)
+
+    def _buckets(
+        self,
+        s: LocalSession,
+        table: QualifiedName,
+        only: bool,
+        key_hash: sql.Composable,
+        row_hash: sql.Composable,
+        bits: int,
+        parents: list[int] | None,
+        parent_bits: int,
+        side: str,
+    ) -> Buckets:
+        statement = bucket_checksums(table, only, key_hash, row_hash, bits, parents, parent_bits)
+        rows = s.fetchall(f"checksum {side} buckets", statement, None if parents is None else (parents,))
+        return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
+
+    def _check_children(
+        self,
+        s: LocalSession,
+        oid: int,
+        only: bool,
+        key: tuple[str, ...],
+        key_hash: sql.Composable,
+        staging: QualifiedName,
+        bits: int,
+        buckets: list[int],
+    ) -> None:
+        """Fail, naming the constraint, when a row referencing the target would see its parent row
+        deleted or its referenced values changed (its ON DELETE/UPDATE action would fire)."""
+        for conname, schema, table, child_columns, parent_columns in s.fetchall(
+            "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+        ):
+            child = QualifiedName(schema, table)
+            probe = orphan_probe(
+                child, child_columns, self.plan.target, parent_columns, staging, key, key_hash, bits, only
+            )
+            params = (buckets, buckets) if child == self.plan.target else (buckets,)
+            orphan = s.fetchone(f"check rows referencing {self.plan.target} through {conname}", probe, params)
+            if orphan is not None:
+                shown = repr(orphan[0]) if len(orphan) == 1 else repr(tuple(orphan))
+                raise FdwError(
+                    f"Mirroring {self.plan.target} would delete or change the row that rows of {child} "
+                    f"reference through foreign key {conname} ({', '.join(child_columns)}) = {shown}: the "
+                    "source no longer has it. Nothing was changed; delete or re-point those rows first.",
+                    step="check referencing rows",
+                )
+
+
+# -- hashing: equal on both sides for equal values, computed by immutable built-ins only ---------------
+
+# Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function.
+HASH_KINDS_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
+    "  p.provolatile = 'i' "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
+)
+ROW_ESTIMATE_QUERY = sql.SQL(
+    "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
+)
+INTEGERS = ("int2", "int4", "int8", "oid")
+TEXTS = ("text", "varchar", "bpchar")
+BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
+
+
+def hash_kinds(
+    s: LocalSession, source_oid: int, columns: Sequence[str], source: QualifiedName
+) -> dict[str, str]:
+    """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
+    refused, before anything changes (its hash could not run on the remote)."""
+    info = {row[0]: row[1:] for row in s.fetchall("read column types", HASH_KINDS_QUERY, (source_oid,))}
+    kinds: dict[str, str] = {}
+    refused: list[str] = []
+    for name in columns:
+        builtin, typname, typlen, send, immutable = info[name]
+        if builtin and typname in INTEGERS:
+            kinds[name] = "int"
+        elif builtin and typname in TEXTS:
+            kinds[name] = "text"
+        elif builtin and typname in ("bool", "numeric", "uuid"):
+            kinds[name] = typname
+        elif builtin and immutable and 0 < typlen <= BYTES_MAX:
+            kinds[name] = f"bytes:{typlen}:{send}"
+        else:
+            refused.append(name)
+    if refused:
+        raise FdwConfigError(
+            f"mode='mirror' cannot checksum columns {refused} of {source} on the remote: it hashes "
+            "integers, text, boolean, numeric, uuid and fixed-length built-in types (timestamps, dates, "
+            "floats, intervals …); leave the others out with columns=, or use mode='replace'."
+        )
+    return kinds
+
+
+def _value_hash(column: str, kind: str, seed: int) -> sql.Composable:
+    """The hash of one non-NULL value, equal for identical values whatever the session settings.
+
+    Only functions postgres_fdw ships (immutable built-ins, collations derived from the column).
+    Numeric adds its scale (1.5 and 1.50 are equal but print differently); fixed-length types hash
+    the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as they print).
+    """
+    col, s = sql.Identifier(column), sql.Literal(seed)
+    if kind == "int":
+        return sql.SQL("pg_catalog.hashint8extended({}, {})").format(col, s)
+    if kind == "text":
+        return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
+    if kind == "bool":
+        return sql.SQL("pg_catalog.hashint8extended({}::int4, {})").format(col, s)
+    if kind == "uuid":
+        return sql.SQL("pg_catalog.uuid_hash_extended({}, {})").format(col, s)
+    if kind == "numeric":
+        return sql.SQL(
+            "(pg_catalog.hash_numeric_extended({0}, {1}) # pg_catalog.hashint8extended("
+            "CASE WHEN pg_catalog.scale({0}) IS NULL THEN -1 ELSE pg_catalog.scale({0}) END, {1}))"
+        ).format(col, s)
+    _, length, send = kind.split(":")
+    value = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), col)
+    chunks = []
+    for start in range(0, int(length), 8):
+        parts = [
+            sql.SQL("(pg_catalog.get_byte({}, {})::int8 << {})").format(
+                value, sql.Literal(i), sql.Literal(8 * (i - start))
+            )
+            for i in range(start, min(start + 8, int(length)))
+        ]
+        chunks.append(
+            sql.SQL("pg_catalog.hashint8extended({}, {})").format(
+                sql.SQL(" | ").join(parts), sql.Literal(seed + start)
+            )
+        )
+    return sql.SQL("({})").format(sql.SQL(" # ").join(chunks))
+
+
+def row_hash_expr(columns: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
+    """A 64-bit hash of the row: the XOR of each column's hash, seeded by its position (so swapped
+    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped)."""
+    return sql.SQL("({})").format(
+        sql.SQL(" # ").join(
+            sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
+                sql.Identifier(c), sql.Literal(-1 - i), _value_hash(c, kinds[c], i + 1)
+            )
+            for i, c in enumerate(columns)
+        )
+    )
+
+
+def key_hash_expr(key: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
+    """The bucket a row falls in comes from its key alone (an update stays in its bucket)."""
+    return sql.SQL("({})").format(
+        sql.SQL(" # ").join(
+            sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
+                sql.Identifier(k), _value_hash(k, kinds[k], 1000 + i)
+            )
+            for i, k in enumerate(key)
+        )
+    )
+
+
+def bits_for(rows: float, per_bucket: int) -> int:
+    return max(0, min(MAX_BITS, math.ceil(math.log2(max(rows, 1) / per_bucket)) if rows > per_bucket else 0))
+
+
+# -- SQL ----------------------------------------------------------------------------------------------
+
+
+def _table(table: QualifiedName, only: bool) -> sql.Composable:
+    return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
+
+
+def _in_buckets(key_hash: sql.Composable, bits: int) -> sql.Composable:
+    """``key hash & mask = ANY(%s)``: the row is in one of the given buckets (one array parameter).
+
+    The hash names the key columns unqualified: callers use it where only the hashed table is in scope.
+    """
+    return sql.SQL("({} & {}) = ANY(%s::int8[])").format(key_hash, sql.Literal((1 << bits) - 1))
+
+
+def bucket_checksums(
+    table: QualifiedName,
+    only: bool,
+    key_hash: sql.Composable,
+    row_hash: sql.Composable,
+    bits: int,
+    parents: list[int] | None,
+    parent_bits: int,
+) -> sql.Composed:
+    """Per bucket (the low ``bits`` of the key hash): the rows and the sum of their row hashes, only
+    within the ``parents`` buckets (the low ``parent_bits``) when given."""
+    where = (
+        sql.SQL(" WHERE {}").format(_in_buckets(key_hash, parent_bits))
+        if parents is not None
+        else sql.SQL("")
+    )
+    return sql.SQL("SELECT {} & {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
+        key_hash, sql.Literal((1 << bits) - 1), row_hash, _table(table, only), where
+    )
+
+
+def create_staging(
+    staging: QualifiedName, target: QualifiedName, columns: Sequence[str], only: bool
+) -> sql.Composed:
+    """A session-private table with the target's column types, dropped at the end of the transaction."""
+    return sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        sql.Identifier(staging.name), q.column_list(columns), _table(target, only)
+    )
+
+
+def fetch_rows(
+    staging: QualifiedName, source: QualifiedName, columns: Sequence[str], key_hash: sql.Composable, bits: int
+) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
+        sql.Identifier(*staging),
+        q.column_list(columns),
+        q.column_list(columns),
+        sql.Identifier(*source),
+        _in_buckets(key_hash, bits),
+    )
+
+
+def delete_vanished(
+    target: QualifiedName,
+    staging: QualifiedName,
+    key: Sequence[str],
+    key_hash: sql.Composable,
+    bits: int,
+    only: bool,
+) -> sql.Composed:
+    """Delete the target rows of the compared buckets whose key the source no longer has."""
+    return sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+        _table(target, only),
+        _in_buckets(key_hash, bits),
+        sql.Identifier(*staging),
+        _key_match("s", "t", key),
+    )
+
+
+def orphan_probe(
+    child: QualifiedName,
+    child_columns: Sequence[str],
+    target: QualifiedName,
+    parent_columns: Sequence[str],
+    staging: QualifiedName,
+    key: Sequence[str],
+    key_hash: sql.Composable,
+    bits: int,
+    only: bool,
+) -> sql.Composed:
+    """One child row whose parent row (in a compared bucket) the mirror deletes or whose referenced
+    values it changes: no source row has the parent's key with the same referenced values."""
+    if child == target:  # a self-reference: rows the mirror rewrites get the source's (consistent) values
+        child_filter = sql.SQL(" AND NOT ({})").format(_in_buckets(key_hash, bits))
+    else:
+        child_filter = sql.SQL("")
+    return sql.SQL(
+        "SELECT {c_cols} FROM {child} AS c WHERE EXISTS (SELECT 1 FROM {target} AS t WHERE {link} AND {in_b} "
+        "AND NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {same_key} AND {same_ref})){child_filter} LIMIT 1"
+    ).format(
+        c_cols=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
+        child=sql.Identifier(*child),
+        target=_table(target, only),
+        link=_key_match("c", "t", child_columns, parent_columns),
+        in_b=_in_buckets(key_hash, bits),
+        staging=sql.Identifier(*staging),
+        same_key=_key_match("s", "t", key),
+        same_ref=_key_match("s", "t", parent_columns),
+        child_filter=child_filter,
+    )
+
+
+def _key_match(
+    left: str, right: str, keys: Sequence[str], right_keys: Sequence[str] | None = None
+) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(a), sql.Identifier(right), sql.Identifier(b)
+        )
+        for a, b in zip(keys, right_keys or keys, strict=True)
+    )
