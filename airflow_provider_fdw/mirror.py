@@ -206,43 +206,46 @@ class Mirror:
         self.result.key = list(key)
         kinds = hash_kinds(s, source_row[0], columns, p.source)
         row_hash = row_hash_expr(columns, kinds)
-        key_hash = key_hash_expr(key, kinds)
 
         s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))
-        if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
-            self._check_pushdown(s, p.source, key_hash, row_hash)
-
         estimate = self._estimate_rows(s, oid)
-        bits = bits_for(estimate, FIRST_LEVEL_ROWS)
-        final_bits = max(bits, bits_for(estimate, LEAF_ROWS))
+        if len(key) == 1 and kinds[key[0]] == "int":
+            low, high = s.fetchone("read the key's range", key_range(p.target, key[0], only))
+            self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
+        else:
+            self.buckets = HashBuckets(key_hash_expr(key, kinds), estimate)
+        if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
+            self._check_pushdown(s, p.source, row_hash)
+
+        level = self.buckets.first
         parents: list[int] | None = None
-        parent_bits = 0
-        source_leaves: Buckets = {}
+        parent_level = level
         while True:
             self.result.levels += 1
-            src = self._buckets(s, p.source, False, key_hash, row_hash, bits, parents, parent_bits, "source")
-            tgt = self._buckets(s, p.target, only, key_hash, row_hash, bits, parents, parent_bits, "target")
+            src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
+            tgt = self._checksums(s, p.target, only, row_hash, level, parents, parent_level, "target")
             if parents is None:
                 self.result.rows = sum(n for n, _ in src.values())
                 self.result.checksum = str(sum(int(c) for _, c in src.values() if c is not None))
-            self.result.buckets_compared += len(set(src) | set(tgt))
-            differing = sorted(b for b in set(src) | set(tgt) if src.get(b) != tgt.get(b))
+            compared = set(src) | set(tgt)
+            self.result.buckets_compared += len(compared)
+            differing = sorted(b for b in compared if src.get(b) != tgt.get(b))
             self.log.info(
-                "Level %d (%d buckets by %d key-hash bits): %d differ",
+                "Level %d: %d buckets (%s), %d differ",
                 self.result.levels,
-                len(set(src) | set(tgt)),
-                bits,
+                len(compared),
+                self.buckets.describe(level),
                 len(differing),
             )
             if not differing:
                 self.result.unchanged = self.result.rows
                 return
-            if bits >= final_bits:
-                source_leaves = {b: src.get(b, (0, None)) for b in differing}
+            following = self.buckets.step(level)
+            if following is None:
+                leaves = {b: src.get(b, (0, None)) for b in differing}
                 break
-            parents, parent_bits = differing, bits
-            bits = min(final_bits, bits + SPLIT_BITS)
-        self._apply(s, oid, only, key, key_is_unique, columns, key_hash, row_hash, bits, source_leaves)
+            parents, parent_level, level = differing, level, following
+        self._apply(s, oid, only, key, key_is_unique, columns, row_hash, level, leaves)
 
     def _apply(
         self,
@@ -252,19 +255,19 @@ class Mirror:
         key: tuple[str, ...],
         key_is_unique: bool,
         columns: list[str],
-        key_hash: sql.Composable,
         row_hash: sql.Composable,
-        bits: int,
+        level: int,
         leaves: Buckets,
     ) -> None:
         p = self.plan
         buckets = sorted(leaves)
+        within, params = self.buckets.within(buckets, level)
         staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
         s.execute("create mirror staging table", create_staging(staging, p.target, columns, only), quiet=True)
         fetched = s.execute(
             f"fetch the differing rows of {p.source}",
-            fetch_rows(staging, p.source, columns, key_hash, bits),
-            (buckets,),
+            fetch_rows(staging, p.source, columns, within),
+            params,
         ).rowcount
         self.result.rows_fetched = fetched
         s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
@@ -274,13 +277,13 @@ class Mirror:
         check_unique(s, staging, key, str(p.source))
         if not key_is_unique:
             check_unique(s, p.target, key, str(p.target), only)
-        self._check_children(s, oid, only, key, key_hash, staging, bits, buckets)
+        self._check_children(s, oid, only, key, staging, within, params)
         always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
         image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
         self.result.deleted = s.execute(
             f"delete vanished rows of {p.target}",
-            delete_vanished(p.target, staging, key, key_hash, bits, only),
-            (buckets,),
+            delete_vanished(p.target, staging, key, within, only),
+            params,
         ).rowcount
         if any(c not in key or c not in image_equal for c in columns):
             self.result.updated = s.execute(
@@ -293,11 +296,11 @@ class Mirror:
         ).rowcount
         self.result.unchanged = self.result.rows - self.result.inserted - self.result.updated
         catch_up_sequences(s, p.target, oid, only)
-        after = self._buckets(s, p.target, only, key_hash, row_hash, bits, buckets, bits, "target")
+        after = self._checksums(s, p.target, only, row_hash, level, buckets, level, "target")
         wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
         if wrong:
             raise FdwError(
-                f"Mirror check failed: after the apply, {len(wrong)} key-hash buckets of {p.target} still "
+                f"Mirror check failed: after the apply, {len(wrong)} key buckets of {p.target} still "
                 f"differ from the source snapshot (first: bucket {wrong[0]}, target {after.get(wrong[0])}, "
                 f"source {leaves[wrong[0]]}); values whose equality is not identity (a non-deterministic "
                 "collation) cannot be mirrored. Nothing was committed to the target.",
@@ -307,17 +310,10 @@ class Mirror:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _check_pushdown(
-        self, s: LocalSession, source: QualifiedName, key_hash: sql.Composable, row_hash: sql.Composable
-    ) -> None:
+    def _check_pushdown(self, s: LocalSession, source: QualifiedName, row_hash: sql.Composable) -> None:
         """Before anything changes: postgres_fdw must run the per-bucket aggregate on the remote."""
-        plan = [
-            r[0]
-            for r in s.fetchall(
-                "explain mirror checksums",
-                q.explain_verbose(bucket_checksums(source, False, key_hash, row_hash, 8, None, 0)),
-            )
-        ]
+        statement = bucket_checksums(source, False, self.buckets.bucket(self.buckets.first), row_hash)
+        plan = [r[0] for r in s.fetchall("explain mirror checksums", q.explain_verbose(statement))]
         if not (plan[0].lstrip().startswith("Foreign Scan") and any("Aggregate on" in line for line in plan)):
             raise FdwConfigError(
                 f"mode='mirror': postgres_fdw would not compute the per-bucket checksums of {source} on the "
@@ -331,20 +327,20 @@ class Mirror:
             (estimate,) = s.fetchone("count target rows", q.count_rows(self.plan.target))
         return float(estimate)
 
-    def _buckets(
+    def _checksums(
         self,
         s: LocalSession,
         table: QualifiedName,
         only: bool,
-        key_hash: sql.Composable,
         row_hash: sql.Composable,
-        bits: int,
+        level: int,
         parents: list[int] | None,
-        parent_bits: int,
+        parent_level: int,
         side: str,
     ) -> Buckets:
-        statement = bucket_checksums(table, only, key_hash, row_hash, bits, parents, parent_bits)
-        rows = s.fetchall(f"checksum {side} buckets", statement, None if parents is None else (parents,))
+        within, params = (None, None) if parents is None else self.buckets.within(parents, parent_level)
+        statement = bucket_checksums(table, only, self.buckets.bucket(level), row_hash, within)
+        rows = s.fetchall(f"checksum {side} buckets", statement, params)
         return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
 
     def _check_children(
@@ -353,10 +349,9 @@ class Mirror:
         oid: int,
         only: bool,
         key: tuple[str, ...],
-        key_hash: sql.Composable,
         staging: QualifiedName,
-        bits: int,
-        buckets: list[int],
+        within: sql.Composable,
+        params: list[Any] | None,
     ) -> None:
         """Fail, naming the constraint, when a row referencing the target would see its parent row
         deleted or its referenced values changed (its ON DELETE/UPDATE action would fire)."""
@@ -365,10 +360,14 @@ class Mirror:
         ):
             child = QualifiedName(schema, table)
             probe = orphan_probe(
-                child, child_columns, self.plan.target, parent_columns, staging, key, key_hash, bits, only
+                child, child_columns, self.plan.target, parent_columns, staging, key, within, only
             )
-            params = (buckets, buckets) if child == self.plan.target else (buckets,)
-            orphan = s.fetchone(f"check rows referencing {self.plan.target} through {conname}", probe, params)
+            twice = None if params is None else params * 2  # a self-reference filters the child rows too
+            orphan = s.fetchone(
+                f"check rows referencing {self.plan.target} through {conname}",
+                probe,
+                twice if child == self.plan.target else params,
+            )
             if orphan is not None:
                 shown = repr(orphan[0]) if len(orphan) == 1 else repr(tuple(orphan))
                 raise FdwError(
@@ -377,6 +376,104 @@ class Mirror:
                     "source no longer has it. Nothing was changed; delete or re-point those rows first.",
                     step="check referencing rows",
                 )
+
+
+# -- buckets: which rows are compared together ---------------------------------------------------------
+
+
+class Bucketing:
+    """How rows are grouped at each bisection level (``level`` is the class's own parameter)."""
+
+    first: int
+
+    def step(self, level: int) -> int | None:
+        """The next, finer level; ``None`` at the leaves (then the rows are fetched)."""
+        raise NotImplementedError
+
+    def bucket(self, level: int) -> sql.Composable:
+        raise NotImplementedError
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        """A condition (and its parameters) true for the rows of ``buckets`` only."""
+        raise NotImplementedError
+
+    def describe(self, level: int) -> str:
+        raise NotImplementedError
+
+
+class RangeBuckets(Bucketing):
+    """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
+    keys share a bucket (cheap to group), and a finer level reads its ranges through the key's index."""
+
+    def __init__(self, column: str, low: int | None, high: int | None, rows: float) -> None:
+        self.column = column
+        span = (high - low + 1) if low is not None and high is not None else 0
+        density = rows / span if span else 0.0  # rows per key value
+
+        def shift(per_bucket: int) -> int:
+            if density <= 0:
+                return 62  # an empty target: one bucket, fetched whole
+            return max(0, min(62, int(math.log2(max(per_bucket / density, 1)))))
+
+        self.first = shift(FIRST_LEVEL_ROWS)
+        self.leaf = min(self.first, shift(LEAF_ROWS))
+
+    def step(self, level: int) -> int | None:
+        return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
+
+    def bucket(self, level: int) -> sql.Composable:
+        return sql.SQL("({}::int8 >> {})").format(sql.Identifier(self.column), sql.Literal(level))
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        ranges: list[list[int]] = []
+        for b in sorted(buckets):
+            if ranges and ranges[-1][1] == b - 1:
+                ranges[-1][1] = b
+            else:
+                ranges.append([b, b])
+        col = sql.Identifier(self.column)
+        top = (1 << 63) - 1
+        return (
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(
+                    sql.SQL("({} >= {} AND {} <= {})").format(
+                        col,
+                        sql.Literal(max(lo << level, -top - 1)),
+                        col,
+                        sql.Literal(min(((hi + 1) << level) - 1, top)),
+                    )
+                    for lo, hi in ranges
+                )
+            ),
+            None,
+        )
+
+    def describe(self, level: int) -> str:
+        return f"ranges of 2^{level} {self.column} values"
+
+
+class HashBuckets(Bucketing):
+    """Any key: a bucket is the low ``bits`` of a hash of the key (no locality, read by a full scan)."""
+
+    def __init__(self, key_hash: sql.Composable, rows: float) -> None:
+        self.key_hash = key_hash
+        self.first = bits_for(rows, FIRST_LEVEL_ROWS)
+        self.leaf = max(self.first, bits_for(rows, LEAF_ROWS))
+
+    def step(self, level: int) -> int | None:
+        return None if level >= self.leaf else min(self.leaf, level + SPLIT_BITS)
+
+    def bucket(self, level: int) -> sql.Composable:
+        return sql.SQL("({} & {})").format(self.key_hash, sql.Literal((1 << level) - 1))
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        # The hash names the key columns unqualified: used where only the hashed table is in scope.
+        return sql.SQL("({} & {}) = ANY(%s::int8[])").format(self.key_hash, sql.Literal((1 << level) - 1)), [
+            buckets
+        ]
+
+    def describe(self, level: int) -> str:
+        return f"{level} key-hash bits"
 
 
 # -- hashing: equal on both sides for equal values, computed by immutable built-ins only ---------------
@@ -500,32 +597,21 @@ def _table(table: QualifiedName, only: bool) -> sql.Composable:
     return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
 
 
-def _in_buckets(key_hash: sql.Composable, bits: int) -> sql.Composable:
-    """``key hash & mask = ANY(%s)``: the row is in one of the given buckets (one array parameter).
-
-    The hash names the key columns unqualified: callers use it where only the hashed table is in scope.
-    """
-    return sql.SQL("({} & {}) = ANY(%s::int8[])").format(key_hash, sql.Literal((1 << bits) - 1))
+def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
+    return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(sql.Identifier(column), _table(table, only))
 
 
 def bucket_checksums(
     table: QualifiedName,
     only: bool,
-    key_hash: sql.Composable,
+    bucket: sql.Composable,
     row_hash: sql.Composable,
-    bits: int,
-    parents: list[int] | None,
-    parent_bits: int,
+    within: sql.Composable | None = None,
 ) -> sql.Composed:
-    """Per bucket (the low ``bits`` of the key hash): the rows and the sum of their row hashes, only
-    within the ``parents`` buckets (the low ``parent_bits``) when given."""
-    where = (
-        sql.SQL(" WHERE {}").format(_in_buckets(key_hash, parent_bits))
-        if parents is not None
-        else sql.SQL("")
-    )
-    return sql.SQL("SELECT {} & {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
-        key_hash, sql.Literal((1 << bits) - 1), row_hash, _table(table, only), where
+    """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given)."""
+    where = sql.SQL(" WHERE {}").format(within) if within is not None else sql.SQL("")
+    return sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
+        bucket, row_hash, _table(table, only), where
     )
 
 
@@ -539,31 +625,23 @@ def create_staging(
 
 
 def fetch_rows(
-    staging: QualifiedName, source: QualifiedName, columns: Sequence[str], key_hash: sql.Composable, bits: int
+    staging: QualifiedName, source: QualifiedName, columns: Sequence[str], within: sql.Composable
 ) -> sql.Composed:
     return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
         sql.Identifier(*staging),
         q.column_list(columns),
         q.column_list(columns),
         sql.Identifier(*source),
-        _in_buckets(key_hash, bits),
+        within,
     )
 
 
 def delete_vanished(
-    target: QualifiedName,
-    staging: QualifiedName,
-    key: Sequence[str],
-    key_hash: sql.Composable,
-    bits: int,
-    only: bool,
+    target: QualifiedName, staging: QualifiedName, key: Sequence[str], within: sql.Composable, only: bool
 ) -> sql.Composed:
     """Delete the target rows of the compared buckets whose key the source no longer has."""
     return sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
-        _table(target, only),
-        _in_buckets(key_hash, bits),
-        sql.Identifier(*staging),
-        _key_match("s", "t", key),
+        _table(target, only), within, sql.Identifier(*staging), _key_match("s", "t", key)
     )
 
 
@@ -574,16 +652,13 @@ def orphan_probe(
     parent_columns: Sequence[str],
     staging: QualifiedName,
     key: Sequence[str],
-    key_hash: sql.Composable,
-    bits: int,
+    within: sql.Composable,
     only: bool,
 ) -> sql.Composed:
     """One child row whose parent row (in a compared bucket) the mirror deletes or whose referenced
     values it changes: no source row has the parent's key with the same referenced values."""
-    if child == target:  # a self-reference: rows the mirror rewrites get the source's (consistent) values
-        child_filter = sql.SQL(" AND NOT ({})").format(_in_buckets(key_hash, bits))
-    else:
-        child_filter = sql.SQL("")
+    # A self-reference: the rows the mirror rewrites get the source's (consistent) values.
+    child_filter = sql.SQL(" AND NOT ({})").format(within) if child == target else sql.SQL("")
     return sql.SQL(
         "SELECT {c_cols} FROM {child} AS c WHERE EXISTS (SELECT 1 FROM {target} AS t WHERE {link} AND {in_b} "
         "AND NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {same_key} AND {same_ref})){child_filter} LIMIT 1"
@@ -592,7 +667,7 @@ def orphan_probe(
         child=sql.Identifier(*child),
         target=_table(target, only),
         link=_key_match("c", "t", child_columns, parent_columns),
-        in_b=_in_buckets(key_hash, bits),
+        in_b=within,
         staging=sql.Identifier(*staging),
         same_key=_key_match("s", "t", key),
         same_ref=_key_match("s", "t", parent_columns),

@@ -163,7 +163,8 @@ def test_mirror_checksums_do_not_depend_on_session_settings(sandbox):
     assert (result["inserted"], result["updated"], result["deleted"], result["rows_fetched"]) == (0, 0, 0, 0)
 
 
-def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox):
+@pytest.mark.parametrize("bucketing", ["range", "hash"])
+def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
     src = Source(sandbox, rows=10)
     kinds = {
         "id": "int",
@@ -172,20 +173,24 @@ def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox):
         "seen": "bytes:8:timestamptz_send",
         "flag": "bool",
     }
+    buckets = (
+        m.RangeBuckets("id", 1, 1000, 1000)
+        if bucketing == "range"
+        else m.HashBuckets(m.key_hash_expr(["id"], kinds), 1000)
+    )
+    within, params = buckets.within([1, 2, 5], buckets.first)
     statement = m.bucket_checksums(
         m.parse_qualified_name(src.foreign, "source"),
         False,
-        m.key_hash_expr(["id"], kinds),
+        buckets.bucket(buckets.first),
         m.row_hash_expr(list(kinds), kinds),
-        8,
-        None,
-        0,
+        within,
     )
-    plan = [r[0] for r in sandbox.target.execute(m.q.explain_verbose(statement), dbname=TARGET_DB)]
+    plan = [r[0] for r in sandbox.target.execute(m.q.explain_verbose(statement), params, dbname=TARGET_DB)]
     assert plan[0].startswith("Foreign Scan")
     assert any("Relations: Aggregate on" in line for line in plan)
     remote_sql = next(line for line in plan if "Remote SQL" in line)
-    assert "GROUP BY" in remote_sql and "hashtextextended" in remote_sql
+    assert "GROUP BY" in remote_sql and "hashtextextended" in remote_sql and "WHERE" in remote_sql
 
 
 # -- snapshot, failures, safety ------------------------------------------------------------------------
