@@ -280,6 +280,7 @@ class Mirror:
         self._check_children(s, oid, only, key, staging, within, params)
         always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
         image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+        joins = self._prefer_index_lookups(s) if key_is_unique else {}
         self.result.deleted = s.execute(
             f"delete vanished rows of {p.target}",
             delete_vanished(p.target, staging, key, within, only),
@@ -294,6 +295,8 @@ class Mirror:
             f"insert new rows of {p.target}",
             q.diff_insert(p.target, staging, key, columns, only, bool(always & set(columns))),
         ).rowcount
+        for setting, value in joins.items():
+            s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
         self.result.unchanged = self.result.rows - self.result.inserted - self.result.updated
         catch_up_sequences(s, p.target, oid, only)
         after = self._checksums(s, p.target, only, row_hash, level, buckets, level, "target")
@@ -320,6 +323,15 @@ class Mirror:
                 "remote (a column type or the server's settings prevent aggregate pushdown); mirroring it "
                 "would read every row through the network on every run."
             )
+
+    def _prefer_index_lookups(self, s: LocalSession) -> dict[str, str]:
+        """The few changed rows find their target rows through the key's unique index, not by a hash
+        join over the whole target (the planner cannot know that the staged keys are a small sample)."""
+        saved = {}
+        for setting in ("enable_hashjoin", "enable_mergejoin"):
+            (saved[setting],) = s.fetchone("read planner setting", CURRENT_SETTING_QUERY, (setting,))
+            s.execute("prefer index lookups", q.set_local(setting, "off"), quiet=True)
+        return saved
 
     def _estimate_rows(self, s: LocalSession, oid: int) -> float:
         (estimate,) = s.fetchone("estimate target rows", ROW_ESTIMATE_QUERY, (oid,))
@@ -485,6 +497,7 @@ HASH_KINDS_QUERY = sql.SQL(
     "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
+CURRENT_SETTING_QUERY = sql.SQL("SELECT pg_catalog.current_setting(%s)")
 ROW_ESTIMATE_QUERY = sql.SQL(
     "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
 )
@@ -525,7 +538,9 @@ def hash_kinds(
 def _value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     """The hash of one non-NULL value, equal for identical values whatever the session settings.
 
-    Only functions postgres_fdw ships (immutable built-ins, collations derived from the column).
+    Only functions postgres_fdw ships (immutable built-ins, collations derived from the column) and
+    no constants of types whose text form depends on settings (postgres_fdw deparses those with the
+    local DateStyle).
     Numeric adds its scale (1.5 and 1.50 are equal but print differently); fixed-length types hash
     the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as they print).
     """

@@ -193,6 +193,39 @@ def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
     assert "GROUP BY" in remote_sql and "hashtextextended" in remote_sql and "WHERE" in remote_sql
 
 
+FINITE = (
+    "SELECT id, seen::text, CASE WHEN isfinite(seen) THEN extract(epoch FROM seen) END FROM {t} ORDER BY id"
+)
+
+
+def test_mirror_sees_microsecond_and_infinite_timestamp_changes(sandbox):
+    src = Source(sandbox, rows=20)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET seen = seen + interval '1 microsecond' WHERE id = 1")
+    src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 2")
+    src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 3")
+    assert mirror(src, target)["updated"] == 3
+    assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
+    src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 2")
+    src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 3")
+    assert mirror(src, target)["updated"] == 2
+    assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
+
+
+def test_mirror_handles_negative_and_extreme_integer_keys(sandbox):
+    src = Source(sandbox, rows=0)
+    extremes = [-(2**63), -(2**63) + 1, -5, 0, 3, 2**40, 2**63 - 2, 2**63 - 1]
+    for i in extremes:
+        src.remote("INSERT INTO {t} (id, name) VALUES (%s, 'x')", (i,))
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id IN (%s, %s, 0)", (extremes[0], extremes[-1]))
+    src.remote("DELETE FROM {t} WHERE id = %s", (2**40,))
+    src.remote("INSERT INTO {t} (id, name) VALUES (-7, 'new')")
+    result = mirror(src, target)
+    assert (result["inserted"], result["updated"], result["deleted"]) == (1, 3, 1)
+    assert target_rows(sandbox, target) == src.rows()
+
+
 # -- snapshot, failures, safety ------------------------------------------------------------------------
 
 
