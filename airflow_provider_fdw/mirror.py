@@ -30,7 +30,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,14 +122,25 @@ Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
 
 
 class Mirror:
-    """One mirror run of ``plan.source`` (a foreign table) into ``plan.target`` (an existing table)."""
+    """One mirror run of ``plan.source`` (a foreign table) into ``plan.target`` (an existing table).
+
+    :param new_session: when given, a function returning another LOCAL session: the target's
+        checksums are then computed in it while the remote computes the source's (same rows: the
+        run's transaction holds the target's EXCLUSIVE lock and has not written yet).
+    """
 
     def __init__(
-        self, plan: MirrorPlan, log: Any, target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT
+        self,
+        plan: MirrorPlan,
+        log: Any,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        new_session: Callable[[], LocalSession] | None = None,
     ) -> None:
         self.plan = plan
         self.log = log
         self.target_lock_wait = target_lock_wait
+        self.new_session = new_session
+        self.helper: LocalSession | None = None
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -141,6 +153,8 @@ class Mirror:
             with session.transaction():
                 self._run(session)
         finally:
+            if self.helper is not None:
+                self.helper.close()
             release_run_lock(session, lock_key, self.log)
         self.result.seconds = time.monotonic() - started
         r = self.result
@@ -222,8 +236,7 @@ class Mirror:
         parent_level = level
         while True:
             self.result.levels += 1
-            src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
-            tgt = self._checksums(s, p.target, only, row_hash, level, parents, parent_level, "target")
+            src, tgt = self._both_checksums(s, only, row_hash, level, parents, parent_level)
             if parents is None:
                 self.result.rows = sum(n for n, _ in src.values())
                 self.result.checksum = str(sum(int(c) for _, c in src.values() if c is not None))
@@ -338,6 +351,38 @@ class Mirror:
         if estimate is None or estimate < 0:  # never analyzed: count (an index-only scan when vacuumed)
             (estimate,) = s.fetchone("count target rows", q.count_rows(self.plan.target))
         return float(estimate)
+
+    def _both_checksums(
+        self,
+        s: LocalSession,
+        only: bool,
+        row_hash: sql.Composable,
+        level: int,
+        parents: list[int] | None,
+        parent_level: int,
+    ) -> tuple[Buckets, Buckets]:
+        """The source's and the target's checksums of one level (side by side with ``new_session``)."""
+        p = self.plan
+        if self.new_session is None:
+            src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
+            return src, self._checksums(s, p.target, only, row_hash, level, parents, parent_level, "target")
+        if self.helper is None:
+            self.helper = self.new_session()
+        helper = self.helper
+        with ThreadPoolExecutor(1, thread_name_prefix="fdw-mirror-target") as pool:
+
+            def target_side() -> Buckets:
+                with helper.transaction():
+                    return self._checksums(
+                        helper, p.target, only, row_hash, level, parents, parent_level, "target"
+                    )
+
+            pending = pool.submit(target_side)
+            try:
+                src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
+            finally:
+                tgt = pending.result()
+        return src, tgt
 
     def _checksums(
         self,

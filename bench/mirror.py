@@ -139,7 +139,8 @@ def mirror() -> dict:
     from airflow_provider_fdw.mirror import Mirror, plan_mirror
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        return Mirror(plan_mirror(SOURCE, TARGET), hook.log).run(hook.session).summary()
+        mirror_run = Mirror(plan_mirror(SOURCE, TARGET), hook.log, new_session=hook._new_session)
+        return mirror_run.run(hook.session).summary()
 
 
 def change_source(pair: Pair, rows: int, rng: random.Random) -> None:

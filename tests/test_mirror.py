@@ -51,14 +51,17 @@ def target_rows(pair, target: str):
     return local(pair, SELECT, t=target)
 
 
-def mirror(source: Source, target: str, session_setup: list[str] = (), **kwargs) -> dict:
+def mirror(
+    source: Source, target: str, session_setup: list[str] = (), side_by_side: bool = True, **kwargs
+) -> dict:
     plan = plan_mirror(source.foreign, target, **kwargs)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         s = hook.session
         with s.transaction():
             for statement in session_setup:
                 s.execute("setting", sql.SQL(statement))
-        return Mirror(plan, hook.log).run(s).summary()
+        new_session = hook._new_session if side_by_side else None
+        return Mirror(plan, hook.log, new_session=new_session).run(s).summary()
 
 
 def random_changes(source: Source, rng: random.Random, count: int) -> None:
@@ -93,12 +96,12 @@ def random_changes(source: Source, rng: random.Random, count: int) -> None:
 # -- equality ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox, seed):
+@pytest.mark.parametrize(("seed", "side_by_side"), [(1, True), (2, False), (3, True)])
+def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox, seed, side_by_side):
     src = Source(sandbox)
     target = new_target(sandbox, src)
     random_changes(src, random.Random(seed), 40)
-    result = mirror(src, target)
+    result = mirror(src, target, side_by_side=side_by_side)
     assert target_rows(sandbox, target) == src.rows()
     assert result["rows"] == len(src.rows())
     assert result["inserted"] + result["updated"] + result["deleted"] > 0
