@@ -50,7 +50,12 @@ from airflow_provider_fdw.hooks.matview import lock_timeout_setting
 from airflow_provider_fdw.hooks.reimport import read_columns
 from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
-from airflow_provider_fdw.timeouts import DEFAULT_SWAP_LOCK_TIMEOUT, DEFAULT_TARGET_LOCK_WAIT
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_SWAP_LOCK_TIMEOUT,
+    DEFAULT_TARGET_LOCK_WAIT,
+    with_lock_retries,
+)
 
 LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch its rows
 FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
@@ -124,6 +129,7 @@ Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
 class Mirror:
     """One mirror run of ``plan.source`` (a foreign table) into ``plan.target`` (an existing table).
 
+    :param lock_retries: attempts to take the target's lock, each bounded by the plan's ``lock_timeout``.
     :param new_session: when given, a function returning another LOCAL session: the target's
         checksums are then computed in it while the remote computes the source's (same rows: the
         run's transaction holds the target's EXCLUSIVE lock and has not written yet).
@@ -135,11 +141,13 @@ class Mirror:
         log: Any,
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         new_session: Callable[[], LocalSession] | None = None,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> None:
         self.plan = plan
         self.log = log
         self.target_lock_wait = target_lock_wait
         self.new_session = new_session
+        self.lock_retries = lock_retries
         self.helper: LocalSession | None = None
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
@@ -150,8 +158,11 @@ class Mirror:
         )  # a copy and a mirror of one target take turns
         acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
         try:
-            with session.transaction():
-                self._run(session)
+            # Autovacuum or a reader's brief lock may hold the target: each attempt is bounded by
+            # lock_timeout and starts over (nothing was written).
+            with_lock_retries(
+                lambda: self._attempt(session), self.lock_retries, f"mirror {self.plan.target}", self.log
+            )
         finally:
             if self.helper is not None:
                 self.helper.close()
@@ -175,6 +186,11 @@ class Mirror:
         return r
 
     # -- the whole run, in one transaction ----------------------------------------------------
+
+    def _attempt(self, session: LocalSession) -> None:
+        self.result = MirrorResult(str(self.plan.source), str(self.plan.target))
+        with session.transaction():
+            self._run(session)
 
     def _run(self, s: LocalSession) -> None:
         p = self.plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 
 import pytest
@@ -277,6 +278,24 @@ def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sa
     assert target_rows(sandbox, target) == before
     local(sandbox, "DROP TRIGGER boom ON {t}", t=target)
     mirror(src, target)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_waits_out_a_brief_lock_on_the_target(sandbox):
+    """Another session (autovacuum, a report) holding the target a little longer than lock_timeout."""
+    src = Source(sandbox, rows=50)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET tags = 'x' WHERE id = 1")
+    holder = sandbox.target.connect(TARGET_DB, autocommit=False)
+    try:
+        holder.cursor().execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident(*target.split("."))))
+        release = threading.Timer(2.5, holder.rollback)
+        release.start()
+        result = mirror(src, target, lock_timeout="1s")
+        release.join()
+    finally:
+        holder.close()
+    assert result["updated"] == 1
     assert target_rows(sandbox, target) == src.rows()
 
 
