@@ -149,6 +149,7 @@ class Mirror:
         self.new_session = new_session
         self.lock_retries = lock_retries
         self.helper: LocalSession | None = None
+        self._self_referencing = False
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -189,6 +190,7 @@ class Mirror:
 
     def _attempt(self, session: LocalSession) -> None:
         self.result = MirrorResult(str(self.plan.source), str(self.plan.target))
+        self._self_referencing = False
         with session.transaction():
             self._run(session)
 
@@ -310,16 +312,18 @@ class Mirror:
         always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
         image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
         joins = self._prefer_index_lookups(s) if key_is_unique else {}
+        # With a self-reference, rows re-pointed away from a deleted row are updated first, so its
+        # ON DELETE action finds no row to act on; otherwise deletes first free unique values.
+        update_first = self._self_referencing
+        if update_first:
+            self._update(s, staging, key, columns, only, image_equal)
         self.result.deleted = s.execute(
             f"delete vanished rows of {p.target}",
             delete_vanished(p.target, staging, key, within, only),
             params,
         ).rowcount
-        if any(c not in key or c not in image_equal for c in columns):
-            self.result.updated = s.execute(
-                f"update changed rows of {p.target}",
-                q.diff_update(p.target, staging, key, columns, only, image_equal),
-            ).rowcount
+        if not update_first:
+            self._update(s, staging, key, columns, only, image_equal)
         self.result.inserted = s.execute(
             f"insert new rows of {p.target}",
             q.diff_insert(p.target, staging, key, columns, only, bool(always & set(columns))),
@@ -330,6 +334,16 @@ class Mirror:
         catch_up_sequences(s, p.target, oid, only)
         after = self._checksums(s, p.target, only, row_hash, level, buckets, level, "target")
         wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
+        (total,) = s.fetchone(
+            "count target rows", q.count_rows(p.target) if not only else count_only(p.target)
+        )
+        if total != self.result.rows:  # a foreign key action reached rows outside the changed buckets
+            raise FdwError(
+                f"Mirror check failed: after the apply {p.target} has {total} rows, the source snapshot "
+                f"{self.result.rows} (a foreign key action on the target changed rows the mirror did not "
+                "write). Nothing was committed to the target.",
+                step="verify",
+            )
         if wrong:
             raise FdwError(
                 f"Mirror check failed: after the apply, {len(wrong)} key buckets of {p.target} still "
@@ -352,6 +366,21 @@ class Mirror:
                 "remote (a column type or the server's settings prevent aggregate pushdown); mirroring it "
                 "would read every row through the network on every run."
             )
+
+    def _update(
+        self,
+        s: LocalSession,
+        staging: QualifiedName,
+        key: tuple[str, ...],
+        columns: list[str],
+        only: bool,
+        image_equal: list[str],
+    ) -> None:
+        if any(c not in key or c not in image_equal for c in columns):
+            self.result.updated = s.execute(
+                f"update changed rows of {self.plan.target}",
+                q.diff_update(self.plan.target, staging, key, columns, only, image_equal),
+            ).rowcount
 
     def _prefer_index_lookups(self, s: LocalSession) -> dict[str, str]:
         """The few changed rows find their target rows through the key's unique index, not by a hash
@@ -432,6 +461,7 @@ class Mirror:
             "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
         ):
             child = QualifiedName(schema, table)
+            self._self_referencing = self._self_referencing or child == self.plan.target
             probe = orphan_probe(
                 child, child_columns, self.plan.target, parent_columns, staging, key, within, only
             )
@@ -671,6 +701,10 @@ def bits_for(rows: float, per_bucket: int) -> int:
 
 def _table(table: QualifiedName, only: bool) -> sql.Composable:
     return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
+
+
+def count_only(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*table))
 
 
 def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:

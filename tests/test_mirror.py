@@ -323,6 +323,35 @@ def test_mirror_refuses_to_orphan_rows_of_a_referencing_table(sandbox):
     assert local(sandbox, "SELECT parent FROM {c}", c=child) == [(8,)]
 
 
+def test_mirror_applies_a_consistent_change_of_a_self_referencing_target(sandbox):
+    tree = RemoteTable(
+        sandbox,
+        "mirror",
+        SERVER,
+        "id bigint, parent bigint, v text",
+        remote_columns="id bigint PRIMARY KEY, parent bigint, v text",
+    )
+    tree.remote("INSERT INTO {t} SELECT g, NULLIF(g - 1, 0), 'v' FROM generate_series(1, %s) g", (300,))
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(
+        sandbox,
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, parent bigint REFERENCES {t} ON DELETE CASCADE, v text)",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=tree.foreign)
+    tree.remote("UPDATE {t} SET parent = 49 WHERE id = 51")  # re-point the child, then delete its parent
+    tree.remote("DELETE FROM {t} WHERE id = 50")
+    plan = plan_mirror(tree.foreign, target)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        Mirror(plan, hook.log).run(hook.session)
+    select = "SELECT id, parent, v FROM {t} ORDER BY id"
+    assert local(sandbox, select, t=target) == tree.remote(select)
+    tree.remote("DELETE FROM {t} WHERE id = 200")  # the source orphans row 201: the cascade would delete it
+    with pytest.raises(FdwError, match="foreign key"), FdwHook(fdw_conn_id="fdw_source") as hook:
+        Mirror(plan, hook.log).run(hook.session)
+    assert len(local(sandbox, select, t=target)) == 299
+
+
 def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequences(sandbox):
     src = Source(sandbox, rows=100)
     target = f"public.m_{uuid.uuid4().hex[:8]}"
