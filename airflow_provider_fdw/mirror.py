@@ -301,6 +301,10 @@ class Mirror:
             params,
         ).rowcount
         self.result.rows_fetched = fetched
+        # The apply joins each side to the other by key: both through an index, never a full scan.
+        s.execute(
+            "index mirror staging table", q.create_index(staging, f"{staging.name}_key", key), quiet=True
+        )
         s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
         # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
         s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
