@@ -61,6 +61,7 @@ LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch i
 FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
 SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
 MAX_BITS = 40
+MAX_RANGES = 64  # up to this many key ranges are read through the index, more by one filtered pass
 
 
 @dataclass(frozen=True)
@@ -538,6 +539,10 @@ class RangeBuckets(Bucketing):
                 ranges[-1][1] = b
             else:
                 ranges.append([b, b])
+        if len(ranges) > MAX_RANGES:  # many scattered ranges: one pass with a hashed lookup per row
+            return sql.SQL("({}::int8 >> {}) = ANY(%s::int8[])").format(
+                sql.Identifier(self.column), sql.Literal(level)
+            ), [buckets]
         col = sql.Identifier(self.column)
         top = (1 << 63) - 1
         return (

@@ -112,6 +112,16 @@ def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox,
     assert again["levels"] == 1
 
 
+def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):
+    monkeypatch.setattr(m, "MAX_RANGES", 1)  # every level past the first uses the hashed-lookup form
+    src = Source(sandbox)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(7), 40)
+    result = mirror(src, target)
+    assert result["levels"] == 2
+    assert target_rows(sandbox, target) == src.rows()
+
+
 def test_mirror_counts_exactly_the_changed_rows(sandbox):
     src = Source(sandbox)
     target = new_target(sandbox, src)
