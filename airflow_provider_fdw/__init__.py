@@ -12,7 +12,7 @@ INTEGRATION = "PostgreSQL Foreign Data Wrappers"
 
 def get_provider_info() -> dict[str, Any]:
     """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
-    from airflow_provider_fdw.connection_form import CONN_TYPE, UI_FIELD_BEHAVIOUR, conn_fields
+    from airflow_provider_fdw.connection_form import CONNECTION_TYPES
 
     return {
         "package-name": PACKAGE_NAME,
@@ -27,7 +27,15 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.hooks.fdw"]}],
+        "hooks": [
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_fdw.hooks.fdw",
+                    *(t.hook_module for t in CONNECTION_TYPES),
+                ],
+            }
+        ],
         "operators": [
             {
                 "integration-name": INTEGRATION,
@@ -46,13 +54,5 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_fdw.triggers.replication"]}
         ],
-        "connection-types": [
-            {
-                "hook-class-name": "airflow_provider_fdw.hooks.fdw.FdwHook",
-                "hook-name": "Postgres FDW remote server",
-                "connection-type": CONN_TYPE,
-                "conn-fields": conn_fields(),
-                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
-            }
-        ],
+        "connection-types": [t.provider_info() for t in CONNECTION_TYPES],
     }

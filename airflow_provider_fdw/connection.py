@@ -97,6 +97,11 @@ class RemoteServer:
     user: str | None
     password: str | None = field(default=None, repr=False)
 
+    def libpq_params(self) -> dict[str, Any]:
+        """Arguments for reaching the remote from Airflow: its libpq server options + login."""
+        args: dict[str, Any] = {k: v for k, v in self.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
+        return {**args, "user": self.user, "password": self.password}
+
     def user_mapping_options(self) -> dict[str, str]:
         options = {"user": self.user} if self.user else {}
         if self.password:

@@ -1,8 +1,12 @@
-"""The ``postgres_fdw`` connection form: its field table, read by ``get_provider_info()``.
+"""The provider's connection types and their forms, read by ``get_provider_info()``.
 
 Plain data and the standard library only: Airflow's provider discovery calls ``get_provider_info()``
 while Airflow itself is still being imported, so nothing here may import Airflow (or a module that
-does). ``connection.py`` validates connections against the same table.
+does). ``connection.py`` validates connections against the same field table.
+
+A connection type is one :class:`ConnectionType`: its hook (``hooks/<conn_type>.py``, with
+``conn_name_attr = "fdw_conn_id"``), its form fields and UI behaviour. Another wrapper's type is one
+more entry in :data:`CONNECTION_TYPES`.
 """
 
 from __future__ import annotations
@@ -47,11 +51,10 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
 )
 
 
-def conn_fields() -> dict[str, dict[str, Any]]:
+def conn_fields(fields: tuple[ExtraField, ...] = EXTRA_FIELDS) -> dict[str, dict[str, Any]]:
     """The ``conn-fields`` entry of the provider info (Airflow 3.2+ declarative connection form)."""
     return {
-        f.name: {"label": f.label, "schema": f.json_schema(), "description": f.description}
-        for f in EXTRA_FIELDS
+        f.name: {"label": f.label, "schema": f.json_schema(), "description": f.description} for f in fields
     }
 
 
@@ -69,3 +72,41 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "server_options": '{"connect_timeout": "10"}',
     },
 }
+
+
+@dataclass(frozen=True)
+class ConnectionType:
+    """One connection type the provider registers: its hook and its form."""
+
+    conn_type: str
+    hook_name: str
+    hook_module: str
+    hook_class: str
+    fields: tuple[ExtraField, ...]
+    ui_field_behaviour: dict[str, Any]
+
+    @property
+    def hook_class_name(self) -> str:
+        return f"{self.hook_module}.{self.hook_class}"
+
+    def provider_info(self) -> dict[str, Any]:
+        """The ``connection-types`` entry of ``get_provider_info()``."""
+        return {
+            "hook-class-name": self.hook_class_name,
+            "hook-name": self.hook_name,
+            "connection-type": self.conn_type,
+            "conn-fields": conn_fields(self.fields),
+            "ui-field-behaviour": self.ui_field_behaviour,
+        }
+
+
+POSTGRES_FDW = ConnectionType(
+    conn_type=CONN_TYPE,
+    hook_name="Postgres FDW remote server",
+    hook_module="airflow_provider_fdw.hooks.postgres_fdw",
+    hook_class="PostgresFdwHook",
+    fields=EXTRA_FIELDS,
+    ui_field_behaviour=UI_FIELD_BEHAVIOUR,
+)
+
+CONNECTION_TYPES: tuple[ConnectionType, ...] = (POSTGRES_FDW,)

@@ -36,7 +36,7 @@ def test_provider_info_declares_the_connection_type_the_airflow_3_2_way():
     (entry,) = info["connection-types"]
     assert entry["connection-type"] == "postgres_fdw"
     assert entry["hook-name"] == "Postgres FDW remote server"
-    assert entry["hook-class-name"] == "airflow_provider_fdw.hooks.fdw.FdwHook"
+    assert entry["hook-class-name"] == "airflow_provider_fdw.hooks.postgres_fdw.PostgresFdwHook"
     fields = entry["conn-fields"]
     assert set(fields) == {
         "fetch_size",

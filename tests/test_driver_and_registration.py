@@ -73,7 +73,7 @@ def test_airflow_providers_list_and_get_show_the_provider():
     assert "airflow-provider-fdw" in packages
     details = airflow_cli("providers", "get", "airflow-provider-fdw", "--full", "--output", "json")
     assert details.returncode == 0, details.stderr[-2000:]
-    assert "postgres_fdw" in details.stdout and "FdwHook" in details.stdout
+    assert "postgres_fdw" in details.stdout and "PostgresFdwHook" in details.stdout
 
 
 def test_connection_type_is_registered_with_its_fields():
@@ -81,7 +81,7 @@ def test_connection_type_is_registered_with_its_fields():
 
     manager = ProvidersManager()
     hook = manager.hooks["postgres_fdw"]
-    assert hook.hook_class_name == "airflow_provider_fdw.hooks.fdw.FdwHook"
+    assert hook.hook_class_name == "airflow_provider_fdw.hooks.postgres_fdw.PostgresFdwHook"
     assert hook.connection_id_attribute_name == "fdw_conn_id"
     widgets = manager.connection_form_widgets
     assert widgets["extra__postgres_fdw__fetch_size"].field["schema"]["title"] == "Fetch size"

@@ -11,6 +11,7 @@ from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connecti
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook, parse_options
+from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.timeouts import network_defaults
 from fdw_testing.pgcluster import free_port
 
@@ -435,7 +436,7 @@ def test_password_never_reaches_logs_or_exceptions(pair, server_name, capfd, mon
             h.create_user_mapping(server_name, "no such role")
         except FdwError as exc:
             messages.append(str(exc))
-        ok, msg = h.test_connection()
+        ok, msg = h.remote_hook.test_connection()  # the connection type's Test button
         messages.append(msg)
         assert ok is False
     out, err = capfd.readouterr()
@@ -446,9 +447,9 @@ def test_password_never_reaches_logs_or_exceptions(pair, server_name, capfd, mon
 
 
 def test_test_connection_reports_success_and_bad_fields(pair, monkeypatch):
-    assert FdwHook(fdw_conn_id="fdw_source").test_connection()[0] is (
+    assert PostgresFdwHook(fdw_conn_id="fdw_source").test_connection()[0] is (
         pair.source.fdw_host == pair.source.host
     )
     monkeypatch.setenv("AIRFLOW_CONN_FDW_BADFIELD", fdw_connection(pair, extra={"fetch_size": -1}))
-    ok, message = FdwHook(fdw_conn_id="fdw_badfield").test_connection()
+    ok, message = PostgresFdwHook(fdw_conn_id="fdw_badfield").test_connection()
     assert not ok and "fetch_size must be at least 1" in message

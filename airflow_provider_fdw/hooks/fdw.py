@@ -1,4 +1,8 @@
-"""FdwHook: the postgres_fdw objects of a LOCAL database, built from a REMOTE ``postgres_fdw`` connection."""
+"""FdwHook: the postgres_fdw objects of a LOCAL database, built from a REMOTE ``postgres_fdw`` connection.
+
+The hook of the ``postgres_fdw`` connection type itself (form, Test button) is
+:class:`~airflow_provider_fdw.hooks.postgres_fdw.PostgresFdwHook`; this hook reads the remote through it.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,13 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
 from airflow_provider_fdw.connection import (
-    CONN_TYPE,
     LIBPQ_SERVER_OPTIONS,
     RemoteServer,
-    remote_server_from_connection,
     render_option_value,
     validate_server_options,
 )
@@ -34,6 +35,7 @@ from airflow_provider_fdw.hooks.direct import pinned_params
 from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
 from airflow_provider_fdw.hooks.locks import create_schema, lock_object
 from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
+from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.hooks.reimport import import_and_converge, parse_options, plan_import
 from airflow_provider_fdw.hooks.session import LocalSession
@@ -57,11 +59,13 @@ from airflow_provider_fdw.timeouts import (
 class FdwHook(PostgresHook):
     """Manage postgres_fdw servers, user mappings and foreign tables in the LOCAL database.
 
-    The LOCAL database (where the FDW objects live) is an ordinary ``postgres`` connection and is
-    what every inherited ``PostgresHook`` method (``get_conn``, ``run``, ``get_records``) talks to.
-    The REMOTE database is a ``postgres_fdw`` connection: its host/port/database and FDW fields become
-    server options, its login/password the user mapping. Every method is idempotent: running it
-    again converges to the same state and never fails because an object already exists.
+    The LOCAL database (where the FDW objects live) is an ordinary ``postgres`` connection
+    (``conn_name_attr = "postgres_conn_id"``) and is what every inherited ``PostgresHook`` method
+    (``get_conn``, ``run``, ``get_records``) talks to. The REMOTE database is a ``postgres_fdw``
+    connection, read through :attr:`remote_hook` (a :class:`PostgresFdwHook`): its host/port/database
+    and FDW fields become server options, its login/password the user mapping. Every method is
+    idempotent: running it again converges to the same state and never fails because an object
+    already exists.
 
     The hook keeps one local session for its lifetime (``postgres_fdw`` caches remote connections
     per session, which :meth:`get_connections` and :meth:`disconnect` act on); use it as a context
@@ -77,10 +81,9 @@ class FdwHook(PostgresHook):
     :param connect_timeout: seconds a login may take (default 10).
     """
 
-    conn_name_attr = "fdw_conn_id"
-    default_conn_name = "postgres_fdw_default"
-    conn_type = CONN_TYPE
-    hook_name = "Postgres FDW remote server"
+    # conn_name_attr, default_conn_name and conn_type are PostgresHook's: the LOCAL connection.
+    hook_name = "Postgres FDW objects (local database)"
+    postgres_conn_id: str  # set by DbApiHook.__init__ from conn_name_attr
 
     def __init__(
         self,
@@ -89,10 +92,9 @@ class FdwHook(PostgresHook):
         connect_timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs["fdw_conn_id"] = fdw_conn_id or self.default_conn_name
-        super().__init__(**kwargs)
-        self.fdw_conn_id: str = kwargs["fdw_conn_id"]
-        self.postgres_conn_id = postgres_conn_id
+        super().__init__(postgres_conn_id=postgres_conn_id, **kwargs)
+        self.fdw_conn_id: str = fdw_conn_id or PostgresFdwHook.default_conn_name
+        self.remote_hook = PostgresFdwHook(fdw_conn_id=self.fdw_conn_id, connect_timeout=connect_timeout)
         self._session: LocalSession | None = None
         self.connect_timeout: int | None = connect_timeout
         # Set by the operators: which task instance this hook works for (marks its sessions).
@@ -100,17 +102,10 @@ class FdwHook(PostgresHook):
         self.application_name = APP_PREFIX
         self.cancel_scope = CancelScope()
 
-    # The inherited DbApiHook machinery connects to get_conn_id(): make that the LOCAL database.
-    def get_conn_id(self) -> str:
-        return self.postgres_conn_id
-
     @cached_property
     def remote(self) -> RemoteServer:
         """The validated remote connection (raises :class:`FdwConfigError` on a bad field)."""
-        remote = remote_server_from_connection(self.get_connection(self.fdw_conn_id))
-        if remote.password:
-            mask_secret(remote.password)
-        return remote
+        return self.remote_hook.remote
 
     @property
     def session(self) -> LocalSession:
@@ -432,7 +427,7 @@ class FdwHook(PostgresHook):
                 psql_relay = PsqlRelay(
                     psql,
                     with_network_defaults(
-                        {**pinned_params(libpq_params(self.remote)), **marks}, self.connect_timeout
+                        {**pinned_params(self.remote.libpq_params()), **marks}, self.connect_timeout
                     ),
                     with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
                     scope=self.cancel_scope,
@@ -440,7 +435,7 @@ class FdwHook(PostgresHook):
                 )
         remote_connect = self.direct_connection if reads_directly else None
         identity = (
-            {k: v for k, v in libpq_params(self.remote).items() if k != "password"}
+            {k: v for k, v in self.remote.libpq_params().items() if k != "password"}
             if reads_directly
             else None
         )
@@ -460,7 +455,7 @@ class FdwHook(PostgresHook):
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
-        params = libpq_params(self.remote)
+        params = self.remote.libpq_params()
         try:
             return self._create_connection(params)
         except DriverError as exc:
@@ -471,7 +466,7 @@ class FdwHook(PostgresHook):
 
     def direct_connection(self, client_encoding: str | None = None) -> Any:
         """A remote connection for the direct COPY path, its session pinned like postgres_fdw's."""
-        return self._create_connection(pinned_params(libpq_params(self.remote), client_encoding))
+        return self._create_connection(pinned_params(self.remote.libpq_params(), client_encoding))
 
     def _local_libpq_params(self) -> dict[str, Any]:
         conn = self.connection
@@ -596,32 +591,6 @@ class FdwHook(PostgresHook):
             row = s.fetchone("disconnect", q.disconnect(server_name))
         return bool(row and row[0])
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Connection form's Test button: validate the FDW fields and log in to the remote as Airflow.
-
-        This proves the credentials and fields; whether the LOCAL server can reach the remote (its
-        network view may differ) is what :meth:`check_remote` and ``CreateForeignServerOperator`` prove.
-        """
-        secret = ""
-        try:
-            conn = self.get_connection(self.fdw_conn_id)
-            secret = conn.password or ""
-            params = libpq_params(remote_server_from_connection(conn))
-            params.setdefault("connect_timeout", "10")
-            raw = self._create_connection(params)
-            try:
-                with raw.cursor() as cur:
-                    cur.execute("SELECT current_setting('server_version'), current_user")
-                    version, user = cur.fetchone()
-            finally:
-                raw.close()
-        except FdwConfigError as exc:
-            return False, str(exc).replace(secret, "***") if secret else str(exc)
-        except DriverError as exc:
-            message = error_fields(exc)["message"]
-            return False, (message.replace(secret, "***") if secret else message)
-        return True, f"Connected to PostgreSQL {version} as {user}; FDW fields are valid."
-
     # -- helpers -----------------------------------------------------------------------------
 
     def _remote_loaded(self) -> bool:
@@ -632,7 +601,7 @@ class FdwHook(PostgresHook):
         if self._remote_loaded():
             return self.remote.user
         try:
-            return self.get_connection(self.fdw_conn_id).login or None
+            return self.remote_hook.connection.login or None
         except Exception:  # no such connection: the hook is used for local work only
             return None
 
@@ -673,9 +642,3 @@ def watch_client(conn: Any) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT set_config('client_connection_check_interval', '2000', false)")
         conn.commit()
-
-
-def libpq_params(remote: RemoteServer) -> dict[str, Any]:
-    """Connection arguments for reaching the remote from Airflow: its libpq server options + login."""
-    args = {k: v for k, v in remote.server_options.items() if k in LIBPQ_SERVER_OPTIONS}
-    return {**args, "user": remote.user, "password": remote.password}
