@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.hooks.reimport import parse_options
+from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 
 _TABLE_QUERY = sql.SQL(

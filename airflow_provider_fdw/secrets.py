@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.session import LocalSession
 
 _HOLDER = "fdw_secret_holder"
 _RUNNER = "fdw_run_with_secret"

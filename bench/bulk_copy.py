@@ -272,7 +272,7 @@ def pgcopydb(pair: Pair) -> None:
 
 def bulk_copy(pair: Pair, mode: str, parallelism: int, direct: bool = False) -> Callable[[], dict]:
     def run() -> dict:
-        from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+        from airflow_provider_fdw.bulkcopy import plan_copy
         from airflow_provider_fdw.hooks.fdw import FdwHook
 
         plan = plan_copy(
@@ -286,7 +286,7 @@ def bulk_copy(pair: Pair, mode: str, parallelism: int, direct: bool = False) -> 
 
 def upsert_one_percent(pair: Pair, args: argparse.Namespace) -> dict:
     """Upsert after 1% of the source rows changed, against a full copy's time (same run)."""
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     src = pair.source
@@ -332,7 +332,7 @@ def worker_memory(pair: Pair) -> dict:
     """Peak RSS of a worker process running the direct-path copy (data streams through it)."""
     code = (
         "import json, resource, sys\n"
-        "from airflow_provider_fdw.hooks.bulkcopy import plan_copy\n"
+        "from airflow_provider_fdw.bulkcopy import plan_copy\n"
         "from airflow_provider_fdw.hooks.fdw import FdwHook\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"plan = plan_copy('proxy.{TABLE}', 'public.copy_out', key_columns=['id'])\n"

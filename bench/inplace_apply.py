@@ -123,7 +123,7 @@ def setup(pair: Pair, rows: int) -> None:
 
 def copy(swap: str) -> Callable[[], dict]:
     def run() -> dict:
-        from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+        from airflow_provider_fdw.bulkcopy import plan_copy
         from airflow_provider_fdw.hooks.fdw import FdwHook
 
         plan = plan_copy("proxy.bench_users", TARGET, key_columns=["id"], swap=swap)
@@ -136,7 +136,7 @@ def copy(swap: str) -> Callable[[], dict]:
 def delete_insert() -> dict:
     """The in-place exchange before the diff apply: every row deleted and inserted again."""
     from airflow_provider_fdw import sql as q
-    from airflow_provider_fdw.hooks import apply
+    from airflow_provider_fdw.bulkcopy import apply
 
     def exchange(s: Any, staging: Any, target: Any, *args: Any) -> Any:
         deleted = s.execute("clear", sql.SQL("DELETE FROM {}").format(sql.Identifier(*target))).rowcount

@@ -253,8 +253,8 @@ def test_overlapping_backfills_share_the_rows_and_embed_each_once(target):
 
 def test_a_run_waits_a_bounded_time_for_another_run_and_names_the_object(target, server_name, monkeypatch):
     """A run holding the server's lock (a hung task) makes the next one fail after the bounded wait."""
+    from airflow_provider_fdw import locks
     from airflow_provider_fdw.exceptions import FdwError
-    from airflow_provider_fdw.hooks import locks
 
     monkeypatch.setattr(locks, "DEFAULT_LOCK_WAIT", 1.0)
     holder = target.connect(TARGET_DB, autocommit=False)

@@ -17,9 +17,9 @@ import pytest
 from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy.apply import marker
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.apply import marker
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.names import parse_qualified_name
 
@@ -215,7 +215,7 @@ WHERE_FLOW = textwrap.dedent(
         sys.modules["psycopg"] = None  # as on an install without psycopg 3: PostgresHook uses psycopg2
     from airflow_provider_fdw._driver import USE_PSYCOPG3
     from airflow_provider_fdw.exceptions import FdwConfigError
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
     try:
         plan = plan_copy(sys.argv[2], sys.argv[3], where=sys.argv[4])

@@ -11,8 +11,8 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.predicate import check_where_text
 from fdw_testing.sample_data import postgres_connection

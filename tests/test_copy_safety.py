@@ -12,8 +12,8 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "safety_src"
@@ -285,7 +285,7 @@ def test_a_users_tables_with_staging_like_names_survive_replaces(safety):
 
 
 def test_a_retry_drops_only_the_work_tables_marked_for_its_target(safety):
-    from airflow_provider_fdw.hooks.apply import marker
+    from airflow_provider_fdw.bulkcopy.apply import marker
     from airflow_provider_fdw.names import QualifiedName
 
     src, t, other = Source(safety), new_target(), new_target()

@@ -12,8 +12,8 @@ import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.sample_data import postgres_connection
 
@@ -469,13 +469,13 @@ def test_renamed_columns_are_read_by_their_remote_names_but_conditions_on_them_a
     ],
 )
 def test_server_identity_compares_host_port_and_database(server, conn, problems):
-    from airflow_provider_fdw.hooks.direct import server_mismatches
+    from airflow_provider_fdw.bulkcopy.direct import server_mismatches
 
     assert [p.split()[0] for p in server_mismatches(server, conn)] == problems
 
 
 def test_direct_session_settings_are_appended_to_the_connections_own_options():
-    from airflow_provider_fdw.hooks.direct import pinned_params
+    from airflow_provider_fdw.bulkcopy.direct import pinned_params
 
     params = pinned_params({"host": "h", "options": "-c statement_timeout=5s"}, "UTF8")
     assert params["options"] == (

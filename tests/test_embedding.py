@@ -14,12 +14,12 @@ import pytest
 from conftest import TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.embedding import (
+from airflow_provider_fdw.backfill import (
     SentenceTransformerEmbedder,
     SqlFunctionEmbedder,
     plan_backfill,
 )
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.embedding import EmbeddingBackfillOperator
 
@@ -111,7 +111,7 @@ def test_python_backfill_embeds_every_row_once_and_similar_texts_are_nearer(targ
 KILLABLE = textwrap.dedent(
     """
     import sys, time
-    from airflow_provider_fdw.hooks.embedding import plan_backfill, SentenceTransformerEmbedder
+    from airflow_provider_fdw.backfill import plan_backfill, SentenceTransformerEmbedder
     from airflow_provider_fdw.hooks.fdw import FdwHook
     model = SentenceTransformerEmbedder()
     def slow(texts):

@@ -152,7 +152,7 @@ def test_execution_timeout_stops_the_copy_on_both_servers(
 
 WORKER = """
 import sys
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 source, target, direct = sys.argv[1], sys.argv[2], sys.argv[3] == "direct"
 with FdwHook(fdw_conn_id="fdw_source") as hook:
@@ -189,7 +189,7 @@ def test_retry_after_kill_9_terminates_what_the_killed_try_left(
 
     # The retry (same task instance) does not wait for the killed try's sessions: it ends them.
     set_delay(source, 0)
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
 
     started = time.monotonic()
     with FdwHook(fdw_conn_id="fdw_source") as hook:
@@ -263,8 +263,8 @@ def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
         ).format(ident(local_schema, "slow_int"), ident(server_name)),
         dbname=TARGET_DB,
     )
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.exceptions import FdwError
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 
     started = time.monotonic()
     with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="invalid input syntax"):

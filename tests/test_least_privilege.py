@@ -328,6 +328,6 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
     ],
 )
 def test_each_permission_error_names_the_grant(step, message, context, expected):
-    from airflow_provider_fdw.hooks.privileges import privilege_hint
+    from airflow_provider_fdw.privileges import privilege_hint
 
     assert expected in privilege_hint(step, message, "etl", context, "reader")

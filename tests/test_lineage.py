@@ -21,7 +21,7 @@ DAG_FILE = textwrap.dedent(
 
     from airflow.sdk import DAG
 
-    from airflow_provider_fdw.hooks.embedding import SqlFunctionEmbedder
+    from airflow_provider_fdw.backfill import SqlFunctionEmbedder
     from airflow_provider_fdw.operators.copy import BulkCopyOperator
     from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator, EmbeddingBackfillOperator
     from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator

@@ -12,7 +12,7 @@ import pytest
 from conftest import READER, SOURCE_DB, ident, postgres_connection
 
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.hooks.embedding import SentenceTransformerEmbedder, plan_backfill
+from airflow_provider_fdw.backfill import SentenceTransformerEmbedder, plan_backfill
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator
 

@@ -13,7 +13,7 @@ from conftest import READER, REPO, SOURCE_DB, ident
 
 from airflow_provider_fdw import progress as progress_module
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 ROWS = 300_000
@@ -144,7 +144,7 @@ def test_filtered_copies_log_rows_without_a_percentage_of_the_whole_table(progre
 def test_loading_the_embedding_model_prints_no_progress_bars():
     """tqdm bars (``Loading weights: 100%|███|``) go to stderr, which Airflow copies into the task log."""
     code = (
-        "from airflow_provider_fdw.hooks.embedding import SentenceTransformerEmbedder\n"
+        "from airflow_provider_fdw.backfill import SentenceTransformerEmbedder\n"
         "print(len(SentenceTransformerEmbedder()(['a cat on a mat'])[0]))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -20,8 +20,8 @@ import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
 
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
@@ -219,7 +219,7 @@ def test_connections_get_bounded_defaults_unless_the_connection_sets_them(pair):
 def test_a_long_reader_delays_new_readers_by_one_lock_timeout_not_its_whole_read(pair, target, local_schema):
     """The swap waits for its lock in short attempts (default lock_timeout 1 s, retried): readers that
     arrive meanwhile queue behind it for at most one attempt, not for the long reader's 10 s."""
-    from airflow_provider_fdw.hooks.bulkcopy import BulkCopy
+    from airflow_provider_fdw.bulkcopy import BulkCopy
 
     target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
     target.execute(

@@ -17,7 +17,11 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.backfill import BackfillPlan, backfill
+from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
+from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
+from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
     RemoteServer,
@@ -30,15 +34,8 @@ from airflow_provider_fdw.exceptions import (
     FdwConfigError,
     FdwError,
 )
-from airflow_provider_fdw.hooks.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
-from airflow_provider_fdw.hooks.direct import pinned_params
-from airflow_provider_fdw.hooks.embedding import BackfillPlan, backfill
-from airflow_provider_fdw.hooks.locks import create_schema, lock_object
-from airflow_provider_fdw.hooks.matview import plan_refresh, refresh_views
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
-from airflow_provider_fdw.hooks.privileges import PrivilegeHintingSession
-from airflow_provider_fdw.hooks.reimport import import_and_converge, parse_options, plan_import
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -46,7 +43,11 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.privileges import PrivilegeHintingSession
+from airflow_provider_fdw.refresh import MatviewPlan, plan_refresh, refresh_views
+from airflow_provider_fdw.reimport import ImportPlan, import_schema, plan_import
 from airflow_provider_fdw.secrets import execute_with_secret
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_LOCK_RETRIES,
@@ -301,38 +302,25 @@ class FdwHook(PostgresHook):
 
     # -- foreign tables ----------------------------------------------------------------------
 
-    def import_foreign_schema(
-        self,
-        server_name: str,
-        remote_schema: str,
-        local_schema: str,
-        limit_to: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        import_options: Mapping[str, Any] | None = None,
-        replace: bool = True,
-    ) -> list[str]:
+    def import_foreign_schema(self, plan: ImportPlan | str, /, *arguments: Any, **options: Any) -> list[str]:
         """Import the remote schema's tables as foreign tables into ``local_schema`` (created if needed).
 
-        With ``replace`` the foreign tables this server previously imported from ``remote_schema``
-        (within the same LIMIT TO / EXCEPT selection) are converged to the remote definitions in ONE
-        transaction: new tables are added, changed columns altered, vanished tables dropped, and
-        unchanged tables left untouched, so views and materialized views built on them keep working
-        and concurrent queries never find a table missing. Without ``replace`` only tables not yet
-        present are imported.
+        Takes the plan ``plan_import`` builds, or that function's arguments (``server_name``,
+        ``remote_schema``, ``local_schema``, ``limit_to``, ``exclude``, ``import_options``, ``replace``,
+        ``analyze``). With ``replace`` the foreign tables this server previously imported from
+        ``remote_schema`` (within the same LIMIT TO / EXCEPT selection) are converged to the remote
+        definitions in ONE transaction: new tables are added, changed columns altered, vanished tables
+        dropped, and unchanged tables left untouched, so views and materialized views built on them keep
+        working and concurrent queries never find a table missing. Without ``replace`` only tables not
+        yet present are imported. With ``analyze`` each of them is then analyzed.
 
         :return: the names of the foreign tables now in ``local_schema`` for that selection.
         """
-        request = plan_import(
-            server_name, remote_schema, local_schema, limit_to, exclude, import_options, replace
-        )
-        limit_to, exclude = request.limit_to, request.exclude
-        s = self.session
-        with s.transaction():
-            create_schema(s, local_schema)  # also serialises imports into the same schema
-            previous = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
-            import_and_converge(s, request, previous, self.log)
-            tables = self._selected_tables(s, server_name, remote_schema, local_schema, limit_to, exclude)
-        self.log.info("Foreign tables in %r from %r: %s", local_schema, remote_schema, ", ".join(tables))
+        if not isinstance(plan, ImportPlan):
+            plan = plan_import(plan, *arguments, **options)
+        tables = import_schema(self.session, plan, self.log)
+        if plan.analyze:
+            self.analyze_tables([QualifiedName(plan.local_schema, t) for t in tables])
         return tables
 
     def analyze_tables(self, tables: Sequence[QualifiedName]) -> None:
@@ -361,17 +349,14 @@ class FdwHook(PostgresHook):
     # -- materialized views ------------------------------------------------------------------
 
     def refresh_materialized_views(
-        self,
-        views: str | Sequence[str],
-        concurrently: bool | str = "auto",
-        query: str | None = None,
-        unique_key: Sequence[str] | str | None = None,
-        indexes: Sequence[Any] | None = None,
-        lock_timeout: float | str | None = None,
-        analyze: bool = True,
+        self, plan: MatviewPlan | str | Sequence[str], /, **arguments: Any
     ) -> list[dict[str, Any]]:
-        """Create (with ``query``) and refresh materialized views; see ``RefreshMaterializedViewOperator``."""
-        plan = plan_refresh(views, concurrently, query, unique_key, indexes, lock_timeout, analyze)  # type: ignore[arg-type]
+        """Create (with ``query``) and refresh materialized views; see ``RefreshMaterializedViewOperator``.
+
+        Takes the plan ``plan_refresh`` builds, or that function's arguments (views first).
+        """
+        if not isinstance(plan, MatviewPlan):
+            plan = plan_refresh(plan, **arguments)
         return refresh_views(self.session, plan, self.log)
 
     # -- bulk copy ---------------------------------------------------------------------------
@@ -385,6 +370,9 @@ class FdwHook(PostgresHook):
         lock_retries: int = DEFAULT_LOCK_RETRIES,
     ) -> dict[str, Any]:
         """Copy ``plan.source`` (a foreign table) into ``plan.target``; see ``BulkCopyOperator``.
+
+        ``plan``: a :class:`~airflow_provider_fdw.bulkcopy.plan.CopyPlan` from ``plan_copy(...)``, which
+        checked every argument of the copy; this method only adds how this worker runs it.
 
         ``plan.transport``: ``"fdw"`` moves rows server to server through postgres_fdw; ``"copy"``
         reads the remote table behind the foreign table with ``COPY`` over this hook's
@@ -609,27 +597,6 @@ class FdwHook(PostgresHook):
     def _lock(s: LocalSession, kind: str, name: str) -> None:
         """Serialise concurrent runs on the same object (two DAGs creating one server at once)."""
         lock_object(s, kind, name)
-
-    @staticmethod
-    def _selected_tables(
-        s: LocalSession,
-        server_name: str,
-        remote_schema: str,
-        local_schema: str,
-        limit_to: Sequence[str] | None,
-        exclude: Sequence[str] | None,
-    ) -> list[str]:
-        rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
-        names = [
-            name
-            for name, server, rschema, _ in rows
-            if server == server_name and (rschema or local_schema) == remote_schema
-        ]
-        if limit_to:
-            return [n for n in names if n in limit_to]
-        if exclude:
-            return [n for n in names if n not in exclude]
-        return names
 
 
 def watch_client(conn: Any) -> None:

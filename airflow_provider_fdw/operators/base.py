@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
@@ -27,9 +29,16 @@ class FdwBaseOperator(BaseOperator):
     ``on_kill`` (worker shutdown, ``execution_timeout``) cancels every statement the task's hooks
     are running, on the local and the remote server, and kills their child processes.
 
+    An operator with a feature plan names its builder in ``planner``: the arguments of the same names
+    are kept as attributes (rendered in place when templated) and :meth:`plan` builds the plan from
+    them, which is where every argument is checked. A new argument of the feature is added to the
+    plan, to the operator's signature and to its docstring; nothing else.
+
     :param postgres_conn_id: the ``postgres`` connection of the LOCAL database.
     :param connect_timeout: seconds a database login may take (default 10; see ``timeouts``).
     """
+
+    planner: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(
         self, *, postgres_conn_id: str = "postgres_default", connect_timeout: int | None = None, **kwargs: Any
@@ -53,8 +62,25 @@ class FdwBaseOperator(BaseOperator):
         for hook in getattr(self, "_hooks", []):
             hook.cancel()
 
+    def keep_plan_arguments(self, arguments: Mapping[str, Any]) -> None:
+        """Keep the planner's arguments (from the operator's ``locals()``) as attributes."""
+        for name in self._plan_parameters():
+            setattr(self, name, arguments[name])
+
+    def plan(self) -> Any:
+        """The feature's plan from the (rendered) arguments; raises on bad input before any SQL."""
+        arguments = {name: getattr(self, name) for name in self._plan_parameters()}
+        return self.planner(**arguments)  # type: ignore[misc]
+
+    def _plan_parameters(self) -> list[str]:
+        if self.planner is None:
+            raise TypeError(f"{type(self).__name__} has no planner")
+        return list(inspect.signature(self.planner).parameters)
+
     def validate(self) -> None:
         """Check arguments; called in ``__init__`` when none is templated, and again in ``execute``."""
+        if self.planner is not None:
+            self.plan()
 
     def validate_if_static(self, *values: Any) -> None:
         if not any(is_templated(v) for v in values):

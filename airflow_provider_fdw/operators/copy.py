@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
+from airflow_provider_fdw.bulkcopy import CopyPlan, plan_copy
+from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.bulkcopy import CopyPlan, plan_copy
-from airflow_provider_fdw.hooks.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_TARGET_LOCK_WAIT, positive_seconds
@@ -139,11 +139,16 @@ class BulkCopyOperator(FdwBaseOperator):
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:
-        plan = self.plan()
-        if plan.transport != "fdw" and not self.fdw_conn_id:
-            raise FdwConfigError(f"transport={plan.transport!r} reads the remote directly: pass fdw_conn_id.")
+        self.plan()
 
     def plan(self) -> CopyPlan:
+        """The copy's one plan: every argument checked here (``plan_copy``), then passed down unchanged."""
+        plan = self._plan()
+        if plan.transport != "fdw" and not self.fdw_conn_id:
+            raise FdwConfigError(f"transport={plan.transport!r} reads the remote directly: pass fdw_conn_id.")
+        return plan
+
+    def _plan(self) -> CopyPlan:
         return plan_copy(
             self.source_table,
             self.target_table,
@@ -163,7 +168,6 @@ class BulkCopyOperator(FdwBaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        self.validate()
         plan = self.plan()
         with self.get_hook(self.fdw_conn_id) as hook:
             self._lineage_summary = hook.bulk_copy(

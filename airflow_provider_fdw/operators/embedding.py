@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.hooks.embedding import (
+from airflow_provider_fdw.backfill import (
     BackfillPlan,
     SentenceTransformerEmbedder,
     SqlFunctionEmbedder,
     plan_backfill,
 )
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import check_identifier, parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator
 
@@ -40,6 +40,7 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
 
     template_fields: Sequence[str] = ("table", "text_column", "postgres_conn_id")
     ui_color = "#d6f0e4"
+    planner = staticmethod(plan_backfill)
 
     def __init__(
         self,
@@ -55,29 +56,14 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.table = table
-        self.text_column = text_column
-        self.key_column = key_column
-        self.embedding_column = embedding_column
+        self.keep_plan_arguments(locals())
         self.embedder = embedder
         self.dimensions = dimensions
-        self.batch_size = batch_size
-        self.max_rows = max_rows
         self.validate_if_static(table, text_column)
 
     def validate(self) -> None:
-        self._plan()
+        self.plan()
         self._embedder()
-
-    def _plan(self) -> BackfillPlan:
-        return plan_backfill(
-            self.table,
-            self.text_column,
-            self.key_column,
-            self.embedding_column,
-            self.batch_size,
-            self.max_rows,
-        )
 
     def _embedder(self) -> tuple[Any, int]:
         embedder = self.embedder
@@ -97,7 +83,7 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
         return embedder, dimensions
 
     def execute(self, context: Any) -> dict[str, Any]:
-        plan = self._plan()
+        plan: BackfillPlan = self.plan()
         embedder, dimensions = self._embedder()
         with self.get_hook() as hook:
             self._lineage_summary = hook.backfill_embeddings(plan, embedder, dimensions)
@@ -109,7 +95,7 @@ class EmbeddingBackfillOperator(FdwBaseOperator):
 
         result = task_result(self) or {}
         with self.get_hook() as hook:
-            tables = datasets_of(hook, [self.table])
+            tables = datasets_of(hook, [self.plan().table])
         return operator_lineage(tables, tables, statistics=[{"rows": result.get("rows_embedded")}])
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_fdw.hooks.matview import plan_refresh
 from airflow_provider_fdw.operators.base import FdwBaseOperator
+from airflow_provider_fdw.refresh import plan_refresh
 
 
 class RefreshMaterializedViewOperator(FdwBaseOperator):
@@ -32,6 +32,7 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
     template_fields: Sequence[str] = ("views", "postgres_conn_id", "query")
     template_fields_renderers = {"query": "sql"}
     ui_color = "#e8f0d6"
+    planner = staticmethod(plan_refresh)
 
     def __init__(
         self,
@@ -46,40 +47,13 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.views = views
-        self.concurrently = concurrently
-        self.query = query
-        self.unique_key = unique_key
-        self.indexes = indexes
-        self.lock_timeout = lock_timeout
-        self.analyze = analyze
+        self.keep_plan_arguments(locals())
         self.validate_if_static(views, query)
 
-    def validate(self) -> None:
-        self._plan()
-
-    def _plan(self) -> Any:
-        return plan_refresh(
-            self.views,
-            self.concurrently,
-            self.query,
-            self.unique_key,
-            self.indexes,  # type: ignore[arg-type]
-            self.lock_timeout,
-            self.analyze,
-        )
-
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        plan = self.plan()
         with self.get_hook() as hook:
-            self._lineage_summary = hook.refresh_materialized_views(
-                self.views,
-                self.concurrently,
-                self.query,
-                self.unique_key,
-                self.indexes,
-                self.lock_timeout,
-                self.analyze,
-            )
+            self._lineage_summary = hook.refresh_materialized_views(plan)
         return self._lineage_summary  # kept: lineage is reported from a fork that cannot read XCom
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -88,10 +62,7 @@ class RefreshMaterializedViewOperator(FdwBaseOperator):
         from airflow_provider_fdw.lineage import datasets_of, operator_lineage, task_result, view_sources
         from airflow_provider_fdw.names import parse_qualified_name
 
-        views = [
-            parse_qualified_name(v, "views")
-            for v in ([self.views] if isinstance(self.views, str) else self.views)
-        ]
+        views = list(self.plan().views)
         results = {parse_qualified_name(r["view"], "views"): r for r in task_result(self) or []}
         with self.get_hook() as hook:
             sources = {s for view in views for s in view_sources(hook.session, view)}

@@ -6,19 +6,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw.assets import table_asset
-from airflow_provider_fdw.hooks.reimport import plan_import
-from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
+from airflow_provider_fdw.reimport import plan_import
 
 
 class ImportForeignSchemaOperator(FdwBaseOperator):
-    """Import (or atomically re-import) a remote schema into a local "proxy" schema.
+    """Import a remote schema into a local "proxy" schema, or converge a previous import to the remote.
 
-    The local schema is created if needed. With ``replace`` the foreign tables previously imported
-    from the same remote schema are dropped and re-imported in one transaction, so remote changes
-    (a new column, a new or dropped table) are picked up and concurrent queries never find a table
-    missing. When ``limit_to`` is given without templates, each table is declared as an Airflow
-    ``Asset`` outlet (``x-postgres://<postgres_conn_id>/<local_schema>/<table>``).
+    The local schema is created if needed. The import goes into a scratch schema and, in ONE
+    transaction, each foreign table previously imported from the same remote schema (within the same
+    ``limit_to`` / ``exclude`` selection) is converged to it: new tables are added, changed columns
+    altered in place (``ALTER FOREIGN TABLE``), vanished tables dropped, unchanged tables left alone.
+    Nothing is dropped and re-created, so views and materialized views built on the foreign tables keep
+    working and concurrent queries never find a table missing. When ``limit_to`` is given without
+    templates, each table is declared as an Airflow ``Asset`` outlet
+    (``x-postgres://<postgres_conn_id>/<local_schema>/<table>``).
 
     :param server_name: the foreign server (see CreateForeignServerOperator). (templated)
     :param remote_schema: schema on the remote database. (templated)
@@ -27,7 +29,8 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
     :param limit_to: import only these tables. (templated)
     :param exclude: import all but these tables. (templated)
     :param import_options: ``import_collate``, ``import_default``, ``import_generated``, ``import_not_null``.
-    :param replace: drop and re-import previously imported tables (default); else only add missing ones.
+    :param replace: converge previously imported tables to the remote definitions (default); else only
+        import the tables not yet present and leave the others as they are.
     :param analyze: run ``ANALYZE`` on the imported foreign tables so the planner has statistics.
     :return: ``{"server", "remote_schema", "local_schema", "tables": [...], "analyzed": bool}``.
     """
@@ -41,6 +44,7 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
         "exclude",
     )
     ui_color = "#d6e4f0"
+    planner = staticmethod(plan_import)
 
     def __init__(
         self,
@@ -60,48 +64,20 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
             if not is_templated(conn_id) and not isinstance(limit_to, str):
                 kwargs["outlets"] = [table_asset(conn_id, local_schema, t) for t in limit_to]
         super().__init__(**kwargs)
-        self.server_name = server_name
-        self.remote_schema = remote_schema
-        self.local_schema = local_schema
-        self.limit_to = limit_to
-        self.exclude = exclude
-        self.import_options = dict(import_options) if import_options else None
-        self.replace = replace
-        self.analyze = analyze
+        self.keep_plan_arguments(locals())
         self.validate_if_static(server_name, remote_schema, local_schema, limit_to, exclude)
 
-    def validate(self) -> None:
-        plan_import(
-            self.server_name,
-            self.remote_schema,
-            self.local_schema,
-            self.limit_to,
-            self.exclude,
-            self.import_options,
-            self.replace,
-        )
-
     def execute(self, context: Any) -> dict[str, Any]:
-        # import_foreign_schema validates every argument (templated ones rendered now) before any SQL.
+        plan = self.plan()  # every argument checked (templated ones rendered now) before any SQL
         with self.get_hook() as hook:
-            tables = hook.import_foreign_schema(
-                self.server_name,
-                self.remote_schema,
-                self.local_schema,
-                self.limit_to,
-                self.exclude,
-                self.import_options,
-                self.replace,
-            )
-            if self.analyze:
-                hook.analyze_tables([QualifiedName(self.local_schema, t) for t in tables])
-        self.log.info("Imported %d foreign tables into %r: %s", len(tables), self.local_schema, tables)
+            tables = hook.import_foreign_schema(plan)
+        self.log.info("Imported %d foreign tables into %r: %s", len(tables), plan.local_schema, tables)
         return {
-            "server": self.server_name,
-            "remote_schema": self.remote_schema,
-            "local_schema": self.local_schema,
+            "server": plan.server_name,
+            "remote_schema": plan.remote_schema,
+            "local_schema": plan.local_schema,
             "tables": tables,
-            "analyzed": self.analyze,
+            "analyzed": plan.analyze,
         }
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -115,14 +91,15 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
             operator_lineage,
         )
 
+        plan = self.plan()
         with self.get_hook() as hook:
-            tables = foreign_tables_of(hook.session, self.server_name, self.local_schema)
-            inputs = [datasets_of(hook, [table]) for table in tables]
+            tables = foreign_tables_of(hook.session, plan.server_name, plan.local_schema)
+            per_table = [datasets_of(hook, [table]) for table in tables]
             ns, db = local_namespace(hook.connection), hook.connection.schema or "postgres"
         outputs = [
             replace(remote, namespace=ns, name=f"{db}.{table.schema}.{table.name}", foreign=False)
-            for table, found in zip(tables, inputs, strict=True)
+            for table, found in zip(tables, per_table, strict=True)
             for remote in found
         ]
-        inputs = [remote for found in inputs for remote in found]
+        inputs = [remote for found in per_table for remote in found]
         return operator_lineage(inputs, outputs, column_lineage=True)

@@ -24,12 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.locks import lock_object
-from airflow_provider_fdw.hooks.reimport import read_columns
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qualified_name
+from airflow_provider_fdw.reimport import read_columns
+from airflow_provider_fdw.session import LocalSession
 
 PythonEmbedder = Callable[[list[str]], Sequence[Sequence[float]]]
 PROGRESS_EVERY_SECONDS = 10.0
@@ -87,9 +88,7 @@ class SqlFunctionEmbedder:
         parts = self.function.split(".")
         if not 1 <= len(parts) <= 2:
             raise FdwConfigError(f"function must be 'name' or 'schema.name', got {self.function!r}.")
-        return sql.SQL("{}({}, {})").format(
-            sql.Identifier(*parts), sql.Literal(self.model), sql.Identifier(alias, text_column)
-        )
+        return q.embedding_call(self.function, self.model, text_column, alias)
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,12 @@ def backfill(
 ) -> dict[str, Any]:
     """Embed every row whose embedding is NULL (and text is not); return counts."""
     p = plan
-    table = sql.Identifier(*p.table)
-    key, text, emb = map(sql.Identifier, (p.key_column, p.text_column, p.embedding_column))
     storage = ensure_embedding_column(s, p, dimensions)
+    count_missing = q.missing_embeddings_count(p.table, p.text_column, p.embedding_column)
     with s.transaction():
-        total = s.fetchone(
-            "count missing",
-            sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(table, emb, text),
-        )[0]
+        total = s.fetchvalue("count missing", count_missing)
     if p.max_rows is not None:
         total = min(total, p.max_rows)
-    cast = sql.SQL("vector") if storage == "vector" else sql.SQL("real[]")
     done, batches, last_key = 0, 0, None
     started = last_report = time.monotonic()
     log.info(
@@ -158,50 +152,32 @@ def backfill(
         storage,
         p.batch_size,
     )
-    count_missing = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(
-        table, emb, text
-    )
     waiting_since = None
     while True:
         while done < total:
             limit = min(p.batch_size, total - done)
-            after = (
-                sql.SQL("")
-                if last_key is None
-                else sql.SQL(" AND {} > {}").format(key, sql.Literal(last_key))
-            )
-            # SKIP LOCKED: an overlapping run takes other rows instead of embedding the same ones again.
-            select = sql.SQL(
-                "SELECT {k}, {t} FROM {tbl} WHERE {e} IS NULL AND {t} IS NOT NULL{after} "
-                "ORDER BY {k} LIMIT {n} FOR UPDATE SKIP LOCKED"
+            batch = q.embedding_batch(
+                p.table, p.key_column, p.text_column, p.embedding_column, last_key, limit
             )
             with s.transaction():
                 if isinstance(embedder, SqlFunctionEmbedder):
                     # In the database: one UPDATE per batch, rows never leave the server.
-                    statement = sql.SQL(
-                        "WITH batch AS ({select}) UPDATE {tbl} t SET {e} = {call}::{cast} FROM batch "
-                        "WHERE t.{k} = batch.{k} AND t.{e} IS NULL RETURNING t.{k}"
-                    ).format(
-                        select=select.format(
-                            k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)
-                        ),
-                        tbl=table,
-                        e=emb,
-                        k=key,
-                        cast=cast,
-                        call=embedder.call(p.text_column),
+                    statement = q.embed_in_database(
+                        batch,
+                        p.table,
+                        p.key_column,
+                        p.embedding_column,
+                        embedder.call(p.text_column),
+                        storage,
                     )
                     keys = [r[0] for r in s.fetchall("embed batch", statement)]
                 else:
-                    rows = s.fetchall(
-                        "read batch",
-                        select.format(k=key, t=text, tbl=table, e=emb, after=after, n=sql.Literal(limit)),
-                    )
+                    rows = s.fetchall("read batch", batch)
                     if not rows:
                         break
                     vectors = embedder([r[1] for r in rows])
                     check_vectors(vectors, len(rows), dimensions)
-                    write_vectors(s, p, cast, rows, vectors, storage)
+                    write_vectors(s, p, rows, vectors, storage)
                     keys = [r[0] for r in rows]
             if not keys:
                 break
@@ -219,7 +195,7 @@ def backfill(
         # Rows an overlapping run is embedding were skipped: wait until it commits them, so that when
         # this task succeeds every row has its embedding (a write-back downstream relies on it).
         with s.transaction():
-            remaining = s.fetchone("count missing", count_missing)[0]
+            remaining = s.fetchvalue("count missing", count_missing)
         if remaining == 0:
             break
         now = time.monotonic()
@@ -236,7 +212,7 @@ def backfill(
         total, last_key = done + remaining, None
     seconds = time.monotonic() - started
     with s.transaction():
-        remaining = s.fetchone("count missing", count_missing)[0]
+        remaining = s.fetchvalue("count missing", count_missing)
     return {
         "table": str(p.table),
         "rows_embedded": done,
@@ -253,11 +229,7 @@ def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -
     """Add the column if missing: ``vector(n)`` when pgvector is installed, else ``real[]``."""
     with s.transaction():
         lock_object(s, "table", str(p.table))  # two runs adding the column: one adds, one finds it
-        has_vector = bool(
-            s.fetchone(
-                "check pgvector", sql.SQL("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")
-            )[0]
-        )
+        has_vector = bool(s.fetchvalue("check pgvector", q.PGVECTOR_INSTALLED_QUERY))
         columns = {name: col.type_sql for name, col in read_columns(s, p.table).items()}
         if not columns:
             raise FdwConfigError(f"Table {p.table} does not exist.")
@@ -266,14 +238,9 @@ def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -
                 raise FdwConfigError(f"Column {needed!r} not found in {p.table}; it has {sorted(columns)}.")
         existing = columns.get(p.embedding_column)
         if existing is None:
-            type_sql = (
-                sql.SQL("vector({})").format(sql.Literal(dimensions)) if has_vector else sql.SQL("real[]")
-            )
             s.execute(
                 f"add column {p.embedding_column}",
-                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    sql.Identifier(*p.table), sql.Identifier(p.embedding_column), type_sql
-                ),
+                q.add_embedding_column(p.table, p.embedding_column, dimensions, has_vector),
             )
             return "vector" if has_vector else "real[]"
     if existing.startswith("vector"):
@@ -290,7 +257,6 @@ def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -
 def write_vectors(
     s: LocalSession,
     p: BackfillPlan,
-    cast: sql.Composable,
     rows: list[tuple],
     vectors: Sequence[Sequence[float]],
     storage: str,
@@ -301,34 +267,18 @@ def write_vectors(
     UPDATE … FROM (no per-float formatting or parsing: the database overhead stays small next to the
     model). Other keys: one VALUES list of literals.
     """
-    table = sql.Identifier(*p.table)
-    key, emb = sql.Identifier(p.key_column), sql.Identifier(p.embedding_column)
     keys = [k for k, _ in rows]
     payload = binary_copy_payload(keys, vectors)
+    source: sql.Composable
     if payload is not None:
-        s.execute(
-            "prepare batch table",
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS fdw_embedding_batch (k bigint, e real[]) "
-                "ON COMMIT DELETE ROWS"
-            ),
-            quiet=True,
-        )
-        s.copy_in(
-            "load batch", sql.SQL("COPY fdw_embedding_batch (k, e) FROM STDIN (FORMAT binary)"), payload
-        )
-        source = sql.SQL("fdw_embedding_batch b")
+        s.execute("prepare batch table", q.CREATE_EMBEDDING_BATCH, quiet=True)
+        s.copy_in("load batch", q.COPY_EMBEDDING_BATCH, payload)
+        source = q.EMBEDDING_BATCH_SOURCE
     else:
-        values = sql.SQL(", ").join(
-            sql.SQL("({}, {})").format(sql.Literal(k), sql.Literal(vector_text(v, storage)))
-            for k, v in zip(keys, vectors, strict=True)
-        )
-        source = sql.SQL("(VALUES {}) b(k, e)").format(values)
+        source = q.embedding_values((k, vector_text(v, storage)) for k, v in zip(keys, vectors, strict=True))
     s.execute(
         "write batch",
-        sql.SQL(
-            "UPDATE {tbl} t SET {e} = b.e::{cast} FROM {source} WHERE t.{k} = b.k AND t.{e} IS NULL"
-        ).format(tbl=table, e=emb, cast=cast, source=source, k=key),
+        q.write_embeddings(p.table, p.key_column, p.embedding_column, storage, source),
         quiet=True,
     )
 

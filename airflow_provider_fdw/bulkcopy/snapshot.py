@@ -19,7 +19,7 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.session import LocalSession
 
 
 class SnapshotHolder:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.session import LocalSession
 
 _DENIED = re.compile(
     r"permission denied for (database|schema|foreign-data wrapper|foreign server) \"?([^\"\s]+)"

@@ -23,10 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import (
+    Index,
+    Relation,
+    read_indexes,
+    read_oid,
+    read_relation,
+)
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.matview import bounded_name
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession
 
 SWAPS = ("auto", "rename", "in_place")
 MARKER_PREFIX = "airflow_provider_fdw: work table of "
@@ -123,13 +130,13 @@ def apply_replace(
     with s.transaction():
         if lock_timeout:
             s.execute("set lock_timeout", q.set_local("lock_timeout", lock_timeout), quiet=True)
-        row = s.fetchone("read target", q.RELATION_QUERY, target)
-        if row is None:
+        relation = read_relation(s, target, "target")
+        if relation is None:
             s.execute(f"rename {staging} to {target.name}", q.rename_table(staging, target.name))
             s.execute("unmark target", q.uncomment_table(target), quiet=True)
             counts, how = ApplyCounts(staged_rows, 0, 0, 0), "created"
         else:
-            oid, relkind = row[0], row[1]
+            oid, relkind = relation.oid, relation.relkind
             in_place = not staging_indexed or goes_in_place(swap, in_place_reasons(s, oid), target)
             # In place, readers go on reading (MVCC); writers and new child references wait.
             s.execute(
@@ -147,7 +154,7 @@ def apply_replace(
                 s.execute("drop staging table", q.drop_table(staging), quiet=True)
                 how = "in-place"
             else:
-                rename_swap(s, staging, target, row)
+                rename_swap(s, staging, target, relation)
                 counts, how = ApplyCounts(inserted=staged_rows), "renamed"
     return how, counts
 
@@ -191,8 +198,9 @@ def diff_apply(
             f"insert new rows of {target}", q.diff_insert(target, staging, key, columns, only, overriding)
         ).rowcount
     else:
-        inserted, deleted = s.fetchone(
-            f"apply the difference to {target}", q.multiset_diff(target, staging, columns, only, overriding)
+        inserted, deleted = s.fetchrow(
+            f"apply the difference to {target}",
+            q.multiset_diff(target, staging, columns, only, overriding),
         )
         updated = 0
     catch_up_sequences(s, target, oid, only)
@@ -225,7 +233,7 @@ def choose_key(s: LocalSession, oid: int, key_columns: Sequence[str] | None) -> 
 
 def check_no_null_key(s: LocalSession, table: QualifiedName, key: Sequence[str], what: str, why: str) -> None:
     """NULL never equals NULL: a row with a NULL key would be written again on every run."""
-    nulls = s.fetchone("check keys are not NULL", q.null_key_count(table, key))[0]
+    nulls = s.fetchvalue("check keys are not NULL", q.null_key_count(table, key))
     if nulls:
         raise FdwError(
             f"{nulls} {what} have a NULL in the key ({', '.join(key)}): {why} NULL, so every run would "
@@ -304,12 +312,11 @@ def _show(values: Sequence[Any]) -> str:
     return repr(values[0]) if len(values) == 1 else repr(tuple(values))
 
 
-def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, row: Sequence[Any]) -> None:
+def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, relation: Relation) -> None:
     """Swap ``staging`` in by rename (the caller holds ACCESS EXCLUSIVE); keep names, grants, owner."""
-    oid, _kind, owner, comment, *_ = row
-    staging_oid = s.fetchone("read staging", q.RELATION_QUERY, staging)[0]
-    old_indexes = s.fetchall("read target indexes", q.INDEXES_QUERY, (oid,))
-    new_indexes = s.fetchall("read staging indexes", q.INDEXES_QUERY, (staging_oid,))
+    oid, owner, comment = relation.oid, relation.owner, relation.comment
+    old_indexes = read_indexes(s, oid, "target indexes")
+    new_indexes = read_indexes(s, read_oid(s, staging, "staging"), "staging indexes")
     foreign_keys = s.fetchall("read foreign keys", q.FOREIGN_KEYS_QUERY, (oid,))
     grants = s.fetchall("read grants", q.GRANTS_QUERY, (oid,))
     retired = new_work_table(s, target, "retired")
@@ -325,20 +332,25 @@ def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, 
         s.execute("restore comment", q.comment_on_table(target, comment), quiet=True)
     else:
         s.execute("unmark target", q.uncomment_table(target), quiet=True)
-    current_owner = s.fetchone("read owner", q.RELATION_QUERY, target)[2]
-    if owner != current_owner:
+    current = read_relation(s, target, "owner")
+    if current is not None and owner != current.owner:
         s.execute("restore owner", q.owner_to(target, owner))
 
 
-def _restore_names(s: LocalSession, target: QualifiedName, old: list[tuple], new: list[tuple]) -> None:
+def _restore_names(s: LocalSession, target: QualifiedName, old: list[Index], new: list[Index]) -> None:
     """Give the new indexes/constraints the old names, matched by what they index (catalog signature)."""
     unmatched = list(new)
-    for old_row in old:
-        match = next((n for n in unmatched if n[7] == old_row[7]), None)
+    for old_index in old:
+        match = next((n for n in unmatched if n.signature == old_index.signature), None)
         if match is None:
             continue
         unmatched.remove(match)
-        new_name, new_con, old_name, old_con = match[0], match[2], old_row[0], old_row[2]
+        new_name, new_con, old_name, old_con = (
+            match.name,
+            match.constraint,
+            old_index.name,
+            old_index.constraint,
+        )
         if new_con and old_con:
             if new_con != old_con:
                 s.execute(

@@ -31,10 +31,10 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import DriverError, error_fields
+from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.reimport import parse_options
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.session import LocalSession
 
 TRANSPORTS = ("fdw", "copy", "auto")
 DEFAULT_TRANSPORT = "fdw"
@@ -120,10 +120,11 @@ def plan_direct(
     if connect is None or identity is None:
         raise FdwConfigError(f"transport={transport!r} reads the remote directly: pass fdw_conn_id.")
 
-    def fall_back(reason: str) -> None:
+    def fall_back(reason: str) -> DirectRead | None:
         if transport == "copy":
             raise FdwConfigError(f"transport='copy' cannot read {plan.source} directly: {reason}.")
         log.info("Direct COPY not used for %s (%s): copying through postgres_fdw.", plan.source, reason)
+        return None
 
     if not source.is_foreign:
         return fall_back(f"{plan.source} is not a foreign table")
@@ -134,7 +135,7 @@ def plan_direct(
             r[0]: tuple(r[1:])
             for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))
         }
-        encoding = s.fetchone("read encoding", q.SERVER_ENCODING_QUERY)[0]
+        encoding = s.fetchvalue("read encoding", q.SERVER_ENCODING_QUERY)
     mismatches = server_mismatches(server_options, identity)
     if mismatches:
         return fall_back(

@@ -23,26 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import read_columns
 from airflow_provider_fdw.connection import render_option_value
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import create_schema
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type_sql: str  # format_type() output: quoted by the server
-    collation: str | None
-    not_null: bool
-    options: dict[str, str]
-
+from airflow_provider_fdw.session import LocalSession
 
 IMPORT_OPTIONS = frozenset({"import_collate", "import_default", "import_generated", "import_not_null"})
 
 
-@dataclass
-class ImportRequest:
+@dataclass(frozen=True)
+class ImportPlan:
+    """Checked arguments of an import: what to import from where, and how to treat a previous import."""
+
     server_name: str
     remote_schema: str
     local_schema: str
@@ -50,6 +44,7 @@ class ImportRequest:
     exclude: Sequence[str] | None
     import_options: dict[str, str]
     replace: bool
+    analyze: bool
 
 
 def plan_import(
@@ -60,8 +55,9 @@ def plan_import(
     exclude: Sequence[str] | None = None,
     import_options: Mapping[str, Any] | None = None,
     replace: bool = True,
-) -> ImportRequest:
-    """Check the arguments of an import (before any SQL runs) and return the request."""
+    analyze: bool = False,
+) -> ImportPlan:
+    """Check the arguments of an import (before any SQL runs) and return the plan."""
     check_identifier(server_name, "server_name")
     check_identifier(remote_schema, "remote_schema")
     check_identifier(local_schema, "local_schema")
@@ -78,12 +74,41 @@ def plan_import(
                 f"postgres_fdw accepts {', '.join(sorted(IMPORT_OPTIONS))}."
             )
         options = {k: render_option_value(v) for k, v in import_options.items()}
-    return ImportRequest(server_name, remote_schema, local_schema, limit_to, exclude, options, replace)
+    return ImportPlan(server_name, remote_schema, local_schema, limit_to, exclude, options, replace, analyze)
 
 
-def import_and_converge(s: LocalSession, request: ImportRequest, previous: Sequence[str], log: Any) -> None:
-    """Import into a scratch schema and converge ``request.local_schema`` to it (caller's transaction)."""
-    r = request
+def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
+    """Import (or converge a previous import) in one transaction; return the selected foreign tables."""
+    p = plan
+    with s.transaction():
+        create_schema(s, p.local_schema)  # also serialises imports into the same schema
+        previous = imported_tables(s, p)
+        import_and_converge(s, p, previous, log)
+        tables = imported_tables(s, p)
+    log.info("Foreign tables in %r from %r: %s", p.local_schema, p.remote_schema, ", ".join(tables))
+    return tables
+
+
+def imported_tables(s: LocalSession, plan: ImportPlan) -> list[str]:
+    """The foreign tables in the local schema that this server imported from the remote schema,
+    within the plan's LIMIT TO / EXCEPT selection."""
+    p = plan
+    rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (p.local_schema,))
+    names = [
+        name
+        for name, server, rschema, _ in rows
+        if server == p.server_name and (rschema or p.local_schema) == p.remote_schema
+    ]
+    if p.limit_to:
+        return [n for n in names if n in p.limit_to]
+    if p.exclude:
+        return [n for n in names if n not in p.exclude]
+    return names
+
+
+def import_and_converge(s: LocalSession, plan: ImportPlan, previous: Sequence[str], log: Any) -> None:
+    """Import into a scratch schema and converge ``plan.local_schema`` to it (caller's transaction)."""
+    r = plan
     scratch = f"_fdw_import_{uuid.uuid4().hex[:12]}"
     s.execute("create scratch schema", q.create_schema(scratch), quiet=True)
     s.execute(
@@ -119,7 +144,7 @@ def import_and_converge(s: LocalSession, request: ImportRequest, previous: Seque
     s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
 
 
-def remote_tables(s: LocalSession, r: ImportRequest) -> list[str]:
+def remote_tables(s: LocalSession, r: ImportPlan) -> list[str]:
     """Every table, view and foreign table the remote schema has (an unrestricted import, rolled back)."""
     scratch = f"_fdw_list_{uuid.uuid4().hex[:12]}"
     s.execute("create scratch schema", q.create_schema(scratch), quiet=True)
@@ -133,7 +158,7 @@ def remote_tables(s: LocalSession, r: ImportRequest) -> list[str]:
     return sorted(row[0] for row in rows)
 
 
-def describe_missing(r: ImportRequest, missing: Sequence[str], available: Sequence[str]) -> str:
+def describe_missing(r: ImportPlan, missing: Sequence[str], available: Sequence[str]) -> str:
     where = f"remote schema {r.remote_schema!r} on server {r.server_name!r}"
     has = f"It has: {', '.join(available)}." if available else "It has no tables, views or foreign tables."
     if not missing:
@@ -195,16 +220,3 @@ def drop_vanished(s: LocalSession, table: QualifiedName, server_name: str) -> No
             step="drop vanished foreign table",
             sqlstate=exc.sqlstate,
         ) from None
-
-
-def read_columns(s: LocalSession, table: QualifiedName) -> dict[str, Column]:
-    rows = s.fetchall("read columns", q.COLUMNS_QUERY, (table.schema, table.name))
-    return {
-        name: Column(name, type_sql, collation, not_null, parse_options(options))
-        for name, type_sql, collation, not_null, options in rows
-    }
-
-
-def parse_options(raw: Sequence[str] | None) -> dict[str, str]:
-    """PostgreSQL stores FDW options as ``name=value`` text; split at the first ``=``."""
-    return dict(item.split("=", 1) for item in raw or ())

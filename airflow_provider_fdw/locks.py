@@ -14,7 +14,7 @@ import time
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.session import LocalSession
 
 # Seconds a step waits for another task working on the same object before it fails.
 DEFAULT_LOCK_WAIT = 300.0

@@ -71,6 +71,17 @@ class LocalSession:
     def fetchone(self, step: str, statement: Any, params: Any = None) -> tuple[Any, ...] | None:
         return self.execute(step, statement, params, quiet=True).fetchone()
 
+    def fetchrow(self, step: str, statement: Any, params: Any = None) -> tuple[Any, ...]:
+        """The one row a statement must return (an aggregate, a setting); a clear error when none."""
+        row = self.fetchone(step, statement, params)
+        if row is None:
+            raise FdwError(f"{step}: the statement returned no row (changed meanwhile?).", step=step)
+        return tuple(row)
+
+    def fetchvalue(self, step: str, statement: Any, params: Any = None) -> Any:
+        """The first column of the one row a statement must return."""
+        return self.fetchrow(step, statement, params)[0]
+
     @contextmanager
     def transaction(self) -> Iterator[LocalSession]:
         """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises.

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.locks import create_schema, lock_object
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.locks import create_schema, lock_object
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
+from airflow_provider_fdw.session import LocalSession
 
 Concurrently = bool | Literal["auto"]
 
@@ -102,7 +102,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
     for view in dependency_order(session, plan.views):
         if view in created:
             with session.transaction() as s:
-                rows = s.fetchone("count rows", q.count_rows(view))[0]
+                rows = s.fetchvalue("count rows", q.count_rows(view))
                 if plan.analyze:
                     s.execute(f"analyze {view}", q.analyze(view))
             log.info("Created %s with %d rows", view, rows)
@@ -159,7 +159,7 @@ def _refresh_one(session: LocalSession, view: QualifiedName, plan: MatviewPlan, 
         assert state is not None  # dependency_order checked existence
         use_concurrently = _decide_concurrently(view, state, plan.concurrently)
         try:
-            rows_before = s.fetchone("count rows", q.count_rows(view))[0] if state["populated"] else None
+            rows_before = s.fetchvalue("count rows", q.count_rows(view)) if state["populated"] else None
             s.execute(f"refresh {view}", q.refresh_materialized_view(view, use_concurrently))
         except FdwError as exc:
             raise FdwError(
@@ -167,7 +167,7 @@ def _refresh_one(session: LocalSession, view: QualifiedName, plan: MatviewPlan, 
                 step="refresh",
                 sqlstate=exc.sqlstate,
             ) from None
-        rows_after = s.fetchone("count rows", q.count_rows(view))[0]
+        rows_after = s.fetchvalue("count rows", q.count_rows(view))
     if plan.analyze:
         with session.transaction() as s:
             s.execute(f"analyze {view}", q.analyze(view))

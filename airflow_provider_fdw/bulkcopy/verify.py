@@ -19,8 +19,8 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.session import LocalSession
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Verifier:
         """In the load's transaction: the source rows this range read (same remote snapshot)."""
         if not self.enabled:
             return
-        rows, checksum = s.fetchone("verify: read source", q.verify_select(table, self.columns, conditions))
+        rows, checksum = s.fetchrow("verify: read source", q.verify_select(table, self.columns, conditions))
         with self._lock:
             self.source.add(rows, checksum)
 
@@ -172,7 +172,7 @@ class Verifier:
     ) -> Tally:
         tally = Tally()
         statement = q.verify_select(table, self.columns, (), only, matching)
-        tally.add(*s.fetchone("verify: read local rows", statement))
+        tally.add(*s.fetchrow("verify: read local rows", statement))
         return tally
 
     def _compare(self, got: Tally, expected: Tally, what: str, against: str) -> None:

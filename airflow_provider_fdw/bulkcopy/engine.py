@@ -1,0 +1,407 @@
+"""Bulk copies from a foreign table into a local table: replace, append and upsert.
+
+How a copy runs (every mode):
+
+1. Validate the arguments, read the source and target definitions (nothing changed yet).
+2. Load the rows into a staging table, in ``parallelism`` sessions each reading one key range.
+   Rows flow server to server (``INSERT … SELECT`` from a session-private foreign table tuned for
+   bulk reads), or, with ``fdw_conn_id``, as a binary ``COPY`` stream relayed in chunks by the worker.
+   Nothing is buffered in the worker.
+3. Apply the staging table in ONE short transaction (see :mod:`.apply`): ``replace`` swaps it in
+   by rename (indexes built after the load, grants/owner/comment copied) or, when something holds
+   on to the target, applies the difference in place; ``append`` inserts it; ``upsert`` merges it
+   with ``ON CONFLICT … DO UPDATE``. With ``verify`` the rows are checked first (:mod:`.verify`).
+
+Any failure before step 3 commits leaves the target exactly as it was; the staging table (named for
+the run, marked with a comment naming the target) is dropped, and a retry drops the marked leftovers
+of a killed run first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from airflow_provider_fdw import locks
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import DriverError
+from airflow_provider_fdw.bulkcopy.apply import (
+    apply_replace,
+    drop_leftovers,
+    goes_in_place,
+    in_place_reasons,
+    mark,
+    new_work_table,
+)
+from airflow_provider_fdw.bulkcopy.direct import plan_direct
+from airflow_provider_fdw.bulkcopy.load import key_ranges, load
+from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
+from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
+from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
+from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.bulkcopy.verify import Verifier
+from airflow_provider_fdw.cancel import (
+    CancelScope,
+    acquire_run_lock,
+    release_run_lock,
+    terminate_leftovers,
+)
+from airflow_provider_fdw.catalog import (
+    Table,
+    read_indexes,
+    read_oid,
+    read_persistence,
+    read_table,
+)
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.predicate import parse_where
+from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_TARGET_LOCK_WAIT,
+    with_lock_retries,
+)
+
+
+class BulkCopy:
+    """One bulk copy: ``run()`` does it; sessions come from ``new_session`` (one per parallel worker).
+
+    The engine holds only its configuration; what a run learns lives in a :class:`.CopyRun`.
+
+    :param remote_connect: when given, a function returning a new connection to the REMOTE database
+        (keyword ``client_encoding``), pinned like postgres_fdw's sessions, for the direct COPY path
+        (``plan.transport`` "copy"/"auto"); else rows move server to server through postgres_fdw.
+    :param psql_relay: on the direct path, relay the rows through two ``psql`` processes.
+    :param remote_identity: the libpq parameters ``remote_connect`` uses (no password): compared with
+        the foreign server's options so a connection to another database is never read.
+    :param scope: the connections and children to cancel when one loader fails (all of them stop).
+    :param target_lock_wait: seconds to wait for another copy of the same target.
+    :param leftovers: ``application_name`` prefix of an earlier try's sessions, terminated at start.
+    :param lock_retries: attempts to apply (each bounded by the plan's ``lock_timeout``).
+    """
+
+    def __init__(
+        self,
+        plan: CopyPlan,
+        new_session: Callable[[], LocalSession],
+        log: Any,
+        remote_connect: Callable[..., Any] | None = None,
+        psql_relay: PsqlRelay | None = None,
+        remote_identity: dict[str, Any] | None = None,
+        *,
+        scope: CancelScope | None = None,
+        target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
+        leftovers: str | None = None,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
+    ) -> None:
+        self.plan = plan
+        self.new_session = new_session
+        self.log = log
+        self.remote_connect = remote_connect
+        self.psql_relay = psql_relay
+        self.remote_identity = remote_identity
+        self.scope = scope or CancelScope()
+        self.target_lock_wait = target_lock_wait
+        self.leftovers = leftovers
+        self.lock_retries = lock_retries
+
+    # -- the whole copy ----------------------------------------------------------------------
+
+    def run(self, session: LocalSession) -> CopyResult:
+        started = time.monotonic()
+        lock_key = locks.lock_key("copy", str(self.plan.target))
+        if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
+            terminate_leftovers(session, self.leftovers, self.log)
+        # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
+        acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
+        try:
+            return self._run(session, started)
+        except BaseException:
+            self.scope.cancel()  # a time-out or kill in this thread: stop the statements still running
+            raise
+        finally:
+            release_run_lock(session, lock_key, self.log)
+
+    def _run(self, session: LocalSession, started: float) -> CopyResult:
+        p = self.plan
+        run = self._inspect(session)
+        if p.where:  # before anything changes: one boolean condition over the source, parsed by the server
+            parse_where(session.conn, p.source, p.where)
+        self._choose_path(session, run)
+        run.conditions = self._conditions(session, run)
+        # The direct path reads the remote table itself: checksummed by the direct connection, not planned.
+        is_foreign = run.source.is_foreign and run.direct is None
+        run.verifier.prepare(session, run.source.oid, p.source, is_foreign, run.columns, run.conditions)
+        self._prepare_staging(session, run)
+        try:
+            load(self, run, key_ranges(self, run, session))
+            self._apply(session, run)
+        except BaseException:
+            self._drop_staging(session, run)
+            raise
+        r = run.result
+        r.seconds = time.monotonic() - started
+        self.log.info(
+            "Copied %d rows (%.1f MB) from %s to %s in %.2fs (%s, %s path, parallelism %d, swap %s, "
+            "inserted %s, updated %s, deleted %s, unchanged %s)",
+            r.rows,
+            r.bytes / 1e6,
+            p.source,
+            p.target,
+            r.seconds,
+            p.mode,
+            r.path,
+            p.parallelism,
+            r.swap,
+            r.inserted,
+            r.updated,
+            r.deleted,
+            r.unchanged,
+        )
+        r.verification = run.verifier.result()
+        return r
+
+    # -- step 1: inspect -----------------------------------------------------------------------
+
+    def _inspect(self, s: LocalSession) -> CopyRun:
+        """Read the source and the target once, check they fit; the run's state starts here."""
+        p = self.plan
+        with s.transaction():
+            source = read_table(s, p.source, "source_table")
+            if source is None:
+                raise FdwConfigError(
+                    f"source_table {p.source} does not exist in the local database "
+                    "(import it with ImportForeignSchemaOperator first)."
+                )
+            target = read_table(s, p.target, "target", generated=True)
+            if target is not None and not target.relation.is_table:
+                raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+        columns = list(p.columns or source.columns)
+        unknown = [c for c in columns if c not in source.columns]
+        if unknown:
+            raise FdwConfigError(
+                f"columns {unknown} do not exist in {p.source}; it has {list(source.columns)}."
+            )
+        for what, names in (
+            ("key_columns", p.key_columns or ()),
+            ("watermark_column", [p.watermark_column] if p.watermark_column else []),
+            ("split_column", [p.split_column] if p.split_column else []),
+        ):
+            missing = [c for c in names if c not in source.columns]
+            if missing:
+                raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
+        if target is not None:
+            self._check_target_columns(source, target, columns)
+        result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
+        return CopyRun(source, target, columns, result, Verifier(p.verify, self.log))
+
+    def _check_target_columns(self, source: Table, target: Table, columns: list[str]) -> None:
+        p = self.plan
+        problems = []
+        for name in columns:
+            if name not in target.columns:
+                problems.append(f"{name} is missing in the target")
+            elif name in target.generated:
+                problems.append(
+                    f"{name} is a generated column of the target (computed from the others): leave it out "
+                    "of columns="
+                )
+            elif target.columns[name].type_sql != source.columns[name].type_sql:
+                problems.append(
+                    f"{name} is {source.columns[name].type_sql} in the source but "
+                    f"{target.columns[name].type_sql} in the target"
+                )
+        if p.mode == "replace":
+            # generated columns are recomputed by the target
+            extra = [n for n in target.columns if n not in columns and n not in target.generated]
+            if extra:
+                problems.append(f"the target has columns the copy does not fill: {extra}")
+        if problems:
+            raise FdwConfigError(f"Columns of {p.source} and {p.target} do not match: {'; '.join(problems)}.")
+
+    def _choose_path(self, s: LocalSession, run: CopyRun) -> None:
+        """Direct COPY or postgres_fdw (see :func:`.plan_direct`), said in the log when it matters."""
+        p = self.plan
+        run.direct = plan_direct(
+            s, p, run.source, run.columns, self.remote_connect, self.remote_identity, self.log
+        )
+        run.result.path = "direct" if run.direct else "fdw"
+        if p.verify == "checksum" and run.direct is not None and not run.direct.binary:
+            # The checksum hashes binary values: equal only when the remote types are the declared ones.
+            reason = (
+                "verify='checksum' on the direct path needs every copied column's remote type to be its "
+                f"declared type (binary COPY); {p.source} is read as text"
+            )
+            if p.transport == "copy":
+                raise FdwConfigError(f"{reason}: use verify='count', or transport='fdw' to checksum.")
+            self.log.info("%s: copying through postgres_fdw instead.", reason)
+            run.direct, run.result.path = None, "fdw"
+        if run.direct is None and p.parallelism > 1:
+            self.log.info(
+                "Parallel copy through postgres_fdw: each of the %d ranges reads in its own remote "
+                "transaction, so rows changed on the source meanwhile may be seen by one range and not "
+                "another (transport='copy' reads every range in one snapshot).",
+                p.parallelism,
+            )
+
+    # -- step 2: staging (the load itself is :mod:`.load`) --------------------------------------
+
+    def _conditions(self, s: LocalSession, run: CopyRun) -> list[Any]:
+        """The user's filter and, for append/upsert, the watermark bound read from the target.
+
+        Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
+        (``null_watermark_rows`` in the summary); upsert also copies them (matched on the key, unchanged
+        ones are not rewritten), append warns (copying them again would duplicate them).
+        """
+        p = self.plan
+        conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
+        if p.mode == "replace" or not p.watermark_column:
+            return conditions
+        overlap = p.overlap if p.mode == "upsert" else None
+        bound = None
+        if run.target is not None:
+            with s.transaction():
+                check_finite_watermark(s, p.target, p.watermark_column)
+                # Subtract the overlap here: the remote then gets a constant bound it can push down
+                # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
+                bound = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column, overlap))
+        nulls = self._count_null_watermarks(s, run, conditions)
+        run.result.details["previous_watermark"] = bound
+        run.result.details["null_watermark_rows"] = nulls
+        if bound is not None:
+            bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+            if p.mode == "upsert":
+                bounded = q.or_null(bounded, p.watermark_column)
+            elif nulls:
+                self.log.warning(
+                    "%d rows of %s have a NULL %s: append copies them only on its first run "
+                    "(use mode='upsert' with key_columns to copy them by key).",
+                    nulls,
+                    p.source,
+                    p.watermark_column,
+                )
+            conditions.append(bounded)
+            self.log.info(
+                "Copying rows with %s %s %s%s",
+                p.watermark_column,
+                ">=" if p.mode == "upsert" else ">",
+                bound,
+                f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
+            )
+        return conditions
+
+    def _count_null_watermarks(self, s: LocalSession, run: CopyRun, conditions: list[Any]) -> int:
+        """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read."""
+        p = self.plan
+        assert p.watermark_column is not None
+        if run.direct is None:
+            with s.transaction():
+                statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
+                return int(s.fetchvalue("count NULL watermarks", statement))
+        assert self.remote_connect is not None and run.source.remote is not None
+        # The direct path needs no user mapping: count over the direct connection too (same names).
+        remote = self.remote_connect(client_encoding=run.direct.client_encoding)
+        try:
+            with remote.cursor() as cur:
+                cur.execute(q.null_watermark_count(run.source.remote, p.watermark_column, conditions))
+                row = cur.fetchone()
+                if row is None:
+                    raise FdwError("count NULL watermarks on the remote: no row returned.", step="count")
+                return int(row[0])
+        except DriverError as exc:
+            raise s.error("count NULL watermarks on the remote", exc) from None
+        finally:
+            remote.close()
+
+    def _prepare_staging(self, s: LocalSession, run: CopyRun) -> None:
+        """Create the staging table, named for this run and marked as the provider's.
+
+        ``replace`` by rename: like the target, indexes dropped until after the load. ``replace`` in
+        place, append, upsert: an UNLOGGED table with the target's column types (applied, then dropped).
+        """
+        p, target = self.plan, run.target
+        with s.transaction():
+            drop_leftovers(s, p.target, self.log)  # only tables marked for this target: never a user's
+            staging = run.staging = new_work_table(s, p.target, "staging")
+            if p.mode == "replace" and target is not None:
+                run.in_place = goes_in_place(p.swap, in_place_reasons(s, target.oid), p.target)
+            if run.in_place:
+                assert target is not None
+                defs = [
+                    (c, target.columns[c].type_sql, target.columns[c].collation, False) for c in run.columns
+                ]
+                s.execute(f"create staging table {staging}", q.create_table(staging, defs, unlogged=True))
+            elif p.mode == "replace" and target is not None:
+                # LIKE does not copy persistence: an UNLOGGED target must stay unlogged after the swap
+                unlogged = read_persistence(s, target.oid) == "u"
+                s.execute(
+                    f"create staging table {staging}",
+                    q.create_table_like(staging, p.target, unlogged=unlogged),
+                )
+                run.deferred_indexes = read_indexes(s, read_oid(s, staging, "staging"), "staging indexes")
+                for index in run.deferred_indexes:
+                    if index.constraint:
+                        s.execute(
+                            "defer constraint", q.drop_constraint(staging, index.constraint), quiet=True
+                        )
+                    else:
+                        s.execute("defer index", q.drop_index(staging.schema, index.name), quiet=True)
+            else:
+                defs = column_defs(run.source, run.columns)
+                # append/upsert stage a delta that is applied and dropped: no WAL needed for it.
+                s.execute(
+                    f"create staging table {staging}",
+                    q.create_table(staging, defs, unlogged=p.mode != "replace"),
+                )
+            mark(s, staging, p.target)
+
+    def _drop_staging(self, s: LocalSession, run: CopyRun) -> None:
+        s.rollback()
+        try:
+            with s.transaction():
+                s.execute("drop staging table", q.drop_table(run.staging_table), quiet=True)
+        except FdwError as exc:  # the original error matters more; a retry drops the leftover
+            self.log.warning("Could not drop %s: %s", run.staging, exc)
+
+    # -- step 3: apply ---------------------------------------------------------------------------
+
+    def _apply(self, s: LocalSession, run: CopyRun) -> None:
+        p, staging, result = self.plan, run.staging_table, run.result
+        with s.transaction():
+            oid = read_oid(s, staging, "staging")
+            result.bytes = int(s.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (oid,)))
+        run.verifier.check_loaded(s, staging, str(p.target))
+        if p.mode != "replace" and p.watermark_column:
+            with s.transaction():  # before the merge: the target must never get a bound at infinity
+                check_finite_watermark(s, staging, p.watermark_column, f"The new rows for {p.target}")
+        if p.mode == "replace":
+            if not run.in_place:
+                build_indexes(self, run, s)
+            result.swap, counts = with_lock_retries(
+                lambda: apply_replace(
+                    s,
+                    staging,
+                    p.target,
+                    swap=p.swap,
+                    staging_indexed=not run.in_place,
+                    key_columns=p.key_columns,
+                    columns=run.columns,
+                    staged_rows=result.rows,
+                    lock_timeout=p.lock_timeout,
+                    log=self.log,
+                    verify_target=run.verifier.check_target,
+                ),
+                self.lock_retries,
+                f"swap into {p.target}",
+                self.log,
+            )
+            result.inserted, result.updated = counts.inserted, counts.updated
+            result.deleted, result.unchanged = counts.deleted, counts.unchanged
+        else:
+            with_lock_retries(
+                lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
+            )
+        if p.watermark_column:
+            with s.transaction():
+                result.watermark = s.fetchvalue("read watermark", q.max_of(p.target, p.watermark_column))

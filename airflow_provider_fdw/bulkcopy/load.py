@@ -1,0 +1,256 @@
+"""Step 2 of a copy: load the rows into the staging table, one session per key range.
+
+Through postgres_fdw (``INSERT … SELECT`` from a private bulk-read foreign table) or, on the direct
+path, ``COPY`` from the remote relayed into ``COPY`` on the local side, every range in one snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.relay import SwallowedCopyErrors, copy_stream
+from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
+from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.catalog import read_oid
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.progress import Progress, estimate_source_rows
+from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.session import LocalSession, describe
+
+if TYPE_CHECKING:
+    from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+
+LOAD_STATE_QUERY = q.sql.SQL("SELECT state FROM pg_stat_activity WHERE pid = %s")
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+
+
+def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
+    """Split conditions for the parallel sessions: key ranges over [min, max] of the split column."""
+    p = copy.plan
+    if p.parallelism == 1:
+        return [None]
+    assert p.split_column is not None  # plan_copy: parallelism > 1 needs one
+    column = run.source.columns[p.split_column]
+    if column.type_sql not in INTEGER_TYPES and not column.type_sql.startswith("numeric"):
+        raise FdwConfigError(
+            f"parallelism splits by ranges of an integer column; {p.split_column} is "
+            f"{column.type_sql}. Pass split_column= with an integer column."
+        )
+    finite = list(run.conditions)
+    with s.transaction():
+        low, high = _min_max(s, p.source, p.split_column, finite)
+        # numeric NaN / ±Infinity cannot bound a range: split the finite values (open ends read the rest)
+        while low is not None and not all(math.isfinite(v) for v in (low, high)):
+            if not math.isfinite(high):
+                finite.append(
+                    q.sql.SQL("{} < {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(high))
+                )
+            else:
+                finite.append(
+                    q.sql.SQL("{} > {}").format(q.sql.Identifier(p.split_column), q.sql.Literal(low))
+                )
+            low, high = _min_max(s, p.source, p.split_column, finite)
+    if low is None:
+        return [None]
+    low, high = int(low), int(high)
+    step = max(1, -(-(high - low + 1) // p.parallelism))
+    bounds: list[int | None] = [low + i * step for i in range(p.parallelism)] + [None]
+    bounds[0] = None  # open ends: rows outside the range read (e.g. inserted meanwhile) are not lost
+    return [
+        q.range_predicate(p.split_column, bounds[i], bounds[i + 1], include_nulls=(i == 0))
+        for i in range(p.parallelism)
+    ]
+
+
+def _min_max(s: LocalSession, table: QualifiedName, column: str, conditions: list[Any]) -> tuple[Any, Any]:
+    row = s.fetchone("read key range", q.min_max(table, column, conditions))
+    return (None, None) if row is None else (row[0], row[1])
+
+
+def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+    """Load every range into staging; the direct path reads them all in one exported snapshot."""
+    if run.direct is None:
+        _load_ranges(copy, run, ranges)
+        return
+    assert copy.remote_connect is not None and run.source.remote is not None
+    run.snapshot = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
+    try:
+        if run.verifier.enabled:  # verify counts the source in the same snapshot
+            remote_name = {c: run.source.columns[c].remote_name for c in run.columns}
+            run.snapshot.start_count(
+                run.verifier.remote_select(run.source.remote, remote_name, run.conditions)
+            )
+        _load_ranges(copy, run, ranges)
+        if run.verifier.enabled:
+            run.verifier.add_counted(*run.snapshot.counted())
+    finally:
+        run.snapshot.close()  # after every range read: the snapshot is no longer needed
+
+
+def _load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+    p, result = copy.plan, run.result
+    probe = None
+    monitor = None
+    if result.path == "fdw" or copy.psql_relay:  # rows counted only at the end: watch staging grow
+        monitor = copy.new_session()
+        with monitor.transaction():
+            staging_oid = read_oid(monitor, run.staging_table, "staging")
+
+        def probe() -> int:
+            assert monitor is not None
+            with monitor.transaction():
+                return int(monitor.fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (staging_oid,)))
+
+    # Percent and ETA against the remote's reltuples, for copies of the whole table only.
+    estimate = (
+        None
+        if run.conditions
+        else lambda: estimate_source_rows(
+            copy.new_session, p.source, run.source.server_name, run.source.remote, copy.remote_connect
+        )
+    )
+    progress = Progress(copy.log, str(p.source), str(p.target), probe=probe, estimate=estimate)
+    with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
+        futures = [
+            pool.submit(_load_range, copy, run, run.conditions + ([r] if r is not None else []), progress)
+            for r in ranges
+        ]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # execution_timeout / kill while waiting: stop the loaders now
+            copy.scope.cancel()
+            raise
+        # The first failure (in time) is the error; the other ranges are cancelled at once.
+        first = next((f.exception() for f in futures if f in done and f.exception()), None)
+        if first is not None:
+            copy.scope.cancel()
+        errors = [f.exception() for f in futures]
+    if monitor is not None:
+        monitor.close()
+    failures = [e for e in errors if e is not None]
+    if failures:
+        first = first or failures[0]
+        server = f" from server {run.source.server_name!r}" if run.source.server_name else ""
+        raise FdwError(
+            f"Copy {p.source} -> {p.target}{server} failed while loading rows: {describe(first)}",
+            step="load",
+            sqlstate=getattr(first, "sqlstate", None),
+        ) from None
+    result.rows = sum(f.result() for f in futures)
+    progress.finish(result.rows)
+
+
+def _load_range(copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: Progress) -> int:
+    s = copy.new_session()
+    stop, fired = threading.Event(), threading.Event()
+    swallowed = SwallowedCopyErrors()
+    try:
+        if run.result.path == "direct":
+            if copy.psql_relay is None:  # the in-process relay learns of a local error only at the end
+                threading.Thread(target=_watch_load, args=(copy, s, stop, fired), daemon=True).start()
+            with swallowed:
+                return _copy_direct(copy, run, s, conditions, progress)
+        rows = _copy_through_fdw(copy, run, s, conditions)
+        progress.add(rows)
+        return rows
+    except Exception:
+        local = swallowed.first()
+        if fired.is_set() and local is not None:  # the local refusal is the cause, not the cancel
+            raise FdwError(
+                f"writing the staging table failed: {describe(local)}", step="copy into staging"
+            ) from None
+        raise
+    finally:
+        stop.set()
+        s.close()
+
+
+def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: threading.Event) -> None:
+    """When the local COPY fails (its session turns "idle in transaction (aborted)") while the
+    remote still streams, cancel the copy's statements so the remote read stops at once."""
+    try:
+        pid = s.conn.info.backend_pid if hasattr(s.conn, "info") else s.conn.get_backend_pid()
+        monitor = copy.new_session()
+    except Exception:  # no watcher: the error still arrives, only later
+        return
+    try:
+        while not stop.wait(0.5):
+            with monitor.transaction():
+                row = monitor.fetchone("watch load", LOAD_STATE_QUERY, (pid,))
+            if row and row[0] == "idle in transaction (aborted)" and not stop.is_set():
+                fired.set()
+                copy.scope.cancel()
+                return
+    except Exception:  # best effort, like the rest of the clean-up
+        return
+    finally:
+        monitor.close()
+
+
+def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions: list[Any]) -> int:
+    p, source, staging = copy.plan, run.source, run.staging_table
+    with s.transaction():
+        read_from = p.source
+        if source.is_foreign:
+            assert source.remote is not None and source.server_name is not None
+            # A private foreign table with a bulk fetch_size: the user's table keeps its options.
+            read_from = QualifiedName("pg_temp", bounded_name("fdw_bulk", p.source.name))
+            defs = [(name, col.type_sql, dict(col.options)) for name, col in source.columns.items()]
+            options = {
+                "schema_name": source.remote.schema,
+                "table_name": source.remote.name,
+                "fetch_size": str(p.fetch_size),
+            }
+            s.execute(
+                "create bulk-read foreign table",
+                q.create_temp_foreign_table(read_from.name, source.server_name, defs, options),
+                quiet=True,
+            )
+        cur = s.execute(f"load {staging}", q.insert_select(staging, run.columns, read_from, conditions))
+        rows = int(cur.rowcount)
+        run.verifier.add_source(s, read_from, conditions)  # same transaction: same remote snapshot
+        if source.is_foreign:
+            s.execute("drop bulk-read foreign table", q.drop_remote_probe(read_from.name), quiet=True)
+    return rows
+
+
+def _copy_direct(
+    copy: BulkCopy, run: CopyRun, s: LocalSession, conditions: list[Any], progress: Progress
+) -> int:
+    """COPY from the remote into COPY on the local side, relayed without buffering.
+
+    Binary or text as :func:`~airflow_provider_fdw.bulkcopy.direct.plan_direct` chose; both sessions
+    speak the local database's encoding, as postgres_fdw's do.
+    """
+    assert copy.remote_connect is not None and run.source.remote is not None and run.direct is not None
+    binary, encoding = run.direct.binary, run.direct.client_encoding
+    remote_columns = [run.source.columns[c].remote_name for c in run.columns]
+    out_stmt = q.select_for_copy(run.source.remote, remote_columns, conditions, binary)
+    in_stmt = q.copy_from_stdin(run.staging_table, run.columns, binary)
+    if copy.psql_relay is not None:
+        relay = replace(
+            copy.psql_relay,
+            remote={**copy.psql_relay.remote, "client_encoding": encoding},
+            local={**copy.psql_relay.local, "client_encoding": encoding},
+        )
+        first = []
+        if run.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
+            first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
+        return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
+    remote = copy.remote_connect(client_encoding=encoding)
+    try:
+        if run.snapshot is not None:  # before the COPY, in the driver's implicit transaction
+            with remote.cursor() as cur:
+                for statement in run.snapshot.reader_statements():
+                    cur.execute(statement)
+        with s.transaction():
+            s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
+            return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
+    finally:
+        remote.close()

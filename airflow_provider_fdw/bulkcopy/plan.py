@@ -1,0 +1,185 @@
+"""The plan of a bulk copy: its arguments checked once, before anything runs, and its result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from airflow_provider_fdw.bulkcopy.apply import SWAPS
+from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT, TRANSPORTS
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.names import (
+    QualifiedName,
+    check_identifier,
+    check_identifiers,
+    parse_qualified_name,
+)
+from airflow_provider_fdw.predicate import check_where_text
+from airflow_provider_fdw.refresh import lock_timeout_setting
+from airflow_provider_fdw.timeouts import DEFAULT_SWAP_LOCK_TIMEOUT
+from airflow_provider_fdw.validation import INT_MAX, check_interval
+
+MODES = ("replace", "append", "upsert")
+VERIFY_MODES = ("off", "count", "checksum")
+DEFAULT_FETCH_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """Validated arguments of a bulk copy: made only by :func:`plan_copy`, passed down unchanged."""
+
+    source: QualifiedName
+    target: QualifiedName
+    mode: str
+    key_columns: tuple[str, ...] | None
+    watermark_column: str | None
+    where: str | None
+    columns: tuple[str, ...] | None
+    parallelism: int
+    overlap: Any
+    fetch_size: int
+    lock_timeout: str | None
+    split_column: str | None
+    swap: str = "auto"
+    verify: str = "off"
+    transport: str = DEFAULT_TRANSPORT
+
+
+def plan_copy(
+    source_table: str,
+    target_table: str,
+    mode: str = "replace",
+    key_columns: Sequence[str] | None = None,
+    watermark_column: str | None = None,
+    where: str | None = None,
+    columns: Sequence[str] | None = None,
+    parallelism: int = 1,
+    overlap: Any = None,
+    fetch_size: int | None = None,
+    lock_timeout: float | str | None = None,
+    split_column: str | None = None,
+    swap: str = "auto",
+    verify: str = "off",
+    transport: str = DEFAULT_TRANSPORT,
+) -> CopyPlan:
+    """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
+    source = parse_qualified_name(source_table, "source_table")
+    target = parse_qualified_name(target_table, "target_table")
+    if source == target:
+        raise FdwConfigError("source_table and target_table are the same table.")
+    if mode not in MODES:
+        raise FdwConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    keys = check_identifiers(key_columns, "key_columns")
+    cols = check_identifiers(columns, "columns")
+    if watermark_column is not None:
+        check_identifier(watermark_column, "watermark_column")
+    if mode == "upsert" and not keys:
+        raise FdwConfigError("mode='upsert' needs key_columns (the columns of the target's unique key).")
+    if mode == "upsert" and not watermark_column:
+        raise FdwConfigError("mode='upsert' needs watermark_column (e.g. updated_at) to find changed rows.")
+    if mode == "replace" and watermark_column:
+        raise FdwConfigError("watermark_column is for append/upsert; replace always copies everything.")
+    if overlap is not None and mode != "upsert":
+        raise FdwConfigError("overlap applies to mode='upsert' only.")
+    if overlap is not None and (
+        isinstance(overlap, bool) or not isinstance(overlap, str | int | float | timedelta)
+    ):
+        raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if swap not in SWAPS:
+        raise FdwConfigError(f"swap must be one of {', '.join(SWAPS)}; got {swap!r}.")
+    if swap != "auto" and mode != "replace":
+        raise FdwConfigError("swap applies to mode='replace' only.")
+    if verify not in VERIFY_MODES:
+        raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
+    if isinstance(overlap, str):
+        overlap = check_interval(overlap, "overlap")
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise FdwConfigError("where must be a non-empty SQL condition, or None.")
+    if where is not None:
+        where = check_where_text(where)
+    if transport not in TRANSPORTS:
+        raise FdwConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= 64:
+        raise FdwConfigError(f"parallelism must be an integer from 1 to 64, got {parallelism!r}.")
+    split = split_column or (keys[0] if keys else None)
+    if split is not None:
+        check_identifier(split, "split_column")
+    if parallelism > 1 and split is None:
+        raise FdwConfigError("parallelism > 1 splits by key ranges: pass key_columns or split_column.")
+    if fetch_size is not None and (
+        isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or not 1 <= fetch_size <= INT_MAX
+    ):
+        raise FdwConfigError(f"fetch_size must be an integer from 1 to {INT_MAX}, got {fetch_size!r}.")
+    if cols is not None:
+        missing = [
+            c for c in [*(keys or ()), *([watermark_column] if watermark_column else [])] if c not in cols
+        ]
+        if missing:
+            raise FdwConfigError(f"columns must include the key/watermark columns; missing {missing}.")
+    return CopyPlan(
+        source,
+        target,
+        mode,
+        tuple(keys) if keys else None,
+        watermark_column,
+        where.strip() if where else None,
+        tuple(cols) if cols else None,
+        parallelism,
+        overlap,
+        fetch_size or DEFAULT_FETCH_SIZE,
+        lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
+        split,
+        swap,
+        verify,
+        transport,
+    )
+
+
+@dataclass
+class CopyResult:
+    mode: str
+    source: str
+    target: str
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    watermark: Any = None
+    path: str = "fdw"
+    parallelism: int = 1
+    swap: str | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
+    unchanged: int | None = None
+    verification: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "source": self.source,
+            "target": self.target,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "watermark": _json_safe(self.watermark),
+            "previous_watermark": _json_safe(self.details.get("previous_watermark")),
+            "path": self.path,
+            "parallelism": self.parallelism,
+            "swap": self.swap,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "unchanged": self.unchanged,
+            "verify": self.verification,
+            # rows a watermark bound cannot see (None: no watermark_column)
+            "null_watermark_rows": self.details.get("null_watermark_rows"),
+        }
+
+
+def _json_safe(value: Any) -> Any:
+    if value is not None and not isinstance(value, int | float | str | bool):
+        return str(value)  # datetimes, Decimals: JSON-safe for XCom
+    return value

@@ -1,0 +1,284 @@
+"""Moving rows of the direct path: ``psql`` piped into ``psql`` (:class:`PsqlRelay`), or relayed in this
+process (:func:`copy_stream`); and the server's own message out of a failed ``psql``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_fdw._driver import make_conninfo
+from airflow_provider_fdw.cancel import CancelScope, die_with_parent
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.progress import Progress
+
+
+@dataclass
+class PsqlRelay:
+    """``psql`` COPY TO STDOUT piped into ``psql`` COPY FROM STDIN: the stream stays in C (twice the
+    in-process relay's speed, which pays a Python call per row). Used when ``psql`` is on the PATH.
+
+    Secrets never reach a command line (visible in ``ps``) nor an environment (``/proc/PID/environ``):
+    each child reads its password from a private 0600 passfile (``PGPASSFILE``) removed when it ends,
+    and gets a minimal environment (no ``AIRFLOW_CONN_*``, no ``PG*`` of the worker). Children die
+    with the worker (``PR_SET_PDEATHSIG``) and are recorded in ``scope`` so ``on_kill`` stops them.
+    """
+
+    psql: str
+    remote: dict[str, Any] = field(repr=False)
+    local: dict[str, Any] = field(repr=False)
+    scope: CancelScope | None = field(default=None, repr=False)
+    # Opens a LOCAL connection: watches the load's session, whose error psql reports only at EOF.
+    monitor: Callable[[], Any] | None = field(default=None, repr=False)
+    _interrupted: dict[str, bool] = field(default_factory=dict, repr=False, init=False)
+
+    def copy(self, out_statement: str, in_statement: str, first: Sequence[str] = ()) -> int:
+        """``first``: statements the reader runs before its COPY, in one transaction (the snapshot)."""
+        base = str(self.local.get("application_name") or "airflow_provider_fdw")
+        load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
+        local = {**self.local, "application_name": load_name}
+        with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
+            remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
+            local_env = self._env(local, os.path.join(private, "local.pgpass"))
+            out = self._start(
+                self._command(self.remote, *first, out_statement), remote_env, None, subprocess.PIPE
+            )
+            assert out.stdout is not None and out.stderr is not None  # both are pipes
+            try:
+                load = self._start(self._command(local, in_statement), local_env, out.stdout, subprocess.PIPE)
+            except BaseException:
+                out.kill()
+                out.wait()
+                raise
+            out.stdout.close()  # the load child holds the pipe now: a dead reader means EOF there
+            stop = threading.Event()
+            watcher = threading.Thread(
+                target=self._stop_reader_when_load_fails, args=(load_name, out, stop), daemon=True
+            )
+            watcher.start()
+            try:
+                load_out, load_err = load.communicate()
+                stop.set()
+                if load.returncode != 0 and out.poll() is None:
+                    out.send_signal(signal.SIGINT)  # psql cancels the remote read now, not at its next write
+                out_err = out.stderr.read()
+                out.wait()
+            except BaseException:  # interrupted (execution_timeout): the children must not outlive us
+                for proc in (out, load):
+                    proc.kill()
+                    proc.wait()
+                raise
+            finally:
+                out.stderr.close()
+        load_error = (
+            FdwError(
+                f"writing the staging table on {endpoint(self.local)} failed: "
+                f"{server_message(load_err, load.returncode)}",
+                step="copy into staging",
+            )
+            if load.returncode != 0
+            else None
+        )
+        if load_error is not None and out.returncode != 0 and self._interrupted.get(load_name):
+            raise load_error  # the reader was stopped because of the load's failure: that is the cause
+        if out.returncode != 0:
+            raise FdwError(
+                f"reading the remote {endpoint(self.remote)} failed: "
+                f"{server_message(out_err, out.returncode)}",
+                step="copy from remote",
+            )
+        if load_error is not None:
+            raise load_error
+        match = re.search(r"^COPY (\d+)$", load_out, re.MULTILINE)
+        return int(match.group(1)) if match else 0
+
+    def _stop_reader_when_load_fails(
+        self, load_name: str, out: subprocess.Popen[Any], stop: threading.Event
+    ) -> None:
+        """psql keeps feeding a COPY the server already refused until its input ends: when the load's
+        session stops being active while the reader still runs, interrupt the reader (psql then
+        cancels the remote read), so the load's error is reported at once."""
+        if self.monitor is None:
+            return
+        try:
+            conn = self.monitor()
+        except Exception:  # no watcher: the error still arrives, only later
+            return
+        seen_active = False
+        query = "SELECT state FROM pg_stat_activity WHERE application_name = %s"
+        try:
+            while not stop.wait(0.5):
+                with conn.cursor() as cur:
+                    cur.execute(query, (load_name,))
+                    row = cur.fetchone()
+                conn.commit()  # a new snapshot of pg_stat_activity next time
+                state = row[0] if row else None
+                if state == "active":
+                    seen_active = True
+                elif seen_active and out.poll() is None:
+                    self._interrupted[load_name] = True
+                    out.send_signal(signal.SIGINT)
+                    return
+        except Exception:  # best effort, like the rest of the clean-up
+            return
+        finally:
+            with suppress(Exception):
+                conn.close()
+
+    def _start(
+        self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any
+    ) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=stdout is subprocess.PIPE and stdin is not None,
+            preexec_fn=die_with_parent,  # only prctl, before exec
+        )
+        if self.scope is not None:
+            self.scope.add_process(proc)
+        return proc
+
+    def _command(self, params: dict[str, Any], *statements: str) -> list[str]:
+        conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
+        # -q with several statements: their tags (BEGIN, SET) must not mix into the COPY data on stdout.
+        quiet = ["-q"] if len(statements) > 1 else []
+        commands = [arg for statement in statements for arg in ("-c", statement)]
+        return [self.psql, "-X", *quiet, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
+
+    @staticmethod
+    def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:
+        """Only what psql needs: PATH, locale, HOME (for ~/.postgresql certificates), a passfile."""
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        if params.get("password"):
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n")
+            env["PGPASSFILE"] = passfile
+        return env
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def endpoint(params: dict[str, Any]) -> str:
+    """``host:port/dbname`` of libpq parameters, for messages (never the user or password)."""
+    return f"{params.get('host')}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+def server_message(stderr: str | bytes, returncode: int | None = None) -> str:
+    """The server's own error from psql's stderr: the ERROR/FATAL line with its DETAIL and HINT
+    (not the CONTEXT line, which only says where in the stream it happened)."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith(("ERROR:", "FATAL:", "psql: error:", "PANIC:")):
+            message = line.removeprefix("psql: error:").strip()
+            for extra in lines[i + 1 :]:
+                if extra.startswith(("DETAIL:", "HINT:")):
+                    message += f" ({extra.replace(':  ', ': ', 1)})"
+                elif extra.startswith(("ERROR:", "FATAL:", "CONTEXT:")):
+                    break
+            return message
+    if lines:
+        return lines[0]
+    if returncode is not None and returncode < 0:
+        return f"psql was stopped by signal {-returncode} (cancelled)"
+    return f"psql exited with status {returncode} and no message"
+
+
+def copy_stream(remote: Any, local: Any, out_stmt: Any, in_stmt: Any, progress: Progress) -> int:
+    """Relay ``COPY … TO STDOUT`` on ``remote`` into ``COPY … FROM STDIN`` on ``local`` chunk by chunk.
+
+    Memory stays flat whatever the table size. Returns the rows the local COPY reported.
+    """
+    from airflow_provider_fdw._driver import USE_PSYCOPG3
+
+    if USE_PSYCOPG3:
+        seen = 0
+        local_cur = local.cursor()
+        with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
+            for chunk in out:  # psycopg yields one row per chunk
+                inp.write(chunk)
+                seen += 1
+                if seen == 10_000:
+                    progress.add(seen)
+                    seen = 0
+        return local_cur.rowcount
+    read_fd, write_fd = os.pipe()
+    sink = _CountingWriter(os.fdopen(write_fd, "wb", buffering=1 << 20), progress)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            remote.cursor().copy_expert(out_stmt.as_string(remote), sink)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            sink.close()
+
+    thread = threading.Thread(target=produce, name="fdw-copy-producer")
+    thread.start()
+    local_cur = local.cursor()
+    with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
+        try:
+            local_cur.copy_expert(in_stmt.as_string(local), reader, size=1 << 18)
+        finally:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return local_cur.rowcount
+
+
+class _CountingWriter:
+    """File-like sink for psycopg2's copy_expert: counts rows (one write per row) and reports progress."""
+
+    def __init__(self, raw: Any, progress: Progress) -> None:
+        self.raw, self.progress, self.pending = raw, progress, 0
+
+    def write(self, data: bytes) -> int:
+        self.pending += 1
+        if self.pending == 10_000:
+            self.progress.add(self.pending)
+            self.pending = 0
+        return self.raw.write(data)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class SwallowedCopyErrors(logging.Handler):
+    """psycopg logs (and drops) the server's error of a COPY FROM ended by another exception
+    ("error ignored terminating …"); this keeps it, for this thread, so it can be reported."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and "error ignored terminating" in str(record.msg):
+            self.errors.extend(a for a in record.args or () if isinstance(a, BaseException))
+
+    def first(self) -> BaseException | None:
+        return self.errors[0] if self.errors else None
+
+    def __enter__(self) -> SwallowedCopyErrors:
+        logging.getLogger("psycopg").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("psycopg").removeHandler(self)

@@ -1,0 +1,254 @@
+"""Catalog queries. Parameters are passed separately, never spliced."""
+
+from __future__ import annotations
+
+from airflow_provider_fdw._driver import sql
+
+# pg_class.relkind in words, for messages.
+RELKIND_NAMES = {
+    "r": "a table",
+    "v": "a view",
+    "m": "a materialized view",
+    "f": "a foreign table",
+    "p": "a partitioned table",
+    "i": "an index",
+    "S": "a sequence",
+    "c": "a composite type",
+}
+
+
+RELATION_KIND_QUERY = sql.SQL(
+    "SELECT c.oid, c.relkind, c.relispopulated, "
+    "  EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid "
+    "          AND i.indpred IS NULL AND i.indexprs IS NULL) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+# Which of the given materialized views read which others, directly or through plain views.
+MATVIEW_DEPENDENCIES_QUERY = sql.SQL(
+    "WITH RECURSIVE refs(view_oid, ref_oid) AS ("
+    "  SELECT r.ev_class, d.refobjid FROM pg_rewrite r"
+    "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+    "   AND d.refclassid = 'pg_class'::regclass"
+    "  WHERE r.ev_class = ANY(%(oids)s::oid[]) AND d.refobjid <> r.ev_class"
+    "  UNION"
+    "  SELECT refs.view_oid, d.refobjid FROM refs"
+    "  JOIN pg_class c ON c.oid = refs.ref_oid AND c.relkind = 'v'"
+    "  JOIN pg_rewrite r ON r.ev_class = c.oid"
+    "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid"
+    "   AND d.refclassid = 'pg_class'::regclass"
+    "  WHERE d.refobjid <> r.ev_class"
+    ") SELECT DISTINCT view_oid, ref_oid FROM refs"
+    " WHERE ref_oid = ANY(%(oids)s::oid[]) AND ref_oid <> view_oid"
+)
+
+
+# Columns of one relation: name, type, collation when not the type's default, NOT NULL, FDW options.
+COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
+    "  CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, a.attnotnull, a.attfdwoptions "
+    "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+    "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+
+RELATIONS_IN_SCHEMA_QUERY = sql.SQL(
+    "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S', 'c')"
+)
+
+
+RELATION_SIZE_QUERY = sql.SQL("SELECT pg_total_relation_size(%s)")
+
+
+RELATION_QUERY = sql.SQL(
+    "SELECT c.oid, c.relkind, pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class'), "
+    "  (SELECT s.srvname FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver "
+    "   WHERE ft.ftrelid = c.oid), "
+    "  (SELECT ft.ftoptions FROM pg_foreign_table ft WHERE ft.ftrelid = c.oid) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+INDEXES_QUERY = sql.SQL(
+    "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid), "
+    "  i.indisunique, i.indpred IS NULL AND i.indexprs IS NULL, "
+    "  ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+    "        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    # what the index is, independent of its own and its table's name: matches an index to its copy
+    "  concat_ws('|', i.indisunique, i.indisprimary, am.amname, i.indclass::text, i.indoption::text, "
+    "    i.indcollation::text, pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid), "
+    "    (SELECT string_agg(coalesce(a.attname, '#' || k.attnum), ',' ORDER BY k.ord) "
+    "     FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+    "     LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)) "
+    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam "
+    "LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid "
+    "WHERE i.indrelid = %s ORDER BY ic.relname"
+)
+
+
+FOREIGN_KEYS_QUERY = sql.SQL(
+    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s AND contype = 'f' "
+    "ORDER BY conname"
+)
+
+
+# Objects that hold on to the table's OID and would be lost by swapping in a new table.
+DEPENDANTS_QUERY = sql.SQL(
+    "SELECT 'view ' || v.oid::regclass FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+    "  JOIN pg_class v ON v.oid = r.ev_class "
+    "  WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s "
+    "UNION SELECT 'foreign key ' || conname || ' of ' || conrelid::regclass FROM pg_constraint "
+    "  WHERE confrelid = %(oid)s AND contype = 'f' AND conrelid <> %(oid)s "
+    "UNION SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = %(oid)s AND NOT tgisinternal "
+    "UNION SELECT 'policy ' || polname FROM pg_policy WHERE polrelid = %(oid)s "
+    "UNION SELECT 'publication ' || p.pubname FROM pg_publication_rel pr "
+    "  JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = %(oid)s "
+    "UNION SELECT 'inheritance child ' || inhrelid::regclass FROM pg_inherits WHERE inhparent = %(oid)s "
+    "UNION SELECT 'inheritance parent ' || inhparent::regclass FROM pg_inherits WHERE inhrelid = %(oid)s"
+)
+
+
+GRANTS_QUERY = sql.SQL(
+    "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+    "  a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
+    "WHERE c.oid = %s AND a.grantee <> c.relowner ORDER BY 2, 1"
+)
+
+
+# Columns whose type's equality is byte identity (PostgreSQL's "equalimage" types), so IS DISTINCT
+# FROM sees every change; text types only under a deterministic collation.
+IMAGE_EQUAL_COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND coalesce(c.collisdeterministic, true) "
+    "AND a.atttypid = ANY (ARRAY['int2', 'int4', 'int8', 'oid', 'bool', 'text', 'varchar', "
+    "'name', 'uuid', 'date', 'time', 'timestamp', 'timestamptz', 'bytea']::regtype[])"
+)
+
+
+# Anything else that depends on the table, its row type or that type's array (a function taking the
+# row type, a column of it, a policy of another table reading it …): dropping the renamed-away table
+# would fail, so the replace goes in place. Parts of the table itself and what DEPENDANTS_QUERY
+# names (views and rules, foreign keys) are left out.
+OTHER_DEPENDANTS_QUERY = sql.SQL(
+    "WITH types AS (SELECT reltype AS oid FROM pg_class WHERE oid = %(oid)s "
+    "  UNION SELECT t.typarray FROM pg_type t JOIN pg_class c ON t.oid = c.reltype WHERE c.oid = %(oid)s) "
+    "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d "
+    "WHERE d.deptype = 'n' AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = %(oid)s) "
+    "  OR (d.refclassid = 'pg_type'::regclass AND d.refobjid IN (SELECT oid FROM types))) "
+    "AND d.classid NOT IN ('pg_rewrite'::regclass, 'pg_constraint'::regclass) "
+    "AND NOT (d.classid = 'pg_class'::regclass AND d.objid = %(oid)s) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend own WHERE own.classid = d.classid AND own.objid = d.objid "
+    "  AND own.refclassid = 'pg_class'::regclass AND own.refobjid = %(oid)s AND own.deptype IN ('a', 'i'))"
+)
+
+
+PERSISTENCE_QUERY = sql.SQL("SELECT relpersistence FROM pg_class WHERE oid = %s")
+
+
+# Generated (STORED) columns: computed by the target itself, never written by a copy.
+GENERATED_COLUMNS_QUERY = sql.SQL(
+    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+    "AND attgenerated <> ''"
+)
+
+
+# Why a table cannot be swapped by rename (beyond DEPENDANTS_QUERY): what the swap would lose.
+IN_PLACE_REASONS_QUERY = sql.SQL(
+    "SELECT 'sequence ' || d.objid::regclass || ' owned by column ' || a.attname FROM pg_depend d "
+    "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+    "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+    "  WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s AND d.deptype IN ('a', 'i') "
+    "UNION ALL SELECT 'function ' || d.objid::regprocedure FROM pg_depend d "
+    "  WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass "
+    "  AND d.refobjid = %(oid)s "
+    "UNION ALL SELECT 'rule ' || rulename FROM pg_rewrite WHERE ev_class = %(oid)s AND rulename <> '_RETURN' "
+    "UNION ALL SELECT 'row level security' FROM pg_class WHERE oid = %(oid)s AND relrowsecurity "
+    "UNION ALL SELECT 'partitioned table' FROM pg_class WHERE oid = %(oid)s AND relkind = 'p' "
+    "UNION ALL SELECT 'partition of ' || inhparent::regclass FROM pg_inherits i JOIN pg_class c "
+    "  ON c.oid = i.inhrelid WHERE i.inhrelid = %(oid)s AND c.relispartition "
+    "UNION ALL SELECT 'storage options' FROM pg_class WHERE oid = %(oid)s AND reloptions IS NOT NULL "
+    "UNION ALL SELECT 'replica identity' FROM pg_class WHERE oid = %(oid)s AND relreplident NOT IN ('d') "
+    # FOR ALL TABLES / FOR TABLES IN SCHEMA publications would also publish the staging table
+    "UNION ALL SELECT 'publication ' || pt.pubname FROM pg_publication_tables pt "
+    "  JOIN pg_namespace n ON n.nspname = pt.schemaname "
+    "  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename WHERE c.oid = %(oid)s "
+    "UNION ALL SELECT 'column privileges' FROM pg_attribute WHERE attrelid = %(oid)s AND attacl IS NOT NULL "
+    "  HAVING count(*) > 0"
+)
+
+
+# Candidate keys: the primary key first, then unique plain indexes over NOT NULL columns.
+KEY_CANDIDATES_QUERY = sql.SQL(
+    "SELECT ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "  (SELECT bool_and(a.attnotnull) FROM pg_attribute a "
+    "   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
+    "FROM pg_index i WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indimmediate "
+    "  AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT 0 = ANY(i.indkey) "
+    "ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid"
+)
+
+
+# Foreign keys of OTHER tables (and the target itself) that point at the target.
+REFERENCING_KEYS_QUERY = sql.SQL(
+    "SELECT con.conname, n.nspname, c.relname, "
+    "  ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "  ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) "
+    "    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] "
+    "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE con.confrelid = %s AND con.contype = 'f' AND con.conparentid = 0 ORDER BY con.conname"
+)
+
+
+# Columns that are GENERATED ALWAYS AS IDENTITY (inserting explicit values needs OVERRIDING SYSTEM VALUE).
+ALWAYS_IDENTITY_QUERY = sql.SQL(
+    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a' AND NOT attisdropped"
+)
+
+
+# The provider's own staging/retired tables of one target, found by their marker comment.
+MARKED_TABLES_QUERY = sql.SQL(
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND obj_description(c.oid, 'pg_class') = %s "
+    "ORDER BY 1"
+)
+
+
+# Sequences owned by a column of the table (serial, identity): they must survive and never go back.
+OWNED_SEQUENCES_QUERY = sql.SQL(
+    "SELECT d.objid::int8, a.attname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+    "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+    "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY 2"
+)
+
+
+# Declared types of a local relation's columns (type OID and modifier: what binary COPY must match).
+# The qualified name identifies a non-built-in type (enum, domain, composite) across the two servers.
+_TYPE_COLUMNS = (
+    "SELECT a.attname, a.atttypid::int, a.atttypmod, pg_catalog.format_type(a.atttypid, a.atttypmod), "
+    "pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(t.typname) "
+    "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid "
+    "JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace "
+)
+
+
+LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
+    _TYPE_COLUMNS + "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+
+# Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
+REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
+    _TYPE_COLUMNS + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+)
+
+
+SERVER_ENCODING_QUERY = sql.SQL("SELECT pg_catalog.current_setting('server_encoding')")

@@ -1,0 +1,174 @@
+"""What a copy runs: predicates (range, watermark, user WHERE), INSERT ... SELECT, COPY, upsert."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.sql.diff import row_text
+from airflow_provider_fdw.sql.tables import column_list
+
+
+def where_clause(conditions: Sequence[sql.Composable]) -> sql.Composable:
+    if not conditions:
+        return sql.SQL("")
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions))
+
+
+def user_predicate(where: str) -> sql.Composable:
+    """The user's ``where`` filter: SQL by nature (templated in the DAG, like SQLExecuteQueryOperator)."""
+    return sql.SQL(where)
+
+
+def range_predicate(column: str, low: Any, high: Any, include_nulls: bool) -> sql.Composable:
+    """``low <= column < high`` (open ends for None), plus NULL keys in exactly one range."""
+    parts: list[sql.Composable] = []
+    if low is not None:
+        parts.append(sql.SQL("{} >= {}").format(sql.Identifier(column), sql.Literal(low)))
+    if high is not None:
+        parts.append(sql.SQL("{} < {}").format(sql.Identifier(column), sql.Literal(high)))
+    condition: sql.Composable = sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+    if include_nulls:
+        condition = sql.SQL("({}) OR {} IS NULL").format(condition, sql.Identifier(column))
+    return condition
+
+
+def watermark_predicate(column: str, bound: Any, inclusive: bool) -> sql.Composable:
+    """``column > bound`` (append) or ``column >= bound`` (upsert, bound already lowered by the overlap)."""
+    return sql.SQL("{} {} {}").format(
+        sql.Identifier(column), sql.SQL(">=" if inclusive else ">"), sql.Literal(bound)
+    )
+
+
+def insert_select(
+    target: QualifiedName,
+    columns: Sequence[str],
+    source: QualifiedName,
+    conditions: Sequence[sql.Composable] = (),
+) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}{}").format(
+        sql.Identifier(*target),
+        column_list(columns),
+        column_list(columns),
+        sql.Identifier(*source),
+        where_clause(conditions),
+    )
+
+
+def select_for_copy(
+    source: QualifiedName, columns: Sequence[str], conditions: Sequence[sql.Composable], binary: bool
+) -> sql.Composed:
+    return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT{}").format(
+        column_list(columns),
+        sql.Identifier(*source),
+        where_clause(conditions),
+        sql.SQL(" (FORMAT binary)" if binary else ""),
+    )
+
+
+def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        sql.Identifier(*table), column_list(columns), sql.SQL(" (FORMAT binary)" if binary else "")
+    )
+
+
+def upsert_from(
+    target: QualifiedName,
+    source: QualifiedName,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    image_equal: Sequence[str] = (),
+) -> sql.Composed:
+    """Insert new keys, update changed rows only (unchanged rows of the overlap window are not rewritten).
+
+    Changed as in :func:`diff_update`: ``image_equal`` columns by ``IS DISTINCT FROM``, the others by
+    text form (``json`` has no ``=``; ``1.0`` → ``1.00`` and ``0`` → ``-0`` are changes).
+    """
+    others = [c for c in columns if c not in key_columns]
+    if not others:
+        action: sql.Composable = sql.SQL("DO NOTHING")
+    else:
+        typed = [c for c in others if c in image_equal]
+        as_text = [c for c in others if c not in image_equal]
+        changed: list[sql.Composable] = []
+        if typed:
+            changed.append(
+                sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in typed),
+                    sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in typed),
+                )
+            )
+        if as_text:
+            changed.append(
+                sql.SQL("{} IS DISTINCT FROM {}").format(
+                    row_text("t", as_text), row_text("excluded", as_text)
+                )
+            )
+        action = sql.SQL("DO UPDATE SET {} WHERE {}").format(
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
+            sql.SQL(" OR ").join(changed),
+        )
+    return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+        sql.Identifier(*target),
+        column_list(columns),
+        column_list(columns),
+        sql.Identifier(*source),
+        column_list(key_columns),
+        action,
+    )
+
+
+def min_max(table: QualifiedName, column: str, conditions: Sequence[sql.Composable] = ()) -> sql.Composed:
+    return sql.SQL("SELECT min({0}), max({0}) FROM {1}{2}").format(
+        sql.Identifier(column), sql.Identifier(*table), where_clause(conditions)
+    )
+
+
+def max_text_of(table: QualifiedName, column: str) -> sql.Composed:
+    """``max(column)`` as text: infinity and NaN have no Python value to read them into."""
+    return sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+
+
+def max_of(table: QualifiedName, column: str, minus: Any = None) -> sql.Composed:
+    """``max(column)``, optionally lowered by ``minus`` (interval text such as '5 minutes', or a number)."""
+    if minus is None:
+        return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+    # '5 minutes' is text to the driver: say it is an interval (timedelta and numbers adapt themselves).
+    window = (
+        sql.SQL("CAST({} AS interval)").format(sql.Literal(minus))
+        if isinstance(minus, str)
+        else sql.Literal(minus)
+    )
+    return sql.SQL("SELECT max({}) - {} FROM {}").format(
+        sql.Identifier(column), window, sql.Identifier(*table)
+    )
+
+
+def counted_upsert(upsert: sql.Composable) -> sql.Composed:
+    """Run an ``upsert_from`` statement and return (inserted, updated): a new row version has xmax 0."""
+    return sql.SQL(
+        "WITH applied AS ({} RETURNING (t.xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM applied"
+    ).format(upsert)
+
+
+def where_probe(table: QualifiedName, where: str) -> sql.Composed:
+    """Parsed (never run) to prove ``where`` is one boolean expression over ``table``'s columns."""
+    return sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(sql.Identifier(*table), sql.SQL(where))
+
+
+def null_watermark_count(
+    table: QualifiedName, column: str, conditions: Sequence[sql.Composable]
+) -> sql.Composed:
+    """Rows whose watermark is NULL (a ``>`` bound never matches them)."""
+    return sql.SQL("SELECT count(*) FROM {}{}").format(
+        sql.Identifier(*table),
+        where_clause([*conditions, sql.SQL("{} IS NULL").format(sql.Identifier(column))]),
+    )
+
+
+def or_null(condition: sql.Composable, column: str) -> sql.Composed:
+    """``(condition) OR column IS NULL``: upsert also re-reads the rows a watermark bound cannot see."""
+    return sql.SQL("({}) OR {} IS NULL").format(condition, sql.Identifier(column))

@@ -1,0 +1,279 @@
+"""Servers, user mappings, IMPORT FOREIGN SCHEMA and converging imported foreign tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.names import ROLE_KEYWORDS, QualifiedName
+
+FDW_NAME = "postgres_fdw"
+
+
+def create_extension(name: str = FDW_NAME) -> sql.Composed:
+    return sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
+
+
+def create_server(server_name: str, options: Mapping[str, str]) -> sql.Composed:
+    return sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER {}{}").format(
+        sql.Identifier(server_name), sql.Identifier(FDW_NAME), options_clause(options)
+    )
+
+
+def alter_server(
+    server_name: str, current: Mapping[str, str], desired: Mapping[str, str]
+) -> sql.Composed | None:
+    """``ALTER SERVER … OPTIONS (SET/ADD/DROP …)`` turning ``current`` into ``desired``; None if equal."""
+    changes = alter_options_clause(current, desired)
+    if changes is None:
+        return None
+    return sql.SQL("ALTER SERVER {} {}").format(sql.Identifier(server_name), changes)
+
+
+def create_user_mapping(server_name: str, local_user: str, options: Mapping[str, str]) -> sql.Composed:
+    return sql.SQL("CREATE USER MAPPING FOR {} SERVER {}{}").format(
+        role_spec(local_user), sql.Identifier(server_name), options_clause(options)
+    )
+
+
+def alter_user_mapping(
+    server_name: str, local_user: str, current: Mapping[str, str], desired: Mapping[str, str]
+) -> sql.Composed | None:
+    changes = alter_options_clause(current, desired)
+    if changes is None:
+        return None
+    return sql.SQL("ALTER USER MAPPING FOR {} SERVER {} {}").format(
+        role_spec(local_user), sql.Identifier(server_name), changes
+    )
+
+
+def drop_server(server_name: str, cascade: bool = False) -> sql.Composed:
+    return sql.SQL("DROP SERVER IF EXISTS {}{}").format(
+        sql.Identifier(server_name), sql.SQL(" CASCADE" if cascade else "")
+    )
+
+
+def create_schema(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+def drop_foreign_tables(schema: str, tables: Sequence[str]) -> sql.Composed:
+    return sql.SQL("DROP FOREIGN TABLE IF EXISTS {}").format(
+        sql.SQL(", ").join(sql.Identifier(schema, t) for t in tables)
+    )
+
+
+def import_foreign_schema(
+    server_name: str,
+    remote_schema: str,
+    local_schema: str,
+    limit_to: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    import_options: Mapping[str, str] | None = None,
+) -> sql.Composed:
+    restriction: sql.Composable = sql.SQL("")
+    if limit_to:
+        restriction = sql.SQL(" LIMIT TO ({})").format(sql.SQL(", ").join(map(sql.Identifier, limit_to)))
+    elif exclude:
+        restriction = sql.SQL(" EXCEPT ({})").format(sql.SQL(", ").join(map(sql.Identifier, exclude)))
+    return sql.SQL("IMPORT FOREIGN SCHEMA {}{} FROM SERVER {} INTO {}{}").format(
+        sql.Identifier(remote_schema),
+        restriction,
+        sql.Identifier(server_name),
+        sql.Identifier(local_schema),
+        options_clause(import_options or {}),
+    )
+
+
+def analyze(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("ANALYZE {}").format(sql.Identifier(*table))
+
+
+def create_remote_probe(probe_table: str, server_name: str) -> sql.Composed:
+    """A session-local foreign table over the remote ``pg_settings``: reading it proves the local
+    server can reach the remote through the user mapping (not merely that Airflow can)."""
+    return sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (name text, setting text) SERVER {} "
+        "OPTIONS (schema_name 'pg_catalog', table_name 'pg_settings')"
+    ).format(sql.Identifier(probe_table), sql.Identifier(server_name))
+
+
+def read_remote_probe(probe_table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT max(setting) FILTER (WHERE name = 'server_version'), "
+        "max(setting) FILTER (WHERE name = 'server_version_num') FROM pg_temp.{}"
+    ).format(sql.Identifier(probe_table))
+
+
+def drop_remote_probe(probe_table: str) -> sql.Composed:
+    return sql.SQL("DROP FOREIGN TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(probe_table))
+
+
+def disconnect(server_name: str | None) -> sql.Composed:
+    if server_name is None:
+        return sql.SQL("SELECT postgres_fdw_disconnect_all()").format()
+    return sql.SQL("SELECT postgres_fdw_disconnect({})").format(sql.Literal(server_name))
+
+
+def set_local(setting: str, value: str) -> sql.Composed:
+    """``SET LOCAL`` for the current transaction only (``set_config(…, true)`` takes a value literal)."""
+    return sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(setting), sql.Literal(value))
+
+
+def role_spec(local_user: str) -> sql.Composable:
+    """A role keyword (CURRENT_USER, PUBLIC, …) stays a keyword; anything else is a quoted role name."""
+    if local_user in ROLE_KEYWORDS:
+        return sql.SQL(local_user)
+    return sql.Identifier(local_user)
+
+
+def options_clause(options: Mapping[str, str]) -> sql.Composable:
+    """`` OPTIONS (name 'value', …)``, or nothing for no options."""
+    if not options:
+        return sql.SQL("")
+    return sql.SQL(" OPTIONS ({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(k), sql.Literal(str(v))) for k, v in options.items()
+        )
+    )
+
+
+def alter_options_clause(current: Mapping[str, str], desired: Mapping[str, str]) -> sql.Composed | None:
+    """``OPTIONS (SET a 'x', ADD b 'y', DROP c)`` converging ``current`` to ``desired``, or None."""
+    parts: list[sql.Composable] = []
+    for name, value in desired.items():
+        if name not in current:
+            parts.append(sql.SQL("ADD {} {}").format(sql.Identifier(name), sql.Literal(str(value))))
+        elif current[name] != str(value):
+            parts.append(sql.SQL("SET {} {}").format(sql.Identifier(name), sql.Literal(str(value))))
+    parts.extend(sql.SQL("DROP {}").format(sql.Identifier(name)) for name in current if name not in desired)
+    if not parts:
+        return None
+    return sql.SQL("OPTIONS ({})").format(sql.SQL(", ").join(parts))
+
+
+SERVER_OPTIONS_QUERY = sql.SQL(
+    "SELECT s.srvoptions, w.fdwname FROM pg_foreign_server s "
+    "JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE s.srvname = %s"
+)
+
+
+# pg_user_mappings shows umoptions to the mapped user and to superusers; others see NULL.
+USER_MAPPING_QUERY = sql.SQL(
+    "SELECT um.umoptions, um.umuser = 0 AS is_public FROM pg_user_mappings um "
+    "WHERE um.srvname = %s AND um.umuser = CASE WHEN %s THEN 0 "
+    "ELSE (SELECT oid FROM pg_roles WHERE rolname = %s) END"
+)
+
+
+ROLE_NAME_QUERY = sql.SQL(
+    "SELECT CASE %s WHEN 'CURRENT_USER' THEN current_user::text "
+    "WHEN 'CURRENT_ROLE' THEN current_role::text WHEN 'USER' THEN current_user::text "
+    "WHEN 'SESSION_USER' THEN session_user::text ELSE %s END"
+)
+
+
+# Foreign tables of one server in one local schema, with the remote schema/table they point at.
+FOREIGN_TABLES_QUERY = sql.SQL(
+    "SELECT c.relname, s.srvname, "
+    "  (SELECT substr(o, 13) FROM unnest(ft.ftoptions) o WHERE o LIKE 'schema_name=%%'), "
+    "  (SELECT substr(o, 12) FROM unnest(ft.ftoptions) o WHERE o LIKE 'table_name=%%') "
+    "FROM pg_foreign_table ft "
+    "JOIN pg_class c ON c.oid = ft.ftrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_foreign_server s ON s.oid = ft.ftserver "
+    "WHERE n.nspname = %s ORDER BY c.relname"
+)
+
+
+CONNECTIONS_QUERY = sql.SQL("SELECT server_name, valid FROM postgres_fdw_get_connections() ORDER BY 1")
+
+
+EXTENSION_AVAILABLE_QUERY = sql.SQL(
+    "SELECT (SELECT extversion FROM pg_extension WHERE extname = %s), "
+    "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = %s)"
+)
+
+
+def drop_schema_cascade(schema: str) -> sql.Composed:
+    return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+
+
+def move_foreign_table(table: QualifiedName, schema: str) -> sql.Composed:
+    return sql.SQL("ALTER FOREIGN TABLE {} SET SCHEMA {}").format(
+        sql.Identifier(*table), sql.Identifier(schema)
+    )
+
+
+def alter_foreign_table(table: QualifiedName, actions: Sequence[sql.Composable]) -> sql.Composed:
+    return sql.SQL("ALTER FOREIGN TABLE {} {}").format(sql.Identifier(*table), sql.SQL(", ").join(actions))
+
+
+def column_type(type_sql: str, collation: str | None) -> sql.Composable:
+    """A column type as the server printed it with ``format_type()`` (already quoted by PostgreSQL)."""
+    collate = sql.SQL(" COLLATE {}").format(sql.Identifier(collation)) if collation else sql.SQL("")
+    return sql.SQL("{}{}").format(sql.SQL(type_sql), collate)
+
+
+def add_column(
+    name: str, type_sql: str, collation: str | None, not_null: bool, options: Mapping[str, str]
+) -> sql.Composed:
+    return sql.SQL("ADD COLUMN {} {}{}{}").format(
+        sql.Identifier(name),
+        column_type(type_sql, collation),
+        options_clause(options),
+        sql.SQL(" NOT NULL" if not_null else ""),
+    )
+
+
+def drop_column(name: str) -> sql.Composed:
+    return sql.SQL("DROP COLUMN {}").format(sql.Identifier(name))
+
+
+def alter_column_type(name: str, type_sql: str, collation: str | None) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name), column_type(type_sql, collation))
+
+
+def alter_column_not_null(name: str, not_null: bool) -> sql.Composed:
+    return sql.SQL("ALTER COLUMN {} {} NOT NULL").format(
+        sql.Identifier(name), sql.SQL("SET" if not_null else "DROP")
+    )
+
+
+def alter_column_options(
+    name: str, current: Mapping[str, str], desired: Mapping[str, str]
+) -> sql.Composed | None:
+    changes = alter_options_clause(current, desired)
+    if changes is None:
+        return None
+    return sql.SQL("ALTER COLUMN {} {}").format(sql.Identifier(name), changes)
+
+
+# Remote catalogs the primary-key probe reads (pg_catalog: readable by any role, unlike
+# information_schema.table_constraints, which hides constraints from roles that may only SELECT).
+PK_PROBES = (
+    ("fdw_remote_con", "pg_constraint", 'conrelid oid, contype "char", conkey int2[]'),
+    ("fdw_remote_class", "pg_class", "oid oid, relname name, relnamespace oid"),
+    ("fdw_remote_ns", "pg_namespace", "oid oid, nspname name"),
+    ("fdw_remote_att", "pg_attribute", "attrelid oid, attnum int2, attname name"),
+)
+
+
+def create_pk_probes(server_name: str) -> list[sql.Composed]:
+    """Session-private foreign tables over the remote catalogs, to read a table's primary key."""
+    return [
+        sql.SQL(
+            "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"
+        ).format(sql.Identifier(name), sql.SQL(columns), sql.Identifier(server_name), sql.Literal(catalog))
+        for name, catalog, columns in PK_PROBES
+    ]
+
+
+REMOTE_PK_QUERY = sql.SQL(
+    "SELECT a.attname FROM pg_temp.fdw_remote_con c "
+    "JOIN pg_temp.fdw_remote_class r ON r.oid = c.conrelid "
+    "JOIN pg_temp.fdw_remote_ns n ON n.oid = r.relnamespace "
+    "CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY k(attnum, ord) "
+    "JOIN pg_temp.fdw_remote_att a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
+    "WHERE c.contype = 'p' AND n.nspname = %s AND r.relname = %s ORDER BY k.ord"
+)

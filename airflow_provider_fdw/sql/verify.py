@@ -1,0 +1,76 @@
+"""Row checksums for verification, and EXPLAIN VERBOSE to see what reaches the remote."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.sql.copy import where_clause
+from airflow_provider_fdw.sql.diff import key_match
+from airflow_provider_fdw.sql.tables import table_ref
+
+# Per copied column: is its type built in, its binary send function, and whether that is immutable.
+CHECKSUM_COLUMNS_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid < 10000, t.typsend::regproc::text, p.provolatile = 'i', "
+    "  t.typsend IN ('textsend'::regproc, 'varcharsend'::regproc, 'bpcharsend'::regproc) "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
+)
+
+
+def _column_bytes(column: str, send: str | None) -> sql.Composable:
+    """A column's value as bytes independent of every setting: its binary send form, or md5 of text."""
+    if send is None:
+        return sql.SQL("decode(md5({}), 'hex')").format(sql.Identifier(column))
+    return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), sql.Identifier(column))
+
+
+def row_checksum(columns: Sequence[tuple[str, str | None]]) -> sql.Composable:
+    """A 64-bit hash of the row (NULL-aware, length-prefixed), from immutable built-ins only, so
+    postgres_fdw can push ``sum()`` of it to the remote (CASE, not coalesce: only CASE is shipped)."""
+    parts = sql.SQL(" || ").join(
+        sql.SQL(
+            "CASE WHEN {0} IS NULL THEN '\\x00'::bytea "
+            "ELSE '\\x01'::bytea || int4send(octet_length({1})) || {1} END"
+        ).format(sql.Identifier(name), _column_bytes(name, send))
+        for name, send in columns
+    )
+    digest = sql.SQL("sha256({})").format(parts)
+    return sql.SQL(" | ").join(
+        sql.SQL("(get_byte({}, {})::int8 << {})").format(digest, sql.Literal(i), sql.Literal(56 - 8 * i))
+        for i in range(8)
+    )
+
+
+def verify_select(
+    table: QualifiedName,
+    checksum_columns: Sequence[tuple[str, str | None]] | None,
+    conditions: Sequence[sql.Composable] = (),
+    only: bool = False,
+    matching: tuple[QualifiedName, Sequence[str]] | None = None,
+) -> sql.Composed:
+    """``count(*)`` and (with columns) ``sum(row checksum)`` of the rows matching ``conditions``
+    (and, with ``matching=(staging, keys)``, only the rows whose key the staging table has)."""
+    checksum = (
+        sql.SQL("sum({})").format(row_checksum(checksum_columns)) if checksum_columns else sql.SQL("NULL")
+    )
+    if matching is not None:
+        staging, keys = matching
+        conditions = [
+            *conditions,
+            sql.SQL("EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+                sql.Identifier(*staging), key_match("s", "t", keys)
+            ),
+        ]
+    return sql.SQL("SELECT count(*), {} FROM {}{}{}").format(
+        checksum,
+        table_ref(table, only),
+        sql.SQL(" AS t" if matching is not None else ""),  # the user's where may name the table itself
+        where_clause(conditions),
+    )
+
+
+def explain_verbose(statement: sql.Composable) -> sql.Composed:
+    """The plan with each node's remote SQL (shows whether postgres_fdw pushes an aggregate down)."""
+    return sql.SQL("EXPLAIN (VERBOSE) {}").format(statement)
