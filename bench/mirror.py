@@ -127,7 +127,7 @@ def timed(run: Callable[[], dict]) -> tuple[float, dict]:
 
 
 def full_replace() -> dict:
-    from airflow_provider_fdw.hooks.bulkcopy import plan_copy
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
@@ -135,8 +135,8 @@ def full_replace() -> dict:
 
 
 def mirror() -> dict:
+    from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
     from airflow_provider_fdw.hooks.fdw import FdwHook
-    from airflow_provider_fdw.mirror import Mirror, plan_mirror
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         mirror_run = Mirror(plan_mirror(SOURCE, TARGET), hook.log, new_session=hook._new_session)

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
-from airflow_provider_fdw import mirror as m
 from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import mirror as m
+from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
-from airflow_provider_fdw.mirror import Mirror, plan_mirror
 
 SERVER = "mirror_src"
 COLUMNS = "id bigint, name text, score numeric, seen timestamptz, tags text, flag boolean"
@@ -456,3 +456,41 @@ def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox):
     assert result["rows_fetched"] < 200
     select = "SELECT region, n, v FROM {t} ORDER BY 1, 2"
     assert local(sandbox, select, t=target) == src_t.remote(select)
+
+
+# -- the operator: mode="mirror" ------------------------------------------------------------------------
+
+
+def test_bulk_copy_operator_mode_mirror_in_a_dag_run(sandbox, airflow_db):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from fdw_testing.dagrun import run_dag
+
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(11), 20)
+    with DAG(f"mirror_op_{uuid.uuid4().hex[:6]}", schedule=None) as dag:
+        BulkCopyOperator(task_id="mirror", source_table=src.foreign, target_table=target, mode="mirror")
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    summary = result.xcom["mirror"]
+    assert summary["mode"] == "mirror" and summary["rows"] == len(src.rows())
+    assert summary["inserted"] + summary["updated"] + summary["deleted"] > 0
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_plan_copy_mode_mirror_refuses_arguments_it_does_not_use():
+    from airflow_provider_fdw.bulkcopy import plan_copy
+
+    assert plan_copy("a.b", "a.c", mode="mirror", key_columns=["id"]).mode == "mirror"
+    for extra in (
+        {"watermark_column": "updated_at"},
+        {"where": "id > 1"},
+        {"parallelism": 2, "key_columns": ["id"]},
+        {"transport": "copy"},
+        {"verify": "checksum"},
+        {"swap": "in_place"},
+    ):
+        with pytest.raises(FdwConfigError, match="mode='mirror'"):
+            plan_copy("a.b", "a.c", mode="mirror", **extra)

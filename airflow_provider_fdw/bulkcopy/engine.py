@@ -37,6 +37,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
 from airflow_provider_fdw.bulkcopy.direct import plan_direct
 from airflow_provider_fdw.bulkcopy.load import key_ranges, load
 from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
+from airflow_provider_fdw.bulkcopy.mirror import Mirror, MirrorResult, mirror_plan
 from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
 from airflow_provider_fdw.bulkcopy.state import CopyRun
@@ -108,11 +109,13 @@ class BulkCopy:
 
     # -- the whole copy ----------------------------------------------------------------------
 
-    def run(self, session: LocalSession) -> CopyResult:
+    def run(self, session: LocalSession) -> CopyResult | MirrorResult:
         started = time.monotonic()
         lock_key = locks.lock_key("copy", str(self.plan.target))
         if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
             terminate_leftovers(session, self.leftovers, self.log)
+        if self.plan.mode == "mirror":  # its own engine: checksums and bisection, no staging load
+            return self._mirror(session)
         # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
         acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
         try:
@@ -122,6 +125,16 @@ class BulkCopy:
             raise
         finally:
             release_run_lock(session, lock_key, self.log)
+
+    def _mirror(self, session: LocalSession) -> MirrorResult:
+        mirror = Mirror(
+            mirror_plan(self.plan), self.log, self.target_lock_wait, self.new_session, self.lock_retries
+        )
+        try:
+            return mirror.run(session)
+        except BaseException:
+            self.scope.cancel()
+            raise
 
     def _run(self, session: LocalSession, started: float) -> CopyResult:
         p = self.plan

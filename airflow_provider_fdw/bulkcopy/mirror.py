@@ -35,21 +35,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.cancel import acquire_run_lock, release_run_lock
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks import locks
-from airflow_provider_fdw.hooks.apply import (
+from airflow_provider_fdw.bulkcopy.apply import (
     catch_up_sequences,
     check_no_null_key,
     check_unique,
     choose_key,
 )
-from airflow_provider_fdw.hooks.matview import lock_timeout_setting
-from airflow_provider_fdw.hooks.reimport import read_columns
-from airflow_provider_fdw.hooks.session import LocalSession
+from airflow_provider_fdw.cancel import acquire_run_lock, release_run_lock
+from airflow_provider_fdw.catalog import read_columns
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
+from airflow_provider_fdw.refresh import lock_timeout_setting
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
     DEFAULT_SWAP_LOCK_TIMEOUT,
@@ -100,6 +100,11 @@ def plan_mirror(
         tuple(cols) if cols else None,
         lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
     )
+
+
+def mirror_plan(plan: Any) -> MirrorPlan:
+    """The mirror's part of a ``CopyPlan`` with ``mode="mirror"`` (already validated by ``plan_copy``)."""
+    return MirrorPlan(plan.source, plan.target, plan.key_columns, plan.columns, plan.lock_timeout)
 
 
 @dataclass
