@@ -135,12 +135,11 @@ def full_replace() -> dict:
 
 
 def mirror() -> dict:
-    from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
+    from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        mirror_run = Mirror(plan_mirror(SOURCE, TARGET), hook.log, new_session=hook._new_session)
-        return mirror_run.run(hook.session).summary()
+        return hook.bulk_copy(plan_copy(SOURCE, TARGET, mode="mirror"))
 
 
 def change_source(pair: Pair, rows: int, rng: random.Random) -> None:
