@@ -14,6 +14,7 @@ from airflow_provider_fdw.bulkcopy import mirror as m
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.sql import mirror as mq
 
 SERVER = "mirror_src"
 COLUMNS = "id bigint, name text, score numeric, seen timestamptz, tags text, flag boolean"
@@ -190,14 +191,14 @@ def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
     buckets = (
         m.RangeBuckets("id", 1, 1000, 1000)
         if bucketing == "range"
-        else m.HashBuckets(m.key_hash_expr(["id"], kinds), 1000)
+        else m.HashBuckets(mq.key_hash_expr(["id"], kinds), 1000)
     )
     within, params = buckets.within([1, 2, 5], buckets.first)
-    statement = m.bucket_checksums(
+    statement = mq.bucket_checksums(
         m.parse_qualified_name(src.foreign, "source"),
         False,
         buckets.bucket(buckets.first),
-        m.row_hash_expr(list(kinds), kinds),
+        mq.row_hash_expr(list(kinds), kinds),
         within,
     )
     plan = [r[0] for r in sandbox.target.execute(m.q.explain_verbose(statement), params, dbname=TARGET_DB)]

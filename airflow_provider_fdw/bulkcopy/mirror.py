@@ -50,6 +50,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
 from airflow_provider_fdw.refresh import lock_timeout_setting
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.sql import mirror as mq
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
     DEFAULT_SWAP_LOCK_TIMEOUT,
@@ -243,15 +244,15 @@ class Mirror:
             )
         self.result.key = list(key)
         kinds = hash_kinds(s, source_row[0], columns, p.source)
-        row_hash = row_hash_expr(columns, kinds)
+        row_hash = mq.row_hash_expr(columns, kinds)
 
         s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))
         estimate = self._estimate_rows(s, oid)
         if len(key) == 1 and kinds[key[0]] == "int":
-            low, high = s.fetchone("read the key's range", key_range(p.target, key[0], only))
+            low, high = s.fetchone("read the key's range", mq.key_range(p.target, key[0], only))
             self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
         else:
-            self.buckets = HashBuckets(key_hash_expr(key, kinds), estimate)
+            self.buckets = HashBuckets(mq.key_hash_expr(key, kinds), estimate)
         if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
             self._check_pushdown(s, p.source, row_hash)
 
@@ -300,10 +301,12 @@ class Mirror:
         buckets = sorted(leaves)
         within, params = self.buckets.within(buckets, level)
         staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
-        s.execute("create mirror staging table", create_staging(staging, p.target, columns, only), quiet=True)
+        s.execute(
+            "create mirror staging table", mq.create_staging(staging, p.target, columns, only), quiet=True
+        )
         fetched = s.execute(
             f"fetch the differing rows of {p.source}",
-            fetch_rows(staging, p.source, columns, within),
+            mq.fetch_rows(staging, p.source, columns, within),
             params,
         ).rowcount
         self.result.rows_fetched = fetched
@@ -329,7 +332,7 @@ class Mirror:
             self._update(s, staging, key, columns, only, image_equal)
         self.result.deleted = s.execute(
             f"delete vanished rows of {p.target}",
-            delete_vanished(p.target, staging, key, within, only),
+            mq.delete_vanished(p.target, staging, key, within, only),
             params,
         ).rowcount
         if not update_first:
@@ -345,7 +348,7 @@ class Mirror:
         after = self._checksums(s, p.target, only, row_hash, level, buckets, level, "target")
         wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
         (total,) = s.fetchone(
-            "count target rows", q.count_rows(p.target) if not only else count_only(p.target)
+            "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
         )
         if total != self.result.rows:  # a foreign key action reached rows outside the changed buckets
             raise FdwError(
@@ -368,7 +371,7 @@ class Mirror:
 
     def _check_pushdown(self, s: LocalSession, source: QualifiedName, row_hash: sql.Composable) -> None:
         """Before anything changes: postgres_fdw must run the per-bucket aggregate on the remote."""
-        statement = bucket_checksums(source, False, self.buckets.bucket(self.buckets.first), row_hash)
+        statement = mq.bucket_checksums(source, False, self.buckets.bucket(self.buckets.first), row_hash)
         plan = [r[0] for r in s.fetchall("explain mirror checksums", q.explain_verbose(statement))]
         if not (plan[0].lstrip().startswith("Foreign Scan") and any("Aggregate on" in line for line in plan)):
             raise FdwConfigError(
@@ -397,12 +400,12 @@ class Mirror:
         join over the whole target (the planner cannot know that the staged keys are a small sample)."""
         saved = {}
         for setting in ("enable_hashjoin", "enable_mergejoin"):
-            (saved[setting],) = s.fetchone("read planner setting", CURRENT_SETTING_QUERY, (setting,))
+            (saved[setting],) = s.fetchone("read planner setting", mq.CURRENT_SETTING_QUERY, (setting,))
             s.execute("prefer index lookups", q.set_local(setting, "off"), quiet=True)
         return saved
 
     def _estimate_rows(self, s: LocalSession, oid: int) -> float:
-        (estimate,) = s.fetchone("estimate target rows", ROW_ESTIMATE_QUERY, (oid,))
+        (estimate,) = s.fetchone("estimate target rows", mq.ROW_ESTIMATE_QUERY, (oid,))
         if estimate is None or estimate < 0:  # never analyzed: count (an index-only scan when vacuumed)
             (estimate,) = s.fetchone("count target rows", q.count_rows(self.plan.target))
         return float(estimate)
@@ -451,7 +454,7 @@ class Mirror:
         side: str,
     ) -> Buckets:
         within, params = (None, None) if parents is None else self.buckets.within(parents, parent_level)
-        statement = bucket_checksums(table, only, self.buckets.bucket(level), row_hash, within)
+        statement = mq.bucket_checksums(table, only, self.buckets.bucket(level), row_hash, within)
         rows = s.fetchall(f"checksum {side} buckets", statement, params)
         return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
 
@@ -472,7 +475,7 @@ class Mirror:
         ):
             child = QualifiedName(schema, table)
             self._self_referencing = self._self_referencing or child == self.plan.target
-            probe = orphan_probe(
+            probe = mq.mirror_orphan_probe(
                 child, child_columns, self.plan.target, parent_columns, staging, key, within, only
             )
             twice = None if params is None else params * 2  # a self-reference filters the child rows too
@@ -593,19 +596,8 @@ class HashBuckets(Bucketing):
         return f"{level} key-hash bits"
 
 
-# -- hashing: equal on both sides for equal values, computed by immutable built-ins only ---------------
+# -- hashing: which hash each column gets ---------------------------------------------------------------
 
-# Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function.
-HASH_KINDS_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
-    "  p.provolatile = 'i' "
-    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
-    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
-)
-CURRENT_SETTING_QUERY = sql.SQL("SELECT pg_catalog.current_setting(%s)")
-ROW_ESTIMATE_QUERY = sql.SQL(
-    "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
-)
 INTEGERS = ("int2", "int4", "int8", "oid")
 TEXTS = ("text", "varchar", "bpchar")
 BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
@@ -616,7 +608,7 @@ def hash_kinds(
 ) -> dict[str, str]:
     """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
     refused, before anything changes (its hash could not run on the remote)."""
-    info = {row[0]: row[1:] for row in s.fetchall("read column types", HASH_KINDS_QUERY, (source_oid,))}
+    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (source_oid,))}
     kinds: dict[str, str] = {}
     refused: list[str] = []
     for name in columns:
@@ -640,171 +632,5 @@ def hash_kinds(
     return kinds
 
 
-def _value_hash(column: str, kind: str, seed: int) -> sql.Composable:
-    """The hash of one non-NULL value, equal for identical values whatever the session settings.
-
-    Only functions postgres_fdw ships (immutable built-ins, collations derived from the column) and
-    no constants of types whose text form depends on settings (postgres_fdw deparses those with the
-    local DateStyle).
-    Numeric adds its scale (1.5 and 1.50 are equal but print differently); fixed-length types hash
-    the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as they print).
-    """
-    col, s = sql.Identifier(column), sql.Literal(seed)
-    if kind == "int":
-        return sql.SQL("pg_catalog.hashint8extended({}, {})").format(col, s)
-    if kind == "text":
-        return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
-    if kind == "bool":
-        return sql.SQL("pg_catalog.hashint8extended({}::int4, {})").format(col, s)
-    if kind == "uuid":
-        return sql.SQL("pg_catalog.uuid_hash_extended({}, {})").format(col, s)
-    if kind == "numeric":
-        return sql.SQL(
-            "(pg_catalog.hash_numeric_extended({0}, {1}) # pg_catalog.hashint8extended("
-            "CASE WHEN pg_catalog.scale({0}) IS NULL THEN -1 ELSE pg_catalog.scale({0}) END, {1}))"
-        ).format(col, s)
-    _, length, send = kind.split(":")
-    value = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), col)
-    chunks = []
-    for start in range(0, int(length), 8):
-        parts = [
-            sql.SQL("(pg_catalog.get_byte({}, {})::int8 << {})").format(
-                value, sql.Literal(i), sql.Literal(8 * (i - start))
-            )
-            for i in range(start, min(start + 8, int(length)))
-        ]
-        chunks.append(
-            sql.SQL("pg_catalog.hashint8extended({}, {})").format(
-                sql.SQL(" | ").join(parts), sql.Literal(seed + start)
-            )
-        )
-    return sql.SQL("({})").format(sql.SQL(" # ").join(chunks))
-
-
-def row_hash_expr(columns: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
-    """A 64-bit hash of the row: the XOR of each column's hash, seeded by its position (so swapped
-    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped)."""
-    return sql.SQL("({})").format(
-        sql.SQL(" # ").join(
-            sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
-                sql.Identifier(c), sql.Literal(-1 - i), _value_hash(c, kinds[c], i + 1)
-            )
-            for i, c in enumerate(columns)
-        )
-    )
-
-
-def key_hash_expr(key: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
-    """The bucket a row falls in comes from its key alone (an update stays in its bucket)."""
-    return sql.SQL("({})").format(
-        sql.SQL(" # ").join(
-            sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
-                sql.Identifier(k), _value_hash(k, kinds[k], 1000 + i)
-            )
-            for i, k in enumerate(key)
-        )
-    )
-
-
 def bits_for(rows: float, per_bucket: int) -> int:
     return max(0, min(MAX_BITS, math.ceil(math.log2(max(rows, 1) / per_bucket)) if rows > per_bucket else 0))
-
-
-# -- SQL ----------------------------------------------------------------------------------------------
-
-
-def _table(table: QualifiedName, only: bool) -> sql.Composable:
-    return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
-
-
-def count_only(table: QualifiedName) -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*table))
-
-
-def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
-    return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(sql.Identifier(column), _table(table, only))
-
-
-def bucket_checksums(
-    table: QualifiedName,
-    only: bool,
-    bucket: sql.Composable,
-    row_hash: sql.Composable,
-    within: sql.Composable | None = None,
-) -> sql.Composed:
-    """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given)."""
-    where = sql.SQL(" WHERE {}").format(within) if within is not None else sql.SQL("")
-    return sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
-        bucket, row_hash, _table(table, only), where
-    )
-
-
-def create_staging(
-    staging: QualifiedName, target: QualifiedName, columns: Sequence[str], only: bool
-) -> sql.Composed:
-    """A session-private table with the target's column types, dropped at the end of the transaction."""
-    return sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-        sql.Identifier(staging.name), q.column_list(columns), _table(target, only)
-    )
-
-
-def fetch_rows(
-    staging: QualifiedName, source: QualifiedName, columns: Sequence[str], within: sql.Composable
-) -> sql.Composed:
-    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
-        sql.Identifier(*staging),
-        q.column_list(columns),
-        q.column_list(columns),
-        sql.Identifier(*source),
-        within,
-    )
-
-
-def delete_vanished(
-    target: QualifiedName, staging: QualifiedName, key: Sequence[str], within: sql.Composable, only: bool
-) -> sql.Composed:
-    """Delete the target rows of the compared buckets whose key the source no longer has."""
-    return sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
-        _table(target, only), within, sql.Identifier(*staging), _key_match("s", "t", key)
-    )
-
-
-def orphan_probe(
-    child: QualifiedName,
-    child_columns: Sequence[str],
-    target: QualifiedName,
-    parent_columns: Sequence[str],
-    staging: QualifiedName,
-    key: Sequence[str],
-    within: sql.Composable,
-    only: bool,
-) -> sql.Composed:
-    """One child row whose parent row (in a compared bucket) the mirror deletes or whose referenced
-    values it changes: no source row has the parent's key with the same referenced values."""
-    # A self-reference: the rows the mirror rewrites get the source's (consistent) values.
-    child_filter = sql.SQL(" AND NOT ({})").format(within) if child == target else sql.SQL("")
-    return sql.SQL(
-        "SELECT {c_cols} FROM {child} AS c WHERE EXISTS (SELECT 1 FROM {target} AS t WHERE {link} AND {in_b} "
-        "AND NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {same_key} AND {same_ref})){child_filter} LIMIT 1"
-    ).format(
-        c_cols=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
-        child=sql.Identifier(*child),
-        target=_table(target, only),
-        link=_key_match("c", "t", child_columns, parent_columns),
-        in_b=within,
-        staging=sql.Identifier(*staging),
-        same_key=_key_match("s", "t", key),
-        same_ref=_key_match("s", "t", parent_columns),
-        child_filter=child_filter,
-    )
-
-
-def _key_match(
-    left: str, right: str, keys: Sequence[str], right_keys: Sequence[str] | None = None
-) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(
-            sql.Identifier(left), sql.Identifier(a), sql.Identifier(right), sql.Identifier(b)
-        )
-        for a, b in zip(keys, right_keys or keys, strict=True)
-    )
