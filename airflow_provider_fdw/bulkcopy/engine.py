@@ -37,6 +37,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
 from airflow_provider_fdw.bulkcopy.direct import plan_direct
 from airflow_provider_fdw.bulkcopy.load import check_split_column, key_ranges, load
 from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
+from airflow_provider_fdw.bulkcopy.mirror import Mirror, MirrorResult, mirror_plan
 from airflow_provider_fdw.bulkcopy.plan import CopyPlan, CopyResult
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay
 from airflow_provider_fdw.bulkcopy.state import CopyRun
@@ -107,7 +108,7 @@ class BulkCopy:
 
     # -- the whole copy ----------------------------------------------------------------------
 
-    def run(self, session: LocalSession, connect_seconds: float = 0.0) -> CopyResult:
+    def run(self, session: LocalSession, connect_seconds: float = 0.0) -> CopyResult | MirrorResult:
         """``connect_seconds``: what opening ``session`` took (the caller's), counted as step "connect"."""
         started = time.monotonic()
         steps = StepTimes()
@@ -117,6 +118,8 @@ class BulkCopy:
             if self.leftovers:  # a killed try's sessions would hold the lock and the staging table
                 with steps.step("connect"):
                     terminate_leftovers(session, self.leftovers, self.log)
+            if self.plan.mode == "mirror":  # its own engine: checksums and bisection, no staging load
+                return self._mirror(session)
             # Two runs on one target (a retry racing a slow attempt) take turns, for a bounded time.
             with steps.step("lock"):
                 acquire_run_lock(session, lock_key, self.target_lock_wait, self.log)
@@ -129,6 +132,16 @@ class BulkCopy:
                 release_run_lock(session, lock_key, self.log)
         finally:  # also when the copy fails: where the time went is part of the diagnosis
             steps.log(self.log, time.monotonic() - started + connect_seconds)
+
+    def _mirror(self, session: LocalSession) -> MirrorResult:
+        mirror = Mirror(
+            mirror_plan(self.plan), self.log, self.target_lock_wait, self.new_session, self.lock_retries
+        )
+        try:
+            return mirror.run(session)
+        except BaseException:
+            self.scope.cancel()
+            raise
 
     def _run(self, session: LocalSession, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan

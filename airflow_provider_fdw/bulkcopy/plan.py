@@ -21,7 +21,7 @@ from airflow_provider_fdw.refresh import lock_timeout_setting
 from airflow_provider_fdw.timeouts import DEFAULT_SWAP_LOCK_TIMEOUT
 from airflow_provider_fdw.validation import INT_MAX, check_interval
 
-MODES = ("replace", "append", "upsert")
+MODES = ("replace", "append", "upsert", "mirror")
 VERIFY_MODES = ("off", "count", "checksum")
 # Rows per postgres_fdw fetch: 1,000 to 200,000 cost the same here (docs/performance.md); a batch
 # is held in the local backend's memory, so the smallest that is as fast.
@@ -80,6 +80,13 @@ def plan_copy(
         raise FdwConfigError("source_table and target_table are the same table.")
     if mode not in MODES:
         raise FdwConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    mirror_extras = [watermark_column, where, overlap, parallelism != 1, transport == "copy", verify != "off"]
+    if mode == "mirror" and (any(x not in (None, False) for x in mirror_extras) or swap != "auto"):
+        raise FdwConfigError(
+            "mode='mirror' compares checksums and applies the differences in one transaction through "
+            "postgres_fdw (and checks itself): it takes key_columns, columns and lock_timeout, not "
+            "watermark_column, where, overlap, parallelism, transport='copy', verify or swap."
+        )
     keys = check_identifiers(key_columns, "key_columns")
     cols = check_identifiers(columns, "columns")
     if watermark_column is not None:

@@ -35,7 +35,8 @@ class BulkCopyOperator(FdwBaseOperator):
     :param source_table: the foreign table (``schema.table``) in the local database. (templated)
     :param target_table: the local table to fill (``schema.table``). (templated)
     :param postgres_conn_id: the ``postgres`` connection of the local database. (templated)
-    :param mode: ``replace`` (default), ``append`` or ``upsert``.
+    :param mode: ``replace`` (default), ``append``, ``upsert`` or ``mirror`` (make an existing target
+        equal to the source, writing only what differs: docs/bulk-copy.md, "Mirror mode").
     :param key_columns: the target's unique key (required for ``upsert``; splits ``parallelism``).
     :param watermark_column: a column that grows with changes (``updated_at``, an id) for append/upsert.
     :param where: ONE boolean SQL condition on the source's columns, e.g. ``"country = 'NL'"``: trusted

@@ -1,0 +1,190 @@
+"""Mirror mode's statements: row and key hashes that postgres_fdw ships, per-bucket checksums, the
+partial apply (only the rows of the compared buckets).
+
+Hashes use only immutable built-ins and no constant whose text form depends on settings, so they are
+equal on both sides for equal values and postgres_fdw computes them on the remote. Imported as a
+module (``from airflow_provider_fdw.sql import mirror as mq``): its names belong to mirror mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.sql.tables import column_list
+
+# Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function.
+HASH_KINDS_QUERY = sql.SQL(
+    "SELECT a.attname, a.atttypid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
+    "  p.provolatile = 'i' "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
+)
+CURRENT_SETTING_QUERY = sql.SQL("SELECT pg_catalog.current_setting(%s)")
+ROW_ESTIMATE_QUERY = sql.SQL(
+    "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
+)
+
+
+def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
+    """The hash of one non-NULL value, equal for identical values whatever the session settings.
+
+    Only functions postgres_fdw ships (immutable built-ins, collations derived from the column) and
+    no constants of types whose text form depends on settings (postgres_fdw deparses those with the
+    local DateStyle).
+    Numeric adds its scale (1.5 and 1.50 are equal but print differently); fixed-length types hash
+    the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as they print).
+    """
+    col, s = sql.Identifier(column), sql.Literal(seed)
+    if kind == "int":
+        return sql.SQL("pg_catalog.hashint8extended({}, {})").format(col, s)
+    if kind == "text":
+        return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
+    if kind == "bool":
+        return sql.SQL("pg_catalog.hashint8extended({}::int4, {})").format(col, s)
+    if kind == "uuid":
+        return sql.SQL("pg_catalog.uuid_hash_extended({}, {})").format(col, s)
+    if kind == "numeric":
+        return sql.SQL(
+            "(pg_catalog.hash_numeric_extended({0}, {1}) # pg_catalog.hashint8extended("
+            "CASE WHEN pg_catalog.scale({0}) IS NULL THEN -1 ELSE pg_catalog.scale({0}) END, {1}))"
+        ).format(col, s)
+    _, length, send = kind.split(":")
+    value = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), col)
+    chunks = []
+    for start in range(0, int(length), 8):
+        parts = [
+            sql.SQL("(pg_catalog.get_byte({}, {})::int8 << {})").format(
+                value, sql.Literal(i), sql.Literal(8 * (i - start))
+            )
+            for i in range(start, min(start + 8, int(length)))
+        ]
+        chunks.append(
+            sql.SQL("pg_catalog.hashint8extended({}, {})").format(
+                sql.SQL(" | ").join(parts), sql.Literal(seed + start)
+            )
+        )
+    return sql.SQL("({})").format(sql.SQL(" # ").join(chunks))
+
+
+def row_hash_expr(columns: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
+    """A 64-bit hash of the row: the XOR of each column's hash, seeded by its position (so swapped
+    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped)."""
+    return sql.SQL("({})").format(
+        sql.SQL(" # ").join(
+            sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
+                sql.Identifier(c), sql.Literal(-1 - i), value_hash(c, kinds[c], i + 1)
+            )
+            for i, c in enumerate(columns)
+        )
+    )
+
+
+def key_hash_expr(key: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
+    """The bucket a row falls in comes from its key alone (an update stays in its bucket)."""
+    return sql.SQL("({})").format(
+        sql.SQL(" # ").join(
+            sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
+                sql.Identifier(k), value_hash(k, kinds[k], 1000 + i)
+            )
+            for i, k in enumerate(key)
+        )
+    )
+
+
+def _table(table: QualifiedName, only: bool) -> sql.Composable:
+    return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
+
+
+def count_only(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*table))
+
+
+def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
+    return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(sql.Identifier(column), _table(table, only))
+
+
+def bucket_checksums(
+    table: QualifiedName,
+    only: bool,
+    bucket: sql.Composable,
+    row_hash: sql.Composable,
+    within: sql.Composable | None = None,
+) -> sql.Composed:
+    """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given)."""
+    where = sql.SQL(" WHERE {}").format(within) if within is not None else sql.SQL("")
+    return sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
+        bucket, row_hash, _table(table, only), where
+    )
+
+
+def create_staging(
+    staging: QualifiedName, target: QualifiedName, columns: Sequence[str], only: bool
+) -> sql.Composed:
+    """A session-private table with the target's column types, dropped at the end of the transaction."""
+    return sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+        sql.Identifier(staging.name), column_list(columns), _table(target, only)
+    )
+
+
+def fetch_rows(
+    staging: QualifiedName, source: QualifiedName, columns: Sequence[str], within: sql.Composable
+) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} WHERE {}").format(
+        sql.Identifier(*staging),
+        column_list(columns),
+        column_list(columns),
+        sql.Identifier(*source),
+        within,
+    )
+
+
+def delete_vanished(
+    target: QualifiedName, staging: QualifiedName, key: Sequence[str], within: sql.Composable, only: bool
+) -> sql.Composed:
+    """Delete the target rows of the compared buckets whose key the source no longer has."""
+    return sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+        _table(target, only), within, sql.Identifier(*staging), _key_match("s", "t", key)
+    )
+
+
+def mirror_orphan_probe(
+    child: QualifiedName,
+    child_columns: Sequence[str],
+    target: QualifiedName,
+    parent_columns: Sequence[str],
+    staging: QualifiedName,
+    key: Sequence[str],
+    within: sql.Composable,
+    only: bool,
+) -> sql.Composed:
+    """One child row whose parent row (in a compared bucket) the mirror deletes or whose referenced
+    values it changes: no source row has the parent's key with the same referenced values."""
+    # A self-reference: the rows the mirror rewrites get the source's (consistent) values.
+    child_filter = sql.SQL(" AND NOT ({})").format(within) if child == target else sql.SQL("")
+    return sql.SQL(
+        "SELECT {c_cols} FROM {child} AS c WHERE EXISTS (SELECT 1 FROM {target} AS t WHERE {link} AND {in_b} "
+        "AND NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {same_key} AND {same_ref})){child_filter} LIMIT 1"
+    ).format(
+        c_cols=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
+        child=sql.Identifier(*child),
+        target=_table(target, only),
+        link=_key_match("c", "t", child_columns, parent_columns),
+        in_b=within,
+        staging=sql.Identifier(*staging),
+        same_key=_key_match("s", "t", key),
+        same_ref=_key_match("s", "t", parent_columns),
+        child_filter=child_filter,
+    )
+
+
+def _key_match(
+    left: str, right: str, keys: Sequence[str], right_keys: Sequence[str] | None = None
+) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(a), sql.Identifier(right), sql.Identifier(b)
+        )
+        for a, b in zip(keys, right_keys or keys, strict=True)
+    )

@@ -1,0 +1,171 @@
+"""Mirror mode benchmark: a mirror run against a full replace of the same table, measured in the same run.
+
+Starts a fresh pair, generates ``--rows`` rows (bigint id PK, email with an index, 100-byte payload,
+timestamptz), copies them once, then times:
+
+- ``full replace``: a whole ``replace`` copy (the baseline every ratio is against);
+- ``mirror, nothing changed``: a mirror run when source and target are equal;
+- ``mirror, 0.1% changed``: a mirror run after 0.1% of the source rows changed (a third updated, a
+  third deleted, a third inserted, at random keys).
+
+After every mirror run the target is checked equal to the source by a full checksum computed
+independently of the mirror (md5 of each row's text form, on each server directly). Targets (issue 16):
+0.1% changed <= 10% of a full replace, nothing changed <= 5%.
+
+    python bench/mirror.py [--rows 1000000] [--repeat 3] [--json bench/results/mirror.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
+# The test harness (fdw_testing) lives in the repository, outside the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bulk_copy import machine
+from inplace_apply import TARGET, setup
+
+from fdw_testing.pgcluster import Pair, local_pair
+from fdw_testing.sample_data import SOURCE_DB, TARGET_DB, install_sample_data, set_airflow_connections
+
+SOURCE = "proxy.bench_users"
+TARGETS = {"mirror, 0.1% changed": 0.10, "mirror, nothing changed": 0.05}
+# An independent full checksum: md5 of each row's text form, same settings on both servers.
+FULL_CHECKSUM = (
+    "SELECT count(*), sum(('x' || substr(md5(ROW(t.*)::text), 1, 15))::bit(60)::int8) FROM {} AS t"
+)
+
+
+def main() -> int:
+    args = parse_args()
+    with local_pair() as pair:
+        install_sample_data(pair)
+        set_airflow_connections(pair)
+        setup(pair, args.rows)
+        results = run_all(pair, args)
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "rows": args.rows,
+        "repeat": args.repeat,
+        "results": results,
+    }
+    print(f"\n{'scenario':<26} {'median s':>9} {'ratio to replace':>17} {'target':>8} {'met':>5}  details")
+    for r in results:
+        target = TARGETS.get(r["scenario"])
+        print(
+            f"{r['scenario']:<26} {r['seconds']:>9.2f} {r['ratio_to_replace']:>17.3f} "
+            f"{'' if target is None else f'<= {target:.2f}':>8} "
+            f"{'' if target is None else ('yes' if r['ratio_to_replace'] <= target else 'no'):>5}  "
+            f"{r.get('details', '')}"
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwritten to {args.json}")
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    return parser.parse_args()
+
+
+def run_all(pair: Pair, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = random.Random(16)
+    replace = [timed(full_replace) for _ in range(args.repeat)]
+    baseline = statistics.median(s for s, _ in replace)
+    results = [{"scenario": "full replace", "seconds": baseline, "ratio_to_replace": 1.0}]
+    unchanged, changed = [], []
+    for _ in range(args.repeat):
+        seconds, summary = timed(mirror)
+        check_equal(pair)
+        assert summary["rows_fetched"] == 0, summary
+        unchanged.append((seconds, summary))
+        change_source(pair, args.rows, rng)
+        seconds, summary = timed(mirror)
+        check_equal(pair)
+        changed.append((seconds, summary))
+    for name, runs in (("mirror, nothing changed", unchanged), ("mirror, 0.1% changed", changed)):
+        seconds = statistics.median(s for s, _ in runs)
+        last = runs[-1][1]
+        results.append(
+            {
+                "scenario": name,
+                "seconds": seconds,
+                "ratio_to_replace": seconds / baseline,
+                "details": (
+                    f"ins/upd/del {last['inserted']}/{last['updated']}/{last['deleted']}, "
+                    f"fetched {last['rows_fetched']}, {last['levels']} levels, "
+                    f"{last['buckets_compared']} buckets; target = source (full checksum)"
+                ),
+            }
+        )
+    return results
+
+
+def timed(run: Callable[[], dict]) -> tuple[float, dict]:
+    started = time.monotonic()
+    summary = run()
+    return time.monotonic() - started, summary
+
+
+def full_replace() -> dict:
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan_copy(SOURCE, TARGET, key_columns=["id"]))
+
+
+def mirror() -> dict:
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan_copy(SOURCE, TARGET, mode="mirror"))
+
+
+def change_source(pair: Pair, rows: int, rng: random.Random) -> None:
+    """0.1% of the rows: a third updated, a third deleted, a third inserted (new keys)."""
+    n = max(3, rows // 1000) // 3
+    top = int(pair.source.execute("SELECT max(id) FROM app.bench_users", dbname=SOURCE_DB)[0][0])
+    ids = rng.sample(range(1, rows + 1), 2 * n)
+    pair.source.execute(
+        "UPDATE app.bench_users SET payload = md5(payload) WHERE id = ANY(%s)", (ids[:n],), dbname=SOURCE_DB
+    )
+    pair.source.execute("DELETE FROM app.bench_users WHERE id = ANY(%s)", (ids[n:],), dbname=SOURCE_DB)
+    pair.source.execute(
+        "INSERT INTO app.bench_users SELECT g, 'new' || g || '@example.com', md5(g::text), now() "
+        "FROM generate_series(%s::int8, %s::int8) g",
+        (top + 1, top + n),
+        dbname=SOURCE_DB,
+    )
+
+
+def check_equal(pair: Pair) -> None:
+    # Both servers of the pair run with the same settings, so the rows' text forms compare.
+    source = pair.source.execute(FULL_CHECKSUM.format("app.bench_users"), dbname=SOURCE_DB)
+    target = pair.target.execute(FULL_CHECKSUM.format(TARGET), dbname=TARGET_DB)
+    if source != target:
+        raise SystemExit(f"target differs from source: {target} != {source}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

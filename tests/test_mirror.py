@@ -1,0 +1,497 @@
+"""Mirror mode against the real pair: the target equals the source after every run, moving what differs."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+
+import pytest
+from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy import mirror as m
+from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.sql import mirror as mq
+
+SERVER = "mirror_src"
+COLUMNS = "id bigint, name text, score numeric, seen timestamptz, tags text, flag boolean"
+REMOTE_COLUMNS = "id bigint PRIMARY KEY, name text, score numeric, seen timestamptz, tags text, flag boolean"
+SELECT = "SELECT id, name, score::text, seen, tags, flag FROM {t} ORDER BY id"
+
+
+@pytest.fixture(scope="module")
+def sandbox(airflow_connections):
+    return fdw_sandbox(airflow_connections, "mirror", SERVER)
+
+
+class Source(RemoteTable):
+    def __init__(self, pair, rows: int = 500) -> None:
+        super().__init__(pair, "mirror", SERVER, COLUMNS, remote_columns=REMOTE_COLUMNS)
+        self.remote(
+            "INSERT INTO {t} SELECT g, CASE WHEN g %% 10 = 0 THEN NULL ELSE 'name ' || (g %% 37) END, "
+            "(g %% 13) * 1.5, '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute', "
+            "'dup', g %% 2 = 0 FROM generate_series(1, %s) g",
+            (rows,),
+        )
+
+    def rows(self):
+        return self.remote(SELECT)
+
+
+def new_target(pair, source: Source, key: bool = True) -> str:
+    """A target holding the source's current rows (as a first replace would leave it)."""
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE TABLE {t} (" + (REMOTE_COLUMNS if key else COLUMNS) + ")", t=target)
+    local(pair, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=source.foreign)
+    return target
+
+
+def target_rows(pair, target: str):
+    return local(pair, SELECT, t=target)
+
+
+def mirror(
+    source: Source, target: str, session_setup: list[str] = (), side_by_side: bool = True, **kwargs
+) -> dict:
+    plan = plan_mirror(source.foreign, target, **kwargs)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        s = hook.session
+        with s.transaction():
+            for statement in session_setup:
+                s.execute("setting", sql.SQL(statement))
+        new_session = hook._new_session if side_by_side else None
+        return Mirror(plan, hook.log, new_session=new_session).run(s).summary()
+
+
+def random_changes(source: Source, rng: random.Random, count: int) -> None:
+    """Updates (values, NULLs, duplicates), deletes, inserts and key changes, mixed."""
+    ids = [r[0] for r in source.remote("SELECT id FROM {t}")]
+    top = max(ids)
+    for _ in range(count):
+        what = rng.choice(["update", "null", "dup", "delete", "insert", "rekey"])
+        i = rng.choice(ids)
+        if what == "update":
+            source.remote(
+                "UPDATE {t} SET score = score + 0.25, seen = seen + interval '1 second' WHERE id = %s", (i,)
+            )
+        elif what == "null":
+            source.remote("UPDATE {t} SET name = NULL, flag = NULL WHERE id = %s", (i,))
+        elif what == "dup":
+            source.remote("UPDATE {t} SET name = 'same', tags = 'same' WHERE id = %s", (i,))
+        elif what == "delete":
+            source.remote("DELETE FROM {t} WHERE id = %s", (i,))
+            ids.remove(i)
+        elif what == "insert":
+            top += 1
+            source.remote("INSERT INTO {t} VALUES (%s, 'new', 1.00, now(), NULL, true)", (top,))
+            ids.append(top)
+        else:
+            top += 1
+            source.remote("UPDATE {t} SET id = %s WHERE id = %s", (top, i))
+            ids.remove(i)
+            ids.append(top)
+
+
+# -- equality ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "side_by_side"), [(1, True), (2, False), (3, True)])
+def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox, seed, side_by_side):
+    src = Source(sandbox)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(seed), 40)
+    result = mirror(src, target, side_by_side=side_by_side)
+    assert target_rows(sandbox, target) == src.rows()
+    assert result["rows"] == len(src.rows())
+    assert result["inserted"] + result["updated"] + result["deleted"] > 0
+    assert result["rows_fetched"] < result["rows"]  # only the differing buckets crossed the network
+    again = mirror(src, target)
+    assert (again["inserted"], again["updated"], again["deleted"], again["rows_fetched"]) == (0, 0, 0, 0)
+    assert again["levels"] == 1
+
+
+def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):
+    monkeypatch.setattr(m, "MAX_RANGES", 1)  # every level past the first uses the hashed-lookup form
+    src = Source(sandbox)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(7), 40)
+    result = mirror(src, target)
+    assert result["levels"] == 2
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_counts_exactly_the_changed_rows(sandbox):
+    src = Source(sandbox)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id IN (3, 300)")
+    src.remote("DELETE FROM {t} WHERE id = 7")
+    src.remote("INSERT INTO {t} (id, name) VALUES (10001, NULL), (10002, 'x')")
+    result = mirror(src, target)
+    assert (result["inserted"], result["updated"], result["deleted"]) == (2, 2, 1)
+    assert result["unchanged"] == result["rows"] - 4
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_sees_a_numeric_display_scale_change(sandbox):
+    src = Source(sandbox, rows=20)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET score = 1.50 WHERE id = 1")  # 1.5 = 1.50, but prints differently
+    local(sandbox, "UPDATE {t} SET score = 1.5 WHERE id = 1", t=target)
+    result = mirror(src, target)
+    assert result["updated"] == 1
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_propagates_deletes_of_every_row_and_fills_an_empty_target(sandbox):
+    src = Source(sandbox, rows=50)
+    target = new_target(sandbox, src)
+    local(sandbox, "DELETE FROM {t}", t=target)
+    assert mirror(src, target)["inserted"] == 50
+    assert target_rows(sandbox, target) == src.rows()
+    src.remote("DELETE FROM {t}")
+    assert mirror(src, target)["deleted"] == 50
+    assert target_rows(sandbox, target) == []
+
+
+def test_mirror_checksums_do_not_depend_on_session_settings(sandbox):
+    """Non-default DateStyle/TimeZone/extra_float_digits locally and on the remote role: no false diffs."""
+    src = Source(sandbox, rows=200)
+    target = new_target(sandbox, src)
+    role = sql.SQL("ALTER ROLE {} IN DATABASE {} ").format(ident(READER), ident(SOURCE_DB))
+    sandbox.source.execute(role + sql.SQL("SET timezone = 'Asia/Kathmandu'"), dbname=SOURCE_DB)
+    try:
+        result = mirror(
+            src,
+            target,
+            session_setup=[
+                "SET TimeZone = 'America/St_Johns'",
+                "SET DateStyle = 'SQL, DMY'",
+                "SET extra_float_digits = -3",
+                "SET IntervalStyle = 'sql_standard'",
+            ],
+        )
+    finally:
+        sandbox.source.execute(role + sql.SQL("RESET timezone"), dbname=SOURCE_DB)
+    assert (result["inserted"], result["updated"], result["deleted"], result["rows_fetched"]) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("bucketing", ["range", "hash"])
+def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
+    src = Source(sandbox, rows=10)
+    kinds = {
+        "id": "int",
+        "name": "text",
+        "score": "numeric",
+        "seen": "bytes:8:timestamptz_send",
+        "flag": "bool",
+    }
+    buckets = (
+        m.RangeBuckets("id", 1, 1000, 1000)
+        if bucketing == "range"
+        else m.HashBuckets(mq.key_hash_expr(["id"], kinds), 1000)
+    )
+    within, params = buckets.within([1, 2, 5], buckets.first)
+    statement = mq.bucket_checksums(
+        m.parse_qualified_name(src.foreign, "source"),
+        False,
+        buckets.bucket(buckets.first),
+        mq.row_hash_expr(list(kinds), kinds),
+        within,
+    )
+    plan = [r[0] for r in sandbox.target.execute(m.q.explain_verbose(statement), params, dbname=TARGET_DB)]
+    assert plan[0].startswith("Foreign Scan")
+    assert any("Relations: Aggregate on" in line for line in plan)
+    remote_sql = next(line for line in plan if "Remote SQL" in line)
+    assert "GROUP BY" in remote_sql and "hashtextextended" in remote_sql and "WHERE" in remote_sql
+
+
+FINITE = (
+    "SELECT id, seen::text, CASE WHEN isfinite(seen) THEN extract(epoch FROM seen) END FROM {t} ORDER BY id"
+)
+
+
+def test_mirror_sees_microsecond_and_infinite_timestamp_changes(sandbox):
+    src = Source(sandbox, rows=20)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET seen = seen + interval '1 microsecond' WHERE id = 1")
+    src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 2")
+    src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 3")
+    assert mirror(src, target)["updated"] == 3
+    assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
+    src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 2")
+    src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 3")
+    assert mirror(src, target)["updated"] == 2
+    assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
+
+
+def test_mirror_handles_negative_and_extreme_integer_keys(sandbox):
+    src = Source(sandbox, rows=0)
+    extremes = [-(2**63), -(2**63) + 1, -5, 0, 3, 2**40, 2**63 - 2, 2**63 - 1]
+    for i in extremes:
+        src.remote("INSERT INTO {t} (id, name) VALUES (%s, 'x')", (i,))
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id IN (%s, %s, 0)", (extremes[0], extremes[-1]))
+    src.remote("DELETE FROM {t} WHERE id = %s", (2**40,))
+    src.remote("INSERT INTO {t} (id, name) VALUES (-7, 'new')")
+    result = mirror(src, target)
+    assert (result["inserted"], result["updated"], result["deleted"]) == (1, 3, 1)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+# -- snapshot, failures, safety ------------------------------------------------------------------------
+
+
+def test_mirror_reads_one_source_snapshot_while_the_source_changes(sandbox, monkeypatch):
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET tags = 'before' WHERE id = 5")
+    expected = src.rows()
+    original = Mirror._apply
+
+    def change_source_then_apply(self, *args, **kwargs):
+        # committed on the source after the comparison, before the rows are fetched
+        src.remote("UPDATE {t} SET tags = 'during' WHERE id IN (5, 6)")
+        src.remote("DELETE FROM {t} WHERE id = 7")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Mirror, "_apply", change_source_then_apply)
+    result = mirror(src, target)
+    monkeypatch.undo()
+    assert target_rows(sandbox, target) == expected  # exactly the snapshot the comparison saw
+    assert result["updated"] == 1
+    mirror(src, target)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sandbox):
+    src = Source(sandbox, rows=200)
+    target = new_target(sandbox, src)
+    before = target_rows(sandbox, target)
+    random_changes(src, random.Random(9), 30)
+    src.remote("INSERT INTO {t} (id, name) VALUES (99999, 'boom')")
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.name = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+        f=f"{target}_boom",
+    )
+    local(
+        sandbox,
+        "CREATE TRIGGER boom AFTER INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=target,
+        f=f"{target}_boom",
+    )
+    with pytest.raises(FdwError, match="refused"):
+        mirror(src, target)
+    assert target_rows(sandbox, target) == before
+    local(sandbox, "DROP TRIGGER boom ON {t}", t=target)
+    mirror(src, target)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_waits_out_a_brief_lock_on_the_target(sandbox):
+    """Another session (autovacuum, a report) holding the target a little longer than lock_timeout."""
+    src = Source(sandbox, rows=50)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET tags = 'x' WHERE id = 1")
+    holder = sandbox.target.connect(TARGET_DB, autocommit=False)
+    try:
+        holder.cursor().execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident(*target.split("."))))
+        release = threading.Timer(2.5, holder.rollback)
+        release.start()
+        result = mirror(src, target, lock_timeout="1s")
+        release.join()
+    finally:
+        holder.close()
+    assert result["updated"] == 1
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_refuses_to_orphan_rows_of_a_referencing_table(sandbox):
+    src = Source(sandbox, rows=50)
+    target = new_target(sandbox, src)
+    child = f"{target}_child"
+    local(
+        sandbox,
+        "CREATE TABLE {c} (id serial, parent bigint REFERENCES {t} ON DELETE CASCADE)",
+        c=child,
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {c} (parent) VALUES (7), (8)", c=child)
+    src.remote("DELETE FROM {t} WHERE id = 7")
+    src.remote("UPDATE {t} SET tags = 'x' WHERE id = 9")
+    before = target_rows(sandbox, target)
+    with pytest.raises(FdwError, match="foreign key"):
+        mirror(src, target)
+    assert target_rows(sandbox, target) == before
+    assert local(sandbox, "SELECT parent FROM {c} ORDER BY 1", c=child) == [(7,), (8,)]
+    local(sandbox, "DELETE FROM {c} WHERE parent = 7", c=child)
+    mirror(src, target)
+    assert target_rows(sandbox, target) == src.rows()
+    assert local(sandbox, "SELECT parent FROM {c}", c=child) == [(8,)]
+
+
+def test_mirror_applies_a_consistent_change_of_a_self_referencing_target(sandbox):
+    tree = RemoteTable(
+        sandbox,
+        "mirror",
+        SERVER,
+        "id bigint, parent bigint, v text",
+        remote_columns="id bigint PRIMARY KEY, parent bigint, v text",
+    )
+    tree.remote("INSERT INTO {t} SELECT g, NULLIF(g - 1, 0), 'v' FROM generate_series(1, %s) g", (300,))
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(
+        sandbox,
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, parent bigint REFERENCES {t} ON DELETE CASCADE, v text)",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=tree.foreign)
+    tree.remote("UPDATE {t} SET parent = 49 WHERE id = 51")  # re-point the child, then delete its parent
+    tree.remote("DELETE FROM {t} WHERE id = 50")
+    plan = plan_mirror(tree.foreign, target)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        Mirror(plan, hook.log).run(hook.session)
+    select = "SELECT id, parent, v FROM {t} ORDER BY id"
+    assert local(sandbox, select, t=target) == tree.remote(select)
+    tree.remote("DELETE FROM {t} WHERE id = 200")  # the source orphans row 201: the cascade would delete it
+    with pytest.raises(FdwError, match="foreign key"), FdwHook(fdw_conn_id="fdw_source") as hook:
+        Mirror(plan, hook.log).run(hook.session)
+    assert len(local(sandbox, select, t=target)) == 299
+
+
+def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequences(sandbox):
+    src = Source(sandbox, rows=100)
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(
+        sandbox,
+        "CREATE TABLE {t} (id bigserial PRIMARY KEY, name text, score numeric, seen timestamptz, tags text, "
+        "flag boolean)",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    audit = f"{target}_audit"
+    local(sandbox, "CREATE TABLE {a} (op text, id bigint)", a=audit)
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO {a} VALUES (TG_OP, coalesce(NEW.id, OLD.id)); RETURN NULL; END $$",
+        f=f"{target}_audit_fn",
+        a=audit,
+    )
+    local(
+        sandbox,
+        "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=target,
+        f=f"{target}_audit_fn",
+    )
+    src.remote("UPDATE {t} SET tags = 'x' WHERE id = 4")
+    src.remote("DELETE FROM {t} WHERE id = 5")
+    src.remote("INSERT INTO {t} (id) VALUES (5000)")
+    mirror(src, target)
+    assert sorted(local(sandbox, "SELECT op, id FROM {a}", a=audit)) == [
+        ("DELETE", 5),
+        ("INSERT", 5000),
+        ("UPDATE", 4),
+    ]
+    (next_id,) = local(sandbox, "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (target,))[0]
+    assert next_id > 5000
+
+
+def test_mirror_without_a_key_is_refused_before_anything_changes(sandbox):
+    src = Source(sandbox, rows=10)
+    target = new_target(sandbox, src, key=False)
+    src.remote("DELETE FROM {t}")
+    with pytest.raises(FdwConfigError, match="needs a key"):
+        mirror(src, target)
+    assert len(target_rows(sandbox, target)) == 10
+
+
+def test_mirror_with_key_columns_on_a_table_without_primary_key(sandbox):
+    src = Source(sandbox, rows=60)
+    target = new_target(sandbox, src, key=False)
+    random_changes(src, random.Random(4), 15)
+    mirror(src, target, key_columns=["id"])
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_mirror_of_a_missing_target_is_refused(sandbox):
+    src = Source(sandbox, rows=1)
+    with pytest.raises(FdwConfigError, match="does not exist"):
+        mirror(src, f"public.m_{uuid.uuid4().hex[:8]}")
+
+
+def test_plan_mirror_rejects_bad_input():
+    with pytest.raises(FdwConfigError):
+        plan_mirror("a.b", "a.b")
+    with pytest.raises(FdwConfigError):
+        plan_mirror("a.b", "a.c", key_columns=["id"], columns=["name"])
+    with pytest.raises(FdwConfigError):
+        plan_mirror("a.b", "a.c", key_columns=[""])
+
+
+def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox):
+    src_t = RemoteTable(
+        sandbox,
+        "mirror",
+        SERVER,
+        "region text, n int, v text",
+        remote_columns="region text, n int, v text, PRIMARY KEY (region, n)",
+    )
+    src_t.remote(
+        "INSERT INTO {t} SELECT 'r' || (g %% 7), g, md5(g::text) FROM generate_series(1, %s) g", (3000,)
+    )
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (region text, n int, v text, PRIMARY KEY (region, n))", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src_t.foreign)
+    src_t.remote("UPDATE {t} SET v = 'changed' WHERE n IN (10, 2000)")
+    src_t.remote("UPDATE {t} SET region = 'moved' WHERE n = 11")
+    plan = plan_mirror(src_t.foreign, target)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        result = Mirror(plan, hook.log).run(hook.session).summary()
+    assert (result["inserted"], result["updated"], result["deleted"]) == (1, 2, 1)
+    assert result["levels"] > 1
+    assert result["rows_fetched"] < 200
+    select = "SELECT region, n, v FROM {t} ORDER BY 1, 2"
+    assert local(sandbox, select, t=target) == src_t.remote(select)
+
+
+# -- the operator: mode="mirror" ------------------------------------------------------------------------
+
+
+def test_bulk_copy_operator_mode_mirror_in_a_dag_run(sandbox, airflow_db):
+    from airflow.sdk import DAG
+
+    from airflow_provider_fdw.operators.copy import BulkCopyOperator
+    from fdw_testing.dagrun import run_dag
+
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(11), 20)
+    with DAG(f"mirror_op_{uuid.uuid4().hex[:6]}", schedule=None) as dag:
+        BulkCopyOperator(task_id="mirror", source_table=src.foreign, target_table=target, mode="mirror")
+    result = run_dag(dag)
+    assert result.state == "success", result.task_states
+    summary = result.xcom["mirror"]
+    assert summary["mode"] == "mirror" and summary["rows"] == len(src.rows())
+    assert summary["inserted"] + summary["updated"] + summary["deleted"] > 0
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_plan_copy_mode_mirror_refuses_arguments_it_does_not_use():
+    from airflow_provider_fdw.bulkcopy import plan_copy
+
+    assert plan_copy("a.b", "a.c", mode="mirror", key_columns=["id"]).mode == "mirror"
+    for extra in (
+        {"watermark_column": "updated_at"},
+        {"where": "id > 1"},
+        {"parallelism": 2, "key_columns": ["id"]},
+        {"transport": "copy"},
+        {"verify": "checksum"},
+        {"swap": "in_place"},
+    ):
+        with pytest.raises(FdwConfigError, match="mode='mirror'"):
+            plan_copy("a.b", "a.c", mode="mirror", **extra)
