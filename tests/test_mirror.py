@@ -11,6 +11,7 @@ from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ide
 
 from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import mirror as m
+from airflow_provider_fdw.bulkcopy import mirror_compare
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -114,7 +115,9 @@ def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox,
 
 
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):
-    monkeypatch.setattr(m, "MAX_RANGES", 1)  # every level past the first uses the hashed-lookup form
+    monkeypatch.setattr(
+        mirror_compare, "MAX_RANGES", 1
+    )  # every level past the first uses the hashed-lookup form
     src = Source(sandbox)
     target = new_target(sandbox, src)
     random_changes(src, random.Random(7), 40)

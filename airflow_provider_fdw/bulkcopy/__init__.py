@@ -1,7 +1,8 @@
 """The copy engine: a foreign table into a local table (replace, append, upsert).
 
 :mod:`.plan` checks the arguments once (:func:`plan_copy`); :mod:`.engine` runs the copy top-down
-(inspect, load through :mod:`.load`, apply through :mod:`.apply`/:mod:`.merge`, :mod:`.verify`).
+(inspect through :mod:`.inspect`, load through :mod:`.load`, apply through :mod:`.apply`/:mod:`.merge`,
+:mod:`.verify`); ``mode='mirror'`` runs :mod:`.mirror` instead.
 """
 
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy

@@ -23,13 +23,14 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
    everything back. Commit.
 
 A failure anywhere leaves the target exactly as it was; a retry starts over and converges.
+
+This module reads the run top-down (:class:`Mirror`); steps 2-3 are :mod:`.mirror_compare`, steps 4-5
+:mod:`.mirror_apply`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,14 +39,19 @@ from typing import Any
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw._driver import sql
-from airflow_provider_fdw.bulkcopy.apply import (
-    catch_up_sequences,
-    check_no_null_key,
-    check_unique,
-    choose_key,
+from airflow_provider_fdw.bulkcopy.apply import choose_key
+from airflow_provider_fdw.bulkcopy.mirror_apply import apply_differences
+from airflow_provider_fdw.bulkcopy.mirror_compare import (
+    Bucketing,
+    Buckets,
+    HashBuckets,
+    RangeBuckets,
+    check_pushdown,
+    checksums,
+    hash_kinds,
 )
 from airflow_provider_fdw.catalog import read_columns
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
 from airflow_provider_fdw.refresh import lock_timeout_setting
@@ -57,12 +63,6 @@ from airflow_provider_fdw.timeouts import (
     DEFAULT_TARGET_LOCK_WAIT,
     with_lock_retries,
 )
-
-LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch its rows
-FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
-SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
-MAX_BITS = 40
-MAX_RANGES = 64  # up to this many key ranges are read through the index, more by one filtered pass
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,6 @@ class MirrorResult:
         return {"mode": "mirror", **asdict(self), "seconds": round(self.seconds, 3)}
 
 
-Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
-
-
 class Mirror:
     """One mirror run of ``plan.source`` (a foreign table) into ``plan.target`` (an existing table).
 
@@ -156,7 +153,6 @@ class Mirror:
         self.new_session = new_session
         self.lock_retries = lock_retries
         self.helper: LocalSession | None = None
-        self._self_referencing = False
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -197,7 +193,6 @@ class Mirror:
 
     def _attempt(self, session: LocalSession) -> None:
         self.result = MirrorResult(str(self.plan.source), str(self.plan.target))
-        self._self_referencing = False
         with session.transaction():
             self._run(session)
 
@@ -249,12 +244,12 @@ class Mirror:
         s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))
         estimate = self._estimate_rows(s, oid)
         if len(key) == 1 and kinds[key[0]] == "int":
-            low, high = s.fetchone("read the key's range", mq.key_range(p.target, key[0], only))
+            low, high = s.fetchrow("read the key's range", mq.key_range(p.target, key[0], only))
             self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
         else:
             self.buckets = HashBuckets(mq.key_hash_expr(key, kinds), estimate)
         if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
-            self._check_pushdown(s, p.source, row_hash)
+            check_pushdown(s, self.buckets, p.source, row_hash)
 
         level = self.buckets.first
         parents: list[int] | None = None
@@ -297,117 +292,28 @@ class Mirror:
         level: int,
         leaves: Buckets,
     ) -> None:
-        p = self.plan
-        buckets = sorted(leaves)
-        within, params = self.buckets.within(buckets, level)
-        staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
-        s.execute(
-            "create mirror staging table", mq.create_staging(staging, p.target, columns, only), quiet=True
+        """Write the differing leaf buckets (see :func:`.mirror_apply.apply_differences`)."""
+        apply_differences(
+            s,
+            self.plan,
+            self.buckets,
+            self.result,
+            oid,
+            only,
+            key,
+            key_is_unique,
+            columns,
+            row_hash,
+            level,
+            leaves,
         )
-        fetched = s.execute(
-            f"fetch the differing rows of {p.source}",
-            mq.fetch_rows(staging, p.source, columns, within),
-            params,
-        ).rowcount
-        self.result.rows_fetched = fetched
-        # The apply joins each side to the other by key: both through an index, never a full scan.
-        s.execute(
-            "index mirror staging table", q.create_index(staging, f"{staging.name}_key", key), quiet=True
-        )
-        s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
-        # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
-        s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
-        check_no_null_key(s, staging, key, f"source rows of {p.source}", "the mirror never matches")
-        check_unique(s, staging, key, str(p.source))
-        if not key_is_unique:
-            check_unique(s, p.target, key, str(p.target), only)
-        self._check_children(s, oid, only, key, staging, within, params)
-        always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
-        image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
-        joins = self._prefer_index_lookups(s) if key_is_unique else {}
-        # With a self-reference, rows re-pointed away from a deleted row are updated first, so its
-        # ON DELETE action finds no row to act on; otherwise deletes first free unique values.
-        update_first = self._self_referencing
-        if update_first:
-            self._update(s, staging, key, columns, only, image_equal)
-        self.result.deleted = s.execute(
-            f"delete vanished rows of {p.target}",
-            mq.delete_vanished(p.target, staging, key, within, only),
-            params,
-        ).rowcount
-        if not update_first:
-            self._update(s, staging, key, columns, only, image_equal)
-        self.result.inserted = s.execute(
-            f"insert new rows of {p.target}",
-            q.diff_insert(p.target, staging, key, columns, only, bool(always & set(columns))),
-        ).rowcount
-        for setting, value in joins.items():
-            s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
-        self.result.unchanged = self.result.rows - self.result.inserted - self.result.updated
-        catch_up_sequences(s, p.target, oid, only)
-        after = self._checksums(s, p.target, only, row_hash, level, buckets, level, "target")
-        wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
-        (total,) = s.fetchone(
-            "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
-        )
-        if total != self.result.rows:  # a foreign key action reached rows outside the changed buckets
-            raise FdwError(
-                f"Mirror check failed: after the apply {p.target} has {total} rows, the source snapshot "
-                f"{self.result.rows} (a foreign key action on the target changed rows the mirror did not "
-                "write). Nothing was committed to the target.",
-                step="verify",
-            )
-        if wrong:
-            raise FdwError(
-                f"Mirror check failed: after the apply, {len(wrong)} key buckets of {p.target} still "
-                f"differ from the source snapshot (first: bucket {wrong[0]}, target {after.get(wrong[0])}, "
-                f"source {leaves[wrong[0]]}); values whose equality is not identity (a non-deterministic "
-                "collation) cannot be mirrored. Nothing was committed to the target.",
-                step="verify",
-            )
-        s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _check_pushdown(self, s: LocalSession, source: QualifiedName, row_hash: sql.Composable) -> None:
-        """Before anything changes: postgres_fdw must run the per-bucket aggregate on the remote."""
-        statement = mq.bucket_checksums(source, False, self.buckets.bucket(self.buckets.first), row_hash)
-        plan = [r[0] for r in s.fetchall("explain mirror checksums", q.explain_verbose(statement))]
-        if not (plan[0].lstrip().startswith("Foreign Scan") and any("Aggregate on" in line for line in plan)):
-            raise FdwConfigError(
-                f"mode='mirror': postgres_fdw would not compute the per-bucket checksums of {source} on the "
-                "remote (a column type or the server's settings prevent aggregate pushdown); mirroring it "
-                "would read every row through the network on every run."
-            )
-
-    def _update(
-        self,
-        s: LocalSession,
-        staging: QualifiedName,
-        key: tuple[str, ...],
-        columns: list[str],
-        only: bool,
-        image_equal: list[str],
-    ) -> None:
-        if any(c not in key or c not in image_equal for c in columns):
-            self.result.updated = s.execute(
-                f"update changed rows of {self.plan.target}",
-                q.diff_update(self.plan.target, staging, key, columns, only, image_equal),
-            ).rowcount
-
-    def _prefer_index_lookups(self, s: LocalSession) -> dict[str, str]:
-        """The few changed rows find their target rows through the key's unique index, not by a hash
-        join over the whole target (the planner cannot know that the staged keys are a small sample)."""
-        saved = {}
-        for setting in ("enable_hashjoin", "enable_mergejoin"):
-            (saved[setting],) = s.fetchone("read planner setting", mq.CURRENT_SETTING_QUERY, (setting,))
-            s.execute("prefer index lookups", q.set_local(setting, "off"), quiet=True)
-        return saved
-
     def _estimate_rows(self, s: LocalSession, oid: int) -> float:
-        (estimate,) = s.fetchone("estimate target rows", mq.ROW_ESTIMATE_QUERY, (oid,))
+        estimate = s.fetchvalue("estimate target rows", mq.ROW_ESTIMATE_QUERY, (oid,))
         if estimate is None or estimate < 0:  # never analyzed: count (an index-only scan when vacuumed)
-            (estimate,) = s.fetchone("count target rows", q.count_rows(self.plan.target))
+            estimate = s.fetchvalue("count target rows", q.count_rows(self.plan.target))
         return float(estimate)
 
     def _both_checksums(
@@ -422,8 +328,12 @@ class Mirror:
         """The source's and the target's checksums of one level (side by side with ``new_session``)."""
         p = self.plan
         if self.new_session is None:
-            src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
-            return src, self._checksums(s, p.target, only, row_hash, level, parents, parent_level, "target")
+            src = checksums(
+                s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
+            )
+            return src, checksums(
+                s, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
+            )
         if self.helper is None:
             self.helper = self.new_session()
         helper = self.helper
@@ -431,206 +341,15 @@ class Mirror:
 
             def target_side() -> Buckets:
                 with helper.transaction():
-                    return self._checksums(
-                        helper, p.target, only, row_hash, level, parents, parent_level, "target"
+                    return checksums(
+                        helper, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
                     )
 
             pending = pool.submit(target_side)
             try:
-                src = self._checksums(s, p.source, False, row_hash, level, parents, parent_level, "source")
+                src = checksums(
+                    s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
+                )
             finally:
                 tgt = pending.result()
         return src, tgt
-
-    def _checksums(
-        self,
-        s: LocalSession,
-        table: QualifiedName,
-        only: bool,
-        row_hash: sql.Composable,
-        level: int,
-        parents: list[int] | None,
-        parent_level: int,
-        side: str,
-    ) -> Buckets:
-        within, params = (None, None) if parents is None else self.buckets.within(parents, parent_level)
-        statement = mq.bucket_checksums(table, only, self.buckets.bucket(level), row_hash, within)
-        rows = s.fetchall(f"checksum {side} buckets", statement, params)
-        return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
-
-    def _check_children(
-        self,
-        s: LocalSession,
-        oid: int,
-        only: bool,
-        key: tuple[str, ...],
-        staging: QualifiedName,
-        within: sql.Composable,
-        params: list[Any] | None,
-    ) -> None:
-        """Fail, naming the constraint, when a row referencing the target would see its parent row
-        deleted or its referenced values changed (its ON DELETE/UPDATE action would fire)."""
-        for conname, schema, table, child_columns, parent_columns in s.fetchall(
-            "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
-        ):
-            child = QualifiedName(schema, table)
-            self._self_referencing = self._self_referencing or child == self.plan.target
-            probe = mq.mirror_orphan_probe(
-                child, child_columns, self.plan.target, parent_columns, staging, key, within, only
-            )
-            twice = None if params is None else params * 2  # a self-reference filters the child rows too
-            orphan = s.fetchone(
-                f"check rows referencing {self.plan.target} through {conname}",
-                probe,
-                twice if child == self.plan.target else params,
-            )
-            if orphan is not None:
-                shown = repr(orphan[0]) if len(orphan) == 1 else repr(tuple(orphan))
-                raise FdwError(
-                    f"Mirroring {self.plan.target} would delete or change the row that rows of {child} "
-                    f"reference through foreign key {conname} ({', '.join(child_columns)}) = {shown}: the "
-                    "source no longer has it. Nothing was changed; delete or re-point those rows first.",
-                    step="check referencing rows",
-                )
-
-
-# -- buckets: which rows are compared together ---------------------------------------------------------
-
-
-class Bucketing:
-    """How rows are grouped at each bisection level (``level`` is the class's own parameter)."""
-
-    first: int
-
-    def step(self, level: int) -> int | None:
-        """The next, finer level; ``None`` at the leaves (then the rows are fetched)."""
-        raise NotImplementedError
-
-    def bucket(self, level: int) -> sql.Composable:
-        raise NotImplementedError
-
-    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
-        """A condition (and its parameters) true for the rows of ``buckets`` only."""
-        raise NotImplementedError
-
-    def describe(self, level: int) -> str:
-        raise NotImplementedError
-
-
-class RangeBuckets(Bucketing):
-    """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
-    keys share a bucket (cheap to group), and a finer level reads its ranges through the key's index."""
-
-    def __init__(self, column: str, low: int | None, high: int | None, rows: float) -> None:
-        self.column = column
-        span = (high - low + 1) if low is not None and high is not None else 0
-        density = rows / span if span else 0.0  # rows per key value
-
-        def shift(per_bucket: int) -> int:
-            if density <= 0:
-                return 62  # an empty target: one bucket, fetched whole
-            return max(0, min(62, int(math.log2(max(per_bucket / density, 1)))))
-
-        self.first = shift(FIRST_LEVEL_ROWS)
-        self.leaf = min(self.first, shift(LEAF_ROWS))
-
-    def step(self, level: int) -> int | None:
-        return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
-
-    def bucket(self, level: int) -> sql.Composable:
-        return sql.SQL("({}::int8 >> {})").format(sql.Identifier(self.column), sql.Literal(level))
-
-    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
-        ranges: list[list[int]] = []
-        for b in sorted(buckets):
-            if ranges and ranges[-1][1] == b - 1:
-                ranges[-1][1] = b
-            else:
-                ranges.append([b, b])
-        if len(ranges) > MAX_RANGES:  # many scattered ranges: one pass with a hashed lookup per row
-            return sql.SQL("({}::int8 >> {}) = ANY(%s::int8[])").format(
-                sql.Identifier(self.column), sql.Literal(level)
-            ), [buckets]
-        col = sql.Identifier(self.column)
-        top = (1 << 63) - 1
-        return (
-            sql.SQL("({})").format(
-                sql.SQL(" OR ").join(
-                    sql.SQL("({} >= {} AND {} <= {})").format(
-                        col,
-                        sql.Literal(max(lo << level, -top - 1)),
-                        col,
-                        sql.Literal(min(((hi + 1) << level) - 1, top)),
-                    )
-                    for lo, hi in ranges
-                )
-            ),
-            None,
-        )
-
-    def describe(self, level: int) -> str:
-        return f"ranges of 2^{level} {self.column} values"
-
-
-class HashBuckets(Bucketing):
-    """Any key: a bucket is the low ``bits`` of a hash of the key (no locality, read by a full scan)."""
-
-    def __init__(self, key_hash: sql.Composable, rows: float) -> None:
-        self.key_hash = key_hash
-        self.first = bits_for(rows, FIRST_LEVEL_ROWS)
-        self.leaf = max(self.first, bits_for(rows, LEAF_ROWS))
-
-    def step(self, level: int) -> int | None:
-        return None if level >= self.leaf else min(self.leaf, level + SPLIT_BITS)
-
-    def bucket(self, level: int) -> sql.Composable:
-        return sql.SQL("({} & {})").format(self.key_hash, sql.Literal((1 << level) - 1))
-
-    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
-        # The hash names the key columns unqualified: used where only the hashed table is in scope.
-        return sql.SQL("({} & {}) = ANY(%s::int8[])").format(self.key_hash, sql.Literal((1 << level) - 1)), [
-            buckets
-        ]
-
-    def describe(self, level: int) -> str:
-        return f"{level} key-hash bits"
-
-
-# -- hashing: which hash each column gets ---------------------------------------------------------------
-
-INTEGERS = ("int2", "int4", "int8", "oid")
-TEXTS = ("text", "varchar", "bpchar")
-BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
-
-
-def hash_kinds(
-    s: LocalSession, source_oid: int, columns: Sequence[str], source: QualifiedName
-) -> dict[str, str]:
-    """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
-    refused, before anything changes (its hash could not run on the remote)."""
-    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (source_oid,))}
-    kinds: dict[str, str] = {}
-    refused: list[str] = []
-    for name in columns:
-        builtin, typname, typlen, send, immutable = info[name]
-        if builtin and typname in INTEGERS:
-            kinds[name] = "int"
-        elif builtin and typname in TEXTS:
-            kinds[name] = "text"
-        elif builtin and typname in ("bool", "numeric", "uuid"):
-            kinds[name] = typname
-        elif builtin and immutable and 0 < typlen <= BYTES_MAX:
-            kinds[name] = f"bytes:{typlen}:{send}"
-        else:
-            refused.append(name)
-    if refused:
-        raise FdwConfigError(
-            f"mode='mirror' cannot checksum columns {refused} of {source} on the remote: it hashes "
-            "integers, text, boolean, numeric, uuid and fixed-length built-in types (timestamps, dates, "
-            "floats, intervals …); leave the others out with columns=, or use mode='replace'."
-        )
-    return kinds
-
-
-def bits_for(rows: float, per_bucket: int) -> int:
-    return max(0, min(MAX_BITS, math.ceil(math.log2(max(rows, 1) / per_bucket)) if rows > per_bucket else 0))

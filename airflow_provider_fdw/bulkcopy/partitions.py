@@ -30,6 +30,7 @@ from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.apply import marker
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
@@ -138,11 +139,11 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
 def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
     """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
     p = copy.plan
-    run = copy._inspect(session)
+    run = inspect_tables(copy, session)
     if p.where:
         parse_where(session.conn, p.source, p.where)
-    copy._choose_path(session, run)
-    run.conditions = copy._conditions(session, run)
+    choose_path(copy, session, run)
+    run.conditions = read_conditions(copy, session, run)
     return run
 
 

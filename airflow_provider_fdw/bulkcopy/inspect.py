@@ -1,0 +1,217 @@
+"""Step 1 of a copy: read the source and the target, check they fit, choose the path, build the filter.
+
+Nothing changes here: every problem is a clear error before the load starts. :func:`inspect_tables`
+starts the run's :class:`.CopyRun`; :func:`choose_path` picks direct COPY or postgres_fdw;
+:func:`read_conditions` builds the user's filter and the watermark bound.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy import watermark
+from airflow_provider_fdw.bulkcopy.direct import plan_direct
+from airflow_provider_fdw.bulkcopy.load import check_split_column
+from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
+from airflow_provider_fdw.bulkcopy.plan import CopyResult
+from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.bulkcopy.verify import Verifier
+from airflow_provider_fdw.catalog import Table, read_table
+from airflow_provider_fdw.compat import DriverError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.session import LocalSession
+
+if TYPE_CHECKING:
+    from airflow_provider_fdw.bulkcopy.engine import BulkCopy
+
+
+def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
+    """Read the source and the target once, check they fit; the run's state starts here."""
+    p = copy.plan
+    with s.transaction():
+        source = read_table(s, p.source, "source_table")
+        if source is None:
+            raise FdwConfigError(
+                f"source_table {p.source} does not exist in the local database "
+                "(import it with ImportForeignSchemaOperator first)."
+            )
+        target = read_table(s, p.target, "target", generated=True)
+        if target is not None and not target.relation.is_table:
+            raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+    columns = list(p.columns or source.columns)
+    unknown = [c for c in columns if c not in source.columns]
+    if unknown:
+        raise FdwConfigError(f"columns {unknown} do not exist in {p.source}; it has {list(source.columns)}.")
+    for what, names in (
+        ("key_columns", p.key_columns or ()),
+        ("watermark_column", [p.watermark_column] if p.watermark_column else []),
+        ("split_column", [p.split_column] if p.split_column else []),
+    ):
+        missing = [c for c in names if c not in source.columns]
+        if missing:
+            raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
+    if target is not None:
+        check_target_columns(copy, source, target, columns)
+    result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
+    return CopyRun(source, target, columns, result, Verifier(p.verify, copy.log))
+
+
+def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:
+    p = copy.plan
+    problems = []
+    for name in columns:
+        if name not in target.columns:
+            problems.append(f"{name} is missing in the target")
+        elif name in target.generated:
+            problems.append(
+                f"{name} is a generated column of the target (computed from the others): leave it out "
+                "of columns="
+            )
+        elif target.columns[name].type_sql != source.columns[name].type_sql:
+            problems.append(
+                f"{name} is {source.columns[name].type_sql} in the source but "
+                f"{target.columns[name].type_sql} in the target"
+            )
+    if p.mode == "replace":
+        # generated columns are recomputed by the target
+        extra = [n for n in target.columns if n not in columns and n not in target.generated]
+        if extra:
+            problems.append(f"the target has columns the copy does not fill: {extra}")
+    if problems:
+        raise FdwConfigError(f"Columns of {p.source} and {p.target} do not match: {'; '.join(problems)}.")
+
+
+def choose_path(copy: BulkCopy, s: LocalSession, run: CopyRun) -> None:
+    """Direct COPY or postgres_fdw (see :func:`.plan_direct`), said in the log when it matters."""
+    p = copy.plan
+    run.direct = plan_direct(
+        s, p, run.source, run.columns, copy.remote_connect, copy.remote_identity, copy.log
+    )
+    run.result.path = "direct" if run.direct else "fdw"
+    if p.verify == "checksum" and run.direct is not None and not run.direct.binary:
+        # The checksum hashes binary values: equal only when the remote types are the declared ones.
+        reason = (
+            "verify='checksum' on the direct path needs every copied column's remote type to be its "
+            f"declared type (binary COPY); {p.source} is read as text"
+        )
+        if p.transport == "copy":
+            raise FdwConfigError(f"{reason}: use verify='count', or transport='fdw' to checksum.")
+        copy.log.info("%s: copying through postgres_fdw instead.", reason)
+        run.direct, run.result.path = None, "fdw"
+    if run.direct is None and p.parallelism > 1:
+        check_split_column(copy, run)  # before anything changes: ctid ranges need the direct path
+        copy.log.info(
+            "Parallel copy through postgres_fdw: each of the %d ranges reads in its own remote "
+            "transaction, so rows changed on the source meanwhile may be seen by one range and not "
+            "another (transport='copy' reads every range in one snapshot).",
+            p.parallelism,
+        )
+
+
+def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
+    """The user's filter and, for append/upsert, the watermark bound read from the target.
+
+    Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
+    (``null_watermark_rows`` in the summary); upsert also copies them (matched on the key, unchanged
+    ones are not rewritten), append warns (copying them again would duplicate them).
+    """
+    p = copy.plan
+    conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
+    if p.mode == "replace" or not p.watermark_column:
+        return conditions
+    overlap = p.overlap if p.mode == "upsert" else None
+    if run.target is not None:
+        type_sql = run.source.columns[p.watermark_column].type_sql  # the target's too (checked)
+        with s.transaction():
+            # Subtract the overlap here: the remote then gets a constant bound it can push down
+            # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
+            run.start = watermark.read_bound(
+                s, p.target, run.target.oid, p.watermark_column, type_sql, overlap
+            )
+            if run.start is None:  # no record (first incremental run, replaced target): max()
+                check_finite_watermark(s, p.target, p.watermark_column)
+                run.start = watermark.read_target_bound(s, p.target, p.watermark_column, overlap)
+                copy.log.info(
+                    "No recorded watermark for %s: read max(%s) from it", p.target, p.watermark_column
+                )
+    bound = run.start.bound if run.start else None
+    nulls, index_row = read_source_side(copy, s, run, conditions)
+    remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
+    advice = watermark.index_advice(run.source.remote or p.source, remote_column, index_row)
+    if advice is not None:
+        copy.log.warning(
+            "%s: no index on the source serves the watermark filter on %s, so every run reads the "
+            "whole table there. On the source database, run: %s;",
+            p.source,
+            p.watermark_column,
+            s.render(advice),
+        )
+    run.result.details["previous_watermark"] = bound
+    run.result.details["null_watermark_rows"] = nulls
+    if bound is not None:
+        bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+        if p.mode == "upsert":
+            bounded = q.or_null(bounded, p.watermark_column)
+        elif nulls:
+            copy.log.warning(
+                "%d rows of %s have a NULL %s: append copies them only on its first run "
+                "(use mode='upsert' with key_columns to copy them by key).",
+                nulls,
+                p.source,
+                p.watermark_column,
+            )
+        conditions.append(bounded)
+        copy.log.info(
+            "Copying rows with %s %s %s%s",
+            p.watermark_column,
+            ">=" if p.mode == "upsert" else ">",
+            bound,
+            f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
+        )
+    return conditions
+
+
+def read_source_side(
+    copy: BulkCopy, s: LocalSession, run: CopyRun, conditions: list[Any]
+) -> tuple[int, tuple[Any, ...] | None]:
+    """Source rows (matching ``where``) whose watermark is NULL, counted where the rows are read;
+    and (relkind, whether an index leads with the watermark column) of the remote table."""
+    p = copy.plan
+    assert p.watermark_column is not None
+    remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
+    if run.direct is None:
+        with s.transaction():
+            statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
+            nulls = int(s.fetchvalue("count NULL watermarks", statement))
+        if not run.source.is_foreign or run.source.remote is None or run.source.server_name is None:
+            return nulls, None
+        try:
+            for statement in watermark.create_index_probes(run.source.server_name):
+                s.execute("read remote indexes", statement, quiet=True)
+            row = s.fetchone(
+                "read remote indexes",
+                watermark.index_probe_query(through_fdw=True),
+                (remote_column, *run.source.remote),
+            )
+        except FdwError as exc:  # only advice: the copy goes on without it
+            copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
+            row = None
+        finally:
+            s.rollback()  # the probe tables were created in this transaction: gone with it
+        return nulls, row
+    assert copy.remote_connect is not None and run.source.remote is not None
+    # The direct path needs no user mapping: count over the direct connection too (same names).
+    remote = copy.remote_connect(client_encoding=run.direct.client_encoding)
+    try:
+        with remote.cursor() as cur:
+            cur.execute(q.null_watermark_count(run.source.remote, p.watermark_column, conditions))
+            row = cur.fetchone()
+            if row is None:
+                raise FdwError("count NULL watermarks on the remote: no row returned.", step="count")
+            cur.execute(watermark.index_probe_query(through_fdw=False), (remote_column, *run.source.remote))
+            return int(row[0]), cur.fetchone()
+    except DriverError as exc:
+        raise s.error("count NULL watermarks on the remote", exc) from None
+    finally:
+        remote.close()

@@ -1,0 +1,169 @@
+"""Mirror mode's apply: write the differing buckets' rows, then check the changed buckets again.
+
+The source rows of the differing leaf buckets are fetched into a temporary table; the target rows of
+those buckets whose key vanished are deleted, the rows whose values differ updated and the new keys
+inserted (as the replace's in-place apply). A row of another table referencing a row the mirror would
+delete or re-key fails the run before any change (:func:`check_children`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key, check_unique
+from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.sql import mirror as mq
+
+if TYPE_CHECKING:
+    from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan, MirrorResult
+
+
+def apply_differences(
+    s: LocalSession,
+    p: MirrorPlan,
+    bucketing: Bucketing,
+    result: MirrorResult,
+    oid: int,
+    only: bool,
+    key: tuple[str, ...],
+    key_is_unique: bool,
+    columns: list[str],
+    row_hash: sql.Composable,
+    level: int,
+    leaves: Buckets,
+) -> None:
+    """Make the ``leaves`` buckets of ``p.target`` equal to the source's; fills ``result``'s counts."""
+    buckets = sorted(leaves)
+    within, params = bucketing.within(buckets, level)
+    staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
+    s.execute("create mirror staging table", mq.create_staging(staging, p.target, columns, only), quiet=True)
+    fetched = s.execute(
+        f"fetch the differing rows of {p.source}",
+        mq.fetch_rows(staging, p.source, columns, within),
+        params,
+    ).rowcount
+    result.rows_fetched = fetched
+    # The apply joins each side to the other by key: both through an index, never a full scan.
+    s.execute("index mirror staging table", q.create_index(staging, f"{staging.name}_key", key), quiet=True)
+    s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
+    # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
+    s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
+    check_no_null_key(s, staging, key, f"source rows of {p.source}", "the mirror never matches")
+    check_unique(s, staging, key, str(p.source))
+    if not key_is_unique:
+        check_unique(s, p.target, key, str(p.target), only)
+    self_referencing = check_children(s, p.target, oid, only, key, staging, within, params)
+    always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
+    image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
+    joins = prefer_index_lookups(s) if key_is_unique else {}
+    # With a self-reference, rows re-pointed away from a deleted row are updated first, so its
+    # ON DELETE action finds no row to act on; otherwise deletes first free unique values.
+    if self_referencing:
+        result.updated = update_changed(s, p.target, staging, key, columns, only, image_equal)
+    result.deleted = s.execute(
+        f"delete vanished rows of {p.target}",
+        mq.delete_vanished(p.target, staging, key, within, only),
+        params,
+    ).rowcount
+    if not self_referencing:
+        result.updated = update_changed(s, p.target, staging, key, columns, only, image_equal)
+    result.inserted = s.execute(
+        f"insert new rows of {p.target}",
+        q.diff_insert(p.target, staging, key, columns, only, bool(always & set(columns))),
+    ).rowcount
+    for setting, value in joins.items():
+        s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
+    result.unchanged = result.rows - result.inserted - result.updated
+    catch_up_sequences(s, p.target, oid, only)
+    after = checksums(s, bucketing, p.target, only, row_hash, level, buckets, level, "target")
+    wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
+    total = s.fetchvalue("count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target))
+    if total != result.rows:  # a foreign key action reached rows outside the changed buckets
+        raise FdwError(
+            f"Mirror check failed: after the apply {p.target} has {total} rows, the source snapshot "
+            f"{result.rows} (a foreign key action on the target changed rows the mirror did not "
+            "write). Nothing was committed to the target.",
+            step="verify",
+        )
+    if wrong:
+        raise FdwError(
+            f"Mirror check failed: after the apply, {len(wrong)} key buckets of {p.target} still "
+            f"differ from the source snapshot (first: bucket {wrong[0]}, target {after.get(wrong[0])}, "
+            f"source {leaves[wrong[0]]}); values whose equality is not identity (a non-deterministic "
+            "collation) cannot be mirrored. Nothing was committed to the target.",
+            step="verify",
+        )
+    s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
+
+
+def update_changed(
+    s: LocalSession,
+    target: QualifiedName,
+    staging: QualifiedName,
+    key: tuple[str, ...],
+    columns: list[str],
+    only: bool,
+    image_equal: list[str],
+) -> int:
+    """Update the target rows whose values differ from the staged ones; the number of rows updated."""
+    if all(c in key and c in image_equal for c in columns):
+        return 0  # every column is a key compared by identity: a matched row cannot differ
+    return s.execute(
+        f"update changed rows of {target}",
+        q.diff_update(target, staging, key, columns, only, image_equal),
+    ).rowcount
+
+
+def prefer_index_lookups(s: LocalSession) -> dict[str, str]:
+    """The few changed rows find their target rows through the key's unique index, not by a hash
+    join over the whole target (the planner cannot know that the staged keys are a small sample)."""
+    saved = {}
+    for setting in ("enable_hashjoin", "enable_mergejoin"):
+        saved[setting] = s.fetchvalue("read planner setting", mq.CURRENT_SETTING_QUERY, (setting,))
+        s.execute("prefer index lookups", q.set_local(setting, "off"), quiet=True)
+    return saved
+
+
+def check_children(
+    s: LocalSession,
+    target: QualifiedName,
+    oid: int,
+    only: bool,
+    key: tuple[str, ...],
+    staging: QualifiedName,
+    within: sql.Composable,
+    params: list[Any] | None,
+) -> bool:
+    """Fail, naming the constraint, when a row referencing the target would see its parent row
+    deleted or its referenced values changed (its ON DELETE/UPDATE action would fire). True when the
+    target references itself."""
+    self_referencing = False
+    for conname, schema, table, child_columns, parent_columns in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    ):
+        child = QualifiedName(schema, table)
+        self_referencing = self_referencing or child == target
+        probe = mq.mirror_orphan_probe(
+            child, child_columns, target, parent_columns, staging, key, within, only
+        )
+        twice = None if params is None else params * 2  # a self-reference filters the child rows too
+        orphan = s.fetchone(
+            f"check rows referencing {target} through {conname}",
+            probe,
+            twice if child == target else params,
+        )
+        if orphan is not None:
+            shown = repr(orphan[0]) if len(orphan) == 1 else repr(tuple(orphan))
+            raise FdwError(
+                f"Mirroring {target} would delete or change the row that rows of {child} "
+                f"reference through foreign key {conname} ({', '.join(child_columns)}) = {shown}: the "
+                "source no longer has it. Nothing was changed; delete or re-point those rows first.",
+                step="check referencing rows",
+            )
+    return self_referencing

@@ -1,0 +1,204 @@
+"""Mirror mode's comparison: per-bucket checksums of both sides, bisected until the differing rows are few.
+
+Every row falls into a bucket (:class:`RangeBuckets` for a single integer key, :class:`HashBuckets` for
+any other); per bucket both sides compute ``count(*)`` and ``sum(row hash)`` (:func:`checksums`), the
+source's on the remote (:func:`check_pushdown`). Each column's hash is chosen by :func:`hash_kinds`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.sql import mirror as mq
+
+LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch its rows
+FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
+SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
+MAX_BITS = 40
+MAX_RANGES = 64  # up to this many key ranges are read through the index, more by one filtered pass
+
+Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
+
+
+# -- checksums: one level of the comparison ------------------------------------------------------------
+
+
+def checksums(
+    s: LocalSession,
+    buckets: Bucketing,
+    table: QualifiedName,
+    only: bool,
+    row_hash: sql.Composable,
+    level: int,
+    parents: list[int] | None,
+    parent_level: int,
+    side: str,
+) -> Buckets:
+    """Rows and summed row hashes per bucket of ``level`` (within the ``parents`` buckets when given)."""
+    within, params = (None, None) if parents is None else buckets.within(parents, parent_level)
+    statement = mq.bucket_checksums(table, only, buckets.bucket(level), row_hash, within)
+    rows = s.fetchall(f"checksum {side} buckets", statement, params)
+    return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
+
+
+def check_pushdown(
+    s: LocalSession, buckets: Bucketing, source: QualifiedName, row_hash: sql.Composable
+) -> None:
+    """Before anything changes: postgres_fdw must run the per-bucket aggregate on the remote."""
+    statement = mq.bucket_checksums(source, False, buckets.bucket(buckets.first), row_hash)
+    plan = [r[0] for r in s.fetchall("explain mirror checksums", q.explain_verbose(statement))]
+    if not (plan[0].lstrip().startswith("Foreign Scan") and any("Aggregate on" in line for line in plan)):
+        raise FdwConfigError(
+            f"mode='mirror': postgres_fdw would not compute the per-bucket checksums of {source} on the "
+            "remote (a column type or the server's settings prevent aggregate pushdown); mirroring it "
+            "would read every row through the network on every run."
+        )
+
+
+# -- buckets: which rows are compared together ---------------------------------------------------------
+
+
+class Bucketing:
+    """How rows are grouped at each bisection level (``level`` is the class's own parameter)."""
+
+    first: int
+
+    def step(self, level: int) -> int | None:
+        """The next, finer level; ``None`` at the leaves (then the rows are fetched)."""
+        raise NotImplementedError
+
+    def bucket(self, level: int) -> sql.Composable:
+        raise NotImplementedError
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        """A condition (and its parameters) true for the rows of ``buckets`` only."""
+        raise NotImplementedError
+
+    def describe(self, level: int) -> str:
+        raise NotImplementedError
+
+
+class RangeBuckets(Bucketing):
+    """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
+    keys share a bucket (cheap to group), and a finer level reads its ranges through the key's index."""
+
+    def __init__(self, column: str, low: int | None, high: int | None, rows: float) -> None:
+        self.column = column
+        span = (high - low + 1) if low is not None and high is not None else 0
+        density = rows / span if span else 0.0  # rows per key value
+
+        def shift(per_bucket: int) -> int:
+            if density <= 0:
+                return 62  # an empty target: one bucket, fetched whole
+            return max(0, min(62, int(math.log2(max(per_bucket / density, 1)))))
+
+        self.first = shift(FIRST_LEVEL_ROWS)
+        self.leaf = min(self.first, shift(LEAF_ROWS))
+
+    def step(self, level: int) -> int | None:
+        return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
+
+    def bucket(self, level: int) -> sql.Composable:
+        return sql.SQL("({}::int8 >> {})").format(sql.Identifier(self.column), sql.Literal(level))
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        ranges: list[list[int]] = []
+        for b in sorted(buckets):
+            if ranges and ranges[-1][1] == b - 1:
+                ranges[-1][1] = b
+            else:
+                ranges.append([b, b])
+        if len(ranges) > MAX_RANGES:  # many scattered ranges: one pass with a hashed lookup per row
+            return sql.SQL("({}::int8 >> {}) = ANY(%s::int8[])").format(
+                sql.Identifier(self.column), sql.Literal(level)
+            ), [buckets]
+        col = sql.Identifier(self.column)
+        top = (1 << 63) - 1
+        return (
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(
+                    sql.SQL("({} >= {} AND {} <= {})").format(
+                        col,
+                        sql.Literal(max(lo << level, -top - 1)),
+                        col,
+                        sql.Literal(min(((hi + 1) << level) - 1, top)),
+                    )
+                    for lo, hi in ranges
+                )
+            ),
+            None,
+        )
+
+    def describe(self, level: int) -> str:
+        return f"ranges of 2^{level} {self.column} values"
+
+
+class HashBuckets(Bucketing):
+    """Any key: a bucket is the low ``bits`` of a hash of the key (no locality, read by a full scan)."""
+
+    def __init__(self, key_hash: sql.Composable, rows: float) -> None:
+        self.key_hash = key_hash
+        self.first = bits_for(rows, FIRST_LEVEL_ROWS)
+        self.leaf = max(self.first, bits_for(rows, LEAF_ROWS))
+
+    def step(self, level: int) -> int | None:
+        return None if level >= self.leaf else min(self.leaf, level + SPLIT_BITS)
+
+    def bucket(self, level: int) -> sql.Composable:
+        return sql.SQL("({} & {})").format(self.key_hash, sql.Literal((1 << level) - 1))
+
+    def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
+        # The hash names the key columns unqualified: used where only the hashed table is in scope.
+        return sql.SQL("({} & {}) = ANY(%s::int8[])").format(self.key_hash, sql.Literal((1 << level) - 1)), [
+            buckets
+        ]
+
+    def describe(self, level: int) -> str:
+        return f"{level} key-hash bits"
+
+
+# -- hashing: which hash each column gets ---------------------------------------------------------------
+
+INTEGERS = ("int2", "int4", "int8", "oid")
+TEXTS = ("text", "varchar", "bpchar")
+BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
+
+
+def hash_kinds(
+    s: LocalSession, source_oid: int, columns: Sequence[str], source: QualifiedName
+) -> dict[str, str]:
+    """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
+    refused, before anything changes (its hash could not run on the remote)."""
+    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (source_oid,))}
+    kinds: dict[str, str] = {}
+    refused: list[str] = []
+    for name in columns:
+        builtin, typname, typlen, send, immutable = info[name]
+        if builtin and typname in INTEGERS:
+            kinds[name] = "int"
+        elif builtin and typname in TEXTS:
+            kinds[name] = "text"
+        elif builtin and typname in ("bool", "numeric", "uuid"):
+            kinds[name] = typname
+        elif builtin and immutable and 0 < typlen <= BYTES_MAX:
+            kinds[name] = f"bytes:{typlen}:{send}"
+        else:
+            refused.append(name)
+    if refused:
+        raise FdwConfigError(
+            f"mode='mirror' cannot checksum columns {refused} of {source} on the remote: it hashes "
+            "integers, text, boolean, numeric, uuid and fixed-length built-in types (timestamps, dates, "
+            "floats, intervals …); leave the others out with columns=, or use mode='replace'."
+        )
+    return kinds
+
+
+def bits_for(rows: float, per_bucket: int) -> int:
+    return max(0, min(MAX_BITS, math.ceil(math.log2(max(rows, 1) / per_bucket)) if rows > per_bucket else 0))
