@@ -13,8 +13,7 @@ from typing import Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from airflow_provider_fdw import servers
-from airflow_provider_fdw import sql as q
+from airflow_provider_fdw import foreign_tables, servers
 from airflow_provider_fdw.backfill import BackfillPlan, backfill
 from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, endpoint
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
@@ -32,7 +31,6 @@ from airflow_provider_fdw.exceptions import (
 from airflow_provider_fdw.hooks.mysql_fdw import MySqlFdwHook, MySqlRemote
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.lineage import report_hook_lineage
-from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -228,26 +226,12 @@ class FdwHook(PostgresHook):
 
     def analyze_tables(self, tables: Sequence[QualifiedName]) -> None:
         """``ANALYZE`` each table (for foreign tables postgres_fdw samples the remote table)."""
-        s = self.session
-        for table in tables:
-            with s.transaction():
-                s.execute(f"analyze {table}", q.analyze(table))
+        foreign_tables.analyze_tables(self.session, tables)
 
     def list_foreign_tables(self, local_schema: str) -> list[dict[str, str]]:
         """Foreign tables in ``local_schema``: name, server, remote schema and remote table."""
         check_identifier(local_schema, "local_schema")
-        s = self.session
-        with s.transaction():
-            rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
-        return [
-            {
-                "table": name,
-                "server": server,
-                "remote_schema": rschema or local_schema,
-                "remote_table": rtable or name,
-            }
-            for name, server, rschema, rtable in rows
-        ]
+        return foreign_tables.list_foreign_tables(self.session, local_schema)
 
     # -- materialized views ------------------------------------------------------------------
 
@@ -374,21 +358,7 @@ class FdwHook(PostgresHook):
         cols = check_identifiers(columns, "columns") or []
         if key_column not in cols:
             cols = [key_column, *cols]
-        s = self.session
-        with s.transaction():
-            # Overlapping runs take turns: each then sees the other's rows (remote snapshot taken after).
-            lock_object(s, "foreign table write", str(remote))
-            s.execute(
-                f"delete replaced rows of {remote}",
-                q.sql.SQL("DELETE FROM {} WHERE {} = ANY (ARRAY(SELECT {} FROM {}))").format(
-                    q.sql.Identifier(*remote),
-                    q.sql.Identifier(key_column),
-                    q.sql.Identifier(key_column),
-                    q.sql.Identifier(*local),
-                ),
-            )
-            cur = s.execute(f"write {remote}", q.insert_select(remote, cols, local))
-            return cur.rowcount
+        return foreign_tables.copy_to_foreign_table(self.session, local, remote, key_column, cols)
 
     # -- remote reachability -----------------------------------------------------------------
 
