@@ -1,4 +1,7 @@
-"""Old name of :mod:`airflow_provider_fdw.compat`, kept while modules switch their imports to it."""
+"""Old name of :mod:`airflow_provider_fdw.compat`.
+
+Only bulkcopy/mirror.py (being split on another branch) still imports it: delete it after that merge.
+"""
 
 from __future__ import annotations
 
