@@ -55,7 +55,7 @@ class FileTablePlan:
 def plan_file_table(
     server_name: str,
     table: str,
-    columns: Mapping[str, str] | Sequence[tuple[str, str]],
+    columns: Mapping[str, str] | Sequence[Sequence[str]],
     options: Mapping[str, Any],
 ) -> FileTablePlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
@@ -94,7 +94,7 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
     table = plan.table
     with s.transaction():
         for type_sql in {t for _, t in plan.columns}:
-            if not s.fetchone("check column type", TYPE_QUERY, (type_sql,))[0]:
+            if not s.fetchvalue("check column type", TYPE_QUERY, (type_sql,)):
                 raise FdwConfigError(f"type {type_sql!r} does not exist in the local database.")
         changed = _ensure_server(s, plan.server_name)
         create_schema(s, table.schema)
@@ -156,7 +156,7 @@ def _same_definition(s: LocalSession, plan: FileTablePlan, current_options: dict
     name = bounded_name("fdw_file", plan.table.name)
     s.execute("create scratch table", _create_statement(plan, QualifiedName("pg_temp", name)), quiet=True)
     # The session's temporary schema exists now; its real name (pg_temp_N) is what the catalog shows.
-    scratch = QualifiedName(s.fetchone("temp schema", TEMP_SCHEMA_QUERY)[0], name)
+    scratch = QualifiedName(s.fetchvalue("temp schema", TEMP_SCHEMA_QUERY), name)
     wanted = [(name, col.type_sql) for name, col in read_columns(s, scratch).items()]
     s.execute(
         "drop scratch table",

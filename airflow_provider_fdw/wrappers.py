@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.connection import FDW_SERVER_OPTIONS, LIBPQ_SERVER_OPTIONS
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.validation import RULES, boolean, choice, integer, text

@@ -40,7 +40,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 # The test harness (fdw_testing) lives in the repository, outside the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
 from fdw_testing.sample_data import (
     READER,

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bulk_copy import machine
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
 from fdw_testing.sample_data import (
     READER,

@@ -151,7 +151,7 @@ class Pair:
 
 def connect(conninfo: dict, autocommit: bool = True) -> Any:
     """A connection of the driver PostgresHook uses, so statements composed with our ``sql`` render."""
-    from airflow_provider_fdw._driver import USE_PSYCOPG3
+    from airflow_provider_fdw.compat import USE_PSYCOPG3
 
     if USE_PSYCOPG3:
         import psycopg

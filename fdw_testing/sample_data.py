@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Cluster, Pair
 
 SOURCE_DB = "production"

@@ -17,7 +17,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 # The test harness (fdw_testing) lives in the repository, outside the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from airflow_provider_fdw._driver import sql  # noqa: E402
+from airflow_provider_fdw.compat import sql  # noqa: E402
 from fdw_testing.pgcluster import Cluster, create_standby, local_pair  # noqa: E402
 from fdw_testing.sample_data import (  # noqa: E402
     SOURCE_DB,

@@ -33,7 +33,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # saved by one must decrypt in the others.
 os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())
 
-from airflow_provider_fdw._driver import sql  # noqa: E402
+from airflow_provider_fdw.compat import sql  # noqa: E402
 from fdw_testing.mariadb import MariaDB, mariadb_server  # noqa: E402
 from fdw_testing.pgcluster import (  # noqa: E402
     Cluster,

@@ -9,9 +9,9 @@ import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB
 
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.connection import remote_server_from_connection
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.fdw import parse_options
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 from fdw_testing.pgcluster import free_port
 

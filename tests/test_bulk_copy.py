@@ -9,8 +9,8 @@ import uuid
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator

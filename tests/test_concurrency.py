@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, postgres_connection
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator, EmbeddingBackfillOperator
 from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator

@@ -16,9 +16,9 @@ import uuid
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.bulkcopy.apply import marker
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.names import parse_qualified_name
@@ -213,7 +213,7 @@ WHERE_FLOW = textwrap.dedent(
     import json, sys
     if sys.argv[1] == "psycopg2":
         sys.modules["psycopg"] = None  # as on an install without psycopg 3: PostgresHook uses psycopg2
-    from airflow_provider_fdw._driver import USE_PSYCOPG3
+    from airflow_provider_fdw.compat import USE_PSYCOPG3
     from airflow_provider_fdw.exceptions import FdwConfigError
     from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook

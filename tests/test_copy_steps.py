@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.bulkcopy.steps import STEPS
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "steps_src"

@@ -15,8 +15,8 @@ import uuid
 import pytest
 from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, ident, local
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 

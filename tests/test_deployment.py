@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import READER_PASSWORD, REPO, SOURCE_DB, fdw_connection, postgres_connection
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.deployment import Deployment, DeploymentError, RedisServer, _q
 from fdw_testing.pgcluster import (
     DEFAULT_PASSWORD,

@@ -14,7 +14,7 @@ PSYCOPG2_FLOW = textwrap.dedent(
     """
     import json, sys
     sys.modules["psycopg"] = None  # as on an install without psycopg 3: PostgresHook uses psycopg2
-    from airflow_provider_fdw._driver import USE_PSYCOPG3, sql
+    from airflow_provider_fdw.compat import USE_PSYCOPG3, sql
     from airflow_provider_fdw.hooks.fdw import FdwHook
     server, schema = sys.argv[1], sys.argv[2]
     with FdwHook(fdw_conn_id="fdw_source") as hook:

@@ -13,12 +13,12 @@ import uuid
 import pytest
 from conftest import TARGET_DB, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.backfill import (
     SentenceTransformerEmbedder,
     SqlFunctionEmbedder,
     plan_backfill,
 )
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.embedding import EmbeddingBackfillOperator

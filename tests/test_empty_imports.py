@@ -8,7 +8,7 @@ import uuid
 import pytest
 from conftest import READER, SOURCE_DB
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator

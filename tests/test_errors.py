@@ -9,8 +9,8 @@ import time
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy, server_message
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.timeouts import run_bounded

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import local
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.operators.files import CreateFileForeignTableOperator
 from fdw_testing.pgcluster import Pair

@@ -8,9 +8,10 @@ import time
 import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connection, ident
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.fdw import FdwHook, parse_options
+from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.timeouts import network_defaults
 from fdw_testing.pgcluster import free_port

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SOURCE_DB, TARGET_DB, ident
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from fdw_testing.dagrun import run_dag

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SOURCE_DB, postgres_connection
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import create_standby
 
 LOCAL_ROLE = "etl_lp"

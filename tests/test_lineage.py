@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SOURCE_DB, ident, postgres_connection
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 
 DAG_FILE = textwrap.dedent(
     """

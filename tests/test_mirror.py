@@ -9,10 +9,10 @@ import uuid
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import mirror as m
 from airflow_provider_fdw.bulkcopy import mirror_compare
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.sql import mirror as mq

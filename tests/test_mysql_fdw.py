@@ -7,7 +7,7 @@ import uuid
 import pytest
 from conftest import TARGET_DB, ident, local
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.mariadb import MariaDB, quote_name, quote_string
 from fdw_testing.pgcluster import Pair
 

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from conftest import local
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from fdw_testing.mariadb import MariaDB
 from fdw_testing.pgcluster import Pair
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connection, ident
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator

@@ -23,7 +23,7 @@ from conftest import REPO, postgres_connection
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 
 # Run with the repo importable (PYTHONPATH) but nothing of Airflow imported before the statement.
 FRESH = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}

@@ -11,8 +11,8 @@ import uuid
 import pytest
 from conftest import READER, SOURCE_DB, ident, postgres_connection
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.backfill import SentenceTransformerEmbedder, plan_backfill
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import READER, REPO, SOURCE_DB, ident
 
 from airflow_provider_fdw import progress as progress_module
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 ROWS = 300_000

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, postgres_connection
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.replication import LagSpec
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor

@@ -17,8 +17,8 @@ from urllib.parse import quote
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import PsqlRelay, plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.dagrun import run_dag

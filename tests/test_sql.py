@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import USE_PSYCOPG3
+from airflow_provider_fdw.compat import USE_PSYCOPG3
 from airflow_provider_fdw.names import QualifiedName
 
 

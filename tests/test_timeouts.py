@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
 
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.copy import BulkCopyOperator

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TARGET_DB, local
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.wrappers import FILE_FDW, MYSQL_FDW, POSTGRES_FDW, WRAPPERS, wrapper
 from fdw_testing.mariadb import MariaDB

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_fdw._driver import DriverError, sql
+from airflow_provider_fdw.compat import DriverError, sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.session import describe
 

@@ -38,7 +38,6 @@ from typing import Any
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy.apply import choose_key
 from airflow_provider_fdw.bulkcopy.mirror_apply import apply_differences
 from airflow_provider_fdw.bulkcopy.mirror_compare import (
@@ -51,6 +50,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_kinds,
 )
 from airflow_provider_fdw.catalog import read_columns
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
@@ -127,7 +127,8 @@ class MirrorResult:
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": "mirror", **asdict(self), "seconds": round(self.seconds, 3)}
+        # "path": it reads the source through postgres_fdw, like a copy on the FDW path
+        return {"mode": "mirror", "path": "fdw", **asdict(self), "seconds": round(self.seconds, 3)}
 
 
 class Mirror:

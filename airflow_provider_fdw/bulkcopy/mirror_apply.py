@@ -12,9 +12,9 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import sql
 from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key, check_unique
 from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession

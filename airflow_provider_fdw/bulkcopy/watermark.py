@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_fdw._driver import sql
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession

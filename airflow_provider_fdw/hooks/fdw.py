@@ -6,39 +6,31 @@ The hook of the ``postgres_fdw`` connection type itself (form, Test button) is
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from airflow_provider_fdw import sql as q
+from airflow_provider_fdw import foreign_tables, servers
 from airflow_provider_fdw.backfill import BackfillPlan, backfill
-from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, PsqlRelay, endpoint
+from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, endpoint
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
-from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope, application_name, application_prefix
-from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.bulkcopy.wiring import copy_engine
+from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope
 from airflow_provider_fdw.compat import DriverError, error_fields, server_version
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
     RemoteServer,
-    render_option_value,
-    validate_server_options,
 )
 from airflow_provider_fdw.exceptions import (
-    DEPENDENT_OBJECTS_STILL_EXIST,
-    INSUFFICIENT_PRIVILEGE,
     FdwConfigError,
     FdwError,
 )
 from airflow_provider_fdw.hooks.mysql_fdw import MySqlFdwHook, MySqlRemote
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
 from airflow_provider_fdw.lineage import report_hook_lineage
-from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import (
     QualifiedName,
     check_identifier,
@@ -49,16 +41,14 @@ from airflow_provider_fdw.names import (
 from airflow_provider_fdw.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.refresh import MatviewPlan, plan_refresh, refresh_views
 from airflow_provider_fdw.reimport import ImportPlan, import_schema, plan_import
-from airflow_provider_fdw.secrets import execute_with_secret
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_LOCK_RETRIES,
     DEFAULT_TARGET_LOCK_WAIT,
-    network_defaults,
     with_network_defaults,
 )
-from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, Wrapper, reads_postgres, source_wrapper
+from airflow_provider_fdw.wrappers import MYSQL_FDW, POSTGRES_FDW, Wrapper
 
 
 class FdwHook(PostgresHook):
@@ -166,53 +156,13 @@ class FdwHook(PostgresHook):
 
     def ensure_extension(self) -> bool:
         """``CREATE EXTENSION IF NOT EXISTS`` the wrapper's extension; True when it was created now."""
-        s = self.session
-        name = self.wrapper.extension
-        with s.transaction():
-            self._lock(s, "extension", name)  # IF NOT EXISTS alone races between sessions
-            installed, available = s.fetchone(
-                "check extension", q.EXTENSION_AVAILABLE_QUERY, (name, name)
-            ) or (
-                None,
-                False,
-            )
-            if installed:
-                return False
-            if not available:
-                raise FdwError(
-                    f"{name} is not available on the local PostgreSQL server: install it on that host "
-                    f"(Debian: {self.wrapper.debian_package}).",
-                    step="ensure extension",
-                )
-            try:
-                s.execute("ensure extension", q.create_extension(name))
-            except FdwError as exc:
-                if exc.sqlstate == INSUFFICIENT_PRIVILEGE:
-                    raise FdwError(
-                        f"The local role may not create extension {name} ({exc}). Ask a superuser "
-                        f"to run CREATE EXTENSION {name} and GRANT USAGE ON FOREIGN DATA WRAPPER "
-                        f"{name} TO your role.",
-                        step="ensure extension",
-                        sqlstate=exc.sqlstate,
-                    ) from None
-                raise
-        return True
+        return servers.ensure_extension(self.session, self.wrapper)
 
     # -- server ------------------------------------------------------------------------------
 
     def server_options(self, options: Mapping[str, Any] | None = None) -> dict[str, str]:
         """The options the server should have: the connection's, overridden by ``options``."""
-        desired = dict(self.remote.server_options)
-        if options and not self.wrapper.remote_is_postgres:
-            desired.update(self.wrapper.check_server_options(options, "options"))
-        elif options:
-            checked = validate_server_options(options, "options")
-            desired.update({k: render_option_value(v) for k, v in checked.items()})
-        # The local server's own connections to the remote are bounded too (timeouts.py; libpq options).
-        if self.wrapper.remote_is_postgres:
-            for name, value in network_defaults(self.connect_timeout).items():
-                desired.setdefault(name, value)
-        return desired
+        return servers.server_options(self.remote, self.wrapper, options, self.connect_timeout)
 
     def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
         """Create the foreign server, or converge an existing one's options to the connection's.
@@ -220,26 +170,8 @@ class FdwHook(PostgresHook):
         :return: whether anything changed.
         """
         check_identifier(server_name, "server_name")
-        desired = self.server_options(options)
-        s = self.session
-        with s.transaction():
-            self._lock(s, "server", server_name)
-            row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,))
-            if row is None:
-                s.execute(f"create server {server_name!r}", self.wrapper.create_server(server_name, desired))
-                return True
-            current_options, wrapper = row
-            if wrapper != self.wrapper.name:
-                raise FdwError(
-                    f"Server {server_name!r} exists but uses foreign-data wrapper {wrapper!r}, "
-                    f"not {self.wrapper.name}.",
-                    step="read server",
-                )
-            statement = q.alter_server(server_name, parse_options(current_options), desired)
-            if statement is None:
-                return False
-            s.execute(f"converge server {server_name!r}", statement)
-        return True
+        desired = self.server_options(options)  # loads the remote first: its password is a session secret
+        return servers.create_server(self.session, self.wrapper, server_name, desired)
 
     def drop_server(self, server_name: str, cascade: bool = False) -> bool:
         """``DROP SERVER IF EXISTS`` (with its user mappings and, with ``cascade``, foreign tables).
@@ -247,22 +179,7 @@ class FdwHook(PostgresHook):
         :return: whether the server existed.
         """
         check_identifier(server_name, "server_name")
-        s = self.session
-        with s.transaction():
-            self._lock(s, "server", server_name)
-            existed = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,)) is not None
-            try:
-                s.execute(f"drop server {server_name!r}", q.drop_server(server_name, cascade))
-            except FdwError as exc:
-                if exc.sqlstate == DEPENDENT_OBJECTS_STILL_EXIST:
-                    raise FdwError(
-                        f"Server {server_name!r} still has foreign tables; drop them first or pass "
-                        "cascade=True.",
-                        step="drop server",
-                        sqlstate=exc.sqlstate,
-                    ) from None
-                raise
-        return existed
+        return servers.drop_server(self.session, server_name, cascade)
 
     # -- user mapping ------------------------------------------------------------------------
 
@@ -281,55 +198,8 @@ class FdwHook(PostgresHook):
         """
         check_identifier(server_name, "server_name")
         role = check_role(local_user)
-        managed = self.remote.user_mapping_options()
-        s = self.session
-        s.secrets.update(v for k, v in managed.items() if k == "password")
-        step = f"user mapping for {role} on server {server_name!r}"
-        with s.transaction():
-            self._lock(s, "server", server_name)
-            is_public = role == "PUBLIC"
-            (role_name,) = s.fetchone("resolve role", q.ROLE_NAME_QUERY, (role, role)) or (role,)
-            row = s.fetchone("read user mapping", q.USER_MAPPING_QUERY, (server_name, is_public, role_name))
-            if row is None:
-                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
-                return True
-            current_raw, _ = row
-            if current_raw is None:
-                # Options are hidden from us (mapping of another role on a server we own): recreate.
-                s.execute(
-                    f"drop {step}",
-                    q.sql.SQL("DROP USER MAPPING FOR {} SERVER {}").format(
-                        q.role_spec(role), q.sql.Identifier(server_name)
-                    ),
-                )
-                self._set_mapping(s, f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
-                return True
-            current = parse_options(current_raw)
-            credentials = (self.wrapper.login_option, self.wrapper.password_option)
-            desired = {k: v for k, v in current.items() if k not in credentials} | managed
-            if q.alter_user_mapping(server_name, role, current, desired) is None:
-                return False
-            self._set_mapping(
-                s,
-                f"update {step}",
-                lambda m: q.alter_user_mapping(server_name, role, current, {**desired, **m}),
-            )
-        return True
-
-    def _set_mapping(self, s: LocalSession, step: str, statement_for: Any) -> None:
-        """Run a user-mapping statement; the password goes through :func:`execute_with_secret`."""
-        managed = self.remote.user_mapping_options()
-        password = managed.get("password")
-        if not password:
-            s.execute(step, statement_for(managed))
-            return
-        execute_with_secret(
-            s,
-            step,
-            lambda placeholder: statement_for({**managed, "password": placeholder}),
-            password,
-            self.log,
-        )
+        remote = self.remote  # before the session: its password is one of the session's secrets
+        return servers.create_user_mapping(self.session, self.wrapper, remote, server_name, role, self.log)
 
     # -- foreign tables ----------------------------------------------------------------------
 
@@ -356,26 +226,12 @@ class FdwHook(PostgresHook):
 
     def analyze_tables(self, tables: Sequence[QualifiedName]) -> None:
         """``ANALYZE`` each table (for foreign tables postgres_fdw samples the remote table)."""
-        s = self.session
-        for table in tables:
-            with s.transaction():
-                s.execute(f"analyze {table}", q.analyze(table))
+        foreign_tables.analyze_tables(self.session, tables)
 
     def list_foreign_tables(self, local_schema: str) -> list[dict[str, str]]:
         """Foreign tables in ``local_schema``: name, server, remote schema and remote table."""
         check_identifier(local_schema, "local_schema")
-        s = self.session
-        with s.transaction():
-            rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
-        return [
-            {
-                "table": name,
-                "server": server,
-                "remote_schema": rschema or local_schema,
-                "remote_table": rtable or name,
-            }
-            for name, server, rschema, rtable in rows
-        ]
+        return foreign_tables.list_foreign_tables(self.session, local_schema)
 
     # -- materialized views ------------------------------------------------------------------
 
@@ -438,78 +294,11 @@ class FdwHook(PostgresHook):
     ) -> BulkCopy:
         """The copy engine :meth:`bulk_copy` runs, wired to this hook's connections (also used, step
         by step, by the mapped partitions of :mod:`airflow_provider_fdw.bulkcopy.partitions`)."""
-        if relay not in ("auto", "psql", "python"):
-            raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
-        if direct:
-            plan = dataclasses.replace(plan, transport="copy")
-        plan = self._transport_for_wrapper(plan)
-        reads_directly = plan.transport != "fdw"
-        leftovers = None
-        if self.task_identity is not None:
-            self.application_name = application_name(self.task_identity, str(plan.target))
-            leftovers = application_prefix(self.task_identity, str(plan.target))
-        psql_relay = None
-        # A passfile cannot hold a line break: such a password is relayed in-process instead.
-        if (
-            reads_directly
-            and relay == "auto"
-            and any("\n" in (p or "") or "\r" in (p or "") for p in self._passwords())
-        ):
-            relay = "python"
-        if reads_directly and relay != "python":
-            psql = shutil.which("psql")
-            if psql is None and relay == "psql":
-                raise FdwConfigError("relay='psql' needs the psql client on this worker's PATH.")
-            if psql is not None:
-                marks = {"application_name": self.application_name}
-                psql_relay = PsqlRelay(
-                    psql,
-                    with_network_defaults(
-                        {**pinned_params(self.remote.libpq_params()), **marks}, self.connect_timeout
-                    ),
-                    with_network_defaults({**self._local_libpq_params(), **marks}, self.connect_timeout),
-                    scope=self.cancel_scope,
-                    monitor=self.get_conn,
-                )
-        remote_connect = self.direct_connection if reads_directly else None
-        identity = (
-            {k: v for k, v in self.remote.libpq_params().items() if k != "password"}
-            if reads_directly
-            else None
-        )
-        return BulkCopy(
-            plan,
-            self._new_session,
-            self.log,
-            remote_connect,
-            psql_relay,
-            remote_identity=identity,
-            scope=self.cancel_scope,
-            target_lock_wait=target_lock_wait,
-            leftovers=leftovers,
-            lock_retries=lock_retries,
-        )
-
-    def _transport_for_wrapper(self, plan: CopyPlan) -> CopyPlan:
-        """The direct COPY path reads a PostgreSQL remote: a source of another wrapper (mysql_fdw,
-        file_fdw) is copied through the FDW path, and ``transport="copy"`` is refused before any change."""
-        s = self.session
-        with s.transaction():
-            name = source_wrapper(s, plan.source)
-        if name is None or reads_postgres(name):
-            return plan
-        if plan.transport == "copy":
-            raise FdwConfigError(
-                f"transport='copy' reads the remote table with COPY, which needs a PostgreSQL remote; "
-                f"{plan.source} is a {name} foreign table: use transport='fdw' (or 'auto')."
-            )
-        if plan.transport != "fdw":
-            self.log.info("%s is a %s foreign table: copying through the FDW path.", plan.source, name)
-        return dataclasses.replace(plan, transport="fdw")
+        return copy_engine(self, plan, direct, relay, target_lock_wait, lock_retries)
 
     def remote_connection(self) -> Any:
         """A new driver connection to the REMOTE database, as Airflow (not the local server) reaches it."""
-        params = self.remote.libpq_params()
+        params = self._postgres_remote().libpq_params()
         try:
             return self._create_connection(params)
         except DriverError as exc:
@@ -520,7 +309,17 @@ class FdwHook(PostgresHook):
 
     def direct_connection(self, client_encoding: str | None = None) -> Any:
         """A remote connection for the direct COPY path, its session pinned like postgres_fdw's."""
-        return self._create_connection(pinned_params(self.remote.libpq_params(), client_encoding))
+        return self._create_connection(pinned_params(self._postgres_remote().libpq_params(), client_encoding))
+
+    def _postgres_remote(self) -> RemoteServer:
+        """The remote connection, which must be PostgreSQL here (a driver connection to it)."""
+        remote = self.remote
+        if not isinstance(remote, RemoteServer):
+            raise FdwConfigError(
+                f"Connection {self.fdw_conn_id!r} is a {self.wrapper.name} connection: only a PostgreSQL "
+                "remote is read directly."
+            )
+        return remote
 
     def _local_libpq_params(self) -> dict[str, Any]:
         conn = self.connection
@@ -533,9 +332,6 @@ class FdwHook(PostgresHook):
             "user": conn.login,
             "password": conn.password,
         }
-
-    def _passwords(self) -> list[str | None]:
-        return [self.remote.password, self.connection.password]
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
@@ -562,21 +358,7 @@ class FdwHook(PostgresHook):
         cols = check_identifiers(columns, "columns") or []
         if key_column not in cols:
             cols = [key_column, *cols]
-        s = self.session
-        with s.transaction():
-            # Overlapping runs take turns: each then sees the other's rows (remote snapshot taken after).
-            self._lock(s, "foreign table write", str(remote))
-            s.execute(
-                f"delete replaced rows of {remote}",
-                q.sql.SQL("DELETE FROM {} WHERE {} = ANY (ARRAY(SELECT {} FROM {}))").format(
-                    q.sql.Identifier(*remote),
-                    q.sql.Identifier(key_column),
-                    q.sql.Identifier(key_column),
-                    q.sql.Identifier(*local),
-                ),
-            )
-            cur = s.execute(f"write {remote}", q.insert_select(remote, cols, local))
-            return cur.rowcount
+        return foreign_tables.copy_to_foreign_table(self.session, local, remote, key_column, cols)
 
     # -- remote reachability -----------------------------------------------------------------
 
@@ -593,53 +375,11 @@ class FdwHook(PostgresHook):
         :raises FdwError: with the remote server's message (wrong password, unreachable port …).
         """
         check_identifier(server_name, "server_name")
-        probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
-        s = self.session
-        # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
-        nested = s.in_transaction_block
-        if nested:
-            s.execute("check remote", q.sql.SQL("SAVEPOINT fdw_check_remote"), quiet=True)
-        try:
-            # A cached remote session would prove nothing about the current mapping: start afresh.
-            s.execute(
-                "bound the check",
-                q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"),
-                quiet=True,
-            )
-            if self.wrapper.remote_is_postgres:
-                s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
-                s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
-                row = s.fetchone(
-                    f"query server {server_name!r} through its user mapping", q.read_remote_probe(probe)
-                )
-            else:
-                # mysql_fdw drops its cached connection when the user mapping changes.
-                create, read = self.wrapper.probe(probe, server_name, {})
-                s.execute("create remote probe", create, quiet=True)
-                row = (*s.fetchone(f"query server {server_name!r} through its user mapping", read), None)
-        except FdwError as exc:
-            raise FdwError(
-                f"Server {server_name!r} is not reachable from the local database: {exc}",
-                step="check remote",
-                sqlstate=exc.sqlstate,
-            ) from None
-        finally:
-            if nested:
-                s.execute("check remote", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_check_remote"), quiet=True)
-            else:
-                s.rollback()
-        version, version_num = row or (None, None)
-        self.log.info(
-            "Server %r reached through its user mapping: %s %s", server_name, self.wrapper.name, version
-        )
-        return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}
+        return servers.check_remote(self.session, self.wrapper, server_name, timeout, self.log)
 
     def get_connections(self) -> list[dict[str, Any]]:
         """Remote connections postgres_fdw holds open in this hook's local session."""
-        s = self.session
-        with s.transaction():
-            rows = s.fetchall("get connections", q.CONNECTIONS_QUERY)
-        return [{"server_name": name, "valid": valid} for name, valid in rows]
+        return servers.get_connections(self.session)
 
     def disconnect(self, server_name: str | None = None) -> bool:
         """Close this session's remote connections to ``server_name`` (all servers when None).
@@ -648,10 +388,7 @@ class FdwHook(PostgresHook):
         """
         if server_name is not None:
             check_identifier(server_name, "server_name")
-        s = self.session
-        with s.transaction():
-            row = s.fetchone("disconnect", q.disconnect(server_name))
-        return bool(row and row[0])
+        return servers.disconnect(self.session, server_name)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -666,11 +403,6 @@ class FdwHook(PostgresHook):
             return self.remote_hook.connection.login or None
         except Exception:  # no such connection: the hook is used for local work only
             return None
-
-    @staticmethod
-    def _lock(s: LocalSession, kind: str, name: str) -> None:
-        """Serialise concurrent runs on the same object (two DAGs creating one server at once)."""
-        lock_object(s, kind, name)
 
 
 def watch_client(conn: Any) -> None:
