@@ -122,7 +122,7 @@ def remote_server_from_connection(conn: Any) -> RemoteServer:
         options["port"] = str(int(conn.port))
     if conn.schema:
         options["dbname"] = str(conn.schema)
-    extras = normalize_extras(conn_id, _extra_dict(conn_id, conn))
+    extras = normalize_extras(conn_id, extra_of(conn_id, conn))
     for name, value in extras.items():
         if name == "server_options":
             continue
@@ -214,7 +214,7 @@ def _coerce(spec: ExtraField, value: Any, where: str) -> Any:
     return text
 
 
-def _extra_dict(conn_id: str, conn: Any) -> dict[str, Any]:
+def extra_of(conn_id: str, conn: Any) -> dict[str, Any]:
     # Airflow's extra_dejson turns malformed JSON into {} (silently losing fields): parse it here.
     raw = getattr(conn, "extra", None)
     if isinstance(raw, str) and raw.strip():

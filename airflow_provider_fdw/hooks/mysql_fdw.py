@@ -9,7 +9,6 @@ the default database to import from. Every value is checked by the rules of
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_fdw.connection import extra_of
 from airflow_provider_fdw.connection_form import (
     DEFAULT_CHARACTER_SET,
     MYSQL_EXTRA_FIELDS,
@@ -58,7 +58,7 @@ def mysql_remote_from_connection(conn: Any) -> MySqlRemote:
     if not conn.host:
         raise FdwConfigError(f"{where}: host is required (the MySQL server's address).")
     options: dict[str, Any] = {"host": str(conn.host), "port": conn.port or DEFAULT_PORT}
-    for raw_key, value in _extra(conn_id, conn).items():
+    for raw_key, value in extra_of(conn_id, conn).items():
         key = raw_key.removeprefix(_PREFIX)
         if key not in _FIELDS:
             raise FdwConfigError(
@@ -157,18 +157,3 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
             raise OSError("the server closed the connection during the handshake.")
         data += chunk
     return data
-
-
-def _extra(conn_id: str, conn: Any) -> dict[str, Any]:
-    # Airflow's extra_dejson turns malformed JSON into {} (silently losing fields): parse it here.
-    raw = getattr(conn, "extra", None)
-    if isinstance(raw, str) and raw.strip():
-        try:
-            extra = json.loads(raw)
-        except json.JSONDecodeError:
-            raise FdwConfigError(f"Connection {conn_id!r}: extra is not valid JSON.") from None
-    else:
-        extra = raw if isinstance(raw, dict) else {}
-    if not isinstance(extra, dict):
-        raise FdwConfigError(f"Connection {conn_id!r}: extra must be a JSON object.")
-    return extra
