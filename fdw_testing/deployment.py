@@ -175,6 +175,10 @@ class Deployment:
         settings.update(config)
         env.update({f"AIRFLOW__{k}": v for k, v in settings.items()})
         env["AIRFLOW_HOME"] = str(self.home)
+        # The components import this harness (hostname_callable): it lives in the repository, not in
+        # the installed package, so put the repository on their path.
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
         return env
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
