@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
@@ -92,10 +93,7 @@ def record(
             column,
             target,
         )
-        return s.fetchvalue(
-            "read watermark",
-            sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*target)),
-        )
+        return s.fetchvalue("read watermark", q.max_of(target, column))
     s.execute("set datestyle", SET_ISO, quiet=True)
     return s.fetchvalue(
         "record watermark",

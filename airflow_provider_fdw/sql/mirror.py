@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
-from airflow_provider_fdw.sql.tables import column_list
+from airflow_provider_fdw.sql.diff import key_match
+from airflow_provider_fdw.sql.tables import column_list, table_ref
 
 # Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function.
 HASH_KINDS_QUERY = sql.SQL(
@@ -93,16 +94,14 @@ def key_hash_expr(key: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
     )
 
 
-def _table(table: QualifiedName, only: bool) -> sql.Composable:
-    return sql.SQL("{}{}").format(sql.SQL("ONLY " if only else ""), sql.Identifier(*table))
-
-
 def count_only(table: QualifiedName) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*table))
 
 
 def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
-    return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(sql.Identifier(column), _table(table, only))
+    return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
+        sql.Identifier(column), table_ref(table, only)
+    )
 
 
 def bucket_checksums(
@@ -115,7 +114,7 @@ def bucket_checksums(
     """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given)."""
     where = sql.SQL(" WHERE {}").format(within) if within is not None else sql.SQL("")
     return sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
-        bucket, row_hash, _table(table, only), where
+        bucket, row_hash, table_ref(table, only), where
     )
 
 
@@ -124,7 +123,7 @@ def create_staging(
 ) -> sql.Composed:
     """A session-private table with the target's column types, dropped at the end of the transaction."""
     return sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-        sql.Identifier(staging.name), column_list(columns), _table(target, only)
+        sql.Identifier(staging.name), column_list(columns), table_ref(target, only)
     )
 
 
@@ -145,7 +144,7 @@ def delete_vanished(
 ) -> sql.Composed:
     """Delete the target rows of the compared buckets whose key the source no longer has."""
     return sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
-        _table(target, only), within, sql.Identifier(*staging), _key_match("s", "t", key)
+        table_ref(target, only), within, sql.Identifier(*staging), key_match("s", "t", key)
     )
 
 
@@ -169,22 +168,11 @@ def mirror_orphan_probe(
     ).format(
         c_cols=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
         child=sql.Identifier(*child),
-        target=_table(target, only),
-        link=_key_match("c", "t", child_columns, parent_columns),
+        target=table_ref(target, only),
+        link=key_match("c", "t", child_columns, parent_columns),
         in_b=within,
         staging=sql.Identifier(*staging),
-        same_key=_key_match("s", "t", key),
-        same_ref=_key_match("s", "t", parent_columns),
+        same_key=key_match("s", "t", key),
+        same_ref=key_match("s", "t", parent_columns),
         child_filter=child_filter,
-    )
-
-
-def _key_match(
-    left: str, right: str, keys: Sequence[str], right_keys: Sequence[str] | None = None
-) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(
-            sql.Identifier(left), sql.Identifier(a), sql.Identifier(right), sql.Identifier(b)
-        )
-        for a, b in zip(keys, right_keys or keys, strict=True)
     )
