@@ -16,6 +16,8 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, wait
 from contextlib import suppress
 from typing import Any
 
@@ -76,6 +78,17 @@ class CancelScope:
             if not _closed(conn):
                 with suppress(Exception):  # a broken connection has nothing left to cancel
                     conn.cancel()
+
+    def cancel_until_done(self, futures: Iterable[Future[Any]], every: float = 0.5) -> None:
+        """:meth:`cancel` now and every ``every`` s until ``futures`` have ended.
+
+        A cancel only stops a statement already running: a range whose session was still connecting
+        or preparing when another range failed would otherwise run to its end unchecked.
+        """
+        pending = set(futures)
+        while pending:
+            self.cancel()
+            pending = wait(pending, timeout=every).not_done
 
 
 def _closed(conn: Any) -> bool:

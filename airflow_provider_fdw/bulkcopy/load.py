@@ -168,7 +168,7 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
         # The first failure (in time) is the error; the other ranges are cancelled at once.
         first = next((f.exception() for f in futures if f in done and f.exception()), None)
         if first is not None:
-            copy.scope.cancel()
+            copy.scope.cancel_until_done(futures)
         errors = [f.exception() for f in futures]
     for monitor in monitors:  # the reporting thread has ended (Progress.__exit__)
         monitor.close()
