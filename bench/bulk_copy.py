@@ -189,7 +189,6 @@ KEYS = (
     "fdw2",
     "direct1",
     "direct2",
-    "upsert",
     "rss",
 )
 
@@ -306,9 +305,6 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict]:
             result["steps"] = {n: statistics.median(run.get(n, 0.0) for run in runs["steps"]) for n in names}
             result["steps_runs"] = runs["steps"]
         results.append(result)
-    if wanted(args, "upsert"):
-        fdw1 = next((r["seconds"] for r in results if r["key"] == "fdw1"), None)
-        results.append(upsert_one_percent(pair, args, fdw1))
     ceiling = results[0]["seconds"]
     size_mb = table_mb(pair)
     for r in results:
@@ -346,9 +342,6 @@ def add_targets(results: list[dict], rows: int) -> None:
                 f"({cores} cores, machine busy {r['machine_cores_busy']:.2f} during the run)",
                 speedup >= wanted_speedup,
             )
-        elif r["key"] == "upsert":
-            share = r["share_of_full_copy"]
-            target = (f"{share:.1%} of a full copy, target <= 5% (issue 13 item 1)", share <= 0.05)
         if target is not None:
             r["target"] = {"text": target[0], "met": target[1]}
 
@@ -476,64 +469,6 @@ def bulk_copy(
             return hook.bulk_copy(plan, direct=direct)
 
     return run
-
-
-def upsert_one_percent(pair: Pair, args: argparse.Namespace, full_copy: float | None) -> dict:
-    """Upsert (through postgres_fdw) after 1% of the source rows changed, against a full copy through
-    postgres_fdw (``full_copy``: the fdw1 row of this run; timed here when it did not run)."""
-    from airflow_provider_fdw.bulkcopy import plan_copy
-    from airflow_provider_fdw.hooks.fdw import FdwHook
-
-    src = pair.source
-    reset_output(pair, OUT)
-    started = time.perf_counter()
-    bulk_copy(pair, "replace", 1, full_copy is not None)()  # the starting table, by the quickest path
-    full_copy = full_copy or time.perf_counter() - started
-    plan = plan_copy(
-        f"proxy.{TABLE}",
-        "public.copy_out",
-        mode="upsert",
-        key_columns=["id"],
-        watermark_column="created_at",
-        overlap="1 second",
-    )
-    seconds, changed, steps = [], [], []
-    for i in range(args.repeat):
-        src.execute(
-            "UPDATE app.bench_users SET payload = md5(payload), created_at = now() + %s * interval '1 day' "
-            "WHERE id %% 100 = 0",
-            (i + 1,),
-            dbname=SOURCE_DB,
-        )
-        started = time.perf_counter()
-        with FdwHook(fdw_conn_id="fdw_source") as hook:
-            result = hook.bulk_copy(plan)
-        seconds.append(time.perf_counter() - started)
-        changed.append(result["rows"])
-        if result.get("steps"):
-            steps.append(result["steps"])
-    diff = pair.target.execute(
-        "SELECT count(*) FROM public.copy_out c JOIN proxy.bench_users s USING (id) "
-        "WHERE c.payload <> s.payload",
-        dbname=TARGET_DB,
-    )[0][0]
-    if diff:
-        raise SystemExit(f"upsert left {diff} rows different from the source")
-    reset_output(pair, OUT)
-    median = statistics.median(seconds)
-    out = {
-        "key": "upsert",
-        "method": "BulkCopy upsert, 1% rows changed (FDW)",
-        "seconds": median,
-        "runs": seconds,
-        "rows": statistics.median(changed),
-        "full_copy_seconds": full_copy,
-        "share_of_full_copy": median / full_copy,
-    }
-    if steps:
-        out["steps"] = {name: statistics.median(run.get(name, 0.0) for run in steps) for name in steps[0]}
-    print(f"  {out['method']}: {median:.2f}s", flush=True)
-    return out
 
 
 WORKER = """

@@ -70,3 +70,14 @@ def test_drop_and_analyze_use_qualified_identifiers(render):
 def test_disconnect_passes_the_server_name_as_a_literal(render):
     assert render(q.disconnect("it's")) == "SELECT postgres_fdw_disconnect('it''s')"
     assert render(q.disconnect(None)) == "SELECT postgres_fdw_disconnect_all()"
+
+
+def test_upsert_reads_the_staged_rows_in_key_order(render):
+    # Staged rows arrive in the source's watermark order, scattered over the target's key: in key
+    # order the unique-index probes and heap pages are visited once each, in order (about 40% less
+    # time for 100,000 scattered rows of a 10M-row target, bench/incremental.py).
+    stmt = q.upsert_from(QualifiedName("public", "t"), QualifiedName("public", "s"), ["id", "v"], ["id"])
+    assert render(stmt).startswith(
+        'INSERT INTO "public"."t" AS t ("id", "v") SELECT "id", "v" FROM "public"."s" ORDER BY "id" '
+        'ON CONFLICT ("id") DO UPDATE'
+    )

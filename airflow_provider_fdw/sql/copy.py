@@ -115,11 +115,14 @@ def upsert_from(
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
             sql.SQL(" OR ").join(changed),
         )
-    return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+    # In key order: the staged rows come in the source's (watermark) order, and probing the unique
+    # index and the heap in key order visits each of their pages once, in order.
+    return sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ORDER BY {} ON CONFLICT ({}) {}").format(
         sql.Identifier(*target),
         column_list(columns),
         column_list(columns),
         sql.Identifier(*source),
+        column_list(key_columns),
         column_list(key_columns),
         action,
     )
