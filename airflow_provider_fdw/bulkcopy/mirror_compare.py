@@ -36,14 +36,16 @@ def checksums(
     table: QualifiedName,
     only: bool,
     row_hash: sql.Composable,
-    level: int,
+    level: int | None,
     parents: list[int] | None,
     parent_level: int,
     side: str,
 ) -> Buckets:
-    """Rows and summed row hashes per bucket of ``level`` (within the ``parents`` buckets when given)."""
+    """Rows and summed row hashes per bucket of ``level`` (within the ``parents`` buckets when given);
+    ``level`` None: the whole table, bucket 0."""
     within, params = (None, None) if parents is None else buckets.within(parents, parent_level)
-    statement = mq.bucket_checksums(table, only, buckets.bucket(level), row_hash, within)
+    bucket = None if level is None else buckets.bucket(level)
+    statement = mq.bucket_checksums(table, only, bucket, row_hash, within)
     rows = s.fetchall(f"checksum {side} buckets", statement, params)
     return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
 

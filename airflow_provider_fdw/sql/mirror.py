@@ -107,12 +107,20 @@ def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
 def bucket_checksums(
     table: QualifiedName,
     only: bool,
-    bucket: sql.Composable,
+    bucket: sql.Composable | None,
     row_hash: sql.Composable,
     within: sql.Composable | None = None,
 ) -> sql.Composed:
-    """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given)."""
+    """Per bucket: the rows and the sum of their row hashes (only the rows ``within`` when given).
+
+    ``bucket`` None: the whole table as bucket 0, without GROUP BY (which makes a server sort every
+    row, whatever the number of buckets: it estimates one group per key).
+    """
     where = sql.SQL(" WHERE {}").format(within) if within is not None else sql.SQL("")
+    if bucket is None:
+        return sql.SQL("SELECT 0, count(*), sum({}) FROM {}{}").format(
+            row_hash, table_ref(table, only), where
+        )
     return sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
         bucket, row_hash, table_ref(table, only), where
     )
