@@ -128,6 +128,20 @@ def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkey
     assert target_rows(sandbox, target) == src.rows()
 
 
+def test_target_side_checksums_aggregate_by_hash_without_sorting_every_row(sandbox):
+    # The target's per-bucket GROUP BY is estimated at one group per key, so the planner sorted every
+    # row (an external sort: temp files) to build a few thousand buckets.
+    src = Source(sandbox, rows=300_000)
+    target = new_target(sandbox, src)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 150000")
+    temp_files = "SELECT temp_files FROM pg_stat_database WHERE datname = current_database()"
+    before = local(sandbox, temp_files)[0][0]
+    result = mirror(src, target)
+    assert result["updated"] == 1 and result["levels"] > 1
+    assert target_rows(sandbox, target) == src.rows()
+    assert local(sandbox, temp_files)[0][0] == before
+
+
 def test_mirror_counts_exactly_the_changed_rows(sandbox):
     src = Source(sandbox)
     target = new_target(sandbox, src)

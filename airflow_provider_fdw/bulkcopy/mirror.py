@@ -49,6 +49,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     RangeBuckets,
     check_pushdown,
     checksums,
+    hash_aggregate,
     hash_kinds,
 )
 from airflow_provider_fdw.catalog import read_columns
@@ -353,6 +354,8 @@ class Mirror:
 
             def target_side() -> Buckets:
                 with helper.transaction():
+                    if level is not None:
+                        hash_aggregate(helper)
                     return checksums(
                         helper, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
                     )

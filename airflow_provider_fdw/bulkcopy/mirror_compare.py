@@ -50,6 +50,22 @@ def checksums(
     return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
 
 
+# Memory for the target's per-bucket aggregate: a bucket's state is about 100 bytes, so 32 MB (x
+# hash_mem_multiplier) holds the ~300,000 buckets of 10M rows; more buckets spill to disk, still unsorted.
+HASH_WORK_MEM = "32MB"
+
+
+def hash_aggregate(s: LocalSession) -> None:
+    """In the target-side session's transaction: group buckets in a hash table, never by sorting.
+
+    The planner estimates one group per key for ``GROUP BY key >> n`` and so sorts every row (an external
+    sort of the whole table) to build a few buckets per thousand rows. The source's side is planned by
+    the remote server and cannot be steered through postgres_fdw.
+    """
+    s.execute("hash the buckets", q.set_local("enable_sort", "off"), quiet=True)
+    s.execute("hash the buckets", q.set_local("work_mem", HASH_WORK_MEM), quiet=True)
+
+
 def check_pushdown(
     s: LocalSession, buckets: Bucketing, source: QualifiedName, row_hash: sql.Composable
 ) -> None:
