@@ -17,6 +17,8 @@ from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.locks import LockTimeout
+from airflow_provider_fdw.session import LocalSession
 
 SERVER = "av_src"
 ROWS = 100
@@ -123,3 +125,72 @@ def test_mirror_lock_cancels_an_autovacuum_of_the_target_instead_of_waiting_it_o
         assert target_rows(pair, target) == src.rows()
     finally:
         drop(pair, target)
+
+
+# -- the lock_timeout each attempt gets ------------------------------------------------------------------
+
+
+class Log:
+    """Collects what a run logs, by level."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {"info": [], "warning": []}
+
+    def info(self, msg, *args):
+        self.lines["info"].append(msg % args)
+
+    def warning(self, msg, *args):
+        self.lines["warning"].append(msg % args)
+
+
+def lock_timeout_in_attempts(pair, setting: str, explicit: bool, deadlock_timeout: str, attempts: int = 2):
+    """What ``SHOW lock_timeout`` says in each attempt's transaction, and what was logged."""
+    log = Log()
+    lock_timeout = LockTimeout(setting, explicit)
+    conn = pair.target.connect(TARGET_DB, autocommit=False)
+    seen = []
+    try:
+        s = LocalSession(conn, log)
+        with s.transaction():  # a session setting (superuser only), as a DBA would set it
+            s.execute(
+                "set deadlock_timeout",
+                sql.SQL("SET deadlock_timeout = {}").format(sql.Literal(deadlock_timeout)),
+                quiet=True,
+            )
+        for _ in range(attempts):
+            with s.transaction():
+                lock_timeout.set_local(s, log)
+                seen.append(s.fetchvalue("show", sql.SQL("SHOW lock_timeout")))
+    finally:
+        conn.close()
+    return seen, log.lines
+
+
+def test_default_lock_timeout_is_raised_above_the_sessions_deadlock_timeout(pair):
+    seen, lines = lock_timeout_in_attempts(pair, "1s", explicit=False, deadlock_timeout="2s")
+    assert seen == ["3s", "3s"]  # 2 s + max(0.5 s, 1 s)
+    assert len(lines["info"]) == 1 and not lines["warning"]
+    seen, lines = lock_timeout_in_attempts(pair, "1s", explicit=False, deadlock_timeout="200ms")
+    assert seen == ["1s", "1s"]  # already longer than 200 ms + 0.5 s
+    assert not lines["info"] and not lines["warning"]
+
+
+def test_explicit_short_lock_timeout_is_kept_with_one_warning_per_run(pair):
+    seen, lines = lock_timeout_in_attempts(pair, "500ms", explicit=True, deadlock_timeout="1s", attempts=3)
+    assert seen == ["500ms"] * 3
+    assert len(lines["warning"]) == 1 and "autovacuum" in lines["warning"][0]
+    seen, lines = lock_timeout_in_attempts(pair, "5s", explicit=True, deadlock_timeout="1s")
+    assert seen == ["5s", "5s"] and not lines["warning"]
+
+
+def test_refresh_with_a_short_lock_timeout_warns_that_an_autovacuum_is_waited_out(pair, local_schema):
+    from airflow_provider_fdw.refresh import plan_refresh, refresh_views
+
+    view = f"{local_schema}.v"
+    log = Log()
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_refresh([view], query="SELECT g AS id FROM generate_series(1, 3) g", lock_timeout="300ms")
+        refresh_views(hook.session, plan, log)  # creates it
+        refresh_views(hook.session, plan, log)
+    local(pair, "DROP SCHEMA {s} CASCADE", s=local_schema)
+    assert len(log.lines["warning"]) == 1
