@@ -156,6 +156,20 @@ LOCK_SETTINGS_QUERY = q.sql.SQL(
 )
 
 
+AUTOVACUUM_HOLDERS = q.sql.SQL(
+    "SELECT a.pid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(%s) "
+    "  AND a.backend_type = 'autovacuum worker'"
+)
+
+
+def autovacuum_holding(s: LocalSession, table: Any) -> str:
+    """The autovacuum worker holding a lock on ``table`` (pid and what it does), or ""."""
+    with s.transaction():
+        rows = s.fetchall("read autovacuum holding the lock", AUTOVACUUM_HOLDERS, (str(table),))
+    return ", ".join(f"autovacuum worker pid {pid} ({query})" for pid, query in rows)
+
+
 class LockTimeout:
     """The ``lock_timeout`` of each attempt to take a table's lock (one instance per run).
 

@@ -19,6 +19,7 @@ from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.locks import LockTimeout
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.timeouts import FdwTimeoutError
 
 SERVER = "av_src"
 ROWS = 100
@@ -123,6 +124,23 @@ def test_mirror_lock_cancels_an_autovacuum_of_the_target_instead_of_waiting_it_o
             result = Mirror(plan, hook.log, lock_retries=3).run(hook.session).summary()
         assert result["deleted"] == TARGET_ROWS - ROWS
         assert target_rows(pair, target) == src.rows()
+    finally:
+        drop(pair, target)
+
+
+def test_explicit_short_lock_timeout_waits_an_autovacuum_out_and_the_error_names_it(prompt_autovacuum):
+    """Kept as given (shorter than deadlock_timeout): each attempt ends before the server would cancel
+    the autovacuum, so the copy fails, the target unchanged, naming the worker that held it."""
+    pair = prompt_autovacuum
+    src = Source(pair)
+    target = target_under_autovacuum(pair)
+    try:
+        before = target_rows(pair, target)
+        plan = plan_copy(src.foreign, target, lock_timeout="500ms")
+        with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwTimeoutError) as failed:
+            hook.bulk_copy(plan, lock_retries=2)
+        assert "held by autovacuum worker pid" in str(failed.value)
+        assert target_rows(pair, target) == before
     finally:
         drop(pair, target)
 

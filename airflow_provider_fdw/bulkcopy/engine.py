@@ -275,11 +275,16 @@ class BulkCopy:
                     self.lock_retries,
                     f"swap into {p.target}",
                     self.log,
+                    lambda: locks.autovacuum_holding(s, p.target),
                 )
             result.inserted, result.updated = counts.inserted, counts.updated
             result.deleted, result.unchanged = counts.deleted, counts.unchanged
         else:
             with steps.step("apply"):
                 with_lock_retries(
-                    lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
+                    lambda: merge(self, run, s),
+                    self.lock_retries,
+                    f"{p.mode} into {p.target}",
+                    self.log,
+                    lambda: locks.autovacuum_holding(s, p.target),
                 )

@@ -176,7 +176,11 @@ class Mirror:
             # Autovacuum or a reader's brief lock may hold the target: each attempt is bounded by
             # lock_timeout and starts over (nothing was written).
             with_lock_retries(
-                lambda: self._attempt(session), self.lock_retries, f"mirror {self.plan.target}", self.log
+                lambda: self._attempt(session),
+                self.lock_retries,
+                f"mirror {self.plan.target}",
+                self.log,
+                lambda: locks.autovacuum_holding(session, self.plan.target),
             )
         finally:
             if self.helper is not None:
