@@ -189,7 +189,8 @@ async def run_bounded_async(
         raise FdwTimeoutError(f"{what} did not finish within {seconds:g}s.", step=what) from None
 
 
-# Applying a copy: each attempt to take the target's lock waits at most this long (lock_timeout) ...
+# Applying a copy: each attempt to take the target's lock waits at most this long (lock_timeout), or
+# deadlock_timeout + a margin when longer (the server then cancels a blocking autovacuum; locks.py) ...
 DEFAULT_SWAP_LOCK_TIMEOUT = "1s"
 # ... and is retried this many times, pausing in between, before the copy fails (pg_repack style):
 # readers arriving meanwhile queue behind the swap for at most one lock_timeout, never for the
