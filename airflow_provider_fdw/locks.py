@@ -144,3 +144,74 @@ def create_schema(s: LocalSession, schema: str, wait: float | None = None) -> No
     """``CREATE SCHEMA IF NOT EXISTS`` under the schema's lock (safe when tasks run at once)."""
     lock_object(s, "schema", schema, wait)
     s.execute(f"create schema {schema!r}", q.create_schema(schema))
+
+
+# -- lock_timeout of the attempts to take a table's lock ------------------------------------------------
+
+# What an attempt waits beyond deadlock_timeout, at least: time for the cancelled autovacuum to end.
+AUTOVACUUM_CANCEL_MARGIN_MS = 500
+LOCK_SETTINGS_QUERY = q.sql.SQL(
+    "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'), "
+    "(SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout')"
+)
+
+
+AUTOVACUUM_HOLDERS = q.sql.SQL(
+    "SELECT a.pid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(%s) "
+    "  AND a.backend_type = 'autovacuum worker'"
+)
+
+
+def autovacuum_holding(s: LocalSession, table: Any) -> str:
+    """The autovacuum worker holding a lock on ``table`` (pid and what it does), or ""."""
+    with s.transaction():
+        rows = s.fetchall("read autovacuum holding the lock", AUTOVACUUM_HOLDERS, (str(table),))
+    return ", ".join(f"autovacuum worker pid {pid} ({query})" for pid, query in rows)
+
+
+class LockTimeout:
+    """The ``lock_timeout`` of each attempt to take a table's lock (one instance per run).
+
+    PostgreSQL cancels an autovacuum worker that blocks a lock request, but only when the waiter's
+    ``deadlock_timeout`` expires while it still waits: an attempt that gives up at or before that
+    moment waits the whole autovacuum out, attempt after attempt. So the default ``lock_timeout`` is
+    raised to at least ``deadlock_timeout`` plus a margin (max(0.5 s, half of it)) in the session; an
+    explicit one is kept as given, with one warning when it cannot outlast ``deadlock_timeout``. An
+    anti-wraparound autovacuum is never cancelled by the server: that one is still waited out.
+    """
+
+    def __init__(self, setting: str | None, explicit: bool) -> None:
+        self.setting = setting
+        self.explicit = explicit
+        self.logged = False
+
+    def set_local(self, s: LocalSession, log: Any) -> None:
+        """``SET LOCAL lock_timeout`` for the current transaction (nothing when there is no setting)."""
+        if not self.setting:
+            return
+        s.execute("set lock_timeout", q.set_local("lock_timeout", self.setting), quiet=True)
+        requested_ms, deadlock_ms = s.fetchone("read lock settings", LOCK_SETTINGS_QUERY) or (0, 0)
+        floor_ms = deadlock_ms + max(AUTOVACUUM_CANCEL_MARGIN_MS, deadlock_ms // 2)
+        if requested_ms >= floor_ms:
+            return
+        if not self.explicit:
+            s.execute("raise lock_timeout", q.set_local("lock_timeout", f"{floor_ms}ms"), quiet=True)
+            if not self.logged:
+                log.info(
+                    "Each lock attempt waits %d ms (lock_timeout %s raised above deadlock_timeout %d ms, "
+                    "so that the server cancels an autovacuum holding the table)",
+                    floor_ms,
+                    self.setting,
+                    deadlock_ms,
+                )
+        elif requested_ms <= deadlock_ms and not self.logged:
+            log.warning(
+                "lock_timeout %s is not longer than the server's deadlock_timeout (%d ms): an autovacuum "
+                "holding the table is then waited out (each attempt gives up before the server would "
+                "cancel it), not cancelled. Leave lock_timeout unset or make it at least %d ms.",
+                self.setting,
+                deadlock_ms,
+                floor_ms,
+            )
+        self.logged = True

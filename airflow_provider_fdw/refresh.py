@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.locks import create_schema, lock_object
+from airflow_provider_fdw.locks import LockTimeout, create_schema, lock_object
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
 from airflow_provider_fdw.session import LocalSession
 
@@ -99,6 +99,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
                     q.create_index(view, spec.index_name(view), spec.columns, spec.unique, spec.using),
                 )
     results = []
+    lock_timeout = LockTimeout(plan.lock_timeout, explicit=True)  # no default: unset waits as long as needed
     for view in dependency_order(session, plan.views):
         if view in created:
             with session.transaction() as s:
@@ -117,7 +118,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
                 }
             )
             continue
-        results.append(_refresh_one(session, view, plan, log))
+        results.append(_refresh_one(session, view, plan, lock_timeout, log))
     return results
 
 
@@ -149,12 +150,13 @@ def dependency_order(session: LocalSession, views: Sequence[QualifiedName]) -> l
     return order
 
 
-def _refresh_one(session: LocalSession, view: QualifiedName, plan: MatviewPlan, log: Any) -> dict[str, Any]:
+def _refresh_one(
+    session: LocalSession, view: QualifiedName, plan: MatviewPlan, lock_timeout: LockTimeout, log: Any
+) -> dict[str, Any]:
     started = time.monotonic()
     with session.transaction() as s:
         lock_object(s, "materialized view", str(view))  # overlapping runs refresh one after the other
-        if plan.lock_timeout:  # first, so that every wait in this transaction is bounded
-            s.execute("set lock_timeout", q.set_local("lock_timeout", plan.lock_timeout), quiet=True)
+        lock_timeout.set_local(s, log)  # first, so that every wait in this transaction is bounded
         state = _state(s, view)
         assert state is not None  # dependency_order checked existence
         use_concurrently = _decide_concurrently(view, state, plan.concurrently)

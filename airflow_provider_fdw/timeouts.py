@@ -189,7 +189,8 @@ async def run_bounded_async(
         raise FdwTimeoutError(f"{what} did not finish within {seconds:g}s.", step=what) from None
 
 
-# Applying a copy: each attempt to take the target's lock waits at most this long (lock_timeout) ...
+# Applying a copy: each attempt to take the target's lock waits at most this long (lock_timeout), or
+# deadlock_timeout + a margin when longer (the server then cancels a blocking autovacuum; locks.py) ...
 DEFAULT_SWAP_LOCK_TIMEOUT = "1s"
 # ... and is retried this many times, pausing in between, before the copy fails (pg_repack style):
 # readers arriving meanwhile queue behind the swap for at most one lock_timeout, never for the
@@ -199,11 +200,15 @@ LOCK_RETRY_PAUSE_SECONDS = (0.5, 2.0)
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-def with_lock_retries(fn: Callable[[], T], attempts: int, what: str, log: Any) -> T:
+def with_lock_retries(
+    fn: Callable[[], T], attempts: int, what: str, log: Any, holder: Callable[[], str] | None = None
+) -> T:
     """Run ``fn`` (one transaction bounded by ``lock_timeout``) until it gets its locks.
 
     Each failure with ``lock_not_available`` (the lock_timeout expired) is retried after a short,
     jittered pause, at most ``attempts`` times in all; any other error is raised at once.
+    ``holder`` names what still holds the lock after a failed attempt ("" when nothing known), for
+    the log and the final error.
     """
     import random
     import time
@@ -212,16 +217,28 @@ def with_lock_retries(fn: Callable[[], T], attempts: int, what: str, log: Any) -
         try:
             return fn()
         except FdwError as exc:
-            if exc.sqlstate != LOCK_NOT_AVAILABLE or attempt == attempts:
-                if exc.sqlstate == LOCK_NOT_AVAILABLE:
-                    raise FdwTimeoutError(
-                        f"{what}: could not get the lock in {attempts} attempts (another session held "
-                        f"it each time: {exc}). Retry later, or raise lock_timeout / lock_retries.",
-                        step=exc.step,
-                        sqlstate=exc.sqlstate,
-                    ) from None
+            if exc.sqlstate != LOCK_NOT_AVAILABLE:
                 raise
+            who = ""
+            if holder is not None:
+                with suppress(Exception):  # a diagnosis only: the lock timeout is what to report
+                    who = holder()
+            held_by = f"; held by {who}" if who else ""
+            if attempt == attempts:
+                raise FdwTimeoutError(
+                    f"{what}: could not get the lock in {attempts} attempts (another session held "
+                    f"it each time: {exc}{held_by}). Retry later, or raise lock_timeout / lock_retries.",
+                    step=exc.step,
+                    sqlstate=exc.sqlstate,
+                ) from None
             pause = random.uniform(*LOCK_RETRY_PAUSE_SECONDS)
-            log.info("%s: lock busy (attempt %d of %d); retrying in %.1fs", what, attempt, attempts, pause)
+            log.info(
+                "%s: lock busy (attempt %d of %d%s); retrying in %.1fs",
+                what,
+                attempt,
+                attempts,
+                held_by,
+                pause,
+            )
             time.sleep(pause)
     raise AssertionError("unreachable")

@@ -31,6 +31,7 @@ from airflow_provider_fdw.catalog import (
     read_relation,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.locks import LockTimeout
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession
@@ -117,7 +118,7 @@ def apply_replace(
     key_columns: Sequence[str] | None,
     columns: Sequence[str],
     staged_rows: int,
-    lock_timeout: str | None,
+    lock_timeout: LockTimeout,
     log: Any,
     verify_target: Callable[[LocalSession, QualifiedName, bool], None] | None = None,
 ) -> tuple[str, ApplyCounts]:
@@ -128,8 +129,7 @@ def apply_replace(
     changed the rows: when it raises, nothing is committed.
     """
     with s.transaction():
-        if lock_timeout:
-            s.execute("set lock_timeout", q.set_local("lock_timeout", lock_timeout), quiet=True)
+        lock_timeout.set_local(s, log)
         relation = read_relation(s, target, "target")
         if relation is None:
             s.execute(f"rename {staging} to {target.name}", q.rename_table(staging, target.name))

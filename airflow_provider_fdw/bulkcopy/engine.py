@@ -101,6 +101,7 @@ class BulkCopy:
         self.target_lock_wait = target_lock_wait
         self.leftovers = leftovers
         self.lock_retries = lock_retries
+        self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
 
     # -- the whole copy ----------------------------------------------------------------------
 
@@ -267,18 +268,23 @@ class BulkCopy:
                         key_columns=p.key_columns,
                         columns=run.columns,
                         staged_rows=result.rows,
-                        lock_timeout=p.lock_timeout,
+                        lock_timeout=self.lock_timeout,
                         log=self.log,
                         verify_target=run.verifier.check_target,
                     ),
                     self.lock_retries,
                     f"swap into {p.target}",
                     self.log,
+                    lambda: locks.autovacuum_holding(s, p.target),
                 )
             result.inserted, result.updated = counts.inserted, counts.updated
             result.deleted, result.unchanged = counts.deleted, counts.unchanged
         else:
             with steps.step("apply"):
                 with_lock_retries(
-                    lambda: merge(self, run, s), self.lock_retries, f"{p.mode} into {p.target}", self.log
+                    lambda: merge(self, run, s),
+                    self.lock_retries,
+                    f"{p.mode} into {p.target}",
+                    self.log,
+                    lambda: locks.autovacuum_holding(s, p.target),
                 )

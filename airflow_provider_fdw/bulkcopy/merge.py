@@ -33,8 +33,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
     p, staging, result = copy.plan, run.staging_table, run.result
     keys = p.key_columns or ()  # plan_copy: upsert always has key_columns
     with s.transaction():
-        if p.lock_timeout:
-            s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
+        copy.lock_timeout.set_local(s, copy.log)
         if run.target is None:
             defs = column_defs(run.source, run.columns)
             s.execute(f"create {p.target}", q.create_table(p.target, defs, primary_key=p.key_columns))

@@ -79,6 +79,7 @@ class MirrorPlan:
     key_columns: tuple[str, ...] | None = None
     columns: tuple[str, ...] | None = None
     lock_timeout: str | None = None
+    lock_timeout_explicit: bool = False  # as in CopyPlan
 
 
 def plan_mirror(
@@ -105,12 +106,20 @@ def plan_mirror(
         tuple(keys) if keys else None,
         tuple(cols) if cols else None,
         lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
+        lock_timeout is not None,
     )
 
 
 def mirror_plan(plan: Any) -> MirrorPlan:
     """The mirror's part of a ``CopyPlan`` with ``mode="mirror"`` (already validated by ``plan_copy``)."""
-    return MirrorPlan(plan.source, plan.target, plan.key_columns, plan.columns, plan.lock_timeout)
+    return MirrorPlan(
+        plan.source,
+        plan.target,
+        plan.key_columns,
+        plan.columns,
+        plan.lock_timeout,
+        plan.lock_timeout_explicit,
+    )
 
 
 @dataclass
@@ -158,6 +167,7 @@ class Mirror:
         self.target_lock_wait = target_lock_wait
         self.new_session = new_session
         self.lock_retries = lock_retries
+        self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
         self.helper: LocalSession | None = None
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
@@ -171,7 +181,11 @@ class Mirror:
             # Autovacuum or a reader's brief lock may hold the target: each attempt is bounded by
             # lock_timeout and starts over (nothing was written).
             with_lock_retries(
-                lambda: self._attempt(session), self.lock_retries, f"mirror {self.plan.target}", self.log
+                lambda: self._attempt(session),
+                self.lock_retries,
+                f"mirror {self.plan.target}",
+                self.log,
+                lambda: locks.autovacuum_holding(session, self.plan.target),
             )
         finally:
             if self.helper is not None:
@@ -204,8 +218,7 @@ class Mirror:
 
     def _run(self, s: LocalSession) -> None:
         p = self.plan
-        if p.lock_timeout:
-            s.execute("set lock_timeout", q.set_local("lock_timeout", p.lock_timeout), quiet=True)
+        self.lock_timeout.set_local(s, self.log)
         source_row = s.fetchone("read source_table", q.RELATION_QUERY, p.source)
         if source_row is None:
             raise FdwConfigError(

@@ -54,6 +54,8 @@ class CopyPlan:
     swap: str = "auto"
     verify: str = "off"
     transport: str = DEFAULT_TRANSPORT
+    # the user passed lock_timeout (kept as given); else the default, raised above deadlock_timeout
+    lock_timeout_explicit: bool = False
 
 
 def plan_copy(
@@ -150,6 +152,7 @@ def plan_copy(
         swap,
         verify,
         transport,
+        lock_timeout is not None,
     )
 
 

@@ -270,7 +270,8 @@ class FdwHook(PostgresHook):
         ``psql`` processes, ``"python"`` relays in this process, ``"auto"`` uses psql when on the PATH.
         ``target_lock_wait``: seconds to wait for another copy of the same target (default 300)
         before failing. ``lock_retries``: attempts to take the target's lock when applying, each
-        bounded by ``plan.lock_timeout`` (default 30 x 1 s).
+        bounded by ``plan.lock_timeout`` (default 30 x 1 s, each raised above the server's
+        ``deadlock_timeout`` so that it cancels a blocking autovacuum).
 
         Inside a task, the copy's sessions carry ``application_name``
         ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an

@@ -58,8 +58,9 @@ class BulkCopyOperator(FdwBaseOperator):
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
         ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on each attempt to take the target's lock when applying (seconds or
-        ``"5s"``; default 1 s): a long reader of the target then delays new readers by at most this
-        long, instead of queueing them behind the swap for as long as it reads.
+        ``"5s"``; default 1 s, raised above the server's ``deadlock_timeout``, to 1.5 s by default, so
+        that the server cancels an autovacuum holding the target): a long reader of the target then delays new
+        readers by at most this long, instead of queueing them behind the swap for as long as it reads.
     :param lock_retries: attempts to take that lock (default 30, with a short pause between them)
         before the copy fails, leaving the target as it was.
     :param target_lock_wait: seconds to wait for another copy of the same target to finish (default
