@@ -33,6 +33,9 @@ from pathlib import Path
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
 # The test harness (fdw_testing) lives in the repository, outside the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bulk_copy import machine
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -76,6 +79,7 @@ def main() -> int:
             results += run_path(pair, args, path == "direct")
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
         "rows": args.rows,
         "repeat": args.repeat,
         "source_index": args.source_index,
@@ -289,7 +293,7 @@ def print_table(report: dict) -> None:
     index = "indexed" if report["source_index"] else "NOT indexed"
     print(
         f"\nIncremental copies of a {report['rows']:,}-row table (median of {report['repeat']}), "
-        f"{report['date']}, source watermark column {index}"
+        f"{report['date']}, {report['machine']}, source watermark column {index}"
     )
     print(
         f"{'method':46} {'seconds':>8} {'rows':>9} {'share':>8} {'target':>7}      "
