@@ -26,10 +26,17 @@ class SnapshotHolder:
     """The remote transaction whose exported snapshot each range reader imports."""
 
     def __init__(
-        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None, log: Any
+        self,
+        connect: Callable[..., Any],
+        client_encoding: str,
+        leftovers: str | None,
+        log: Any,
+        conn: Any = None,
     ) -> None:
+        """``conn``: an open remote connection (pinned, in ``client_encoding``, outside a transaction)
+        to hold the snapshot on instead of a new one; the holder closes it."""
         try:
-            self.conn = connect(client_encoding=client_encoding)
+            self.conn = conn if conn is not None else connect(client_encoding=client_encoding)
         except DriverError as exc:
             raise FdwError(
                 f"Could not connect to the remote to export a snapshot: {error_fields(exc)['message']}",

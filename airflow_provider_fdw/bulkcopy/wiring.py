@@ -75,6 +75,7 @@ def copy_engine(
         target_lock_wait=target_lock_wait,
         leftovers=leftovers,
         lock_retries=lock_retries,
+        small_loads_in_process=relay == "auto",  # an explicit relay="psql" is always psql
     )
 
 
