@@ -122,6 +122,7 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
         return
     assert copy.remote_connect is not None and run.source.remote is not None
     run.relay_in_process = relays_in_process(copy, run, ranges)
+    run.sole_reader = len(ranges) == 1 and not run.verifier.enabled
     run.snapshot = SnapshotHolder(
         copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log, conn=run.take_remote()
     )
@@ -241,16 +242,20 @@ def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: t
     remote still streams, cancel the copy's statements so the remote read stops at once."""
     try:
         pid = backend_pid(s.conn)
+        if stop.wait(0.5):  # a short load ends before the first look: no session opened for it
+            return
         monitor = copy.new_session()
     except Exception:  # no watcher: the error still arrives, only later
         return
     try:
-        while not stop.wait(0.5):
+        while True:
             with monitor.transaction():
                 row = monitor.fetchone("watch load", LOAD_STATE_QUERY, (pid,))
             if row and row[0] == "idle in transaction (aborted)" and not stop.is_set():
                 fired.set()
                 copy.scope.cancel()
+                return
+            if stop.wait(0.5):
                 return
     except Exception:  # best effort, like the rest of the clean-up
         return
@@ -307,9 +312,11 @@ def _copy_direct(
         if run.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
             first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
         return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
-    remote = copy.remote_connect(client_encoding=encoding)
+    # The only reader, with no count in the background: read on the holder's connection itself.
+    lent = isinstance(run.snapshot, SnapshotHolder) and run.sole_reader
+    remote = run.snapshot.lend() if lent else copy.remote_connect(client_encoding=encoding)
     try:
-        if run.snapshot is not None:  # before the COPY, in the driver's implicit transaction
+        if run.snapshot is not None and not lent:  # before the COPY, in the driver's implicit transaction
             with remote.cursor() as cur:
                 for statement in run.snapshot.reader_statements():
                     cur.execute(statement)
@@ -317,4 +324,5 @@ def _copy_direct(
             s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
             return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
     finally:
-        remote.close()
+        if not lent:  # the holder closes its own
+            remote.close()

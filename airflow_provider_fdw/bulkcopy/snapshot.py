@@ -69,6 +69,12 @@ class SnapshotHolder:
         except FdwError as exc:  # best effort: the copy itself does not need it
             log.warning("Could not end an earlier try's remote reads: %s", exc)
 
+    def lend(self) -> Any:
+        """The holder's own connection, for the one reader of a copy with no background count: it
+        is already in the snapshot's transaction (no import, no second connection); not closed by it."""
+        assert self._thread is None, "the background count uses the connection"
+        return self.conn
+
     def reader_statements(self) -> list[Any]:
         """What a reader runs first, in its own transaction, to see exactly this snapshot."""
         return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]
