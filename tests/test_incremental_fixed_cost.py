@@ -54,13 +54,18 @@ class Source(RemoteTable):
 
 
 class CountingHook(FdwHook):
-    """Counts the direct path's remote connections."""
+    """Counts the direct path's remote connections and every connection the hook opens."""
 
-    opened = 0
+    opened = 0  # direct path: remote connections
+    connections = 0  # local sessions and remote connections
 
     def direct_connection(self, client_encoding=None):
         CountingHook.opened += 1
         return super().direct_connection(client_encoding)
+
+    def _create_connection(self, conn_args):
+        CountingHook.connections += 1
+        return super()._create_connection(conn_args)
 
 
 def copy(source: Source, target: str, log: logging.Logger, relay: str = "auto", **kwargs):
@@ -88,11 +93,28 @@ def test_a_direct_incremental_run_plans_counts_and_holds_the_snapshot_on_one_rem
     src, t = Source(fixed), new_target()
     copy(src, t, log, relay="python", **UPSERT)
     src.remote("UPDATE {t} SET name = 'changed', updated_at = '2025-01-01' WHERE id % 10 = 0")
-    CountingHook.opened = 0
+    CountingHook.opened = CountingHook.connections = 0
     result = copy(src, t, log, relay="python", **UPSERT)
     assert result["path"] == "direct" and result["rows"] == ROWS // 10
     # planning, NULL count, index probe, snapshot and the in-process reader: one connection
     assert CountingHook.opened == 1
+    # and the copy's own session loads the single range: one local session
+    assert CountingHook.connections == 2
+    assert target_rows(fixed, t) == src.rows()
+
+
+def test_a_one_range_fdw_incremental_run_loads_in_the_copys_own_session(fixed, log):
+    src, t = Source(fixed), new_target()
+    fdw = {**UPSERT, "transport": "fdw"}
+    copy(src, t, log, **fdw)
+    src.remote("UPDATE {t} SET name = 'changed', updated_at = '2025-01-01' WHERE id % 10 = 0")
+    src.remote("UPDATE {t} SET name = 'no time', updated_at = NULL WHERE id = 3")
+    CountingHook.connections = 0
+    result = copy(src, t, log, **fdw)
+    assert result["path"] == "fdw" and result["rows"] == ROWS // 10 + 1
+    assert result["null_watermark_rows"] == 1
+    # one local session, so one postgres_fdw connection serves the NULL count and the load
+    assert CountingHook.connections == 1
     assert target_rows(fixed, t) == src.rows()
 
 

@@ -170,7 +170,7 @@ class BulkCopy:
             self._prepare_staging(session, run)
         try:
             with steps.step("load"):
-                load(self, run, key_ranges(self, run, session))
+                load(self, run, key_ranges(self, run, session), session)
             self._apply(session, run)
         except BaseException:
             self._drop_staging(session, run)

@@ -115,10 +115,14 @@ def _min_max(s: LocalSession, table: QualifiedName, column: str, conditions: lis
     return (None, None) if row is None else (row[0], row[1])
 
 
-def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
-    """Load every range into staging; the direct path reads them all in one exported snapshot."""
+def load(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession | None = None) -> None:
+    """Load every range into staging; the direct path reads them all in one exported snapshot.
+
+    ``session``: the copy's own session (idle), which loads a single range itself (no second local
+    session and, on the FDW path, no second postgres_fdw connection to the remote).
+    """
     if run.direct is None:
-        load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges, session)
         return
     assert copy.remote_connect is not None and run.source.remote is not None
     run.relay_in_process = relays_in_process(copy, run, ranges)
@@ -132,7 +136,7 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
             run.snapshot.start_count(
                 run.verifier.remote_select(run.source.remote, remote_name, run.conditions)
             )
-        load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges, session)
         if run.verifier.enabled:
             run.verifier.add_counted(*run.snapshot.counted())
     finally:
@@ -158,9 +162,10 @@ def _psql_relay(copy: BulkCopy, run: CopyRun) -> PsqlRelay | None:
     return None if run.relay_in_process else copy.psql_relay
 
 
-def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession | None = None) -> None:
     """Load ``ranges`` (conditions, None: everything) into ``run.staging``, one session each, in
-    ``run.snapshot`` when set (the direct path)."""
+    ``run.snapshot`` when set (the direct path); a single range in ``session`` when given."""
+    shared = session if len(ranges) == 1 else None
     p, result = copy.plan, run.result
     probe = None
     monitors: list[LocalSession] = []  # the probe's session, opened at its first use (10 s in)
@@ -184,7 +189,9 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     progress = Progress(copy.log, str(p.source), str(p.target), probe=probe, estimate=estimate)
     with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
         futures = [
-            pool.submit(_load_range, copy, run, run.conditions + ([r] if r is not None else []), progress)
+            pool.submit(
+                _load_range, copy, run, run.conditions + ([r] if r is not None else []), progress, shared
+            )
             for r in ranges
         ]
         try:
@@ -212,8 +219,10 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     progress.finish(result.rows)
 
 
-def _load_range(copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: Progress) -> int:
-    s = copy.new_session()
+def _load_range(
+    copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: Progress, shared: LocalSession | None
+) -> int:
+    s = shared or copy.new_session()
     stop, fired = threading.Event(), threading.Event()
     swallowed = SwallowedCopyErrors()
     try:
@@ -234,7 +243,8 @@ def _load_range(copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: P
         raise
     finally:
         stop.set()
-        s.close()
+        if shared is None:  # the copy's own session lives on (apply, clean-up)
+            s.close()
 
 
 def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: threading.Event) -> None:
