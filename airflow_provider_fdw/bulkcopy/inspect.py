@@ -236,7 +236,9 @@ def read_source_side(
 def estimate_direct_rows(copy: BulkCopy, run: CopyRun, conditions: list[Any]) -> int | None:
     """The remote planner's estimate of the rows a one-range direct read returns (EXPLAIN, on the
     kept connection: no extra connection, no scan); None when unknown."""
-    if run.direct is None or run.remote is None or run.source.remote is None or copy.plan.parallelism > 1:
+    if copy.psql_relay is None or not copy.small_loads_in_process or copy.plan.parallelism > 1:
+        return None  # the relay is already decided
+    if run.direct is None or run.remote is None or run.source.remote is None:
         return None
     remote_columns = [run.source.columns[c].remote_name for c in run.columns]
     statement = q.explain_select_json(run.source.remote, remote_columns, conditions)

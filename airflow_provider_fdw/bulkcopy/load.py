@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 LOAD_STATE_QUERY = q.sql.SQL("SELECT state FROM pg_stat_activity WHERE pid = %s")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
-# Below this many rows (remote estimate) a one-range direct load is relayed in-process: measured at
-# 200k rows, psql's load step was 0.057 s for 200 rows vs 0.034 in-process, even at 20,000 rows, and
-# 0.6 s vs 0.8 s for 200,000 (docs/performance.md, "Fixed costs of an incremental run").
+# A one-range direct load the remote estimates at no more rows is relayed in-process: two psql
+# children cost more below it (load of 200 rows: 57 ms via psql, 34 ms in-process; 20,000 rows: about
+# even; 200,000 rows: 0.6 s vs 0.8 s. docs/performance.md, "Incremental copies: the fixed cost of a run").
 SMALL_LOAD_ROWS = 10_000
 
 
