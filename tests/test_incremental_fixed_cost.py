@@ -175,3 +175,43 @@ def test_a_full_copy_is_never_relayed_in_process_by_the_estimate(fixed, log, cap
     result = copy(src, t, log, mode="replace", transport="copy")
     assert IN_PROCESS not in caplog.text and result["rows"] == ROWS
     assert local(fixed, "SELECT count(*) FROM {t}", t=t) == [(ROWS,)]
+
+
+def test_the_session_that_loads_a_one_range_copy_in_a_task_carries_the_tasks_mark(fixed, log):
+    import threading
+    import time
+
+    from airflow_provider_fdw.cancel import application_prefix
+
+    src, t = Source(fixed), new_target()
+    identity = ("fixed_dag", "copy", "run_1", "-1")
+    seen: list[tuple] = []
+    done = threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not done.is_set():
+            rows = local(
+                fixed,
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state = 'active' AND query LIKE %s",
+                ("INSERT INTO %_fdw_staging_%",),
+            )
+            if rows:
+                seen.extend(rows)
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        plan = plan_copy(src.foreign, t, key_columns=["id"], where="pg_sleep(0.005) IS NOT NULL")
+        with CountingHook(fdw_conn_id="fdw_source") as hook:
+            hook._log = log
+            hook.task_identity = identity
+            hook.bulk_copy(plan)
+    finally:
+        done.set()
+        watcher.join()
+    # a retry of the task terminates sessions by this prefix (a live earlier try's load included)
+    assert seen and seen[0][0].startswith(application_prefix(identity, t)), seen

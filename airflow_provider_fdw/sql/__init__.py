@@ -119,6 +119,7 @@ from airflow_provider_fdw.sql.servers import (
     read_remote_probe,
     role_spec,
     set_local,
+    set_session,
 )
 from airflow_provider_fdw.sql.snapshot import (
     BEGIN_SNAPSHOT_READ,
@@ -289,6 +290,7 @@ __all__ = [
     "select_for_copy",
     "server_ddl",
     "set_local",
+    "set_session",
     "sql",
     "table_ref",
     "uncomment_table",
