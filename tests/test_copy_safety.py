@@ -663,13 +663,20 @@ def test_replace_of_a_table_published_with_its_schema_goes_in_place(safety):
     assert target_rows(safety, t) == src.rows()
 
 
-def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safety):
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safety, parallelism):
     import threading
     import time
 
     src, t = Source(safety), new_target()
     copy(src, t)
     done = threading.Event()
+    # One range loads in the session that owns the run; with two, the owner sits idle meanwhile.
+    owner = (
+        "state = 'active' AND query LIKE 'INSERT INTO %%_fdw_staging_%%'"
+        if parallelism == 1
+        else "state = 'idle'"
+    )
 
     def kill_the_copys_main_session():
         deadline = time.monotonic() + 20
@@ -680,11 +687,11 @@ def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safet
                 "AND query LIKE %s",
                 ("INSERT INTO %_fdw_staging_%",),
             )
-            if loading:  # the session that owns the run sits idle meanwhile: it dies, the load goes on
+            if loading:  # the session that owns the run dies mid-load
                 local(
                     safety,
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND state = 'idle' "
+                    "WHERE datname = current_database() AND " + owner + " "
                     "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
                 )
                 return
@@ -694,7 +701,7 @@ def test_a_retry_drops_the_staging_table_a_run_killed_mid_load_left_behind(safet
     killer.start()
     try:
         with pytest.raises(FdwError, match="terminating connection"):  # the cause, not a follow-up
-            copy(src, t, where="pg_sleep(0.02) IS NOT NULL")
+            copy(src, t, where="pg_sleep(0.02) IS NOT NULL", parallelism=parallelism, split_column="id")
     finally:
         done.set()
         killer.join()

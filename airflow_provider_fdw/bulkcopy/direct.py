@@ -108,11 +108,13 @@ def plan_direct(
     connect: Callable[..., Any] | None,
     identity: Mapping[str, Any] | None,
     log: Any,
+    keep: Callable[[Any], None] | None = None,
 ) -> DirectRead | None:
     """Decide the path: a :class:`DirectRead`, or None for the FDW path (why is logged).
 
     With ``transport="copy"`` every reason not to read directly is a :class:`FdwConfigError`
-    raised before anything changed.
+    raised before anything changed. ``keep``: given the remote connection opened here (outside a
+    transaction) instead of closing it, so the run reuses it; the caller then closes it.
     """
     transport = plan.transport
     if transport == "fdw":
@@ -165,6 +167,7 @@ def plan_direct(
                 step="connect to remote",
             ) from None
         return fall_back(f"the remote is not reachable from this worker: {error_fields(exc)['message']}")
+    kept = False
     try:
         with remote.cursor() as cur:
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
@@ -172,8 +175,12 @@ def plan_direct(
         remote.rollback()
         if remote_types and plan.where:
             parse_where(remote, source.remote, plan.where)
+        if keep is not None:
+            keep(remote)
+            kept = True
     finally:
-        remote.close()
+        if not kept:
+            remote.close()
     if not remote_types:
         return fall_back(f"the remote table {source.remote} is not visible over the connection")
     missing = sorted(remote_name[c] for c in columns if remote_name[c] not in remote_types)

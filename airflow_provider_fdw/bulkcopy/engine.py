@@ -75,6 +75,9 @@ class BulkCopy:
     :param target_lock_wait: seconds to wait for another copy of the same target.
     :param leftovers: ``application_name`` prefix of an earlier try's sessions, terminated at start.
     :param lock_retries: attempts to apply (each bounded by the plan's ``lock_timeout``).
+    :param small_loads_in_process: with ``psql_relay``, relay a one-range load the remote estimates at
+        no more than :data:`.load.SMALL_LOAD_ROWS` rows in this process (two psql children and their
+        connections cost more than such a load).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class BulkCopy:
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         leftovers: str | None = None,
         lock_retries: int = DEFAULT_LOCK_RETRIES,
+        small_loads_in_process: bool = False,
     ) -> None:
         self.plan = plan
         self.new_session = new_session
@@ -102,6 +106,7 @@ class BulkCopy:
         self.leftovers = leftovers
         self.lock_retries = lock_retries
         self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
+        self.small_loads_in_process = small_loads_in_process
 
     # -- the whole copy ----------------------------------------------------------------------
 
@@ -146,7 +151,15 @@ class BulkCopy:
             run = inspect_tables(self, session)
             if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
                 parse_where(session.conn, p.source, p.where)
-            choose_path(self, session, run)
+        try:
+            with steps.step("catalog"):
+                choose_path(self, session, run, keep_remote=True)
+            return self._run_path(session, run, started, steps)
+        finally:
+            run.close_remote()  # the direct path's planning connection, unless the snapshot holder took it
+
+    def _run_path(self, session: LocalSession, run: CopyRun, started: float, steps: StepTimes) -> CopyResult:
+        p = self.plan
         run.steps = steps
         with steps.step("catalog" if p.mode == "replace" or not p.watermark_column else "watermark"):
             run.conditions = read_conditions(self, session, run)
@@ -158,7 +171,7 @@ class BulkCopy:
             self._prepare_staging(session, run)
         try:
             with steps.step("load"):
-                load(self, run, key_ranges(self, run, session))
+                load(self, run, key_ranges(self, run, session), session)
             self._apply(session, run)
         except BaseException:
             self._drop_staging(session, run)

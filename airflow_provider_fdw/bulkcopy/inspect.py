@@ -7,6 +7,8 @@ starts the run's :class:`.CopyRun`; :func:`choose_path` picks direct COPY or pos
 
 from __future__ import annotations
 
+import json
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
@@ -82,12 +84,19 @@ def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: 
         raise FdwConfigError(f"Columns of {p.source} and {p.target} do not match: {'; '.join(problems)}.")
 
 
-def choose_path(copy: BulkCopy, s: LocalSession, run: CopyRun) -> None:
-    """Direct COPY or postgres_fdw (see :func:`.plan_direct`), said in the log when it matters."""
+def choose_path(copy: BulkCopy, s: LocalSession, run: CopyRun, keep_remote: bool = False) -> None:
+    """Direct COPY or postgres_fdw (see :func:`.plan_direct`), said in the log when it matters.
+
+    ``keep_remote``: keep the remote connection the direct path was planned on in ``run.remote``
+    (the caller closes it with :meth:`.CopyRun.close_remote`).
+    """
     p = copy.plan
+    keep = (lambda conn: setattr(run, "remote", conn)) if keep_remote else None
     run.direct = plan_direct(
-        s, p, run.source, run.columns, copy.remote_connect, copy.remote_identity, copy.log
+        s, p, run.source, run.columns, copy.remote_connect, copy.remote_identity, copy.log, keep
     )
+    if run.direct is None:  # planned, then fell back to the FDW path: the connection is not needed
+        run.close_remote()
     run.result.path = "direct" if run.direct else "fdw"
     if p.verify == "checksum" and run.direct is not None and not run.direct.binary:
         # The checksum hashes binary values: equal only when the remote types are the declared ones.
@@ -99,6 +108,7 @@ def choose_path(copy: BulkCopy, s: LocalSession, run: CopyRun) -> None:
             raise FdwConfigError(f"{reason}: use verify='count', or transport='fdw' to checksum.")
         copy.log.info("%s: copying through postgres_fdw instead.", reason)
         run.direct, run.result.path = None, "fdw"
+        run.close_remote()
     if run.direct is None and p.parallelism > 1:
         check_split_column(copy, run)  # before anything changes: ctid ranges need the direct path
         copy.log.info(
@@ -169,6 +179,7 @@ def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
             bound,
             f" and the {nulls} rows where it is NULL" if p.mode == "upsert" and nulls else "",
         )
+    run.estimated_rows = estimate_direct_rows(copy, run, conditions)
     return conditions
 
 
@@ -201,8 +212,10 @@ def read_source_side(
             s.rollback()  # the probe tables were created in this transaction: gone with it
         return nulls, row
     assert copy.remote_connect is not None and run.source.remote is not None
-    # The direct path needs no user mapping: count over the direct connection too (same names).
-    remote = copy.remote_connect(client_encoding=run.direct.client_encoding)
+    # The direct path needs no user mapping: count over the direct connection too (same names), the
+    # one that planned the path when it was kept (one connection less per run).
+    kept = run.remote is not None
+    remote = run.remote if kept else copy.remote_connect(client_encoding=run.direct.client_encoding)
     try:
         with remote.cursor() as cur:
             cur.execute(q.null_watermark_count(run.source.remote, p.watermark_column, conditions))
@@ -210,8 +223,39 @@ def read_source_side(
             if row is None:
                 raise FdwError("count NULL watermarks on the remote: no row returned.", step="count")
             cur.execute(watermark.index_probe_query(through_fdw=False), (remote_column, *run.source.remote))
-            return int(row[0]), cur.fetchone()
+            probe = cur.fetchone()
+        remote.rollback()  # the snapshot holder that takes it next starts its own transaction
+        return int(row[0]), probe
     except DriverError as exc:
         raise s.error("count NULL watermarks on the remote", exc) from None
     finally:
-        remote.close()
+        if not kept:
+            remote.close()
+
+
+def estimate_direct_rows(copy: BulkCopy, run: CopyRun, conditions: list[Any]) -> int | None:
+    """The remote planner's estimate of the rows a one-range direct read returns (EXPLAIN, on the
+    kept connection: no extra connection, no scan); None when unknown."""
+    if copy.psql_relay is None or not copy.small_loads_in_process or copy.plan.parallelism > 1:
+        return None  # the relay is already decided
+    if run.direct is None or run.remote is None or run.source.remote is None:
+        return None
+    remote_columns = [run.source.columns[c].remote_name for c in run.columns]
+    statement = q.explain_select_json(run.source.remote, remote_columns, conditions)
+    try:
+        with run.remote.cursor() as cur:
+            cur.execute(statement)
+            row = cur.fetchone()
+        run.remote.rollback()
+    except DriverError as exc:  # only a hint for the relay: the copy goes on without it
+        copy.log.info("Could not estimate the rows to read from %s: %s", run.source.remote, exc)
+        with suppress(DriverError):
+            run.remote.rollback()
+        return None
+    plan = row[0] if row else None
+    if isinstance(plan, str):  # psycopg2 without a json adapter returns text
+        plan = json.loads(plan)
+    try:
+        return int(plan[0]["Plan"]["Plan Rows"])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy import ctid
 from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
-from airflow_provider_fdw.bulkcopy.relay import SwallowedCopyErrors, copy_stream
+from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import read_oid
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 LOAD_STATE_QUERY = q.sql.SQL("SELECT state FROM pg_stat_activity WHERE pid = %s")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
+# A one-range direct load the remote estimates at no more rows is relayed in-process: two psql
+# children cost more below it (load of 200 rows: 57 ms via psql, 34 ms in-process; 20,000 rows: about
+# even; 200,000 rows: 0.6 s vs 0.8 s. docs/performance.md, "Incremental copies: the fixed cost of a run").
+SMALL_LOAD_ROWS = 10_000
 
 
 def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
@@ -111,33 +115,61 @@ def _min_max(s: LocalSession, table: QualifiedName, column: str, conditions: lis
     return (None, None) if row is None else (row[0], row[1])
 
 
-def load(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
-    """Load every range into staging; the direct path reads them all in one exported snapshot."""
+def load(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession | None = None) -> None:
+    """Load every range into staging; the direct path reads them all in one exported snapshot.
+
+    ``session``: the copy's own session (idle), which loads a single range itself (no second local
+    session and, on the FDW path, no second postgres_fdw connection to the remote).
+    """
     if run.direct is None:
-        load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges, session)
         return
     assert copy.remote_connect is not None and run.source.remote is not None
-    run.snapshot = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
+    run.relay_in_process = relays_in_process(copy, run, ranges)
+    run.sole_reader = len(ranges) == 1 and not run.verifier.enabled
+    run.snapshot = SnapshotHolder(
+        copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log, conn=run.take_remote()
+    )
     try:
         if run.verifier.enabled:  # verify counts the source in the same snapshot
             remote_name = {c: run.source.columns[c].remote_name for c in run.columns}
             run.snapshot.start_count(
                 run.verifier.remote_select(run.source.remote, remote_name, run.conditions)
             )
-        load_ranges(copy, run, ranges)
+        load_ranges(copy, run, ranges, session)
         if run.verifier.enabled:
             run.verifier.add_counted(*run.snapshot.counted())
     finally:
         run.snapshot.close()  # after every range read: the snapshot is no longer needed
 
 
-def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
+def relays_in_process(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> bool:
+    """Whether this load skips the psql relay: one range the remote estimates at few rows."""
+    if copy.psql_relay is None or not copy.small_loads_in_process or len(ranges) != 1:
+        return False
+    if run.estimated_rows is None or run.estimated_rows > SMALL_LOAD_ROWS:
+        return False
+    copy.log.info(
+        "Direct COPY of ~%d rows (the remote's estimate): relayed in this process, not through psql "
+        "(two psql processes and their connections cost more than they save below %d rows).",
+        run.estimated_rows,
+        SMALL_LOAD_ROWS,
+    )
+    return True
+
+
+def _psql_relay(copy: BulkCopy, run: CopyRun) -> PsqlRelay | None:
+    return None if run.relay_in_process else copy.psql_relay
+
+
+def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession | None = None) -> None:
     """Load ``ranges`` (conditions, None: everything) into ``run.staging``, one session each, in
-    ``run.snapshot`` when set (the direct path)."""
+    ``run.snapshot`` when set (the direct path); a single range in ``session`` when given."""
+    shared = session if len(ranges) == 1 else None
     p, result = copy.plan, run.result
     probe = None
     monitors: list[LocalSession] = []  # the probe's session, opened at its first use (10 s in)
-    if result.path == "fdw" or copy.psql_relay:  # rows counted only at the end: watch staging grow
+    if result.path == "fdw" or _psql_relay(copy, run):  # rows counted only at the end: watch staging grow
 
         def probe() -> int:
             if not monitors:
@@ -157,7 +189,9 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     progress = Progress(copy.log, str(p.source), str(p.target), probe=probe, estimate=estimate)
     with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
         futures = [
-            pool.submit(_load_range, copy, run, run.conditions + ([r] if r is not None else []), progress)
+            pool.submit(
+                _load_range, copy, run, run.conditions + ([r] if r is not None else []), progress, shared
+            )
             for r in ranges
         ]
         try:
@@ -185,13 +219,15 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any]) -> None:
     progress.finish(result.rows)
 
 
-def _load_range(copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: Progress) -> int:
-    s = copy.new_session()
+def _load_range(
+    copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: Progress, shared: LocalSession | None
+) -> int:
+    s = shared or copy.new_session()
     stop, fired = threading.Event(), threading.Event()
     swallowed = SwallowedCopyErrors()
     try:
         if run.result.path == "direct":
-            if copy.psql_relay is None:  # the in-process relay learns of a local error only at the end
+            if _psql_relay(copy, run) is None:  # the in-process relay learns of a local error only at the end
                 threading.Thread(target=_watch_load, args=(copy, s, stop, fired), daemon=True).start()
             with swallowed:
                 return _copy_direct(copy, run, s, conditions, progress)
@@ -207,7 +243,8 @@ def _load_range(copy: BulkCopy, run: CopyRun, conditions: list[Any], progress: P
         raise
     finally:
         stop.set()
-        s.close()
+        if shared is None:  # the copy's own session lives on (apply, clean-up)
+            s.close()
 
 
 def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: threading.Event) -> None:
@@ -215,16 +252,20 @@ def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: t
     remote still streams, cancel the copy's statements so the remote read stops at once."""
     try:
         pid = backend_pid(s.conn)
+        if stop.wait(0.5):  # a short load ends before the first look: no session opened for it
+            return
         monitor = copy.new_session()
     except Exception:  # no watcher: the error still arrives, only later
         return
     try:
-        while not stop.wait(0.5):
+        while True:
             with monitor.transaction():
                 row = monitor.fetchone("watch load", LOAD_STATE_QUERY, (pid,))
             if row and row[0] == "idle in transaction (aborted)" and not stop.is_set():
                 fired.set()
                 copy.scope.cancel()
+                return
+            if stop.wait(0.5):
                 return
     except Exception:  # best effort, like the rest of the clean-up
         return
@@ -270,19 +311,22 @@ def _copy_direct(
     remote_columns = [run.source.columns[c].remote_name for c in run.columns]
     out_stmt = q.select_for_copy(run.source.remote, remote_columns, conditions, binary)
     in_stmt = q.copy_from_stdin(run.staging_table, run.columns, binary)
-    if copy.psql_relay is not None:
+    psql_relay = _psql_relay(copy, run)
+    if psql_relay is not None:
         relay = replace(
-            copy.psql_relay,
-            remote={**copy.psql_relay.remote, "client_encoding": encoding},
-            local={**copy.psql_relay.local, "client_encoding": encoding},
+            psql_relay,
+            remote={**psql_relay.remote, "client_encoding": encoding},
+            local={**psql_relay.local, "client_encoding": encoding},
         )
         first = []
         if run.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
             first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
         return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
-    remote = copy.remote_connect(client_encoding=encoding)
+    # The only reader, with no count in the background: read on the holder's connection itself.
+    lent = isinstance(run.snapshot, SnapshotHolder) and run.sole_reader
+    remote = run.snapshot.lend() if lent else copy.remote_connect(client_encoding=encoding)
     try:
-        if run.snapshot is not None:  # before the COPY, in the driver's implicit transaction
+        if run.snapshot is not None and not lent:  # before the COPY, in the driver's implicit transaction
             with remote.cursor() as cur:
                 for statement in run.snapshot.reader_statements():
                     cur.execute(statement)
@@ -290,4 +334,5 @@ def _copy_direct(
             s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
             return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
     finally:
-        remote.close()
+        if not lent:  # the holder closes its own
+            remote.close()

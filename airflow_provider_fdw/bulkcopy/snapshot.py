@@ -26,10 +26,17 @@ class SnapshotHolder:
     """The remote transaction whose exported snapshot each range reader imports."""
 
     def __init__(
-        self, connect: Callable[..., Any], client_encoding: str, leftovers: str | None, log: Any
+        self,
+        connect: Callable[..., Any],
+        client_encoding: str,
+        leftovers: str | None,
+        log: Any,
+        conn: Any = None,
     ) -> None:
+        """``conn``: an open remote connection (pinned, in ``client_encoding``, outside a transaction)
+        to hold the snapshot on instead of a new one; the holder closes it."""
         try:
-            self.conn = connect(client_encoding=client_encoding)
+            self.conn = conn if conn is not None else connect(client_encoding=client_encoding)
         except DriverError as exc:
             raise FdwError(
                 f"Could not connect to the remote to export a snapshot: {error_fields(exc)['message']}",
@@ -61,6 +68,12 @@ class SnapshotHolder:
             terminate_leftovers(LocalSession(self.conn, log), prefix, log)
         except FdwError as exc:  # best effort: the copy itself does not need it
             log.warning("Could not end an earlier try's remote reads: %s", exc)
+
+    def lend(self) -> Any:
+        """The holder's own connection, for the one reader of a copy with no background count: it
+        is already in the snapshot's transaction (no import, no second connection); not closed by it."""
+        assert self._thread is None, "the background count uses the connection"
+        return self.conn
 
     def reader_statements(self) -> list[Any]:
         """What a reader runs first, in its own transaction, to see exactly this snapshot."""

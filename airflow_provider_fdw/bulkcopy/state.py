@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,23 @@ class CopyRun:
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
+    # direct path: the remote connection that planned the path, reused by the watermark step and then
+    # taken by the snapshot holder (one connection instead of three)
+    remote: Any = None
+    estimated_rows: int | None = None  # direct incremental runs: the remote's estimate of the rows read
+    relay_in_process: bool = False  # direct path: this load is relayed in-process although psql is there
+    sole_reader: bool = False  # direct path: one range and no background count: it reads on the holder
+
+    def take_remote(self) -> Any:
+        """The kept remote connection (or None), which the caller now owns."""
+        remote, self.remote = self.remote, None
+        return remote
+
+    def close_remote(self) -> None:
+        remote = self.take_remote()
+        if remote is not None:
+            with suppress(Exception):  # only a connection left over: nothing of the copy depends on it
+                remote.close()
 
     @property
     def staging_table(self) -> QualifiedName:

@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 from typing import TYPE_CHECKING
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy
 from airflow_provider_fdw.bulkcopy.plan import CopyPlan
@@ -37,13 +38,18 @@ def copy_engine(
         raise FdwConfigError(f"relay must be auto, psql or python; got {relay!r}.")
     if direct:
         plan = dataclasses.replace(plan, transport="copy")
-    plan = transport_for_wrapper(hook, plan)
-    remote = hook.remote if plan.transport != "fdw" else None
-    assert remote is None or isinstance(remote, RemoteServer)  # transport_for_wrapper refused the others
     leftovers = None
     if hook.task_identity is not None:
         hook.application_name = application_name(hook.task_identity, str(plan.target))
         leftovers = application_prefix(hook.task_identity, str(plan.target))
+        if hook._session is not None:  # opened before: it loads a one-range copy, so a retry must find it
+            with hook._session.transaction():
+                hook._session.execute(
+                    "mark session", q.set_session("application_name", hook.application_name), quiet=True
+                )
+    plan = transport_for_wrapper(hook, plan)
+    remote = hook.remote if plan.transport != "fdw" else None
+    assert remote is None or isinstance(remote, RemoteServer)  # transport_for_wrapper refused the others
     psql_relay = None
     # A passfile cannot hold a line break: such a password is relayed in-process instead.
     passwords = (remote.password if remote else None, hook.connection.password)
@@ -75,6 +81,7 @@ def copy_engine(
         target_lock_wait=target_lock_wait,
         leftovers=leftovers,
         lock_retries=lock_retries,
+        small_loads_in_process=relay == "auto",  # an explicit relay="psql" is always psql
     )
 
 

@@ -277,10 +277,11 @@ class FdwHook(PostgresHook):
         ``airflow_provider_fdw:<key>:<dag>.<task>:<target>``; a retry terminates the sessions of an
         earlier try of the same task instance (killed worker) before it starts.
         """
-        copy = self.bulk_copy_engine(plan, direct, relay, target_lock_wait, lock_retries)
         opening = time.perf_counter()
-        session = self.session  # opened here on first use: the copy's first fixed cost
-        summary = copy.run(session, connect_seconds=time.perf_counter() - opening).summary()
+        session = self.session  # opened here on first use (before the engine reads the catalog with it)
+        connect_seconds = time.perf_counter() - opening
+        copy = self.bulk_copy_engine(plan, direct, relay, target_lock_wait, lock_retries)
+        summary = copy.run(session, connect_seconds=connect_seconds).summary()
         if summary["path"] == "direct":  # this hook read the remote itself: it reports the lineage
             report_hook_lineage(self, plan.source, plan.target)
         return summary

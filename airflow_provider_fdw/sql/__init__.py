@@ -54,6 +54,7 @@ from airflow_provider_fdw.sql.copy import (
     copy_from_stdin,
     counted_upsert,
     delete_where,
+    explain_select_json,
     insert_select,
     max_of,
     max_text_of,
@@ -118,6 +119,7 @@ from airflow_provider_fdw.sql.servers import (
     read_remote_probe,
     role_spec,
     set_local,
+    set_session,
 )
 from airflow_provider_fdw.sql.snapshot import (
     BEGIN_SNAPSHOT_READ,
@@ -254,6 +256,7 @@ __all__ = [
     "embedding_call",
     "embedding_type",
     "embedding_values",
+    "explain_select_json",
     "explain_verbose",
     "grant",
     "import_foreign_schema",
@@ -287,6 +290,7 @@ __all__ = [
     "select_for_copy",
     "server_ddl",
     "set_local",
+    "set_session",
     "sql",
     "table_ref",
     "uncomment_table",

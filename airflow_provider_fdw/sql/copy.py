@@ -73,6 +73,15 @@ def select_for_copy(
     )
 
 
+def explain_select_json(
+    source: QualifiedName, columns: Sequence[str], conditions: Sequence[sql.Composable]
+) -> sql.Composed:
+    """The planner's estimate (EXPLAIN, not run) of the SELECT :func:`select_for_copy` copies."""
+    return sql.SQL("EXPLAIN (FORMAT json) SELECT {} FROM {}{}").format(
+        column_list(columns), sql.Identifier(*source), where_clause(conditions)
+    )
+
+
 def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
         sql.Identifier(*table), column_list(columns), sql.SQL(" (FORMAT binary)" if binary else "")

@@ -115,6 +115,11 @@ def disconnect(server_name: str | None) -> sql.Composed:
     return sql.SQL("SELECT postgres_fdw_disconnect({})").format(sql.Literal(server_name))
 
 
+def set_session(setting: str, value: str) -> sql.Composed:
+    """``SET`` for the rest of the session (``set_config(…, false)``)."""
+    return sql.SQL("SELECT set_config({}, {}, false)").format(sql.Literal(setting), sql.Literal(value))
+
+
 def set_local(setting: str, value: str) -> sql.Composed:
     """``SET LOCAL`` for the current transaction only (``set_config(…, true)`` takes a value literal)."""
     return sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(setting), sql.Literal(value))
