@@ -252,7 +252,7 @@ def estimate_direct_rows(copy: BulkCopy, run: CopyRun, conditions: list[Any]) ->
         with suppress(DriverError):
             run.remote.rollback()
         return None
-    plan = row[0] if row else None
+    plan: Any = row[0] if row else None
     if isinstance(plan, str):  # psycopg2 without a json adapter returns text
         plan = json.loads(plan)
     try:

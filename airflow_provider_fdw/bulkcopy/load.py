@@ -323,8 +323,9 @@ def _copy_direct(
             first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
         return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
     # The only reader, with no count in the background: read on the holder's connection itself.
-    lent = isinstance(run.snapshot, SnapshotHolder) and run.sole_reader
-    remote = run.snapshot.lend() if lent else copy.remote_connect(client_encoding=encoding)
+    holder = run.snapshot if isinstance(run.snapshot, SnapshotHolder) and run.sole_reader else None
+    lent = holder is not None
+    remote = holder.lend() if holder is not None else copy.remote_connect(client_encoding=encoding)
     try:
         if run.snapshot is not None and not lent:  # before the COPY, in the driver's implicit transaction
             with remote.cursor() as cur:
