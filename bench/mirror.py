@@ -66,7 +66,6 @@ def main() -> int:
         "machine": machine(),
         "rows": args.rows,
         "repeat": args.repeat,
-        "coarse_ranges": args.coarse_ranges,
         "results": results,
     }
     floor_ratio = next(r["ratio_to_replace"] for r in results if r["scenario"].startswith("floor"))
@@ -93,20 +92,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", default=None)
-    parser.add_argument(
-        "--coarse-ranges",
-        type=int,
-        default=None,
-        help="key ranges of the first comparison (default: the library's COARSE_RANGES; 1: the whole table)",
-    )
     return parser.parse_args()
 
 
 def run_all(pair: Pair, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from airflow_provider_fdw.bulkcopy import mirror_compare
-
-    if args.coarse_ranges is not None:
-        mirror_compare.COARSE_RANGES = args.coarse_ranges
     rng = random.Random(16)
     replace = [timed(full_replace) for _ in range(args.repeat)]
     baseline = statistics.median(s for s, _ in replace)

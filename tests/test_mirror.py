@@ -142,38 +142,6 @@ def test_target_side_checksums_aggregate_by_hash_without_sorting_every_row(sandb
     assert local(sandbox, temp_files)[0][0] == before
 
 
-@pytest.fixture
-def coarse(monkeypatch):
-    """Tables of a few thousand rows compared in key ranges first, as a 10M-row table is."""
-    monkeypatch.setattr(mirror_compare, "COARSE_MIN_ROWS", 50)
-
-
-@pytest.mark.parametrize("seed", [4, 5])
-def test_mirror_in_key_ranges_converges_after_random_changes(sandbox, coarse, seed):
-    src = Source(sandbox, rows=1000)
-    target = new_target(sandbox, src)
-    random_changes(src, random.Random(seed), 60)
-    src.remote("INSERT INTO {t} (id, name) VALUES (-3, 'below the range'), (1000000, 'far above')")
-    result = mirror(src, target)
-    assert target_rows(sandbox, target) == src.rows()
-    assert result["inserted"] >= 2
-    again = mirror(src, target)
-    assert (again["inserted"], again["updated"], again["deleted"]) == (0, 0, 0)
-    # nothing changed: one aggregate per key range and side, no per-bucket pass
-    assert again["levels"] == 1 and 1 < again["buckets_compared"] <= mirror_compare.COARSE_RANGES
-
-
-def test_a_change_confined_to_one_key_range_groups_only_that_range(sandbox, coarse):
-    src = Source(sandbox, rows=2000)
-    target = new_target(sandbox, src)
-    src.remote("UPDATE {t} SET tags = 'changed' WHERE id IN (10, 11, 12)")
-    result = mirror(src, target)
-    assert result["updated"] == 3
-    assert target_rows(sandbox, target) == src.rows()
-    # 16 key ranges, then only the buckets of the one that differs (all of them: 2000 / 64 more)
-    assert result["buckets_compared"] < mirror_compare.COARSE_RANGES + 2000 // 64
-
-
 def test_mirror_counts_exactly_the_changed_rows(sandbox):
     src = Source(sandbox)
     target = new_target(sandbox, src)

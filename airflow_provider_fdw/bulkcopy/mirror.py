@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from airflow_provider_fdw import locks
@@ -52,7 +51,6 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     checksums,
     hash_aggregate,
     hash_kinds,
-    range_checksums,
 )
 from airflow_provider_fdw.catalog import read_columns
 from airflow_provider_fdw.compat import sql
@@ -270,33 +268,24 @@ class Mirror:
         if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
             check_pushdown(s, self.buckets, p.source, row_hash)
 
-        # First a few key ranges (an integer key; else the whole table), one aggregate each, no GROUP BY:
-        # a GROUP BY makes the remote sort every row. All equal: nothing changed and this one pass is
-        # the whole run. Otherwise only the ranges that differ are grouped into buckets.
-        ranges = self.buckets.coarse_ranges()
+        # First the whole table, one aggregate per side: no GROUP BY, so the remote does not sort every
+        # row. Equal means nothing changed, and this one pass is the whole run; otherwise it costs one
+        # pass more than bisecting at once.
         self.result.levels += 1
-        compute = partial(range_checksums, row_hash, ranges)
-        src, tgt = self._both(s, compute, only, grouping=False)
+        src, tgt = self._both_checksums(s, only, row_hash, None, None, 0)
         self.result.rows = sum(n for n, _ in src.values())
         self.result.checksum = str(sum(int(c) for _, c in src.values() if c is not None))
-        self.result.buckets_compared += len(ranges)
-        differ = [i for i in range(len(ranges)) if src.get(i) != tgt.get(i)]
-        self.log.info("Level 1: the whole table in %d key ranges, %d differ", len(ranges), len(differ))
-        if not differ:
+        self.result.buckets_compared += 1
+        self.log.info("Level 1: the whole table, %s", "equal" if src == tgt else "differs")
+        if src == tgt:
             self.result.unchanged = self.result.rows
             return
-        restrict = None
-        if len(differ) < len(ranges):
-            restrict = sql.SQL("({})").format(
-                sql.SQL(" OR ").join(sql.SQL("({})").format(ranges[i]) for i in differ)
-            )
         level = self.buckets.first
         parents: list[int] | None = None
         parent_level = level
         while True:
             self.result.levels += 1
-            compute = partial(checksums, self.buckets, row_hash, level, parents, parent_level, restrict)
-            src, tgt = self._both(s, compute, only, grouping=True)
+            src, tgt = self._both_checksums(s, only, row_hash, level, parents, parent_level)
             compared = set(src) | set(tgt)
             self.result.buckets_compared += len(compared)
             differing = sorted(b for b in compared if src.get(b) != tgt.get(b))
@@ -353,18 +342,24 @@ class Mirror:
             estimate = s.fetchvalue("count target rows", q.count_rows(self.plan.target))
         return float(estimate)
 
-    def _both(
+    def _both_checksums(
         self,
         s: LocalSession,
-        compute: Callable[[LocalSession, QualifiedName, bool, str], Buckets],
         only: bool,
-        grouping: bool,
+        row_hash: sql.Composable,
+        level: int | None,
+        parents: list[int] | None,
+        parent_level: int,
     ) -> tuple[Buckets, Buckets]:
-        """``compute`` on the source and on the target (side by side with ``new_session``); the target's
-        side groups in a hash table when ``grouping`` (see :func:`.mirror_compare.hash_aggregate`)."""
+        """The source's and the target's checksums of one level (side by side with ``new_session``)."""
         p = self.plan
         if self.new_session is None:
-            return compute(s, p.source, False, "source"), compute(s, p.target, only, "target")
+            src = checksums(
+                s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
+            )
+            return src, checksums(
+                s, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
+            )
         if self.helper is None:
             self.helper = self.new_session()
         helper = self.helper
@@ -372,13 +367,17 @@ class Mirror:
 
             def target_side() -> Buckets:
                 with helper.transaction():
-                    if grouping:
+                    if level is not None:
                         hash_aggregate(helper)
-                    return compute(helper, p.target, only, "target")
+                    return checksums(
+                        helper, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
+                    )
 
             pending = pool.submit(target_side)
             try:
-                src = compute(s, p.source, False, "source")
+                src = checksums(
+                    s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
+                )
             finally:
                 tgt = pending.result()
         return src, tgt

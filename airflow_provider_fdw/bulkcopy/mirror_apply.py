@@ -81,7 +81,7 @@ def apply_differences(
         s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
     result.unchanged = result.rows - result.inserted - result.updated
     catch_up_sequences(s, p.target, oid, only)
-    after = checksums(bucketing, row_hash, level, buckets, level, None, s, p.target, only, "target")
+    after = checksums(s, bucketing, p.target, only, row_hash, level, buckets, level, "target")
     wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
     total = s.fetchvalue("count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target))
     if total != result.rows:  # a foreign key action reached rows outside the changed buckets

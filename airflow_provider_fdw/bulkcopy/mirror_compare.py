@@ -7,7 +7,6 @@ source's on the remote (:func:`check_pushdown`). Each column's hash is chosen by
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,8 +23,6 @@ FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over 
 SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
 MAX_BITS = 40
 MAX_RANGES = 64  # up to this many key ranges are read through the index, more by one filtered pass
-COARSE_RANGES = 16  # an integer key's first comparison: this many key ranges, one aggregate each ...
-COARSE_MIN_ROWS = 100_000  # ... of at least this many rows (a smaller table is one range)
 
 Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
 
@@ -34,41 +31,23 @@ Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
 
 
 def checksums(
+    s: LocalSession,
     buckets: Bucketing,
+    table: QualifiedName,
+    only: bool,
     row_hash: sql.Composable,
-    level: int,
+    level: int | None,
     parents: list[int] | None,
     parent_level: int,
-    restrict: sql.Composable | None,
-    s: LocalSession,
-    table: QualifiedName,
-    only: bool,
     side: str,
 ) -> Buckets:
-    """Rows and summed row hashes per bucket of ``level``: within the ``parents`` buckets when given,
-    else within ``restrict`` (a condition; None: every row)."""
-    within, params = (restrict, None) if parents is None else buckets.within(parents, parent_level)
-    statement = mq.bucket_checksums(table, only, buckets.bucket(level), row_hash, within)
+    """Rows and summed row hashes per bucket of ``level`` (within the ``parents`` buckets when given);
+    ``level`` None: the whole table, bucket 0."""
+    within, params = (None, None) if parents is None else buckets.within(parents, parent_level)
+    bucket = None if level is None else buckets.bucket(level)
+    statement = mq.bucket_checksums(table, only, bucket, row_hash, within)
     rows = s.fetchall(f"checksum {side} buckets", statement, params)
     return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
-
-
-def range_checksums(
-    row_hash: sql.Composable,
-    ranges: list[sql.Composable | None],
-    s: LocalSession,
-    table: QualifiedName,
-    only: bool,
-    side: str,
-) -> Buckets:
-    """Rows and summed row hashes of each of ``ranges`` (conditions; None: every row), by position: one
-    aggregate per range, without GROUP BY (which would make the server sort every row)."""
-    out: Buckets = {}
-    for i, condition in enumerate(ranges):
-        statement = mq.bucket_checksums(table, only, None, row_hash, condition)
-        row = s.fetchrow(f"checksum {side} key range", statement)
-        out[i] = (int(row[1]), None if row[2] is None else int(row[2]))
-    return out
 
 
 # Memory for the target's per-bucket aggregate: a bucket's state is about 100 bytes, so 32 MB (x
@@ -109,11 +88,6 @@ class Bucketing:
 
     first: int
 
-    def coarse_ranges(self) -> list[sql.Composable | None]:
-        """Conditions that split every possible key into a few ranges, compared before any bucket
-        (None: the whole table as one range)."""
-        return [None]
-
     def step(self, level: int) -> int | None:
         """The next, finer level; ``None`` at the leaves (then the rows are fetched)."""
         raise NotImplementedError
@@ -145,26 +119,6 @@ class RangeBuckets(Bucketing):
 
         self.first = shift(FIRST_LEVEL_ROWS)
         self.leaf = min(self.first, shift(LEAF_ROWS))
-        self.low, self.high, self.rows = low, high, rows
-
-    def coarse_ranges(self) -> list[sql.Composable | None]:
-        """Up to :data:`COARSE_RANGES` ranges of equal width over the target's [low, high], the first and
-        last open (keys the source has outside it fall in them). Read through the key's index; only the
-        ranges that differ are then grouped into buckets, so a change confined to a few ranges sorts
-        only their rows on the remote."""
-        parts = max(1, min(COARSE_RANGES, int(self.rows // COARSE_MIN_ROWS)))
-        if self.low is None or self.high is None or parts == 1 or self.high - self.low + 1 < parts:
-            return [None]
-        step = -(-(self.high - self.low + 1) // parts)
-        bounds = [self.low + i * step for i in range(1, parts)]
-        col = sql.Identifier(self.column)
-        conditions: list[sql.Composable | None] = [sql.SQL("{} < {}").format(col, sql.Literal(bounds[0]))]
-        conditions += [
-            sql.SQL("{} >= {} AND {} < {}").format(col, sql.Literal(lo), col, sql.Literal(hi))
-            for lo, hi in itertools.pairwise(bounds)
-        ]
-        conditions.append(sql.SQL("{} >= {}").format(col, sql.Literal(bounds[-1])))
-        return conditions
 
     def step(self, level: int) -> int | None:
         return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
