@@ -82,10 +82,7 @@ def main() -> int:
         "worker_memory": memory,
     }
     print_table(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwritten to {args.json}")
+    write_report(report, args.json)
     return 0
 
 
@@ -570,6 +567,22 @@ def cpu_seconds(pair: Pair) -> float:
 
 def table_mb(pair: Pair) -> float:
     return float(pair.source.execute("SELECT pg_table_size('app.bench_users') / 1e6", dbname=SOURCE_DB)[0][0])
+
+
+def server_seconds(cluster: Any, statement: str, dbname: str) -> float:
+    """The server's own execution time of ``statement`` (``EXPLAIN ANALYZE``): no connection, client
+    or transfer in it, so a floor measured this way is, if anything, low."""
+    plan = cluster.execute(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {statement}", dbname=dbname)[0][0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan  # psycopg2 without a json adapter: text
+    return float(plan[0]["Execution Time"]) / 1000
+
+
+def write_report(report: dict, path: str | None) -> None:
+    """Write a bench's results to ``path`` (tracked files change only when asked to: ``--json``)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwritten to {path}")
 
 
 def machine() -> str:

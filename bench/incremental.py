@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine
+from bulk_copy import machine, server_seconds, write_report
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -86,10 +85,7 @@ def main() -> int:
         "results": results,
     }
     print_table(report)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwritten to {args.json}")
+    write_report(report, args.json)
     return 0
 
 
@@ -250,14 +246,9 @@ def floor(pair: Pair, tick: int, keys: str) -> float:
     reading the changed rows on the source plus writing as many rows at the same keys on the target."""
     columns = "id, email, payload, created_at"
     since = f"now() - interval '1 hour' + {tick} * interval '1 day'"  # below every row of this change
-    # The server's own execution time (EXPLAIN ANALYZE): no connection, no client, no transfer.
-    plan = pair.source.execute(
-        f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT {columns} FROM app.bench_users "
-        f"WHERE created_at >= {since}",
-        dbname=SOURCE_DB,
-    )[0][0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    read = plan[0]["Execution Time"] / 1000
+    read = server_seconds(
+        pair.source, f"SELECT {columns} FROM app.bench_users WHERE created_at >= {since}", SOURCE_DB
+    )
     conn = pair.target.connect(TARGET_DB)
     try:
         cur = conn.cursor()

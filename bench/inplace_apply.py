@@ -20,7 +20,6 @@ Nothing is written unless ``--json`` is given (the results file is tracked).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine
+from bulk_copy import machine, write_report
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -73,10 +72,7 @@ def main() -> int:
     print(f"\n{'scenario':<22} {'method':<16} {'median s':>9} {'ratio to diff':>14}")
     for r in results:
         print(f"{r['scenario']:<22} {r['method']:<16} {r['seconds']:>9.2f} {r['ratio_to_diff']:>14.2f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwritten to {args.json}")
+    write_report(report, args.json)
     return 0
 
 

@@ -23,7 +23,6 @@ comparing contents; the mirror's distance to the floor is what its own work cost
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -40,7 +39,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine
+from bulk_copy import machine, server_seconds, write_report
 from inplace_apply import TARGET, setup
 
 from fdw_testing.pgcluster import Pair, local_pair
@@ -80,10 +79,7 @@ def main() -> int:
             f"{r['scenario']:<30} {r['seconds']:>9.2f} {r['ratio_to_replace']:>17.3f} "
             f"{'' if target is None else f'<= {target:.2f}':>8} {met:>5}  {details}"
         )
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwritten to {args.json}")
+    write_report(report, args.json)
     return 0
 
 
@@ -156,16 +152,9 @@ def floor(pair: Pair) -> float:
             columns = list(read_columns(s, source))
             kinds = hash_kinds(s, read_oid(s, source, "source"), columns, source)
             row_hash = s.render(mq.row_hash_expr(columns, kinds))
-    runs = []
-    for _ in range(3):  # the first pass may read from disk: the least of three
-        plan = pair.source.execute(
-            "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) "
-            f"SELECT count(*), sum({row_hash}) FROM app.bench_users",
-            dbname=SOURCE_DB,
-        )[0][0]
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        runs.append(plan[0]["Execution Time"] / 1000)
-    return min(runs)
+    statement = f"SELECT count(*), sum({row_hash}) FROM app.bench_users"
+    # the first pass may read from disk: the least of three
+    return min(server_seconds(pair.source, statement, SOURCE_DB) for _ in range(3))
 
 
 def timed(run: Callable[[], dict]) -> tuple[float, dict]:
