@@ -184,28 +184,32 @@ class LockTimeout:
     def __init__(self, setting: str | None, explicit: bool) -> None:
         self.setting = setting
         self.explicit = explicit
-        self.logged = False
+        self.effective: str | None = None  # decided by the first attempt, set as such by the others
 
     def set_local(self, s: LocalSession, log: Any) -> None:
         """``SET LOCAL lock_timeout`` for the current transaction (nothing when there is no setting)."""
         if not self.setting:
             return
+        if self.effective is not None:  # the run's session keeps its deadlock_timeout: no second read
+            s.execute("set lock_timeout", q.set_local("lock_timeout", self.effective), quiet=True)
+            return
         s.execute("set lock_timeout", q.set_local("lock_timeout", self.setting), quiet=True)
+        self.effective = self.setting
         requested_ms, deadlock_ms = s.fetchone("read lock settings", LOCK_SETTINGS_QUERY) or (0, 0)
         floor_ms = deadlock_ms + max(AUTOVACUUM_CANCEL_MARGIN_MS, deadlock_ms // 2)
         if requested_ms >= floor_ms:
             return
         if not self.explicit:
-            s.execute("raise lock_timeout", q.set_local("lock_timeout", f"{floor_ms}ms"), quiet=True)
-            if not self.logged:
-                log.info(
-                    "Each lock attempt waits %d ms (lock_timeout %s raised above deadlock_timeout %d ms, "
-                    "so that the server cancels an autovacuum holding the table)",
-                    floor_ms,
-                    self.setting,
-                    deadlock_ms,
-                )
-        elif requested_ms <= deadlock_ms and not self.logged:
+            self.effective = f"{floor_ms}ms"
+            s.execute("raise lock_timeout", q.set_local("lock_timeout", self.effective), quiet=True)
+            log.info(
+                "Each lock attempt waits %d ms (lock_timeout %s raised above deadlock_timeout %d ms, "
+                "so that the server cancels an autovacuum holding the table)",
+                floor_ms,
+                self.setting,
+                deadlock_ms,
+            )
+        elif requested_ms <= deadlock_ms:
             log.warning(
                 "lock_timeout %s is not longer than the server's deadlock_timeout (%d ms): an autovacuum "
                 "holding the table is then waited out (each attempt gives up before the server would "
@@ -214,4 +218,3 @@ class LockTimeout:
                 deadlock_ms,
                 floor_ms,
             )
-        self.logged = True
