@@ -324,10 +324,9 @@ def _copy_direct(
         return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
     # The only reader, with no count in the background: read on the holder's connection itself.
     holder = run.snapshot if isinstance(run.snapshot, SnapshotHolder) and run.sole_reader else None
-    lent = holder is not None
     remote = holder.lend() if holder is not None else copy.remote_connect(client_encoding=encoding)
     try:
-        if run.snapshot is not None and not lent:  # before the COPY, in the driver's implicit transaction
+        if run.snapshot is not None and holder is None:  # before the COPY, in the implicit transaction
             with remote.cursor() as cur:
                 for statement in run.snapshot.reader_statements():
                     cur.execute(statement)
@@ -335,5 +334,5 @@ def _copy_direct(
             s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
             return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
     finally:
-        if not lent:  # the holder closes its own
+        if holder is None:  # a lent connection is the holder's to close
             remote.close()
