@@ -62,14 +62,21 @@ def insert_select(
     )
 
 
+def select_rows(
+    source: QualifiedName, columns: Sequence[str], conditions: Sequence[sql.Composable]
+) -> sql.Composed:
+    """The SELECT the direct path reads: copied by :func:`select_for_copy`, estimated by
+    :func:`explain_select_json` (the same statement, so the estimate is of what is read)."""
+    return sql.SQL("SELECT {} FROM {}{}").format(
+        column_list(columns), sql.Identifier(*source), where_clause(conditions)
+    )
+
+
 def select_for_copy(
     source: QualifiedName, columns: Sequence[str], conditions: Sequence[sql.Composable], binary: bool
 ) -> sql.Composed:
-    return sql.SQL("COPY (SELECT {} FROM {}{}) TO STDOUT{}").format(
-        column_list(columns),
-        sql.Identifier(*source),
-        where_clause(conditions),
-        sql.SQL(" (FORMAT binary)" if binary else ""),
+    return sql.SQL("COPY ({}) TO STDOUT{}").format(
+        select_rows(source, columns, conditions), sql.SQL(" (FORMAT binary)" if binary else "")
     )
 
 
@@ -77,9 +84,7 @@ def explain_select_json(
     source: QualifiedName, columns: Sequence[str], conditions: Sequence[sql.Composable]
 ) -> sql.Composed:
     """The planner's estimate (EXPLAIN, not run) of the SELECT :func:`select_for_copy` copies."""
-    return sql.SQL("EXPLAIN (FORMAT json) SELECT {} FROM {}{}").format(
-        column_list(columns), sql.Identifier(*source), where_clause(conditions)
-    )
+    return sql.SQL("EXPLAIN (FORMAT json) {}").format(select_rows(source, columns, conditions))
 
 
 def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) -> sql.Composed:
