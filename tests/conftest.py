@@ -252,3 +252,21 @@ def local(pair: Pair, statement: str, params: Any = None, **names: Any) -> list[
     for strings, else composables (literals)."""
     idents = {k: ident(*v.split(".")) if isinstance(v, str) else v for k, v in names.items()}
     return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
+
+
+def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str) -> None:
+    """A mysql_fdw server to ``mariadb`` (host and port only, as a user types it) and its user mapping."""
+    local(
+        pair,
+        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p})",
+        s=server,
+        h=sql.Literal(mariadb.host),
+        p=sql.Literal(str(mariadb.port)),
+    )
+    local(
+        pair,
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER {s} OPTIONS (username {u}, password {pw})",
+        s=server,
+        u=sql.Literal(mariadb.user),
+        pw=sql.Literal(mariadb.password),
+    )

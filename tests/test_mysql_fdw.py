@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import TARGET_DB, ident, local
+from conftest import TARGET_DB, ident, local, mysql_server_by_hand
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.mariadb import MariaDB, quote_name, quote_string
@@ -22,20 +22,7 @@ def test_mysql_fdw_by_hand_server_mapping_import_and_select(pair: Pair, mariadb:
         database=mariadb.database,
     )
     local(pair, "CREATE EXTENSION IF NOT EXISTS mysql_fdw")
-    local(
-        pair,
-        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p})",
-        s=server,
-        h=sql.Literal(mariadb.host),
-        p=sql.Literal(str(mariadb.port)),
-    )
-    local(
-        pair,
-        "CREATE USER MAPPING FOR CURRENT_USER SERVER {s} OPTIONS (username {u}, password {pw})",
-        s=server,
-        u=sql.Literal(mariadb.user),
-        pw=sql.Literal(mariadb.password),
-    )
+    mysql_server_by_hand(pair, mariadb, server)
     local(pair, "CREATE SCHEMA {x}", x=schema)
     local(
         pair,

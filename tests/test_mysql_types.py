@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import local
+from conftest import local, mysql_server_by_hand
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.mariadb import MariaDB
@@ -225,20 +225,7 @@ def test_mysql_fdw_default_character_set_garbles_non_ascii_under_the_c_locale(
     pair, schema = mysql_proxy
     table = _mysql_table(mariadb, "varchar(20)", ["'héllo'"])
     server = f"auto_{uuid.uuid4().hex[:6]}"
-    local(
-        pair,
-        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p})",
-        s=server,
-        h=sql.Literal(mariadb.host),
-        p=sql.Literal(str(mariadb.port)),
-    )
-    local(
-        pair,
-        "CREATE USER MAPPING FOR CURRENT_USER SERVER {s} OPTIONS (username {u}, password {pw})",
-        s=server,
-        u=sql.Literal(mariadb.user),
-        pw=sql.Literal(mariadb.password),
-    )
+    mysql_server_by_hand(pair, mariadb, server)
     local(
         pair,
         "CREATE FOREIGN TABLE {x}.{t} (id int, v text) SERVER {s} OPTIONS (dbname 'shop', table_name {n})",
