@@ -254,14 +254,19 @@ def local(pair: Pair, statement: str, params: Any = None, **names: Any) -> list[
     return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
 
 
-def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str) -> None:
-    """A mysql_fdw server to ``mariadb`` (host and port only, as a user types it) and its user mapping."""
+def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str, character_set: str | None = None) -> None:
+    """A mysql_fdw server to ``mariadb`` (host and port, and ``character_set`` when given, as a user
+    types it) and its user mapping."""
+    charset = sql.SQL("")
+    if character_set:
+        charset = sql.SQL(", character_set {}").format(sql.Literal(character_set))
     local(
         pair,
-        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p})",
+        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {h}, port {p}{c})",
         s=server,
         h=sql.Literal(mariadb.host),
         p=sql.Literal(str(mariadb.port)),
+        c=charset,
     )
     local(
         pair,

@@ -89,21 +89,7 @@ def mysql_proxy(airflow_connections: Pair, mariadb: MariaDB) -> tuple[Pair, str]
     pair = airflow_connections
     name = f"mtypes_{uuid.uuid4().hex[:6]}"
     local(pair, "CREATE EXTENSION IF NOT EXISTS mysql_fdw")
-    local(
-        pair,
-        "CREATE SERVER {s} FOREIGN DATA WRAPPER mysql_fdw "
-        "OPTIONS (host {h}, port {p}, character_set 'utf8mb4')",
-        s=name,
-        h=sql.Literal(mariadb.host),
-        p=sql.Literal(str(mariadb.port)),
-    )
-    local(
-        pair,
-        "CREATE USER MAPPING FOR CURRENT_USER SERVER {s} OPTIONS (username {u}, password {pw})",
-        s=name,
-        u=sql.Literal(mariadb.user),
-        pw=sql.Literal(mariadb.password),
-    )
+    mysql_server_by_hand(pair, mariadb, name, character_set="utf8mb4")
     local(pair, "CREATE SCHEMA {x}", x=name)
     return pair, name
 
