@@ -73,14 +73,7 @@ def main() -> int:
         setup(pair, args.rows)
         results = run_all(pair, args)
         memory = worker_memory(pair, args.rows, args.rss_relays) if wanted(args, "rss") else []
-    report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "rows": args.rows,
-        "repeat": args.repeat,
-        "results": results,
-        "worker_memory": memory,
-    }
+    report = new_report(args, results, worker_memory=memory)
     print_table(report)
     write_report(report, args.json)
     return 0
@@ -575,6 +568,18 @@ def server_seconds(cluster: Any, statement: str, dbname: str) -> float:
     plan = cluster.execute(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {statement}", dbname=dbname)[0][0]
     plan = json.loads(plan) if isinstance(plan, str) else plan  # psycopg2 without a json adapter: text
     return float(plan[0]["Execution Time"]) / 1000
+
+
+def new_report(args: argparse.Namespace, results: list[dict], **extra: Any) -> dict:
+    """What every bench's results file holds: when, on what machine, with which --rows/--repeat."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "rows": args.rows,
+        "repeat": args.repeat,
+        **extra,
+        "results": results,
+    }
 
 
 def write_report(report: dict, path: str | None) -> None:

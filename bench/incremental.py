@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
@@ -34,7 +33,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine, server_seconds, write_report
+from bulk_copy import new_report, server_seconds, write_report
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -76,14 +75,7 @@ def main() -> int:
         results = []
         for path in args.paths.split(","):
             results += run_path(pair, args, path == "direct")
-    report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "rows": args.rows,
-        "repeat": args.repeat,
-        "source_index": args.source_index,
-        "results": results,
-    }
+    report = new_report(args, results, source_index=args.source_index)
     print_table(report)
     write_report(report, args.json)
     return 0

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine, write_report
+from bulk_copy import new_report, write_report
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -62,13 +61,7 @@ def main() -> int:
         set_airflow_connections(pair)
         setup(pair, args.rows)
         results = run_all(pair, args)
-    report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "rows": args.rows,
-        "repeat": args.repeat,
-        "results": results,
-    }
+    report = new_report(args, results)
     print(f"\n{'scenario':<22} {'method':<16} {'median s':>9} {'ratio to diff':>14}")
     for r in results:
         print(f"{r['scenario']:<22} {r['method']:<16} {r['seconds']:>9.2f} {r['ratio_to_diff']:>14.2f}")

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import machine, server_seconds, write_report
+from bulk_copy import new_report, server_seconds, write_report
 from inplace_apply import TARGET, setup
 
 from fdw_testing.pgcluster import Pair, local_pair
@@ -60,13 +59,7 @@ def main() -> int:
         set_airflow_connections(pair)
         setup(pair, args.rows)
         results = run_all(pair, args)
-    report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "rows": args.rows,
-        "repeat": args.repeat,
-        "results": results,
-    }
+    report = new_report(args, results)
     floor_ratio = next(r["ratio_to_replace"] for r in results if r["scenario"].startswith("floor"))
     print(f"\n{'scenario':<30} {'median s':>9} {'ratio to replace':>17} {'target':>8} {'met':>5}  details")
     for r in results:
