@@ -10,7 +10,7 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw.bulkcopy import mirror as m
-from airflow_provider_fdw.bulkcopy import mirror_compare
+from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -55,16 +55,33 @@ def target_rows(pair, target: str):
 
 
 def mirror(
-    source: Source, target: str, session_setup: list[str] = (), side_by_side: bool = True, **kwargs
+    source: Source,
+    target: str,
+    session_setup: list[str] = (),
+    side_by_side: bool = True,
+    transport: str = "fdw",
+    **kwargs,
 ) -> dict:
-    plan = plan_mirror(source.foreign, target, **kwargs)
+    plan = plan_mirror(source.foreign, target, transport=transport, **kwargs)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
         s = hook.session
         with s.transaction():
             for statement in session_setup:
                 s.execute("setting", sql.SQL(statement))
         new_session = hook._new_session if side_by_side else None
-        return Mirror(plan, hook.log, new_session=new_session).run(s).summary()
+        summary = Mirror(plan, hook.log, new_session=new_session, **direct_reads(hook)).run(s).summary()
+    assert summary["path"] == ("fdw" if transport == "fdw" else "direct")
+    return summary
+
+
+def direct_reads(hook: FdwHook) -> dict:
+    """What the engine gives a mirror to read the source directly (wiring.copy_engine)."""
+    identity = {k: v for k, v in hook.remote.libpq_params().items() if k != "password"}
+    return {"remote_connect": hook.direct_connection, "remote_identity": identity}
+
+
+# Both ways of reading the source: through postgres_fdw, and over the direct connection.
+TRANSPORTS = pytest.mark.parametrize("transport", ["fdw", "copy"])
 
 
 def random_changes(source: Source, rng: random.Random, count: int) -> None:
@@ -99,21 +116,28 @@ def random_changes(source: Source, rng: random.Random, count: int) -> None:
 # -- equality ---------------------------------------------------------------------------------------
 
 
+@TRANSPORTS
 @pytest.mark.parametrize(("seed", "side_by_side"), [(1, True), (2, False), (3, True)])
-def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(sandbox, seed, side_by_side):
+def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(
+    sandbox, seed, side_by_side, transport
+):
     src = Source(sandbox)
     target = new_target(sandbox, src)
     random_changes(src, random.Random(seed), 40)
-    result = mirror(src, target, side_by_side=side_by_side)
+    result = mirror(src, target, side_by_side=side_by_side, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
     assert result["rows"] == len(src.rows())
     assert result["inserted"] + result["updated"] + result["deleted"] > 0
-    assert result["rows_fetched"] < result["rows"]  # only the differing buckets crossed the network
-    again = mirror(src, target)
+    assert result["rows_fetched"] < result["rows"]  # only the differing rows crossed the network
+    again = mirror(src, target, transport=transport)
     assert (again["inserted"], again["updated"], again["deleted"], again["rows_fetched"]) == (0, 0, 0, 0)
-    # nothing changed: one whole-table checksum per side, no per-bucket pass
-    assert (again["levels"], again["buckets_compared"]) == (1, 1)
+    # nothing changed: one pass per side (through postgres_fdw a whole-table checksum, directly the
+    # hashed buckets), no second level
+    assert again["levels"] == 1
+    assert again["buckets_compared"] == 1 if transport == "fdw" else again["buckets_compared"] > 1
     assert again["rows"] == len(src.rows())
+    if transport == "copy":  # only the rows that differ are fetched
+        assert result["rows_fetched"] == result["inserted"] + result["updated"]
 
 
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):
@@ -142,40 +166,44 @@ def test_target_side_checksums_aggregate_by_hash_without_sorting_every_row(sandb
     assert local(sandbox, temp_files)[0][0] == before
 
 
-def test_mirror_counts_exactly_the_changed_rows(sandbox):
+@TRANSPORTS
+def test_mirror_counts_exactly_the_changed_rows(sandbox, transport):
     src = Source(sandbox)
     target = new_target(sandbox, src)
     src.remote("UPDATE {t} SET tags = 'changed' WHERE id IN (3, 300)")
     src.remote("DELETE FROM {t} WHERE id = 7")
     src.remote("INSERT INTO {t} (id, name) VALUES (10001, NULL), (10002, 'x')")
-    result = mirror(src, target)
+    result = mirror(src, target, transport=transport)
     assert (result["inserted"], result["updated"], result["deleted"]) == (2, 2, 1)
     assert result["unchanged"] == result["rows"] - 4
     assert target_rows(sandbox, target) == src.rows()
 
 
-def test_mirror_sees_a_numeric_display_scale_change(sandbox):
+@TRANSPORTS
+def test_mirror_sees_a_numeric_display_scale_change(sandbox, transport):
     src = Source(sandbox, rows=20)
     target = new_target(sandbox, src)
     src.remote("UPDATE {t} SET score = 1.50 WHERE id = 1")  # 1.5 = 1.50, but prints differently
     local(sandbox, "UPDATE {t} SET score = 1.5 WHERE id = 1", t=target)
-    result = mirror(src, target)
+    result = mirror(src, target, transport=transport)
     assert result["updated"] == 1
     assert target_rows(sandbox, target) == src.rows()
 
 
-def test_mirror_propagates_deletes_of_every_row_and_fills_an_empty_target(sandbox):
+@TRANSPORTS
+def test_mirror_propagates_deletes_of_every_row_and_fills_an_empty_target(sandbox, transport):
     src = Source(sandbox, rows=50)
     target = new_target(sandbox, src)
     local(sandbox, "DELETE FROM {t}", t=target)
-    assert mirror(src, target)["inserted"] == 50
+    assert mirror(src, target, transport=transport)["inserted"] == 50
     assert target_rows(sandbox, target) == src.rows()
     src.remote("DELETE FROM {t}")
-    assert mirror(src, target)["deleted"] == 50
+    assert mirror(src, target, transport=transport)["deleted"] == 50
     assert target_rows(sandbox, target) == []
 
 
-def test_mirror_checksums_do_not_depend_on_session_settings(sandbox):
+@TRANSPORTS
+def test_mirror_checksums_do_not_depend_on_session_settings(sandbox, transport):
     """Non-default DateStyle/TimeZone/extra_float_digits locally and on the remote role: no false diffs."""
     src = Source(sandbox, rows=200)
     target = new_target(sandbox, src)
@@ -185,6 +213,7 @@ def test_mirror_checksums_do_not_depend_on_session_settings(sandbox):
         result = mirror(
             src,
             target,
+            transport=transport,
             session_setup=[
                 "SET TimeZone = 'America/St_Johns'",
                 "SET DateStyle = 'SQL, DMY'",
@@ -198,15 +227,10 @@ def test_mirror_checksums_do_not_depend_on_session_settings(sandbox):
 
 
 @pytest.mark.parametrize("bucketing", ["range", "hash"])
-def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
+@pytest.mark.parametrize("timestamp", ["exact", "bytes:8:timestamptz_send"])
+def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing, timestamp):
     src = Source(sandbox, rows=10)
-    kinds = {
-        "id": "int",
-        "name": "text",
-        "score": "numeric",
-        "seen": "bytes:8:timestamptz_send",
-        "flag": "bool",
-    }
+    kinds = {"id": "int", "name": "text", "score": "numeric", "seen": timestamp, "flag": "bool"}
     buckets = (
         m.RangeBuckets("id", 1, 1000, 1000)
         if bucketing == "range"
@@ -225,6 +249,7 @@ def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing):
     assert any("Relations: Aggregate on" in line for line in plan)
     remote_sql = next(line for line in plan if "Remote SQL" in line)
     assert "GROUP BY" in remote_sql and "hashtextextended" in remote_sql and "WHERE" in remote_sql
+    assert ("hash_array_extended" in remote_sql) == (timestamp == "exact")
 
 
 FINITE = (
@@ -232,21 +257,23 @@ FINITE = (
 )
 
 
-def test_mirror_sees_microsecond_and_infinite_timestamp_changes(sandbox):
+@TRANSPORTS
+def test_mirror_sees_microsecond_and_infinite_timestamp_changes(sandbox, transport):
     src = Source(sandbox, rows=20)
     target = new_target(sandbox, src)
     src.remote("UPDATE {t} SET seen = seen + interval '1 microsecond' WHERE id = 1")
     src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 2")
     src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 3")
-    assert mirror(src, target)["updated"] == 3
+    assert mirror(src, target, transport=transport)["updated"] == 3
     assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
     src.remote("UPDATE {t} SET seen = '-infinity' WHERE id = 2")
     src.remote("UPDATE {t} SET seen = 'infinity' WHERE id = 3")
-    assert mirror(src, target)["updated"] == 2
+    assert mirror(src, target, transport=transport)["updated"] == 2
     assert local(sandbox, FINITE, t=target) == src.remote(FINITE)
 
 
-def test_mirror_handles_negative_and_extreme_integer_keys(sandbox):
+@TRANSPORTS
+def test_mirror_handles_negative_and_extreme_integer_keys(sandbox, transport):
     src = Source(sandbox, rows=0)
     extremes = [-(2**63), -(2**63) + 1, -5, 0, 3, 2**40, 2**63 - 2, 2**63 - 1]
     for i in extremes:
@@ -255,7 +282,7 @@ def test_mirror_handles_negative_and_extreme_integer_keys(sandbox):
     src.remote("UPDATE {t} SET name = 'changed' WHERE id IN (%s, %s, 0)", (extremes[0], extremes[-1]))
     src.remote("DELETE FROM {t} WHERE id = %s", (2**40,))
     src.remote("INSERT INTO {t} (id, name) VALUES (-7, 'new')")
-    result = mirror(src, target)
+    result = mirror(src, target, transport=transport)
     assert (result["inserted"], result["updated"], result["deleted"]) == (1, 3, 1)
     assert target_rows(sandbox, target) == src.rows()
 
@@ -263,7 +290,8 @@ def test_mirror_handles_negative_and_extreme_integer_keys(sandbox):
 # -- snapshot, failures, safety ------------------------------------------------------------------------
 
 
-def test_mirror_reads_one_source_snapshot_while_the_source_changes(sandbox, monkeypatch):
+@TRANSPORTS
+def test_mirror_reads_one_source_snapshot_while_the_source_changes(sandbox, monkeypatch, transport):
     src = Source(sandbox, rows=300)
     target = new_target(sandbox, src)
     src.remote("UPDATE {t} SET tags = 'before' WHERE id = 5")
@@ -277,15 +305,16 @@ def test_mirror_reads_one_source_snapshot_while_the_source_changes(sandbox, monk
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Mirror, "_apply", change_source_then_apply)
-    result = mirror(src, target)
+    result = mirror(src, target, transport=transport)
     monkeypatch.undo()
     assert target_rows(sandbox, target) == expected  # exactly the snapshot the comparison saw
     assert result["updated"] == 1
-    mirror(src, target)
+    mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
 
 
-def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sandbox):
+@TRANSPORTS
+def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sandbox, transport):
     src = Source(sandbox, rows=200)
     target = new_target(sandbox, src)
     before = target_rows(sandbox, target)
@@ -304,10 +333,10 @@ def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sa
         f=f"{target}_boom",
     )
     with pytest.raises(FdwError, match="refused"):
-        mirror(src, target)
+        mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == before
     local(sandbox, "DROP TRIGGER boom ON {t}", t=target)
-    mirror(src, target)
+    mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
 
 
@@ -329,7 +358,8 @@ def test_mirror_waits_out_a_brief_lock_on_the_target(sandbox):
     assert target_rows(sandbox, target) == src.rows()
 
 
-def test_mirror_refuses_to_orphan_rows_of_a_referencing_table(sandbox):
+@TRANSPORTS
+def test_mirror_refuses_to_orphan_rows_of_a_referencing_table(sandbox, transport):
     src = Source(sandbox, rows=50)
     target = new_target(sandbox, src)
     child = f"{target}_child"
@@ -344,11 +374,11 @@ def test_mirror_refuses_to_orphan_rows_of_a_referencing_table(sandbox):
     src.remote("UPDATE {t} SET tags = 'x' WHERE id = 9")
     before = target_rows(sandbox, target)
     with pytest.raises(FdwError, match="foreign key"):
-        mirror(src, target)
+        mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == before
     assert local(sandbox, "SELECT parent FROM {c} ORDER BY 1", c=child) == [(7,), (8,)]
     local(sandbox, "DELETE FROM {c} WHERE parent = 7", c=child)
-    mirror(src, target)
+    mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
     assert local(sandbox, "SELECT parent FROM {c}", c=child) == [(8,)]
 
@@ -382,7 +412,8 @@ def test_mirror_applies_a_consistent_change_of_a_self_referencing_target(sandbox
     assert len(local(sandbox, select, t=target)) == 299
 
 
-def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequences(sandbox):
+@TRANSPORTS
+def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequences(sandbox, transport):
     src = Source(sandbox, rows=100)
     target = f"public.m_{uuid.uuid4().hex[:8]}"
     local(
@@ -410,7 +441,7 @@ def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequence
     src.remote("UPDATE {t} SET tags = 'x' WHERE id = 4")
     src.remote("DELETE FROM {t} WHERE id = 5")
     src.remote("INSERT INTO {t} (id) VALUES (5000)")
-    mirror(src, target)
+    mirror(src, target, transport=transport)
     assert sorted(local(sandbox, "SELECT op, id FROM {a}", a=audit)) == [
         ("DELETE", 5),
         ("INSERT", 5000),
@@ -418,6 +449,85 @@ def test_mirror_fires_row_triggers_only_for_changed_rows_and_catches_up_sequence
     ]
     (next_id,) = local(sandbox, "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", (target,))[0]
     assert next_id > 5000
+
+
+@pytest.mark.parametrize(("transport", "track_counts"), [("fdw", "on"), ("copy", "on"), ("copy", "off")])
+def test_mirror_fails_when_a_trigger_writes_rows_it_did_not_choose(sandbox, transport, track_counts):
+    """The row total is checked after the apply: through the transaction's own counts of what it
+    wrote (direct), or a count of the target (through postgres_fdw, or with track_counts off)."""
+    src = Source(sandbox, rows=100)
+    target = new_target(sandbox, src)
+    before = target_rows(sandbox, target)
+    function = f"{target}_echo"
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO {t} (id, name) VALUES (OLD.id + 1000000, 'echo'); RETURN NULL; END $$",
+        f=function,
+        t=target,
+    )
+    local(
+        sandbox,
+        "CREATE TRIGGER echo AFTER DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=target,
+        f=function,
+    )
+    src.remote("DELETE FROM {t} WHERE id = 42")
+    setup = [f"SET track_counts = {track_counts}"]
+    with pytest.raises(
+        FdwError, match=r"Mirror check failed: after the apply \S+ has 100 rows, the source snapshot 99"
+    ):
+        mirror(src, target, session_setup=setup, transport=transport)
+    assert target_rows(sandbox, target) == before
+
+
+def test_mirror_with_transport_copy_needs_a_single_integer_key(sandbox):
+    src_t = RemoteTable(
+        sandbox,
+        "mirror",
+        SERVER,
+        "region text, n int",
+        remote_columns="region text, n int, PRIMARY KEY (region, n)",
+    )
+    src_t.remote("INSERT INTO {t} VALUES ('a', 1), ('b', 2)")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (region text, n int, PRIMARY KEY (region, n))", t=target)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        with pytest.raises(FdwConfigError, match="single integer column"):
+            Mirror(plan_mirror(src_t.foreign, target, transport="copy"), hook.log, **direct_reads(hook)).run(
+                hook.session
+            )
+        # "auto" reads it through postgres_fdw instead
+        plan = plan_mirror(src_t.foreign, target, transport="auto")
+        result = Mirror(plan, hook.log, **direct_reads(hook)).run(hook.session).summary()
+    assert (result["path"], result["inserted"]) == ("fdw", 2)
+
+
+def test_direct_source_groups_buckets_by_hash_in_one_read_only_snapshot(sandbox):
+    """The remote would sort every row for a per-bucket GROUP BY (one group per key expected)."""
+    src = Source(sandbox, rows=10)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        s = hook.session
+        with s.transaction():
+            table = m.read_table(s, m.parse_qualified_name(src.foreign, "source"), "source")
+        direct = mirror_direct.DirectSource(hook.direct_connection(), table, ["id", "name"], hook.log)
+        try:
+            statement = mq.bucket_checksums(
+                direct.table,
+                False,
+                mq.range_bucket("id", 6),
+                mq.row_hash_expr(["id", "name"], {"id": "int", "name": "text"}),
+            )
+            plan = [r[0] for r in direct.session.fetchall("explain", m.q.explain_verbose(statement))]
+            settings = direct.session.fetchrow(
+                "settings",
+                sql.SQL("SELECT current_setting('transaction_isolation'), current_setting(%s)"),
+                ("transaction_read_only",),
+            )
+        finally:
+            direct.close()
+    assert "HashAggregate" in plan[0] and not any("Sort" in line for line in plan)
+    assert settings == ("repeatable read", "on")
 
 
 def test_mirror_without_a_key_is_refused_before_anything_changes(sandbox):
@@ -481,7 +591,8 @@ def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox):
 # -- the operator: mode="mirror" ------------------------------------------------------------------------
 
 
-def test_bulk_copy_operator_mode_mirror_in_a_dag_run(sandbox, airflow_db):
+@pytest.mark.parametrize(("transport", "path"), [("fdw", "fdw"), ("auto", "direct")])
+def test_bulk_copy_operator_mode_mirror_in_a_dag_run(sandbox, airflow_db, transport, path):
     from airflow.sdk import DAG
 
     from airflow_provider_fdw.operators.copy import BulkCopyOperator
@@ -491,11 +602,19 @@ def test_bulk_copy_operator_mode_mirror_in_a_dag_run(sandbox, airflow_db):
     target = new_target(sandbox, src)
     random_changes(src, random.Random(11), 20)
     with DAG(f"mirror_op_{uuid.uuid4().hex[:6]}", schedule=None) as dag:
-        BulkCopyOperator(task_id="mirror", source_table=src.foreign, target_table=target, mode="mirror")
+        BulkCopyOperator(
+            task_id="mirror",
+            source_table=src.foreign,
+            target_table=target,
+            mode="mirror",
+            fdw_conn_id="fdw_source",
+            transport=transport,
+        )
     result = run_dag(dag)
     assert result.state == "success", result.task_states
     summary = result.xcom["mirror"]
     assert summary["mode"] == "mirror" and summary["rows"] == len(src.rows())
+    assert summary["path"] == path
     assert summary["inserted"] + summary["updated"] + summary["deleted"] > 0
     assert target_rows(sandbox, target) == src.rows()
 
@@ -508,7 +627,6 @@ def test_plan_copy_mode_mirror_refuses_arguments_it_does_not_use():
         {"watermark_column": "updated_at"},
         {"where": "id > 1"},
         {"parallelism": 2, "key_columns": ["id"]},
-        {"transport": "copy"},
         {"verify": "checksum"},
         {"swap": "in_place"},
     ):

@@ -137,7 +137,13 @@ class BulkCopy:
 
     def _mirror(self, session: LocalSession) -> MirrorResult:
         mirror = Mirror(
-            mirror_plan(self.plan), self.log, self.target_lock_wait, self.new_session, self.lock_retries
+            mirror_plan(self.plan),
+            self.log,
+            self.target_lock_wait,
+            self.new_session,
+            self.lock_retries,
+            self.remote_connect,
+            self.remote_identity,
         )
         try:
             return mirror.run(session)

@@ -33,15 +33,16 @@ This module reads the run top-down (:class:`Mirror`); steps 2-3 are :mod:`.mirro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.apply import choose_key
-from airflow_provider_fdw.bulkcopy.mirror_apply import apply_differences
+from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT, TRANSPORTS
+from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, apply_differences, bucket_differences
 from airflow_provider_fdw.bulkcopy.mirror_compare import (
     Bucketing,
     Buckets,
@@ -52,7 +53,15 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_aggregate,
     hash_kinds,
 )
-from airflow_provider_fdw.catalog import read_columns
+from airflow_provider_fdw.bulkcopy.mirror_direct import (
+    DirectSource,
+    bucket_arrays,
+    open_direct_source,
+    row_differences,
+    row_hashes,
+    unused_alias,
+)
+from airflow_provider_fdw.catalog import read_columns, read_table
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
@@ -67,6 +76,9 @@ from airflow_provider_fdw.timeouts import (
     with_lock_retries,
 )
 
+T = TypeVar("T")
+U = TypeVar("U")
+
 
 @dataclass(frozen=True)
 class MirrorPlan:
@@ -78,6 +90,14 @@ class MirrorPlan:
     columns: tuple[str, ...] | None = None
     lock_timeout: str | None = None
     lock_timeout_explicit: bool = False  # as in CopyPlan
+    # "copy": read the source directly (refused when it cannot); "auto": when it can; "fdw": never
+    transport: str = DEFAULT_TRANSPORT
+
+    # What the direct path's planning (plan_direct) reads of a plan: a mirror has no filter or split.
+    where = None
+    watermark_column = None
+    split_column = None
+    parallelism = 1
 
 
 def plan_mirror(
@@ -86,8 +106,11 @@ def plan_mirror(
     key_columns: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
     lock_timeout: float | str | None = None,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> MirrorPlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
+    if transport not in TRANSPORTS:
+        raise FdwConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
     source = parse_qualified_name(source_table, "source_table")
     target = parse_qualified_name(target_table, "target_table")
     if source == target:
@@ -105,6 +128,7 @@ def plan_mirror(
         tuple(cols) if cols else None,
         lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
         lock_timeout is not None,
+        transport,
     )
 
 
@@ -117,6 +141,7 @@ def mirror_plan(plan: Any) -> MirrorPlan:
         plan.columns,
         plan.lock_timeout,
         plan.lock_timeout_explicit,
+        plan.transport,
     )
 
 
@@ -137,10 +162,10 @@ class MirrorResult:
     key: list[str] = field(default_factory=list)
     checksum: str | None = None
     seconds: float = 0.0
+    path: str = "fdw"  # as a copy's: the source read through postgres_fdw, or "direct"
 
     def summary(self) -> dict[str, Any]:
-        # "path": it reads the source through postgres_fdw, like a copy on the FDW path
-        return {"mode": "mirror", "path": "fdw", **asdict(self), "seconds": round(self.seconds, 3)}
+        return {"mode": "mirror", **asdict(self), "seconds": round(self.seconds, 3)}
 
 
 class Mirror:
@@ -150,6 +175,9 @@ class Mirror:
     :param new_session: when given, a function returning another LOCAL session: the target's
         checksums are then computed in it while the remote computes the source's (same rows: the
         run's transaction holds the target's EXCLUSIVE lock and has not written yet).
+    :param remote_connect: a function returning a new connection to the REMOTE database, and
+        ``remote_identity`` its libpq parameters (no password): with ``plan.transport`` "copy" or
+        "auto", the source is read over it (:mod:`.mirror_direct`), else through postgres_fdw.
     """
 
     def __init__(
@@ -159,8 +187,12 @@ class Mirror:
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         new_session: Callable[[], LocalSession] | None = None,
         lock_retries: int = DEFAULT_LOCK_RETRIES,
+        remote_connect: Callable[..., Any] | None = None,
+        remote_identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.plan = plan
+        self.remote_connect = remote_connect
+        self.remote_identity = remote_identity
         self.log = log
         self.target_lock_wait = target_lock_wait
         self.new_session = new_session
@@ -265,6 +297,20 @@ class Mirror:
             self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
         else:
             self.buckets = HashBuckets(mq.key_hash_expr(key, kinds), estimate)
+        direct = None
+        if p.transport != "fdw":
+            source = read_table(s, p.source, "source_table")
+            assert source is not None
+            direct = open_direct_source(
+                s, p, source, columns, key, kinds, self.remote_connect, self.remote_identity, self.log
+            )
+        if direct is not None:
+            self.result.path = "direct"
+            try:
+                self._run_direct(s, direct, oid, only, key[0], key_is_unique, columns, kinds, row_hash)
+            finally:
+                direct.close()
+            return
         if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
             check_pushdown(s, self.buckets, p.source, row_hash)
 
@@ -304,7 +350,79 @@ class Mirror:
                 leaves = {b: src.get(b, (0, None)) for b in differing}
                 break
             parents, parent_level, level = differing, level, following
-        self._apply(s, oid, only, key, key_is_unique, columns, row_hash, level, leaves)
+        differences = bucket_differences(
+            s, p, self.buckets, self.result, only, columns, row_hash, level, leaves
+        )
+        self._apply(s, oid, only, key, key_is_unique, columns, differences)
+
+    def _run_direct(
+        self,
+        s: LocalSession,
+        src: DirectSource,
+        oid: int,
+        only: bool,
+        key: str,
+        key_is_unique: bool,
+        columns: list[str],
+        kinds: dict[str, str],
+        row_hash: sql.Composable,
+    ) -> None:
+        """Compare and apply with the source read directly (see :mod:`.mirror_direct`): one level of
+        fine buckets, hashed on both sides, then the rows of the differing buckets."""
+        p = self.plan
+        assert isinstance(self.buckets, RangeBuckets)
+        level = self.buckets.first
+        source_hash = mq.row_hash_expr(columns, kinds, src.names)
+        source_key = src.names[key]
+        self.result.levels = 1
+        src_b, tgt_b = self._side_by_side(
+            s,
+            lambda: bucket_arrays(
+                src.session,
+                mq.bucket_checksum_arrays(src.table, False, mq.range_bucket(source_key, level), source_hash),
+                "source",
+            ),
+            lambda t: bucket_arrays(
+                t, mq.bucket_checksum_arrays(p.target, only, mq.range_bucket(key, level), row_hash), "target"
+            ),
+        )
+        compared = set(src_b) | set(tgt_b)
+        self.result.rows = sum(n for n, _ in src_b.values())
+        self.result.checksum = str(sum(int(c) for _, c in src_b.values() if c is not None))
+        self.result.buckets_compared = len(compared)
+        differing = sorted(b for b in compared if src_b.get(b) != tgt_b.get(b))
+        self.log.info(
+            "Level 1: %d buckets (%s), %d differ", len(compared), self.buckets.describe(level), len(differing)
+        )
+        self.result.unchanged = self.result.rows
+        if not differing:
+            return
+        self.result.levels = 2
+        alias = unused_alias([*columns, *src.names.values()])
+        src_rows, tgt_rows = self._side_by_side(
+            s,
+            lambda: row_hashes(
+                src.session,
+                mq.rows_in_ranges(src.table, False, source_key, level, source_hash, alias),
+                differing,
+                "source",
+            ),
+            lambda t: row_hashes(
+                t, mq.rows_in_ranges(p.target, only, key, level, row_hash, alias), differing, "target"
+            ),
+        )
+        rows_before = sum(n for n, _ in tgt_b.values())
+        differences = row_differences(
+            s, src, p, self.result, oid, only, key, columns, row_hash, src_rows, tgt_rows, rows_before
+        )
+        self.log.info(
+            "Level 2: %d source and %d target rows of the differing buckets, %s",
+            len(src_rows),
+            len(tgt_rows),
+            "some differ" if differences else "all equal",
+        )
+        if differences is not None:
+            self._apply(s, oid, only, (key,), key_is_unique, columns, differences)
 
     def _apply(
         self,
@@ -314,25 +432,10 @@ class Mirror:
         key: tuple[str, ...],
         key_is_unique: bool,
         columns: list[str],
-        row_hash: sql.Composable,
-        level: int,
-        leaves: Buckets,
+        differences: Differences,
     ) -> None:
-        """Write the differing leaf buckets (see :func:`.mirror_apply.apply_differences`)."""
-        apply_differences(
-            s,
-            self.plan,
-            self.buckets,
-            self.result,
-            oid,
-            only,
-            key,
-            key_is_unique,
-            columns,
-            row_hash,
-            level,
-            leaves,
-        )
+        """Write the differences (see :func:`.mirror_apply.apply_differences`)."""
+        apply_differences(s, self.plan, self.result, oid, only, key, key_is_unique, columns, differences)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -353,31 +456,36 @@ class Mirror:
     ) -> tuple[Buckets, Buckets]:
         """The source's and the target's checksums of one level (side by side with ``new_session``)."""
         p = self.plan
+
+        def side(session: LocalSession, table: QualifiedName, only_rows: bool, name: str) -> Buckets:
+            return checksums(
+                session, self.buckets, table, only_rows, row_hash, level, parents, parent_level, name
+            )
+
+        return self._side_by_side(
+            s, lambda: side(s, p.source, False, "source"), lambda t: side(t, p.target, only, "target")
+        )
+
+    def _side_by_side(
+        self, s: LocalSession, source_side: Callable[[], T], target_side: Callable[[LocalSession], U]
+    ) -> tuple[T, U]:
+        """``source_side()`` and ``target_side(session)``: the target's in the helper session (its
+        own transaction, grouping by hash) while the source's runs, or after it in ``s``."""
         if self.new_session is None:
-            src = checksums(
-                s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
-            )
-            return src, checksums(
-                s, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
-            )
+            return source_side(), target_side(s)
         if self.helper is None:
             self.helper = self.new_session()
         helper = self.helper
+
+        def in_helper() -> U:
+            with helper.transaction():
+                hash_aggregate(helper)
+                return target_side(helper)
+
         with ThreadPoolExecutor(1, thread_name_prefix="fdw-mirror-target") as pool:
-
-            def target_side() -> Buckets:
-                with helper.transaction():
-                    if level is not None:
-                        hash_aggregate(helper)
-                    return checksums(
-                        helper, self.buckets, p.target, only, row_hash, level, parents, parent_level, "target"
-                    )
-
-            pending = pool.submit(target_side)
+            pending = pool.submit(in_helper)
             try:
-                src = checksums(
-                    s, self.buckets, p.source, False, row_hash, level, parents, parent_level, "source"
-                )
+                src = source_side()
             finally:
                 tgt = pending.result()
         return src, tgt

@@ -9,6 +9,8 @@ delete or re-key fails the run before any change (:func:`check_children`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
@@ -24,31 +26,41 @@ if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan, MirrorResult
 
 
+@dataclass
+class Differences:
+    """What an apply rewrites: the target rows ``within`` (a condition, with ``params``) become the
+    source rows ``fetch`` stages (given the staging table, it returns the rows staged); ``verify``
+    then checks the result, before the commit. The staging table takes the column types of
+    ``staging_like``."""
+
+    within: sql.Composable
+    params: list[Any] | None
+    staging_like: QualifiedName
+    fetch: Callable[[QualifiedName], int]
+    verify: Callable[[], None]
+
+
 def apply_differences(
     s: LocalSession,
     p: MirrorPlan,
-    bucketing: Bucketing,
     result: MirrorResult,
     oid: int,
     only: bool,
     key: tuple[str, ...],
     key_is_unique: bool,
     columns: list[str],
-    row_hash: sql.Composable,
-    level: int,
-    leaves: Buckets,
+    d: Differences,
 ) -> None:
-    """Make the ``leaves`` buckets of ``p.target`` equal to the source's; fills ``result``'s counts."""
-    buckets = sorted(leaves)
-    within, params = bucketing.within(buckets, level)
+    """Make the target rows ``d.within`` equal to the source's; fills ``result``'s counts."""
+    within, params = d.within, d.params
     staging = QualifiedName("pg_temp", f"fdw_mirror_{uuid.uuid4().hex[:12]}")
-    s.execute("create mirror staging table", mq.create_staging(staging, p.target, columns, only), quiet=True)
-    fetched = s.execute(
-        f"fetch the differing rows of {p.source}",
-        mq.fetch_rows(staging, p.source, columns, within),
-        params,
-    ).rowcount
-    result.rows_fetched = fetched
+    like_only = only if d.staging_like == p.target else False
+    s.execute(
+        "create mirror staging table",
+        mq.create_staging(staging, d.staging_like, columns, like_only),
+        quiet=True,
+    )
+    result.rows_fetched = d.fetch(staging)
     # The apply joins each side to the other by key: both through an index, never a full scan.
     s.execute("index mirror staging table", q.create_index(staging, f"{staging.name}_key", key), quiet=True)
     s.execute("analyze mirror staging table", q.analyze(staging), quiet=True)
@@ -81,25 +93,62 @@ def apply_differences(
         s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
     result.unchanged = result.rows - result.inserted - result.updated
     catch_up_sequences(s, p.target, oid, only)
-    after = checksums(s, bucketing, p.target, only, row_hash, level, buckets, level, "target")
-    wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
-    total = s.fetchvalue("count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target))
-    if total != result.rows:  # a foreign key action reached rows outside the changed buckets
+    d.verify()
+    s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
+
+
+def bucket_differences(
+    s: LocalSession,
+    p: MirrorPlan,
+    bucketing: Bucketing,
+    result: MirrorResult,
+    only: bool,
+    columns: list[str],
+    row_hash: sql.Composable,
+    level: int,
+    leaves: Buckets,
+) -> Differences:
+    """The FDW path's differences: every row of the differing leaf buckets, fetched through
+    postgres_fdw; checked by recomputing those buckets and counting the target."""
+    buckets = sorted(leaves)
+    within, params = bucketing.within(buckets, level)
+
+    def fetch(staging: QualifiedName) -> int:
+        statement = mq.fetch_rows(staging, p.source, columns, within)
+        return int(s.execute(f"fetch the differing rows of {p.source}", statement, params).rowcount)
+
+    def verify() -> None:
+        after = checksums(s, bucketing, p.target, only, row_hash, level, buckets, level, "target")
+        wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
+        total = s.fetchvalue(
+            "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
+        )
+        check_total(p, result, total)
+        if wrong:
+            raise mismatch(
+                p, len(wrong), f"bucket {wrong[0]}, target {after.get(wrong[0])}, source {leaves[wrong[0]]}"
+            )
+
+    return Differences(within, params, p.target, fetch, verify)
+
+
+def check_total(p: MirrorPlan, result: MirrorResult, total: int) -> None:
+    if total != result.rows:  # a foreign key action or trigger reached rows the mirror did not write
         raise FdwError(
             f"Mirror check failed: after the apply {p.target} has {total} rows, the source snapshot "
-            f"{result.rows} (a foreign key action on the target changed rows the mirror did not "
-            "write). Nothing was committed to the target.",
+            f"{result.rows} (a foreign key action or trigger on the target changed rows the mirror did "
+            "not write). Nothing was committed to the target.",
             step="verify",
         )
-    if wrong:
-        raise FdwError(
-            f"Mirror check failed: after the apply, {len(wrong)} key buckets of {p.target} still "
-            f"differ from the source snapshot (first: bucket {wrong[0]}, target {after.get(wrong[0])}, "
-            f"source {leaves[wrong[0]]}); values whose equality is not identity (a non-deterministic "
-            "collation) cannot be mirrored. Nothing was committed to the target.",
-            step="verify",
-        )
-    s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
+
+
+def mismatch(p: MirrorPlan, count: int, first: str) -> FdwError:
+    return FdwError(
+        f"Mirror check failed: after the apply, {count} key buckets or rows of {p.target} still differ "
+        f"from the source snapshot (first: {first}); values whose equality is not identity (a "
+        "non-deterministic collation) cannot be mirrored. Nothing was committed to the target.",
+        step="verify",
+    )
 
 
 def update_changed(

@@ -45,22 +45,26 @@ def checksums(
     ``level`` None: the whole table, bucket 0."""
     within, params = (None, None) if parents is None else buckets.within(parents, parent_level)
     bucket = None if level is None else buckets.bucket(level)
-    statement = mq.bucket_checksums(table, only, bucket, row_hash, within)
+    return read_buckets(s, mq.bucket_checksums(table, only, bucket, row_hash, within), params, side)
+
+
+def read_buckets(s: LocalSession, statement: sql.Composable, params: Any, side: str) -> Buckets:
     rows = s.fetchall(f"checksum {side} buckets", statement, params)
     return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
 
 
-# Memory for the target's per-bucket aggregate: a bucket's state is about 100 bytes, so 32 MB (x
-# hash_mem_multiplier) holds the ~300,000 buckets of 10M rows; more buckets spill to disk, still unsorted.
-HASH_WORK_MEM = "32MB"
+# Memory for a per-bucket aggregate: expecting one group per key, the planner prepares to spill and a
+# bucket takes 100-400 bytes, so 64 MB (x hash_mem_multiplier) holds the ~160,000 buckets of 10M rows;
+# more buckets spill to disk, still unsorted.
+HASH_WORK_MEM = "64MB"
 
 
 def hash_aggregate(s: LocalSession) -> None:
-    """In the target-side session's transaction: group buckets in a hash table, never by sorting.
+    """In ``s``'s transaction: group buckets in a hash table, never by sorting.
 
-    The planner estimates one group per key for ``GROUP BY key >> n`` and so sorts every row (an external
-    sort of the whole table) to build a few buckets per thousand rows. The source's side is planned by
-    the remote server and cannot be steered through postgres_fdw.
+    The planner estimates one group per key for ``GROUP BY key >> n`` and so sorts every row (an
+    external sort of the whole table) to build a few buckets per thousand rows. A source read through
+    postgres_fdw is planned by the remote with its own settings; the direct path sets them.
     """
     s.execute("hash the buckets", q.set_local("enable_sort", "off"), quiet=True)
     s.execute("hash the buckets", q.set_local("work_mem", HASH_WORK_MEM), quiet=True)
@@ -110,21 +114,21 @@ class RangeBuckets(Bucketing):
     def __init__(self, column: str, low: int | None, high: int | None, rows: float) -> None:
         self.column = column
         span = (high - low + 1) if low is not None and high is not None else 0
-        density = rows / span if span else 0.0  # rows per key value
+        self.density = rows / span if span else 0.0  # rows per key value
+        self.first = self.first_for(FIRST_LEVEL_ROWS)
+        self.leaf = min(self.first, self.first_for(LEAF_ROWS))
 
-        def shift(per_bucket: int) -> int:
-            if density <= 0:
-                return 62  # an empty target: one bucket, fetched whole
-            return max(0, min(62, int(math.log2(max(per_bucket / density, 1)))))
-
-        self.first = shift(FIRST_LEVEL_ROWS)
-        self.leaf = min(self.first, shift(LEAF_ROWS))
+    def first_for(self, per_bucket: int) -> int:
+        """The level whose ranges of key values hold about ``per_bucket`` rows."""
+        if self.density <= 0:
+            return 62  # an empty target: one bucket, fetched whole
+        return max(0, min(62, int(math.log2(max(per_bucket / self.density, 1)))))
 
     def step(self, level: int) -> int | None:
         return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
 
     def bucket(self, level: int) -> sql.Composable:
-        return sql.SQL("({}::int8 >> {})").format(sql.Identifier(self.column), sql.Literal(level))
+        return mq.range_bucket(self.column, level)
 
     def within(self, buckets: list[int], level: int) -> tuple[sql.Composable, list[Any] | None]:
         ranges: list[list[int]] = []
@@ -186,6 +190,9 @@ class HashBuckets(Bucketing):
 
 INTEGERS = ("int2", "int4", "int8", "oid")
 TEXTS = ("text", "varchar", "bpchar")
+# Types whose "=" means identical bytes and whose own hash reads every byte: their extended hash
+# (through a one-element array, which postgres_fdw ships) is exact, and a third of the send form's cost.
+EXACT = ("date", "time", "timestamp", "timestamptz")
 BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
 
 
@@ -203,6 +210,8 @@ def hash_kinds(
             kinds[name] = "int"
         elif builtin and typname in TEXTS:
             kinds[name] = "text"
+        elif builtin and typname in EXACT:
+            kinds[name] = "exact"
         elif builtin and typname in ("bool", "numeric", "uuid"):
             kinds[name] = typname
         elif builtin and immutable and 0 < typlen <= BYTES_MAX:

@@ -82,12 +82,12 @@ def plan_copy(
         raise FdwConfigError("source_table and target_table are the same table.")
     if mode not in MODES:
         raise FdwConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
-    mirror_extras = [watermark_column, where, overlap, parallelism != 1, transport == "copy", verify != "off"]
+    mirror_extras = [watermark_column, where, overlap, parallelism != 1, verify != "off"]
     if mode == "mirror" and (any(x not in (None, False) for x in mirror_extras) or swap != "auto"):
         raise FdwConfigError(
-            "mode='mirror' compares checksums and applies the differences in one transaction through "
-            "postgres_fdw (and checks itself): it takes key_columns, columns and lock_timeout, not "
-            "watermark_column, where, overlap, parallelism, transport='copy', verify or swap."
+            "mode='mirror' compares checksums and applies the differences in one transaction (and "
+            "checks itself): it takes key_columns, columns, transport and lock_timeout, not "
+            "watermark_column, where, overlap, parallelism, verify or swap."
         )
     keys = check_identifiers(key_columns, "key_columns")
     cols = check_identifiers(columns, "columns")

@@ -54,7 +54,9 @@ class BulkCopyOperator(FdwBaseOperator):
         server; ``"copy"`` with ``COPY`` over ``fdw_conn_id`` straight from the remote table behind
         the foreign table (faster, same rows; refused before anything changes when ``fdw_conn_id`` is
         not the foreign table's server); ``"auto"``: ``"copy"`` when it can give the same rows, else
-        ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path".
+        ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path". A ``mirror`` over
+        the direct connection hashes its buckets on the remote without sorting and fetches only the
+        rows that differ (a single integer key; see "Mirror mode").
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
         ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on each attempt to take the target's lock when applying (seconds or

@@ -8,7 +8,7 @@ module (``from airflow_provider_fdw.sql import mirror as mq``): its names belong
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
@@ -46,6 +46,8 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
         return sql.SQL("pg_catalog.hashint8extended({}::int4, {})").format(col, s)
     if kind == "uuid":
         return sql.SQL("pg_catalog.uuid_hash_extended({}, {})").format(col, s)
+    if kind == "exact":  # the type's own hash (of a one-element array: the function postgres_fdw ships)
+        return sql.SQL("pg_catalog.hash_array_extended(ARRAY[{}], {})").format(col, s)
     if kind == "numeric":
         return sql.SQL(
             "(pg_catalog.hash_numeric_extended({0}, {1}) # pg_catalog.hashint8extended("
@@ -69,13 +71,19 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(" # ").join(chunks))
 
 
-def row_hash_expr(columns: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
+def row_hash_expr(
+    columns: Sequence[str], kinds: dict[str, str], names: Mapping[str, str] | None = None
+) -> sql.Composable:
     """A 64-bit hash of the row: the XOR of each column's hash, seeded by its position (so swapped
-    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped)."""
+    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped).
+    ``names``: what the table read calls each column (a foreign table's remote names), when not its own."""
+    named = names or {}
     return sql.SQL("({})").format(
         sql.SQL(" # ").join(
             sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
-                sql.Identifier(c), sql.Literal(-1 - i), value_hash(c, kinds[c], i + 1)
+                sql.Identifier(named.get(c, c)),
+                sql.Literal(-1 - i),
+                value_hash(named.get(c, c), kinds[c], i + 1),
             )
             for i, c in enumerate(columns)
         )
@@ -102,6 +110,75 @@ def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
     return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
         sql.Identifier(column), table_ref(table, only)
     )
+
+
+def range_bucket(column: str, level: int) -> sql.Composed:
+    """The range of 2^level key values a row falls in."""
+    return sql.SQL("({}::int8 >> {})").format(sql.Identifier(column), sql.Literal(level))
+
+
+def rows_in_ranges(
+    table: QualifiedName, only: bool, key: str, level: int, row_hash: sql.Composable, alias: str
+) -> sql.Composed:
+    """Keys and row hashes (two arrays: one row, cheap to read) of every row in the ranges of 2^level
+    key values numbered by the ``%s`` array, each range read through the key's index (``alias``
+    names no column the row hash reads)."""
+    low = sql.SQL("({} << {})").format(sql.Identifier(alias, alias), sql.Literal(level))
+    return sql.SQL(
+        "SELECT pg_catalog.array_agg(t.{key}::int8), pg_catalog.array_agg({hash}) "
+        "FROM pg_catalog.unnest(%s::int8[]) AS {a}({a}) JOIN {table} AS t "
+        "ON t.{key} BETWEEN {low} AND ({low} | {mask})"
+    ).format(
+        key=sql.Identifier(key),
+        hash=row_hash,
+        a=sql.Identifier(alias),
+        table=table_ref(table, only),
+        low=low,
+        mask=sql.Literal((1 << level) - 1),
+    )
+
+
+def key_in(key: str) -> sql.Composed:
+    """The rows whose single integer key is in the ``%s`` array (through the key's index)."""
+    return sql.SQL("{} = ANY(%s::int8[])").format(sql.Identifier(key))
+
+
+def rows_by_key(table: QualifiedName, only: bool, key: str, row_hash: sql.Composable) -> sql.Composed:
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {}").format(
+        sql.Identifier(key), row_hash, table_ref(table, only), key_in(key)
+    )
+
+
+def copy_rows_by_key(
+    table: QualifiedName, columns: Sequence[str], key: str, keys: Sequence[int]
+) -> sql.Composed:
+    """``COPY … TO STDOUT`` (binary) of the rows with these integer keys; COPY takes no parameters,
+    so the keys are an array literal (integers only)."""
+    array = sql.Literal("{" + ",".join(str(int(k)) for k in keys) + "}")
+    return sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({}::int8[])) TO STDOUT (FORMAT binary)").format(
+        column_list(columns), sql.Identifier(*table), sql.Identifier(key), array
+    )
+
+
+# Rows this transaction added to the table minus those it removed (its leaf partitions, when
+# partitioned), counting what triggers and foreign key actions wrote; exact only with track_counts on.
+NET_ROWS_WRITTEN_QUERY = sql.SQL(
+    "SELECT pg_catalog.current_setting('track_counts')::bool, coalesce(sum("
+    "pg_catalog.pg_stat_get_xact_tuples_inserted(r) - pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
+    "FROM (SELECT %s::oid AS r UNION ALL SELECT relid FROM pg_catalog.pg_partition_tree(%s::oid) "
+    "WHERE isleaf) AS l"
+)
+
+
+def bucket_checksum_arrays(
+    table: QualifiedName, only: bool, bucket: sql.Composable, row_hash: sql.Composable
+) -> sql.Composed:
+    """:func:`bucket_checksums` as three arrays (buckets, rows, sums as text): one row, read by the
+    driver at once instead of a row per bucket."""
+    return sql.SQL(
+        "SELECT pg_catalog.array_agg(b), pg_catalog.array_agg(n), pg_catalog.array_agg(c::text) "
+        "FROM ({}) AS s(b, n, c)"
+    ).format(bucket_checksums(table, only, bucket, row_hash))
 
 
 def bucket_checksums(

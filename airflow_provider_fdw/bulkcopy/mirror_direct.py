@@ -1,0 +1,174 @@
+"""Mirror mode reading the source over the direct connection (``transport="copy"`` or ``"auto"``).
+
+Through postgres_fdw the remote plans the per-bucket ``GROUP BY`` with its own settings and sorts every
+row to build a few buckets per thousand rows. Over the direct connection (the one the direct COPY
+path reads) the mirror's remote transaction groups by hash instead, so one pass over each side, side
+by side, yields fine buckets (ranges of key values holding about
+:data:`~.mirror_compare.FIRST_LEVEL_ROWS` rows: reading the rows of a differing bucket costs more per
+bucket than per row). Then the key and row hash of every
+row of the differing buckets (each range read through the key's index, on both sides), and only the
+rows that differ are fetched, by key, with binary COPY. Every source read is in one remote
+transaction, ``REPEATABLE READ, READ ONLY``: one snapshot, as through postgres_fdw.
+
+Taken for a single integer key, when every mirrored column has its declared type on the remote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.direct import plan_direct
+from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, check_total, mismatch
+from airflow_provider_fdw.bulkcopy.mirror_compare import Buckets, hash_aggregate
+from airflow_provider_fdw.catalog import Table
+from airflow_provider_fdw.compat import DriverError, copy_between, sql
+from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.sql import mirror as mq
+
+if TYPE_CHECKING:
+    from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan, MirrorResult
+
+
+class DirectSource:
+    """The source side of a direct mirror: every read in one remote transaction (one snapshot)."""
+
+    def __init__(self, conn: Any, table: Table, columns: Sequence[str], log: Any) -> None:
+        assert table.remote is not None
+        self.session = LocalSession(conn, log)
+        self.table: QualifiedName = table.remote
+        self.names = {c: table.columns[c].remote_name for c in columns}
+        try:
+            # the first statements of the driver's implicit transaction
+            self.session.execute("start the source snapshot", q.SNAPSHOT_ISOLATION, quiet=True)
+            hash_aggregate(self.session)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.session.close()  # ends the read-only transaction: nothing to keep
+
+
+def open_direct_source(
+    s: LocalSession,
+    plan: MirrorPlan,
+    source: Table,
+    columns: list[str],
+    key: tuple[str, ...],
+    kinds: Mapping[str, str],
+    connect: Callable[..., Any] | None,
+    identity: Mapping[str, Any] | None,
+    log: Any,
+) -> DirectSource | None:
+    """The run's direct source, or None for the FDW path (why is logged; an error with
+    ``transport="copy"``, before anything changes)."""
+    if plan.transport == "fdw":
+        return None
+    if len(key) != 1 or kinds[key[0]] != "int":
+        reason = f"the key {list(key)} is not a single integer column"
+        if plan.transport == "copy":
+            raise FdwConfigError(f"mode='mirror' with transport='copy' reads by key ranges: {reason}.")
+        log.info("Mirror of %s reads through postgres_fdw: %s.", plan.source, reason)
+        return None
+    kept: list[Any] = []
+    direct = plan_direct(s, plan, source, columns, connect, identity, log, kept.append)
+    if direct is None:
+        return None
+    if not direct.binary:  # the remote's hashes of other types would not match the target's
+        kept[0].close()
+        reason = "a mirrored column has another type on the remote"
+        if plan.transport == "copy":
+            raise FdwConfigError(f"mode='mirror' with transport='copy' cannot read {plan.source}: {reason}.")
+        log.info("Mirror of %s reads through postgres_fdw: %s.", plan.source, reason)
+        return None
+    return DirectSource(kept[0], source, columns, log)
+
+
+def unused_alias(names: Sequence[str]) -> str:
+    """A name no column of ``names`` has (the bucket number next to the row hash's columns)."""
+    alias = "fdw_range"
+    while alias in names:
+        alias += "_"
+    return alias
+
+
+def bucket_arrays(s: LocalSession, statement: sql.Composable, side: str) -> Buckets:
+    """Bucket -> (rows, sum of row hashes) (``statement``: :func:`.sql.mirror.bucket_checksum_arrays`)."""
+    buckets, rows, sums = s.fetchrow(f"checksum {side} buckets", statement)
+    return {
+        int(b): (int(n), None if c is None else int(c))
+        for b, n, c in zip(buckets or [], rows or [], sums or [], strict=True)
+    }
+
+
+def row_hashes(s: LocalSession, statement: sql.Composable, buckets: list[int], side: str) -> dict[int, int]:
+    """Key -> row hash of the rows of ``buckets`` (``statement``: :func:`.sql.mirror.rows_in_ranges`).
+
+    Without JIT: compiling takes longer than reading these few rows through the index."""
+    s.execute("read rows without JIT", q.set_local("jit", "off"), quiet=True)
+    keys, hashes = s.fetchrow(f"read the {side} rows of the differing buckets", statement, [buckets])
+    return dict(zip(keys or [], hashes or [], strict=True))
+
+
+def row_differences(
+    s: LocalSession,
+    src: DirectSource,
+    p: MirrorPlan,
+    result: MirrorResult,
+    oid: int,
+    only: bool,
+    key: str,
+    columns: list[str],
+    row_hash: sql.Composable,
+    source_rows: dict[int, int],
+    target_rows: dict[int, int],
+    rows_before: int,
+) -> Differences | None:
+    """The direct path's differences: the keys whose row hash differs (or that one side lacks);
+    the source rows of those keys are fetched by binary COPY. None when no row differs.
+
+    Checked by reading the written keys' row hashes back, and by the transaction's own count of the
+    rows it added and removed (triggers and foreign key actions included) against the source's."""
+    changed = sorted(k for k, h in source_rows.items() if target_rows.get(k) != h)
+    vanished = sorted(k for k in target_rows if k not in source_rows)
+    touched = changed + vanished
+    if not touched:
+        return None
+    counted, net_before = s.fetchrow("count the rows written", mq.NET_ROWS_WRITTEN_QUERY, (oid, oid))
+    remote_columns = [src.names[c] for c in columns]
+
+    def fetch(staging: QualifiedName) -> int:
+        if not changed:
+            return 0
+        out = mq.copy_rows_by_key(src.table, remote_columns, src.names[key], changed)
+        try:
+            return copy_between(
+                src.session.conn, s.conn, out, q.copy_from_stdin(staging, columns, True), _ignore
+            )
+        except DriverError as exc:  # either side's
+            raise s.error(f"fetch the differing rows of {p.source}", exc) from None
+
+    def verify() -> None:
+        statement = mq.rows_by_key(p.target, only, key, row_hash)
+        after = {int(k): int(h) for k, h in s.fetchall("check the written rows", statement, [touched])}
+        wrong = [k for k in touched if after.get(k) != source_rows.get(k)]
+        counting, net = s.fetchrow("count the rows written", mq.NET_ROWS_WRITTEN_QUERY, (oid, oid))
+        if counted and counting:
+            total = rows_before + int(net) - int(net_before)
+        else:  # track_counts is off: count the target
+            total = s.fetchvalue(
+                "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
+            )
+        check_total(p, result, total)
+        if wrong:
+            raise mismatch(p, len(wrong), f"{key} = {wrong[0]}")
+
+    return Differences(mq.key_in(key), [touched], p.source, fetch, verify)
+
+
+def _ignore(rows: int) -> None:
+    """No progress is reported for the few rows a mirror fetches."""
