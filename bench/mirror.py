@@ -1,9 +1,10 @@
-"""Mirror mode benchmark: a mirror run against a full replace of the same table, measured in the same run.
+"""Mirror mode benchmark: mirror runs against a full replace of the same table, measured in the same run.
 
 Starts a fresh pair, generates ``--rows`` rows (bigint id PK, email with an index, 100-byte payload,
-timestamptz), copies them once, then times:
+timestamptz), copies them once, then times, for each ``transport`` (``fdw``: through postgres_fdw, the
+default; ``copy``: the direct connection):
 
-- ``full replace``: a whole ``replace`` copy (the baseline every ratio is against);
+- ``full replace``: a whole ``replace`` copy (the baseline every ratio of that transport is against);
 - ``mirror, nothing changed``: a mirror run when source and target are equal;
 - ``mirror, 0.1% changed``: a mirror run after 0.1% of the source rows changed (a third updated, a
   third deleted, a third inserted, at random keys).
@@ -12,10 +13,17 @@ After every mirror run the target is checked equal to the source by a full check
 independently of the mirror (md5 of each row's text form, on each server directly). Targets (issue 16):
 0.1% changed <= 10% of a full replace, nothing changed <= 5%.
 
-``floor`` is the least any mirror comparing contents does: one pass over the source computing the
-mirror's own row hashes (``SELECT count(*), sum(<row hash>)``), the server's execution time from
-``EXPLAIN ANALYZE`` (no connection, client or network). A target below the floor cannot be met here by
-comparing contents; the mirror's distance to the floor is what its own work costs.
+Floors, what any mirror comparing contents does at least (the servers' execution times from
+``EXPLAIN ANALYZE``: no connection, client or network):
+
+- ``hash every source row``: one pass over the source computing the mirror's own row hashes;
+- ``hash both sides at once``: that pass over the source and over the target side by side (the two
+  servers share this machine's cores), the later of the two; every comparison of contents reads both;
+- ``write the changed rows``: the target's own delete, update and insert of as many rows as a 0.1%
+  change (rolled back); the changed mirror writes them after comparing.
+
+A target below its floor (both sides at once, plus the writes when rows changed) cannot be met here
+by comparing contents; the mirror's distance to the floor is what its own work costs.
 
     python bench/mirror.py [--rows 1000000] [--repeat 3] [--json bench/results/mirror.json]
 """
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,7 @@ from fdw_testing.pgcluster import Pair, local_pair
 from fdw_testing.sample_data import SOURCE_DB, TARGET_DB, install_sample_data, set_airflow_connections
 
 SOURCE = "proxy.bench_users"
+TRANSPORTS = {"fdw": "", "copy": ", direct"}  # the scenario names' suffix per transport
 TARGETS = {"mirror, 0.1% changed": 0.10, "mirror, nothing changed": 0.05}
 # An independent full checksum: md5 of each row's text form, same settings on both servers.
 FULL_CHECKSUM = (
@@ -60,16 +70,15 @@ def main() -> int:
         setup(pair, args.rows)
         results = run_all(pair, args)
     report = new_report(args, results)
-    floor_ratio = next(r["ratio_to_replace"] for r in results if r["scenario"].startswith("floor"))
-    print(f"\n{'scenario':<30} {'median s':>9} {'ratio to replace':>17} {'target':>8} {'met':>5}  details")
+    print(f"\n{'scenario':<38} {'median s':>9} {'ratio to replace':>17} {'target':>8} {'met':>5}  details")
     for r in results:
-        target = TARGETS.get(r["scenario"])
+        target = TARGETS.get(r["scenario"].replace(", direct", ""))
         met = "" if target is None else ("yes" if r["ratio_to_replace"] <= target else "no")
         details = r.get("details", "")
-        if met == "no" and floor_ratio > target:
-            details = f"target below the floor ({floor_ratio:.3f}): impossible here; {details}"
+        if met == "no" and r["floor_ratio"] > target:
+            details = f"target below the floor ({r['floor_ratio']:.3f}): impossible here; {details}"
         print(
-            f"{r['scenario']:<30} {r['seconds']:>9.2f} {r['ratio_to_replace']:>17.3f} "
+            f"{r['scenario']:<38} {r['seconds']:>9.2f} {r['ratio_to_replace']:>17.3f} "
             f"{'' if target is None else f'<= {target:.2f}':>8} {met:>5}  {details}"
         )
     write_report(report, args.json)
@@ -86,52 +95,88 @@ def parse_args() -> argparse.Namespace:
 
 def run_all(pair: Pair, args: argparse.Namespace) -> list[dict[str, Any]]:
     rng = random.Random(16)
-    replace = [timed(full_replace) for _ in range(args.repeat)]
-    baseline = statistics.median(s for s, _ in replace)
-    results = [{"scenario": "full replace", "seconds": baseline, "ratio_to_replace": 1.0}]
+    replace = {
+        transport: statistics.median(timed(full_replace, transport)[0] for _ in range(args.repeat))
+        for transport in TRANSPORTS
+    }
     # The new table's autovacuum (a pass over all of it, started after the replace) would otherwise
     # run during the mirrors: they are timed as a scheduled mirror runs, on a settled table.
     pair.target.execute(f"VACUUM ANALYZE {TARGET}", dbname=TARGET_DB)
-    unchanged, changed = [], []
+    runs: dict[tuple[str, str], list[tuple[float, dict]]] = {}
     for _ in range(args.repeat):
-        seconds, summary = timed(mirror)
-        check_equal(pair)
-        assert summary["rows_fetched"] == 0, summary
-        unchanged.append((seconds, summary))
-        change_source(pair, args.rows, rng)
-        seconds, summary = timed(mirror)
-        check_equal(pair)
-        changed.append((seconds, summary))
-    hashing = floor(pair)
-    results.append(
-        {
-            "scenario": "floor: hash every source row",
-            "seconds": hashing,
-            "ratio_to_replace": hashing / baseline,
-        }
+        for transport in TRANSPORTS:
+            seconds, summary = timed(mirror, transport)
+            check_equal(pair)
+            assert summary["rows_fetched"] == 0, summary
+            runs.setdefault((transport, "mirror, nothing changed"), []).append((seconds, summary))
+            change_source(pair, args.rows, rng)
+            seconds, summary = timed(mirror, transport)
+            check_equal(pair)
+            runs.setdefault((transport, "mirror, 0.1% changed"), []).append((seconds, summary))
+    row_hash = source_row_hash()
+    source_pass = min(
+        server_seconds(pair.source, hashing(row_hash, SOURCE_TABLE), SOURCE_DB) for _ in range(3)
     )
-    for name, runs in (("mirror, nothing changed", unchanged), ("mirror, 0.1% changed", changed)):
-        seconds = statistics.median(s for s, _ in runs)
-        last = runs[-1][1]
+    both_sides = min(both_sides_at_once(pair, row_hash) for _ in range(3))
+    writes = min(write_floor(pair, args.rows, rng) for _ in range(3))
+    results = []
+    for transport, suffix in TRANSPORTS.items():
+        baseline = replace[transport]
         results.append(
             {
-                "scenario": name,
-                "seconds": seconds,
-                "ratio_to_replace": seconds / baseline,
-                "times_floor": seconds / hashing,
-                "details": (
-                    f"{seconds / hashing:.1f}x floor; "
-                    f"ins/upd/del {last['inserted']}/{last['updated']}/{last['deleted']}, "
-                    f"fetched {last['rows_fetched']}, {last['levels']} levels, "
-                    f"{last['buckets_compared']} buckets; target = source (full checksum)"
-                ),
+                "scenario": f"full replace{suffix}",
+                "transport": transport,
+                "seconds": baseline,
+                "ratio_to_replace": 1.0,
+                "ratio_to_fdw_replace": baseline / replace["fdw"],
+                "floor_ratio": 0.0,
             }
         )
+        for name, seconds in (
+            ("floor: hash every source row", source_pass),
+            ("floor: hash both sides at once", both_sides),
+            ("floor: write the changed rows", writes),
+        ):
+            results.append(
+                {
+                    "scenario": f"{name}{suffix}",
+                    "transport": transport,
+                    "seconds": seconds,
+                    "ratio_to_replace": seconds / baseline,
+                    "ratio_to_fdw_replace": seconds / replace["fdw"],
+                    "floor_ratio": 0.0,
+                }
+            )
+        for name in ("mirror, nothing changed", "mirror, 0.1% changed"):
+            measured = runs[(transport, name)]
+            seconds = statistics.median(s for s, _ in measured)
+            floor = both_sides + (writes if "changed" in name and "nothing" not in name else 0.0)
+            last = measured[-1][1]
+            results.append(
+                {
+                    "scenario": f"{name}{suffix}",
+                    "transport": transport,
+                    "seconds": seconds,
+                    "ratio_to_replace": seconds / baseline,
+                    "ratio_to_fdw_replace": seconds / replace["fdw"],
+                    "floor_ratio": floor / baseline,
+                    "times_floor": seconds / floor,
+                    "details": (
+                        f"{seconds / floor:.1f}x floor, {seconds / replace['fdw']:.3f} of the fdw replace; "
+                        f"ins/upd/del {last['inserted']}/{last['updated']}/{last['deleted']}, "
+                        f"fetched {last['rows_fetched']}, {last['levels']} levels, "
+                        f"{last['buckets_compared']} buckets; target = source (full checksum)"
+                    ),
+                }
+            )
     return results
 
 
-def floor(pair: Pair) -> float:
-    """Seconds the source's server spends on one pass computing the mirror's row hashes (docstring)."""
+SOURCE_TABLE = "app.bench_users"
+
+
+def source_row_hash() -> str:
+    """The mirror's own row hash of the source's columns (the same expression on both sides)."""
     from airflow_provider_fdw.bulkcopy.mirror_compare import hash_kinds
     from airflow_provider_fdw.catalog import read_columns, read_oid
     from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -144,32 +189,66 @@ def floor(pair: Pair) -> float:
         with s.transaction():
             columns = list(read_columns(s, source))
             kinds = hash_kinds(s, read_oid(s, source, "source"), columns, source)
-            row_hash = s.render(mq.row_hash_expr(columns, kinds))
-    statement = f"SELECT count(*), sum({row_hash}) FROM app.bench_users"
-    # the first pass may read from disk: the least of three
-    return min(server_seconds(pair.source, statement, SOURCE_DB) for _ in range(3))
+            return s.render(mq.row_hash_expr(columns, kinds))
 
 
-def timed(run: Callable[[], dict]) -> tuple[float, dict]:
+def hashing(row_hash: str, table: str) -> str:
+    return f"SELECT count(*), sum({row_hash}) FROM {table}"
+
+
+def both_sides_at_once(pair: Pair, row_hash: str) -> float:
+    """One hashing pass over the source and one over the target, side by side: the later one."""
+    with ThreadPoolExecutor(2) as pool:
+        target = pool.submit(server_seconds, pair.target, hashing(row_hash, TARGET), TARGET_DB)
+        source = server_seconds(pair.source, hashing(row_hash, SOURCE_TABLE), SOURCE_DB)
+        return max(source, target.result())
+
+
+def write_floor(pair: Pair, rows: int, rng: random.Random) -> float:
+    """The target's own writes of a 0.1% change (as many deletes, updates and inserts), rolled back."""
+    n = max(3, rows // 1000) // 3
+    top = int(pair.target.execute(f"SELECT max(id) FROM {TARGET}", dbname=TARGET_DB)[0][0])
+    ids = rng.sample(range(1, rows + 1), 2 * n)
+    conn = pair.target.connect(TARGET_DB, autocommit=False)
+    try:
+        cur = conn.cursor()
+        started = time.monotonic()
+        cur.execute(f"DELETE FROM {TARGET} WHERE id = ANY(%s)", (ids[n:],))
+        cur.execute(f"UPDATE {TARGET} SET payload = md5(payload) WHERE id = ANY(%s)", (ids[:n],))
+        cur.execute(
+            f"INSERT INTO {TARGET} SELECT g, 'new' || g || '@example.com', md5(g::text), now() "
+            "FROM generate_series(%s::int8, %s::int8) g",
+            (top + 1, top + n),
+        )
+        seconds = time.monotonic() - started
+        conn.rollback()
+    finally:
+        conn.close()
+    return seconds
+
+
+def timed(run: Callable[..., dict], *args: Any) -> tuple[float, dict]:
     started = time.monotonic()
-    summary = run()
+    summary = run(*args)
     return time.monotonic() - started, summary
 
 
-def full_replace() -> dict:
+def full_replace(transport: str) -> dict:
     from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan_copy(SOURCE, TARGET, key_columns=["id"]))
+        return hook.bulk_copy(plan_copy(SOURCE, TARGET, key_columns=["id"], transport=transport))
 
 
-def mirror() -> dict:
+def mirror(transport: str) -> dict:
     from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan_copy(SOURCE, TARGET, mode="mirror"))
+        summary = hook.bulk_copy(plan_copy(SOURCE, TARGET, mode="mirror", transport=transport))
+    assert summary["path"] == ("fdw" if transport == "fdw" else "direct"), summary
+    return summary
 
 
 def change_source(pair: Pair, rows: int, rng: random.Random) -> None:
