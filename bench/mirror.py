@@ -120,55 +120,38 @@ def run_all(pair: Pair, args: argparse.Namespace) -> list[dict[str, Any]]:
     both_sides = min(both_sides_at_once(pair, row_hash) for _ in range(3))
     writes = min(write_floor(pair, args.rows, rng) for _ in range(3))
     results = []
-    for transport, suffix in TRANSPORTS.items():
-        baseline = replace[transport]
-        results.append(
-            {
-                "scenario": f"full replace{suffix}",
+    for transport in TRANSPORTS:
+
+        def row(
+            name: str, seconds: float, floor: float = 0.0, transport: str = transport, **extra: Any
+        ) -> dict[str, Any]:
+            baseline = replace[transport]
+            return {
+                "scenario": f"{name}{TRANSPORTS[transport]}",
                 "transport": transport,
-                "seconds": baseline,
-                "ratio_to_replace": 1.0,
-                "ratio_to_fdw_replace": baseline / replace["fdw"],
-                "floor_ratio": 0.0,
+                "seconds": seconds,
+                "ratio_to_replace": seconds / baseline,
+                "ratio_to_fdw_replace": seconds / replace["fdw"],
+                "floor_ratio": floor / baseline,
+                **extra,
             }
-        )
-        for name, seconds in (
-            ("floor: hash every source row", source_pass),
-            ("floor: hash both sides at once", both_sides),
-            ("floor: write the changed rows", writes),
-        ):
-            results.append(
-                {
-                    "scenario": f"{name}{suffix}",
-                    "transport": transport,
-                    "seconds": seconds,
-                    "ratio_to_replace": seconds / baseline,
-                    "ratio_to_fdw_replace": seconds / replace["fdw"],
-                    "floor_ratio": 0.0,
-                }
-            )
+
+        results.append(row("full replace", replace[transport]))
+        results.append(row("floor: hash every source row", source_pass))
+        results.append(row("floor: hash both sides at once", both_sides))
+        results.append(row("floor: write the changed rows", writes))
         for name in ("mirror, nothing changed", "mirror, 0.1% changed"):
             measured = runs[(transport, name)]
             seconds = statistics.median(s for s, _ in measured)
-            floor = both_sides + (writes if "changed" in name and "nothing" not in name else 0.0)
+            floor = both_sides + (0.0 if "nothing" in name else writes)
             last = measured[-1][1]
-            results.append(
-                {
-                    "scenario": f"{name}{suffix}",
-                    "transport": transport,
-                    "seconds": seconds,
-                    "ratio_to_replace": seconds / baseline,
-                    "ratio_to_fdw_replace": seconds / replace["fdw"],
-                    "floor_ratio": floor / baseline,
-                    "times_floor": seconds / floor,
-                    "details": (
-                        f"{seconds / floor:.1f}x floor, {seconds / replace['fdw']:.3f} of the fdw replace; "
-                        f"ins/upd/del {last['inserted']}/{last['updated']}/{last['deleted']}, "
-                        f"fetched {last['rows_fetched']}, {last['levels']} levels, "
-                        f"{last['buckets_compared']} buckets; target = source (full checksum)"
-                    ),
-                }
+            details = (
+                f"{seconds / floor:.1f}x floor, {seconds / replace['fdw']:.3f} of the fdw replace; "
+                f"ins/upd/del {last['inserted']}/{last['updated']}/{last['deleted']}, "
+                f"fetched {last['rows_fetched']}, {last['levels']} levels, "
+                f"{last['buckets_compared']} buckets; target = source (full checksum)"
             )
+            results.append(row(name, seconds, floor, times_floor=seconds / floor, details=details))
     return results
 
 
