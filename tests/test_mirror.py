@@ -503,6 +503,28 @@ def test_mirror_with_transport_copy_needs_a_single_integer_key(sandbox):
     assert (result["path"], result["inserted"]) == ("fdw", 2)
 
 
+@pytest.mark.parametrize("compared_max", [5, 1_000_000])
+def test_direct_mirror_fetches_in_batches_by_key_or_whole_buckets_when_many_rows_differ(
+    sandbox, monkeypatch, compared_max
+):
+    """Beyond ROWS_COMPARED_MAX rows in the differing buckets the rows are not held one by one: all
+    source rows of those buckets are staged (by ranges) and the apply compares them."""
+    monkeypatch.setattr(m, "ROWS_COMPARED_MAX", compared_max)
+    monkeypatch.setattr(m, "KEYS_PER_FETCH", 2)
+    monkeypatch.setattr(mirror_direct, "KEYS_PER_FETCH", 2)
+    src = Source(sandbox, rows=400)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(21), 30)
+    result = mirror(src, target, transport="copy")
+    assert target_rows(sandbox, target) == src.rows()
+    written = result["inserted"] + result["updated"]
+    if compared_max == 5:
+        assert result["rows_fetched"] > written  # whole buckets
+    else:
+        assert result["rows_fetched"] == written  # only the differing rows, two keys per COPY
+    assert mirror(src, target, transport="copy")["rows_fetched"] == 0
+
+
 def test_direct_source_groups_buckets_by_hash_in_one_read_only_snapshot(sandbox):
     """The remote would sort every row for a per-bucket GROUP BY (one group per key expected)."""
     src = Source(sandbox, rows=10)

@@ -54,7 +54,10 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_kinds,
 )
 from airflow_provider_fdw.bulkcopy.mirror_direct import (
+    KEYS_PER_FETCH,
+    ROWS_COMPARED_MAX,
     DirectSource,
+    batches,
     bucket_arrays,
     open_direct_source,
     row_differences,
@@ -398,6 +401,28 @@ class Mirror:
         if not differing:
             return
         self.result.levels = 2
+        in_differing = sum(max(src_b.get(b, (0, None))[0], tgt_b.get(b, (0, None))[0]) for b in differing)
+        if in_differing > ROWS_COMPARED_MAX:  # too many to hold: stage them all, the apply compares
+            self.log.info("The differing buckets hold %d rows: staging all their source rows", in_differing)
+            remote_columns = [src.names[c] for c in columns]
+            leaves = {b: src_b.get(b, (0, None)) for b in differing}
+
+            def fetch(staging: QualifiedName) -> int:
+                return sum(
+                    src.copy_into(
+                        s,
+                        staging,
+                        columns,
+                        mq.copy_rows_in_ranges(src.table, remote_columns, source_key, level, batch),
+                    )
+                    for batch in batches(differing, KEYS_PER_FETCH)
+                )
+
+            differences = bucket_differences(
+                s, p, self.buckets, self.result, only, columns, row_hash, level, leaves, fetch
+            )
+            self._apply(s, oid, only, (key,), key_is_unique, columns, differences)
+            return
         alias = unused_alias([*columns, *src.names.values()])
         src_rows, tgt_rows = self._side_by_side(
             s,
@@ -412,17 +437,17 @@ class Mirror:
             ),
         )
         rows_before = sum(n for n, _ in tgt_b.values())
-        differences = row_differences(
+        by_row = row_differences(
             s, src, p, self.result, oid, only, key, columns, row_hash, src_rows, tgt_rows, rows_before
         )
         self.log.info(
             "Level 2: %d source and %d target rows of the differing buckets, %s",
             len(src_rows),
             len(tgt_rows),
-            "some differ" if differences else "all equal",
+            "some differ" if by_row else "all equal",
         )
-        if differences is not None:
-            self._apply(s, oid, only, (key,), key_is_unique, columns, differences)
+        if by_row is not None:
+            self._apply(s, oid, only, (key,), key_is_unique, columns, by_row)
 
     def _apply(
         self,

@@ -107,13 +107,14 @@ def bucket_differences(
     row_hash: sql.Composable,
     level: int,
     leaves: Buckets,
+    fetch: Callable[[QualifiedName], int] | None = None,
 ) -> Differences:
-    """The FDW path's differences: every row of the differing leaf buckets, fetched through
-    postgres_fdw; checked by recomputing those buckets and counting the target."""
+    """Every row of the differing leaf buckets, fetched through postgres_fdw (or by ``fetch``);
+    checked by recomputing those buckets and counting the target."""
     buckets = sorted(leaves)
     within, params = bucketing.within(buckets, level)
 
-    def fetch(staging: QualifiedName) -> int:
+    def through_fdw(staging: QualifiedName) -> int:
         statement = mq.fetch_rows(staging, p.source, columns, within)
         return int(s.execute(f"fetch the differing rows of {p.source}", statement, params).rowcount)
 
@@ -129,7 +130,8 @@ def bucket_differences(
                 p, len(wrong), f"bucket {wrong[0]}, target {after.get(wrong[0])}, source {leaves[wrong[0]]}"
             )
 
-    return Differences(within, params, p.target, fetch, verify)
+    staging_like = p.target if fetch is None else p.source  # a relayed COPY needs the source's types
+    return Differences(within, params, staging_like, fetch or through_fdw, verify)
 
 
 def check_total(p: MirrorPlan, result: MirrorResult, total: int) -> None:

@@ -49,6 +49,17 @@ class DirectSource:
             self.close()
             raise
 
+    def copy_into(
+        self, s: LocalSession, staging: QualifiedName, columns: list[str], out: sql.Composable
+    ) -> int:
+        """Relay ``out`` (a binary ``COPY … TO STDOUT`` of ``columns``) into ``staging``; the rows."""
+        try:
+            return copy_between(
+                self.session.conn, s.conn, out, q.copy_from_stdin(staging, columns, True), _ignore
+            )
+        except DriverError as exc:  # either side's
+            raise s.error("fetch the differing source rows", exc) from None
+
     def close(self) -> None:
         self.session.close()  # ends the read-only transaction: nothing to keep
 
@@ -86,6 +97,16 @@ def open_direct_source(
         log.info("Mirror of %s reads through postgres_fdw: %s.", plan.source, reason)
         return None
     return DirectSource(kept[0], source, columns, log)
+
+
+# Rows of the differing buckets compared one by one (key and row hash, on both sides, held in memory
+# here: about 200 bytes a row); beyond, all their source rows are staged and the apply compares them.
+ROWS_COMPARED_MAX = 1_000_000
+KEYS_PER_FETCH = 50_000  # keys per COPY statement (an array literal: about 10 bytes a key)
+
+
+def batches(values: list[int], size: int) -> list[list[int]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def unused_alias(names: Sequence[str]) -> str:
@@ -142,15 +163,12 @@ def row_differences(
     remote_columns = [src.names[c] for c in columns]
 
     def fetch(staging: QualifiedName) -> int:
-        if not changed:
-            return 0
-        out = mq.copy_rows_by_key(src.table, remote_columns, src.names[key], changed)
-        try:
-            return copy_between(
-                src.session.conn, s.conn, out, q.copy_from_stdin(staging, columns, True), _ignore
+        return sum(
+            src.copy_into(
+                s, staging, columns, mq.copy_rows_by_key(src.table, remote_columns, src.names[key], batch)
             )
-        except DriverError as exc:  # either side's
-            raise s.error(f"fetch the differing rows of {p.source}", exc) from None
+            for batch in batches(changed, KEYS_PER_FETCH)
+        )
 
     def verify() -> None:
         statement = mq.rows_by_key(p.target, only, key, row_hash)

@@ -149,14 +149,36 @@ def rows_by_key(table: QualifiedName, only: bool, key: str, row_hash: sql.Compos
     )
 
 
+def int8_array(values: Sequence[int]) -> sql.Composed:
+    """An ``int8[]`` literal (COPY takes no parameters): integers only, so nothing to escape."""
+    return sql.SQL("{}::int8[]").format(sql.Literal("{" + ",".join(str(int(v)) for v in values) + "}"))
+
+
 def copy_rows_by_key(
     table: QualifiedName, columns: Sequence[str], key: str, keys: Sequence[int]
 ) -> sql.Composed:
-    """``COPY … TO STDOUT`` (binary) of the rows with these integer keys; COPY takes no parameters,
-    so the keys are an array literal (integers only)."""
-    array = sql.Literal("{" + ",".join(str(int(k)) for k in keys) + "}")
-    return sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({}::int8[])) TO STDOUT (FORMAT binary)").format(
-        column_list(columns), sql.Identifier(*table), sql.Identifier(key), array
+    """``COPY … TO STDOUT`` (binary) of the rows with these integer keys."""
+    return sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({})) TO STDOUT (FORMAT binary)").format(
+        column_list(columns), sql.Identifier(*table), sql.Identifier(key), int8_array(keys)
+    )
+
+
+def copy_rows_in_ranges(
+    table: QualifiedName, columns: Sequence[str], key: str, level: int, buckets: Sequence[int]
+) -> sql.Composed:
+    """``COPY … TO STDOUT`` (binary) of every row in these ranges of 2^level key values (each read
+    through the key's index)."""
+    low = sql.SQL("(r.r << {})").format(sql.Literal(level))
+    return sql.SQL(
+        "COPY (SELECT {cols} FROM pg_catalog.unnest({buckets}) AS r(r) JOIN {table} AS t "
+        "ON t.{key} BETWEEN {low} AND ({low} | {mask})) TO STDOUT (FORMAT binary)"
+    ).format(
+        cols=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns),
+        buckets=int8_array(buckets),
+        table=sql.Identifier(*table),
+        key=sql.Identifier(key),
+        low=low,
+        mask=sql.Literal((1 << level) - 1),
     )
 
 
