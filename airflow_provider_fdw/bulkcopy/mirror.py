@@ -13,7 +13,8 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
    (postgres_fdw aggregate pushdown, checked with ``EXPLAIN VERBOSE`` before anything runs), so only
    one row per bucket crosses the network. The hashes are built from immutable built-ins over each
    value's binary send form (or its bytes, for integers and text), so they are equal on both sides for
-   equal values whatever DateStyle, TimeZone, IntervalStyle or extra_float_digits say.
+   equal values whatever DateStyle, TimeZone, IntervalStyle or extra_float_digits say (dates, times
+   and timestamps by their type's own hash: their ``=`` is identity).
 3. Bisect: buckets that differ are split (more bits of the same key hash) and compared again, only
    within themselves, until a bucket holds a handful of rows.
 4. Fetch the source rows of the differing leaf buckets into a temporary table, then delete the target
@@ -24,10 +25,14 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
 5. Recompute the changed buckets on the target and compare them with the source's: a mismatch rolls
    everything back. Commit.
 
+With ``transport`` "copy" or "auto" and a single integer key, steps 2-3 read the source over the
+direct connection instead (:mod:`.mirror_direct`): one level of fine buckets hashed on both sides,
+then the rows of the differing buckets, and only the rows that differ are fetched.
+
 A failure anywhere leaves the target exactly as it was; a retry starts over and converges.
 
-This module reads the run top-down (:class:`Mirror`); steps 2-3 are :mod:`.mirror_compare`, steps 4-5
-:mod:`.mirror_apply`.
+This module reads the run top-down (:class:`Mirror`); steps 2-3 are :mod:`.mirror_compare` (and
+:mod:`.mirror_direct`), steps 4-5 :mod:`.mirror_apply`.
 """
 
 from __future__ import annotations
