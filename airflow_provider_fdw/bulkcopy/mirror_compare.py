@@ -122,7 +122,7 @@ class RangeBuckets(Bucketing):
         """The level whose ranges of key values hold about ``per_bucket`` rows."""
         if self.density <= 0:
             return 62  # an empty target: one bucket, fetched whole
-        return max(0, min(62, int(math.log2(max(per_bucket / self.density, 1)))))
+        return max(0, min(62, round(math.log2(max(per_bucket / self.density, 1)))))
 
     def step(self, level: int) -> int | None:
         return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
