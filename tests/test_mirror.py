@@ -525,6 +525,65 @@ def test_direct_mirror_fetches_in_batches_by_key_or_whole_buckets_when_many_rows
     assert mirror(src, target, transport="copy")["rows_fetched"] == 0
 
 
+def test_direct_mirror_reads_renamed_remote_columns_next_to_a_column_named_like_its_alias(sandbox):
+    src_t = RemoteTable(
+        sandbox,
+        "mirror",
+        SERVER,
+        "key bigint OPTIONS (column_name 'id'), label text OPTIONS (column_name 'name'), fdw_range int",
+        remote_columns="id bigint PRIMARY KEY, name text, fdw_range int",
+    )
+    src_t.remote("INSERT INTO {t} SELECT g, 'n' || g, g %% 3 FROM generate_series(1, %s) g", (500,))
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (key bigint PRIMARY KEY, label text, fdw_range int)", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src_t.foreign)
+    src_t.remote("UPDATE {t} SET name = 'changed' WHERE id IN (10, 400)")
+    src_t.remote("UPDATE {t} SET fdw_range = 99 WHERE id = 11")
+    src_t.remote("DELETE FROM {t} WHERE id = 12")
+    src_t.remote("INSERT INTO {t} VALUES (9999, 'new', 1)")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_mirror(src_t.foreign, target, transport="copy")
+        result = Mirror(plan, hook.log, **direct_reads(hook)).run(hook.session).summary()
+    assert (result["path"], result["inserted"], result["updated"], result["deleted"]) == ("direct", 1, 3, 1)
+    select = "SELECT key, label, fdw_range FROM {t} ORDER BY 1"
+    assert local(sandbox, select, t=target) == local(sandbox, select, t=src_t.foreign)
+
+
+def test_direct_mirror_of_a_partitioned_target_with_an_int4_key(sandbox):
+    src_t = RemoteTable(
+        sandbox, "mirror", SERVER, "id int, v text", remote_columns="id int PRIMARY KEY, v text"
+    )
+    src_t.remote("INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(-50, %s) g", (300,))
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id int PRIMARY KEY, v text) PARTITION BY RANGE (id)", t=target)
+    local(
+        sandbox,
+        "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (MINVALUE) TO (100)",
+        p=f"{target}_a",
+        t=target,
+    )
+    local(
+        sandbox,
+        "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (100) TO (MAXVALUE)",
+        p=f"{target}_b",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src_t.foreign)
+    src_t.remote("UPDATE {t} SET v = 'changed' WHERE id IN (-50, 5, 250)")
+    src_t.remote("DELETE FROM {t} WHERE id IN (0, 299)")
+    src_t.remote("INSERT INTO {t} VALUES (2147483647, 'top'), (-2147483648, 'bottom')")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_mirror(src_t.foreign, target, transport="copy")
+        result = (
+            Mirror(plan, hook.log, new_session=hook._new_session, **direct_reads(hook))
+            .run(hook.session)
+            .summary()
+        )
+    assert (result["path"], result["inserted"], result["updated"], result["deleted"]) == ("direct", 2, 3, 2)
+    select = "SELECT id, v FROM {t} ORDER BY 1"
+    assert local(sandbox, select, t=target) == src_t.remote(select)
+
+
 def test_direct_source_groups_buckets_by_hash_in_one_read_only_snapshot(sandbox):
     """The remote would sort every row for a per-bucket GROUP BY (one group per key expected)."""
     src = Source(sandbox, rows=10)
