@@ -35,7 +35,8 @@ class Progress:
     """Rows loaded so far across workers; every ``every`` seconds logs rows, percent, rate and ETA.
 
     ``probe`` returns bytes staged so far, for loads that report rows only at the end (INSERT …
-    SELECT): rows are then estimated from the bytes, with the remote's bytes per row. ``finish``
+    SELECT): rows are then estimated from the bytes, with the remote's bytes per row. ``counter``
+    returns the rows written so far as the server counts them (a COPY run by psql). ``finish``
     logs the last line with the exact count once the load is done.
     ``estimate`` returns the source's :class:`RowEstimate`; it runs in the reporting thread, so a
     slow catalog read never delays the copy.
@@ -49,8 +50,10 @@ class Progress:
         every: float | None = None,
         probe: Callable[[], int] | None = None,
         estimate: Callable[[], RowEstimate] | None = None,
+        counter: Callable[[], int] | None = None,
     ) -> None:
         self.log, self.source, self.target, self.probe = log, source, target, probe
+        self.counter = counter
         self.every = PROGRESS_EVERY_SECONDS if every is None else every
         self.estimate_source = estimate
         self.total = RowEstimate(None)
@@ -111,7 +114,11 @@ class Progress:
         rows: float | None = self.rows
         approx, staged = "", None
         # Loads that report rows only at the end (INSERT … SELECT, psql): rows from the staged bytes.
-        if self.probe is not None and not final:
+        if self.counter is not None and not final:
+            counted = self.counter()  # 0 again once the COPY has ended: never count backwards
+            with self._lock:
+                self.rows = rows = max(self.rows, counted)
+        elif self.probe is not None and not final:
             staged = self.probe()
             per_byte = total / self.total.bytes if total and self.total.bytes else None
             rows, approx = (staged * per_byte, "~") if per_byte else (None, "")

@@ -207,6 +207,22 @@ def test_direct_copy_of_builtin_types_uses_binary_and_equals_the_fdw_copy(shop, 
     assert target_fp(shop, via_fdw) == target_fp(shop, direct)
 
 
+@pytest.mark.parametrize("relay", ["psql", "python"])
+def test_a_one_range_direct_replace_swaps_in_a_table_loaded_frozen(shop, relay):
+    """COPY FREEZE into the staging table its loader truncated: every page all-visible and frozen, so
+    neither the index build nor ANALYZE nor a later VACUUM rewrites them. Ranges loaded side by side
+    share one staging table and cannot truncate it: theirs are not frozen."""
+    shop.target.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility", dbname=TARGET_DB)
+    summary = "SELECT all_visible, all_frozen, pg_relation_size(%s) / 8192 FROM pg_visibility_map_summary(%s)"
+    frozen, parallel = f"public.{new_table()}", f"public.{new_table()}"
+    copy(frozen, key_columns=["id"], direct=True, relay=relay)
+    visible, all_frozen, pages = shop.target.execute(summary, (frozen, frozen), dbname=TARGET_DB)[0]
+    assert pages > 0 and visible == all_frozen == pages
+    copy(parallel, key_columns=["id"], parallelism=2, direct=True, relay=relay)
+    assert shop.target.execute(summary, (parallel, parallel), dbname=TARGET_DB)[0][:2] == (0, 0)
+    assert target_fp(shop, frozen) == target_fp(shop, parallel) == source_fp(shop)
+
+
 def test_append_copies_only_rows_past_the_watermark(shop):
     t = f"public.{new_table()}"
     first = copy(t, mode="append", watermark_column="updated_at", where="id BETWEEN 1 AND 15000")

@@ -117,15 +117,23 @@ def test_direct_path_counts_rows_and_reads_reltuples_over_its_own_connection(
     assert ": 300,000 of ~300,000 rows (100%), " in final
 
 
-def test_psql_relay_estimates_rows_from_staged_bytes_then_logs_the_exact_count(
+def test_psql_relay_logs_the_rows_the_server_has_copied_while_the_load_holds_its_table(
     progress_source, capfd, every_20ms
 ):
+    """psql reports rows only at the end; the lines read the local COPY's progress instead. The
+    load truncated the staging table to write it frozen and holds it locked until it commits: the
+    count must not wait for that lock."""
     result, lines = copy_and_capture(capfd, "analyzed", direct=True, relay="psql")
     assert result["rows"] == ROWS and result["path"] == "direct"
     *during, final = lines
     assert during, lines
-    for line in during:  # psql reports rows only at the end: estimated from the MB staged
-        assert re.search(r": ~[\d,]+ of ~300,000 rows \(\d+%\) \([\d.]+ MB staged\), ", line), line
+    counts = []
+    for line in during:
+        match = re.search(r": ([\d,]+) of ~300,000 rows \(\d+%\), [\d,]+ rows/s, ", line)
+        assert match, line
+        counts.append(int(match.group(1).replace(",", "")))
+    assert counts == sorted(counts) and counts[-1] <= ROWS
+    assert any(0 < c < ROWS for c in counts), counts  # counted while the rows flowed
     assert ": 300,000 of ~300,000 rows (100%), " in final
 
 
@@ -196,3 +204,12 @@ def test_every_kind_of_line_renders(estimate, staged):
     assert ("ETA" in during) == (
         total is not None and (staged is None or (staged > 0 and estimate[1] is not None))
     )
+
+
+def test_rows_counted_by_the_server_never_go_backwards_when_its_copy_has_ended():
+    """pg_stat_progress_copy drops the row of a COPY that ended: a line logged after that (while psql
+    commits and exits) keeps the last count instead of reporting 0."""
+    counted = iter([120_000, 0])
+    progress = progress_module.Progress(None, "a.b", "c.d", counter=lambda: next(counted))
+    assert ": 120,000 rows, " in progress.line()
+    assert ": 120,000 rows, " in progress.line()

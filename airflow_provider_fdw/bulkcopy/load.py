@@ -127,6 +127,10 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession 
     assert copy.remote_connect is not None and run.source.remote is not None
     run.relay_in_process = relays_in_process(copy, run, ranges)
     run.sole_reader = len(ranges) == 1 and not run.verifier.enabled
+    # One loader, into the table that becomes the target: it truncates the (empty) staging table in
+    # its own transaction, which lets COPY write the rows frozen and all-visible. The index build and
+    # ANALYZE then set no hint bits, and the swapped-in table needs no freezing pass later.
+    run.freeze = len(ranges) == 1 and copy.plan.mode == "replace" and not run.in_place
     run.snapshot = SnapshotHolder(
         copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log, conn=run.take_remote()
     )
@@ -167,16 +171,20 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalS
     ``run.snapshot`` when set (the direct path); a single range in ``session`` when given."""
     shared = session if len(ranges) == 1 else None
     p, result = copy.plan, run.result
-    probe = None
     monitors: list[LocalSession] = []  # the probe's session, opened at its first use (10 s in)
-    if result.path == "fdw" or _psql_relay(copy, run):  # rows counted only at the end: watch staging grow
 
-        def probe() -> int:
-            if not monitors:
-                monitors.append(copy.new_session())
-            with monitors[0].transaction():
-                oid = read_oid(monitors[0], run.staging_table, "staging")
-                return int(monitors[0].fetchvalue("measure staging", q.RELATION_SIZE_QUERY, (oid,)))
+    def monitor_value(step: str, query: Any) -> int:
+        if not monitors:
+            monitors.append(copy.new_session())
+        with monitors[0].transaction():
+            oid = read_oid(monitors[0], run.staging_table, "staging")
+            return int(monitors[0].fetchvalue(step, query, (oid,)))
+
+    def probe() -> int:  # INSERT … SELECT counts its rows only at the end: watch staging grow
+        return monitor_value("measure staging", q.RELATION_SIZE_QUERY)
+
+    def counter() -> int:  # psql reports its rows only at the end: read the server's COPY progress
+        return monitor_value("read copy progress", q.COPY_PROGRESS_QUERY)
 
     # Percent and ETA against the remote's reltuples, for copies of the whole table only.
     estimate = (
@@ -186,7 +194,14 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalS
             copy.new_session, p.source, run.source.server_name, run.source.remote, copy.remote_connect
         )
     )
-    progress = Progress(copy.log, str(p.source), str(p.target), probe=probe, estimate=estimate)
+    progress = Progress(
+        copy.log,
+        str(p.source),
+        str(p.target),
+        probe=probe if result.path == "fdw" else None,
+        counter=counter if result.path == "direct" and _psql_relay(copy, run) else None,
+        estimate=estimate,
+    )
     with progress, ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="fdw-copy") as pool:
         futures = [
             pool.submit(
@@ -310,7 +325,8 @@ def _copy_direct(
     binary, encoding = run.direct.binary, run.direct.client_encoding
     remote_columns = [run.source.columns[c].remote_name for c in run.columns]
     out_stmt = q.select_for_copy(run.source.remote, remote_columns, conditions, binary)
-    in_stmt = q.copy_from_stdin(run.staging_table, run.columns, binary)
+    in_stmt = q.copy_from_stdin(run.staging_table, run.columns, binary, freeze=run.freeze)
+    truncate = [q.truncate(run.staging_table)] if run.freeze else []
     psql_relay = _psql_relay(copy, run)
     if psql_relay is not None:
         relay = replace(
@@ -321,7 +337,8 @@ def _copy_direct(
         first = []
         if run.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
             first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
-        return relay.copy(s.render(out_stmt), s.render(in_stmt), first)
+        load = [q.BEGIN, *truncate, in_stmt, q.COMMIT] if truncate else [in_stmt]  # one transaction
+        return relay.copy(s.render(out_stmt), [s.render(statement) for statement in load], first)
     # The only reader, with no count in the background: read on the holder's connection itself.
     holder = run.snapshot if isinstance(run.snapshot, SnapshotHolder) and run.sole_reader else None
     remote = holder.lend() if holder is not None else copy.remote_connect(client_encoding=encoding)
@@ -332,6 +349,8 @@ def _copy_direct(
                     cur.execute(statement)
         with s.transaction():
             s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)
+            for statement in truncate:
+                s.execute("truncate staging (to load it frozen)", statement, quiet=True)
             return copy_stream(remote, s.conn, out_stmt, in_stmt, progress)
     finally:
         if holder is None:  # a lent connection is the holder's to close

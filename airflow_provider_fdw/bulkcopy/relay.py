@@ -52,8 +52,9 @@ class PsqlRelay:
     monitor: Callable[[], Any] | None = field(default=None, repr=False)
     _interrupted: dict[str, bool] = field(default_factory=dict, repr=False, init=False)
 
-    def copy(self, out_statement: str, in_statement: str, first: Sequence[str] = ()) -> int:
-        """``first``: statements the reader runs before its COPY, in one transaction (the snapshot)."""
+    def copy(self, out_statement: str, load_statements: Sequence[str], first: Sequence[str] = ()) -> int:
+        """``load_statements``: the loader's, its COPY FROM STDIN among them; ``first``: statements the
+        reader runs before its COPY, in one transaction (the snapshot)."""
         base = str(self.local.get("application_name") or "airflow_provider_fdw")
         load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
         local = {**self.local, "application_name": load_name}
@@ -61,11 +62,17 @@ class PsqlRelay:
             remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
             local_env = self._env(local, os.path.join(private, "local.pgpass"))
             out = self._start(
-                self._command(self.remote, *first, out_statement), remote_env, None, subprocess.PIPE
+                self._command(self.remote, [*first, out_statement], quiet=bool(first)),
+                remote_env,
+                None,
+                subprocess.PIPE,
             )
             assert out.stdout is not None and out.stderr is not None  # both are pipes
             try:
-                load = self._start(self._command(local, in_statement), local_env, out.stdout, subprocess.PIPE)
+                # not quiet: its "COPY n" tag on stdout is the row count
+                load = self._start(
+                    self._command(local, load_statements), local_env, out.stdout, subprocess.PIPE
+                )
             except BaseException:
                 out.kill()
                 out.wait()
@@ -163,14 +170,14 @@ class PsqlRelay:
             self.scope.add_process(proc)
         return proc
 
-    def _command(self, params: dict[str, Any], *statements: str) -> list[str]:
-        """The psql command line; run through ``setpriv --pdeathsig`` when there is one (see
-        :func:`_die_with_parent`)."""
+    def _command(self, params: dict[str, Any], statements: Sequence[str], quiet: bool = False) -> list[str]:
+        """The psql command line, one session running ``statements`` in order; run through
+        ``setpriv --pdeathsig`` when there is one (see :func:`_die_with_parent`). ``quiet``: no
+        command tags on stdout (the reader's BEGIN and SET must not mix into the COPY data)."""
         conninfo = make_conninfo(**{k: v for k, v in params.items() if k != "password"})
-        # -q with several statements: their tags (BEGIN, SET) must not mix into the COPY data on stdout.
-        quiet = ["-q"] if len(statements) > 1 else []
         commands = [arg for statement in statements for arg in ("-c", statement)]
-        command = [self.psql, "-X", *quiet, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
+        flags = ["-q"] if quiet else []
+        command = [self.psql, "-X", *flags, "-v", "ON_ERROR_STOP=1", "-d", conninfo, *commands]
         return [SETPRIV, "--pdeathsig", "KILL", "--", *command] if SETPRIV else command
 
     @staticmethod

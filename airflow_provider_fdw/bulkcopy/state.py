@@ -39,6 +39,8 @@ class CopyRun:
     estimated_rows: int | None = None  # direct incremental runs: the remote's estimate of the rows read
     relay_in_process: bool = False  # direct path: this load is relayed in-process although psql is there
     sole_reader: bool = False  # direct path: one range and no background count: it reads on the holder
+    # direct path, one range into the table a replace swaps in: loaded frozen (COPY FREEZE)
+    freeze: bool = False
 
     def take_remote(self) -> Any:
         """The kept remote connection (or None), which the caller now owns."""

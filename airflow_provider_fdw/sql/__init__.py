@@ -51,6 +51,9 @@ from airflow_provider_fdw.sql.catalog import (
     SERVER_ENCODING_QUERY,
 )
 from airflow_provider_fdw.sql.copy import (
+    BEGIN,
+    COMMIT,
+    COPY_PROGRESS_QUERY,
     copy_from_stdin,
     counted_upsert,
     delete_where,
@@ -63,6 +66,7 @@ from airflow_provider_fdw.sql.copy import (
     or_null,
     range_predicate,
     select_for_copy,
+    truncate,
     upsert_from,
     user_predicate,
     watermark_predicate,
@@ -165,11 +169,14 @@ from airflow_provider_fdw.sql.verify import (
 
 __all__ = [
     "ALWAYS_IDENTITY_QUERY",
+    "BEGIN",
     "BEGIN_SNAPSHOT_READ",
     "CHECKSUM_COLUMNS_QUERY",
     "COLUMNS_QUERY",
+    "COMMIT",
     "CONNECTIONS_QUERY",
     "COPY_EMBEDDING_BATCH",
+    "COPY_PROGRESS_QUERY",
     "CREATE_EMBEDDING_BATCH",
     "DEFER_CONSTRAINTS",
     "DEPENDANTS_QUERY",
@@ -293,6 +300,7 @@ __all__ = [
     "set_session",
     "sql",
     "table_ref",
+    "truncate",
     "uncomment_table",
     "upsert_from",
     "user_predicate",

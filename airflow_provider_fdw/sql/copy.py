@@ -87,10 +87,33 @@ def explain_select_json(
     return sql.SQL("EXPLAIN (FORMAT json) {}").format(select_rows(source, columns, conditions))
 
 
-def copy_from_stdin(table: QualifiedName, columns: Sequence[str], binary: bool) -> sql.Composed:
+def copy_from_stdin(
+    table: QualifiedName, columns: Sequence[str], binary: bool, freeze: bool = False
+) -> sql.Composed:
+    """``freeze``: rows written frozen and all-visible (the table must be created or truncated in the
+    same transaction): no later pass sets their hint bits or freezes them."""
+    options = [sql.SQL(option) for option, on in (("FORMAT binary", binary), ("FREEZE", freeze)) if on]
     return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        sql.Identifier(*table), column_list(columns), sql.SQL(" (FORMAT binary)" if binary else "")
+        sql.Identifier(*table),
+        column_list(columns),
+        sql.SQL(" ({})").format(sql.SQL(", ").join(options)) if options else sql.SQL(""),
     )
+
+
+BEGIN = sql.SQL("BEGIN")  # for psql, which runs no implicit transaction
+COMMIT = sql.SQL("COMMIT")
+
+
+def truncate(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("TRUNCATE {}").format(sql.Identifier(*table))
+
+
+# Rows the COPY FROM commands into a table have written so far (no lock on the table: a load
+# that truncated it holds ACCESS EXCLUSIVE until it commits).
+COPY_PROGRESS_QUERY = sql.SQL(
+    "SELECT coalesce(sum(tuples_processed), 0) FROM pg_stat_progress_copy "
+    "WHERE relid = %s AND command = 'COPY FROM'"
+)
 
 
 def upsert_from(
