@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 LOAD_STATE_QUERY = q.sql.SQL("SELECT state FROM pg_stat_activity WHERE pid = %s")
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 # A one-range direct load the remote estimates at no more rows is relayed in-process: two psql
-# children cost more below it (load of 200 rows: 57 ms via psql, 34 ms in-process; 20,000 rows: about
-# even; 200,000 rows: 0.6 s vs 0.8 s. docs/performance.md, "Incremental copies: the fixed cost of a run").
-SMALL_LOAD_ROWS = 10_000
+# children and their connections cost more below it (1M-row pair, whole appends, median of 5:
+# 10,000 rows 0.066 s in-process vs 0.100 s via psql, 40,000 rows 0.150 s vs 0.150 s, 80,000 rows
+# 0.260 s vs 0.307 s; a 200,000-row full copy favours psql. docs/performance.md, "the fixed cost of a run").
+SMALL_LOAD_ROWS = 50_000
 
 
 def key_ranges(copy: BulkCopy, run: CopyRun, s: LocalSession) -> list[Any]:
