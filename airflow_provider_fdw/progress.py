@@ -113,7 +113,8 @@ class Progress:
         total = self.total.rows
         rows: float | None = self.rows
         approx, staged = "", None
-        # Loads that report rows only at the end (INSERT … SELECT, psql): rows from the staged bytes.
+        # Loads that report rows only at the end: psql's counted by the server, INSERT … SELECT's
+        # estimated from the staged bytes.
         if self.counter is not None and not final:
             counted = self.counter()  # 0 again once the COPY has ended: never count backwards
             with self._lock:

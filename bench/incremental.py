@@ -119,7 +119,8 @@ def setup(pair: Pair, rows: int, source_index: bool) -> None:
     tgt.execute("SELECT 1", dbname=TARGET_DB)
 
 
-def copy(mode: str, direct: bool, **kwargs: object) -> tuple[float, dict]:
+def copy(mode: str, direct: bool, relay: str = "auto", **kwargs: object) -> tuple[float, dict]:
+    """One timed copy of the bench table into ``OUT``; ``kwargs`` go to ``plan_copy``."""
     from airflow_provider_fdw.bulkcopy import plan_copy
     from airflow_provider_fdw.hooks.fdw import FdwHook
 
@@ -134,7 +135,7 @@ def copy(mode: str, direct: bool, **kwargs: object) -> tuple[float, dict]:
     )
     started = time.perf_counter()
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        result = hook.bulk_copy(plan)
+        result = hook.bulk_copy(plan, relay=relay)
     return time.perf_counter() - started, result
 
 

@@ -18,7 +18,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
@@ -26,11 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bulk_copy import new_report, write_report
-from incremental import OUT, TABLE, setup
+from incremental import copy, setup
 
-from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.bulkcopy.load import SMALL_LOAD_ROWS
-from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.pgcluster import Pair, local_pair
 from fdw_testing.sample_data import SOURCE_DB, install_sample_data, set_airflow_connections
 
@@ -72,11 +69,8 @@ def parse_args() -> argparse.Namespace:
 
 def append(relay: str, mode: str = "append") -> tuple[float, int]:
     watermark = {"watermark_column": "created_at"} if mode == "append" else {}
-    plan = plan_copy(f"proxy.{TABLE}", OUT, mode=mode, key_columns=["id"], transport="copy", **watermark)
-    started = time.perf_counter()
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        result = hook.bulk_copy(plan, relay=relay)
-    return time.perf_counter() - started, int(result["rows"])
+    took, result = copy(mode, True, relay=relay, **watermark)
+    return took, int(result["rows"])
 
 
 def add_rows(pair: Pair, rows: int) -> None:
