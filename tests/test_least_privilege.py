@@ -145,6 +145,16 @@ def flow_dag(dag_id: str):
             target_table=f"{DATA_SCHEMA}.orders",
             **local,
         )
+        # the direct mirror reads the remote's statistics and records them beside the target
+        mirror_orders = BulkCopyOperator(
+            task_id="mirror_orders",
+            source_table="lp_proxy.orders",
+            target_table=f"{DATA_SCHEMA}.orders",
+            mode="mirror",
+            transport="copy",
+            fdw_conn_id="lp_remote",
+            **local,
+        )
         refresh = RefreshMaterializedViewOperator(
             task_id="refresh",
             views="lp_views.user_totals",
@@ -163,6 +173,7 @@ def flow_dag(dag_id: str):
         )
         fresh >> server >> proxy >> [copy_users, copy_orders] >> refresh
         copy_users >> embed
+        copy_orders >> mirror_orders
     return dag
 
 
@@ -175,6 +186,8 @@ def test_the_whole_flow_runs_twice_with_exactly_the_documented_grants(airflow_db
         assert result.state == "success", (attempt, result.task_states)
         assert result.xcom["import"]["tables"] == ["events", "orders", "users"]
         assert result.xcom["copy_orders"]["rows"] == 5000
+        mirrored = result.xcom["mirror_orders"]
+        assert (mirrored["path"], mirrored["rows"], mirrored["rows_fetched"]) == ("direct", 5000, 0)
         assert result.xcom["refresh"][0]["rows_after"] == 1000
         assert result.xcom["replica_fresh"]["lag_bytes"] == 0
     assert pair.target.execute(

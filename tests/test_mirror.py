@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 
 import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw.bulkcopy import mirror as m
-from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct
+from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct, mirror_state, watermark
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -124,6 +125,7 @@ def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(
     src = Source(sandbox)
     target = new_target(sandbox, src)
     random_changes(src, random.Random(seed), 40)
+    settle_counters(src, 500 + 40)  # each change writes one row
     result = mirror(src, target, side_by_side=side_by_side, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
     assert result["rows"] == len(src.rows())
@@ -131,13 +133,81 @@ def test_mirror_makes_target_equal_to_source_after_random_mixed_changes(
     assert result["rows_fetched"] < result["rows"]  # only the differing rows crossed the network
     again = mirror(src, target, transport=transport)
     assert (again["inserted"], again["updated"], again["deleted"], again["rows_fetched"]) == (0, 0, 0, 0)
-    # nothing changed: one pass per side (through postgres_fdw a whole-table checksum, directly the
-    # hashed buckets), no second level
-    assert again["levels"] == 1
-    assert again["buckets_compared"] == 1 if transport == "fdw" else again["buckets_compared"] > 1
+    # nothing changed: one whole-table checksum per side (directly: because the source's change
+    # counters are those the first run recorded), no second level
+    assert (again["levels"], again["buckets_compared"]) == (1, 1)
     assert again["rows"] == len(src.rows())
     if transport == "copy":  # only the rows that differ are fetched
         assert result["rows_fetched"] == result["inserted"] + result["updated"]
+
+
+def settle_counters(src: Source, written: int) -> None:
+    """Wait until the remote's statistics count ``written`` rows written to ``src`` (a backend
+    reports its counts as it ends, after its client saw the statement end)."""
+    deadline = time.monotonic() + 30
+    query = (
+        "SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_all_tables "
+        "WHERE schemaname = %s AND relname = %s"
+    )
+    while (counted := src.remote(query, (src.schema, src.name))[0][0]) != written:
+        assert time.monotonic() < deadline, (
+            f"the source's counters show {counted} rows written, not {written}"
+        )
+        time.sleep(0.05)
+
+
+def test_direct_mirror_compares_the_whole_tables_once_while_the_sources_counters_do_not_move(sandbox):
+    src = Source(sandbox, rows=2000)
+    settle_counters(src, 2000)
+    target = new_target(sandbox, src)
+    first = mirror(src, target, transport="copy")
+    assert first["buckets_compared"] > 1  # nothing recorded yet: the buckets at once
+    again = mirror(src, target, transport="copy")
+    assert (again["levels"], again["buckets_compared"], again["rows"]) == (1, 1, 2000)
+    assert again["checksum"] == first["checksum"]
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 7")
+    settle_counters(src, 2001)
+    changed = mirror(src, target, transport="copy")  # the counters moved: the buckets at once
+    assert (changed["updated"], changed["levels"]) == (1, 2) and changed["buckets_compared"] > 1
+    assert target_rows(sandbox, target) == src.rows()
+    assert mirror(src, target, transport="copy")["buckets_compared"] == 1
+    src.remote("TRUNCATE {t}")  # counts no rows written, but gives the table new storage
+    emptied = mirror(src, target, transport="copy")
+    assert (emptied["deleted"], emptied["levels"]) == (2000, 2)  # the buckets at once
+    assert target_rows(sandbox, target) == []
+
+
+def test_direct_mirror_goes_on_to_the_buckets_when_counters_missed_a_change(sandbox, monkeypatch):
+    """Counters not flushed yet, or a change written on the target: the whole-table sums differ."""
+    src = Source(sandbox, rows=500)
+    target = new_target(sandbox, src)
+    monkeypatch.setattr(m, "source_fingerprint", lambda remote, table: "unmoved")
+    monkeypatch.setattr(m, "recorded_fingerprint", lambda s, target, oid: "unmoved")
+    random_changes(src, random.Random(11), 20)
+    local(sandbox, "UPDATE {t} SET name = 'written here' WHERE id = 3", t=target)
+    result = mirror(src, target, transport="copy")
+    assert result["levels"] == 3  # the whole table, the buckets, the rows of the differing buckets
+    assert result["inserted"] + result["updated"] + result["deleted"] > 0
+    assert target_rows(sandbox, target) == src.rows()
+    again = mirror(src, target, transport="copy")
+    assert (again["levels"], again["buckets_compared"], again["rows_fetched"]) == (1, 1, 0)
+
+
+def test_a_mirrors_record_and_an_upserts_watermark_of_one_target_ignore_each_other(sandbox):
+    src = Source(sandbox, rows=100)
+    target = new_target(sandbox, src)
+    settle_counters(src, 100)
+    mirror(src, target, transport="copy")
+    name = m.parse_qualified_name(target, "target")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        s = hook.session
+        with s.transaction():
+            oid = m.read_table(s, name, "target").oid
+            assert mirror_state.recorded_fingerprint(s, name, oid) is not None
+            assert watermark.read_bound(s, name, oid, "seen", "timestamptz") is None  # max() again
+            # a replace forgets the target's record: the next mirror compares buckets at once
+            watermark.forget(s, name)
+            assert mirror_state.recorded_fingerprint(s, name, oid) is None
 
 
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):

@@ -27,7 +27,8 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
 
 With ``transport`` "copy" or "auto" and a single integer key, steps 2-3 read the source over the
 direct connection instead (:mod:`.mirror_direct`): one level of fine buckets hashed on both sides,
-then the rows of the differing buckets, and only the rows that differ are fetched.
+then the rows of the differing buckets, and only the rows that differ are fetched; the whole table
+first when the source's change counters are those the last run recorded (:mod:`.mirror_state`).
 
 A failure anywhere leaves the target exactly as it was; a retry starts over and converges.
 
@@ -57,6 +58,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     checksums,
     hash_aggregate,
     hash_kinds,
+    read_buckets,
 )
 from airflow_provider_fdw.bulkcopy.mirror_direct import (
     KEYS_PER_FETCH,
@@ -64,10 +66,16 @@ from airflow_provider_fdw.bulkcopy.mirror_direct import (
     DirectSource,
     batches,
     bucket_arrays,
+    numeric_sums,
     open_direct_source,
     row_differences,
     row_hashes,
     unused_alias,
+)
+from airflow_provider_fdw.bulkcopy.mirror_state import (
+    record_fingerprint,
+    recorded_fingerprint,
+    source_fingerprint,
 )
 from airflow_provider_fdw.catalog import read_columns, read_table
 from airflow_provider_fdw.compat import sql
@@ -376,14 +384,68 @@ class Mirror:
         row_hash: sql.Composable,
     ) -> None:
         """Compare and apply with the source read directly (see :mod:`.mirror_direct`): one level of
-        fine buckets, hashed on both sides, then the rows of the differing buckets."""
+        fine buckets, hashed on both sides, then the rows of the differing buckets. When the source's
+        change counters are those the last run recorded, the whole table first (:mod:`.mirror_state`)."""
+        p = self.plan
+        source_hash = mq.row_hash_expr(columns, kinds, src.names)
+        fingerprint = source_fingerprint(src.session, src.table)
+        recorded = None if fingerprint is None else recorded_fingerprint(s, p.target, oid)
+        same_counters = fingerprint is not None and fingerprint == recorded
+        if same_counters and self._whole_tables_equal(s, src, only, source_hash, row_hash):
+            return
+        self._compare_direct(s, src, oid, only, key, key_is_unique, columns, source_hash, row_hash)
+        if fingerprint is not None and fingerprint != recorded:  # in the run's transaction
+            record_fingerprint(s, p.target, oid, fingerprint, self.log)
+
+    def _whole_tables_equal(
+        self,
+        s: LocalSession,
+        src: DirectSource,
+        only: bool,
+        source_hash: sql.Composable,
+        row_hash: sql.Composable,
+    ) -> bool:
+        """One plain aggregate per side, side by side: the whole table's rows and sum of row hashes."""
+        p = self.plan
+        source, target = self._side_by_side(
+            s,
+            lambda: read_buckets(
+                src.session, mq.bucket_checksums(src.table, False, None, source_hash), None, "source"
+            ),
+            lambda t: read_buckets(t, mq.bucket_checksums(p.target, only, None, row_hash), None, "target"),
+        )
+        self.result.levels += 1
+        self.result.buckets_compared += 1
+        rows, checksum = source.get(0, (0, None))
+        equal = source == target
+        self.log.info(
+            "Level %d: the whole table (the source's change counters are those recorded by the last run), %s",
+            self.result.levels,
+            "equal" if equal else "differs",
+        )
+        if equal:
+            self.result.rows = self.result.unchanged = rows
+            self.result.checksum = str(checksum or 0)
+        return equal
+
+    def _compare_direct(
+        self,
+        s: LocalSession,
+        src: DirectSource,
+        oid: int,
+        only: bool,
+        key: str,
+        key_is_unique: bool,
+        columns: list[str],
+        source_hash: sql.Composable,
+        row_hash: sql.Composable,
+    ) -> None:
         p = self.plan
         assert isinstance(self.buckets, RangeBuckets)
         level = self.buckets.first
-        source_hash = mq.row_hash_expr(columns, kinds, src.names)
         source_key = src.names[key]
-        self.result.levels = 1
-        src_b, tgt_b = self._side_by_side(
+        self.result.levels += 1
+        (src_b, total), (tgt_b, _) = self._side_by_side(
             s,
             lambda: bucket_arrays(
                 src.session,
@@ -394,23 +456,27 @@ class Mirror:
                 t, mq.bucket_checksum_arrays(p.target, only, mq.range_bucket(key, level), row_hash), "target"
             ),
         )
-        compared = set(src_b) | set(tgt_b)
+        compared = src_b.keys() | tgt_b.keys()
         self.result.rows = sum(n for n, _ in src_b.values())
-        self.result.checksum = str(sum(int(c) for _, c in src_b.values() if c is not None))
-        self.result.buckets_compared = len(compared)
+        self.result.checksum = total or "0"
+        self.result.buckets_compared += len(compared)
         differing = sorted(b for b in compared if src_b.get(b) != tgt_b.get(b))
         self.log.info(
-            "Level 1: %d buckets (%s), %d differ", len(compared), self.buckets.describe(level), len(differing)
+            "Level %d: %d buckets (%s), %d differ",
+            self.result.levels,
+            len(compared),
+            self.buckets.describe(level),
+            len(differing),
         )
         self.result.unchanged = self.result.rows
         if not differing:
             return
-        self.result.levels = 2
+        self.result.levels += 1
         in_differing = sum(max(src_b.get(b, (0, None))[0], tgt_b.get(b, (0, None))[0]) for b in differing)
         if in_differing > ROWS_COMPARED_MAX:  # too many to hold: stage them all, the apply compares
             self.log.info("The differing buckets hold %d rows: staging all their source rows", in_differing)
             remote_columns = [src.names[c] for c in columns]
-            leaves = {b: src_b.get(b, (0, None)) for b in differing}
+            leaves = numeric_sums(src_b, differing)
 
             def fetch(staging: QualifiedName) -> int:
                 return sum(
@@ -446,7 +512,8 @@ class Mirror:
             s, src, p, self.result, oid, only, key, columns, row_hash, src_rows, tgt_rows, rows_before
         )
         self.log.info(
-            "Level 2: %d source and %d target rows of the differing buckets, %s",
+            "Level %d: %d source and %d target rows of the differing buckets, %s",
+            self.result.levels,
             len(src_rows),
             len(tgt_rows),
             "some differ" if by_row else "all equal",

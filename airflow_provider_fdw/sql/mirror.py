@@ -195,11 +195,11 @@ NET_ROWS_WRITTEN_QUERY = sql.SQL(
 def bucket_checksum_arrays(
     table: QualifiedName, only: bool, bucket: sql.Composable, row_hash: sql.Composable
 ) -> sql.Composed:
-    """:func:`bucket_checksums` as three arrays (buckets, rows, sums as text): one row, read by the
-    driver at once instead of a row per bucket."""
+    """:func:`bucket_checksums` as three arrays (buckets, rows, sums as text) and the sum of all the
+    sums: one row, read by the driver at once instead of a row per bucket."""
     return sql.SQL(
-        "SELECT pg_catalog.array_agg(b), pg_catalog.array_agg(n), pg_catalog.array_agg(c::text) "
-        "FROM ({}) AS s(b, n, c)"
+        "SELECT pg_catalog.array_agg(b), pg_catalog.array_agg(n), pg_catalog.array_agg(c::text), "
+        "sum(c)::text FROM ({}) AS s(b, n, c)"
     ).format(bucket_checksums(table, only, bucket, row_hash))
 
 
