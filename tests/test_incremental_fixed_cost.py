@@ -9,11 +9,14 @@ the index advice and the rows copied stay exactly what they were.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 
 import pytest
 from conftest import RemoteTable, fdw_sandbox, local
 
+from airflow_provider_fdw.bulkcopy import engine as engine_module
 from airflow_provider_fdw.bulkcopy import load as load_module
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -178,9 +181,6 @@ def test_a_full_copy_is_never_relayed_in_process_by_the_estimate(fixed, log, cap
 
 
 def test_the_session_that_loads_a_one_range_copy_in_a_task_carries_the_tasks_mark(fixed, log):
-    import threading
-    import time
-
     from airflow_provider_fdw.cancel import application_prefix
 
     src, t = Source(fixed), new_target()
@@ -215,3 +215,54 @@ def test_the_session_that_loads_a_one_range_copy_in_a_task_carries_the_tasks_mar
         watcher.join()
     # a retry of the task terminates sessions by this prefix (a live earlier try's load included)
     assert seen and seen[0][0].startswith(application_prefix(identity, t)), seen
+
+
+class RecordingHook(CountingHook):
+    """Keeps the direct path's remote connections, and marks when the first one started opening."""
+
+    connecting = threading.Event()
+    remotes: list = []
+
+    def direct_connection(self, client_encoding=None):
+        RecordingHook.connecting.set()
+        conn = super().direct_connection(client_encoding)
+        RecordingHook.remotes.append(conn)
+        return conn
+
+
+def test_the_remote_connection_opens_while_the_local_catalog_is_read(fixed, log, monkeypatch):
+    src, t = Source(fixed), new_target()
+    copy(src, t, log, **UPSERT)
+    original = engine_module.inspect_tables
+    opened_first = []
+
+    def inspect_after_the_connect_started(copy, s):
+        # the old order (catalog, then connect) would wait here for the full 10 s
+        opened_first.append(RecordingHook.connecting.wait(10))
+        return original(copy, s)
+
+    monkeypatch.setattr(engine_module, "inspect_tables", inspect_after_the_connect_started)
+    RecordingHook.connecting.clear()
+    RecordingHook.remotes.clear()
+    src.remote("UPDATE {t} SET name = 'changed', updated_at = '2025-01-01' WHERE id = 7")
+    with RecordingHook(fdw_conn_id="fdw_source") as hook:
+        hook._log = log
+        result = hook.bulk_copy(plan_copy(src.foreign, t, **UPSERT))
+    assert opened_first == [True]
+    assert (result["path"], result["updated"], len(RecordingHook.remotes)) == ("direct", 1, 1)
+    assert target_rows(fixed, t) == src.rows()
+
+
+def test_a_run_that_reads_through_postgres_fdw_closes_the_remote_connection_opened_early(fixed, log):
+    src, t = Source(fixed), new_target()
+    RecordingHook.remotes.clear()
+    # transport='auto' with a where evaluates it locally: the FDW path, decided before connecting
+    plan = plan_copy(src.foreign, t, mode="replace", transport="auto", where="id > 100")
+    with RecordingHook(fdw_conn_id="fdw_source") as hook:
+        hook._log = log
+        assert hook.bulk_copy(plan)["path"] == "fdw"
+    deadline = time.monotonic() + 10  # closed as soon as its connect ends
+    while not all(conn.closed for conn in RecordingHook.remotes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(RecordingHook.remotes) == 1 and RecordingHook.remotes[0].closed
+    assert local(fixed, "SELECT count(*) FROM {t}", t=t) == [(ROWS - 100,)]

@@ -26,12 +26,13 @@ path gives, so before it is used:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import parse_options
-from airflow_provider_fdw.compat import DriverError, error_fields
+from airflow_provider_fdw.compat import DriverError, error_fields, parameter_status
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
@@ -67,6 +68,54 @@ def pinned_params(params: Mapping[str, Any], client_encoding: str | None = None)
     if client_encoding:
         out["client_encoding"] = client_encoding
     return out
+
+
+class EarlyConnect:
+    """The remote connection of the direct path, opened in a thread while the run reads the local
+    catalog (the two are independent: a TCP and authentication round trip against a few catalog
+    reads). Called as ``connect(client_encoding=...)`` by :func:`plan_direct`, it hands over that
+    connection, or raises what connecting raised; with another encoding it connects anew. Nothing
+    is read over it before :func:`plan_direct` has checked that it reaches the foreign table's
+    server. :meth:`close` closes it when the run did not take it.
+    """
+
+    def __init__(self, connect: Callable[..., Any], client_encoding: str | None) -> None:
+        self._connect = connect
+        self._encoding = client_encoding
+        pool = ThreadPoolExecutor(1, thread_name_prefix="fdw-remote-connect")
+        self._pending: Future[Any] | None = pool.submit(connect, client_encoding=client_encoding)
+        pool.shutdown(wait=False)  # the thread ends with the connect
+
+    @classmethod
+    def start(
+        cls, connect: Callable[..., Any] | None, transport: str, s: LocalSession
+    ) -> EarlyConnect | None:
+        """Start connecting when the run may read directly; the local database's encoding is what
+        :func:`plan_direct` asks for (the server reported it when the session connected)."""
+        if connect is None or transport == "fdw":
+            return None
+        return cls(connect, parameter_status(s.conn, "server_encoding"))
+
+    def __call__(self, client_encoding: str | None = None) -> Any:
+        pending, self._pending = self._pending, None
+        if pending is not None and client_encoding == self._encoding:
+            return pending.result()
+        if pending is not None:
+            _close_when_done(pending)
+        return self._connect(client_encoding=client_encoding)
+
+    def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            _close_when_done(pending)
+
+
+def _close_when_done(pending: Future[Any]) -> None:
+    def close(done: Future[Any]) -> None:
+        if done.exception() is None:
+            done.result().close()
+
+    pending.add_done_callback(close)
 
 
 def server_mismatches(server_options: Mapping[str, str], params: Mapping[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
     mark,
     new_work_table,
 )
+from airflow_provider_fdw.bulkcopy.direct import EarlyConnect
 from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions
 from airflow_provider_fdw.bulkcopy.load import key_ranges, load
 from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
@@ -153,16 +154,21 @@ class BulkCopy:
 
     def _run(self, session: LocalSession, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan
-        with steps.step("catalog"):
-            run = inspect_tables(self, session)
-            if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
-                parse_where(session.conn, p.source, p.where)
+        early = EarlyConnect.start(self.remote_connect, p.transport, session)
         try:
             with steps.step("catalog"):
-                choose_path(self, session, run, keep_remote=True)
-            return self._run_path(session, run, started, steps)
+                run = inspect_tables(self, session)
+                if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
+                    parse_where(session.conn, p.source, p.where)
+            try:
+                with steps.step("catalog"):
+                    choose_path(self, session, run, keep_remote=True, connect=early)
+                return self._run_path(session, run, started, steps)
+            finally:
+                run.close_remote()  # the planning connection, unless the snapshot holder took it
         finally:
-            run.close_remote()  # the direct path's planning connection, unless the snapshot holder took it
+            if early is not None:
+                early.close()  # not taken: the run reads through postgres_fdw
 
     def _run_path(self, session: LocalSession, run: CopyRun, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan

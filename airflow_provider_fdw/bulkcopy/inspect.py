@@ -8,6 +8,7 @@ starts the run's :class:`.CopyRun`; :func:`choose_path` picks direct COPY or pos
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -84,16 +85,23 @@ def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: 
         raise FdwConfigError(f"Columns of {p.source} and {p.target} do not match: {'; '.join(problems)}.")
 
 
-def choose_path(copy: BulkCopy, s: LocalSession, run: CopyRun, keep_remote: bool = False) -> None:
+def choose_path(
+    copy: BulkCopy,
+    s: LocalSession,
+    run: CopyRun,
+    keep_remote: bool = False,
+    connect: Callable[..., Any] | None = None,
+) -> None:
     """Direct COPY or postgres_fdw (see :func:`.plan_direct`), said in the log when it matters.
 
     ``keep_remote``: keep the remote connection the direct path was planned on in ``run.remote``
-    (the caller closes it with :meth:`.CopyRun.close_remote`).
+    (the caller closes it with :meth:`.CopyRun.close_remote`). ``connect``: the remote connection
+    to plan on (an :class:`.EarlyConnect`), else ``copy.remote_connect``.
     """
     p = copy.plan
     keep = (lambda conn: setattr(run, "remote", conn)) if keep_remote else None
     run.direct = plan_direct(
-        s, p, run.source, run.columns, copy.remote_connect, copy.remote_identity, copy.log, keep
+        s, p, run.source, run.columns, connect or copy.remote_connect, copy.remote_identity, copy.log, keep
     )
     if run.direct is None:  # planned, then fell back to the FDW path: the connection is not needed
         run.close_remote()
