@@ -253,16 +253,36 @@ def test_the_remote_connection_opens_while_the_local_catalog_is_read(fixed, log,
     assert target_rows(fixed, t) == src.rows()
 
 
-def test_a_run_that_reads_through_postgres_fdw_closes_the_remote_connection_opened_early(fixed, log):
-    src, t = Source(fixed), new_target()
-    RecordingHook.remotes.clear()
-    # transport='auto' with a where evaluates it locally: the FDW path, decided before connecting
-    plan = plan_copy(src.foreign, t, mode="replace", transport="auto", where="id > 100")
-    with RecordingHook(fdw_conn_id="fdw_source") as hook:
-        hook._log = log
-        assert hook.bulk_copy(plan)["path"] == "fdw"
-    deadline = time.monotonic() + 10  # closed as soon as its connect ends
-    while not all(conn.closed for conn in RecordingHook.remotes) and time.monotonic() < deadline:
+def test_a_run_that_reads_through_postgres_fdw_holds_no_remote_connection_opened_early(
+    fixed, log, monkeypatch
+):
+    src, local_source = Source(fixed), new_target()
+    copy(src, local_source, log, mode="replace", transport="copy")
+    open_at_load: list[bool] = []
+    original = engine_module.load
+
+    def load_checking(copy, run, ranges, s):
+        open_at_load.extend(not conn.closed for conn in RecordingHook.remotes)
+        return original(copy, run, ranges, s)
+
+    monkeypatch.setattr(engine_module, "load", load_checking)
+
+    def run(plan):
+        RecordingHook.remotes.clear()
+        with RecordingHook(fdw_conn_id="fdw_source") as hook:
+            hook._log = log
+            assert hook.bulk_copy(plan)["path"] == "fdw"
+
+    # a local source: the FDW path, chosen after the remote connection started opening
+    run(plan_copy(local_source, new_target(), mode="replace", transport="auto"))
+    assert open_at_load == [False] or open_at_load == []  # closed, or still connecting, by the load
+    deadline = time.monotonic() + 10  # a connect still under way is closed as it ends
+    while not (RecordingHook.remotes and RecordingHook.remotes[0].closed) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(RecordingHook.remotes) == 1 and RecordingHook.remotes[0].closed
-    assert local(fixed, "SELECT count(*) FROM {t}", t=t) == [(ROWS - 100,)]
+    # transport='auto' with a where reads through postgres_fdw (the where is evaluated locally):
+    # no remote connection at all
+    target = new_target()
+    run(plan_copy(src.foreign, target, mode="replace", transport="auto", where="id > 100"))
+    assert RecordingHook.remotes == []
+    assert local(fixed, "SELECT count(*) FROM {t}", t=target) == [(ROWS - 100,)]

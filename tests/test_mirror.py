@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -11,7 +12,7 @@ import pytest
 from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw.bulkcopy import mirror as m
-from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct, mirror_state, watermark
+from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct, mirror_state, plan_copy, watermark
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -61,10 +62,13 @@ def mirror(
     session_setup: list[str] = (),
     side_by_side: bool = True,
     transport: str = "fdw",
+    log: logging.Logger | None = None,
     **kwargs,
 ) -> dict:
     plan = plan_mirror(source.foreign, target, transport=transport, **kwargs)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
+        if log is not None:  # a stdlib logger: caplog sees it
+            hook._log = log
         s = hook.session
         with s.transaction():
             for statement in session_setup:
@@ -181,8 +185,8 @@ def test_direct_mirror_goes_on_to_the_buckets_when_counters_missed_a_change(sand
     """Counters not flushed yet, or a change written on the target: the whole-table sums differ."""
     src = Source(sandbox, rows=500)
     target = new_target(sandbox, src)
-    monkeypatch.setattr(m, "source_fingerprint", lambda remote, table: "unmoved")
-    monkeypatch.setattr(m, "recorded_fingerprint", lambda s, target, oid: "unmoved")
+    monkeypatch.setattr(m, "source_fingerprint", lambda remote, table, log: "unmoved")
+    monkeypatch.setattr(m, "recorded_fingerprint", lambda s, target, oid, log: "unmoved")
     random_changes(src, random.Random(11), 20)
     local(sandbox, "UPDATE {t} SET name = 'written here' WHERE id = 3", t=target)
     result = mirror(src, target, transport="copy")
@@ -193,21 +197,72 @@ def test_direct_mirror_goes_on_to_the_buckets_when_counters_missed_a_change(sand
     assert (again["levels"], again["buckets_compared"], again["rows_fetched"]) == (1, 1, 0)
 
 
-def test_a_mirrors_record_and_an_upserts_watermark_of_one_target_ignore_each_other(sandbox):
+def test_a_mirrors_record_and_an_upserts_watermark_of_one_target_are_kept_apart(sandbox):
     src = Source(sandbox, rows=100)
     target = new_target(sandbox, src)
     settle_counters(src, 100)
     mirror(src, target, transport="copy")
-    name = m.parse_qualified_name(target, "target")
+    plan = plan_copy(src.foreign, target, mode="upsert", key_columns=["id"], watermark_column="seen")
     with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.bulk_copy(plan)
         s = hook.session
+        name = m.parse_qualified_name(target, "target")
         with s.transaction():
             oid = m.read_table(s, name, "target").oid
-            assert mirror_state.recorded_fingerprint(s, name, oid) is not None
-            assert watermark.read_bound(s, name, oid, "seen", "timestamptz") is None  # max() again
-            # a replace forgets the target's record: the next mirror compares buckets at once
-            watermark.forget(s, name)
-            assert mirror_state.recorded_fingerprint(s, name, oid) is None
+            assert mirror_state.recorded_fingerprint(s, name, oid, hook.log) is not None
+            assert watermark.read_bound(s, name, oid, "seen", "timestamptz") is not None
+    assert local(
+        sandbox, "SELECT relpersistence FROM pg_class WHERE oid = 'public.fdw_mirror_state'::regclass"
+    ) == [("u",)]  # a hint: no WAL, never published
+    assert mirror(src, target, transport="copy")["buckets_compared"] == 1
+
+
+def in_new_schema(pair, source: Source) -> tuple[str, str]:
+    """A new schema holding a target with the source's rows: (schema, target)."""
+    schema = f"mirror_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE SCHEMA {s}", s=schema)
+    target = f"{schema}.t"
+    local(pair, "CREATE TABLE {t} (" + REMOTE_COLUMNS + ")", t=target)
+    local(pair, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=source.foreign)
+    return schema, target
+
+
+@pytest.fixture
+def log(caplog):
+    caplog.set_level(logging.INFO)
+    return logging.getLogger("test_mirror")
+
+
+def test_a_mirror_whose_record_cannot_be_written_still_mirrors(sandbox, caplog, log):
+    """An object of the record's name that takes no rows: the record is lost, the run is not."""
+    src = Source(sandbox, rows=100)
+    schema, target = in_new_schema(sandbox, src)
+    local(sandbox, "CREATE VIEW {v} AS SELECT count(*) AS n FROM pg_class", v=f"{schema}.fdw_mirror_state")
+    settle_counters(src, 100)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 2")
+    result = mirror(src, target, transport="copy", log=log)
+    assert result["updated"] == 1 and target_rows(sandbox, target) == src.rows()
+    assert "record of the source's change counters is not used" in caplog.text
+    assert mirror(src, target, transport="copy")["buckets_compared"] > 1  # no record: the buckets
+
+
+def test_a_role_without_create_on_the_schema_mirrors_without_a_record(sandbox, caplog, log):
+    src = Source(sandbox, rows=100)
+    schema, target = in_new_schema(sandbox, src)
+    role = f"mirror_role_{uuid.uuid4().hex[:6]}"
+    local(sandbox, "CREATE ROLE {r}", r=role)
+    local(sandbox, "GRANT USAGE ON SCHEMA {s} TO {r}", s=schema, r=role)  # no CREATE
+    local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=role)
+    local(sandbox, "GRANT USAGE ON SCHEMA {s} TO {r}", s=src.foreign.split(".")[0], r=role)
+    local(sandbox, "GRANT SELECT ON {f} TO {r}", f=src.foreign, r=role)  # the fetched rows' types
+    settle_counters(src, 100)
+    src.remote("DELETE FROM {t} WHERE id = 5")
+    result = mirror(
+        src, target, session_setup=[f'SET ROLE "{role}"'], side_by_side=False, transport="copy", log=log
+    )
+    assert result["deleted"] == 1 and target_rows(sandbox, target) == src.rows()
+    assert f"no CREATE on schema {schema}" in caplog.text
+    assert local(sandbox, "SELECT to_regclass(%s)", (f"{schema}.fdw_mirror_state",)) == [(None,)]
 
 
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):

@@ -25,8 +25,9 @@ path gives, so before it is used:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,25 +75,31 @@ class EarlyConnect:
     """The remote connection of the direct path, opened in a thread while the run reads the local
     catalog (the two are independent: a TCP and authentication round trip against a few catalog
     reads). Called as ``connect(client_encoding=...)`` by :func:`plan_direct`, it hands over that
-    connection, or raises what connecting raised; with another encoding it connects anew. Nothing
+    connection, or raises what connecting raised; with another encoding it connects anew. No table
     is read over it before :func:`plan_direct` has checked that it reaches the foreign table's
-    server. :meth:`close` closes it when the run did not take it.
+    server. Single use: :meth:`close` (right after the path is chosen) closes it when the run did not
+    take it, so a run that reads through postgres_fdw holds no second remote session.
     """
 
     def __init__(self, connect: Callable[..., Any], client_encoding: str | None) -> None:
         self._connect = connect
         self._encoding = client_encoding
-        pool = ThreadPoolExecutor(1, thread_name_prefix="fdw-remote-connect")
-        self._pending: Future[Any] | None = pool.submit(connect, client_encoding=client_encoding)
-        pool.shutdown(wait=False)  # the thread ends with the connect
+        self._pending: Future[Any] | None = Future()
+        # A daemon thread: a connect that outlives the run (bounded by connect_timeout) never holds
+        # up the worker's exit.
+        threading.Thread(
+            target=_settle,
+            args=(self._pending, connect, client_encoding),
+            name="fdw-remote-connect",
+            daemon=True,
+        ).start()
 
     @classmethod
-    def start(
-        cls, connect: Callable[..., Any] | None, transport: str, s: LocalSession
-    ) -> EarlyConnect | None:
-        """Start connecting when the run may read directly; the local database's encoding is what
+    def start(cls, connect: Callable[..., Any] | None, plan: Any, s: LocalSession) -> EarlyConnect | None:
+        """Start connecting when the run may read directly (not for ``transport="auto"`` with a
+        ``where``, which reads through postgres_fdw); the local database's encoding is what
         :func:`plan_direct` asks for (the server reported it when the session connected)."""
-        if connect is None or transport == "fdw":
+        if connect is None or plan.transport == "fdw" or (plan.transport == "auto" and plan.where):
             return None
         return cls(connect, parameter_status(s.conn, "server_encoding"))
 
@@ -108,6 +115,19 @@ class EarlyConnect:
         pending, self._pending = self._pending, None
         if pending is not None:
             _close_when_done(pending)
+
+    def __enter__(self) -> EarlyConnect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _settle(future: Future[Any], connect: Callable[..., Any], client_encoding: str | None) -> None:
+    try:
+        future.set_result(connect(client_encoding=client_encoding))
+    except BaseException as exc:  # handed to the caller of EarlyConnect, as connecting would raise it
+        future.set_exception(exc)
 
 
 def _close_when_done(pending: Future[Any]) -> None:

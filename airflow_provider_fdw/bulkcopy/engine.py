@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from airflow_provider_fdw import locks
@@ -154,21 +155,23 @@ class BulkCopy:
 
     def _run(self, session: LocalSession, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan
-        early = EarlyConnect.start(self.remote_connect, p.transport, session)
-        try:
-            with steps.step("catalog"):
-                run = inspect_tables(self, session)
-                if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
-                    parse_where(session.conn, p.source, p.where)
+        # the remote connection opens meanwhile; closed on leaving the block unless the path took it
+        with (
+            EarlyConnect.start(self.remote_connect, p, session) or nullcontext() as early,
+            steps.step("catalog"),
+        ):
+            run = inspect_tables(self, session)
+            if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
+                parse_where(session.conn, p.source, p.where)
             try:
-                with steps.step("catalog"):
-                    choose_path(self, session, run, keep_remote=True, connect=early)
-                return self._run_path(session, run, started, steps)
-            finally:
-                run.close_remote()  # the planning connection, unless the snapshot holder took it
+                choose_path(self, session, run, keep_remote=True, connect=early)
+            except BaseException:
+                run.close_remote()
+                raise
+        try:
+            return self._run_path(session, run, started, steps)
         finally:
-            if early is not None:
-                early.close()  # not taken: the run reads through postgres_fdw
+            run.close_remote()  # the planning connection, unless the snapshot holder took it
 
     def _run_path(self, session: LocalSession, run: CopyRun, started: float, steps: StepTimes) -> CopyResult:
         p = self.plan

@@ -388,8 +388,8 @@ class Mirror:
         change counters are those the last run recorded, the whole table first (:mod:`.mirror_state`)."""
         p = self.plan
         source_hash = mq.row_hash_expr(columns, kinds, src.names)
-        fingerprint = source_fingerprint(src.session, src.table)
-        recorded = None if fingerprint is None else recorded_fingerprint(s, p.target, oid)
+        fingerprint = source_fingerprint(src.session, src.table, self.log)
+        recorded = None if fingerprint is None else recorded_fingerprint(s, p.target, oid, self.log)
         same_counters = fingerprint is not None and fingerprint == recorded
         if same_counters and self._whole_tables_equal(s, src, only, source_hash, row_hash):
             return

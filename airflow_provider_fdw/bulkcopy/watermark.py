@@ -12,9 +12,6 @@ watermark column. Otherwise (the first incremental run, a replaced target, a new
 the run reads ``max(watermark)`` from the target as before, and records the value it reaches.
 A replace run forgets the target's record (an in-place replace keeps oid and relfilenode).
 
-A direct mirror keeps its record of the source's change counters in the same table, under an empty
-watermark column (:mod:`.mirror_state`); each kind of run ignores the other's record.
-
 The value is kept as text (one table serves watermarks of every type) written with
 ``DateStyle = ISO`` so that it reads back to the same value whatever a later session's settings.
 """
