@@ -24,12 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bulk_copy import new_report, write_report
-from incremental import setup
-from relay_threshold import add_rows, append
+from relay_threshold import add_rows, append, appending_pair
 
 from airflow_provider_fdw.bulkcopy import engine
-from fdw_testing.pgcluster import local_pair
-from fdw_testing.sample_data import install_sample_data, set_airflow_connections
 
 
 def main() -> int:
@@ -37,12 +34,7 @@ def main() -> int:
     logging.disable(logging.INFO)  # one log line per run would drown the table
     early = engine.EarlyConnect.start
     seconds: dict[str, list[float]] = {"during": [], "after": []}
-    with local_pair() as pair:
-        install_sample_data(pair)
-        set_airflow_connections(pair)
-        setup(pair, args.rows, True)
-        append("python", mode="replace")
-        append("python")  # the first append after a replace records the watermark: unrecorded
+    with appending_pair(args.rows) as pair:
         try:
             for _ in range(args.repeat):
                 for when in seconds:  # alternating: a drift of the machine touches both alike

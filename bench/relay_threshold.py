@@ -18,6 +18,8 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
@@ -37,12 +39,7 @@ RELAYS = ("python", "psql")
 def main() -> int:
     args = parse_args()
     logging.disable(logging.INFO)  # one log line per run would drown the table
-    with local_pair() as pair:
-        install_sample_data(pair)
-        set_airflow_connections(pair)
-        setup(pair, args.rows, True)
-        append("psql", mode="replace")
-        append("psql")  # the first append after a replace records the watermark: unrecorded
+    with appending_pair(args.rows) as pair:
         results = [measure(pair, size, args.repeat) for size in args.sizes]
     report = new_report(args, results, threshold=SMALL_LOAD_ROWS)
     print(f"\nOne-range direct appends into a {args.rows:,}-row table (median of {args.repeat})")
@@ -65,6 +62,18 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
     return args
+
+
+@contextmanager
+def appending_pair(rows: int) -> Iterator[Pair]:
+    """A fresh pair whose target holds the ``rows`` of the source and a recorded watermark."""
+    with local_pair() as pair:
+        install_sample_data(pair)
+        set_airflow_connections(pair)
+        setup(pair, rows, True)
+        append("psql", mode="replace")
+        append("psql")  # the first append after a replace records the watermark: unrecorded
+        yield pair
 
 
 def append(relay: str, mode: str = "append") -> tuple[float, int]:
