@@ -333,14 +333,7 @@ class Mirror:
         # First the whole table, one aggregate per side: no GROUP BY, so the remote does not sort every
         # row. Equal means nothing changed, and this one pass is the whole run; otherwise it costs one
         # pass more than bisecting at once.
-        self.result.levels += 1
-        src, tgt = self._both_checksums(s, only, row_hash, None, None, 0)
-        self.result.rows = sum(n for n, _ in src.values())
-        self.result.checksum = str(sum(int(c) for _, c in src.values() if c is not None))
-        self.result.buckets_compared += 1
-        self.log.info("Level 1: the whole table, %s", "equal" if src == tgt else "differs")
-        if src == tgt:
-            self.result.unchanged = self.result.rows
+        if self._whole_tables_equal(s, s, p.source, row_hash, only, row_hash):
             return
         level = self.buckets.first
         parents: list[int] | None = None
@@ -391,7 +384,10 @@ class Mirror:
         fingerprint = source_fingerprint(src.session, src.table, self.log)
         recorded = None if fingerprint is None else recorded_fingerprint(s, p.target, oid, self.log)
         same_counters = fingerprint is not None and fingerprint == recorded
-        if same_counters and self._whole_tables_equal(s, src, only, source_hash, row_hash):
+        why = " (the source's change counters are those recorded by the last run)"
+        if same_counters and self._whole_tables_equal(
+            s, src.session, src.table, source_hash, only, row_hash, why
+        ):
             return
         self._compare_direct(s, src, oid, only, key, key_is_unique, columns, source_hash, row_hash)
         if fingerprint is not None and fingerprint != recorded:  # in the run's transaction
@@ -400,32 +396,33 @@ class Mirror:
     def _whole_tables_equal(
         self,
         s: LocalSession,
-        src: DirectSource,
-        only: bool,
+        source: LocalSession,
+        source_table: QualifiedName,
         source_hash: sql.Composable,
+        only: bool,
         row_hash: sql.Composable,
+        why: str = "",
     ) -> bool:
-        """One plain aggregate per side, side by side: the whole table's rows and sum of row hashes."""
+        """One plain aggregate per side, side by side: the whole table's rows and sum of row hashes
+        (the source's read in ``source``: through postgres_fdw, or the direct connection)."""
         p = self.plan
-        source, target = self._side_by_side(
+        src, tgt = self._side_by_side(
             s,
             lambda: read_buckets(
-                src.session, mq.bucket_checksums(src.table, False, None, source_hash), None, "source"
+                source, mq.bucket_checksums(source_table, False, None, source_hash), None, "source"
             ),
             lambda t: read_buckets(t, mq.bucket_checksums(p.target, only, None, row_hash), None, "target"),
         )
         self.result.levels += 1
         self.result.buckets_compared += 1
-        rows, checksum = source.get(0, (0, None))
-        equal = source == target
+        self.result.rows, checksum = src.get(0, (0, None))
+        self.result.checksum = str(checksum or 0)
+        equal = src == tgt
         self.log.info(
-            "Level %d: the whole table (the source's change counters are those recorded by the last run), %s",
-            self.result.levels,
-            "equal" if equal else "differs",
+            "Level %d: the whole table%s, %s", self.result.levels, why, "equal" if equal else "differs"
         )
         if equal:
-            self.result.rows = self.result.unchanged = rows
-            self.result.checksum = str(checksum or 0)
+            self.result.unchanged = self.result.rows
         return equal
 
     def _compare_direct(
