@@ -20,7 +20,7 @@ class QualifiedName(NamedTuple):
     name: str
 
     def __str__(self) -> str:
-        return f"{_quote_if_needed(self.schema)}.{_quote_if_needed(self.name)}"
+        return f"{quote_if_needed(self.schema)}.{quote_if_needed(self.name)}"
 
 
 def check_identifier(value: object, what: str) -> str:
@@ -125,7 +125,7 @@ def _split_name(text: str, what: str) -> list[str]:
     return parts
 
 
-def _quote_if_needed(part: str) -> str:
+def quote_if_needed(part: str) -> str:
     plain = part and (part[0].isalpha() or part[0] == "_") and all(c.isalnum() or c == "_" for c in part)
     if plain and part == part.lower() and part.isascii():
         return part

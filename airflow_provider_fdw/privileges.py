@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwError
+from airflow_provider_fdw.names import QualifiedName, quote_if_needed
 from airflow_provider_fdw.session import LocalSession
 
 _DENIED = re.compile(
@@ -50,6 +52,41 @@ class PrivilegeHintingSession(LocalSession):
         remote_role = self.remote_role() if self.remote_role and "remote SQL command" in context else None
         hint = privilege_hint(step, str(err), _local_role(self.conn), context, remote_role)
         return FdwError(self.redact(f"{err} {hint}"), step=err.step, sqlstate=err.sqlstate)
+
+
+# The role (after any SET ROLE), its USAGE on the relation's schema, and the columns of ``columns`` it
+# may not SELECT.
+_READABLE_QUERY = sql.SQL(
+    "SELECT current_user::text, pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE'), "
+    "ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
+    "AND a.attname = ANY(%s::text[]) AND NOT pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') "
+    "ORDER BY a.attnum) FROM pg_catalog.pg_class c WHERE c.oid = %s"
+)
+
+
+def check_readable(s: LocalSession, name: QualifiedName, oid: int, columns: list[str]) -> None:
+    """Refuse, before anything changes, to read columns of ``name`` the task's role may not SELECT.
+
+    A copy reads a foreign table through a private one in ``pg_temp`` (its own fetch size), and the
+    direct path reads the remote table itself: neither names ``name``, so PostgreSQL would not check
+    the grants a DBA put on it (or took away). The run reads as if the role had written the SELECT.
+    """
+    user, usage, denied = s.fetchrow("check the source's privileges", _READABLE_QUERY, (columns, oid))
+    role = quote_if_needed(user)
+    if not usage:
+        schema = quote_if_needed(name.schema)
+        message = (
+            f"permission denied for schema {schema}: role {role} may not read {name}. "
+            f"Grant it in the local database: GRANT USAGE ON SCHEMA {schema} TO {role}."
+        )
+    elif denied:
+        message = (
+            f"permission denied for table {name} (columns {', '.join(denied)}): role {role} may not "
+            f"read them. Grant it in the local database: GRANT SELECT ON {name} TO {role}."
+        )
+    else:
+        return
+    raise FdwError(message, step="check the source's privileges", sqlstate=INSUFFICIENT_PRIVILEGE)
 
 
 def privilege_hint(
@@ -106,5 +143,6 @@ def _qualified(name: str, remote_sql: str) -> str:
 
 
 def _local_role(conn: Any) -> str:
-    info = getattr(conn, "info", None)
-    return getattr(info, "user", None) or "the task's role"
+    """The connection's role as a GRANT spells it."""
+    user = getattr(getattr(conn, "info", None), "user", None)
+    return quote_if_needed(user) if user else "the task's role"

@@ -261,6 +261,43 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
         )
         fails_with(copy_secret, "On the remote server", f"GRANT SELECT ON app.{secret_table} TO")
 
+        # A foreign table the role may not read: the copy reads through a private foreign table (or the
+        # remote directly), which would not check the grants on it; the run checks them itself.
+        hidden = f"{bare}_hidden"
+        tgt.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(hidden)), dbname=db)
+        tgt.execute(
+            sql.SQL(
+                "CREATE FOREIGN TABLE {}.users (id bigint) SERVER bare_src "
+                "OPTIONS (schema_name 'app', table_name 'users')"
+            ).format(sql.Identifier(hidden)),
+            dbname=db,
+        )
+        through_fdw, direct = (
+            BulkCopyOperator(
+                task_id=f"copy_hidden_{path}",
+                source_table=f"{hidden}.users",
+                target_table=f"{bare}_proxy.hidden_copy",
+                fdw_conn_id=conn_id,
+                **local,
+            )
+            for path, conn_id in (("fdw", None), ("direct", "lp_remote"))
+        )
+        for operator in (through_fdw, direct):
+            fails_with(operator, f"GRANT USAGE ON SCHEMA {hidden} TO {bare}")
+        tgt.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(hidden), sql.Identifier(bare)),
+            dbname=db,
+        )
+        for operator in (through_fdw, direct):
+            fails_with(operator, f"GRANT SELECT ON {hidden}.users TO {bare}")
+        tgt.execute(
+            sql.SQL("GRANT SELECT (id) ON {}.users TO {}").format(
+                sql.Identifier(hidden), sql.Identifier(bare)
+            ),
+            dbname=db,
+        )
+        assert through_fdw.execute({})["rows"] == direct.execute({})["rows"] == 1000
+
     sensor = ReplicationLagSensor(
         task_id="lag",
         postgres_conn_id="lp_bare_standby",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
 import pytest
-from conftest import READER, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+from conftest import READER, REPO, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
 
 from airflow_provider_fdw.bulkcopy import mirror as m
 from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct, mirror_state, plan_copy, watermark
@@ -265,6 +269,29 @@ def test_a_role_without_create_on_the_schema_mirrors_without_a_record(sandbox, c
     assert local(sandbox, "SELECT to_regclass(%s)", (f"{schema}.fdw_mirror_state",)) == [(None,)]
 
 
+@TRANSPORTS
+def test_a_role_that_may_not_read_the_source_is_refused_before_anything_changes(sandbox, transport):
+    """The direct path reads the remote table itself, never the foreign table: the run checks the
+    grants on it (after SET ROLE: the current role's)."""
+    src = Source(sandbox, rows=50)
+    schema, target = in_new_schema(sandbox, src)
+    role = f"mirror_role_{uuid.uuid4().hex[:6]}"
+    local(sandbox, "CREATE ROLE {r}", r=role)
+    local(sandbox, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=schema, r=role)
+    local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=role)
+    local(sandbox, "GRANT USAGE ON SCHEMA {s} TO {r}", s=src.foreign.split(".")[0], r=role)  # no SELECT
+    before = target_rows(sandbox, target)
+    src.remote("DELETE FROM {t} WHERE id = 5")
+    setup = [f'SET ROLE "{role}"']
+    with pytest.raises(FdwError, match=f"GRANT SELECT ON {src.foreign} TO {role}"):
+        mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
+    assert target_rows(sandbox, target) == before
+    if transport == "copy":  # (through postgres_fdw the role would need a user mapping of its own)
+        local(sandbox, "GRANT SELECT ON {f} TO {r}", f=src.foreign, r=role)
+        result = mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
+        assert result["deleted"] == 1
+
+
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):
     monkeypatch.setattr(
         mirror_compare, "MAX_RANGES", 1
@@ -333,22 +360,26 @@ def test_mirror_checksums_do_not_depend_on_session_settings(sandbox, transport):
     src = Source(sandbox, rows=200)
     target = new_target(sandbox, src)
     role = sql.SQL("ALTER ROLE {} IN DATABASE {} ").format(ident(READER), ident(SOURCE_DB))
-    sandbox.source.execute(role + sql.SQL("SET timezone = 'Asia/Kathmandu'"), dbname=SOURCE_DB)
+    settings = [
+        "SET TimeZone = 'America/St_Johns'",
+        "SET DateStyle = 'SQL, DMY'",
+        "SET extra_float_digits = -3",
+        "SET IntervalStyle = 'sql_standard'",
+    ]
+    for setting in ("timezone = 'Asia/Kathmandu'", "DateStyle = 'German, YMD'", "extra_float_digits = 0"):
+        sandbox.source.execute(role + sql.SQL("SET " + setting), dbname=SOURCE_DB)
     try:
-        result = mirror(
-            src,
-            target,
-            transport=transport,
-            session_setup=[
-                "SET TimeZone = 'America/St_Johns'",
-                "SET DateStyle = 'SQL, DMY'",
-                "SET extra_float_digits = -3",
-                "SET IntervalStyle = 'sql_standard'",
-            ],
-        )
+        result = mirror(src, target, transport=transport, session_setup=settings)
+        assert (result["inserted"], result["updated"], result["deleted"], result["rows_fetched"]) == (0,) * 4
+        # and the rows it does move arrive with their exact values (a day-month swap, a shifted zone)
+        src.remote("UPDATE {t} SET seen = '2024-03-04 05:06:07.123456+00' WHERE id % 7 = 0")
+        src.remote("INSERT INTO {t} VALUES (100001, 'n', 0.1, '1999-12-31 23:59:59.999999+00', NULL, NULL)")
+        random_changes(src, random.Random(5), 20)
+        mirror(src, target, transport=transport, session_setup=settings)
     finally:
-        sandbox.source.execute(role + sql.SQL("RESET timezone"), dbname=SOURCE_DB)
-    assert (result["inserted"], result["updated"], result["deleted"], result["rows_fetched"]) == (0, 0, 0, 0)
+        for setting in ("timezone", "DateStyle", "extra_float_digits"):
+            sandbox.source.execute(role + sql.SQL("RESET " + setting), dbname=SOURCE_DB)
+    assert target_rows(sandbox, target) == src.rows()
 
 
 @pytest.mark.parametrize("bucketing", ["range", "hash"])
@@ -463,6 +494,124 @@ def test_mirror_failing_mid_apply_leaves_target_unchanged_and_retry_converges(sa
     local(sandbox, "DROP TRIGGER boom ON {t}", t=target)
     mirror(src, target, transport=transport)
     assert target_rows(sandbox, target) == src.rows()
+
+
+def slow_row_triggers(pair, target: str, seconds: float) -> str:
+    """Row triggers on ``target`` sleeping ``seconds`` per changed row (the delay table it returns)."""
+    delay = f"{target}_delay"
+    local(pair, "CREATE TABLE {d} (seconds float8 NOT NULL)", d=delay)
+    local(pair, "INSERT INTO {d} VALUES (%s)", (seconds,), d=delay)
+    local(
+        pair,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep((SELECT seconds FROM {d})); RETURN NULL; END $$",
+        f=f"{target}_slow",
+        d=delay,
+    )
+    local(
+        pair,
+        "CREATE TRIGGER slow AFTER INSERT OR UPDATE OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=target,
+        f=f"{target}_slow",
+    )
+    return delay
+
+
+def applying(pair, target: str) -> bool:
+    """A session is inside the apply of a mirror of ``target`` (asleep in a row trigger)."""
+    name = target.split(".")[1]
+    return bool(
+        local(
+            pair,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE %s",
+            (f"%{name}%",),
+        )
+    )
+
+
+def wait_for(condition, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
+
+
+MIRROR_WORKER = """
+import sys
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+source, target, transport = sys.argv[1:4]
+with FdwHook(fdw_conn_id="fdw_source") as hook:
+    hook.task_identity = ("kill_dag", "mirror", "run_1", "-1")
+    hook.bulk_copy(plan_copy(source, target, mode="mirror", transport=transport))
+"""
+
+
+@TRANSPORTS
+def test_a_mirror_killed_mid_apply_changes_nothing_and_its_retry_ends_it_and_converges(sandbox, transport):
+    """kill -9 of the worker while its apply runs on the target: the server keeps running the orphaned
+    apply, which commits nothing; the retry (same task instance) ends it instead of waiting."""
+    src = Source(sandbox, rows=200)
+    target = new_target(sandbox, src)
+    before = target_rows(sandbox, target)
+    random_changes(src, random.Random(11), 30)
+    delay = slow_row_triggers(sandbox, target, 5.0)  # about 150 s to apply: far beyond the test
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", MIRROR_WORKER, src.foreign, target, transport],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: applying(sandbox, target) or worker.poll() is not None)
+        assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert applying(sandbox, target)  # orphaned, still running on the server
+    assert target_rows(sandbox, target) == before
+    local(sandbox, "UPDATE {d} SET seconds = 0", d=delay)
+    started = time.monotonic()
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.task_identity = ("kill_dag", "mirror", "run_1", "-1")
+        result = hook.bulk_copy(plan_copy(src.foreign, target, mode="mirror", transport=transport))
+    assert time.monotonic() - started < 60  # did not wait out the orphan (or the run lock it held)
+    assert target_rows(sandbox, target) == src.rows()
+    assert result["inserted"] + result["updated"] + result["deleted"] > 0
+    assert not applying(sandbox, target)
+
+
+def test_two_mirrors_of_one_target_at_once_take_turns_and_the_later_sees_the_later_change(sandbox):
+    """Two runs overlapping (a retry racing a slow try, two DAG runs), one per transport: the second
+    waits for the first's apply, then compares against what the first committed."""
+    src = Source(sandbox, rows=200)
+    target = new_target(sandbox, src)
+    random_changes(src, random.Random(12), 20)
+    slow_row_triggers(sandbox, target, 0.1)
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str, transport: str) -> None:
+        try:
+            results[name] = mirror(src, target, transport=transport)
+        except BaseException as exc:  # shown by the assertion below
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=("first", "copy"))
+    first.start()
+    wait_for(lambda: applying(sandbox, target) or not first.is_alive())
+    src.remote("UPDATE {t} SET tags = 'after the first compared' WHERE id = 3")
+    second = threading.Thread(target=run, args=("second", "fdw"))
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert not errors, errors
+    assert target_rows(sandbox, target) == src.rows()
+    assert results["first"]["inserted"] + results["first"]["updated"] + results["first"]["deleted"] > 0
+    assert results["second"]["updated"] == 1  # the first's changes were already there
 
 
 def test_mirror_waits_out_a_brief_lock_on_the_target(sandbox):

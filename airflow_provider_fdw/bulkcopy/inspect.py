@@ -23,6 +23,7 @@ from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.catalog import Table, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.privileges import check_readable
 from airflow_provider_fdw.session import LocalSession
 
 if TYPE_CHECKING:
@@ -42,7 +43,9 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         target = read_table(s, p.target, "target", generated=True)
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
-    columns = list(p.columns or source.columns)
+        columns = list(p.columns or source.columns)
+        read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
+        check_readable(s, p.source, source.oid, sorted(read))
     unknown = [c for c in columns if c not in source.columns]
     if unknown:
         raise FdwConfigError(f"columns {unknown} do not exist in {p.source}; it has {list(source.columns)}.")
