@@ -188,6 +188,28 @@ def local_schema() -> str:
 # -- copy tests: a remote schema reached through a provider-made server, and tables in it ------------
 
 
+def wait_until(condition, limit: float = 60.0) -> float:
+    """Poll ``condition`` until true; return seconds waited (fails the test after ``limit``)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < limit, "still not reached after the bound"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def kill_9_when(worker: subprocess.Popen, ready, limit: float = 60.0) -> None:
+    """Wait until ``ready()``, then ``kill -9`` the worker (the test fails with the worker's stderr if
+    it ended first)."""
+    try:
+        wait_until(lambda: ready() or worker.poll() is not None, limit=limit)
+        assert worker.poll() is None, worker.stderr.read().decode()[-3000:] if worker.stderr else ""
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def fdw_sandbox(pair: Pair, schema: str, server: str) -> Pair:
     """``schema`` on the source (readable by the reader), server ``server`` with its user mapping, and
     ``proxy_<schema>`` on the target for the foreign tables."""

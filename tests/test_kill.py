@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SOURCE_DB, TARGET_DB, ident
+from conftest import REPO, SOURCE_DB, TARGET_DB, ident, kill_9_when, wait_until
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -89,15 +88,6 @@ def busy_sessions(source, target) -> dict[str, int]:
     return {"target": on_target, "source": on_source}
 
 
-def wait_until(condition, limit: float = GENEROUS) -> float:
-    """Poll ``condition`` until true; return seconds waited (fails the test after ``limit``)."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < limit, "still running after the bound"
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def task_duration(dag_id: str, run_id: str) -> float:
     """Seconds the task instance ran (start to end, as Airflow recorded them)."""
     from airflow.models.taskinstance import TaskInstance
@@ -139,7 +129,7 @@ def test_execution_timeout_stops_the_copy_on_both_servers(
     result = run_dag(dag)
     assert result.task_states == {"copy": "failed"}
     elapsed = task_duration(dag.dag_id, result.run_id)
-    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0}, GENEROUS)
     print(f"\n[execution_timeout=3s] task failed after {elapsed:.1f}s; work stopped {settled:.1f}s later")
     assert elapsed < GENEROUS
     assert psql_children(local_schema) == []
@@ -173,17 +163,7 @@ def test_retry_after_kill_9_terminates_what_the_killed_try_left(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        # The copy is reading (or the worker failed: show why).
-        wait_until(
-            lambda: busy_sessions(source, target)["source"] >= 1 or worker.poll() is not None, limit=60
-        )
-        assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    kill_9_when(worker, lambda: busy_sessions(source, target)["source"] >= 1)  # the copy is reading
     # Children die with the worker.
     wait_until(lambda: psql_children(local_schema) == [], limit=10)
 
@@ -233,7 +213,7 @@ def test_on_kill_cancels_a_running_copy_on_both_servers(source, target, slow_tab
     op.on_kill()
     worker.join(GENEROUS)
     assert not worker.is_alive()
-    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0}, GENEROUS)
     print(
         f"\n[on_kill, {'direct' if direct else 'fdw'}] execute ended {time.monotonic() - started:.1f}s later"
     )
@@ -272,6 +252,6 @@ def test_local_failure_on_the_direct_path_stops_the_remote_read_at_once(
             plan_copy(f"{local_schema}.slow_int", f"{local_schema}.copy"), direct=True, relay=relay
         )
     failed = time.monotonic() - started
-    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0})
+    settled = wait_until(lambda: busy_sessions(source, target) == {"target": 0, "source": 0}, GENEROUS)
     print(f"\n[local failure, {relay}] failed after {failed:.1f}s; remote read stopped {settled:.1f}s later")
     assert failed < GENEROUS  # reading the whole slow source takes 150 s

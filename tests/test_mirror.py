@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -13,7 +12,18 @@ import time
 import uuid
 
 import pytest
-from conftest import READER, REPO, SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+from conftest import (
+    READER,
+    REPO,
+    SOURCE_DB,
+    TARGET_DB,
+    RemoteTable,
+    fdw_sandbox,
+    ident,
+    kill_9_when,
+    local,
+    wait_until,
+)
 
 from airflow_provider_fdw.bulkcopy import mirror as m
 from airflow_provider_fdw.bulkcopy import mirror_compare, mirror_direct, mirror_state, plan_copy, watermark
@@ -529,13 +539,6 @@ def applying(pair, target: str) -> bool:
     )
 
 
-def wait_for(condition, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.1)
-
-
 MIRROR_WORKER = """
 import sys
 from airflow_provider_fdw.bulkcopy import plan_copy
@@ -563,14 +566,7 @@ def test_a_mirror_killed_mid_apply_changes_nothing_and_its_retry_ends_it_and_con
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        wait_for(lambda: applying(sandbox, target) or worker.poll() is not None)
-        assert worker.poll() is None, worker.stderr.read().decode()[-3000:]
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    kill_9_when(worker, lambda: applying(sandbox, target))
     assert applying(sandbox, target)  # orphaned, still running on the server
     assert target_rows(sandbox, target) == before
     local(sandbox, "UPDATE {d} SET seconds = 0", d=delay)
@@ -602,7 +598,7 @@ def test_two_mirrors_of_one_target_at_once_take_turns_and_the_later_sees_the_lat
 
     first = threading.Thread(target=run, args=("first", "copy"))
     first.start()
-    wait_for(lambda: applying(sandbox, target) or not first.is_alive())
+    wait_until(lambda: applying(sandbox, target) or not first.is_alive())
     src.remote("UPDATE {t} SET tags = 'after the first compared' WHERE id = 3")
     second = threading.Thread(target=run, args=("second", "fdw"))
     second.start()
