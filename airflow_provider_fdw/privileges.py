@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwError
 from airflow_provider_fdw.names import QualifiedName, quote_if_needed
@@ -54,39 +55,55 @@ class PrivilegeHintingSession(LocalSession):
         return FdwError(self.redact(f"{err} {hint}"), step=err.step, sqlstate=err.sqlstate)
 
 
-# The role (after any SET ROLE), its USAGE on the relation's schema, and the columns of ``columns`` it
-# may not SELECT.
+# As GRANT spells them (quote_ident: keywords too): the role after any SET ROLE, the relation's schema
+# and name; whether the role may use the schema; the columns of ``columns`` it may not SELECT.
 _READABLE_QUERY = sql.SQL(
-    "SELECT current_user::text, pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE'), "
-    "ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
-    "AND a.attname = ANY(%s::text[]) AND NOT pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') "
-    "ORDER BY a.attnum) FROM pg_catalog.pg_class c WHERE c.oid = %s"
+    "SELECT pg_catalog.quote_ident(current_user), pg_catalog.quote_ident(n.nspname), "
+    "pg_catalog.quote_ident(c.relname), pg_catalog.has_schema_privilege(n.oid, 'USAGE'), "
+    "ARRAY(SELECT pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a "
+    "WHERE a.attrelid = c.oid AND a.attname = ANY(%s::text[]) "
+    "AND NOT pg_catalog.has_column_privilege(c.oid, a.attnum, 'SELECT') ORDER BY a.attnum) "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s"
 )
+_CHECK = "check the source's privileges"
 
 
-def check_readable(s: LocalSession, name: QualifiedName, oid: int, columns: list[str]) -> None:
-    """Refuse, before anything changes, to read columns of ``name`` the task's role may not SELECT.
+def check_readable(
+    s: LocalSession, name: QualifiedName, oid: int, columns: list[str], where: str | None = None
+) -> None:
+    """Refuse, before anything changes, to read what the task's role may not SELECT of ``name``: the
+    ``columns`` and, when given, the columns the (already parsed) ``where`` condition reads.
 
     A copy reads a foreign table through a private one in ``pg_temp`` (its own fetch size), and the
     direct path reads the remote table itself: neither names ``name``, so PostgreSQL would not check
     the grants a DBA put on it (or took away). The run reads as if the role had written the SELECT.
     """
-    user, usage, denied = s.fetchrow("check the source's privileges", _READABLE_QUERY, (columns, oid))
-    role = quote_if_needed(user)
+    role, schema, table, usage, denied = s.fetchrow(_CHECK, _READABLE_QUERY, (columns, oid))
+    where_to = "Grant it in the local database:"
     if not usage:
-        schema = quote_if_needed(name.schema)
         message = (
-            f"permission denied for schema {schema}: role {role} may not read {name}. "
-            f"Grant it in the local database: GRANT USAGE ON SCHEMA {schema} TO {role}."
+            f"role {role} may not use schema {schema}. {where_to} GRANT USAGE ON SCHEMA {schema} TO {role}."
         )
     elif denied:
+        listed = ", ".join(denied)
         message = (
-            f"permission denied for table {name} (columns {', '.join(denied)}): role {role} may not "
-            f"read them. Grant it in the local database: GRANT SELECT ON {name} TO {role}."
+            f"role {role} may not read columns {listed} of {schema}.{table}. "
+            f"{where_to} GRANT SELECT ({listed}) ON {schema}.{table} TO {role}."
+        )
+    elif where:
+        try:  # EXPLAIN checks the privileges of the statement without running it
+            s.execute(_CHECK, q.sql.SQL("EXPLAIN {}").format(q.where_probe(name, where)), quiet=True)
+            return
+        except FdwError as exc:
+            if exc.sqlstate != INSUFFICIENT_PRIVILEGE:
+                raise
+        message = (
+            f"where reads columns of {schema}.{table} that role {role} may not read. {where_to} "
+            f"GRANT SELECT (the columns where names) ON {schema}.{table} TO {role}."
         )
     else:
         return
-    raise FdwError(message, step="check the source's privileges", sqlstate=INSUFFICIENT_PRIVILEGE)
+    raise FdwError(f"permission denied: {message}", step=_CHECK, sqlstate=INSUFFICIENT_PRIVILEGE)
 
 
 def privilege_hint(

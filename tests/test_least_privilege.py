@@ -267,36 +267,50 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
         tgt.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(hidden)), dbname=db)
         tgt.execute(
             sql.SQL(
-                "CREATE FOREIGN TABLE {}.users (id bigint) SERVER bare_src "
+                "CREATE FOREIGN TABLE {}.users (id bigint, email text) SERVER bare_src "
                 "OPTIONS (schema_name 'app', table_name 'users')"
             ).format(sql.Identifier(hidden)),
             dbname=db,
         )
-        through_fdw, direct = (
-            BulkCopyOperator(
+
+        def copy_hidden(path: str, **kwargs) -> BulkCopyOperator:
+            return BulkCopyOperator(
                 task_id=f"copy_hidden_{path}",
                 source_table=f"{hidden}.users",
-                target_table=f"{bare}_proxy.hidden_copy",
-                fdw_conn_id=conn_id,
+                target_table=f"{bare}_proxy.hidden_copy_{path}",
+                fdw_conn_id="lp_remote" if path == "direct" else None,
+                transport="copy" if path == "direct" else "fdw",
+                columns=["id"],
+                **kwargs,
                 **local,
             )
-            for path, conn_id in (("fdw", None), ("direct", "lp_remote"))
-        )
-        for operator in (through_fdw, direct):
-            fails_with(operator, f"GRANT USAGE ON SCHEMA {hidden} TO {bare}")
+
+        def refused(expected: str, **kwargs) -> None:
+            for path in ("fdw", "direct"):
+                fails_with(copy_hidden(path, **kwargs), expected)
+                assert not tgt.execute(  # refused before anything was created
+                    "SELECT relname FROM pg_class WHERE relname LIKE %s",
+                    (f"hidden_copy_{path}%",),
+                    dbname=db,
+                )
+
+        refused(f"GRANT USAGE ON SCHEMA {hidden} TO {bare}")
         tgt.execute(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(hidden), sql.Identifier(bare)),
             dbname=db,
         )
-        for operator in (through_fdw, direct):
-            fails_with(operator, f"GRANT SELECT ON {hidden}.users TO {bare}")
+        refused(f"GRANT SELECT (id) ON {hidden}.users TO {bare}")
         tgt.execute(
             sql.SQL("GRANT SELECT (id) ON {}.users TO {}").format(
                 sql.Identifier(hidden), sql.Identifier(bare)
             ),
             dbname=db,
         )
-        assert through_fdw.execute({})["rows"] == direct.execute({})["rows"] == 1000
+        # a condition on a column it may not read would tell it that column's values
+        refused(f"GRANT SELECT (the columns where names) ON {hidden}.users TO {bare}", where="email > 'u'")
+        for path in ("fdw", "direct"):
+            result = copy_hidden(path, where="id <= 10").execute({})
+            assert (result["rows"], result["path"]) == (10, path)
 
     sensor = ReplicationLagSensor(
         task_id="lag",

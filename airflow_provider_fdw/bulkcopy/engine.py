@@ -53,7 +53,6 @@ from airflow_provider_fdw.catalog import (
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName
-from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
@@ -161,8 +160,6 @@ class BulkCopy:
             steps.step("catalog"),
         ):
             run = inspect_tables(self, session)
-            if p.where:  # before anything changes: one boolean condition over the source (server-parsed)
-                parse_where(session.conn, p.source, p.where)
             try:
                 choose_path(self, session, run, keep_remote=True, connect=early)
             except BaseException:

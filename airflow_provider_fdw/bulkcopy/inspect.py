@@ -23,6 +23,7 @@ from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.catalog import Table, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_readable
 from airflow_provider_fdw.session import LocalSession
 
@@ -43,9 +44,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         target = read_table(s, p.target, "target", generated=True)
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
-        columns = list(p.columns or source.columns)
-        read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
-        check_readable(s, p.source, source.oid, sorted(read))
+    columns = list(p.columns or source.columns)
     unknown = [c for c in columns if c not in source.columns]
     if unknown:
         raise FdwConfigError(f"columns {unknown} do not exist in {p.source}; it has {list(source.columns)}.")
@@ -59,6 +58,11 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
             raise FdwConfigError(f"{what} {missing} not found in {p.source}.")
     if target is not None:
         check_target_columns(copy, source, target, columns)
+    if p.where:  # one boolean condition over the source (server-parsed)
+        parse_where(s.conn, p.source, p.where)
+    read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
+    with s.transaction():
+        check_readable(s, p.source, source.oid, sorted(read), p.where)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     return CopyRun(source, target, columns, result, Verifier(p.verify, copy.log))
 

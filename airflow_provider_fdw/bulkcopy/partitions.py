@@ -39,7 +39,6 @@ from airflow_provider_fdw.catalog import Index
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
-from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession
 
@@ -138,10 +137,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
 
 def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
     """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
-    p = copy.plan
     run = inspect_tables(copy, session)
-    if p.where:
-        parse_where(session.conn, p.source, p.where)
     choose_path(copy, session, run)
     run.conditions = read_conditions(copy, session, run)
     return run
