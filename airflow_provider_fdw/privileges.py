@@ -98,8 +98,8 @@ def check_readable(
             if exc.sqlstate != INSUFFICIENT_PRIVILEGE:
                 raise
         message = (
-            f"where reads columns of {schema}.{table} that role {role} may not read. {where_to} "
-            f"GRANT SELECT (the columns where names) ON {schema}.{table} TO {role}."
+            f"role {role} may not evaluate where on {schema}.{table}. {where_to} SELECT on the columns "
+            f"it names, GRANT SELECT (…) ON {schema}.{table} TO {role}, or EXECUTE on the functions it calls."
         )
     else:
         return

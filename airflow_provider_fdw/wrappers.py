@@ -47,6 +47,9 @@ class Wrapper:
     :param table_source_options: a foreign table names exactly one of these (file_fdw: filename or
         program); empty when the wrapper has no such rule.
     :param remote_is_postgres: the remote is PostgreSQL: pg_catalog probes and direct COPY apply.
+    :param ends_reads_at_big_binary_values: a read can end silently, as if the table ended, at a
+        binary value (``bytea``) the wrapper cannot fetch whole (mysql_fdw: over 8 KiB); a copy with
+        binary columns then counts the source by default (``verify="count"``).
     :param probe: composes the reachability probe, or None when there is nothing remote to reach.
     :param docs_url: the wrapper's own documentation.
     :param debian_package: the Debian package that installs it (for error messages).
@@ -66,6 +69,7 @@ class Wrapper:
     managed_options: frozenset[str] = frozenset()
     table_source_options: tuple[str, ...] = ()
     remote_is_postgres: bool = False
+    ends_reads_at_big_binary_values: bool = False
     probe: Probe | None = None
     docs_url: str = ""
     debian_package: str = ""
@@ -302,6 +306,7 @@ MYSQL_FDW = Wrapper(
     password_option="password",
     remote_table_options=("dbname", "table_name"),
     fetch_size_option="fetch_size",
+    ends_reads_at_big_binary_values=True,
     probe=_mysql_probe,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",
     debian_package="postgresql-<version>-mysql-fdw",

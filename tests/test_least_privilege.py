@@ -307,7 +307,7 @@ def test_each_missing_grant_fails_its_step_with_the_grant_to_run(least_privilege
             dbname=db,
         )
         # a condition on a column it may not read would tell it that column's values
-        refused(f"GRANT SELECT (the columns where names) ON {hidden}.users TO {bare}", where="email > 'u'")
+        refused(f"GRANT SELECT (…) ON {hidden}.users TO {bare}", where="email > 'u'")
         for path in ("fdw", "direct"):
             result = copy_hidden(path, where="id <= 10").execute({})
             assert (result["rows"], result["path"]) == (10, path)

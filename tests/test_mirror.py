@@ -297,27 +297,30 @@ def test_a_role_that_may_not_read_the_source_is_refused_with_a_grant_that_runs(s
         n=sql.Literal(src.name),
     )
     src.foreign = f'{hidden}."select"'
-    role = "user"  # a keyword: the GRANT must quote it
-    if not local(sandbox, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)):
-        local(sandbox, "CREATE ROLE {r}", r=ident(role))
-    local(sandbox, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=schema, r=ident(role))
-    local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=ident(role))
-    before = target_rows(sandbox, target)
-    src.remote("DELETE FROM {t} WHERE id = 5")
-    setup = ['SET ROLE "user"']
-    for expected in (
-        f'GRANT USAGE ON SCHEMA {hidden} TO "user"',
-        f'GRANT SELECT (id, name, score, seen, tags, flag) ON {hidden}."select" TO "user"',
-    ):
-        with pytest.raises(FdwError) as refused:
-            mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
-        message = str(refused.value)
-        assert message.endswith(f"Grant it in the local database: {expected}."), message
-        assert target_rows(sandbox, target) == before
-        local(sandbox, expected)  # valid SQL, as written
-    if transport == "copy":  # (through postgres_fdw the role would need a user mapping of its own)
-        result = mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
-        assert result["deleted"] == 1
+    role = "table"  # a keyword: the GRANT must quote it (dropped below: roles are cluster-wide)
+    local(sandbox, "CREATE ROLE {r}", r=ident(role))
+    try:
+        local(sandbox, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=schema, r=ident(role))
+        local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=ident(role))
+        before = target_rows(sandbox, target)
+        src.remote("DELETE FROM {t} WHERE id = 5")
+        setup = ['SET ROLE "table"']
+        for expected in (
+            f'GRANT USAGE ON SCHEMA {hidden} TO "table"',
+            f'GRANT SELECT (id, name, score, seen, tags, flag) ON {hidden}."select" TO "table"',
+        ):
+            with pytest.raises(FdwError) as refused:
+                mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
+            message = str(refused.value)
+            assert message.endswith(f"Grant it in the local database: {expected}."), message
+            assert target_rows(sandbox, target) == before
+            local(sandbox, expected)  # valid SQL, as written
+        if transport == "copy":  # (through postgres_fdw the role would need a user mapping of its own)
+            result = mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
+            assert result["deleted"] == 1
+    finally:
+        local(sandbox, "DROP OWNED BY {r}", r=ident(role))
+        local(sandbox, "DROP ROLE {r}", r=ident(role))
 
 
 def test_mirror_reads_many_scattered_ranges_in_one_filtered_pass(sandbox, monkeypatch):

@@ -226,3 +226,23 @@ def test_mysql_fdw_default_character_set_garbles_non_ascii_under_the_c_locale(
     assert local(pair, "SELECT encode(v::bytea, 'hex') FROM {t} WHERE id = 0", t=f"{schema}.{table}") == [
         ("68c3a96c6c6f",)
     ]
+
+
+def test_mysql_float_arrives_with_6_significant_digits_and_a_double_cast_keeps_it(
+    mysql_proxy: tuple[Pair, str], mariadb: MariaDB
+) -> None:
+    """MySQL sends FLOAT as text rounded to 6 significant digits (docs/wrappers.md): 16777217 is
+    stored as 16777216 and arrives as 16777200. A MySQL view casting it to DOUBLE keeps its value."""
+    pair, schema = mysql_proxy
+    table = _mysql_table(mariadb, "float", ["16777217", "1234.5678"])
+    mariadb.execute(
+        f"CREATE VIEW {table}_d AS SELECT id, CAST(v AS DOUBLE) AS v FROM {table}", database=mariadb.database
+    )
+    _import(pair, schema, table)
+    _import(pair, schema, f"{table}_d")
+
+    def read(name: str) -> list:
+        return [r[0] for r in local(pair, "SELECT v::float8 FROM {t} ORDER BY id", t=f"{schema}.{name}")]
+
+    assert read(table) == [16777200.0, 1234.5699462890625, None]  # the real nearest 1234.57
+    assert read(f"{table}_d") == [16777216.0, 1234.5677490234375, None]

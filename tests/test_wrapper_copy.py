@@ -12,6 +12,7 @@ import pytest
 from conftest import local
 
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.files import CreateFileForeignTableOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
@@ -28,13 +29,25 @@ def copy(fdw_conn_id: str, source: str, target: str, **kwargs) -> dict:
 @pytest.fixture
 def mysql_orders(pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A MariaDB table ``orders_<random>`` (ids 1..300) imported as ``proxy_<random>.orders_<random>``."""
-    table, schema, server = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("orders", "proxy", "my"))
-    mariadb.execute(
-        f"CREATE TABLE {table} (id bigint PRIMARY KEY, customer varchar(40) NOT NULL, amount decimal(12,2), "
-        "note text, updated_at datetime(6) NOT NULL); "
-        f"INSERT INTO {table} SELECT seq, concat('cüstomer ', seq), seq * 1.25, IF(seq % 7 = 0, NULL, 'n'), "
+    return import_mysql_table(
+        mariadb,
+        monkeypatch,
+        "orders",
+        "id bigint PRIMARY KEY, customer varchar(40) NOT NULL, amount decimal(12,2), note text, "
+        "updated_at datetime(6) NOT NULL",
+        "SELECT seq, concat('cüstomer ', seq), seq * 1.25, IF(seq % 7 = 0, NULL, 'n'), "
         "'2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_300",
-        database=mariadb.database,
+    )
+
+
+def import_mysql_table(
+    mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, prefix: str, columns: str, rows: str
+) -> tuple[str, str]:
+    """A new MariaDB table (``columns``, filled by the SELECT ``rows``) on a new server, imported:
+    (its name, its foreign table)."""
+    table, schema, server = (f"{p}_{uuid.uuid4().hex[:8]}" for p in (prefix, "proxy", "my"))
+    mariadb.execute(
+        f"CREATE TABLE {table} ({columns}); INSERT INTO {table} {rows}", database=mariadb.database
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_MYSQL_COPY",
@@ -101,6 +114,54 @@ def test_mysql_replace_append_and_upsert_through_the_fdw_path(
     )
     assert (upserted["inserted"], upserted["updated"]) == (1, 1)
     assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+
+
+def test_a_mysql_read_that_ends_early_fails_the_copy_and_changes_nothing(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mysql_fdw ends a read, as if the table ended there, at a binary value over 8 KiB: with binary
+    columns the copy of a mysql_fdw source counts the source (verify="count") unless told not to."""
+    table, foreign = import_mysql_table(
+        mariadb, monkeypatch, "blobs", "id int PRIMARY KEY, v longblob", "SELECT seq, x'01' FROM seq_1_to_100"
+    )
+    target = f"public.my_{uuid.uuid4().hex[:8]}"
+    first = copy("mysql_copy", foreign, target, mode="replace")
+    assert first["rows"] == 100 and first["verify"]["mode"] == "count"
+    mariadb.execute(f"UPDATE {table} SET v = REPEAT('a', 65535) WHERE id = 50", database=mariadb.database)
+    with pytest.raises(FdwError, match=r"the rows loaded .* are 49 rows .* has 100 rows"):
+        copy("mysql_copy", foreign, target, mode="replace")
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(100,)]
+    off = copy("mysql_copy", foreign, f"{target}_off", mode="replace", verify="off")  # as asked
+    assert off["verify"] is None and off["rows"] < 100
+
+
+def test_mysql_bounds_reach_mysql_in_iso_whatever_the_local_datestyle(
+    pair: Pair, mariadb: MariaDB, mysql_orders: tuple[str, str]
+) -> None:
+    """mysql_fdw writes a pushed-down constant as the local session prints it ('05.03.2024 10:50:00'
+    under German, which MySQL reads as a zero date, so every row matched): the provider's sessions
+    print ISO, as postgres_fdw's remote sessions do."""
+    table, foreign = mysql_orders
+    target = f"public.my_{uuid.uuid4().hex[:8]}"
+    copy("mysql_copy", foreign, target, mode="replace")  # no key: a duplicate would not fail
+    (role,) = local(pair, "SELECT current_user")[0]
+    setting = "ALTER ROLE {r} IN DATABASE analytics "
+    local(pair, setting + "SET DateStyle = 'German, DMY'", r=role)
+    try:
+        mariadb.execute(
+            f"INSERT INTO {table} VALUES (301, 'new', 1.00, NULL, '2030-01-05'), "
+            "(302, 'newer', 2.00, 'x', '2030-01-06')",
+            database=mariadb.database,
+        )
+        appended = copy("mysql_copy", foreign, target, mode="append", watermark_column="updated_at")
+        assert appended["rows"] == 2
+        assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+        where = copy(
+            "mysql_copy", foreign, f"{target}_where", mode="replace", where="updated_at > '2030-01-05 12:00'"
+        )
+        assert where["rows"] == 1
+    finally:
+        local(pair, setting + "RESET DateStyle", r=role)
 
 
 @pytest.fixture

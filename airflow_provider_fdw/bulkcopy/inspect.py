@@ -19,13 +19,14 @@ from airflow_provider_fdw.bulkcopy.load import check_split_column
 from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.bulkcopy.verify import Verifier
+from airflow_provider_fdw.bulkcopy.verify import Verifier, default_verify
 from airflow_provider_fdw.catalog import Table, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_readable
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.wrappers import reads_postgres, source_wrapper
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -63,8 +64,9 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         check_readable(s, p.source, source.oid, sorted(read), p.where)
+        verify = p.verify or default_verify(s, source, columns, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
-    return CopyRun(source, target, columns, result, Verifier(p.verify, copy.log))
+    return CopyRun(source, target, columns, result, Verifier(verify, copy.log))
 
 
 def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:
@@ -210,9 +212,11 @@ def read_source_side(
         with s.transaction():
             statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
             nulls = int(s.fetchvalue("count NULL watermarks", statement))
-        if not run.source.is_foreign or run.source.remote is None or run.source.server_name is None:
+        if run.source.remote is None or run.source.server_name is None:
             return nulls, None
         try:
+            if not reads_postgres(source_wrapper(s, p.source)):  # the probe reads pg_catalog
+                return nulls, None
             for statement in watermark.create_index_probes(run.source.server_name):
                 s.execute("read remote indexes", statement, quiet=True)
             row = s.fetchone(

@@ -52,7 +52,7 @@ class CopyPlan:
     lock_timeout: str | None
     split_column: str | None
     swap: str = "auto"
-    verify: str = "off"
+    verify: str | None = None  # None: the source's default (verify.default_verify)
     transport: str = DEFAULT_TRANSPORT
     # the user passed lock_timeout (kept as given); else the default, raised above deadlock_timeout
     lock_timeout_explicit: bool = False
@@ -72,7 +72,7 @@ def plan_copy(
     lock_timeout: float | str | None = None,
     split_column: str | None = None,
     swap: str = "auto",
-    verify: str = "off",
+    verify: str | None = None,
     transport: str = DEFAULT_TRANSPORT,
 ) -> CopyPlan:
     """Check every argument before anything runs; raise :class:`FdwConfigError` with a clear message."""
@@ -82,7 +82,7 @@ def plan_copy(
         raise FdwConfigError("source_table and target_table are the same table.")
     if mode not in MODES:
         raise FdwConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
-    mirror_extras = [watermark_column, where, overlap, parallelism != 1, verify != "off"]
+    mirror_extras = [watermark_column, where, overlap, parallelism != 1, verify not in (None, "off")]
     if mode == "mirror" and (any(x not in (None, False) for x in mirror_extras) or swap != "auto"):
         raise FdwConfigError(
             "mode='mirror' compares checksums and applies the differences in one transaction (and "
@@ -109,7 +109,7 @@ def plan_copy(
         raise FdwConfigError(f"swap must be one of {', '.join(SWAPS)}; got {swap!r}.")
     if swap != "auto" and mode != "replace":
         raise FdwConfigError("swap applies to mode='replace' only.")
-    if verify not in VERIFY_MODES:
+    if verify is not None and verify not in VERIFY_MODES:
         raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
     if isinstance(overlap, str):
         overlap = check_interval(overlap, "overlap")

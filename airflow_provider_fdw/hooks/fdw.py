@@ -19,7 +19,7 @@ from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, endpoint
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.bulkcopy.wiring import copy_engine
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope
-from airflow_provider_fdw.compat import DriverError, error_fields, server_version
+from airflow_provider_fdw.compat import DriverError, error_fields, server_version, sql
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
     RemoteServer,
@@ -134,7 +134,7 @@ class FdwHook(PostgresHook):
         if not args.get("application_name"):
             args["application_name"] = self.application_name
         conn = self.cancel_scope.add_connection(super()._create_connection(args))
-        watch_client(conn)
+        prepare_session(conn)
         return conn
 
     def cancel(self) -> None:
@@ -407,10 +407,26 @@ class FdwHook(PostgresHook):
             return None
 
 
-def watch_client(conn: Any) -> None:
-    """PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
-    there, so a killed worker's statements (a load, a remote read) stop instead of running on."""
+def prepare_session(conn: Any) -> None:
+    """Settings of every local session of the provider, in one round trip:
+
+    - values print as postgres_fdw prints them to its remote (ISO dates, ``postgres`` intervals,
+      round-trip floats), whatever the role's defaults: other wrappers (mysql_fdw) send a pushed-down
+      constant, a watermark bound or a ``where`` literal, as this session prints it, and MySQL reads
+      ``05.03.2024`` (German) as a zero date. ``DateStyle = 'ISO'`` keeps the role's field order for
+      reading literals;
+    - PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
+      there, so a killed worker's statements (a load, a remote read) stop instead of running on.
+    """
+    settings = [("DateStyle", "ISO"), ("IntervalStyle", "postgres"), ("extra_float_digits", "3")]
     if server_version(conn) >= 140000:
-        with conn.cursor() as cur:
-            cur.execute("SELECT set_config('client_connection_check_interval', '2000', false)")
-        conn.commit()
+        settings.append(("client_connection_check_interval", "2000"))
+    statement = sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
+            for k, v in settings
+        )
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement)
+    conn.commit()

@@ -73,9 +73,10 @@ class BulkCopyOperator(FdwBaseOperator):
         snapshot predates the load see no rows), ``"in_place"`` writes only the rows that changed
         (every reader keeps a consistent view; children, triggers and sequences see real changes
         only), ``"auto"`` (default) renames when the target allows it, else goes in place.
-    :param verify: ``"off"`` (default), ``"count"`` or ``"checksum"``: compare the rows loaded with
-        the source snapshot the copy read, before the apply commits; a mismatch fails the task and
-        leaves the target unchanged.
+    :param verify: ``"off"``, ``"count"`` or ``"checksum"``: compare the rows loaded with the source
+        snapshot the copy read, before the apply commits; a mismatch fails the task and leaves the
+        target unchanged. Default (None): ``"off"``, but ``"count"`` for a mysql_fdw source with
+        binary columns (mysql_fdw can end a read early, docs/bulk-copy.md "Verify").
     :return: ``{"mode", "source", "target", "rows", "bytes", "seconds", "watermark",
         "previous_watermark", "path", "parallelism", "swap", "inserted", "updated", "deleted",
         "unchanged", "verify", "null_watermark_rows"}`` (``null_watermark_rows``: source rows whose
@@ -109,7 +110,7 @@ class BulkCopyOperator(FdwBaseOperator):
         fdw_conn_id: str | None = None,
         lock_timeout: float | str | None = None,
         swap: str = "auto",
-        verify: str = "off",
+        verify: str | None = None,
         transport: str = DEFAULT_TRANSPORT,
         target_lock_wait: float = DEFAULT_TARGET_LOCK_WAIT,
         lock_retries: int = DEFAULT_LOCK_RETRIES,
