@@ -86,6 +86,18 @@ def _local_rows(pair: Pair, table: str) -> list[tuple]:
     )
 
 
+def append_two_orders(pair: Pair, mariadb: MariaDB, table: str, foreign: str, target: str, day: str) -> None:
+    """Orders 301 and 302 (on ``day`` and the day after) added in MariaDB, then appended: exactly them."""
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES (301, 'new', 1.00, NULL, '{day}'), "
+        f"(302, 'newer', 2.00, 'x', '{day}' + INTERVAL 1 DAY)",
+        database=mariadb.database,
+    )
+    appended = copy("mysql_copy", foreign, target, mode="append", watermark_column="updated_at")
+    assert appended["rows"] == 2
+    assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+
+
 def test_mysql_replace_append_and_upsert_through_the_fdw_path(
     pair: Pair, mariadb: MariaDB, mysql_orders: tuple[str, str]
 ) -> None:
@@ -95,14 +107,7 @@ def test_mysql_replace_append_and_upsert_through_the_fdw_path(
     assert first["rows"] == 300 and first["path"] == "fdw"
     assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
 
-    mariadb.execute(
-        f"INSERT INTO {table} VALUES (301, 'new', 1.00, NULL, '2030-01-01'), "
-        "(302, 'newer', 2.00, 'x', '2030-01-02')",
-        database=mariadb.database,
-    )
-    appended = copy("mysql_copy", foreign, target, mode="append", watermark_column="updated_at")
-    assert appended["rows"] == 2
-    assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+    append_two_orders(pair, mariadb, table, foreign, target, "2030-01-01")
 
     mariadb.execute(
         f"UPDATE {table} SET amount = 0, updated_at = '2031-01-01' WHERE id = 5; "
@@ -148,14 +153,7 @@ def test_mysql_bounds_reach_mysql_in_iso_whatever_the_local_datestyle(
     setting = "ALTER ROLE {r} IN DATABASE analytics "
     local(pair, setting + "SET DateStyle = 'German, DMY'", r=role)
     try:
-        mariadb.execute(
-            f"INSERT INTO {table} VALUES (301, 'new', 1.00, NULL, '2030-01-05'), "
-            "(302, 'newer', 2.00, 'x', '2030-01-06')",
-            database=mariadb.database,
-        )
-        appended = copy("mysql_copy", foreign, target, mode="append", watermark_column="updated_at")
-        assert appended["rows"] == 2
-        assert _local_rows(pair, target) == _mysql_rows(mariadb, table)
+        append_two_orders(pair, mariadb, table, foreign, target, "2030-01-05")
         where = copy(
             "mysql_copy", foreign, f"{target}_where", mode="replace", where="updated_at > '2030-01-05 12:00'"
         )
