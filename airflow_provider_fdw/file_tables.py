@@ -191,3 +191,29 @@ def _read_first_row(s: LocalSession, plan: FileTablePlan) -> None:
         raise FdwError(
             f"Foreign table {plan.table} cannot read its file: {exc}", step="read file", sqlstate=exc.sqlstate
         ) from None
+
+
+# The file's size when the role may stat it (pg_stat_file is superuser-only unless granted): else NULL.
+FILE_SIZE_QUERY = q.sql.SQL(
+    "SELECT CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE') "
+    "THEN (pg_catalog.pg_stat_file(%s, true)).size END"
+)
+_TRUE = ("true", "on", "yes", "1", "t", "y")
+
+
+def check_not_truncated(s: LocalSession, name: QualifiedName, options: Mapping[str, str], log: Any) -> None:
+    """Before a replace from a file with ``header``: refuse a file of 0 bytes. Such a file holds at
+    least its header line, so an empty one is an export that failed or is still being written, and
+    file_fdw would read it as an empty table, swapped in for the target's rows."""
+    filename = options.get("filename")
+    if filename is None or options.get("header", "false").lower() not in _TRUE:
+        return
+    size = s.fetchvalue("read the file's size", FILE_SIZE_QUERY, (filename,))
+    if size is None:
+        log.info("Not checking that %s is not empty: the role may not run pg_stat_file", filename)
+    elif size == 0:
+        raise FdwConfigError(
+            f"{filename} (the file behind {name}) has 0 bytes although its table says it has a header "
+            "line: an export that failed or is still being written. Nothing was changed; replace "
+            "would have emptied the target. Write exports to another name and rename them into place."
+        )

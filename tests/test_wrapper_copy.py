@@ -12,7 +12,7 @@ import pytest
 from conftest import local
 
 from airflow_provider_fdw.bulkcopy import plan_copy
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.files import CreateFileForeignTableOperator
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
@@ -176,6 +176,22 @@ def csv_table(pair: Pair, server_readable_dir: Path) -> tuple[Path, str]:
         options={"filename": str(path), "format": "csv", "header": True},
     ).execute({})
     return path, table
+
+
+def test_a_replace_from_an_empty_file_with_a_header_changes_nothing(
+    pair: Pair, csv_table: tuple[Path, str]
+) -> None:
+    """A file with ``header`` holds at least that line: 0 bytes is an export that failed or is being
+    written, not an empty table. A header line alone is an empty table."""
+    path, table = csv_table
+    target = f"public.rates_{uuid.uuid4().hex[:8]}"
+    assert copy("fdw_source", table, target, mode="replace")["rows"] == 3
+    path.write_text("")
+    with pytest.raises(FdwConfigError, match="0 bytes"):
+        copy("fdw_source", table, target, mode="replace")
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    path.write_text("day,currency,rate\n")
+    assert copy("fdw_source", table, target, mode="replace")["rows"] == 0
 
 
 def test_csv_file_replace_then_append_through_the_fdw_path(pair: Pair, csv_table: tuple[Path, str]) -> None:

@@ -23,6 +23,7 @@ from airflow_provider_fdw.bulkcopy.verify import Verifier, default_verify
 from airflow_provider_fdw.catalog import Table, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.file_tables import check_not_truncated
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_readable
 from airflow_provider_fdw.session import LocalSession
@@ -65,6 +66,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     with s.transaction():
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         verify = p.verify or default_verify(s, source, columns, copy.log)
+        if p.mode == "replace" and source.is_foreign:
+            check_not_truncated(s, p.source, source.relation.options, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     return CopyRun(source, target, columns, result, Verifier(verify, copy.log))
 
