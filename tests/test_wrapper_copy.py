@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import local
 
+from airflow_provider_fdw.bulkcopy import partitions as parts
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -138,6 +139,18 @@ def test_a_mysql_read_that_ends_early_fails_the_copy_and_changes_nothing(
     assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(100,)]
     off = copy("mysql_copy", foreign, f"{target}_off", mode="replace", verify="off")  # as asked
     assert off["verify"] is None and off["rows"] < 100
+    # a where MySQL cannot evaluate is counted through mysql_fdw: reading v, it would stop where the
+    # load stopped and agree with it
+    with pytest.raises(FdwConfigError, match="counting through the wrapper would read v"):
+        copy("mysql_copy", foreign, target, mode="replace", where="encode(v, 'hex') <> 'zz'")
+    with pytest.raises(FdwError, match=r"are 49 rows .* has 100 rows"):  # (not reading v: counted)
+        copy("mysql_copy", foreign, target, mode="replace", where="id::text <> 'x'")
+    # ranges cannot count: a partitioned copy is refused unless told to go unverified
+    with FdwHook(fdw_conn_id="mysql_copy") as hook:
+        plan = plan_copy(foreign, f"{target}_parts", key_columns=["id"])
+        with pytest.raises(FdwConfigError, match="A partitioned copy cannot verify"):
+            parts.prepare(hook.bulk_copy_engine(plan), hook.session, "dag/run_1", 2)
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(100,)]
 
 
 def test_mysql_bounds_reach_mysql_in_iso_whatever_the_local_datestyle(

@@ -19,7 +19,7 @@ from airflow_provider_fdw.bulkcopy.load import check_split_column
 from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.bulkcopy.verify import Verifier, default_verify
+from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
 from airflow_provider_fdw.catalog import Table, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -65,11 +65,12 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         check_readable(s, p.source, source.oid, sorted(read), p.where)
-        verify = p.verify or default_verify(s, source, columns, copy.log)
+        early_end = early_end_columns(s, source)
         if p.mode == "replace" and source.is_foreign:
             check_not_truncated(s, p.source, source.relation.options, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
-    return CopyRun(source, target, columns, result, Verifier(verify, copy.log))
+    verifier = choose_verifier(p.verify, early_end, columns, p.where, copy.log)
+    return CopyRun(source, target, columns, result, verifier)
 
 
 def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:

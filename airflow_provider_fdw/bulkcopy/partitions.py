@@ -34,7 +34,6 @@ from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, r
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.catalog import Index
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -139,13 +138,12 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
 def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
     """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
     run = inspect_tables(copy, session)
-    if run.verifier.enabled:  # chosen for the source (verify.default_verify): ranges cannot count
-        copy.log.warning(
-            "A partitioned copy cannot verify (each range reads on its own): %s is not counted, although "
-            "its wrapper can end a read early at a big binary value. Copy it unpartitioned to verify.",
-            copy.plan.source,
+    if run.verifier.enabled:  # chosen for the source (verify.choose_verifier): ranges cannot count
+        raise FdwConfigError(
+            f"A partitioned copy cannot verify (each range reads on its own), and {copy.plan.source}'s "
+            "wrapper can end a read early, as if the table ended, at a binary value it copies: copy it "
+            "unpartitioned (counted by default), or pass verify='off' to copy it unverified."
         )
-        run.verifier = Verifier("off", copy.log)
     choose_path(copy, session, run)
     run.conditions = read_conditions(copy, session, run)
     return run

@@ -16,6 +16,7 @@ read silently (:func:`default_verify`), else ``"off"``.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,25 +41,41 @@ class Tally:
             self.checksum = (self.checksum or 0) + int(checksum)
 
 
-def default_verify(s: LocalSession, source: Table, columns: Sequence[str], log: Any) -> str:
-    """``verify`` left unset: ``"count"`` when the source's wrapper can end a read silently at a
-    binary value and the copy reads binary columns (the copy would swap in a table missing rows),
-    else ``"off"``. Runs in the caller's transaction."""
-    binary = [c for c in columns if source.columns[c].type_sql == "bytea"]
+def early_end_columns(s: LocalSession, source: Table) -> list[str]:
+    """The source's binary (``bytea``) columns when its wrapper can end a read silently, as if the
+    table ended, at a binary value it cannot fetch whole (mysql_fdw); else none. Runs in the
+    caller's transaction."""
+    binary = [c for c, col in source.columns.items() if col.type_sql == "bytea"]
     if not source.is_foreign or not binary:
-        return "off"
-    name = source_wrapper(s, source.relation.name)
-    wrapper = WRAPPERS.get(name or "")
-    if wrapper is None or not wrapper.ends_reads_at_big_binary_values:
-        return "off"
-    log.info(
-        "verify='count' (the default for a %s source with binary columns: %s): %s ends a read "
-        "silently, as if the table ended, at a binary value it cannot fetch whole; verify='off' skips it",
-        name,
-        ", ".join(binary),
-        name,
-    )
-    return "count"
+        return []
+    wrapper = WRAPPERS.get(source_wrapper(s, source.relation.name) or "")
+    return binary if wrapper is not None and wrapper.ends_reads_at_big_binary_values else []
+
+
+def choose_verifier(
+    mode: str | None, early_end: Sequence[str], columns: Sequence[str], where: str | None, log: Any
+) -> Verifier:
+    """``verify`` as given, or left unset: ``"count"`` when the copy reads a column at which the
+    source's wrapper can end a read early (the copy would swap in a table missing rows), else
+    ``"off"``."""
+    copied = [c for c in early_end if c in columns]
+    if mode is None and copied:
+        log.info(
+            "verify='count' (the default when the copy reads %s: the source's wrapper ends a read "
+            "silently, as if the table ended, at a binary value it cannot fetch whole); verify='off' "
+            "skips it",
+            ", ".join(copied),
+        )
+    verifier = Verifier(mode or ("count" if copied else "off"), log)
+    # a count the remote does not compute reads the columns of ``where`` through the wrapper
+    verifier.read_early_end = [c for c in early_end if where and _names(where, c)]
+    return verifier
+
+
+def _names(where: str, column: str) -> bool:
+    """Whether ``where`` may name ``column`` (conservative: a string literal spelling it counts)."""
+    spelled = re.escape(column) if column != column.lower() else f"(?i:{re.escape(column)})"
+    return re.search(rf'(?<![\w$]){spelled}(?![\w$])|"{re.escape(column)}"', where) is not None
 
 
 class Verifier:
@@ -72,6 +89,8 @@ class Verifier:
         self.source = Tally()
         self.loaded: Tally | None = None
         self._lock = threading.Lock()
+        # columns the where names at which the wrapper can end a read early (choose_verifier)
+        self.read_early_end: list[str] = []
 
     @property
     def enabled(self) -> bool:
@@ -128,6 +147,13 @@ class Verifier:
             )
             if self.mode == "checksum":
                 raise FdwConfigError(f"{message}; use verify='count' or a condition the remote can evaluate.")
+            if self.read_early_end:  # counting through the wrapper would stop where the load stopped
+                columns = ", ".join(self.read_early_end)
+                raise FdwConfigError(
+                    f"{message}, and counting through the wrapper would read {columns}, at which it can "
+                    "end a read early (the count would miss what the load missed): use a condition the "
+                    "remote can evaluate, or verify='off'."
+                )
             self.log.warning("%s: counting through the wrapper instead (slower)", message)
 
     def add_source(self, s: LocalSession, table: QualifiedName, conditions: Sequence[Any]) -> None:

@@ -410,15 +410,16 @@ class FdwHook(PostgresHook):
 def prepare_session(conn: Any) -> None:
     """Settings of every local session of the provider, in one round trip:
 
-    - values print as postgres_fdw prints them to its remote (ISO dates, ``postgres`` intervals,
-      round-trip floats), whatever the role's defaults: other wrappers (mysql_fdw) send a pushed-down
-      constant, a watermark bound or a ``where`` literal, as this session prints it, and MySQL reads
+    - dates and floats print as postgres_fdw prints them to its remote (ISO, round-trip digits),
+      whatever the role's defaults: other wrappers (mysql_fdw) send a pushed-down constant, a
+      watermark bound or a ``where`` literal, as this session prints it, and MySQL reads
       ``05.03.2024`` (German) as a zero date. ``DateStyle = 'ISO'`` keeps the role's field order for
-      reading literals;
+      reading date literals; IntervalStyle is left alone, since it also decides how interval
+      literals read (``'-1 2:00:00'`` under ``sql_standard``) and mysql_fdw sends no intervals;
     - PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
       there, so a killed worker's statements (a load, a remote read) stop instead of running on.
     """
-    settings = [("DateStyle", "ISO"), ("IntervalStyle", "postgres"), ("extra_float_digits", "3")]
+    settings = [("DateStyle", "ISO"), ("extra_float_digits", "3")]
     if server_version(conn) >= 140000:
         settings.append(("client_connection_check_interval", "2000"))
     statement = sql.SQL("SELECT {}").format(
