@@ -43,6 +43,7 @@ class Relation:
     comment: str | None
     server_name: str | None  # a foreign table's server
     options: Mapping[str, str]  # a foreign table's options
+    wrapper: str | None = None  # a foreign table's foreign-data wrapper (postgres_fdw, mysql_fdw …)
 
     @property
     def is_foreign(self) -> bool:
@@ -103,8 +104,8 @@ def read_relation(s: LocalSession, name: QualifiedName, what: str = "relation") 
     row = s.fetchone(f"read {what}", q.RELATION_QUERY, name)
     if row is None:
         return None
-    oid, relkind, owner, comment, server_name, ftoptions = row
-    return Relation(name, oid, relkind, owner, comment, server_name, parse_options(ftoptions))
+    oid, relkind, owner, comment, server_name, ftoptions, wrapper = row
+    return Relation(name, oid, relkind, owner, comment, server_name, parse_options(ftoptions), wrapper)
 
 
 def read_oid(s: LocalSession, name: QualifiedName, what: str) -> int:

@@ -101,7 +101,7 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
         lock_object(s, "foreign table", str(table))
         row = s.fetchone(f"read {table}", q.RELATION_QUERY, table)
         if row is not None:
-            _oid, relkind, _owner, _comment, server, ftoptions = row
+            _oid, relkind, _owner, _comment, server, ftoptions, _wrapper = row
             if relkind != "f" or server != plan.server_name:
                 raise FdwConfigError(
                     f"{table} exists and is not a foreign table of server {plan.server_name!r}; "

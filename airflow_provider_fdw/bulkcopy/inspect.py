@@ -27,7 +27,7 @@ from airflow_provider_fdw.file_tables import check_not_truncated
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_readable
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import reads_postgres, source_wrapper
+from airflow_provider_fdw.wrappers import reads_postgres
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -65,11 +65,10 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         check_readable(s, p.source, source.oid, sorted(read), p.where)
-        early_end = early_end_columns(s, source)
         if p.mode == "replace" and source.is_foreign:
             check_not_truncated(s, p.source, source.relation.options, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
-    verifier = choose_verifier(p.verify, early_end, columns, p.where, copy.log)
+    verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
     return CopyRun(source, target, columns, result, verifier)
 
 
@@ -218,9 +217,9 @@ def read_source_side(
             nulls = int(s.fetchvalue("count NULL watermarks", statement))
         if run.source.remote is None or run.source.server_name is None:
             return nulls, None
+        if not reads_postgres(run.source.relation.wrapper):  # the probe reads pg_catalog
+            return nulls, None
         try:
-            if not reads_postgres(source_wrapper(s, p.source)):  # the probe reads pg_catalog
-                return nulls, None
             for statement in watermark.create_index_probes(run.source.server_name):
                 s.execute("read remote indexes", statement, quiet=True)
             row = s.fetchone(

@@ -25,7 +25,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession, describe
-from airflow_provider_fdw.wrappers import bulk_read_options, source_wrapper
+from airflow_provider_fdw.wrappers import bulk_read_options
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -299,7 +299,7 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
             read_from = QualifiedName("pg_temp", bounded_name("fdw_bulk", p.source.name))
             defs = [(name, col.type_sql, dict(col.options)) for name, col in source.columns.items()]
             options = bulk_read_options(
-                source_wrapper(s, p.source), source.relation.options, source.remote, p.fetch_size
+                source.relation.wrapper, source.relation.options, source.remote, p.fetch_size
             )
             s.execute(
                 "create bulk-read foreign table",

@@ -20,7 +20,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import reads_postgres, source_wrapper
+from airflow_provider_fdw.wrappers import reads_postgres
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -106,7 +106,7 @@ def remote_primary_key(s: LocalSession, source: Table, log: Any) -> list[str]:
     if not source.is_foreign or source.remote is None or source.server_name is None:
         return []
     try:
-        if not reads_postgres(source_wrapper(s, source.relation.name)):
+        if not reads_postgres(source.relation.wrapper):
             return []  # the probes read information_schema through postgres_fdw table options
         for statement in q.create_pk_probes(source.server_name):
             s.execute("read remote primary key", statement, quiet=True)

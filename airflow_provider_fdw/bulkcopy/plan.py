@@ -52,7 +52,7 @@ class CopyPlan:
     lock_timeout: str | None
     split_column: str | None
     swap: str = "auto"
-    verify: str | None = None  # None: the source's default (verify.default_verify)
+    verify: str | None = None  # None: the source's default (verify.choose_verifier)
     transport: str = DEFAULT_TRANSPORT
     # the user passed lock_timeout (kept as given); else the default, raised above deadlock_timeout
     lock_timeout_explicit: bool = False

@@ -11,7 +11,7 @@ fails the copy and nothing is committed.
 
 Other wrappers keep no remote snapshot across statements, so a count there is taken right after the
 load, not in its snapshot. Left unset, ``verify`` is ``"count"`` where a wrapper is known to end a
-read silently (:func:`default_verify`), else ``"off"``.
+read silently (:func:`choose_verifier`), else ``"off"``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from airflow_provider_fdw.catalog import Table
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import WRAPPERS, source_wrapper
+from airflow_provider_fdw.wrappers import WRAPPERS
 
 
 @dataclass
@@ -41,15 +41,13 @@ class Tally:
             self.checksum = (self.checksum or 0) + int(checksum)
 
 
-def early_end_columns(s: LocalSession, source: Table) -> list[str]:
+def early_end_columns(source: Table) -> list[str]:
     """The source's binary (``bytea``) columns when its wrapper can end a read silently, as if the
-    table ended, at a binary value it cannot fetch whole (mysql_fdw); else none. Runs in the
-    caller's transaction."""
-    binary = [c for c, col in source.columns.items() if col.type_sql == "bytea"]
-    if not source.is_foreign or not binary:
+    table ended, at a binary value it cannot fetch whole (mysql_fdw); else none."""
+    wrapper = WRAPPERS.get(source.relation.wrapper or "")
+    if wrapper is None or not wrapper.ends_reads_at_big_binary_values:
         return []
-    wrapper = WRAPPERS.get(source_wrapper(s, source.relation.name) or "")
-    return binary if wrapper is not None and wrapper.ends_reads_at_big_binary_values else []
+    return [c for c, col in source.columns.items() if col.type_sql == "bytea"]
 
 
 def choose_verifier(
@@ -66,10 +64,9 @@ def choose_verifier(
             "skips it",
             ", ".join(copied),
         )
-    verifier = Verifier(mode or ("count" if copied else "off"), log)
     # a count the remote does not compute reads the columns of ``where`` through the wrapper
-    verifier.read_early_end = [c for c in early_end if where and _names(where, c)]
-    return verifier
+    read_early_end = [c for c in early_end if where and _names(where, c)]
+    return Verifier(mode or ("count" if copied else "off"), log, read_early_end)
 
 
 def _names(where: str, column: str) -> bool:
@@ -81,7 +78,9 @@ def _names(where: str, column: str) -> bool:
 class Verifier:
     """Collects the source's tally per loaded range, then checks the staging table and the target."""
 
-    def __init__(self, mode: str, log: Any) -> None:
+    def __init__(self, mode: str, log: Any, read_early_end: Sequence[str] = ()) -> None:
+        """``read_early_end``: columns ``where`` names at which the source's wrapper can end a read
+        early: a count the remote does not compute is refused (:func:`choose_verifier`)."""
         self.mode = mode
         self.log = log
         self.columns: list[tuple[str, str | None]] | None = None
@@ -89,8 +88,7 @@ class Verifier:
         self.source = Tally()
         self.loaded: Tally | None = None
         self._lock = threading.Lock()
-        # columns the where names at which the wrapper can end a read early (choose_verifier)
-        self.read_early_end: list[str] = []
+        self.read_early_end = list(read_early_end)
 
     @property
     def enabled(self) -> bool:

@@ -68,7 +68,9 @@ RELATION_QUERY = sql.SQL(
     "SELECT c.oid, c.relkind, pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class'), "
     "  (SELECT s.srvname FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver "
     "   WHERE ft.ftrelid = c.oid), "
-    "  (SELECT ft.ftoptions FROM pg_foreign_table ft WHERE ft.ftrelid = c.oid) "
+    "  (SELECT ft.ftoptions FROM pg_foreign_table ft WHERE ft.ftrelid = c.oid), "
+    "  (SELECT w.fdwname FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver "
+    "   JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE ft.ftrelid = c.oid) "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
 )
 
