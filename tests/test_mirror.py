@@ -419,9 +419,7 @@ def test_mirror_checksum_aggregate_runs_on_the_remote(sandbox, bucketing, timest
     src = Source(sandbox, rows=10)
     kinds = {"id": "int", "name": "text", "score": "numeric", "seen": timestamp, "flag": "bool"}
     buckets = (
-        m.RangeBuckets("id", 1, 1000, 1000)
-        if bucketing == "range"
-        else m.HashBuckets(mq.key_hash_expr(["id"], kinds), 1000)
+        m.RangeBuckets("id", 1, 1000, 1000) if bucketing == "range" else m.HashBuckets(["id"], kinds, 1000)
     )
     within, params = buckets.within([1, 2, 5], buckets.first)
     statement = mq.bucket_checksums(
@@ -771,26 +769,61 @@ def test_mirror_fails_when_a_trigger_writes_rows_it_did_not_choose(sandbox, tran
     assert target_rows(sandbox, target) == before
 
 
-def test_mirror_with_transport_copy_needs_a_single_integer_key(sandbox):
+@pytest.mark.parametrize("transport", ["copy", "auto"])
+def test_direct_mirror_of_a_composite_and_a_uuid_key_after_random_changes(sandbox, transport):
+    """A key that is not one integer column is bucketed by its hash, on both sides; the rows of the
+    differing buckets are staged whole and the apply compares them."""
     src_t = RemoteTable(
         sandbox,
         "mirror",
         SERVER,
-        "region text, n int",
-        remote_columns="region text, n int, PRIMARY KEY (region, n)",
+        "region text, k uuid, v text, n numeric",
+        remote_columns="region text, k uuid, v text, n numeric, PRIMARY KEY (region, k)",
     )
-    src_t.remote("INSERT INTO {t} VALUES ('a', 1), ('b', 2)")
+    src_t.remote(
+        "INSERT INTO {t} SELECT 'r' || (g %% 5), md5(g::text)::uuid, "
+        "CASE WHEN g %% 9 = 0 THEN NULL ELSE 'v' || g END, g * 0.5 FROM generate_series(1, %s) g",
+        (6000,),
+    )
     target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (region text, n int, PRIMARY KEY (region, n))", t=target)
+    local(
+        sandbox,
+        "CREATE TABLE {t} (region text, k uuid, v text, n numeric, PRIMARY KEY (region, k))",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src_t.foreign)
+    rng = random.Random(8)
+    keys = [tuple(r) for r in src_t.remote("SELECT region, k FROM {t}")]
+    for region, k in rng.sample(keys, 30):
+        what = rng.choice(["update", "null", "scale", "delete", "rekey"])
+        where = ("WHERE region = %s AND k = %s", (region, k))
+        if what == "update":
+            src_t.remote("UPDATE {t} SET v = 'changed' " + where[0], where[1])
+        elif what == "null":
+            src_t.remote("UPDATE {t} SET v = NULL, n = NULL " + where[0], where[1])
+        elif what == "scale":  # equal as numbers, not as they print
+            src_t.remote("UPDATE {t} SET n = n::numeric(20, 4) " + where[0], where[1])
+        elif what == "delete":
+            src_t.remote("DELETE FROM {t} " + where[0], where[1])
+        else:
+            src_t.remote("UPDATE {t} SET region = 'moved' " + where[0], where[1])
+    src_t.remote(
+        "INSERT INTO {t} VALUES ('new', gen_random_uuid(), 'x', 1), ('r1', gen_random_uuid(), NULL, NULL)"
+    )
+    select = "SELECT region, k, v, n::text FROM {t} ORDER BY 1, 2"
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        with pytest.raises(FdwConfigError, match="single integer column"):
-            Mirror(plan_mirror(src_t.foreign, target, transport="copy"), hook.log, **direct_reads(hook)).run(
-                hook.session
-            )
-        # "auto" reads it through postgres_fdw instead
-        plan = plan_mirror(src_t.foreign, target, transport="auto")
-        result = Mirror(plan, hook.log, **direct_reads(hook)).run(hook.session).summary()
-    assert (result["path"], result["inserted"]) == ("fdw", 2)
+        plan = plan_mirror(src_t.foreign, target, transport=transport)
+        result = (
+            Mirror(plan, hook.log, new_session=hook._new_session, **direct_reads(hook))
+            .run(hook.session)
+            .summary()
+        )
+        assert local(sandbox, select, t=target) == src_t.remote(select)
+        assert result["path"] == "direct"
+        assert result["inserted"] + result["updated"] + result["deleted"] >= 30
+        assert result["rows_fetched"] < result["rows"] // 2  # the differing buckets' rows only
+        again = Mirror(plan, hook.log, **direct_reads(hook)).run(hook.session).summary()
+    assert (again["inserted"], again["updated"], again["deleted"], again["rows_fetched"]) == (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("compared_max", [5, 1_000_000])
@@ -933,7 +966,8 @@ def test_plan_mirror_rejects_bad_input():
         plan_mirror("a.b", "a.c", key_columns=[""])
 
 
-def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox):
+@TRANSPORTS
+def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox, transport):
     src_t = RemoteTable(
         sandbox,
         "mirror",
@@ -949,12 +983,15 @@ def test_composite_and_text_keys_bisect_to_the_changed_rows(sandbox):
     local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src_t.foreign)
     src_t.remote("UPDATE {t} SET v = 'changed' WHERE n IN (10, 2000)")
     src_t.remote("UPDATE {t} SET region = 'moved' WHERE n = 11")
-    plan = plan_mirror(src_t.foreign, target)
+    plan = plan_mirror(src_t.foreign, target, transport=transport)
     with FdwHook(fdw_conn_id="fdw_source") as hook:
-        result = Mirror(plan, hook.log).run(hook.session).summary()
+        result = Mirror(plan, hook.log, **direct_reads(hook)).run(hook.session).summary()
     assert (result["inserted"], result["updated"], result["deleted"]) == (1, 2, 1)
-    assert result["levels"] > 1
-    assert result["rows_fetched"] < 200
+    assert result["path"] == ("fdw" if transport == "fdw" else "direct")
+    # through postgres_fdw the differing buckets are split again; directly the first level's
+    # buckets of about 64 rows are fetched whole (at most 4 differ)
+    assert result["levels"] > 2 if transport == "fdw" else result["levels"] == 2
+    assert result["rows_fetched"] < (200 if transport == "fdw" else 4 * 2 * 64)
     select = "SELECT region, n, v FROM {t} ORDER BY 1, 2"
     assert local(sandbox, select, t=target) == src_t.remote(select)
 

@@ -25,9 +25,9 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
 5. Recompute the changed buckets on the target and compare them with the source's: a mismatch rolls
    everything back. Commit.
 
-With ``transport`` "copy" or "auto" and a single integer key, steps 2-3 read the source over the
-direct connection instead (:mod:`.mirror_direct`): one level of fine buckets hashed on both sides,
-then the rows of the differing buckets, and only the rows that differ are fetched; the whole table
+With ``transport`` "copy" or "auto", steps 2-3 read the source over the direct connection instead
+(:mod:`.mirror_direct`): one level of fine buckets hashed on both sides, then the rows of the
+differing buckets (for a single integer key only the rows that differ are fetched); the whole table
 first when the source's change counters are those the last run recorded (:mod:`.mirror_state`).
 
 A failure anywhere leaves the target exactly as it was; a retry starts over and converges.
@@ -314,18 +314,18 @@ class Mirror:
             low, high = s.fetchrow("read the key's range", mq.key_range(p.target, key[0], only))
             self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
         else:
-            self.buckets = HashBuckets(mq.key_hash_expr(key, kinds), estimate)
+            self.buckets = HashBuckets(key, kinds, estimate)
         direct = None
         if p.transport != "fdw":
             source = read_table(s, p.source, "source_table")
             assert source is not None
             direct = open_direct_source(
-                s, p, source, columns, key, kinds, self.remote_connect, self.remote_identity, self.log
+                s, p, source, columns, self.remote_connect, self.remote_identity, self.log
             )
         if direct is not None:
             self.result.path = "direct"
             try:
-                self._run_direct(s, direct, oid, only, key[0], key_is_unique, columns, kinds, row_hash)
+                self._run_direct(s, direct, oid, only, key, key_is_unique, columns, kinds, row_hash)
             finally:
                 direct.close()
             return
@@ -372,7 +372,7 @@ class Mirror:
         src: DirectSource,
         oid: int,
         only: bool,
-        key: str,
+        key: tuple[str, ...],
         key_is_unique: bool,
         columns: list[str],
         kinds: dict[str, str],
@@ -433,26 +433,25 @@ class Mirror:
         src: DirectSource,
         oid: int,
         only: bool,
-        key: str,
+        key: tuple[str, ...],
         key_is_unique: bool,
         columns: list[str],
         source_hash: sql.Composable,
         row_hash: sql.Composable,
     ) -> None:
         p = self.plan
-        assert isinstance(self.buckets, RangeBuckets)
         level = self.buckets.first
-        source_key = src.names[key]
+        source_buckets = self.buckets.renamed(src.names)
         self.result.levels += 1
         (src_b, total), (tgt_b, _) = self._side_by_side(
             s,
             lambda: bucket_arrays(
                 src.session,
-                mq.bucket_checksum_arrays(src.table, False, mq.range_bucket(source_key, level), source_hash),
+                mq.bucket_checksum_arrays(src.table, False, source_buckets.bucket(level), source_hash),
                 "source",
             ),
             lambda t: bucket_arrays(
-                t, mq.bucket_checksum_arrays(p.target, only, mq.range_bucket(key, level), row_hash), "target"
+                t, mq.bucket_checksum_arrays(p.target, only, self.buckets.bucket(level), row_hash), "target"
             ),
         )
         compared = src_b.keys() | tgt_b.keys()
@@ -472,27 +471,32 @@ class Mirror:
             return
         self.result.levels += 1
         in_differing = sum(max(src_b.get(b, (0, None))[0], tgt_b.get(b, (0, None))[0]) for b in differing)
-        if in_differing > ROWS_COMPARED_MAX:  # too many to hold: stage them all, the apply compares
+        remote_columns = [src.names[c] for c in columns]
+        if isinstance(source_buckets, HashBuckets) or in_differing > ROWS_COMPARED_MAX:
+            # Stage every source row of the differing buckets; the apply compares them. A hash bucket's
+            # rows have no index to be read by (one filtered pass per batch), and beyond
+            # ROWS_COMPARED_MAX the rows are too many to hold one by one.
             self.log.info("The differing buckets hold %d rows: staging all their source rows", in_differing)
-            remote_columns = [src.names[c] for c in columns]
             leaves = numeric_sums(src_b, differing)
+
+            def rows_of(batch: list[int]) -> sql.Composed:
+                if isinstance(source_buckets, HashBuckets):
+                    condition = source_buckets.in_buckets(batch, level)
+                    return mq.copy_rows_where(src.table, remote_columns, condition)
+                return mq.copy_rows_in_ranges(src.table, remote_columns, src.names[key[0]], level, batch)
 
             def fetch(staging: QualifiedName) -> int:
                 return sum(
-                    src.copy_into(
-                        s,
-                        staging,
-                        columns,
-                        mq.copy_rows_in_ranges(src.table, remote_columns, source_key, level, batch),
-                    )
+                    src.copy_into(s, staging, columns, rows_of(batch))
                     for batch in batches(differing, KEYS_PER_FETCH)
                 )
 
             differences = bucket_differences(
                 s, p, self.buckets, self.result, only, columns, row_hash, level, leaves, fetch
             )
-            self._apply(s, oid, only, (key,), key_is_unique, columns, differences)
+            self._apply(s, oid, only, key, key_is_unique, columns, differences)
             return
+        source_key = src.names[key[0]]
         alias = unused_alias([*columns, *src.names.values()])
         src_rows, tgt_rows = self._side_by_side(
             s,
@@ -503,12 +507,12 @@ class Mirror:
                 "source",
             ),
             lambda t: row_hashes(
-                t, mq.rows_in_ranges(p.target, only, key, level, row_hash, alias), differing, "target"
+                t, mq.rows_in_ranges(p.target, only, key[0], level, row_hash, alias), differing, "target"
             ),
         )
         rows_before = sum(n for n, _ in tgt_b.values())
         by_row = row_differences(
-            s, src, p, self.result, oid, only, key, columns, row_hash, src_rows, tgt_rows, rows_before
+            s, src, p, self.result, oid, only, key[0], columns, row_hash, src_rows, tgt_rows, rows_before
         )
         self.log.info(
             "Level %d: %d source and %d target rows of the differing buckets, %s",
@@ -518,7 +522,7 @@ class Mirror:
             "some differ" if by_row else "all equal",
         )
         if by_row is not None:
-            self._apply(s, oid, only, (key,), key_is_unique, columns, by_row)
+            self._apply(s, oid, only, key, key_is_unique, columns, by_row)
 
     def _apply(
         self,

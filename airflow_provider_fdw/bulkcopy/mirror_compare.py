@@ -7,8 +7,9 @@ source's on the remote (:func:`check_pushdown`). Each column's hash is chosen by
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw import sql as q
@@ -106,6 +107,10 @@ class Bucketing:
     def describe(self, level: int) -> str:
         raise NotImplementedError
 
+    def renamed(self, names: Mapping[str, str]) -> Bucketing:
+        """The same buckets, with the key columns read by ``names`` (the remote's, read directly)."""
+        raise NotImplementedError
+
 
 class RangeBuckets(Bucketing):
     """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
@@ -161,12 +166,24 @@ class RangeBuckets(Bucketing):
     def describe(self, level: int) -> str:
         return f"ranges of 2^{level} {self.column} values"
 
+    def renamed(self, names: Mapping[str, str]) -> RangeBuckets:
+        same = copy.copy(self)
+        same.column = names.get(self.column, self.column)
+        return same
+
 
 class HashBuckets(Bucketing):
     """Any key: a bucket is the low ``bits`` of a hash of the key (no locality, read by a full scan)."""
 
-    def __init__(self, key_hash: sql.Composable, rows: float) -> None:
-        self.key_hash = key_hash
+    def __init__(
+        self,
+        key: Sequence[str],
+        kinds: Mapping[str, str],
+        rows: float,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.key, self.kinds, self.rows = tuple(key), kinds, rows
+        self.key_hash = mq.key_hash_expr(key, kinds, names)
         self.first = bits_for(rows, FIRST_LEVEL_ROWS)
         self.leaf = max(self.first, bits_for(rows, LEAF_ROWS))
 
@@ -184,6 +201,15 @@ class HashBuckets(Bucketing):
 
     def describe(self, level: int) -> str:
         return f"{level} key-hash bits"
+
+    def renamed(self, names: Mapping[str, str]) -> HashBuckets:
+        return HashBuckets(self.key, self.kinds, self.rows, names)
+
+    def in_buckets(self, buckets: Sequence[int], level: int) -> sql.Composable:
+        """:meth:`within`, the buckets written out: for a ``COPY``, which takes no parameters."""
+        return sql.SQL("({} & {}) = ANY({})").format(
+            self.key_hash, sql.Literal((1 << level) - 1), mq.int8_array(buckets)
+        )
 
 
 # -- hashing: which hash each column gets ---------------------------------------------------------------

@@ -3,14 +3,17 @@
 Through postgres_fdw the remote plans the per-bucket ``GROUP BY`` with its own settings and sorts every
 row to build a few buckets per thousand rows. Over the direct connection (the one the direct COPY
 path reads) the mirror's remote transaction groups by hash instead, so one pass over each side, side
-by side, yields fine buckets (ranges of key values holding about
-:data:`~.mirror_compare.FIRST_LEVEL_ROWS` rows: reading the rows of a differing bucket costs more per
-bucket than per row). Then the key and row hash of every
-row of the differing buckets (each range read through the key's index, on both sides), and only the
-rows that differ are fetched, by key, with binary COPY. Every source read is in one remote
-transaction, ``REPEATABLE READ, READ ONLY``: one snapshot, as through postgres_fdw.
+by side, yields fine buckets (holding about :data:`~.mirror_compare.FIRST_LEVEL_ROWS` rows: reading
+the rows of a differing bucket costs more per bucket than per row).
 
-Taken for a single integer key, when every mirrored column has its declared type on the remote.
+- A single integer key: a bucket is a range of key values. Then the key and row hash of every row of
+  the differing buckets (each range read through the key's index, on both sides), and only the rows
+  that differ are fetched, by key, with binary COPY.
+- Any other key: a bucket is a hash of the key. Every source row of the differing buckets is fetched
+  with binary COPY (one filtered pass over the source) and the apply compares them.
+
+Every source read is in one remote transaction, ``REPEATABLE READ, READ ONLY``: one snapshot, as
+through postgres_fdw. Taken when every mirrored column has its declared type on the remote.
 """
 
 from __future__ import annotations
@@ -69,8 +72,6 @@ def open_direct_source(
     plan: MirrorPlan,
     source: Table,
     columns: list[str],
-    key: tuple[str, ...],
-    kinds: Mapping[str, str],
     connect: Callable[..., Any] | None,
     identity: Mapping[str, Any] | None,
     log: Any,
@@ -78,12 +79,6 @@ def open_direct_source(
     """The run's direct source, or None for the FDW path (why is logged; an error with
     ``transport="copy"``, before anything changes)."""
     if plan.transport == "fdw":
-        return None
-    if len(key) != 1 or kinds[key[0]] != "int":
-        reason = f"the key {list(key)} is not a single integer column"
-        if plan.transport == "copy":
-            raise FdwConfigError(f"mode='mirror' with transport='copy' reads by key ranges: {reason}.")
-        log.info("Mirror of %s reads through postgres_fdw: %s.", plan.source, reason)
         return None
     kept: list[Any] = []
     direct = plan_direct(s, plan, source, columns, connect, identity, log, kept.append)

@@ -56,7 +56,7 @@ class BulkCopyOperator(FdwBaseOperator):
         not the foreign table's server); ``"auto"``: ``"copy"`` when it can give the same rows, else
         ``"fdw"`` (the log says why). See docs/bulk-copy.md, "The direct path". A ``mirror`` over
         the direct connection hashes its buckets on the remote without sorting and fetches only the
-        rows that differ (a single integer key; see "Mirror mode").
+        differing buckets' rows (for a single integer key only the rows that differ; see "Mirror mode").
     :param fdw_conn_id: the ``postgres_fdw`` connection of the source's foreign server, used by
         ``transport="copy"``/``"auto"``. (templated)
     :param lock_timeout: bound on each attempt to take the target's lock when applying (seconds or

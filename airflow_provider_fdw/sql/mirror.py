@@ -90,12 +90,16 @@ def row_hash_expr(
     )
 
 
-def key_hash_expr(key: Sequence[str], kinds: dict[str, str]) -> sql.Composable:
-    """The bucket a row falls in comes from its key alone (an update stays in its bucket)."""
+def key_hash_expr(
+    key: Sequence[str], kinds: Mapping[str, str], names: Mapping[str, str] | None = None
+) -> sql.Composable:
+    """The bucket a row falls in comes from its key alone (an update stays in its bucket).
+    ``names``: as in :func:`row_hash_expr`."""
+    named = names or {}
     return sql.SQL("({})").format(
         sql.SQL(" # ").join(
             sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
-                sql.Identifier(k), value_hash(k, kinds[k], 1000 + i)
+                sql.Identifier(named.get(k, k)), value_hash(named.get(k, k), kinds[k], 1000 + i)
             )
             for i, k in enumerate(key)
         )
@@ -160,6 +164,13 @@ def copy_rows_by_key(
     """``COPY … TO STDOUT`` (binary) of the rows with these integer keys."""
     return sql.SQL("COPY (SELECT {} FROM {} WHERE {} = ANY({})) TO STDOUT (FORMAT binary)").format(
         column_list(columns), sql.Identifier(*table), sql.Identifier(key), int8_array(keys)
+    )
+
+
+def copy_rows_where(table: QualifiedName, columns: Sequence[str], condition: sql.Composable) -> sql.Composed:
+    """``COPY … TO STDOUT`` (binary) of the rows for which ``condition`` (without parameters) holds."""
+    return sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)").format(
+        column_list(columns), sql.Identifier(*table), condition
     )
 
 
