@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
-from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwError
+from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName, quote_if_needed
 from airflow_provider_fdw.session import LocalSession
 
@@ -104,6 +104,29 @@ def check_readable(
     else:
         return
     raise FdwError(f"permission denied: {message}", step=_CHECK, sqlstate=INSUFFICIENT_PRIVILEGE)
+
+
+# Whether the target's row-level security applies to this role (after any SET ROLE), and the role.
+_ROW_SECURITY_QUERY = sql.SQL("SELECT pg_catalog.row_security_active(%s::oid), current_user")
+
+
+def check_policies_do_not_apply(s: LocalSession, name: QualifiedName, oid: int, run: str) -> None:
+    """Refuse, before anything changes, a ``run`` that reads the table ``name`` to decide what to write
+    when its row-level security applies to the task's role.
+
+    The policies would filter what the run reads and silently skip the rows they protect from its
+    UPDATE and DELETE: a replace in place or a mirror would keep rows the source deleted (or add
+    hidden rows again), an append would start below the hidden rows and copy them a second time;
+    each committed a table that is not the source and reported success.
+    """
+    active, role = s.fetchrow("check row-level security", _ROW_SECURITY_QUERY, (oid,))
+    if active:
+        raise FdwConfigError(
+            f"{name} has row-level security that applies to role {role}: {run} reads {name} to decide "
+            f"what to write, and would see and change only the rows its policies let {role} reach, "
+            f"committing a table that is not the source. Run it as the table's owner (without FORCE ROW "
+            f"LEVEL SECURITY) or as a role with BYPASSRLS. Nothing was changed."
+        )
 
 
 def privilege_hint(

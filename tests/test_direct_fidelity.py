@@ -342,6 +342,20 @@ def test_auto_transport_with_another_database_copies_the_foreign_table_through_p
     assert "copying through postgres_fdw" in caplog.text and "does not reach the server" in caplog.text
 
 
+def test_direct_copy_refuses_a_connection_that_logs_in_as_another_role_than_the_user_mapping(
+    remote_pair, caplog
+):
+    """The foreign table reads as its user mapping's remote role (fdw_reader); the connection logs
+    in as fid_remote. Two roles may read different rows (policies, grants): the direct path would
+    not give the foreign table's rows."""
+    with pytest.raises(FdwConfigError, match=r"logs in as 'fid_remote'.*'fdw_reader'"):
+        run_copy("proxy_fid_reader.dates", conn="fdw_fid", local="postgres_default", direct=True)
+    caplog.set_level(logging.INFO)
+    _, result = run_copy("proxy_fid_reader.dates", conn="fdw_fid", local="postgres_default", transport="auto")
+    assert result["path"] == "fdw"
+    assert "copying through postgres_fdw" in caplog.text and "user mapping" in caplog.text
+
+
 def test_copy_transport_reads_the_remote_table_named_by_the_foreign_table_options(remote_pair):
     _target, result = run_copy("proxy_fid.dates_declared", transport="copy")
     assert result["path"] == "direct" and result["rows"] == 1

@@ -14,6 +14,7 @@ import uuid
 import pytest
 from conftest import (
     READER,
+    READER_PASSWORD,
     REPO,
     SOURCE_DB,
     TARGET_DB,
@@ -269,6 +270,16 @@ def test_a_role_without_create_on_the_schema_mirrors_without_a_record(sandbox, c
     local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=role)
     local(sandbox, "GRANT USAGE ON SCHEMA {s} TO {r}", s=src.foreign.split(".")[0], r=role)
     local(sandbox, "GRANT SELECT ON {f} TO {r}", f=src.foreign, r=role)  # the fetched rows' types
+    # the remote role it reads as (the direct path reads as the foreign table would)
+    local(sandbox, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=role)
+    local(
+        sandbox,
+        "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
+        r=role,
+        s=SERVER,
+        u=sql.Literal(READER),
+        p=sql.Literal(READER_PASSWORD),
+    )
     settle_counters(src, 100)
     src.remote("DELETE FROM {t} WHERE id = 5")
     result = mirror(
@@ -302,6 +313,15 @@ def test_a_role_that_may_not_read_the_source_is_refused_with_a_grant_that_runs(s
     try:
         local(sandbox, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=schema, r=ident(role))
         local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=ident(role))
+        local(sandbox, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=ident(role))
+        local(
+            sandbox,
+            "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
+            r=ident(role),
+            s=SERVER,
+            u=sql.Literal(READER),
+            p=sql.Literal(READER_PASSWORD),
+        )
         before = target_rows(sandbox, target)
         src.remote("DELETE FROM {t} WHERE id = 5")
         setup = ['SET ROLE "table"']
@@ -315,9 +335,8 @@ def test_a_role_that_may_not_read_the_source_is_refused_with_a_grant_that_runs(s
             assert message.endswith(f"Grant it in the local database: {expected}."), message
             assert target_rows(sandbox, target) == before
             local(sandbox, expected)  # valid SQL, as written
-        if transport == "copy":  # (through postgres_fdw the role would need a user mapping of its own)
-            result = mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
-            assert result["deleted"] == 1
+        result = mirror(src, target, session_setup=setup, side_by_side=False, transport=transport)
+        assert result["deleted"] == 1
     finally:
         local(sandbox, "DROP OWNED BY {r}", r=ident(role))
         local(sandbox, "DROP ROLE {r}", r=ident(role))

@@ -156,6 +156,22 @@ def server_mismatches(server_options: Mapping[str, str], params: Mapping[str, An
     return problems
 
 
+def role_mismatch(mapping: tuple[Any, ...] | None, params: Mapping[str, Any]) -> str | None:
+    """Why the connection may not read as the foreign table does (``mapping``: a row of
+    MAPPED_USER_QUERY): two remote roles may see different rows (policies) and columns (grants)."""
+    if mapping is None:
+        return "the current role has no user mapping for the foreign table's server"
+    visible, user = mapping
+    if not visible:
+        return "the current role may not read its user mapping's options (which remote role it uses)"
+    if user is None:
+        return "the user mapping names no remote user"
+    if user != params.get("user"):
+        login = params.get("user")
+        return f"the connection logs in as {login!r}, the foreign table reads as its user mapping's {user!r}"
+    return None
+
+
 def same_type(remote: tuple[Any, ...], local: tuple[Any, ...]) -> bool:
     """(oid, typmod, format_type, qualified name) of two columns: is it the same type on both servers?
 
@@ -207,12 +223,16 @@ def plan_direct(
             for r in s.fetchall("read column types", q.LOCAL_COLUMN_TYPES_QUERY, (source.oid,))
         }
         encoding = s.fetchvalue("read encoding", q.SERVER_ENCODING_QUERY)
+        mapping = s.fetchone("read user mapping", q.MAPPED_USER_QUERY, (source.server_name,))
     mismatches = server_mismatches(server_options, identity)
     if mismatches:
         return fall_back(
             f"the connection does not reach the server {source.server_name} of the foreign table "
             f"({'; '.join(mismatches)})"
         )
+    other_role = role_mismatch(mapping, identity)
+    if other_role:
+        return fall_back(other_role)
     condition_columns = {
         c for c in (plan.watermark_column, plan.split_column if plan.parallelism > 1 else None) if c
     }

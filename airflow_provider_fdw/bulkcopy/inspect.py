@@ -25,7 +25,7 @@ from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_not_truncated
 from airflow_provider_fdw.predicate import parse_where
-from airflow_provider_fdw.privileges import check_readable
+from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import reads_postgres
 
@@ -65,6 +65,10 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         check_readable(s, p.source, source.oid, sorted(read), p.where)
+        if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
+            # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
+            run = "a replace (in place: it compares the rows)" if p.mode == "replace" else "an append"
+            check_policies_do_not_apply(s, p.target, target.oid, run)
         if p.mode == "replace" and source.is_foreign:
             check_not_truncated(s, p.source, source.relation.options, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)

@@ -82,7 +82,7 @@ from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
-from airflow_provider_fdw.privileges import check_readable
+from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import lock_timeout_setting
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.sql import mirror as mq
@@ -304,6 +304,7 @@ class Mirror:
                 f"the key {list(key)} is not among the mirrored columns (missing {missing})."
             )
         check_readable(s, p.source, source_row[0], columns)
+        check_policies_do_not_apply(s, p.target, oid, "a mirror")
         self.result.key = list(key)
         kinds = hash_kinds(s, source_row[0], columns, p.source)
         row_hash = mq.row_hash_expr(columns, kinds)

@@ -171,6 +171,17 @@ USER_MAPPING_QUERY = sql.SQL(
 )
 
 
+# The remote role the foreign table reads as: postgres_fdw takes the current role's user mapping, else
+# PUBLIC's. Whether its options are visible (NULL to a role that may not see them), and its user.
+MAPPED_USER_QUERY = sql.SQL(
+    "SELECT um.umoptions IS NOT NULL, "
+    "  (SELECT substr(o, 6) FROM pg_catalog.unnest(um.umoptions) AS o WHERE o LIKE 'user=%%') "
+    "FROM pg_catalog.pg_user_mappings um WHERE um.srvname = %s AND (um.umuser = 0 "
+    "  OR um.umuser = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)) "
+    "ORDER BY um.umuser = 0 LIMIT 1"
+)
+
+
 ROLE_NAME_QUERY = sql.SQL(
     "SELECT CASE %s WHEN 'CURRENT_USER' THEN current_user::text "
     "WHEN 'CURRENT_ROLE' THEN current_role::text WHEN 'USER' THEN current_user::text "
