@@ -106,26 +106,64 @@ def check_readable(
     raise FdwError(f"permission denied: {message}", step=_CHECK, sqlstate=INSUFFICIENT_PRIVILEGE)
 
 
-# Whether the target's row-level security applies to this role (after any SET ROLE), and the role.
-_ROW_SECURITY_QUERY = sql.SQL("SELECT pg_catalog.row_security_active(%s::oid), current_user")
+# Row-level security of the table %(oid)s and of the tables whose foreign keys reference it, for this
+# role (after any SET ROLE): per table, whether its policies apply to the role and whether, for each
+# of SELECT, INSERT, UPDATE and DELETE, a permissive policy of the role reaches every row (USING true,
+# WITH CHECK true or none) and no restrictive one of the role narrows it (policies apply to the roles
+# whose privileges the role has, as pg_has_role's USAGE).
+_ROW_SECURITY_QUERY = sql.SQL(
+    "WITH t AS (SELECT %(oid)s::oid AS rel, true AS target UNION SELECT conrelid, false "
+    "  FROM pg_catalog.pg_constraint WHERE contype = 'f' AND confrelid = %(oid)s AND conrelid <> %(oid)s), "
+    "p AS (SELECT polrelid, polcmd, polpermissive, "
+    "  coalesce(pg_catalog.pg_get_expr(polqual, polrelid), 'true') = 'true' "
+    "  AND coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), 'true') = 'true' AS every_row "
+    "  FROM pg_catalog.pg_policy WHERE polrelid IN (SELECT rel FROM t) AND (0 = ANY(polroles) OR EXISTS "
+    "  (SELECT 1 FROM unnest(polroles) AS r WHERE pg_catalog.pg_has_role(current_user, r, 'USAGE')))) "
+    "SELECT t.rel::regclass::text, t.target, current_user, "
+    "  (SELECT bool_and(EXISTS (SELECT 1 FROM p WHERE p.polrelid = t.rel AND p.polpermissive "
+    "      AND p.polcmd IN (c.cmd, '*') AND p.every_row) "
+    "    AND NOT EXISTS (SELECT 1 FROM p WHERE p.polrelid = t.rel AND NOT p.polpermissive "
+    "      AND p.polcmd IN (c.cmd, '*') AND NOT p.every_row)) "
+    "   FROM unnest(ARRAY['r', 'a', 'w', 'd']::\"char\"[]) AS c(cmd)) "
+    "FROM t WHERE pg_catalog.row_security_active(t.rel) ORDER BY NOT t.target, 1"
+)
 
 
-def check_policies_do_not_apply(s: LocalSession, name: QualifiedName, oid: int, run: str) -> None:
+def check_policies_do_not_apply(
+    s: LocalSession, name: QualifiedName, oid: int, run: str, deletes: bool = False
+) -> None:
     """Refuse, before anything changes, a ``run`` that reads the table ``name`` to decide what to write
-    when its row-level security applies to the task's role.
+    when row-level security may hide rows of it from the task's role, or (``deletes``: the run may
+    delete or re-key rows) rows of a table referencing it.
 
     The policies would filter what the run reads and silently skip the rows they protect from its
     UPDATE and DELETE: a replace in place or a mirror would keep rows the source deleted (or add
-    hidden rows again), an append would start below the hidden rows and copy them a second time;
-    each committed a table that is not the source and reported success.
+    hidden rows again), an append would start below the hidden rows and copy them a second time; and
+    the check for rows referencing a deleted row would not see them, while the foreign key's ON
+    DELETE action (which bypasses the policies) reaches them. Policies that give the role every row
+    for every command are not a reason.
     """
-    active, role = s.fetchrow("check row-level security", _ROW_SECURITY_QUERY, (oid,))
-    if active:
+    for table, is_target, role, every_row in s.fetchall(
+        "check row-level security", _ROW_SECURITY_QUERY, {"oid": oid}
+    ):
+        if every_row or not (is_target or deletes):
+            continue
+        policy = f"CREATE POLICY … ON {table} TO {role} USING (true) WITH CHECK (true)"
+        if is_target:
+            why = (
+                f"{name} has row-level security that applies to role {role}, and no policy of it "
+                f"reaches every row: {run} reads {name} to decide what to write, and would see and change "
+                f"only the rows the policies let {role} reach, committing a table that is not the source."
+            )
+        else:
+            why = (
+                f"{table} references {name} and has row-level security that applies to role {role}: "
+                f"{run} could not see which of its rows reference a row it deletes, and the foreign "
+                f"key's ON DELETE action would reach them anyway."
+            )
         raise FdwConfigError(
-            f"{name} has row-level security that applies to role {role}: {run} reads {name} to decide "
-            f"what to write, and would see and change only the rows its policies let {role} reach, "
-            f"committing a table that is not the source. Run it as the table's owner (without FORCE ROW "
-            f"LEVEL SECURITY) or as a role with BYPASSRLS. Nothing was changed."
+            f"{why} Run it as the table's owner (without FORCE ROW LEVEL SECURITY) or as a role with "
+            f"BYPASSRLS, or give {role} a policy that reaches every row ({policy}). Nothing was changed."
         )
 
 

@@ -9,7 +9,7 @@ import os
 import uuid
 
 import pytest
-from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
+from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident, local
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -497,3 +497,90 @@ def test_direct_session_settings_are_appended_to_the_connections_own_options():
         "-c IntervalStyle=postgres -c extra_float_digits=3"
     )
     assert params["client_encoding"] == "UTF8" and params["host"] == "h"
+
+
+# -- the remote role through a PUBLIC user mapping ---------------------------------------------------
+
+PUB_SERVER, PUB_ROLE, PUB_PASSWORD = "review_pub", "review_etl", "Review-Etl-77a1"
+
+
+@pytest.fixture(scope="module")
+def public_mapping(airflow_connections):
+    """A DBA (the superuser) runs what CreateForeignServerOperator(user_mappings=["PUBLIC"]) runs,
+    from ``fdw_source`` (login fdw_reader), and lets a non-owner ETL role (``review_etl``) use the
+    server: USAGE on it, a schema for the foreign tables and one for the targets."""
+    pair = airflow_connections
+    pair.source.execute("CREATE SCHEMA IF NOT EXISTS review", dbname=SOURCE_DB)
+    pair.source.execute(f"GRANT USAGE ON SCHEMA review TO {READER}", dbname=SOURCE_DB)
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(PUB_SERVER)
+        hook.create_user_mapping(PUB_SERVER, "PUBLIC")
+    local(pair, "CREATE ROLE {r} LOGIN PASSWORD {p}", r=PUB_ROLE, p=sql.Literal(PUB_PASSWORD))
+    local(pair, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=PUB_SERVER, r=PUB_ROLE)
+    local(pair, "CREATE SCHEMA IF NOT EXISTS proxy_review_pub")
+    local(pair, "CREATE SCHEMA IF NOT EXISTS review_out")
+    local(pair, "GRANT USAGE ON SCHEMA proxy_review_pub TO {r}", r=PUB_ROLE)
+    local(pair, "GRANT USAGE, CREATE ON SCHEMA review_out TO {r}", r=PUB_ROLE)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            "AIRFLOW_CONN_REVIEW_ETL", postgres_connection(pair.target, TARGET_DB, PUB_ROLE, PUB_PASSWORD)
+        )
+        yield pair
+
+
+@pytest.mark.parametrize("mode", ["replace", "mirror"])
+def test_a_role_reading_through_a_public_user_mapping_still_takes_the_direct_path(public_mapping, mode):
+    """The foreign table reads as the PUBLIC mapping's fdw_reader; fdw_conn_id logs in as fdw_reader
+    too (the mapping was made from it). The FDW path works for review_etl. But pg_user_mappings
+    shows a PUBLIC mapping's options only to the server owner's members and superusers, so
+    MAPPED_USER_QUERY reads NULL and transport="copy" is refused ("the current role may not read its
+    user mapping's options"; "auto" quietly falls back to postgres_fdw). Before 2fa39b9 it read
+    directly. (The role's own mapping without USAGE on the server hides its options the same way;
+    the mirror's FDW path needs no USAGE.) The remote role can be learnt without the options, e.g.
+    through postgres_fdw (usename of the remote pg_stat_activity under a unique application_name)."""
+    pair = public_mapping
+    name = f"s_{uuid.uuid4().hex[:8]}"
+    pair.source.execute(f"CREATE TABLE review.{name} (id bigint PRIMARY KEY, v text)", dbname=SOURCE_DB)
+    pair.source.execute(
+        f"INSERT INTO review.{name} SELECT g, 'v' || g FROM generate_series(1, 100) g", dbname=SOURCE_DB
+    )
+    pair.source.execute(f"GRANT SELECT ON review.{name} TO {READER}", dbname=SOURCE_DB)
+    local(
+        pair,
+        f"CREATE FOREIGN TABLE proxy_review_pub.{name} (id bigint, v text) SERVER {PUB_SERVER} "
+        f"OPTIONS (schema_name 'review', table_name '{name}')",
+    )
+    local(pair, "GRANT SELECT ON {f} TO {r}", f=f"proxy_review_pub.{name}", r=PUB_ROLE)
+    source, target = f"proxy_review_pub.{name}", f"review_out.t_{name}"
+    with FdwHook(postgres_conn_id="review_etl", fdw_conn_id="fdw_source") as hook:
+        first = hook.bulk_copy(plan_copy(source, target, transport="fdw"))  # works through the mapping
+        assert first["rows"] == 100
+        pair.source.execute(f"UPDATE review.{name} SET v = 'changed' WHERE id = 7", dbname=SOURCE_DB)
+        result = hook.bulk_copy(plan_copy(source, target, mode=mode, transport="copy"))
+    assert result["path"] == "direct"
+    assert local(pair, "SELECT v FROM {t} WHERE id = 7", t=target) == [("changed",)]
+
+
+def test_a_public_user_mapping_of_another_remote_role_is_not_read_directly(public_mapping, monkeypatch):
+    """The PUBLIC mapping's options are hidden from review_etl, so its remote role (fdw_reader) is
+    learnt through postgres_fdw; a connection logging in as the remote superuser is another role."""
+    pair = public_mapping
+    name = f"s_{uuid.uuid4().hex[:8]}"
+    pair.source.execute(f"CREATE TABLE review.{name} (id bigint PRIMARY KEY)", dbname=SOURCE_DB)
+    pair.source.execute(f"GRANT SELECT ON review.{name} TO {READER}", dbname=SOURCE_DB)
+    local(
+        pair,
+        f"CREATE FOREIGN TABLE proxy_review_pub.{name} (id bigint) SERVER {PUB_SERVER} "
+        f"OPTIONS (schema_name 'review', table_name '{name}')",
+    )
+    local(pair, "GRANT SELECT ON {f} TO {r}", f=f"proxy_review_pub.{name}", r=PUB_ROLE)
+    remote = json.loads(os.environ["AIRFLOW_CONN_FDW_SOURCE"])
+    remote.update(login=pair.source.superuser, password=pair.source.password)
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_AS_SUPERUSER", json.dumps(remote))
+    plan = plan_copy(f"proxy_review_pub.{name}", f"review_out.t_{name}", transport="copy")
+    with (
+        FdwHook(postgres_conn_id="review_etl", fdw_conn_id="fdw_as_superuser") as hook,
+        pytest.raises(FdwConfigError, match=r"logs in as 'postgres'.*another role"),
+    ):
+        hook.bulk_copy(plan)

@@ -272,3 +272,58 @@ def test_a_role_the_policies_do_not_apply_to_still_copies_in_place(rls, transpor
     for mode in ("replace", "mirror"):
         result = copy(src, target, conn=conn, transport=transport, mode=mode)
         assert rows_of(rls, target) == src.rows(), (mode, result)
+
+
+MODES = pytest.mark.parametrize("mode", ["replace", "mirror"])
+
+
+@TRANSPORTS
+@MODES
+def test_policies_on_a_table_referencing_the_target_do_not_let_a_copy_cascade_into_rows_it_cannot_see(
+    rls, transport, mode
+):
+    """The target has no RLS (the task's role owns it). A table referencing it (ON DELETE CASCADE)
+    has policies that hide its rows from the role, which may read it. Without the policies the run
+    is refused before any change ("would leave rows of … without their parent" / "Mirroring … would
+    delete or change the row that rows of … reference"). With them the referencing-rows probe sees
+    nothing, the run succeeds (``deleted: 1``) and the foreign key's cascade silently deletes the
+    child row (1, 5) the role cannot even see. check_policies_do_not_apply looks at the target only.
+    """
+    src = Source(rls)
+    target = rls_target(rls, src, [], who="owner")
+    local(rls, "ALTER TABLE {t} DISABLE ROW LEVEL SECURITY", t=target)
+    child = f"{SCHEMA}.c_{uuid.uuid4().hex[:8]}"
+    local(rls, "CREATE TABLE {c} (id int, parent bigint REFERENCES {t} ON DELETE CASCADE)", c=child, t=target)
+    local(rls, "INSERT INTO {c} VALUES (1, 5), (2, 6)", c=child)
+    local(rls, "GRANT SELECT ON {c} TO {r}", c=child, r=ROLE)
+    local(rls, "ALTER TABLE {c} ENABLE ROW LEVEL SECURITY", c=child)
+    local(rls, "CREATE POLICY only_recent ON {c} FOR SELECT USING (id > 100)", c=child)
+    src.remote("DELETE FROM {t} WHERE id = 5")
+    before = rows_of(rls, target)
+    with pytest.raises(FdwError):
+        copy(src, target, transport=transport, mode=mode)
+    assert local(rls, "SELECT id, parent FROM {c} ORDER BY 1", c=child) == [(1, 5), (2, 6)]
+    assert rows_of(rls, target) == before
+
+
+@TRANSPORTS
+@MODES
+def test_a_policy_that_lets_the_role_reach_every_row_does_not_refuse_the_copy(rls, transport, mode):
+    """A multi-tenant target: a tenant policy for everyone, and a permissive policy giving the ETL
+    role every row (permissive policies are OR-ed). row_security_active() is true, so today the run is
+    refused ("would see and change only the rows its policies let rls_etl reach, committing a table
+    that is not the source"): false, it reaches every row, and yesterday the same run copied
+    correctly. The remedy offered (ownership or BYPASSRLS) needs a superuser's grant."""
+    src = Source(rls)
+    target = rls_target(
+        rls,
+        src,
+        [
+            "AS PERMISSIVE FOR ALL USING (score = nullif(current_setting('app.tenant', true), '')::int)",
+            f"AS PERMISSIVE FOR ALL TO {ROLE} USING (true) WITH CHECK (true)",
+        ],
+    )
+    src.remote("DELETE FROM {t} WHERE score >= 3")
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 1")
+    result = copy(src, target, transport=transport, mode=mode)
+    assert rows_of(rls, target) == src.rows(), result

@@ -33,8 +33,9 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import parse_options
-from airflow_provider_fdw.compat import DriverError, error_fields, parameter_status
+from airflow_provider_fdw.compat import DriverError, error_fields, parameter_status, sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
 
@@ -156,20 +157,46 @@ def server_mismatches(server_options: Mapping[str, str], params: Mapping[str, An
     return problems
 
 
-def role_mismatch(mapping: tuple[Any, ...] | None, params: Mapping[str, Any]) -> str | None:
-    """Why the connection may not read as the foreign table does (``mapping``: a row of
-    MAPPED_USER_QUERY): two remote roles may see different rows (policies) and columns (grants)."""
-    if mapping is None:
-        return "the current role has no user mapping for the foreign table's server"
-    visible, user = mapping
-    if not visible:
-        return "the current role may not read its user mapping's options (which remote role it uses)"
-    if user is None:
-        return "the user mapping names no remote user"
-    if user != params.get("user"):
-        login = params.get("user")
-        return f"the connection logs in as {login!r}, the foreign table reads as its user mapping's {user!r}"
-    return None
+def mapped_user(mapping: tuple[Any, ...] | None) -> str | None:
+    """The remote user of the user mapping (a row of MAPPED_USER_QUERY) when its options say it; None
+    when they do not or are hidden (PUBLIC's mapping from a role that does not own the server)."""
+    return None if mapping is None or not mapping[0] else mapping[1]
+
+
+# The roles the remote role has (including itself): read as the foreign table reads (through
+# postgres_fdw, a session-private foreign table over information_schema.enabled_roles) and over the
+# direct connection. Equal sets mean one role: two roles cannot each be a member of the other.
+ROLE_PROBE = QualifiedName("pg_temp", "fdw_mapped_roles")
+ENABLED_ROLES_QUERY = sql.SQL("SELECT role_name::text FROM information_schema.enabled_roles")
+
+
+def fdw_roles(s: LocalSession, server_name: str) -> frozenset[str] | None:
+    """The remote role's roles as postgres_fdw logs in for the current role (None when that fails:
+    no usable user mapping); in a savepoint of ``s``'s transaction, which it leaves as it was."""
+    s.execute("read the mapping's remote role", q.sql.SQL("SAVEPOINT fdw_role_probe"), quiet=True)
+    try:
+        s.execute(
+            "read the mapping's remote role",
+            q.create_temp_foreign_table(
+                ROLE_PROBE.name,
+                server_name,
+                [("role_name", "text", {})],
+                {"schema_name": "information_schema", "table_name": "enabled_roles"},
+            ),
+            quiet=True,
+        )
+        roles: frozenset[str] | None = frozenset(
+            r
+            for (r,) in s.fetchall(
+                "read the mapping's remote role",
+                sql.SQL("SELECT role_name FROM {}").format(sql.Identifier(*ROLE_PROBE)),
+            )
+        )
+    except FdwError:
+        roles = None
+    s.execute("read the mapping's remote role", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_role_probe"), quiet=True)
+    s.execute("read the mapping's remote role", q.sql.SQL("RELEASE SAVEPOINT fdw_role_probe"), quiet=True)
+    return roles
 
 
 def same_type(remote: tuple[Any, ...], local: tuple[Any, ...]) -> bool:
@@ -230,9 +257,19 @@ def plan_direct(
             f"the connection does not reach the server {source.server_name} of the foreign table "
             f"({'; '.join(mismatches)})"
         )
-    other_role = role_mismatch(mapping, identity)
-    if other_role:
-        return fall_back(other_role)
+    # It must also read as the same remote role: two roles may see other rows (policies) and columns.
+    login, user = identity.get("user"), mapped_user(mapping)
+    other_role = f"the connection logs in as {login!r}, the foreign table reads as its user mapping's"
+    if mapping is None:
+        return fall_back("the current role has no user mapping for the foreign table's server")
+    if user is not None and user != login:
+        return fall_back(f"{other_role} {user!r}")
+    mapped_roles = None
+    if user is None:  # its options are hidden or name no user: ask the remote who it is
+        with s.transaction():
+            mapped_roles = fdw_roles(s, source.server_name)
+        if mapped_roles is None:
+            return fall_back("the foreign table's user mapping could not be used to learn its remote role")
     condition_columns = {
         c for c in (plan.watermark_column, plan.split_column if plan.parallelism > 1 else None) if c
     }
@@ -261,7 +298,12 @@ def plan_direct(
         with remote.cursor() as cur:
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
             remote_types = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+            if mapped_roles is not None:
+                cur.execute(ENABLED_ROLES_QUERY)
+                login_roles = frozenset(r for (r,) in cur.fetchall())
         remote.rollback()
+        if mapped_roles is not None and login_roles != mapped_roles:
+            return fall_back(f"{other_role} (another role)")
         if remote_types and plan.where:
             parse_where(remote, source.remote, plan.where)
         if keep is not None:

@@ -68,7 +68,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
             run = "a replace (in place: it compares the rows)" if p.mode == "replace" else "an append"
-            check_policies_do_not_apply(s, p.target, target.oid, run)
+            check_policies_do_not_apply(s, p.target, target.oid, run, deletes=p.mode == "replace")
         if p.mode == "replace" and source.is_foreign:
             check_not_truncated(s, p.source, source.relation.options, copy.log)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
@@ -238,8 +238,8 @@ def read_source_side(
             s.rollback()  # the probe tables were created in this transaction: gone with it
         return nulls, row
     assert copy.remote_connect is not None and run.source.remote is not None
-    # The direct path needs no user mapping: count over the direct connection too (same names), the
-    # one that planned the path when it was kept (one connection less per run).
+    # The direct path reads as the user mapping's role without going through it: count over the direct
+    # connection too (same names), the one that planned the path when it was kept (one connection less).
     kept = run.remote is not None
     remote = run.remote if kept else copy.remote_connect(client_encoding=run.direct.client_encoding)
     try:

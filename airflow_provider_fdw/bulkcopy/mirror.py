@@ -304,7 +304,7 @@ class Mirror:
                 f"the key {list(key)} is not among the mirrored columns (missing {missing})."
             )
         check_readable(s, p.source, source_row[0], columns)
-        check_policies_do_not_apply(s, p.target, oid, "a mirror")
+        check_policies_do_not_apply(s, p.target, oid, "a mirror", deletes=True)
         self.result.key = list(key)
         kinds = hash_kinds(s, source_row[0], columns, p.source)
         row_hash = mq.row_hash_expr(columns, kinds)
