@@ -237,8 +237,8 @@ def check_no_null_key(s: LocalSession, table: QualifiedName, key: Sequence[str],
     if nulls:
         raise FdwError(
             f"{nulls} {what} have a NULL in the key ({', '.join(key)}): {why} NULL, so every run would "
-            "write them again. Nothing was changed; leave them out with where= (e.g. key IS NOT NULL), "
-            "or make the key NOT NULL.",
+            "write them again. Nothing was changed; make the key NOT NULL, or leave those rows out (a "
+            "copy's where=, e.g. key IS NOT NULL; for a mirror, a source view that filters them).",
             step="check key",
         )
 
@@ -249,8 +249,8 @@ def check_unique(
     duplicate = s.fetchone("check key is unique", q.duplicate_key_probe(table, key, only))
     if duplicate is not None:
         raise FdwError(
-            f"{what} has several rows with key ({', '.join(key)}) = {_show(duplicate)}: the in-place "
-            "replace matches rows by key_columns, which must be unique. Nothing was changed.",
+            f"{what} has several rows with key ({', '.join(key)}) = {_show(duplicate)}: rows are "
+            "matched by their key, which must be unique. Nothing was changed.",
             step="check key",
         )
 
