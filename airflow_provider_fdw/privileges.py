@@ -106,14 +106,17 @@ def check_readable(
     raise FdwError(f"permission denied: {message}", step=_CHECK, sqlstate=INSUFFICIENT_PRIVILEGE)
 
 
-# Row-level security of the table %(oid)s and of the tables whose foreign keys reference it, for this
-# role (after any SET ROLE): per table, whether its policies apply to the role and whether, for each
-# of SELECT, INSERT, UPDATE and DELETE, a permissive policy of the role reaches every row (USING true,
-# WITH CHECK true or none) and no restrictive one of the role narrows it (policies apply to the roles
-# whose privileges the role has, as pg_has_role's USAGE).
+# Row-level security of the table %(oid)s and of the tables whose foreign keys a delete from it fires
+# (as declared: a partitioned referencing table's own policies are those its rows are read through),
+# for this role (after any SET ROLE): per table, whether its policies apply to the role and whether,
+# for each of SELECT, INSERT, UPDATE and DELETE (of a referencing table: SELECT, which its check
+# needs), a permissive policy of the role reaches every row (USING true, WITH CHECK true or none) and
+# no restrictive one of the role narrows it (policies apply to the roles whose privileges the role
+# has, as pg_has_role's USAGE).
 _ROW_SECURITY_QUERY = sql.SQL(
     "WITH t AS (SELECT %(oid)s::oid AS rel, true AS target UNION SELECT conrelid, false "
-    "  FROM pg_catalog.pg_constraint WHERE contype = 'f' AND confrelid = %(oid)s AND conrelid <> %(oid)s), "
+    "  FROM pg_catalog.pg_constraint WHERE contype = 'f' AND conparentid = 0 AND conrelid <> %(oid)s "
+    "  AND confrelid IN " + q.REFERENCED_RELATIONS + "), "
     "p AS (SELECT polrelid, polcmd, polpermissive, "
     "  coalesce(pg_catalog.pg_get_expr(polqual, polrelid), 'true') = 'true' "
     "  AND coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), 'true') = 'true' AS every_row "
@@ -124,7 +127,7 @@ _ROW_SECURITY_QUERY = sql.SQL(
     "      AND p.polcmd IN (c.cmd, '*') AND p.every_row) "
     "    AND NOT EXISTS (SELECT 1 FROM p WHERE p.polrelid = t.rel AND NOT p.polpermissive "
     "      AND p.polcmd IN (c.cmd, '*') AND NOT p.every_row)) "
-    "   FROM unnest(ARRAY['r', 'a', 'w', 'd']::\"char\"[]) AS c(cmd)) "
+    "   FROM unnest(CASE WHEN t.target THEN '{r,a,w,d}' ELSE '{r}' END::\"char\"[]) AS c(cmd)) "
     "FROM t WHERE pg_catalog.row_security_active(t.rel) ORDER BY NOT t.target, 1"
 )
 

@@ -257,12 +257,18 @@ def check_unique(
 
 def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedName, oid: int) -> None:
     """Fail, naming the constraint, when a row referencing the target would lose its parent row."""
-    for conname, schema, table, child_columns, parent_columns in s.fetchall(
-        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    for conname, schema, table, child_columns, parent_columns, wider in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
         # A self-reference is checked within the new data (the target's rows become the staged ones).
-        probe = q.orphan_probe(staging if child == target else child, child_columns, staging, parent_columns)
+        probe = q.orphan_probe(
+            staging if child == target else child,
+            child_columns,
+            staging,
+            parent_columns,
+            target if wider else None,
+        )
         orphan = s.fetchone(f"check rows referencing {target} through {conname}", probe)
         if orphan is not None:
             raise FdwError(
@@ -286,8 +292,8 @@ def check_moved_parents(
     """Fail when the diff would delete or change a target row that another table references, even
     though the referenced value is still in the new data (another key, or a changed keyless row):
     its ON DELETE CASCADE / SET NULL / ON UPDATE CASCADE would change the child's rows."""
-    for conname, schema, table, child_columns, parent_columns in s.fetchall(
-        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    for conname, schema, table, child_columns, parent_columns, _ in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
         if child == target or (key and set(parent_columns) == set(key)):

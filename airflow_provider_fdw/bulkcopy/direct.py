@@ -170,6 +170,28 @@ ROLE_PROBE = QualifiedName("pg_temp", "fdw_mapped_roles")
 ENABLED_ROLES_QUERY = sql.SQL("SELECT role_name::text FROM information_schema.enabled_roles")
 
 
+ROLE_COUNT_QUERY = sql.SQL("SELECT count(*) FROM pg_catalog.pg_roles")
+
+
+def probe_mapped_roles(
+    s: LocalSession, server_name: str, new_session: Callable[[], LocalSession] | None
+) -> frozenset[str] | None:
+    """:func:`fdw_roles` in a transaction that ends at once: postgres_fdw keeps its remote transaction
+    open until the local one ends, so inside a run's transaction (a mirror's) it reads in another
+    session (``new_session``; None when there is none)."""
+    if not s.in_transaction_block:
+        with s.transaction():
+            return fdw_roles(s, server_name)
+    if new_session is None:
+        return None
+    other = new_session()
+    try:
+        with other.transaction():
+            return fdw_roles(other, server_name)
+    finally:
+        other.close()
+
+
 def fdw_roles(s: LocalSession, server_name: str) -> frozenset[str] | None:
     """The remote role's roles as postgres_fdw logs in for the current role (None when that fails:
     no usable user mapping); in a savepoint of ``s``'s transaction, which it leaves as it was."""
@@ -221,12 +243,15 @@ def plan_direct(
     identity: Mapping[str, Any] | None,
     log: Any,
     keep: Callable[[Any], None] | None = None,
+    new_session: Callable[[], LocalSession] | None = None,
 ) -> DirectRead | None:
     """Decide the path: a :class:`DirectRead`, or None for the FDW path (why is logged).
 
     With ``transport="copy"`` every reason not to read directly is a :class:`FdwConfigError`
     raised before anything changed. ``keep``: given the remote connection opened here (outside a
     transaction) instead of closing it, so the run reuses it; the caller then closes it.
+    ``new_session``: another local session, for learning the user mapping's remote role when ``s``
+    is inside a run's transaction.
     """
     transport = plan.transport
     if transport == "fdw":
@@ -266,8 +291,7 @@ def plan_direct(
         return fall_back(f"{other_role} {user!r}")
     mapped_roles = None
     if user is None:  # its options are hidden or name no user: ask the remote who it is
-        with s.transaction():
-            mapped_roles = fdw_roles(s, source.server_name)
+        mapped_roles = probe_mapped_roles(s, source.server_name, new_session)
         if mapped_roles is None:
             return fall_back("the foreign table's user mapping could not be used to learn its remote role")
     condition_columns = {
@@ -301,9 +325,15 @@ def plan_direct(
             if mapped_roles is not None:
                 cur.execute(ENABLED_ROLES_QUERY)
                 login_roles = frozenset(r for (r,) in cur.fetchall())
+                cur.execute(ROLE_COUNT_QUERY)
+                every_role = len(mapped_roles) == cur.fetchone()[0]
         remote.rollback()
         if mapped_roles is not None and login_roles != mapped_roles:
             return fall_back(f"{other_role} (another role)")
+        if mapped_roles is not None and every_role:  # superusers have every role: two look alike
+            return fall_back(
+                "the foreign table's user mapping logs in as a role that has every role (a superuser)"
+            )
         if remote_types and plan.where:
             parse_where(remote, source.remote, plan.where)
         if keep is not None:

@@ -321,7 +321,7 @@ class Mirror:
             source = read_table(s, p.source, "source_table")
             assert source is not None
             direct = open_direct_source(
-                s, p, source, columns, self.remote_connect, self.remote_identity, self.log
+                s, p, source, columns, self.remote_connect, self.remote_identity, self.log, self.new_session
             )
         if direct is not None:
             self.result.path = "direct"

@@ -195,8 +195,8 @@ def check_children(
     deleted or its referenced values changed (its ON DELETE/UPDATE action would fire). True when the
     target references itself."""
     self_referencing = False
-    for conname, schema, table, child_columns, parent_columns in s.fetchall(
-        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, (oid,)
+    for conname, schema, table, child_columns, parent_columns, _ in s.fetchall(
+        "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
         self_referencing = self_referencing or child == target

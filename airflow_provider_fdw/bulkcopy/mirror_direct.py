@@ -75,13 +75,14 @@ def open_direct_source(
     connect: Callable[..., Any] | None,
     identity: Mapping[str, Any] | None,
     log: Any,
+    new_session: Callable[[], LocalSession] | None = None,
 ) -> DirectSource | None:
     """The run's direct source, or None for the FDW path (why is logged; an error with
     ``transport="copy"``, before anything changes)."""
     if plan.transport == "fdw":
         return None
     kept: list[Any] = []
-    direct = plan_direct(s, plan, source, columns, connect, identity, log, kept.append)
+    direct = plan_direct(s, plan, source, columns, connect, identity, log, kept.append, new_session)
     if direct is None:
         return None
     if not direct.binary:  # the remote's hashes of other types would not match the target's

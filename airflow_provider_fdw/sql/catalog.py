@@ -196,15 +196,25 @@ KEY_CANDIDATES_QUERY = sql.SQL(
 
 
 # Foreign keys of OTHER tables (and the target itself) that point at the target.
+# Each foreign key as declared (conparentid = 0: not its copies on partitions) that deleting a row of the
+# target fires: one referencing the target, one of its partitions, or a partitioned table the target is
+# a partition of (``wider``: that one also references rows outside the target).
+REFERENCED_RELATIONS = (  # (the partition functions list nothing for a table outside any partitioning)
+    "(SELECT %(oid)s::oid UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) "
+    "UNION SELECT relid FROM pg_catalog.pg_partition_ancestors(%(oid)s::oid))"
+)
 REFERENCING_KEYS_QUERY = sql.SQL(
     "SELECT con.conname, n.nspname, c.relname, "
     "  ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord) "
     "    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
     "  ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) "
-    "    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[] "
+    "    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "  con.confrelid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(%(oid)s::oid) "
+    "    WHERE relid <> %(oid)s::oid) "
     "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE con.confrelid = %s AND con.contype = 'f' AND con.conparentid = 0 ORDER BY con.conname"
+    "WHERE con.confrelid IN " + REFERENCED_RELATIONS + " AND con.contype = 'f' AND con.conparentid = 0 "
+    "ORDER BY con.conname"
 )
 
 

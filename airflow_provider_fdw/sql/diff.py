@@ -145,15 +145,26 @@ def duplicate_key_probe(table: QualifiedName, keys: Sequence[str], only: bool = 
 
 
 def orphan_probe(
-    child: QualifiedName, child_columns: Sequence[str], staging: QualifiedName, parent_columns: Sequence[str]
+    child: QualifiedName,
+    child_columns: Sequence[str],
+    staging: QualifiedName,
+    parent_columns: Sequence[str],
+    target: QualifiedName | None = None,
 ) -> sql.Composed:
-    """One child row's reference that the new data no longer has (MATCH SIMPLE: NULLs reference nothing)."""
+    """One child row's reference that the new data no longer has (MATCH SIMPLE: NULLs reference
+    nothing); with ``target``, only references to its rows (the key references a wider table)."""
+    in_target: sql.Composable = sql.SQL("")
+    if target is not None:
+        in_target = sql.SQL(" AND EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+            sql.Identifier(*target), key_match("t", "c", parent_columns, child_columns)
+        )
     return sql.SQL(
-        "SELECT {} FROM {} AS c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) LIMIT 1"
+        "SELECT {} FROM {} AS c WHERE {}{} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) LIMIT 1"
     ).format(
         sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(c)) for c in child_columns),
         sql.Identifier(*child),
         sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in child_columns),
+        in_target,
         sql.Identifier(*staging),
         key_match("s", "c", parent_columns, child_columns),
     )
