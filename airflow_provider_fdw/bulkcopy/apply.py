@@ -257,7 +257,7 @@ def check_unique(
 
 def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedName, oid: int) -> None:
     """Fail, naming the constraint, when a row referencing the target would lose its parent row."""
-    for conname, schema, table, child_columns, parent_columns, wider in s.fetchall(
+    for conname, schema, table, child_columns, parent_columns, wider, _, _ in s.fetchall(
         "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
@@ -292,10 +292,11 @@ def check_moved_parents(
     """Fail when the diff would delete or change a target row that another table references, even
     though the referenced value is still in the new data (another key, or a changed keyless row):
     its ON DELETE CASCADE / SET NULL / ON UPDATE CASCADE would change the child's rows."""
-    for conname, schema, table, child_columns, parent_columns, _ in s.fetchall(
+    for conname, schema, table, child_columns, parent_columns, _, partition_keys, referenced in s.fetchall(
         "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
+        check_rows_stay_in_partition(target, key, conname, child, referenced, partition_keys)
         if child == target or (key and set(parent_columns) == set(key)):
             continue  # self-references are checked on the new data; a key reference by check_children
         probe = q.moved_parent_probe(
@@ -312,6 +313,31 @@ def check_moved_parents(
                 "rows first, or pass key_columns matching the referenced columns.",
                 step="check referencing rows",
             )
+
+
+def check_rows_stay_in_partition(
+    target: QualifiedName,
+    key: Sequence[str],
+    conname: str,
+    child: QualifiedName,
+    referenced: str,
+    partition_keys: Sequence[str] | None,
+) -> None:
+    """Fail when a foreign key references a partition below the target and the rows are matched by a
+    key that leaves out a partition key column on the way: a row whose key stays but whose partition
+    key changes would be updated into another partition, a delete from the referenced one that fires
+    the key's action on the child's rows, unseen by the checks that match rows by key."""
+    if partition_keys is None or not key:
+        return
+    missing = sorted({c for c in partition_keys if c not in key})
+    if missing:
+        outside = ", ".join(c or "a partition key expression" for c in missing)
+        raise FdwConfigError(
+            f"Foreign key {conname} of {child} references {referenced}, a partition of {target}; rows "
+            f"are matched by ({', '.join(key)}), without {outside}, so a row could move out of "
+            f"{referenced} (a delete there, which fires the key's action on {child}'s rows) unchecked. "
+            f"Nothing was changed; add the partition key columns to key_columns."
+        )
 
 
 def _show(values: Sequence[Any]) -> str:

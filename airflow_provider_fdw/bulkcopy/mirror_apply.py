@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key, check_unique
+from airflow_provider_fdw.bulkcopy.apply import (
+    catch_up_sequences,
+    check_no_null_key,
+    check_rows_stay_in_partition,
+    check_unique,
+)
 from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
@@ -195,10 +200,11 @@ def check_children(
     deleted or its referenced values changed (its ON DELETE/UPDATE action would fire). True when the
     target references itself."""
     self_referencing = False
-    for conname, schema, table, child_columns, parent_columns, _ in s.fetchall(
+    for conname, schema, table, child_columns, parent_columns, _, partition_keys, referenced in s.fetchall(
         "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
+        check_rows_stay_in_partition(target, key, conname, child, referenced, partition_keys)
         self_referencing = self_referencing or child == target
         probe = mq.mirror_orphan_probe(
             child, child_columns, target, parent_columns, staging, key, within, only

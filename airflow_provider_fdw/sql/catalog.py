@@ -210,7 +210,19 @@ REFERENCING_KEYS_QUERY = sql.SQL(
     "  ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord) "
     "    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
     "  con.confrelid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(%(oid)s::oid) "
-    "    WHERE relid <> %(oid)s::oid) "
+    "    WHERE relid <> %(oid)s::oid), "
+    # referencing a partition below the target: the partition key columns of the levels from the
+    # target down to it (a row whose values there change moves out of the partition: a delete
+    # there, which fires the key's action); '' for a key expression
+    "  CASE WHEN con.confrelid <> %(oid)s::oid AND con.confrelid IN "
+    "    (SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid)) THEN "
+    "    ARRAY(SELECT coalesce(a.attname::text, '') FROM pg_catalog.pg_partition_ancestors(con.confrelid) l "
+    "      JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = l.relid "
+    "      CROSS JOIN unnest(pt.partattrs::int2[]) AS k(attnum) "
+    "      LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = k.attnum "
+    "      WHERE l.relid <> con.confrelid "
+    "      AND l.relid IN (SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid))) END, "
+    "  con.confrelid::regclass::text "
     "FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE con.confrelid IN " + REFERENCED_RELATIONS + " AND con.contype = 'f' AND con.conparentid = 0 "
