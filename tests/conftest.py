@@ -276,6 +276,20 @@ def local(pair: Pair, statement: str, params: Any = None, **names: Any) -> list[
     return pair.target.execute(sql.SQL(statement).format(**idents), params, dbname=TARGET_DB)
 
 
+def map_role_to_reader(pair: Pair, role: Any, server: str) -> None:
+    """Let local ``role`` use ``server`` as the remote reader (USAGE and its own user mapping), as a
+    DBA sets up a least-privilege task role."""
+    local(pair, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=server, r=role)
+    local(
+        pair,
+        "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
+        r=role,
+        s=server,
+        u=sql.Literal(READER),
+        p=sql.Literal(READER_PASSWORD),
+    )
+
+
 def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str, character_set: str | None = None) -> None:
     """A mysql_fdw server to ``mariadb`` (host and port, and ``character_set`` when given, as a user
     types it) and its user mapping."""

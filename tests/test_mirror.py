@@ -14,7 +14,6 @@ import uuid
 import pytest
 from conftest import (
     READER,
-    READER_PASSWORD,
     REPO,
     SOURCE_DB,
     TARGET_DB,
@@ -23,6 +22,7 @@ from conftest import (
     ident,
     kill_9_when,
     local,
+    map_role_to_reader,
     wait_until,
 )
 
@@ -271,15 +271,7 @@ def test_a_role_without_create_on_the_schema_mirrors_without_a_record(sandbox, c
     local(sandbox, "GRANT USAGE ON SCHEMA {s} TO {r}", s=src.foreign.split(".")[0], r=role)
     local(sandbox, "GRANT SELECT ON {f} TO {r}", f=src.foreign, r=role)  # the fetched rows' types
     # the remote role it reads as (the direct path reads as the foreign table would)
-    local(sandbox, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=role)
-    local(
-        sandbox,
-        "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
-        r=role,
-        s=SERVER,
-        u=sql.Literal(READER),
-        p=sql.Literal(READER_PASSWORD),
-    )
+    map_role_to_reader(sandbox, role, SERVER)
     settle_counters(src, 100)
     src.remote("DELETE FROM {t} WHERE id = 5")
     result = mirror(
@@ -313,15 +305,7 @@ def test_a_role_that_may_not_read_the_source_is_refused_with_a_grant_that_runs(s
     try:
         local(sandbox, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=schema, r=ident(role))
         local(sandbox, "ALTER TABLE {t} OWNER TO {r}", t=target, r=ident(role))
-        local(sandbox, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=ident(role))
-        local(
-            sandbox,
-            "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
-            r=ident(role),
-            s=SERVER,
-            u=sql.Literal(READER),
-            p=sql.Literal(READER_PASSWORD),
-        )
+        map_role_to_reader(sandbox, ident(role), SERVER)
         before = target_rows(sandbox, target)
         src.remote("DELETE FROM {t} WHERE id = 5")
         setup = ['SET ROLE "table"']

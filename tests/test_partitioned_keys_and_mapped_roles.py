@@ -10,7 +10,7 @@ import os
 import uuid
 
 import pytest
-from conftest import READER, READER_PASSWORD, SOURCE_DB, RemoteTable, fdw_sandbox, local
+from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader
 from test_rls_targets import PK_COLUMNS, PLAIN_COLUMNS, ROWS
 
 from airflow_provider_fdw.bulkcopy import plan_copy
@@ -31,15 +31,7 @@ def rev(airflow_connections):
     reached through the connection ``rev2_local``; targets in rev2_data."""
     pair = fdw_sandbox(airflow_connections, SANDBOX, SERVER)
     local(pair, "CREATE ROLE {r} LOGIN PASSWORD {p}", r=ETL, p=sql.Literal(ETL_PASSWORD))
-    local(pair, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=ETL)
-    local(
-        pair,
-        "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
-        r=ETL,
-        s=SERVER,
-        u=sql.Literal(READER),
-        p=sql.Literal(READER_PASSWORD),
-    )
+    map_role_to_reader(pair, ETL, SERVER)
     local(pair, "GRANT USAGE ON SCHEMA {s} TO {r}", s=f"proxy_{SANDBOX}", r=ETL)
     local(pair, "CREATE SCHEMA {s}", s=SCHEMA)
     local(pair, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=SCHEMA, r=ETL)

@@ -22,7 +22,7 @@ import re
 import uuid
 
 import pytest
-from conftest import READER, READER_PASSWORD, TARGET_DB, RemoteTable, fdw_sandbox, local
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -69,15 +69,7 @@ def rls(airflow_connections):
     local(pair, "CREATE ROLE {r} LOGIN BYPASSRLS PASSWORD {p}", r=BYPASS_ROLE, p=sql.Literal(PASSWORD))
     local(pair, "CREATE SCHEMA {s}", s=SCHEMA)
     for role in (ROLE, BYPASS_ROLE):
-        local(pair, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=SERVER, r=role)
-        local(
-            pair,
-            "CREATE USER MAPPING FOR {r} SERVER {s} OPTIONS (user {u}, password {p})",
-            r=role,
-            s=SERVER,
-            u=sql.Literal(READER),
-            p=sql.Literal(READER_PASSWORD),
-        )
+        map_role_to_reader(pair, role, SERVER)
         local(pair, "GRANT USAGE ON SCHEMA {s} TO {r}", s=f"proxy_{SANDBOX}", r=role)
         local(pair, "GRANT USAGE, CREATE ON SCHEMA {s} TO {r}", s=SCHEMA, r=role)
     with pytest.MonkeyPatch.context() as mp:
