@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.wrappers import reads_postgres, source_wrapper
+from airflow_provider_fdw.wrappers import reads_postgres
 
 PROGRESS_EVERY_SECONDS = 10.0
 ESTIMATE_WAIT_SECONDS = 5.0  # how long the last line waits for a slow estimate before going without
@@ -173,10 +173,12 @@ def estimate_source_rows(
     server_name: str | None = None,
     remote: tuple[str, str] | None = None,
     remote_connect: Callable[[], Any] | None = None,
+    wrapper: str | None = None,
 ) -> RowEstimate:
     """``reltuples`` of the table the rows come from: the remote table of a foreign table (over the
     direct connection if the copy has one, else through session-private foreign tables on the
-    remote's catalogs, rolled back), or the local table itself."""
+    remote's catalogs, rolled back), or the local table itself. ``wrapper``: the foreign table's
+    foreign-data wrapper (read with its relation): a remote that is not PostgreSQL has no estimate."""
     catalogs: tuple[sql.Composable, ...] = (
         sql.SQL("pg_catalog.pg_class"),
         sql.SQL("pg_catalog.pg_namespace"),
@@ -191,7 +193,7 @@ def estimate_source_rows(
             conn.close()
     s = new_session()
     try:
-        if remote is not None and not reads_postgres(source_wrapper(s, source)):
+        if remote is not None and not reads_postgres(wrapper):
             return RowEstimate(None)  # a MySQL table or a file: no pg_catalog to read reltuples from
         if remote is not None:
             if server_name is None:  # the probes are foreign tables on that server

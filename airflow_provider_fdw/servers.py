@@ -174,36 +174,31 @@ def check_remote(
 ) -> dict[str, Any]:
     """Prove that the LOCAL server reaches the remote through the user mapping (``FdwHook.check_remote``)."""
     probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
-    # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
-    nested = s.in_transaction_block
-    if nested:
-        s.execute("check remote", q.sql.SQL("SAVEPOINT fdw_check_remote"), quiet=True)
     step = f"query server {server_name!r} through its user mapping"
-    try:
-        s.execute("bound the check", q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"), quiet=True)
-        if wrapper.remote_is_postgres:
-            # A cached remote session would prove nothing about the current mapping: start afresh.
-            s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
-            s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
-            row = s.fetchone(step, q.read_remote_probe(probe))
-        else:
-            if wrapper.probe is None:
-                raise FdwError(f"{wrapper.name} has no remote to reach.", step="check remote")
-            # mysql_fdw drops its cached connection when the user mapping changes.
-            create, read = wrapper.probe(probe, server_name, {})
-            s.execute("create remote probe", create, quiet=True)
-            row = (*s.fetchrow(step, read), None)
-    except FdwError as exc:
-        raise FdwError(
-            f"Server {server_name!r} is not reachable from the local database: {exc}",
-            step="check remote",
-            sqlstate=exc.sqlstate,
-        ) from None
-    finally:
-        if nested:
-            s.execute("check remote", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_check_remote"), quiet=True)
-        else:
-            s.rollback()
+    # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
+    with s.undone("check remote"):
+        try:
+            s.execute(
+                "bound the check", q.set_local("statement_timeout", f"{int(timeout * 1000)}ms"), quiet=True
+            )
+            if wrapper.remote_is_postgres:
+                # A cached remote session would prove nothing about the current mapping: start afresh.
+                s.execute("drop cached remote connection", q.disconnect(server_name), quiet=True)
+                s.execute("create remote probe", q.create_remote_probe(probe, server_name), quiet=True)
+                row = s.fetchone(step, q.read_remote_probe(probe))
+            else:
+                if wrapper.probe is None:
+                    raise FdwError(f"{wrapper.name} has no remote to reach.", step="check remote")
+                # mysql_fdw drops its cached connection when the user mapping changes.
+                create, read = wrapper.probe(probe, server_name, {})
+                s.execute("create remote probe", create, quiet=True)
+                row = (*s.fetchrow(step, read), None)
+        except FdwError as exc:
+            raise FdwError(
+                f"Server {server_name!r} is not reachable from the local database: {exc}",
+                step="check remote",
+                sqlstate=exc.sqlstate,
+            ) from None
     version, version_num = row or (None, None)
     log.info("Server %r reached through its user mapping: %s %s", server_name, wrapper.name, version)
     return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}

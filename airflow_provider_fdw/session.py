@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields
+from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields, sql
 from airflow_provider_fdw.exceptions import FdwError
 
 
@@ -107,6 +107,23 @@ class LocalSession:
 
     def rollback(self) -> None:
         self._rollback()
+
+    @contextmanager
+    def undone(self, step: str) -> Iterator[LocalSession]:
+        """Statements whose effects never stay (probes: session-private foreign tables read once):
+        inside a transaction block, in a savepoint rolled back to (the block's own work is kept);
+        else rolled back with their transaction."""
+        nested = self.in_transaction_block
+        if nested:
+            self.execute(step, sql.SQL("SAVEPOINT fdw_undone"), quiet=True)
+        try:
+            yield self
+        finally:
+            if nested:
+                self.execute(step, sql.SQL("ROLLBACK TO SAVEPOINT fdw_undone"), quiet=True)
+                self.execute(step, sql.SQL("RELEASE SAVEPOINT fdw_undone"), quiet=True)
+            else:
+                self._rollback()
 
     def error(self, step: str, exc: BaseException) -> FdwError:
         message = f"{step} failed: {describe(exc)}"

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import read_relation
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.connection import FDW_SERVER_OPTIONS, LIBPQ_SERVER_OPTIONS
 from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.validation import RULES, boolean, choice, integer, text
 
 Rule = Callable[[str, Any], str]
@@ -357,19 +359,11 @@ FILE_FDW = Wrapper(
 
 WRAPPERS: dict[str, Wrapper] = {w.name: w for w in (POSTGRES_FDW, MYSQL_FDW, FILE_FDW)}
 
-# The foreign-data wrapper behind a foreign table (schema, name): no row for a table that is not foreign.
-SOURCE_WRAPPER_QUERY = sql.SQL(
-    "SELECT w.fdwname FROM pg_foreign_table ft "
-    "JOIN pg_class c ON c.oid = ft.ftrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "JOIN pg_foreign_server s ON s.oid = ft.ftserver JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
-    "WHERE n.nspname = %s AND c.relname = %s"
-)
 
-
-def source_wrapper(s: Any, table: tuple[str, str]) -> str | None:
+def source_wrapper(s: Any, table: QualifiedName) -> str | None:
     """The foreign-data wrapper name behind ``table`` (read in session ``s``); None when not foreign."""
-    row = s.fetchone("read the source's wrapper", SOURCE_WRAPPER_QUERY, table)
-    return row[0] if row else None
+    relation = read_relation(s, table, "the source's wrapper")
+    return relation.wrapper if relation else None
 
 
 def reads_postgres(wrapper_name: str | None) -> bool:

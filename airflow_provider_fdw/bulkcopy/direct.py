@@ -168,9 +168,19 @@ def mapped_user(mapping: tuple[Any, ...] | None) -> str | None:
 # direct connection. Equal sets mean one role: two roles cannot each be a member of the other.
 ROLE_PROBE = QualifiedName("pg_temp", "fdw_mapped_roles")
 ENABLED_ROLES_QUERY = sql.SQL("SELECT role_name::text FROM information_schema.enabled_roles")
-
-
 ROLE_COUNT_QUERY = sql.SQL("SELECT count(*) FROM pg_catalog.pg_roles")
+
+
+def login_role_differs(cur: Any, mapped_roles: frozenset[str]) -> str | None:
+    """Why the direct connection (``cur``) may not be the user mapping's remote role, whose roles
+    :func:`fdw_roles` read; None when it is."""
+    cur.execute(ENABLED_ROLES_QUERY)
+    if frozenset(r for (r,) in cur.fetchall()) != mapped_roles:
+        return "(another role)"
+    cur.execute(ROLE_COUNT_QUERY)
+    if len(mapped_roles) == cur.fetchone()[0]:  # superusers have every role: two look alike
+        return "(a role that has every role, a superuser: it cannot be told apart)"
+    return None
 
 
 def probe_mapped_roles(
@@ -180,45 +190,36 @@ def probe_mapped_roles(
     open until the local one ends, so inside a run's transaction (a mirror's) it reads in another
     session (``new_session``; None when there is none)."""
     if not s.in_transaction_block:
-        with s.transaction():
-            return fdw_roles(s, server_name)
+        return fdw_roles(s, server_name)
     if new_session is None:
         return None
     other = new_session()
     try:
-        with other.transaction():
-            return fdw_roles(other, server_name)
+        return fdw_roles(other, server_name)
     finally:
         other.close()
 
 
 def fdw_roles(s: LocalSession, server_name: str) -> frozenset[str] | None:
     """The remote role's roles as postgres_fdw logs in for the current role (None when that fails:
-    no usable user mapping); in a savepoint of ``s``'s transaction, which it leaves as it was."""
-    s.execute("read the mapping's remote role", q.sql.SQL("SAVEPOINT fdw_role_probe"), quiet=True)
-    try:
-        s.execute(
-            "read the mapping's remote role",
-            q.create_temp_foreign_table(
-                ROLE_PROBE.name,
-                server_name,
-                [("role_name", "text", {})],
-                {"schema_name": "information_schema", "table_name": "enabled_roles"},
-            ),
-            quiet=True,
-        )
-        roles: frozenset[str] | None = frozenset(
-            r
-            for (r,) in s.fetchall(
-                "read the mapping's remote role",
-                sql.SQL("SELECT role_name FROM {}").format(sql.Identifier(*ROLE_PROBE)),
+    no usable user mapping); the probe table is gone afterwards (:meth:`LocalSession.undone`)."""
+    step = "read the mapping's remote role"
+    with s.undone(step):
+        try:
+            s.execute(
+                step,
+                q.create_temp_foreign_table(
+                    ROLE_PROBE.name,
+                    server_name,
+                    [("role_name", "text", {})],
+                    {"schema_name": "information_schema", "table_name": "enabled_roles"},
+                ),
+                quiet=True,
             )
-        )
-    except FdwError:
-        roles = None
-    s.execute("read the mapping's remote role", q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_role_probe"), quiet=True)
-    s.execute("read the mapping's remote role", q.sql.SQL("RELEASE SAVEPOINT fdw_role_probe"), quiet=True)
-    return roles
+            select = sql.SQL("SELECT role_name FROM {}").format(sql.Identifier(*ROLE_PROBE))
+            return frozenset(r for (r,) in s.fetchall(step, select))
+        except FdwError:
+            return None
 
 
 def same_type(remote: tuple[Any, ...], local: tuple[Any, ...]) -> bool:
@@ -322,18 +323,10 @@ def plan_direct(
         with remote.cursor() as cur:
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
             remote_types = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
-            if mapped_roles is not None:
-                cur.execute(ENABLED_ROLES_QUERY)
-                login_roles = frozenset(r for (r,) in cur.fetchall())
-                cur.execute(ROLE_COUNT_QUERY)
-                every_role = len(mapped_roles) == cur.fetchone()[0]
+            another = None if mapped_roles is None else login_role_differs(cur, mapped_roles)
         remote.rollback()
-        if mapped_roles is not None and login_roles != mapped_roles:
-            return fall_back(f"{other_role} (another role)")
-        if mapped_roles is not None and every_role:  # superusers have every role: two look alike
-            return fall_back(
-                "the foreign table's user mapping logs in as a role that has every role (a superuser)"
-            )
+        if another:
+            return fall_back(f"{other_role} {another}")
         if remote_types and plan.where:
             parse_where(remote, source.remote, plan.where)
         if keep is not None:

@@ -223,19 +223,18 @@ def read_source_side(
             return nulls, None
         if not reads_postgres(run.source.relation.wrapper):  # the probe reads pg_catalog
             return nulls, None
-        try:
-            for statement in watermark.create_index_probes(run.source.server_name):
-                s.execute("read remote indexes", statement, quiet=True)
-            row = s.fetchone(
-                "read remote indexes",
-                watermark.index_probe_query(through_fdw=True),
-                (remote_column, *run.source.remote),
-            )
-        except FdwError as exc:  # only advice: the copy goes on without it
-            copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
-            row = None
-        finally:
-            s.rollback()  # the probe tables were created in this transaction: gone with it
+        with s.undone("read remote indexes"):
+            try:
+                for statement in watermark.create_index_probes(run.source.server_name):
+                    s.execute("read remote indexes", statement, quiet=True)
+                row = s.fetchone(
+                    "read remote indexes",
+                    watermark.index_probe_query(through_fdw=True),
+                    (remote_column, *run.source.remote),
+                )
+            except FdwError as exc:  # only advice: the copy goes on without it
+                copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
+                row = None
         return nulls, row
     assert copy.remote_connect is not None and run.source.remote is not None
     # The direct path reads as the user mapping's role without going through it: count over the direct

@@ -192,7 +192,12 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalS
         None
         if run.conditions
         else lambda: estimate_source_rows(
-            copy.new_session, p.source, run.source.server_name, run.source.remote, copy.remote_connect
+            copy.new_session,
+            p.source,
+            run.source.server_name,
+            run.source.remote,
+            copy.remote_connect,
+            run.source.relation.wrapper,
         )
     )
     progress = Progress(

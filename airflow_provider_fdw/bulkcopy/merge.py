@@ -105,17 +105,16 @@ def remote_primary_key(s: LocalSession, source: Table, log: Any) -> list[str]:
     """The remote table's primary key, read through the same server (information_schema views)."""
     if not source.is_foreign or source.remote is None or source.server_name is None:
         return []
-    try:
-        if not reads_postgres(source.relation.wrapper):
-            return []  # the probes read information_schema through postgres_fdw table options
-        for statement in q.create_pk_probes(source.server_name):
-            s.execute("read remote primary key", statement, quiet=True)
-        rows = s.fetchall("read remote primary key", q.REMOTE_PK_QUERY, source.remote)
-    except FdwError as exc:
-        log.warning("Could not read the primary key of %s on the remote: %s", source.remote, exc)
-        return []
-    finally:
-        s.rollback()  # the probe tables were created in this transaction: gone with it
+    if not reads_postgres(source.relation.wrapper):
+        return []  # the probes read information_schema through postgres_fdw table options
+    with s.undone("read remote primary key"):
+        try:
+            for statement in q.create_pk_probes(source.server_name):
+                s.execute("read remote primary key", statement, quiet=True)
+            rows = s.fetchall("read remote primary key", q.REMOTE_PK_QUERY, source.remote)
+        except FdwError as exc:
+            log.warning("Could not read the primary key of %s on the remote: %s", source.remote, exc)
+            return []
     remote_to_local = {col.remote_name: name for name, col in source.columns.items()}
     return [remote_to_local.get(r[0], r[0]) for r in rows]
 

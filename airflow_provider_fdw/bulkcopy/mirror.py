@@ -472,23 +472,19 @@ class Mirror:
             return
         self.result.levels += 1
         in_differing = sum(max(src_b.get(b, (0, None))[0], tgt_b.get(b, (0, None))[0]) for b in differing)
-        remote_columns = [src.names[c] for c in columns]
         if isinstance(source_buckets, HashBuckets) or in_differing > ROWS_COMPARED_MAX:
             # Stage every source row of the differing buckets; the apply compares them. A hash bucket's
             # rows have no index to be read by (one filtered pass per batch), and beyond
             # ROWS_COMPARED_MAX the rows are too many to hold one by one.
             self.log.info("The differing buckets hold %d rows: staging all their source rows", in_differing)
             leaves = numeric_sums(src_b, differing)
-
-            def rows_of(batch: list[int]) -> sql.Composed:
-                if isinstance(source_buckets, HashBuckets):
-                    condition = source_buckets.in_buckets(batch, level)
-                    return mq.copy_rows_where(src.table, remote_columns, condition)
-                return mq.copy_rows_in_ranges(src.table, remote_columns, src.names[key[0]], level, batch)
+            remote_columns = [src.names[c] for c in columns]
 
             def fetch(staging: QualifiedName) -> int:
                 return sum(
-                    src.copy_into(s, staging, columns, rows_of(batch))
+                    src.copy_into(
+                        s, staging, columns, source_buckets.copy_rows(src.table, remote_columns, batch, level)
+                    )
                     for batch in batches(differing, KEYS_PER_FETCH)
                 )
 

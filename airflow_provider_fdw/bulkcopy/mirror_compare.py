@@ -111,6 +111,12 @@ class Bucketing:
         """The same buckets, with the key columns read by ``names`` (the remote's, read directly)."""
         raise NotImplementedError
 
+    def copy_rows(
+        self, table: QualifiedName, columns: Sequence[str], buckets: Sequence[int], level: int
+    ) -> sql.Composed:
+        """``COPY … TO STDOUT`` (binary) of every row of ``buckets`` (COPY takes no parameters)."""
+        raise NotImplementedError
+
 
 class RangeBuckets(Bucketing):
     """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
@@ -171,6 +177,11 @@ class RangeBuckets(Bucketing):
         same.column = names.get(self.column, self.column)
         return same
 
+    def copy_rows(
+        self, table: QualifiedName, columns: Sequence[str], buckets: Sequence[int], level: int
+    ) -> sql.Composed:
+        return mq.copy_rows_in_ranges(table, columns, self.column, level, buckets)  # through the index
+
 
 class HashBuckets(Bucketing):
     """Any key: a bucket is the low ``bits`` of a hash of the key (no locality, read by a full scan)."""
@@ -205,11 +216,13 @@ class HashBuckets(Bucketing):
     def renamed(self, names: Mapping[str, str]) -> HashBuckets:
         return HashBuckets(self.key, self.kinds, self.rows, names)
 
-    def in_buckets(self, buckets: Sequence[int], level: int) -> sql.Composable:
-        """:meth:`within`, the buckets written out: for a ``COPY``, which takes no parameters."""
-        return sql.SQL("({} & {}) = ANY({})").format(
+    def copy_rows(
+        self, table: QualifiedName, columns: Sequence[str], buckets: Sequence[int], level: int
+    ) -> sql.Composed:
+        condition = sql.SQL("({} & {}) = ANY({})").format(
             self.key_hash, sql.Literal((1 << level) - 1), mq.int8_array(buckets)
         )
+        return mq.copy_rows_where(table, columns, condition)  # one filtered pass: no index serves it
 
 
 # -- hashing: which hash each column gets ---------------------------------------------------------------
