@@ -101,12 +101,7 @@ def parse_args() -> argparse.Namespace:
         help="relays whose worker RSS is measured (psql: the default relay; python: rows pass through "
         "the worker process)",
     )
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="bench/results/bulk_copy.json",
-        help="write the results (a tracked file) only when given (default path: %(const)s)",
-    )
+    add_json_option(parser, "bench/results/bulk_copy.json")
     parser.add_argument(
         "--markdown", metavar="JSON", help="print the tables of a results file as Markdown (no run)"
     )
@@ -580,6 +575,16 @@ def new_report(args: argparse.Namespace, results: list[dict], **extra: Any) -> d
         **extra,
         "results": results,
     }
+
+
+def add_json_option(parser: argparse.ArgumentParser, path: str) -> None:
+    """``--json [PATH]``: write the results (a tracked file, ``path`` by default) only when given."""
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=path,
+        help="write the results (a tracked file) only when given (default path: %(const)s)",
+    )
 
 
 def write_report(report: dict, path: str | None) -> None:

@@ -34,7 +34,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import new_report, write_report
+from bulk_copy import add_json_option, new_report, write_report
 
 from airflow_provider_fdw.compat import sql
 from fdw_testing.pgcluster import Pair, local_pair
@@ -75,12 +75,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--rows", type=int, default=200_000, help="rows to generate")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (median reported)")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="bench/results/inplace_apply.json",
-        help="write the results (a tracked file) only when given (default path: %(const)s)",
-    )
+    add_json_option(parser, "bench/results/inplace_apply.json")
     args = parser.parse_args()
     if not 1_000 <= args.rows <= 5_000_000:
         parser.error("--rows must be between 1,000 and 5,000,000")

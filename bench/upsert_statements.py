@@ -38,7 +38,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bulk_copy import new_report, write_report
+from bulk_copy import add_json_option, new_report, write_report
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
@@ -91,12 +91,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the target")
     parser.add_argument("--changed", type=float, default=0.01, help="share of the rows upserted")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (median reported)")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="bench/results/upsert_statements.json",
-        help="write the results (a tracked file) only when given (default path: %(const)s)",
-    )
+    add_json_option(parser, "bench/results/upsert_statements.json")
     args = parser.parse_args()
     if not 1_000 <= args.rows <= 20_000_000 or not 0 < args.changed <= 1:
         parser.error("--rows must be 1,000 to 20,000,000 and --changed in (0, 1]")
