@@ -248,11 +248,15 @@ def check_unique(
 ) -> None:
     duplicate = s.fetchone("check key is unique", q.duplicate_key_probe(table, key, only))
     if duplicate is not None:
-        raise FdwError(
-            f"{what} has several rows with key ({', '.join(key)}) = {_show(duplicate)}: rows are "
-            "matched by their key, which must be unique. Nothing was changed.",
-            step="check key",
-        )
+        raise duplicate_key(what, key, duplicate)
+
+
+def duplicate_key(what: str, key: Sequence[str], value: Sequence[Any]) -> FdwError:
+    return FdwError(
+        f"{what} has several rows with key ({', '.join(key)}) = {_show(value)}: rows are "
+        "matched by their key, which must be unique. Nothing was changed.",
+        step="check key",
+    )
 
 
 def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedName, oid: int) -> None:

@@ -59,6 +59,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_aggregate,
     hash_kinds,
     read_buckets,
+    refuse_null_keys,
 )
 from airflow_provider_fdw.bulkcopy.mirror_direct import (
     KEYS_PER_FETCH,
@@ -216,6 +217,7 @@ class Mirror:
         self.lock_retries = lock_retries
         self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
         self.helper: LocalSession | None = None
+        self.target_rows = 0  # the target's rows at the whole-table comparison
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -271,6 +273,14 @@ class Mirror:
             raise FdwConfigError(
                 f"source_table {p.source} does not exist in the local database "
                 "(import it with ImportForeignSchemaOperator first)."
+            )
+        if source_row[6] != "postgres_fdw":
+            # Read in several passes, each must see the same rows: postgres_fdw keeps one remote
+            # transaction (one snapshot) for the run; a local relation would be read afresh each pass.
+            what = "a foreign table of " + source_row[6] if source_row[6] else "not a foreign table"
+            raise FdwConfigError(
+                f"mode='mirror' reads its source in several passes of one snapshot, which postgres_fdw "
+                f"keeps for the run: {p.source} is {what}. Copy it with mode='replace' instead."
             )
         target_row = s.fetchone("read target_table", q.RELATION_QUERY, p.target)
         if target_row is None:
@@ -330,8 +340,7 @@ class Mirror:
             finally:
                 direct.close()
             return
-        if source_row[4] is not None:  # a foreign table: its aggregate must run on the remote
-            check_pushdown(s, self.buckets, p.source, row_hash)
+        check_pushdown(s, self.buckets, p.source, row_hash)  # the aggregate must run on the remote
 
         # First the whole table, one aggregate per side: no GROUP BY, so the remote does not sort every
         # row. Equal means nothing changed, and this one pass is the whole run; otherwise it costs one
@@ -344,6 +353,8 @@ class Mirror:
         while True:
             self.result.levels += 1
             src, tgt = self._both_checksums(s, only, row_hash, level, parents, parent_level)
+            refuse_null_keys(src, p.source, key)
+            refuse_null_keys(tgt, p.target, key)
             compared = set(src) | set(tgt)
             self.result.buckets_compared += len(compared)
             differing = sorted(b for b in compared if src.get(b) != tgt.get(b))
@@ -363,7 +374,7 @@ class Mirror:
                 break
             parents, parent_level, level = differing, level, following
         differences = bucket_differences(
-            s, p, self.buckets, self.result, only, columns, row_hash, level, leaves
+            s, p, self.buckets, self.result, only, columns, row_hash, level, leaves, self.target_rows
         )
         self._apply(s, oid, only, key, key_is_unique, columns, differences)
 
@@ -419,6 +430,7 @@ class Mirror:
         self.result.levels += 1
         self.result.buckets_compared += 1
         self.result.rows, checksum = src.get(0, (0, None))
+        self.target_rows = tgt.get(0, (0, None))[0]
         self.result.checksum = str(checksum or 0)
         equal = src == tgt
         self.log.info(
@@ -455,6 +467,9 @@ class Mirror:
                 t, mq.bucket_checksum_arrays(p.target, only, self.buckets.bucket(level), row_hash), "target"
             ),
         )
+        refuse_null_keys(src_b, p.source, key)
+        refuse_null_keys(tgt_b, p.target, key)
+        rows_before = sum(n for n, _ in tgt_b.values())
         compared = src_b.keys() | tgt_b.keys()
         self.result.rows = sum(n for n, _ in src_b.values())
         self.result.checksum = total or "0"
@@ -489,7 +504,7 @@ class Mirror:
                 )
 
             differences = bucket_differences(
-                s, p, self.buckets, self.result, only, columns, row_hash, level, leaves, fetch
+                s, p, self.buckets, self.result, only, columns, row_hash, level, leaves, rows_before, fetch
             )
             self._apply(s, oid, only, key, key_is_unique, columns, differences)
             return
@@ -501,25 +516,27 @@ class Mirror:
                 src.session,
                 mq.rows_in_ranges(src.table, False, source_key, level, source_hash, alias),
                 differing,
+                p.source,
+                key[0],
                 "source",
             ),
             lambda t: row_hashes(
-                t, mq.rows_in_ranges(p.target, only, key[0], level, row_hash, alias), differing, "target"
+                t,
+                mq.rows_in_ranges(p.target, only, key[0], level, row_hash, alias),
+                differing,
+                p.target,
+                key[0],
+                "target",
             ),
         )
-        rows_before = sum(n for n, _ in tgt_b.values())
-        by_row = row_differences(
-            s, src, p, self.result, oid, only, key[0], columns, row_hash, src_rows, tgt_rows, rows_before
-        )
         self.log.info(
-            "Level %d: %d source and %d target rows of the differing buckets, %s",
+            "Level %d: %d source and %d target rows of the differing buckets",
             self.result.levels,
             len(src_rows),
             len(tgt_rows),
-            "some differ" if by_row else "all equal",
         )
-        if by_row is not None:
-            self._apply(s, oid, only, key, key_is_unique, columns, by_row)
+        by_row = row_differences(s, src, p, only, key[0], columns, row_hash, src_rows, tgt_rows, rows_before)
+        self._apply(s, oid, only, key, key_is_unique, columns, by_row)
 
     def _apply(
         self,

@@ -20,7 +20,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
     check_rows_stay_in_partition,
     check_unique,
 )
-from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums
+from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums, read_buckets
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.names import QualifiedName
@@ -29,6 +29,9 @@ from airflow_provider_fdw.sql import mirror as mq
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan, MirrorResult
+
+
+UNIQUE_VIOLATION = "23505"
 
 
 @dataclass
@@ -43,6 +46,25 @@ class Differences:
     staging_like: QualifiedName
     fetch: Callable[[QualifiedName], int]
     verify: Callable[[], None]
+    rows_before: int  # the target's rows, as compared
+    row_hash: sql.Composable  # the target's (the whole table's check, without track_counts)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the run's transaction has written to the target, by the server's own counts."""
+
+    counting: bool  # track_counts: off, the counts stay zero
+    inserted: int
+    updated: int
+    deleted: int
+
+    @classmethod
+    def read(cls, s: LocalSession, oid: int) -> Written:
+        counting, inserted, updated, deleted = s.fetchrow(
+            "count the rows written", mq.ROWS_WRITTEN_QUERY, {"oid": oid}
+        )
+        return cls(bool(counting), int(inserted), int(updated), int(deleted))
 
 
 def apply_differences(
@@ -79,6 +101,7 @@ def apply_differences(
     always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
     image_equal = [c for (c,) in s.fetchall("read column types", q.IMAGE_EQUAL_COLUMNS_QUERY, (oid,))]
     joins = prefer_index_lookups(s) if key_is_unique else {}
+    before = Written.read(s, oid)
     # With a self-reference, rows re-pointed away from a deleted row are updated first, so its
     # ON DELETE action finds no row to act on; otherwise deletes first free unique values.
     if self_referencing:
@@ -98,6 +121,7 @@ def apply_differences(
         s.execute("restore planner setting", q.set_local(setting, value), quiet=True)
     result.unchanged = result.rows - result.inserted - result.updated
     catch_up_sequences(s, p.target, oid, only)
+    check_only_chosen_rows_written(s, p, result, oid, only, d, before)
     d.verify()
     s.execute("drop mirror staging table", q.drop_table(staging), quiet=True)
 
@@ -112,6 +136,7 @@ def bucket_differences(
     row_hash: sql.Composable,
     level: int,
     leaves: Buckets,
+    rows_before: int,
     fetch: Callable[[QualifiedName], int] | None = None,
 ) -> Differences:
     """Every row of the differing leaf buckets, fetched through postgres_fdw (or by ``fetch``);
@@ -126,17 +151,50 @@ def bucket_differences(
     def verify() -> None:
         after = checksums(s, bucketing, p.target, only, row_hash, level, buckets, level, "target")
         wrong = [b for b in buckets if after.get(b, (0, None)) != leaves[b]]
-        total = s.fetchvalue(
-            "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
-        )
-        check_total(p, result, total)
         if wrong:
             raise mismatch(
                 p, len(wrong), f"bucket {wrong[0]}, target {after.get(wrong[0])}, source {leaves[wrong[0]]}"
             )
 
     staging_like = p.target if fetch is None else p.source  # a relayed COPY needs the source's types
-    return Differences(within, params, staging_like, fetch or through_fdw, verify)
+    return Differences(within, params, staging_like, fetch or through_fdw, verify, rows_before, row_hash)
+
+
+def check_only_chosen_rows_written(
+    s: LocalSession,
+    p: MirrorPlan,
+    result: MirrorResult,
+    oid: int,
+    only: bool,
+    d: Differences,
+    before: Written,
+) -> None:
+    """The apply wrote the rows it chose and no other: a trigger, rule or foreign key action on the
+    target writing any other row fails the run (the verify re-reads only the chosen rows).
+
+    By the transaction's own counts of the rows it wrote (an update moving a row to another
+    partition counts as a delete and an insert); with track_counts off, by the whole table's rows
+    and checksum against the source snapshot's (one more pass over the target)."""
+    after = Written.read(s, oid)
+    if not (before.counting and after.counting):
+        statement = mq.bucket_checksums(p.target, only, None, d.row_hash)
+        rows, checksum = read_buckets(s, statement, None, "target").get(0, (0, None))
+        check_total(p, result, rows)
+        if int(checksum or 0) != int(result.checksum or 0):
+            raise mismatch(p, 1, "the whole table's checksum")
+        return
+    inserted, updated = after.inserted - before.inserted, after.updated - before.updated
+    deleted = after.deleted - before.deleted
+    check_total(p, result, d.rows_before + inserted - deleted)
+    moved = inserted - result.inserted
+    if moved < 0 or deleted - result.deleted != moved or updated + moved != result.updated:
+        raise FdwError(
+            f"Mirror check failed: the apply chose to insert {result.inserted}, update {result.updated} "
+            f"and delete {result.deleted} rows of {p.target}, but {inserted} were inserted, {updated} "
+            f"updated and {deleted} deleted: a trigger, rule or foreign key action on the target wrote "
+            "rows the mirror did not choose. Nothing was committed to the target.",
+            step="verify",
+        )
 
 
 def check_total(p: MirrorPlan, result: MirrorResult, total: int) -> None:
@@ -153,7 +211,8 @@ def mismatch(p: MirrorPlan, count: int, first: str) -> FdwError:
     return FdwError(
         f"Mirror check failed: after the apply, {count} key buckets or rows of {p.target} still differ "
         f"from the source snapshot (first: {first}); values whose equality is not identity (a "
-        "non-deterministic collation) cannot be mirrored. Nothing was committed to the target.",
+        "non-deterministic collation) cannot be mirrored, nor non-ASCII text from a database of "
+        "another encoding (the remote hashes its own bytes). Nothing was committed to the target.",
         step="verify",
     )
 
@@ -170,10 +229,23 @@ def update_changed(
     """Update the target rows whose values differ from the staged ones; the number of rows updated."""
     if all(c in key and c in image_equal for c in columns):
         return 0  # every column is a key compared by identity: a matched row cannot differ
-    return s.execute(
-        f"update changed rows of {target}",
-        q.diff_update(target, staging, key, columns, only, image_equal),
-    ).rowcount
+    try:
+        return s.execute(
+            f"update changed rows of {target}",
+            q.diff_update(target, staging, key, columns, only, image_equal),
+        ).rowcount
+    except FdwError as exc:
+        if exc.sqlstate != UNIQUE_VIOLATION:
+            raise
+        # One UPDATE checks a non-deferrable unique index row by row: values swapped between two
+        # rows meet each other mid-statement; a DEFERRABLE constraint is checked at the commit.
+        raise FdwError(
+            f"{exc} The mirror updates the changed rows in one statement: values that rows of the "
+            "source swapped in a unique column other than the key collide in it midway. Declare that "
+            "unique constraint DEFERRABLE (the mirror defers deferrable constraints to its commit).",
+            step=exc.step,
+            sqlstate=exc.sqlstate,
+        ) from None
 
 
 def prefer_index_lookups(s: LocalSession) -> dict[str, str]:

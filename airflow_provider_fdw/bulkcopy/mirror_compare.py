@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
-from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.sql import mirror as mq
@@ -49,9 +49,28 @@ def checksums(
     return read_buckets(s, mq.bucket_checksums(table, only, bucket, row_hash, within), params, side)
 
 
+# The bucket of the rows whose integer key is NULL (beyond every int8 bucket): see refuse_null_keys.
+NULL_BUCKET = 1 << 64
+
+
+def bucket_number(value: Any) -> int:
+    return NULL_BUCKET if value is None else int(value)
+
+
 def read_buckets(s: LocalSession, statement: sql.Composable, params: Any, side: str) -> Buckets:
     rows = s.fetchall(f"checksum {side} buckets", statement, params)
-    return {int(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
+    return {bucket_number(b): (int(n), None if c is None else int(c)) for b, n, c in rows}
+
+
+def refuse_null_keys(buckets: Buckets, table: QualifiedName, key: Sequence[str]) -> None:
+    """A row whose integer key is NULL falls in no key range: it could never be compared or matched."""
+    if NULL_BUCKET in buckets:
+        raise FdwError(
+            f"mode='mirror' cannot mirror {table}: {buckets[NULL_BUCKET][0]} of its rows have a NULL "
+            f"{', '.join(key)}, and a mirror matches rows by key. Nothing was changed; give those rows a "
+            "key, or copy the table with mode='replace'.",
+            step="compare",
+        )
 
 
 # Memory for a per-bucket aggregate: expecting one group per key, the planner prepares to spill and a

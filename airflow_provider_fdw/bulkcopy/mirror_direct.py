@@ -18,13 +18,15 @@ through postgres_fdw. Taken when every mirrored column has its declared type on 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.apply import duplicate_key
 from airflow_provider_fdw.bulkcopy.direct import plan_direct
-from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, check_total, mismatch
-from airflow_provider_fdw.bulkcopy.mirror_compare import Buckets, hash_aggregate
+from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, mismatch
+from airflow_provider_fdw.bulkcopy.mirror_compare import Buckets, bucket_number, hash_aggregate
 from airflow_provider_fdw.catalog import Table
 from airflow_provider_fdw.compat import DriverError, copy_between, sql
 from airflow_provider_fdw.exceptions import FdwConfigError
@@ -33,7 +35,7 @@ from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.sql import mirror as mq
 
 if TYPE_CHECKING:
-    from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan, MirrorResult
+    from airflow_provider_fdw.bulkcopy.mirror import MirrorPlan
 
 
 class DirectSource:
@@ -120,7 +122,8 @@ def bucket_arrays(s: LocalSession, statement: sql.Composable, side: str) -> tupl
     The sums stay text: equal numbers have equal text, and converting 150,000 of them costs a
     tenth of a second (see :func:`numeric_sums` for the few that are compared again)."""
     buckets, rows, sums, total = s.fetchrow(f"checksum {side} buckets", statement)
-    return dict(zip(buckets or [], zip(rows or [], sums or [], strict=True), strict=True)), total
+    numbers = [bucket_number(b) for b in buckets or []]
+    return dict(zip(numbers, zip(rows or [], sums or [], strict=True), strict=True)), total
 
 
 def numeric_sums(buckets: Buckets, numbers: list[int]) -> Buckets:
@@ -134,21 +137,25 @@ def numeric_sums(buckets: Buckets, numbers: list[int]) -> Buckets:
     return {b: value(b) for b in numbers}
 
 
-def row_hashes(s: LocalSession, statement: sql.Composable, buckets: list[int], side: str) -> dict[int, int]:
-    """Key -> row hash of the rows of ``buckets`` (``statement``: :func:`.sql.mirror.rows_in_ranges`).
+def row_hashes(
+    s: LocalSession, statement: sql.Composable, buckets: list[int], table: QualifiedName, key: str, side: str
+) -> dict[int, int]:
+    """Key -> row hash of the rows of ``buckets`` (``statement``: :func:`.sql.mirror.rows_in_ranges`);
+    a key held by two rows of ``table`` is refused (one of them would go unseen).
 
     Without JIT: compiling takes longer than reading these few rows through the index."""
     s.execute("read rows without JIT", q.set_local("jit", "off"), quiet=True)
     keys, hashes = s.fetchrow(f"read the {side} rows of the differing buckets", statement, [buckets])
-    return dict(zip(keys or [], hashes or [], strict=True))
+    rows = dict(zip(keys or [], hashes or [], strict=True))
+    if len(rows) != len(keys or []):
+        raise duplicate_key(str(table), [key], [next(k for k, n in Counter(keys).items() if n > 1)])
+    return rows
 
 
 def row_differences(
     s: LocalSession,
     src: DirectSource,
     p: MirrorPlan,
-    result: MirrorResult,
-    oid: int,
     only: bool,
     key: str,
     columns: list[str],
@@ -156,18 +163,17 @@ def row_differences(
     source_rows: dict[int, int],
     target_rows: dict[int, int],
     rows_before: int,
-) -> Differences | None:
+) -> Differences:
     """The direct path's differences: the keys whose row hash differs (or that one side lacks);
-    the source rows of those keys are fetched by binary COPY. None when no row differs.
+    the source rows of those keys are fetched by binary COPY.
 
-    Checked by reading the written keys' row hashes back, and by the transaction's own count of the
-    rows it added and removed (triggers and foreign key actions included) against the source's."""
+    Checked by reading the written keys' row hashes back (what else the apply wrote:
+    :func:`.mirror_apply.check_only_chosen_rows_written`)."""
     changed = sorted(k for k, h in source_rows.items() if target_rows.get(k) != h)
     vanished = sorted(k for k in target_rows if k not in source_rows)
     touched = changed + vanished
-    if not touched:
-        return None
-    counted, net_before = s.fetchrow("count the rows written", mq.NET_ROWS_WRITTEN_QUERY, (oid, oid))
+    if not touched:  # the buckets differed: the rows cannot all be equal
+        raise mismatch(p, 1, "the differing buckets' rows are equal one by one")
     remote_columns = [src.names[c] for c in columns]
 
     def fetch(staging: QualifiedName) -> int:
@@ -182,18 +188,10 @@ def row_differences(
         statement = mq.rows_by_key(p.target, only, key, row_hash)
         after = {int(k): int(h) for k, h in s.fetchall("check the written rows", statement, [touched])}
         wrong = [k for k in touched if after.get(k) != source_rows.get(k)]
-        counting, net = s.fetchrow("count the rows written", mq.NET_ROWS_WRITTEN_QUERY, (oid, oid))
-        if counted and counting:
-            total = rows_before + int(net) - int(net_before)
-        else:  # track_counts is off: count the target
-            total = s.fetchvalue(
-                "count target rows", q.count_rows(p.target) if not only else mq.count_only(p.target)
-            )
-        check_total(p, result, total)
         if wrong:
             raise mismatch(p, len(wrong), f"{key} = {wrong[0]}")
 
-    return Differences(mq.key_in(key), [touched], p.source, fetch, verify)
+    return Differences(mq.key_in(key), [touched], p.source, fetch, verify, rows_before, row_hash)
 
 
 def _ignore(rows: int) -> None:

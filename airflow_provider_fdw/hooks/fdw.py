@@ -416,10 +416,18 @@ def prepare_session(conn: Any) -> None:
       ``05.03.2024`` (German) as a zero date. ``DateStyle = 'ISO'`` keeps the role's field order for
       reading date literals; IntervalStyle is left alone, since it also decides how interval
       literals read (``'-1 2:00:00'`` under ``sql_standard``) and mysql_fdw sends no intervals;
+    - transactions are READ COMMITTED whatever the role's or database's default: a copy or mirror
+      reads the target after locking it, and under ``repeatable read`` its snapshot would date from
+      before the lock, hiding a write committed in between (a mirror or an in-place replace would
+      keep a row the source does not have);
     - PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
       there, so a killed worker's statements (a load, a remote read) stop instead of running on.
     """
-    settings = [("DateStyle", "ISO"), ("extra_float_digits", "3")]
+    settings = [
+        ("DateStyle", "ISO"),
+        ("extra_float_digits", "3"),
+        ("default_transaction_isolation", "read committed"),
+    ]
     if server_version(conn) >= 140000:
         settings.append(("client_connection_check_interval", "2000"))
     statement = sql.SQL("SELECT {}").format(

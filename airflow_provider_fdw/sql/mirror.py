@@ -28,6 +28,13 @@ ROW_ESTIMATE_QUERY = sql.SQL(
 )
 
 
+# Apart from each other by more than a value's 8-byte chunks (BYTES_MAX / 8 of them, each seeded
+# ``seed + offset``): a chunk of one column never shares a seed with another column, whose hashes
+# would then cancel out in the row hash's XOR for equal chunk values.
+SEED_STRIDE = 64
+KEY_SEED = 1_000_000  # the key hash's seeds: not those of the row hash
+
+
 def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     """The hash of one non-NULL value, equal for identical values whatever the session settings.
 
@@ -83,7 +90,7 @@ def row_hash_expr(
             sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
                 sql.Identifier(named.get(c, c)),
                 sql.Literal(-1 - i),
-                value_hash(named.get(c, c), kinds[c], i + 1),
+                value_hash(named.get(c, c), kinds[c], (i + 1) * SEED_STRIDE),
             )
             for i, c in enumerate(columns)
         )
@@ -99,7 +106,8 @@ def key_hash_expr(
     return sql.SQL("({})").format(
         sql.SQL(" # ").join(
             sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
-                sql.Identifier(named.get(k, k)), value_hash(named.get(k, k), kinds[k], 1000 + i)
+                sql.Identifier(named.get(k, k)),
+                value_hash(named.get(k, k), kinds[k], KEY_SEED + i * SEED_STRIDE),
             )
             for i, k in enumerate(key)
         )
@@ -195,10 +203,14 @@ def copy_rows_in_ranges(
 
 # Rows this transaction added to the table minus those it removed (its leaf partitions, when
 # partitioned), counting what triggers and foreign key actions wrote; exact only with track_counts on.
-NET_ROWS_WRITTEN_QUERY = sql.SQL(
-    "SELECT pg_catalog.current_setting('track_counts')::bool, coalesce(sum("
-    "pg_catalog.pg_stat_get_xact_tuples_inserted(r) - pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
-    "FROM (SELECT %s::oid AS r UNION ALL SELECT relid FROM pg_catalog.pg_partition_tree(%s::oid) "
+# What this transaction has written to the table (and its leaf partitions, once each): rows
+# inserted, updated, deleted, by the backend's own counts (zero when track_counts is off).
+ROWS_WRITTEN_QUERY = sql.SQL(
+    "SELECT pg_catalog.current_setting('track_counts')::bool, "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
+    "FROM (SELECT %(oid)s::oid AS r UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) "
     "WHERE isleaf) AS l"
 )
 

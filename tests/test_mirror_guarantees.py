@@ -1,0 +1,267 @@
+"""Mirror mode's promise under hostile targets and sources: after a reported success the target equals
+the source; otherwise a clear refusal and an unchanged target. Each case once ended in a success with
+the target different from the source (an adversarial review, 2026-12-07)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+from test_mirror import SERVER, TRANSPORTS, Source, mirror, new_target, target_rows
+
+from airflow_provider_fdw.bulkcopy import mirror as m
+from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+
+
+@pytest.fixture(scope="module")
+def sandbox(airflow_connections):
+    return fdw_sandbox(airflow_connections, "mirror", SERVER)
+
+
+class Named:
+    """What ``mirror()`` reads of a source: its foreign table's name."""
+
+    def __init__(self, foreign: str) -> None:
+        self.foreign = foreign
+
+
+def keyless_source(sandbox, rows: int = 500) -> tuple[RemoteTable, str]:
+    """A remote table without a primary key (the mirror is told the key) and a target equal to it."""
+    src = RemoteTable(sandbox, "mirror", SERVER, "id bigint, name text")
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, %s) g", (rows,))
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, name text)", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    return src, target
+
+
+@TRANSPORTS
+def test_a_trigger_that_updates_another_row_fails_the_run(sandbox, transport):
+    """The verify re-reads only the rows the mirror chose; the transaction's own counts of what it
+    wrote show the trigger's extra update."""
+    src = Source(sandbox, rows=500)
+    target = new_target(sandbox, src)
+    function = f"{target}_bump"
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.id <> 1 THEN UPDATE {t} SET tags = 'bumped by trigger' WHERE id = 1; END IF; "
+        "RETURN NULL; END $$",
+        f=function,
+        t=target,
+    )
+    trigger = "CREATE TRIGGER bump AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()"
+    local(sandbox, trigger, t=target, f=function)
+    before = target_rows(sandbox, target)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 400")
+    chosen = r"chose to insert 0, update 1 and delete 0 rows .* but 0 were inserted, 2 updated"
+    with pytest.raises(FdwError, match=chosen):
+        mirror(src, target, transport=transport)
+    assert target_rows(sandbox, target) == before
+
+
+@TRANSPORTS
+def test_a_trigger_that_swaps_a_row_for_another_fails_the_run(sandbox, transport):
+    """A delete and an insert by the trigger keep the row total: still caught."""
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    function = f"{target}_swap"
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "DELETE FROM {t} WHERE id = 2; INSERT INTO {t} (id, name) VALUES (999999, 'by trigger'); "
+        "RETURN NULL; END $$",
+        f=function,
+        t=target,
+    )
+    trigger = "CREATE TRIGGER swap AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()"
+    local(sandbox, trigger, t=target, f=function)
+    before = target_rows(sandbox, target)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 200")
+    with pytest.raises(FdwError, match="did not choose"):
+        mirror(src, target, transport=transport)
+    assert target_rows(sandbox, target) == before
+
+
+@TRANSPORTS
+def test_rows_moving_between_partitions_are_not_taken_for_a_triggers_writes(sandbox, transport):
+    """An update that moves a row to another partition counts as a delete and an insert there."""
+    src = Source(sandbox, rows=400)
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(
+        sandbox,
+        "CREATE TABLE {t} (id bigint, name text, score numeric, seen timestamptz, tags text, flag boolean, "
+        "PRIMARY KEY (id, flag)) PARTITION BY LIST (flag)",
+        t=target,
+    )
+    for value in ("true", "false"):
+        part = f"{target}_{value}"
+        local(sandbox, f"CREATE TABLE {{p}} PARTITION OF {{t}} FOR VALUES IN ({value})", p=part, t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("UPDATE {t} SET flag = NOT flag WHERE id IN (3, 4, 5)")
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 300")
+    result = mirror(src, target, transport=transport, key_columns=["id"])
+    assert (result["inserted"], result["updated"], result["deleted"]) == (0, 4, 0)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+@TRANSPORTS
+def test_values_whose_chunk_hashes_used_to_cancel_out_are_mirrored(sandbox, transport):
+    """A 16-byte value's second 8-byte chunk was seeded like the column 8 places later: the row hash
+    (an XOR) stayed the same when both changed together."""
+    columns = "id bigint, iv interval, " + ", ".join(f"c{i} text" for i in range(2, 9)) + ", n bigint"
+    keyed = columns.replace("id bigint", "id bigint PRIMARY KEY")
+    src = RemoteTable(sandbox, "mirror", SERVER, columns, remote_columns=keyed)
+    src.remote(
+        "INSERT INTO {t} SELECT g, interval '1 day', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 0 "
+        "FROM generate_series(1, 100) g"
+    )
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (" + keyed + ")", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("UPDATE {t} SET iv = interval '0', n = 16777216 WHERE id = 42")  # day 1: byte 11
+    result = mirror(Named(src.foreign), target, transport=transport)
+    assert result["updated"] == 1
+    assert local(sandbox, "SELECT iv::text, n FROM {t} WHERE id = 42", t=target) == [("00:00:00", 16777216)]
+
+
+@TRANSPORTS
+def test_a_duplicate_key_in_the_source_is_refused(sandbox, transport):
+    src, target = keyless_source(sandbox)
+    src.remote("INSERT INTO {t} SELECT * FROM {t} WHERE id = 250")
+    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
+    with pytest.raises(FdwError, match=r"several rows with key \(id\) = 250: .* Nothing was changed"):
+        mirror(Named(src.foreign), target, transport=transport, key_columns=["id"])
+    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+
+
+@TRANSPORTS
+def test_a_null_key_in_the_source_is_refused_clearly(sandbox, transport):
+    src, target = keyless_source(sandbox)
+    src.remote("INSERT INTO {t} VALUES (NULL, 'no key')")
+    src.remote("UPDATE {t} SET name = 'changed' WHERE id = 7")  # and a bucket that differs besides
+    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
+    with pytest.raises(FdwError, match=r"1 of its rows have a NULL id.*Nothing was changed"):
+        mirror(Named(src.foreign), target, transport=transport, key_columns=["id"])
+    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+
+
+@pytest.mark.parametrize("side_by_side", [True, False])
+@TRANSPORTS
+def test_a_repeatable_read_default_does_not_hide_a_row_committed_before_the_lock(
+    sandbox, monkeypatch, transport, side_by_side
+):
+    """The task role's transactions default to REPEATABLE READ (ALTER ROLE … SET): the provider's
+    sessions run READ COMMITTED, so the mirror sees, after its lock, a row committed between its
+    first catalog read and the lock, and deletes it."""
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    login = local(sandbox, "SELECT current_user")[0][0]
+    original = m.check_policies_do_not_apply
+
+    def another_session_commits(*args, **kwargs):  # after the first catalog reads, before the lock
+        local(sandbox, "INSERT INTO {t} (id, name) VALUES (999999, 'written meanwhile')", t=target)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(m, "check_policies_do_not_apply", another_session_commits)
+
+    def role_default(change: str) -> None:
+        statement = sql.SQL("ALTER ROLE {} IN DATABASE {} ").format(ident(login), ident(TARGET_DB))
+        sandbox.target.execute(statement + sql.SQL(change))
+
+    role_default("SET default_transaction_isolation = 'repeatable read'")
+    try:
+        result = mirror(src, target, side_by_side=side_by_side, transport=transport)
+    finally:
+        role_default("RESET default_transaction_isolation")
+    assert result["deleted"] == 1
+    assert target_rows(sandbox, target) == src.rows()
+
+
+def test_a_source_that_is_not_a_foreign_table_is_refused(sandbox):
+    """A local table would be read at a new snapshot by each pass of the comparison."""
+    source = f"public.ls_{uuid.uuid4().hex[:8]}"
+    target = f"public.lt_{uuid.uuid4().hex[:8]}"
+    for table in (source, target):
+        local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, tags text)", t=table)
+        local(sandbox, "INSERT INTO {t} SELECT g, 'v' FROM generate_series(1, 50) g", t=table)
+    local(sandbox, "UPDATE {t} SET tags = 'changed' WHERE id = 5", t=source)
+    with pytest.raises(FdwConfigError, match=r"several passes of one snapshot.*is not a foreign table"):
+        mirror(Named(source), target)
+    assert local(sandbox, "SELECT tags FROM {t} WHERE id = 5", t=target) == [("v",)]
+
+
+@pytest.mark.parametrize("transport", ["fdw", "copy"])
+@pytest.mark.parametrize("key", ["int", "composite"])
+def test_hostile_identifiers(sandbox, transport, key):
+    """Quotes, spaces, capitals and keywords in the schema, table and key columns, and columns named
+    like the mirror's own aliases."""
+    from conftest import READER, SOURCE_DB
+
+    name = f'Ta"ble {uuid.uuid4().hex[:6]}'
+    columns = '"select" bigint, "Key Col" text, "t" text, "s" int, "r" int, "fdw_range" text'
+    primary = '"select"' if key == "int" else '"Key Col", "select"'
+    remote = ident("mirror", name)
+    for statement in (
+        sql.SQL("CREATE TABLE {} (" + columns + ", PRIMARY KEY (" + primary + "))").format(remote),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(remote, ident(READER)),
+        sql.SQL(
+            "INSERT INTO {} SELECT g, 'k' || (g % 7), 'x' || g, g, g, 'y' FROM generate_series(1, 300) g"
+        ).format(remote),
+    ):
+        sandbox.source.execute(statement, dbname=SOURCE_DB)
+    schema = 'Mirror "Sch"'
+    local(sandbox, "CREATE SCHEMA IF NOT EXISTS {s}", s=sql.Identifier(schema))
+    foreign = sql.Identifier("proxy_mirror", name)
+    local(
+        sandbox,
+        "CREATE FOREIGN TABLE {f} (" + columns + ") SERVER {server} "
+        "OPTIONS (schema_name 'mirror', table_name {n})",
+        f=foreign,
+        server=sql.Identifier(SERVER),
+        n=sql.Literal(name),
+    )
+    target = sql.Identifier(schema, name)
+    local(sandbox, "CREATE TABLE {t} (" + columns + ", PRIMARY KEY (" + primary + "))", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {f}", t=target, f=foreign)
+    sandbox.source.execute(
+        sql.SQL(
+            'UPDATE {0} SET "t" = \'changed\' WHERE "select" IN (5, 150); '
+            'DELETE FROM {0} WHERE "select" = 77; '
+            "INSERT INTO {0} VALUES (1000, 'new', 'n', 1, 1, 'z')"
+        ).format(remote),
+        dbname=SOURCE_DB,
+    )
+
+    def quoted(*parts: str) -> str:
+        return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+    result = mirror(Named(quoted("proxy_mirror", name)), quoted(schema, name), transport=transport)
+    select = "SELECT * FROM {t} ORDER BY 1, 2"
+    assert local(sandbox, select, t=target) == local(sandbox, select, t=foreign)
+    assert (result["inserted"], result["updated"], result["deleted"]) == (1, 2, 1)
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+@TRANSPORTS
+def test_values_swapped_in_a_second_unique_column(sandbox, transport, deferrable):
+    """One UPDATE meets a non-deferrable unique index midway when two rows swap their values: the
+    run fails, nothing written, and says to declare it DEFERRABLE, which the mirror checks at commit."""
+    columns = "id bigint PRIMARY KEY, code text UNIQUE" + (" DEFERRABLE" if deferrable else "")
+    keyed = "id bigint PRIMARY KEY, code text"
+    src = RemoteTable(sandbox, "mirror", SERVER, "id bigint, code text", remote_columns=keyed)
+    src.remote("INSERT INTO {t} SELECT g, 'c' || g FROM generate_series(1, 100) g")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (" + columns + ")", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("UPDATE {t} SET code = CASE id WHEN 3 THEN 'c4' ELSE 'c3' END WHERE id IN (3, 4)")
+    swapped = "SELECT id, code FROM {t} WHERE id IN (3, 4) ORDER BY id"
+    if deferrable:
+        assert mirror(Named(src.foreign), target, transport=transport)["updated"] == 2
+        assert local(sandbox, swapped, t=target) == [(3, "c4"), (4, "c3")]
+        return
+    with pytest.raises(FdwError, match="Declare that unique constraint DEFERRABLE"):
+        mirror(Named(src.foreign), target, transport=transport)
+    assert local(sandbox, swapped, t=target) == [(3, "c3"), (4, "c4")]
