@@ -135,10 +135,15 @@ def backfill(
 ) -> dict[str, Any]:
     """Embed every row whose embedding is NULL (and text is not); return counts."""
     p = plan
-    storage = ensure_embedding_column(s, p, dimensions)
-    count_missing = q.missing_embeddings_count(p.table, p.text_column, p.embedding_column)
+    storage, key_type = ensure_embedding_column(s, p, dimensions)
+    count_missing = q.missing_embeddings_count(p.table, p.key_column, p.text_column, p.embedding_column)
     with s.transaction():
-        total = s.fetchvalue("count missing", count_missing)
+        total, keyless = s.fetchrow("count missing", count_missing)
+    if keyless:
+        raise FdwConfigError(
+            f"{keyless} rows of {p.table} to embed have a NULL {p.key_column}: an embedding is written "
+            "back by key. Nothing was embedded; give them a key, or pass another key_column."
+        )
     if p.max_rows is not None:
         total = min(total, p.max_rows)
     done, batches, last_key = 0, 0, None
@@ -177,7 +182,7 @@ def backfill(
                         break
                     vectors = embedder([r[1] for r in rows])
                     check_vectors(vectors, len(rows), dimensions)
-                    write_vectors(s, p, rows, vectors, storage)
+                    write_vectors(s, p, rows, vectors, storage, key_type)
                     keys = [r[0] for r in rows]
             if not keys:
                 break
@@ -195,7 +200,7 @@ def backfill(
         # Rows an overlapping run is embedding were skipped: wait until it commits them, so that when
         # this task succeeds every row has its embedding (a write-back downstream relies on it).
         with s.transaction():
-            remaining = s.fetchvalue("count missing", count_missing)
+            remaining, _ = s.fetchrow("count missing", count_missing)
         if remaining == 0:
             break
         now = time.monotonic()
@@ -212,7 +217,7 @@ def backfill(
         total, last_key = done + remaining, None
     seconds = time.monotonic() - started
     with s.transaction():
-        remaining = s.fetchvalue("count missing", count_missing)
+        remaining, _ = s.fetchrow("count missing", count_missing)
     return {
         "table": str(p.table),
         "rows_embedded": done,
@@ -225,8 +230,9 @@ def backfill(
     }
 
 
-def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -> str:
-    """Add the column if missing: ``vector(n)`` when pgvector is installed, else ``real[]``."""
+def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -> tuple[str, str]:
+    """Add the column if missing: ``vector(n)`` when pgvector is installed, else ``real[]``.
+    :return: the storage (``vector`` or ``real[]``) and the key column's type."""
     with s.transaction():
         lock_object(s, "table", str(p.table))  # two runs adding the column: one adds, one finds it
         has_vector = bool(s.fetchvalue("check pgvector", q.PGVECTOR_INSTALLED_QUERY))
@@ -242,15 +248,15 @@ def ensure_embedding_column(s: LocalSession, p: BackfillPlan, dimensions: int) -
                 f"add column {p.embedding_column}",
                 q.add_embedding_column(p.table, p.embedding_column, dimensions, has_vector),
             )
-            return "vector" if has_vector else "real[]"
+            return "vector" if has_vector else "real[]", columns[p.key_column]
     if existing.startswith("vector"):
         if existing != f"vector({dimensions})" and existing != "vector":
             raise FdwConfigError(
                 f"{p.table}.{p.embedding_column} is {existing}, the embedder gives {dimensions}."
             )
-        return "vector"
+        return "vector", columns[p.key_column]
     if existing in ("real[]", "double precision[]"):
-        return "real[]"
+        return "real[]", columns[p.key_column]
     raise FdwConfigError(f"{p.table}.{p.embedding_column} is {existing}: use vector(n) or real[].")
 
 
@@ -260,6 +266,7 @@ def write_vectors(
     rows: list[tuple],
     vectors: Sequence[Sequence[float]],
     storage: str,
+    key_type: str,
 ) -> None:
     """Write one batch where the embedding is still NULL.
 
@@ -275,12 +282,19 @@ def write_vectors(
         s.copy_in("load batch", q.COPY_EMBEDDING_BATCH, payload)
         source = q.EMBEDDING_BATCH_SOURCE
     else:
-        source = q.embedding_values((k, vector_text(v, storage)) for k, v in zip(keys, vectors, strict=True))
-    s.execute(
+        pairs = ((k, vector_text(v, storage)) for k, v in zip(keys, vectors, strict=True))
+        source = q.embedding_values(pairs, key_type)
+    written = s.execute(
         "write batch",
         q.write_embeddings(p.table, p.key_column, p.embedding_column, storage, source),
         quiet=True,
-    )
+    ).rowcount
+    if written != len(keys):  # the batch's rows are locked by this transaction: each must be written
+        raise FdwError(
+            f"Wrote the embeddings of {written} of the {len(keys)} rows of a batch of {p.table}, matched "
+            f"by {p.key_column}: is it a unique key? Nothing of this batch was kept.",
+            step="write batch",
+        )
 
 
 def binary_copy_payload(keys: list[Any], vectors: Sequence[Sequence[float]]) -> bytes | None:

@@ -6,10 +6,15 @@ never travels in SQL text at all:
 
 1. The statement is composed with a one-off placeholder literal instead of the password.
 2. The password is sent as ``COPY … FROM STDIN`` data into a temporary table dropped at the end of
-   the transaction (COPY data is never logged).
-3. A temporary PL/pgSQL function replaces the placeholder with ``quote_literal(password)`` and runs
-   the statement; an error is re-raised with its message, detail and hint only (the statement,
-   which now holds the password, is not in the error's context).
+   the transaction (COPY data is never logged), as the hex digits of its UTF-8 bytes: ASCII, so no
+   client encoding of the session (``LATIN1``) can alter it on the way.
+3. A temporary PL/pgSQL function decodes it, replaces the placeholder with its ``quote_literal``
+   and runs the statement; an error is re-raised with its message, detail and hint only (the
+   statement, which now holds the password, is not in the error's context).
+
+Every name is qualified (``pg_temp.``, ``pg_catalog.``) and the function runs with its own
+``search_path``: a table or function of the same name that another role put earlier in the task
+role's ``search_path`` never sees the password.
 
 The provider's own log lines then show the step, never the statement; the server log shows the
 call of the function, never the password.
@@ -24,28 +29,31 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.session import LocalSession
 
-_HOLDER = "fdw_secret_holder"
-_RUNNER = "fdw_run_with_secret"
+_HOLDER = q.sql.Identifier("pg_temp", "fdw_secret_holder")
+_RUNNER = q.sql.Identifier("pg_temp", "fdw_run_with_secret")
 
 CREATE_HOLDER = q.sql.SQL(
     "CREATE TEMPORARY TABLE IF NOT EXISTS {} (secret text NOT NULL) ON COMMIT DROP"
-).format(q.sql.Identifier(_HOLDER))
+).format(_HOLDER)
 
 CREATE_RUNNER = q.sql.SQL(
-    "CREATE OR REPLACE FUNCTION pg_temp.{}(statement text, placeholder text) RETURNS void "
-    "LANGUAGE plpgsql AS $fdw$ "
+    "CREATE OR REPLACE FUNCTION {}(statement text, placeholder text) RETURNS void "
+    "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fdw$ "
     "DECLARE state text; detail text; hint text; message text; "
     "BEGIN "
-    "  EXECUTE replace(statement, quote_literal(placeholder), "
-    "    (SELECT quote_literal(secret) FROM pg_temp.{})); "
+    "  EXECUTE pg_catalog.replace(statement, pg_catalog.quote_literal(placeholder), "
+    "    (SELECT pg_catalog.quote_literal(pg_catalog.convert_from(pg_catalog.decode(secret, 'hex'), "
+    "'UTF8')) FROM {})); "
     "EXCEPTION WHEN OTHERS THEN "
     "  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, "
     "    detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT; "
     "  RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail, HINT = hint; "
     "END $fdw$"
-).format(q.sql.Identifier(_RUNNER), q.sql.Identifier(_HOLDER))
+).format(_RUNNER, _HOLDER)
 
-RUN = q.sql.SQL("SELECT pg_temp.{}(%s, %s)").format(q.sql.Identifier(_RUNNER))
+RUN = q.sql.SQL("SELECT {}(%s, %s)").format(_RUNNER)
+EMPTY_HOLDER = q.sql.SQL("TRUNCATE {}").format(_HOLDER)
+FILL_HOLDER = q.sql.SQL("COPY {} (secret) FROM STDIN").format(_HOLDER)
 
 
 def execute_with_secret(
@@ -56,16 +64,8 @@ def execute_with_secret(
     placeholder = f"fdw-secret-placeholder-{uuid.uuid4().hex}"
     log.info("%s (statement not logged: it sets a password)", step)
     s.execute(step, CREATE_HOLDER, quiet=True)
-    s.execute(step, q.sql.SQL("TRUNCATE {}").format(q.sql.Identifier(_HOLDER)), quiet=True)
-    s.copy_in(
-        step, q.sql.SQL("COPY {} (secret) FROM STDIN").format(q.sql.Identifier(_HOLDER)), copy_text(secret)
-    )
+    s.execute(step, EMPTY_HOLDER, quiet=True)
+    s.copy_in(step, FILL_HOLDER, secret.encode().hex().encode() + b"\n")
     s.execute(step, CREATE_RUNNER, quiet=True)
     s.execute(step, RUN, (s.render(statement_for(placeholder)), placeholder), quiet=True)
-    s.execute(step, q.sql.SQL("TRUNCATE {}").format(q.sql.Identifier(_HOLDER)), quiet=True)
-
-
-def copy_text(value: str) -> bytes:
-    """One row of one column in COPY text format (backslash escapes for the special characters)."""
-    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return (escaped + "\n").encode()
+    s.execute(step, EMPTY_HOLDER, quiet=True)

@@ -7,6 +7,7 @@ delegates to them.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -149,14 +150,9 @@ def create_user_mapping(
             return True
         current_raw, _ = row
         if current_raw is None:
-            # Options are hidden from us (mapping of another role on a server we own): recreate.
-            s.execute(
-                f"drop {step}",
-                q.sql.SQL("DROP USER MAPPING FOR {} SERVER {}").format(
-                    q.role_spec(role), q.sql.Identifier(server_name)
-                ),
-            )
-            set_mapping(f"create {step}", lambda m: q.create_user_mapping(server_name, role, m))
+            # Options hidden from us (another role's mapping on a server we own): set ours in place,
+            # keeping a DBA's others; whether they already had these values cannot be known.
+            set_hidden_options(s, step, server_name, role, list(managed), set_mapping)
             return True
         current = parse_options(current_raw)
         credentials = (wrapper.login_option, wrapper.password_option)
@@ -202,6 +198,40 @@ def check_remote(
     version, version_num = row or (None, None)
     log.info("Server %r reached through its user mapping: %s %s", server_name, wrapper.name, version)
     return {"server": server_name, "remote_version": version, "remote_version_num": int(version_num or 0)}
+
+
+# ALTER … OPTIONS: SET of an option the mapping lacks, ADD of one it has.
+OPTION_MISSING, OPTION_PRESENT = "42704", "42710"
+
+
+def set_hidden_options(
+    s: LocalSession,
+    step: str,
+    server_name: str,
+    role: str,
+    names: list[str],
+    set_mapping: Callable[[str, Callable[[dict[str, str]], Any]], None],
+) -> None:
+    """``ALTER USER MAPPING … OPTIONS`` setting ``names`` in a mapping whose options we may not read:
+    each option is SET or ADDed, so every combination is tried (a savepoint each; the mapping
+    usually has them all, tried first) until one matches the options it has."""
+
+    def alter(present: Mapping[str, str]) -> Callable[[dict[str, str]], Any]:
+        return lambda m: q.alter_user_mapping(server_name, role, present, m)
+
+    for has in itertools.product((True, False), repeat=len(names)):
+        # NUL is never a value: alter_options_clause SETs the options taken as present, ADDs the others
+        present = {name: "\0" for name, there in zip(names, has, strict=True) if there}
+        s.execute(step, q.sql.SQL("SAVEPOINT fdw_options"), quiet=True)
+        try:
+            set_mapping(f"update {step}", alter(present))
+        except FdwError as exc:
+            s.execute(step, q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_options"), quiet=True)
+            if exc.sqlstate not in (OPTION_MISSING, OPTION_PRESENT) or not any(has):
+                raise
+            continue
+        s.execute(step, q.sql.SQL("RELEASE SAVEPOINT fdw_options"), quiet=True)
+        return
 
 
 def get_connections(s: LocalSession) -> list[dict[str, Any]]:

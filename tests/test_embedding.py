@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from conftest import TARGET_DB, ident
+from conftest import TARGET_DB, ident, postgres_connection
 
 from airflow_provider_fdw.backfill import (
     SentenceTransformerEmbedder,
@@ -231,3 +231,78 @@ def test_non_integer_keys_take_the_literal_path_with_exact_values(target):
         dbname=TARGET_DB,
     )
     assert exact == [(50,)]
+
+
+def lengths(texts):
+    return [[float(len(t)), 1.0, 2.0] for t in texts]
+
+
+def test_a_char_n_key_is_matched_with_its_padding(target):
+    """A text literal compared with a ``char(8)`` key as text, without the padding, and matched no
+    row: the batch's keys are cast to the key column's type, and a batch that writes fewer rows than
+    it read fails instead of being counted done."""
+    name = f"docs_{uuid.uuid4().hex[:8]}"
+    target.execute(
+        sql.SQL("CREATE TABLE {} (id char(8) PRIMARY KEY, body text)").format(ident(name)), dbname=TARGET_DB
+    )
+    target.execute(
+        sql.SQL("INSERT INTO {} VALUES ('ab', 'hello'), ('cd', 'world!'), ('e f', 'x')").format(ident(name)),
+        dbname=TARGET_DB,
+    )
+    result = run_backfill(name, lengths, 3, batch_size=2)
+    assert (result["rows_embedded"], result["rows_remaining"]) == (3, 0)
+    written = sql.SQL("SELECT id, embedding FROM {} ORDER BY id").format(ident(name))
+    assert target.execute(written, dbname=TARGET_DB) == [
+        ("ab      ", [5.0, 1.0, 2.0]),
+        ("cd      ", [6.0, 1.0, 2.0]),
+        ("e f     ", [1.0, 1.0, 2.0]),
+    ]
+
+
+def test_rows_without_a_key_are_refused_before_any_embedding(target):
+    name = f"docs_{uuid.uuid4().hex[:8]}"
+    target.execute(
+        sql.SQL("CREATE TABLE {} (id bigint UNIQUE, body text)").format(ident(name)), dbname=TARGET_DB
+    )
+    target.execute(
+        sql.SQL("INSERT INTO {} VALUES (1, 'one'), (2, 'two'), (NULL, 'no key')").format(ident(name)),
+        dbname=TARGET_DB,
+    )
+    with pytest.raises(FdwConfigError, match=r"1 rows of .* to embed have a NULL id"):
+        run_backfill(name, lengths, 3)
+    count = sql.SQL("SELECT count(embedding) FROM {}").format(ident(name))
+    assert target.execute(count, dbname=TARGET_DB) == [(0,)]
+
+
+def test_the_batch_table_is_never_one_planted_earlier_in_the_search_path(pair, target, monkeypatch):
+    """A table named like the batch's, in a schema the task role's search_path lists before pg_temp:
+    the COPY and the UPDATE use pg_temp's, so no row gets a vector its text did not give."""
+    role, password = f"sp_{uuid.uuid4().hex[:6]}", "Local-Pw-5"
+    schema = f"planted_{uuid.uuid4().hex[:6]}"
+    target.execute(
+        sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(ident(role), sql.Literal(password))
+    )
+    target.execute(
+        sql.SQL("ALTER ROLE {} SET search_path = {}, public, pg_temp").format(ident(role), ident(schema))
+    )
+    name = f"docs_{uuid.uuid4().hex[:8]}"
+    for statement in (
+        "CREATE SCHEMA {s}",
+        "CREATE TABLE {s}.fdw_embedding_batch (k bigint, e real[])",
+        "INSERT INTO {s}.fdw_embedding_batch VALUES (3, '{{9,9,9}}')",
+        "CREATE TABLE public.{t} (id bigint PRIMARY KEY, body text)",
+        "INSERT INTO public.{t} VALUES (1, 'a'), (2, 'bb'), (3, 'ccc')",
+    ):
+        target.execute(sql.SQL(statement).format(s=ident(schema), t=ident(name)), dbname=TARGET_DB)
+    monkeypatch.setenv("AIRFLOW_CONN_PLANTED_LOCAL", postgres_connection(target, TARGET_DB, role, password))
+    try:
+        with FdwHook(postgres_conn_id="planted_local") as hook:
+            hook.backfill_embeddings(plan_backfill(f"public.{name}", "body", batch_size=1), lengths, 3)
+        written = sql.SQL("SELECT id, embedding FROM public.{} ORDER BY id").format(ident(name))
+        assert target.execute(written, dbname=TARGET_DB) == [
+            (1, [1.0, 1.0, 2.0]),
+            (2, [2.0, 1.0, 2.0]),
+            (3, [3.0, 1.0, 2.0]),
+        ]
+    finally:
+        target.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)), dbname=TARGET_DB)

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident
+from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident, postgres_connection
 
 from airflow_provider_fdw.bulkcopy import PsqlRelay, plan_copy
 from airflow_provider_fdw.compat import sql
@@ -237,3 +237,142 @@ def test_roles_named_like_keywords_get_their_own_mapping(target, server_name, ro
         hook.drop_server(server_name, cascade=True)
         hook.close()
         target.execute(sql.SQL("DROP ROLE {}").format(ident(role_name)))
+
+
+@pytest.fixture
+def hostile_search_path(pair, monkeypatch):
+    """A local superuser whose search_path (pg_temp listed last, a hardening recipe) starts with a
+    schema where another role created tables and a function named like the provider's temporary
+    ones, with a trigger that raises what it receives into the server log."""
+    role, password = f"sp_{uuid.uuid4().hex[:6]}", "Local-Pw-1"
+    schema = f"planted_{uuid.uuid4().hex[:6]}"
+    target = pair.target
+    target.execute(
+        sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(ident(role), sql.Literal(password))
+    )
+    target.execute(
+        sql.SQL("ALTER ROLE {} SET search_path = {}, public, pg_temp").format(ident(role), ident(schema))
+    )
+    for statement in (
+        "CREATE SCHEMA {s}",
+        "CREATE TABLE {s}.fdw_secret_holder (secret text)",
+        "CREATE FUNCTION {s}.grab() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "  RAISE WARNING 'captured %', NEW.secret; "
+        "  CREATE TEMPORARY TABLE IF NOT EXISTS fdw_secret_holder (secret text NOT NULL) ON COMMIT DROP; "
+        "  INSERT INTO pg_temp.fdw_secret_holder VALUES (NEW.secret); RETURN NULL; END $$",
+        "CREATE TRIGGER grab BEFORE INSERT ON {s}.fdw_secret_holder FOR EACH ROW EXECUTE FUNCTION {s}.grab()",
+        # a function shadowing the one the password goes through, in a schema searched first
+        "CREATE FUNCTION {s}.quote_literal(text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
+        "  RAISE WARNING 'captured %', $1; RETURN pg_catalog.quote_literal($1); END $$",
+    ):
+        target.execute(sql.SQL(statement).format(s=ident(schema)), dbname=TARGET_DB)
+    monkeypatch.setenv("AIRFLOW_CONN_PLANTED_LOCAL", postgres_connection(target, TARGET_DB, role, password))
+    yield schema
+    target.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(ident(role), ident(role)), dbname=TARGET_DB
+    )
+
+
+def test_the_password_never_reaches_objects_planted_earlier_in_the_search_path(
+    pair, server_name, hostile_search_path, monkeypatch
+):
+    """The holder table, the function and every call in it are qualified (pg_temp., pg_catalog.)."""
+    password = "Rotated-Canary-Pw-5e1d"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_ROTATED", fdw_connection(pair, password=password))
+    log = Path(pair.target.logfile)
+    offset = log.stat().st_size
+    with FdwHook(fdw_conn_id="fdw_rotated", postgres_conn_id="planted_local") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    assert password not in log.read_bytes()[offset:].decode(errors="replace")
+    options = pair.target.execute(
+        "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+    )[0][0]
+    assert f"password={password}" in options
+
+
+def test_a_non_ascii_password_arrives_intact_whatever_the_sessions_client_encoding(
+    pair, server_name, monkeypatch
+):
+    """The password travels as the hex of its UTF-8 bytes: a LATIN1 client encoding cannot alter it."""
+    role, local_password = f"enc_{uuid.uuid4().hex[:6]}", "Local-Pw-2"
+    pair.target.execute(
+        sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(ident(role), sql.Literal(local_password))
+    )
+    pair.target.execute(sql.SQL("ALTER ROLE {} SET client_encoding = 'LATIN1'").format(ident(role)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LATIN1_LOCAL", postgres_connection(pair.target, TARGET_DB, role, local_password)
+    )
+    password = "Pässwörd-ünïcode-9"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_UNICODE", fdw_connection(pair, password=password))
+    with FdwHook(fdw_conn_id="fdw_unicode", postgres_conn_id="latin1_local") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    options = pair.target.execute(
+        "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+    )[0][0]
+    assert f"password={password}" in options
+
+
+def test_a_server_owner_sets_another_roles_login_in_place_keeping_a_dbas_options(
+    pair, server_name, monkeypatch
+):
+    """The owner may not read another role's mapping options: the login and password are SET (or
+    ADDed) in place, never by dropping the mapping and losing the options a DBA added."""
+    suffix = uuid.uuid4().hex[:6]
+    etl, reporting, etl_password = f"etl_{suffix}", f"rep_{suffix}", "Etl-Pw-3"
+    target = pair.target
+    target.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(etl), sql.Literal(etl_password)))
+    target.execute(sql.SQL("CREATE ROLE {}").format(ident(reporting)))
+    target.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw", dbname=TARGET_DB)
+    target.execute(
+        sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}").format(ident(etl)), dbname=TARGET_DB
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_ETL_LOCAL", postgres_connection(target, TARGET_DB, etl, etl_password))
+    with FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="etl_local") as hook:
+        hook.create_server(server_name)
+        assert hook.create_user_mapping(server_name, reporting) is True
+    mapping = "SELECT umid, umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = %s"
+    ((umid, _),) = target.execute(mapping, (server_name, reporting), dbname=TARGET_DB)
+    # The DBA drops the password by hand (the mapping will ADD it back, and SET the user).
+    dba = sql.SQL("ALTER USER MAPPING FOR {} SERVER {} OPTIONS (DROP password)")
+    target.execute(dba.format(ident(reporting), ident(server_name)), dbname=TARGET_DB)
+    rotated = "Rotated-Pw-7"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_ROTATED_OWNER", fdw_connection(pair, password=rotated))
+    for _ in range(2):  # then both present: SET
+        with FdwHook(fdw_conn_id="fdw_rotated_owner", postgres_conn_id="etl_local") as hook:
+            hook.create_user_mapping(server_name, reporting)
+        ((same, options),) = target.execute(mapping, (server_name, reporting), dbname=TARGET_DB)
+        assert same == umid and f"password={rotated}" in options, options
+
+
+def test_a_server_owner_may_not_alter_a_mapping_with_superuser_only_options(pair, server_name, monkeypatch):
+    """``sslcert``/``sslkey`` set by a superuser: the owner's update fails, saying so; the mapping is
+    never dropped (its options would be lost)."""
+    suffix = uuid.uuid4().hex[:6]
+    etl, reporting, etl_password = f"etl_{suffix}", f"rep_{suffix}", "Etl-Pw-4"
+    target = pair.target
+    target.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(etl), sql.Literal(etl_password)))
+    target.execute(sql.SQL("CREATE ROLE {}").format(ident(reporting)))
+    target.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw", dbname=TARGET_DB)
+    grant = sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}")
+    target.execute(grant.format(ident(etl)), dbname=TARGET_DB)
+    monkeypatch.setenv("AIRFLOW_CONN_ETL_LOCAL", postgres_connection(target, TARGET_DB, etl, etl_password))
+    with FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="etl_local") as hook:
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name, reporting)
+    dba = sql.SQL("ALTER USER MAPPING FOR {} SERVER {} OPTIONS (ADD sslcert '/etc/certs/rep.crt')")
+    target.execute(dba.format(ident(reporting), ident(server_name)), dbname=TARGET_DB)
+    with (
+        FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="etl_local") as hook,
+        pytest.raises(FdwError, match="superuser"),
+    ):
+        hook.create_user_mapping(server_name, reporting)
+    mapping = "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = %s"
+    assert (
+        "sslcert=/etc/certs/rep.crt"
+        in target.execute(mapping, (server_name, reporting), dbname=TARGET_DB)[0][0]
+    )

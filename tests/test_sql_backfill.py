@@ -53,13 +53,14 @@ def test_backfill_adds_a_vector_column_with_pgvector_and_real_array_without(rend
 
 
 def test_backfill_writes_a_batch_from_values_or_the_copied_batch_table(render):
-    values = q.embedding_values([(1, "{0.5,1.0}"), ("a'b", "{2.0,3.0}")])
+    values = q.embedding_values([(1, "{0.5,1.0}"), ("a'b", "{2.0,3.0}")], "text")
     assert render(q.write_embeddings(TABLE, "id", "emb", "real[]", values)) == (
-        'UPDATE "ml"."doc""s" t SET "emb" = b.e::real[] FROM (VALUES (1, \'{0.5,1.0}\'), '
-        "('a''b', '{2.0,3.0}')) b(k, e) WHERE t.\"id\" = b.k AND t.\"emb\" IS NULL"
+        'UPDATE "ml"."doc""s" t SET "emb" = b.e::real[] FROM (VALUES (1::text, \'{0.5,1.0}\'), '
+        "('a''b'::text, '{2.0,3.0}')) b(k, e) WHERE t.\"id\" = b.k AND t.\"emb\" IS NULL"
     )
     write = render(q.write_embeddings(TABLE, "id", "emb", "vector", q.EMBEDDING_BATCH_SOURCE))
-    assert 'SET "emb" = b.e::vector FROM fdw_embedding_batch b WHERE' in write
-    assert render(q.missing_embeddings_count(TABLE, "body", "emb")) == (
-        'SELECT count(*) FROM "ml"."doc""s" WHERE "emb" IS NULL AND "body" IS NOT NULL'
+    assert 'SET "emb" = b.e::vector FROM pg_temp.fdw_embedding_batch b WHERE' in write
+    assert render(q.missing_embeddings_count(TABLE, "id", "body", "emb")) == (
+        'SELECT count(*), count(*) FILTER (WHERE "id" IS NULL) FROM "ml"."doc""s" '
+        'WHERE "emb" IS NULL AND "body" IS NOT NULL'
     )

@@ -11,11 +11,12 @@ from airflow_provider_fdw.names import QualifiedName
 PGVECTOR_INSTALLED_QUERY = sql.SQL("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")
 
 # One batch of binary-COPYed vectors per transaction: emptied at commit, reused by the next batch.
+# Qualified: a table of that name earlier in the role's search_path must never be read or written.
 CREATE_EMBEDDING_BATCH = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS fdw_embedding_batch (k bigint, e real[]) ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS pg_temp.fdw_embedding_batch (k bigint, e real[]) ON COMMIT DELETE ROWS"
 )
-COPY_EMBEDDING_BATCH = sql.SQL("COPY fdw_embedding_batch (k, e) FROM STDIN (FORMAT binary)")
-EMBEDDING_BATCH_SOURCE = sql.SQL("fdw_embedding_batch b")
+COPY_EMBEDDING_BATCH = sql.SQL("COPY pg_temp.fdw_embedding_batch (k, e) FROM STDIN (FORMAT binary)")
+EMBEDDING_BATCH_SOURCE = sql.SQL("pg_temp.fdw_embedding_batch b")
 
 
 def embedding_type(storage: str) -> sql.Composable:
@@ -23,9 +24,17 @@ def embedding_type(storage: str) -> sql.Composable:
     return sql.SQL("vector") if storage == "vector" else sql.SQL("real[]")
 
 
-def missing_embeddings_count(table: QualifiedName, text_column: str, embedding_column: str) -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL").format(
-        sql.Identifier(*table), sql.Identifier(embedding_column), sql.Identifier(text_column)
+def missing_embeddings_count(
+    table: QualifiedName, key_column: str, text_column: str, embedding_column: str
+) -> sql.Composed:
+    """Rows lacking an embedding, and how many of them have no key to be written back by."""
+    return sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE {} IS NULL) FROM {} WHERE {} IS NULL AND {} IS NOT NULL"
+    ).format(
+        sql.Identifier(key_column),
+        sql.Identifier(*table),
+        sql.Identifier(embedding_column),
+        sql.Identifier(text_column),
     )
 
 
@@ -86,9 +95,14 @@ def add_embedding_column(table: QualifiedName, column: str, dimensions: int, pgv
     )
 
 
-def embedding_values(pairs: Iterable[tuple[Any, str]]) -> sql.Composed:
-    """A batch as ``(VALUES (key, vector text), ...) b(k, e)``, the source of :func:`write_embeddings`."""
-    values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(k), sql.Literal(v)) for k, v in pairs)
+def embedding_values(pairs: Iterable[tuple[Any, str]], key_type: str) -> sql.Composed:
+    """A batch as ``(VALUES (key, vector text), ...) b(k, e)``, the source of :func:`write_embeddings`.
+
+    Each key is cast to the key column's type (``key_type``, as ``format_type`` spells it): a text
+    literal would compare with a ``char(n)`` key as text, without its padding, and match no row."""
+    values = sql.SQL(", ").join(
+        sql.SQL("({}::{}, {})").format(sql.Literal(k), sql.SQL(key_type), sql.Literal(v)) for k, v in pairs
+    )
     return sql.SQL("(VALUES {}) b(k, e)").format(values)
 
 
