@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.locks import lock_object
@@ -17,19 +18,29 @@ def analyze_tables(s: LocalSession, tables: Sequence[QualifiedName]) -> None:
             s.execute(f"analyze {table}", q.analyze(table))
 
 
+class ForeignTable(NamedTuple):
+    """A foreign table of a local schema and the remote table it reads."""
+
+    table: str
+    server: str
+    remote_schema: str
+    remote_table: str
+
+
+def read_foreign_tables(s: LocalSession, local_schema: str) -> list[ForeignTable]:
+    """Foreign tables in ``local_schema`` (checked), in the caller's transaction."""
+    rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
+    # Without a schema_name / table_name option the wrappers read the local schema's / table's name.
+    return [
+        ForeignTable(name, server, rschema or local_schema, rtable or name)
+        for name, server, rschema, rtable in rows
+    ]
+
+
 def list_foreign_tables(s: LocalSession, local_schema: str) -> list[dict[str, str]]:
     """Foreign tables in ``local_schema`` (checked): name, server, remote schema and remote table."""
     with s.transaction():
-        rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (local_schema,))
-    return [
-        {
-            "table": name,
-            "server": server,
-            "remote_schema": rschema or local_schema,
-            "remote_table": rtable or name,
-        }
-        for name, server, rschema, rtable in rows
-    ]
+        return [t._asdict() for t in read_foreign_tables(s, local_schema)]
 
 
 def copy_to_foreign_table(

@@ -15,7 +15,7 @@ a message naming what holds the lock, instead of hanging a worker slot.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_fdw import sql as q
@@ -34,6 +34,11 @@ LOCK_HOLDERS = q.sql.SQL(
     "  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "  AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295) AND a.pid <> pg_backend_pid()"
 )
+
+
+def describe_holders(rows: Sequence[Sequence[Any]]) -> str:
+    """Sessions of a ``(pid, application_name, state, …)`` lock holder query, for logs and errors."""
+    return ", ".join(f"pid {pid} ({app or 'no application_name'}, {state})" for pid, app, state, *_ in rows)
 
 
 def lock_key(kind: str, name: str) -> str:
@@ -106,10 +111,7 @@ def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
 
     def holder() -> str:
         with session.transaction():
-            holders = session.fetchall("read lock holder", LOCK_HOLDERS, (key,))
-        return ", ".join(
-            f"pid {pid} ({app or 'no application_name'}, {state})" for pid, app, state, _ in holders
-        )
+            return describe_holders(session.fetchall("read lock holder", LOCK_HOLDERS, (key,)))
 
     wait_for_lock(
         attempt,
@@ -168,6 +170,21 @@ def autovacuum_holding(s: LocalSession, table: Any) -> str:
     with s.transaction():
         rows = s.fetchall("read autovacuum holding the lock", AUTOVACUUM_HOLDERS, (str(table),))
     return ", ".join(f"autovacuum worker pid {pid} ({query})" for pid, query in rows)
+
+
+TABLE_LOCK_HOLDERS = q.sql.SQL(
+    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(%s) "
+    "  AND a.pid <> pg_backend_pid()"
+)
+
+
+def table_lock_holders(s: LocalSession, table: Any) -> str:
+    """The sessions holding a lock on ``table`` ("pid … on <table>"), or "" (own transaction)."""
+    with s.transaction():
+        rows = s.fetchall("read lock holders", TABLE_LOCK_HOLDERS, (str(table),))
+    return f"{describe_holders(rows)} on {table}" if rows else ""
 
 
 class LockTimeout:

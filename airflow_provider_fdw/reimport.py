@@ -11,7 +11,13 @@ transaction, and each table is then converged:
   message only when a dependant uses a column that changed, which it could not survive anyway);
 - gone remotely: dropped (a clear error names the dependants if there are any).
 
-Everything happens in the caller's transaction: other sessions see the old definitions until commit.
+Only foreign tables exactly like an import's (this server, the remote schema, the remote table's own
+name) are the previous import's; any other foreign table in the local schema (a DBA's own, under
+another name) is never altered or dropped.
+
+Everything happens in one transaction: other sessions see the old definitions until commit. A table
+to alter or drop is locked in attempts bounded by ``lock_timeout`` (a long reader must not queue new
+readers behind the import); each failed attempt rolls the whole transaction back and is retried.
 """
 
 from __future__ import annotations
@@ -26,9 +32,18 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import read_columns
 from airflow_provider_fdw.connection import render_option_value
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
-from airflow_provider_fdw.locks import create_schema
+from airflow_provider_fdw.foreign_tables import read_foreign_tables
+from airflow_provider_fdw.locks import LockTimeout, create_schema, table_lock_holders
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
+from airflow_provider_fdw.refresh import lock_timeout_setting
 from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_SWAP_LOCK_TIMEOUT,
+    LOCK_NOT_AVAILABLE,
+    lock_attempts,
+    with_lock_retries,
+)
 from airflow_provider_fdw.wrappers import WRAPPERS
 
 # The wrapper is known only from the server at run time, where its validator checks exactly: here any
@@ -48,6 +63,10 @@ class ImportPlan:
     import_options: dict[str, str]
     replace: bool
     analyze: bool
+    lock_timeout: str | None
+    # the user passed lock_timeout (kept as given); else the default, raised above deadlock_timeout
+    lock_timeout_explicit: bool
+    lock_retries: int
 
 
 def plan_import(
@@ -59,6 +78,8 @@ def plan_import(
     import_options: Mapping[str, Any] | None = None,
     replace: bool = True,
     analyze: bool = False,
+    lock_timeout: float | str | None = None,
+    lock_retries: int = DEFAULT_LOCK_RETRIES,
 ) -> ImportPlan:
     """Check the arguments of an import (before any SQL runs) and return the plan."""
     check_identifier(server_name, "server_name")
@@ -77,30 +98,80 @@ def plan_import(
                 f"postgres_fdw and mysql_fdw accept {', '.join(sorted(IMPORT_OPTIONS))}."
             )
         options = {k: render_option_value(v) for k, v in import_options.items()}
-    return ImportPlan(server_name, remote_schema, local_schema, limit_to, exclude, options, replace, analyze)
+    return ImportPlan(
+        server_name,
+        remote_schema,
+        local_schema,
+        limit_to,
+        exclude,
+        options,
+        replace,
+        analyze,
+        lock_timeout_setting(lock_timeout if lock_timeout is not None else DEFAULT_SWAP_LOCK_TIMEOUT),
+        lock_timeout is not None,
+        lock_attempts(lock_retries),
+    )
+
+
+class TableChanges:
+    """Alters or drops existing tables (each lock wait bounded by the transaction's ``lock_timeout``;
+    a foreign table cannot be LOCKed beforehand), remembering the one whose lock an attempt could
+    not get, to name who holds it."""
+
+    def __init__(self) -> None:
+        self.busy: QualifiedName | None = None
+
+    def change(self, s: LocalSession, table: QualifiedName, step: str, statement: Any) -> None:
+        try:
+            s.execute(step, statement)
+        except FdwError as exc:
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                self.busy = table
+            raise
+
+    def holders(self, s: LocalSession) -> str:
+        return table_lock_holders(s, self.busy) if self.busy else ""
 
 
 def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
-    """Import (or converge a previous import) in one transaction; return the selected foreign tables."""
+    """Import (or converge a previous import) in one transaction, retried while a table it changes
+    is busy; return the selected foreign tables."""
     p = plan
-    with s.transaction():
-        create_schema(s, p.local_schema)  # also serialises imports into the same schema
-        previous = imported_tables(s, p)
-        import_and_converge(s, p, previous, log)
-        tables = imported_tables(s, p)
+    lock_timeout, table_changes = LockTimeout(p.lock_timeout, p.lock_timeout_explicit), TableChanges()
+    # A retry needs a transaction of its own: inside the caller's block the first failure is final.
+    attempts = 1 if s.in_transaction_block else p.lock_retries
+    tables = with_lock_retries(
+        lambda: import_once(s, p, lock_timeout, table_changes, log),
+        attempts,
+        f"import of {p.remote_schema!r} into {p.local_schema!r}",
+        log,
+        lambda: table_changes.holders(s),
+    )
     log.info("Foreign tables in %r from %r: %s", p.local_schema, p.remote_schema, ", ".join(tables))
     return tables
 
 
+def import_once(
+    s: LocalSession, plan: ImportPlan, lock_timeout: LockTimeout, table_changes: TableChanges, log: Any
+) -> list[str]:
+    """One attempt: the whole import in one transaction (all or nothing)."""
+    with s.transaction():
+        lock_timeout.set_local(s, log)  # first, so that every lock wait of the attempt is bounded
+        create_schema(s, plan.local_schema)  # also serialises imports into the same schema
+        previous = imported_tables(s, plan)
+        import_and_converge(s, plan, previous, table_changes, log)
+        return imported_tables(s, plan)
+
+
 def imported_tables(s: LocalSession, plan: ImportPlan) -> list[str]:
-    """The foreign tables in the local schema that this server imported from the remote schema,
-    within the plan's LIMIT TO / EXCEPT selection."""
+    """The foreign tables in the local schema that look exactly like this import's (this server, the
+    remote schema, the remote table's own name, as IMPORT FOREIGN SCHEMA makes them), within the
+    plan's LIMIT TO / EXCEPT selection (remote names, so the same as theirs)."""
     p = plan
-    rows = s.fetchall("list foreign tables", q.FOREIGN_TABLES_QUERY, (p.local_schema,))
     names = [
-        name
-        for name, server, rschema, _ in rows
-        if server == p.server_name and (rschema or p.local_schema) == p.remote_schema
+        t.table
+        for t in read_foreign_tables(s, p.local_schema)
+        if (t.server, t.remote_schema, t.remote_table) == (p.server_name, p.remote_schema, t.table)
     ]
     if p.limit_to:
         return [n for n in names if n in p.limit_to]
@@ -109,7 +180,9 @@ def imported_tables(s: LocalSession, plan: ImportPlan) -> list[str]:
     return names
 
 
-def import_and_converge(s: LocalSession, plan: ImportPlan, previous: Sequence[str], log: Any) -> None:
+def import_and_converge(
+    s: LocalSession, plan: ImportPlan, previous: Sequence[str], table_changes: TableChanges, log: Any
+) -> None:
     """Import into a scratch schema and converge ``plan.local_schema`` to it (caller's transaction)."""
     r = plan
     scratch = f"_fdw_import_{uuid.uuid4().hex[:12]}"
@@ -129,7 +202,7 @@ def import_and_converge(s: LocalSession, plan: ImportPlan, previous: Sequence[st
         local = QualifiedName(r.local_schema, table)
         if table in previous:
             if r.replace:
-                converge_columns(s, local, QualifiedName(scratch, table), log)
+                converge_columns(s, local, QualifiedName(scratch, table), table_changes, log)
         elif table in existing:
             kind = q.RELKIND_NAMES.get(existing[table], "another object")
             raise FdwError(
@@ -143,7 +216,7 @@ def import_and_converge(s: LocalSession, plan: ImportPlan, previous: Sequence[st
     if r.replace:
         for table in previous:
             if table not in fresh:
-                drop_vanished(s, QualifiedName(r.local_schema, table), r.server_name)
+                drop_vanished(s, QualifiedName(r.local_schema, table), r.server_name, table_changes)
     s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
 
 
@@ -182,7 +255,9 @@ def describe_missing(r: ImportPlan, missing: Sequence[str], available: Sequence[
     )
 
 
-def converge_columns(s: LocalSession, local: QualifiedName, fresh: QualifiedName, log: Any) -> None:
+def converge_columns(
+    s: LocalSession, local: QualifiedName, fresh: QualifiedName, table_changes: TableChanges, log: Any
+) -> None:
     """ALTER the existing foreign table so its columns match the freshly imported definition."""
     old, new = read_columns(s, local), read_columns(s, fresh)
     actions = [q.drop_column(name) for name in old if name not in new]
@@ -201,8 +276,10 @@ def converge_columns(s: LocalSession, local: QualifiedName, fresh: QualifiedName
     if not actions:
         return
     try:
-        s.execute(f"update columns of {local}", q.alter_foreign_table(local, actions))
+        table_changes.change(s, local, f"update columns of {local}", q.alter_foreign_table(local, actions))
     except FdwError as exc:
+        if exc.sqlstate == LOCK_NOT_AVAILABLE:  # busy, not incompatible: retried
+            raise
         raise FdwError(
             f"The remote definition of {local} changed in a way its local dependants cannot follow: {exc}",
             step="converge foreign table",
@@ -211,9 +288,13 @@ def converge_columns(s: LocalSession, local: QualifiedName, fresh: QualifiedName
     log.info("Updated the columns of %s to the remote definition", local)
 
 
-def drop_vanished(s: LocalSession, table: QualifiedName, server_name: str) -> None:
+def drop_vanished(
+    s: LocalSession, table: QualifiedName, server_name: str, table_changes: TableChanges
+) -> None:
     try:
-        s.execute(f"drop {table} (gone on the remote)", q.drop_foreign_tables(table.schema, [table.name]))
+        table_changes.change(
+            s, table, f"drop {table} (gone on the remote)", q.drop_foreign_tables(table.schema, [table.name])
+        )
     except FdwError as exc:
         if exc.sqlstate != DEPENDENT_OBJECTS_STILL_EXIST:
             raise

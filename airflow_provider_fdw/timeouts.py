@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 
 # Seconds a login may take (libpq connect_timeout). The connection form's Test button uses the same.
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -96,10 +96,15 @@ def run_bounded(
     return outcome["value"]
 
 
+def lock_attempts(value: Any) -> int:
+    """``lock_retries``: how many times a lock is tried, each bounded by ``lock_timeout``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FdwConfigError(f"lock_retries must be a positive integer, got {value!r}.")
+    return value
+
+
 def positive_seconds(value: Any, what: str) -> float:
     """Validate a time-out argument: a positive number of seconds."""
-    from airflow_provider_fdw.exceptions import FdwConfigError
-
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise FdwConfigError(f"{what} must be a positive number of seconds, got {value!r}.")
     return float(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, fdw_connection, ident
@@ -13,7 +14,7 @@ from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.hooks.postgres_fdw import PostgresFdwHook
-from airflow_provider_fdw.timeouts import network_defaults
+from airflow_provider_fdw.timeouts import FdwTimeoutError, network_defaults
 from fdw_testing.pgcluster import free_port
 
 
@@ -250,6 +251,169 @@ def test_reimport_keeps_dependent_views_working_and_explains_what_blocks_it(
         source.execute("DROP TABLE IF EXISTS app.doomed", dbname=SOURCE_DB)
 
 
+def hand_made_foreign_table(target, server_name, local_schema, name, remote_table):
+    """A foreign table a DBA wrote by hand over ``app.<remote_table>``, under its own local name."""
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint) SERVER {} OPTIONS (schema_name 'app', table_name {})"
+        ).format(ident(local_schema, name), ident(server_name), sql.Literal(remote_table)),
+        dbname=TARGET_DB,
+    )
+    return target.execute("SELECT %s::regclass::oid", (f"{local_schema}.{name}",), dbname=TARGET_DB)
+
+
+def test_reimport_leaves_a_hand_made_foreign_table_over_the_same_remote_schema_alone(
+    hook, source, target, server_name, local_schema
+):
+    ready_server(hook, server_name)
+    source.execute("CREATE TABLE app.renamed_soon (id int)", dbname=SOURCE_DB)
+    source.execute(sql.SQL("GRANT SELECT ON app.renamed_soon TO {}").format(ident(READER)), dbname=SOURCE_DB)
+    try:
+        hook.import_foreign_schema(server_name, "app", local_schema)
+        emails = hand_made_foreign_table(target, server_name, local_schema, "user_emails", "users")
+        legacy = hand_made_foreign_table(target, server_name, local_schema, "legacy", "renamed_soon")
+        # The remote table behind "legacy" is renamed: the import's own table of that name goes with it.
+        source.execute("ALTER TABLE app.renamed_soon RENAME TO renamed_now", dbname=SOURCE_DB)
+        assert hook.import_foreign_schema(server_name, "app", local_schema) == [
+            "events",
+            "orders",
+            "renamed_now",
+            "users",
+        ]
+        for name, oid in (("user_emails", emails), ("legacy", legacy)):
+            assert (
+                target.execute("SELECT %s::regclass::oid", (f"{local_schema}.{name}",), dbname=TARGET_DB)
+                == oid
+            )
+        assert "renamed_soon" not in [t["table"] for t in hook.list_foreign_tables(local_schema)]
+    finally:
+        source.execute("DROP TABLE IF EXISTS app.renamed_soon, app.renamed_now", dbname=SOURCE_DB)
+
+
+def test_reimport_with_except_ignores_a_view_on_a_hand_made_foreign_table(
+    hook, target, server_name, local_schema
+):
+    ready_server(hook, server_name)
+    hook.import_foreign_schema(server_name, "app", local_schema, exclude=["events"])
+    hand_made_foreign_table(target, server_name, local_schema, "user_emails", "users")
+    target.execute(
+        sql.SQL("CREATE VIEW {} AS SELECT id FROM {}").format(
+            ident(local_schema, "v_emails"), ident(local_schema, "user_emails")
+        ),
+        dbname=TARGET_DB,
+    )
+    # Before: taken for an imported table gone on the remote, and refused because the view reads it.
+    assert hook.import_foreign_schema(server_name, "app", local_schema, exclude=["events"]) == [
+        "orders",
+        "users",
+    ]
+    assert "user_emails" in [t["table"] for t in hook.list_foreign_tables(local_schema)]
+
+
+@pytest.fixture
+def remote_one_table(source):
+    """A fresh remote schema with tables ``t`` and ``u`` (``id int``) the reader can read; dropped after."""
+    schema = f"reimp_{uuid.uuid4().hex[:8]}"
+    for statement in (
+        "CREATE SCHEMA {s}",
+        "GRANT USAGE ON SCHEMA {s} TO {r}",
+        "CREATE TABLE {s}.t (id int)",
+        "INSERT INTO {s}.t VALUES (1)",
+        "CREATE TABLE {s}.u (id int)",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r}",
+    ):
+        source.execute(sql.SQL(statement).format(s=ident(schema), r=ident(READER)), dbname=SOURCE_DB)
+    yield schema
+    source.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident(schema)), dbname=SOURCE_DB)
+
+
+def long_reader_of(target, table):
+    """An open transaction that has read ``table`` (so holds its lock until it ends)."""
+    conn = target.connect(TARGET_DB, autocommit=False)
+    conn.cursor().execute(sql.SQL("SELECT * FROM {} WHERE false").format(table))
+    return conn
+
+
+def columns_of(target, local_schema, table):
+    return [
+        name
+        for (name,) in target.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
+            "table_name = %s ORDER BY ordinal_position",
+            (local_schema, table),
+            dbname=TARGET_DB,
+        )
+    ]
+
+
+def test_reimport_takes_a_busy_tables_lock_in_short_attempts_so_new_readers_never_queue_behind_it(
+    hook, source, target, server_name, local_schema, remote_one_table
+):
+    ready_server(hook, server_name)
+    remote = remote_one_table
+    hook.import_foreign_schema(server_name, remote, local_schema)
+    long_reader = long_reader_of(target, ident(local_schema, "t"))
+    source.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN note text").format(ident(remote, "t")), dbname=SOURCE_DB
+    )
+    outcome: dict = {}
+
+    def reimport():
+        try:
+            with FdwHook(fdw_conn_id="fdw_source") as h:
+                outcome["tables"] = h.import_foreign_schema(server_name, remote, local_schema)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=reimport)
+    worker.start()
+    try:
+        time.sleep(3)  # the re-import is waiting for t's lock by now
+        reader = target.connect(TARGET_DB)
+        try:
+            cur = reader.cursor()
+            cur.execute("SET lock_timeout = '5s'")  # one attempt (1.5 s) is the most it may wait
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "t")))
+            assert cur.fetchone() == (1,)
+        finally:
+            reader.close()
+        assert worker.is_alive(), "the re-import gave up while the long reader still held t"
+    finally:
+        long_reader.rollback()
+        long_reader.close()
+        worker.join(60)
+    assert outcome == {"tables": ["t", "u"]}
+    assert columns_of(target, local_schema, "t") == ["id", "note"]
+
+
+@pytest.mark.parametrize(
+    "change", ["ALTER TABLE {} ADD COLUMN note text", "DROP TABLE {}"], ids=["altered", "dropped"]
+)
+def test_reimport_that_never_gets_a_tables_lock_fails_naming_it_and_its_holder_and_changes_nothing(
+    hook, source, target, server_name, local_schema, remote_one_table, change
+):
+    ready_server(hook, server_name)
+    remote = remote_one_table
+    hook.import_foreign_schema(server_name, remote, local_schema)
+    long_reader = long_reader_of(target, ident(local_schema, "u"))
+    holder = long_reader.info.backend_pid
+    source.execute(sql.SQL(change).format(ident(remote, "u")), dbname=SOURCE_DB)
+    source.execute(sql.SQL("CREATE TABLE {} (id int)").format(ident(remote, "added")), dbname=SOURCE_DB)
+    source.execute(
+        sql.SQL("GRANT SELECT ON {} TO {}").format(ident(remote, "added"), ident(READER)), dbname=SOURCE_DB
+    )
+    try:
+        with pytest.raises(
+            FdwTimeoutError, match=rf"in 2 attempts.*held by pid {holder} .* on {local_schema}\.u"
+        ):
+            hook.import_foreign_schema(server_name, remote, local_schema, lock_timeout=0.2, lock_retries=2)
+    finally:
+        long_reader.rollback()
+        long_reader.close()
+    assert [t["table"] for t in hook.list_foreign_tables(local_schema)] == ["t", "u"]  # no "added"
+    assert columns_of(target, local_schema, "u") == ["id"]
+
+
 def test_import_refuses_to_clobber_a_local_table_of_the_same_name(hook, target, server_name, local_schema):
     ready_server(hook, server_name)
     target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
@@ -409,6 +573,11 @@ def test_tricky_identifiers_work_everywhere(hook, source):
             lambda h: h.import_foreign_schema("s", "app", "p", import_options={"import_everything": True}),
             "Unknown import option",
         ),
+        (
+            lambda h: h.import_foreign_schema("s", "app", "p", lock_retries=0),
+            "lock_retries must be a positive integer",
+        ),
+        (lambda h: h.import_foreign_schema("s", "app", "p", lock_timeout="soon"), "is not a duration"),
         (lambda h: h.drop_server(None), "server_name must be a non-empty string"),
         (lambda h: h.list_foreign_tables("x" * 70), "longer than 63 bytes"),
     ],

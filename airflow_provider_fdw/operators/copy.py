@@ -11,7 +11,12 @@ from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.names import parse_qualified_name
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
-from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_TARGET_LOCK_WAIT, positive_seconds
+from airflow_provider_fdw.timeouts import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_TARGET_LOCK_WAIT,
+    lock_attempts,
+    positive_seconds,
+)
 
 
 class BulkCopyOperator(FdwBaseOperator):
@@ -138,9 +143,7 @@ class BulkCopyOperator(FdwBaseOperator):
         self.verify = verify
         self.transport = transport
         self.target_lock_wait = positive_seconds(target_lock_wait, "target_lock_wait")
-        if isinstance(lock_retries, bool) or not isinstance(lock_retries, int) or lock_retries < 1:
-            raise FdwConfigError(f"lock_retries must be a positive integer, got {lock_retries!r}.")
-        self.lock_retries = lock_retries
+        self.lock_retries = lock_attempts(lock_retries)
         self.validate_if_static(source_table, target_table, where)
 
     def validate(self) -> None:

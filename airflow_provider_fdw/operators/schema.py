@@ -8,6 +8,7 @@ from typing import Any
 from airflow_provider_fdw.assets import table_asset
 from airflow_provider_fdw.operators.base import FdwBaseOperator, is_templated
 from airflow_provider_fdw.reimport import plan_import
+from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES
 
 
 class ImportForeignSchemaOperator(FdwBaseOperator):
@@ -17,6 +18,8 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
     transaction, each foreign table previously imported from the same remote schema (within the same
     ``limit_to`` / ``exclude`` selection) is converged to it: new tables are added, changed columns
     altered in place (``ALTER FOREIGN TABLE``), vanished tables dropped, unchanged tables left alone.
+    Previously imported means exactly like an import: same server, remote schema, and a local name
+    equal to the remote table's; other foreign tables in ``local_schema`` are never altered or dropped.
     Nothing is dropped and re-created, so views and materialized views built on the foreign tables keep
     working and concurrent queries never find a table missing. When ``limit_to`` is given without
     templates, each table is declared as an Airflow ``Asset`` outlet
@@ -32,6 +35,11 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
     :param replace: converge previously imported tables to the remote definitions (default); else only
         import the tables not yet present and leave the others as they are.
     :param analyze: run ``ANALYZE`` on the imported foreign tables so the planner has statistics.
+    :param lock_timeout: bound on each attempt to take the lock of a table the re-import alters or
+        drops (seconds or ``"5s"``; default 1 s, raised above the server's ``deadlock_timeout``, as for
+        BulkCopyOperator): a long reader then delays new readers by at most this long.
+    :param lock_retries: attempts (default 30, with a short pause between them) before the import
+        fails naming the table and who holds it, having changed nothing.
     :return: ``{"server", "remote_schema", "local_schema", "tables": [...], "analyzed": bool}``.
     """
 
@@ -57,6 +65,8 @@ class ImportForeignSchemaOperator(FdwBaseOperator):
         import_options: Mapping[str, Any] | None = None,
         replace: bool = True,
         analyze: bool = False,
+        lock_timeout: float | str | None = None,
+        lock_retries: int = DEFAULT_LOCK_RETRIES,
         **kwargs: Any,
     ) -> None:
         if limit_to and "outlets" not in kwargs and not is_templated([local_schema, *limit_to]):
