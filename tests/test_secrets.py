@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -317,24 +318,30 @@ def test_a_non_ascii_password_arrives_intact_whatever_the_sessions_client_encodi
     assert f"password={password}" in options
 
 
-def test_a_server_owner_sets_another_roles_login_in_place_keeping_a_dbas_options(
-    pair, server_name, monkeypatch
-):
-    """The owner may not read another role's mapping options: the login and password are SET (or
-    ADDed) in place, never by dropping the mapping and losing the options a DBA added."""
+def another_roles_mapping_on_an_owned_server(pair, server_name: str, monkeypatch) -> tuple[Any, str]:
+    """A non-superuser ``etl_local`` owns the server and maps another role (``reporting``) on it: it
+    may not read that mapping's options."""
     suffix = uuid.uuid4().hex[:6]
     etl, reporting, etl_password = f"etl_{suffix}", f"rep_{suffix}", "Etl-Pw-3"
     target = pair.target
     target.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(etl), sql.Literal(etl_password)))
     target.execute(sql.SQL("CREATE ROLE {}").format(ident(reporting)))
     target.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw", dbname=TARGET_DB)
-    target.execute(
-        sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}").format(ident(etl)), dbname=TARGET_DB
-    )
+    grant = sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}")
+    target.execute(grant.format(ident(etl)), dbname=TARGET_DB)
     monkeypatch.setenv("AIRFLOW_CONN_ETL_LOCAL", postgres_connection(target, TARGET_DB, etl, etl_password))
     with FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="etl_local") as hook:
         hook.create_server(server_name)
         assert hook.create_user_mapping(server_name, reporting) is True
+    return target, reporting
+
+
+def test_a_server_owner_sets_another_roles_login_in_place_keeping_a_dbas_options(
+    pair, server_name, monkeypatch
+):
+    """The owner may not read another role's mapping options: the login and password are SET (or
+    ADDed) in place, never by dropping the mapping and losing the options a DBA added."""
+    target, reporting = another_roles_mapping_on_an_owned_server(pair, server_name, monkeypatch)
     mapping = "SELECT umid, umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = %s"
     ((umid, _),) = target.execute(mapping, (server_name, reporting), dbname=TARGET_DB)
     # The DBA drops the password by hand (the mapping will ADD it back, and SET the user).
@@ -352,18 +359,7 @@ def test_a_server_owner_sets_another_roles_login_in_place_keeping_a_dbas_options
 def test_a_server_owner_may_not_alter_a_mapping_with_superuser_only_options(pair, server_name, monkeypatch):
     """``sslcert``/``sslkey`` set by a superuser: the owner's update fails, saying so; the mapping is
     never dropped (its options would be lost)."""
-    suffix = uuid.uuid4().hex[:6]
-    etl, reporting, etl_password = f"etl_{suffix}", f"rep_{suffix}", "Etl-Pw-4"
-    target = pair.target
-    target.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(etl), sql.Literal(etl_password)))
-    target.execute(sql.SQL("CREATE ROLE {}").format(ident(reporting)))
-    target.execute("CREATE EXTENSION IF NOT EXISTS postgres_fdw", dbname=TARGET_DB)
-    grant = sql.SQL("GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {}")
-    target.execute(grant.format(ident(etl)), dbname=TARGET_DB)
-    monkeypatch.setenv("AIRFLOW_CONN_ETL_LOCAL", postgres_connection(target, TARGET_DB, etl, etl_password))
-    with FdwHook(fdw_conn_id="fdw_source", postgres_conn_id="etl_local") as hook:
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name, reporting)
+    target, reporting = another_roles_mapping_on_an_owned_server(pair, server_name, monkeypatch)
     dba = sql.SQL("ALTER USER MAPPING FOR {} SERVER {} OPTIONS (ADD sslcert '/etc/certs/rep.crt')")
     target.execute(dba.format(ident(reporting), ident(server_name)), dbname=TARGET_DB)
     with (
