@@ -158,32 +158,31 @@ LOCK_SETTINGS_QUERY = q.sql.SQL(
 )
 
 
-AUTOVACUUM_HOLDERS = q.sql.SQL(
-    "SELECT a.pid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(%s) "
-    "  AND a.backend_type = 'autovacuum worker'"
-)
-
-
-def autovacuum_holding(s: LocalSession, table: Any) -> str:
-    """The autovacuum worker holding a lock on ``table`` (pid and what it does), or ""."""
-    with s.transaction():
-        rows = s.fetchall("read autovacuum holding the lock", AUTOVACUUM_HOLDERS, (str(table),))
-    return ", ".join(f"autovacuum worker pid {pid} ({query})" for pid, query in rows)
-
-
+# Who holds a lock on a table (granted, other sessions): pid, application_name, state, transaction
+# age, whether an autovacuum worker, its query.
 TABLE_LOCK_HOLDERS = q.sql.SQL(
-    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start "
+    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start, "
+    "  a.backend_type = 'autovacuum worker', a.query "
     "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'relation' AND l.granted AND l.relation = to_regclass(%s) "
     "  AND a.pid <> pg_backend_pid()"
 )
 
 
+def lock_holders(s: LocalSession, table: Any) -> list[tuple[Any, ...]]:
+    with s.transaction():
+        return s.fetchall("read lock holders", TABLE_LOCK_HOLDERS, (str(table),))
+
+
+def autovacuum_holding(s: LocalSession, table: Any) -> str:
+    """The autovacuum worker holding a lock on ``table`` (pid and what it does), or ""."""
+    rows = [r for r in lock_holders(s, table) if r[4]]
+    return ", ".join(f"autovacuum worker pid {r[0]} ({r[5]})" for r in rows)
+
+
 def table_lock_holders(s: LocalSession, table: Any) -> str:
     """The sessions holding a lock on ``table`` ("pid … on <table>"), or "" (own transaction)."""
-    with s.transaction():
-        rows = s.fetchall("read lock holders", TABLE_LOCK_HOLDERS, (str(table),))
+    rows = lock_holders(s, table)
     return f"{describe_holders(rows)} on {table}" if rows else ""
 
 
