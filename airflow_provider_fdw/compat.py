@@ -39,6 +39,7 @@ __all__ = [
     "make_conninfo",
     "parameter_status",
     "prepare_only",
+    "server_unavailable",
     "server_version",
     "sql",
 ]
@@ -68,6 +69,31 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
         "detail": getattr(diag, "message_detail", None) if diag is not None else None,
         "hint": getattr(diag, "message_hint", None) if diag is not None else None,
     }
+
+
+def server_unavailable(exc: BaseException) -> bool:
+    """Did a login fail because the server is down, starting or shutting down (worth waiting for),
+    rather than because it turned this login away (wrong password, unknown role or database)?
+
+    Decided by libpq's ``PQping`` with the failed attempt's own settings, minus the password (an
+    authentication request is enough to show the server is up, and the secret is not sent again):
+    no response, or "cannot connect now" (57P03), means unavailable. psycopg2 keeps nothing of a
+    failed attempt's settings: there the answer is always False and the error is raised as before.
+    """
+    if not USE_PSYCOPG3 or not isinstance(exc, _driver.OperationalError):
+        return False
+    from psycopg import pq
+
+    attempt = getattr(exc, "pgconn", None)  # set only on errors of a connection attempt
+    if attempt is None or attempt.backend_pid:
+        return False
+    settings = {
+        option.keyword.decode(): option.val.decode()
+        for option in attempt.info
+        if option.val is not None and option.keyword != b"password"
+    }
+    answer = pq.PGconn.ping(make_conninfo(**settings).encode())
+    return answer in (pq.Ping.NO_RESPONSE, pq.Ping.REJECT)
 
 
 def make_conninfo(**params: Any) -> str:

@@ -6,6 +6,10 @@
   ageing and ``*_lag`` columns turn NULL, which must not read as "stale".
 - A receiver that is not streaming, a disabled subscription, a stopped apply worker or an inactive
   slot is *broken*, reported as such: never a false "fresh".
+- A subscription with a table still in its initial sync is not fresh whatever its slot says: the
+  apply worker confirms positions past data that is still being copied.
+- A server that cannot be reached (down, starting, shutting down) is :class:`ServerUnavailable`:
+  "not fresh", to wait for; a server that turns the login away raises the driver's error.
 
 What to measure and when it is fresh enough is one :class:`LagSpec`, built (and validated) once by
 the sensor and carried whole to the trigger (``to_dict``/``from_dict``: plain JSON in the trigger
@@ -21,8 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from airflow_provider_fdw.compat import sql
-from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.compat import DriverError, error_fields, server_unavailable, sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.timeouts import DEFAULT_MEASUREMENT_TIMEOUT
 
 MEASURES = ("standby", "subscription", "slot", "walsender")
@@ -60,9 +64,13 @@ SLOT_QUERY = sql.SQL(
 # Without pg_read_all_stats, pg_stat_wal_receiver / pg_stat_replication show a pid and NULLs.
 STATS_PRIVILEGE_QUERY = sql.SQL("SELECT current_user, pg_has_role('pg_read_all_stats', 'USAGE')")
 
-# On the subscriber: is the subscription enabled and its apply worker running?
+# On the subscriber: is the subscription enabled, its apply worker running, and which of its tables
+# are not yet ready (srsubstate other than 'r': still in their initial copy, or handing over to the
+# apply worker)?
 SUBSCRIPTION_QUERY = sql.SQL(
-    "SELECT s.subenabled, st.pid, s.subslotname, st.latest_end_lsn::text "
+    "SELECT s.subenabled, st.pid, s.subslotname, st.latest_end_lsn::text, "
+    "  ARRAY(SELECT ARRAY[r.srrelid::regclass::text, r.srsubstate::text] FROM pg_subscription_rel r "
+    "        WHERE r.srsubid = s.oid AND r.srsubstate <> 'r' ORDER BY r.srrelid) "
     "FROM pg_subscription s LEFT JOIN pg_stat_subscription st ON st.subid = s.oid AND st.relid IS NULL "
     "WHERE s.subname = %s AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
@@ -115,9 +123,16 @@ class LagSpec:
             raise FdwConfigError(
                 "catch_up=True compares with the primary's WAL position: pass primary_conn_id."
             )
-        if self.measure == "subscription" and self.max_lag_bytes is not None and not has_primary:
+        if self.measure == "subscription" and not has_primary:
+            # Seconds too: the subscriber alone has no lag to report, the wait could never succeed.
             raise FdwConfigError(
-                "Lag of a subscription in bytes is read on the publisher: pass primary_conn_id."
+                "Lag of a subscription (bytes and seconds) is read on the publisher: pass primary_conn_id."
+            )
+        if self.measure == "standby" and self.max_lag_seconds is not None and not has_primary:
+            # Alone, a standby sees only the WAL it received: one that stopped receiving looks 0 s behind.
+            raise FdwConfigError(
+                "max_lag_seconds of a standby needs the primary's WAL position (without it a standby "
+                "that stopped receiving looks up to date): pass primary_conn_id."
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,8 +151,9 @@ class LagSpec:
         return cls(**values)
 
     def satisfied(self, reading: LagReading) -> bool:
-        """Fresh enough? Every given bound must hold; an unknown value never passes a bound."""
-        if reading.broken:
+        """Fresh enough? Every given bound must hold; an unknown value never passes a bound; a table
+        still in its initial sync is never fresh."""
+        if reading.broken or reading.syncing:
             return False
         if self.catch_up and (reading.lag_bytes is None or reading.lag_bytes > 0):
             return False
@@ -162,7 +178,8 @@ class LagSpec:
 
 @dataclass
 class LagReading:
-    """One measurement. ``broken`` holds the reason when replication is not working."""
+    """One measurement. ``broken`` holds the reason when replication is not working; ``syncing``
+    the subscription's tables not yet ready (``app.t (copying)``), which keep it from being fresh."""
 
     measure: str
     lag_bytes: int | None = None
@@ -172,6 +189,7 @@ class LagReading:
     primary_lsn: str | None = None
     target_lsn: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    syncing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,7 +200,21 @@ class LagReading:
         seconds = "unknown" if self.lag_seconds is None else f"{self.lag_seconds:.1f}s"
         lag_bytes = "unknown" if self.lag_bytes is None else f"{self.lag_bytes} bytes"
         where = f" (replica at {self.replica_lsn}, primary at {self.primary_lsn or self.target_lsn})"
-        return f"{self.measure} lag {lag_bytes}, {seconds}{where}"
+        syncing = f"; not yet in sync: {', '.join(self.syncing)}" if self.syncing else ""
+        return f"{self.measure} lag {lag_bytes}, {seconds}{where}{syncing}"
+
+
+# pg_subscription_rel.srsubstate of a table not yet ready, for the log.
+SYNC_STATES = {
+    "i": "initializing",
+    "d": "copying",
+    "f": "copied, catching up",
+    "s": "synchronized, handing over",
+}
+
+
+class ServerUnavailable(FdwError):
+    """A server could not be reached (down, starting up, shutting down): "not fresh" yet."""
 
 
 LSN_FORMAT = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
@@ -202,9 +234,32 @@ def measure_lag(
 ) -> LagReading:
     """Measure once. ``replica``/``primary`` open connections to ``spec.postgres_conn_id`` and
     ``spec.primary_conn_id``; with ``spec.target_lsn`` lag is measured against that fixed position
-    (catch-up) instead of the primary's current one."""
+    (catch-up) instead of the primary's current one. Raises :class:`ServerUnavailable` when either
+    server cannot be reached."""
     measure = {"standby": _standby, "subscription": _subscription, "slot": _slot, "walsender": _walsender}
+    replica = _reachable(replica, spec.postgres_conn_id)
+    if primary is not None:
+        primary = _reachable(primary, spec.primary_conn_id)
     return measure[spec.measure](spec, replica, primary, spec.target_lsn)
+
+
+def _reachable(connect: Callable[[], Any], conn_id: str | None) -> Callable[[], Any]:
+    """``connect``, raising :class:`ServerUnavailable` when the server cannot be reached (a restart
+    is waited for); a login the server turns away (password, role, database) raises as it is."""
+
+    def open_connection() -> Any:
+        try:
+            return connect()
+        except DriverError as exc:
+            if not server_unavailable(exc):
+                raise
+            # The driver's first line names host and port, never the password.
+            reason = error_fields(exc)["message"]
+            raise ServerUnavailable(
+                f"Cannot reach the server of connection {conn_id!r}: {reason}", step="connect"
+            ) from None
+
+    return open_connection
 
 
 def _standby(
@@ -228,13 +283,13 @@ def _standby(
         if status != "streaming":
             reading.broken = f"the WAL receiver is not streaming (status: {status or 'not running'})"
             return reading
-        if primary_lsn is not None:
-            reading.lag_bytes = max(0, int(_one(conn, LSN_DIFF, (primary_lsn, replay_lsn))[0]))
-        else:  # without the primary: WAL received but not yet replayed (a lower bound)
+        if primary_lsn is None:  # without the primary: WAL received but not yet replayed (a lower bound)
             reading.lag_bytes = max(0, int(unreplayed or 0))
+            return reading  # seconds unknown: a standby that stopped receiving would look 0 s behind
+        reading.lag_bytes = max(0, int(_one(conn, LSN_DIFF, (primary_lsn, replay_lsn))[0]))
     finally:
         conn.close()
-    reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else (replay_age if replay_age is not None else None)
+    reading.lag_seconds = 0.0 if reading.lag_bytes == 0 else replay_age
     return reading
 
 
@@ -293,8 +348,9 @@ def _subscription(
         conn.close()
     if row is None:
         raise FdwConfigError(f"Subscription {spec.subscription_name!r} does not exist in this database.")
-    enabled, pid, slot_name, latest_end_lsn = row
-    reading = LagReading("subscription", target_lsn=target_lsn, replica_lsn=latest_end_lsn)
+    enabled, pid, slot_name, latest_end_lsn, not_ready = row
+    syncing = [f"{name} ({SYNC_STATES.get(state, state)})" for name, state in not_ready or []]
+    reading = LagReading("subscription", target_lsn=target_lsn, replica_lsn=latest_end_lsn, syncing=syncing)
     reading.details = {"slot_name": slot_name}
     if not enabled:
         reading.broken = f"subscription {spec.subscription_name!r} is disabled"
@@ -302,8 +358,8 @@ def _subscription(
     if pid is None:
         reading.broken = f"the apply worker of subscription {spec.subscription_name!r} is not running"
         return reading
-    if primary is None:
-        return reading  # healthy, lag unknown without the publisher (validated: only seconds asked)
+    if primary is None:  # LagSpec refuses a subscription without its publisher
+        raise FdwConfigError("Lag of a subscription is read on the publisher: pass primary_conn_id.")
     if slot_name is None:
         raise FdwConfigError(
             f"Subscription {spec.subscription_name!r} has no replication slot (slot_name = NONE): "
@@ -314,6 +370,7 @@ def _subscription(
     )
     on_publisher.measure = "subscription"
     on_publisher.details["slot_name"] = slot_name
+    on_publisher.syncing = syncing  # read before the publisher's position: errs on "not fresh"
     return on_publisher
 
 

@@ -349,6 +349,7 @@ def test_timeout_with_soft_fail_skips_while_replication_is_broken(airflow_db, re
             postgres_conn_id="postgres_default",
             measure="subscription",
             subscription_name="fdw_sub",
+            primary_conn_id="source_db",
             max_lag_seconds=5,
             poke_interval=0.5,
             timeout=2,
@@ -516,3 +517,140 @@ def test_a_target_lsn_templated_from_an_upstream_task_is_waited_for(airflow_db, 
     result = run_dag(dag)
     assert result.state == "success", result.task_states
     assert result.xcom["lag"]["target_lsn"] == result.xcom["record_lsn"]
+
+
+def test_a_subscription_is_not_caught_up_while_a_table_is_still_in_its_initial_sync(repl):
+    pair, _ = repl
+    src, tgt = pair.source, pair.target
+    src.execute("CREATE TABLE app.repl_synced (id bigint PRIMARY KEY, payload text)", dbname=SOURCE_DB)
+    src.execute(
+        "INSERT INTO app.repl_synced SELECT g, md5(g::text) FROM generate_series(1, 1000) g", dbname=SOURCE_DB
+    )
+    src.execute("CREATE PUBLICATION fdw_sync_pub FOR TABLE app.repl_synced", dbname=SOURCE_DB)
+    tgt.execute("CREATE TABLE app.repl_synced (id bigint PRIMARY KEY, payload text)", dbname=TARGET_DB)
+    publisher = (
+        f"host={src.host} port={src.port} dbname={SOURCE_DB} user={src.superuser} password={src.password}"
+    )
+    # A long reader of the subscriber's table (a report, a migration) holds the initial copy back.
+    blocker = tgt.connect(TARGET_DB, autocommit=False)
+    try:
+        tgt.execute(  # (CREATE SUBSCRIPTION itself would wait for the lock: created disabled first)
+            sql.SQL(
+                "CREATE SUBSCRIPTION fdw_sync_sub CONNECTION {} PUBLICATION fdw_sync_pub "
+                "WITH (enabled = false)"
+            ).format(sql.Literal(publisher)),
+            dbname=TARGET_DB,
+        )
+        blocker.cursor().execute("LOCK TABLE app.repl_synced IN ACCESS EXCLUSIVE MODE")
+        tgt.execute("ALTER SUBSCRIPTION fdw_sync_sub ENABLE", dbname=TARGET_DB)
+        s = sensor(
+            postgres_conn_id="postgres_default",
+            measure="subscription",
+            subscription_name="fdw_sync_sub",
+            primary_conn_id="source_db",
+            catch_up=True,
+        )
+        s.target_lsn = s._start_lsn({})  # the 1000 rows were committed before this
+        # The subscription's own slot passes the target while the table is still being copied ...
+        slot = sensor(
+            postgres_conn_id="source_db",
+            measure="slot",
+            slot_name="fdw_sync_sub",
+            catch_up=True,
+            target_lsn=s.target_lsn,
+        )
+        poke_until_done(slot)
+        # ... which is not "everything committed before the sensor started is on the subscriber".
+        result = s.poke({})
+        assert not result.is_done
+        assert result.xcom_value["broken"] is None
+        assert [name for name in result.xcom_value["syncing"] if "repl_synced" in name]
+        cur = blocker.cursor()
+        cur.execute("SELECT count(*) FROM app.repl_synced")
+        assert cur.fetchone()[0] == 0
+    finally:
+        blocker.rollback()
+        blocker.close()
+    try:
+        assert poke_until_done(s)["syncing"] == []
+        # Caught up now means it: every row committed before the target is on the subscriber.
+        assert tgt.execute("SELECT count(*) FROM app.repl_synced", dbname=TARGET_DB) == [(1000,)]
+    finally:
+        tgt.execute("DROP SUBSCRIPTION IF EXISTS fdw_sync_sub", dbname=TARGET_DB)
+        tgt.execute("DROP TABLE app.repl_synced", dbname=TARGET_DB)
+        src.execute("DROP PUBLICATION IF EXISTS fdw_sync_pub", dbname=SOURCE_DB)
+        src.execute("DROP TABLE app.repl_synced", dbname=SOURCE_DB)
+
+
+def test_a_seconds_bound_on_a_standby_without_its_primary_is_refused_and_its_seconds_are_unknown(repl):
+    # Without the primary only WAL already received is seen: a standby that stopped receiving would
+    # look 0 s behind. Refused before any connection (the ids do not even exist) ...
+    with pytest.raises(FdwConfigError, match="primary_conn_id"):
+        ReplicationLagSensor(task_id="t", postgres_conn_id="nowhere", measure="standby", max_lag_seconds=2)
+    with pytest.raises(FdwConfigError, match="primary_conn_id"):
+        LagSpec("nowhere", "standby", max_lag_bytes=0, max_lag_seconds=2)  # a trigger row too
+    # ... and a byte bound without the primary reports its seconds as unknown, never as 0.
+    reading = poke_until_done(sensor(postgres_conn_id="standby_db", measure="standby", max_lag_bytes=10**12))
+    assert reading["lag_seconds"] is None and reading["lag_bytes"] is not None
+
+
+def test_a_subscription_without_its_publisher_is_refused_at_parse_time_whatever_the_bound():
+    # Its lag is read only on the publisher: a seconds-only bound could never be satisfied.
+    with pytest.raises(FdwConfigError, match="primary_conn_id"):
+        ReplicationLagSensor(
+            task_id="t",
+            postgres_conn_id="nowhere",
+            measure="subscription",
+            subscription_name="s",
+            max_lag_seconds=3600,
+        )
+    with pytest.raises(FdwConfigError, match="primary_conn_id"):
+        ReplicationLagTrigger(  # a 0.1.0 trigger row (flat fields) is checked the same way
+            postgres_conn_id="nowhere", measure="subscription", subscription_name="s", max_lag_seconds=1
+        )
+
+
+def test_a_restarting_replica_is_not_fresh_until_it_is_back_but_a_wrong_password_fails_at_once(
+    repl, monkeypatch
+):
+    from airflow_provider_fdw.compat import DriverError
+
+    _, standby = repl
+    standby.stop("fast")
+    try:
+        s = standby_sensor(max_lag_bytes=1024)
+        result = s.poke({})  # connection refused: a restart, not a reason to fail the task
+        assert not result.is_done and result.xcom_value is None
+        deferred = ReplicationLagTrigger(
+            LagSpec("standby_db", "standby", primary_conn_id="source_db", max_lag_bytes=1024),
+            poll_interval=0.1,
+            deadline=time.time() + 1.5,
+        )
+        event, _, _ = run_trigger(deferred)
+        assert event.payload["status"] == "timeout"  # waited until the sensor's timeout, no error
+        back = threading.Timer(0.5, standby.start)
+        back.start()
+        restarted = ReplicationLagTrigger(
+            LagSpec("standby_db", "standby", primary_conn_id="source_db", max_lag_bytes=1024),
+            poll_interval=0.2,
+        )
+        event, _, _ = run_trigger(restarted)
+        back.join()
+    finally:
+        if not standby.is_running():
+            standby.start()
+    assert event.payload["status"] == "success"
+    assert poke_until_done(s)["broken"] is None
+
+    wrong = "Wrong-Lag-Pw-77"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LAG_WRONG_PASSWORD", postgres_connection(standby, SOURCE_DB, password=wrong)
+    )
+    with pytest.raises(DriverError, match="password authentication failed") as failed:
+        sensor(postgres_conn_id="lag_wrong_password", primary_conn_id="source_db", max_lag_bytes=1024).poke(
+            {}
+        )
+    assert wrong not in str(failed.value)
+    spec = LagSpec("lag_wrong_password", "standby", primary_conn_id="source_db", max_lag_bytes=1024)
+    event, _, _ = run_trigger(ReplicationLagTrigger(spec, poll_interval=0.1))
+    assert event.payload["status"] == "error" and wrong not in event.payload["message"]

@@ -12,7 +12,13 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.replication import LagSpec, current_lsn, measure_lag, valid_lsn
+from airflow_provider_fdw.replication import (
+    LagSpec,
+    ServerUnavailable,
+    current_lsn,
+    measure_lag,
+    valid_lsn,
+)
 from airflow_provider_fdw.timeouts import (
     DEFAULT_MEASUREMENT_TIMEOUT,
     BoundedConnector,
@@ -32,8 +38,11 @@ class ReplicationLagSensor(BaseSensorOperator):
     - ``"standby"``: a physical standby. Bytes are the primary's current WAL position (with
       ``primary_conn_id``) or the WAL received but not yet replayed (without) minus the replay
       position; seconds the age of the last replayed transaction, and 0 when nothing is outstanding.
+      Seconds need ``primary_conn_id`` (without it they are unknown and ``max_lag_seconds`` is
+      refused: a standby that stopped receiving would look up to date).
     - ``"subscription"``: a logical subscriber (``subscription_name``). Health is read there
-      (enabled, apply worker running); lag from its slot on the publisher (``primary_conn_id``).
+      (enabled, apply worker running, every table past its initial sync); lag from its slot on the
+      publisher (``primary_conn_id``, required).
     - ``"slot"``: a replication slot on the primary (``slot_name``).
     - ``"walsender"``: a connected standby or subscriber by ``application_name``, on the primary.
 
@@ -47,7 +56,9 @@ class ReplicationLagSensor(BaseSensorOperator):
 
     Broken replication (receiver not streaming, subscription disabled, apply worker stopped, slot
     inactive or lost) never counts as fresh: the sensor keeps waiting and logs why, or with
-    ``fail_on_broken=True`` fails at once (skipped with ``soft_fail``). ``mode="poke"``,
+    ``fail_on_broken=True`` fails at once (skipped with ``soft_fail``). A server that cannot be
+    reached (down, starting up, shutting down) is "not fresh" too, waited for until ``timeout``; one
+    that turns the login away (wrong password, unknown role or database) fails the task. ``mode="poke"``,
     ``"reschedule"`` and ``deferrable=True`` (default: ``[operators] default_deferrable``) all work.
     Each poke logs the measurement; the last one is the XCom value.
 
@@ -169,7 +180,8 @@ class ReplicationLagSensor(BaseSensorOperator):
                 "measuring replication lag",
                 on_timeout=lambda: abort_all(replica, primary),
             )
-        except FdwTimeoutError as exc:  # a hung server is "not fresh"; the sensor's timeout still holds
+        except (FdwTimeoutError, ServerUnavailable) as exc:
+            # A hung or restarting server is "not fresh"; the sensor's timeout still holds.
             self.log.warning("%s Counting it as not fresh.", exc)
             return PokeReturnValue(is_done=False, xcom_value=self.last_reading)
         except FdwConfigError as exc:  # a wrong server or a missing grant: retrying will not help

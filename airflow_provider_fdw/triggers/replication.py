@@ -11,7 +11,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.replication import LagSpec, measure_lag
+from airflow_provider_fdw.replication import LagSpec, ServerUnavailable, measure_lag
 from airflow_provider_fdw.timeouts import (
     BoundedConnector,
     FdwTimeoutError,
@@ -25,7 +25,8 @@ class ReplicationLagTrigger(BaseTrigger):
 
     Measurements use blocking drivers, so each runs in a daemon thread and is awaited for at most
     ``spec.measurement_timeout`` seconds: the triggerer's event loop is never blocked and a hung
-    server never holds the trigger. At ``deadline`` (epoch seconds: the sensor's ``timeout``) the
+    server never holds the trigger; a server that cannot be reached (restarting) is "not fresh",
+    polled again. At ``deadline`` (epoch seconds: the sensor's ``timeout``) the
     trigger ends with a ``timeout`` event even if every measurement hung. Serialized as the spec's
     ``to_dict()`` (connection ids and thresholds, never credentials) plus ``poll_interval`` and
     ``deadline``. Events: ``{"status": "success" | "broken" | "invalid" | "error" | "timeout",
@@ -83,7 +84,8 @@ class ReplicationLagTrigger(BaseTrigger):
                     "measuring replication lag",
                     on_timeout=partial(abort_all, replica, primary),
                 )
-            except FdwTimeoutError as exc:  # a hung server is "not fresh": poll again until the deadline
+            except (FdwTimeoutError, ServerUnavailable) as exc:
+                # A hung or restarting server is "not fresh": poll again until the deadline.
                 self.log.warning("%s Counting it as not fresh.", exc)
                 await asyncio.sleep(min(self.poll_interval, max(0.0, self._left())))
                 continue
