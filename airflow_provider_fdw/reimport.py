@@ -154,13 +154,21 @@ def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
 def import_once(
     s: LocalSession, plan: ImportPlan, lock_timeout: LockTimeout, table_changes: TableChanges, log: Any
 ) -> list[str]:
-    """One attempt: the whole import in one transaction (all or nothing)."""
+    """One attempt: the whole import in one transaction (all or nothing). Inside a caller's
+    transaction, its ``lock_timeout`` is given back afterwards."""
+    nested = s.in_transaction_block
     with s.transaction():
+        kept = (
+            s.fetchvalue("read lock_timeout", q.CURRENT_SETTING_QUERY, ("lock_timeout",)) if nested else None
+        )
         lock_timeout.set_local(s, log)  # first, so that every lock wait of the attempt is bounded
         create_schema(s, plan.local_schema)  # also serialises imports into the same schema
         previous = imported_tables(s, plan)
         import_and_converge(s, plan, previous, table_changes, log)
-        return imported_tables(s, plan)
+        tables = imported_tables(s, plan)
+        if kept is not None:
+            s.execute("restore lock_timeout", q.set_local("lock_timeout", kept), quiet=True)
+        return tables
 
 
 def imported_tables(s: LocalSession, plan: ImportPlan) -> list[str]:

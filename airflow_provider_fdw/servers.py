@@ -150,6 +150,8 @@ def create_user_mapping(
             return True
         current_raw, _ = row
         if current_raw is None:
+            if not managed:  # nothing of ours to set (a mapping without options reads as NULL too)
+                return False
             # Options hidden from us (another role's mapping on a server we own): set ours in place,
             # keeping a DBA's others; whether they already had these values cannot be known.
             set_hidden_options(s, step, server_name, role, list(managed), set_mapping)

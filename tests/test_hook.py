@@ -623,3 +623,15 @@ def test_test_connection_reports_success_and_bad_fields(pair, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_FDW_BADFIELD", fdw_connection(pair, extra={"fetch_size": -1}))
     ok, message = PostgresFdwHook(fdw_conn_id="fdw_badfield").test_connection()
     assert not ok and "fetch_size must be at least 1" in message
+
+
+def test_an_import_inside_a_callers_transaction_gives_its_lock_timeout_back(
+    hook, server_name, local_schema, remote_one_table
+):
+    ready_server(hook, server_name)
+    s = hook.session
+    with s.transaction():
+        (before,) = s.fetchrow("show", sql.SQL("SHOW lock_timeout"))
+        hook.import_foreign_schema(server_name, remote_one_table, local_schema)
+        (after,) = s.fetchrow("show", sql.SQL("SHOW lock_timeout"))
+    assert after == before

@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, fdw_sandbox, ident, local
-from test_mirror import SERVER, TRANSPORTS, Source, mirror, new_target, target_rows
+from conftest import READER, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+from test_mirror import COLUMNS, REMOTE_COLUMNS, SERVER, TRANSPORTS, Source, mirror, new_target, target_rows
 
 from airflow_provider_fdw.bulkcopy import mirror as m
 from airflow_provider_fdw.compat import sql
@@ -259,3 +259,102 @@ def test_values_swapped_in_a_second_unique_column(sandbox, transport, deferrable
     with pytest.raises(FdwError, match="Declare that unique constraint DEFERRABLE"):
         mirror(Named(src.foreign), target, transport=transport)
     assert local(sandbox, swapped, t=target) == [(3, "c3"), (4, "c4")]
+
+
+@TRANSPORTS
+def test_a_deferred_constraint_trigger_writing_another_row_fails_the_run(sandbox, transport):
+    """The mirror defers deferrable constraints while it writes, then fires them before it checks what
+    was written: a constraint trigger's write counts too."""
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    function = f"{target}_late"
+    body = "UPDATE {t} SET tags = 'written at commit' WHERE id = 1; RETURN NULL;"
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " END $$",
+        f=function,
+        t=target,
+    )
+    local(
+        sandbox,
+        "CREATE CONSTRAINT TRIGGER late AFTER UPDATE ON {t} DEFERRABLE INITIALLY IMMEDIATE "
+        "FOR EACH ROW WHEN (NEW.id <> 1) EXECUTE FUNCTION {f}()",
+        t=target,
+        f=function,
+    )
+    before = target_rows(sandbox, target)
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 200")
+    with pytest.raises(FdwError, match="did not choose"):
+        mirror(src, target, transport=transport)
+    assert target_rows(sandbox, target) == before
+
+
+@TRANSPORTS
+@pytest.mark.parametrize(
+    ("event", "body"),
+    [
+        pytest.param(  # an AFTER trigger stamping a column the mirror does not copy, on its own row
+            "INSERT OR UPDATE OF name, score, seen, tags, flag",
+            "IF pg_trigger_depth() = 1 THEN UPDATE {t} SET synced_at = now() WHERE id = NEW.id; END IF;",
+            id="stamps-the-row-it-fired-for",
+        ),
+        pytest.param(  # "make sure the parent exists": an insert undone in a subtransaction still counts
+            "INSERT",
+            "BEGIN INSERT INTO {t} (id, name) VALUES (1, 'parent'); "
+            "EXCEPTION WHEN unique_violation THEN NULL; END;",
+            id="undoes-its-insert",
+        ),
+    ],
+)
+def test_a_trigger_whose_writes_leave_the_table_equal_to_the_source_is_not_refused(
+    sandbox, transport, event, body
+):
+    """The counts do not add up, so the whole table is compared with the source: equal, the run goes on."""
+    src = Source(sandbox, rows=300)
+    target = new_target(sandbox, src)
+    local(sandbox, "ALTER TABLE {t} ADD COLUMN synced_at timestamptz", t=target)
+    function = f"{target}_harmless"
+    local(
+        sandbox,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " RETURN NULL; END $$",
+        f=function,
+        t=target,
+    )
+    local(
+        sandbox,
+        f"CREATE TRIGGER harmless AFTER {event} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
+        t=target,
+        f=function,
+    )
+    src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 200")
+    src.remote("INSERT INTO {t} (id, name) VALUES (9000, 'new')")
+    result = mirror(src, target, transport=transport)
+    assert (result["inserted"], result["updated"]) == (1, 1)
+    assert target_rows(sandbox, target) == src.rows()
+
+
+@TRANSPORTS
+def test_a_partitioned_target_with_a_foreign_partition_is_mirrored(sandbox, transport):
+    """Rows routed to a postgres_fdw partition never show in the counts: the whole table decides."""
+    src = Source(sandbox, rows=300)
+    archive = RemoteTable(sandbox, "mirror", SERVER, COLUMNS, remote_columns=REMOTE_COLUMNS)
+    archive.remote("GRANT ALL ON {t} TO " + READER)
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (" + COLUMNS + ") PARTITION BY RANGE (id)", t=target)
+    local(
+        sandbox,
+        "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (MINVALUE) TO (1000)",
+        p=f"{target}_hot",
+        t=target,
+    )
+    local(
+        sandbox,
+        "ALTER TABLE {t} ATTACH PARTITION {f} FOR VALUES FROM (1000) TO (MAXVALUE)",
+        t=target,
+        f=archive.foreign,
+    )
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("INSERT INTO {t} (id, name) VALUES (5000, 'archived')")
+    result = mirror(src, target, transport=transport, key_columns=["id"])
+    assert result["inserted"] == 1
+    assert target_rows(sandbox, target) == src.rows()

@@ -372,3 +372,41 @@ def test_a_server_owner_may_not_alter_a_mapping_with_superuser_only_options(pair
         "sslcert=/etc/certs/rep.crt"
         in target.execute(mapping, (server_name, reporting), dbname=TARGET_DB)[0][0]
     )
+
+
+def test_a_mapping_without_options_is_set_again_without_error(pair, server_name, monkeypatch):
+    """A mapping with no options reads as NULL to everyone, as hidden ones do: nothing to set."""
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_NO_LOGIN", fdw_connection(pair, password="", login=""))
+    for changed in (True, False):
+        with FdwHook(fdw_conn_id="fdw_no_login") as hook:
+            hook.ensure_extension()
+            hook.create_server(server_name)
+            assert hook.create_user_mapping(server_name) is changed
+
+
+def test_a_password_the_database_encoding_cannot_hold_is_refused_without_its_bytes(
+    pair, server_name, monkeypatch
+):
+    """In a LATIN1 database the conversion of a euro sign fails, and its own error names the bytes."""
+    database, role, local_password = f"l1_{uuid.uuid4().hex[:6]}", f"l1_{uuid.uuid4().hex[:6]}", "Local-Pw-9"
+    create = sql.SQL("CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    pair.target.execute(create.format(ident(database)))
+    login = sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}")
+    pair.target.execute(login.format(ident(role), sql.Literal(local_password)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_L1_LOCAL", postgres_connection(pair.target, database, role, local_password)
+    )
+    password = "Sekr\u20ac\u0416-tail"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_EURO", fdw_connection(pair, password=password))
+    log = Path(pair.target.logfile)
+    offset = log.stat().st_size
+    with (
+        pytest.raises(FdwError, match="characters the encoding of this database cannot hold") as raised,
+        FdwHook(fdw_conn_id="fdw_euro", postgres_conn_id="l1_local") as hook,
+    ):
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    server_log = log.read_bytes()[offset:].decode(errors="replace")
+    for shown in (str(raised.value), server_log):
+        assert "0xe2" not in shown and "Sekr" not in shown

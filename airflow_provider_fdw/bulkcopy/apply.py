@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
 from airflow_provider_fdw.catalog import (
     Index,
     Relation,
@@ -148,7 +149,7 @@ def apply_replace(
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
                 # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
                 s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
-                counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows)
+                counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows, log)
                 if verify_target is not None:
                     verify_target(s, target, relkind == "r")
                 s.execute("drop staging table", q.drop_table(staging), quiet=True)
@@ -168,8 +169,10 @@ def diff_apply(
     key_columns: Sequence[str] | None,
     columns: Sequence[str],
     staged_rows: int,
+    log: Any,
 ) -> ApplyCounts:
-    """Delete vanished keys, update changed rows, insert new keys; fail first if a child would be orphaned."""
+    """Delete vanished keys, update changed rows, insert new keys; fail first if a child would be
+    orphaned, and after if a trigger, rule or foreign key action wrote other rows (:mod:`.writes`)."""
     only = relkind == "r"  # inheritance children of a plain table keep their rows
     key, key_is_unique = choose_key(s, oid, key_columns)
     always = {c for (c,) in s.fetchall("read identity columns", q.ALWAYS_IDENTITY_QUERY, (oid,))}
@@ -183,6 +186,7 @@ def diff_apply(
             check_unique(s, target, key, str(target), only)
     check_children(s, staging, target, oid)
     check_moved_parents(s, staging, target, oid, key, columns, only)
+    before = Written.read(s, oid)
     if key:
         deleted = s.execute(
             f"delete vanished rows of {target}", q.diff_delete(target, staging, key, only)
@@ -203,6 +207,23 @@ def diff_apply(
             q.multiset_diff(target, staging, columns, only, overriding),
         )
         updated = 0
+    s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)  # their writes count too
+    written = Written.read(s, oid).since(before)
+    error = unchosen(target, written, inserted, updated, deleted, "Replace") if written.counting else None
+    if error is not None or not written.counting:
+        # The counts are off, or do not add up: the whole target against the new data decides.
+        differing = s.fetchvalue("compare the target", q.rows_differing(target, staging, columns, only))
+        if differing:
+            raise error or FdwError(
+                f"Replace check failed: after the apply {differing} rows of {target} differ from the new "
+                "data (a trigger, rule or foreign key action on the target wrote rows the run did not "
+                "choose). Nothing was committed to the target.",
+                step="verify",
+            )
+        if error is not None:
+            log.info(
+                "%s: a trigger wrote more than the apply chose, but the table equals the new data", target
+            )
     catch_up_sequences(s, target, oid, only)
     return ApplyCounts(inserted, updated, deleted, staged_rows - inserted - updated)
 

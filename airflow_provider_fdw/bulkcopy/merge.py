@@ -10,6 +10,7 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key
 from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
 from airflow_provider_fdw.catalog import (
     Table,
     read_image_equal_columns,
@@ -43,9 +44,11 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             raise FdwError(
                 f"{p.target} was dropped while the copy ran; nothing was changed.", step="read target"
             )
+        before = Written.read(s, target.oid)
         if p.mode == "append":
             cur = s.execute(f"append to {p.target}", q.insert_select(p.target, run.columns, staging))
             inserted, updated = int(cur.rowcount), 0
+            written = Written.read(s, target.oid).since(before)
         else:
             check_unique_key(s, target.oid, p.target, keys)
             check_no_null_key(
@@ -53,7 +56,21 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             )
             image_equal = read_image_equal_columns(s, target.oid)
             upsert = q.upsert_from(p.target, staging, run.columns, keys, image_equal)
-            inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
+            if target.relkind == "p":  # RETURNING cannot read xmax there: the counts tell them apart
+                total = s.fetchvalue(f"upsert into {p.target}", q.written_upsert(upsert))
+                written = Written.read(s, target.oid).since(before)
+                inserted = written.inserted if written.counting else total
+                updated = total - inserted
+            else:
+                inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
+                written = Written.read(s, target.oid).since(before)
+        if written.counting:
+            # No fallback: the rows this run did not stage cannot be compared with anything.
+            error = unchosen(p.target, written, inserted, updated, 0, p.mode.capitalize())
+            if error is not None:
+                raise error
+        else:
+            copy.log.info("track_counts is off: what triggers on %s wrote besides is not checked", p.target)
         result.details["applied_rows"] = inserted + updated
         result.inserted, result.updated, result.deleted = inserted, updated, 0
         # upsert: rows of the overlap window already equal

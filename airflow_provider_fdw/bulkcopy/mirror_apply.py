@@ -21,6 +21,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
     check_unique,
 )
 from airflow_provider_fdw.bulkcopy.mirror_compare import Bucketing, Buckets, checksums, read_buckets
+from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.names import QualifiedName
@@ -48,23 +49,6 @@ class Differences:
     verify: Callable[[], None]
     rows_before: int  # the target's rows, as compared
     row_hash: sql.Composable  # the target's (the whole table's check, without track_counts)
-
-
-@dataclass(frozen=True)
-class Written:
-    """What the run's transaction has written to the target, by the server's own counts."""
-
-    counting: bool  # track_counts: off, the counts stay zero
-    inserted: int
-    updated: int
-    deleted: int
-
-    @classmethod
-    def read(cls, s: LocalSession, oid: int) -> Written:
-        counting, inserted, updated, deleted = s.fetchrow(
-            "count the rows written", mq.ROWS_WRITTEN_QUERY, {"oid": oid}
-        )
-        return cls(bool(counting), int(inserted), int(updated), int(deleted))
 
 
 def apply_differences(
@@ -172,28 +156,26 @@ def check_only_chosen_rows_written(
     """The apply wrote the rows it chose and no other: a trigger, rule or foreign key action on the
     target writing any other row fails the run (the verify re-reads only the chosen rows).
 
-    By the transaction's own counts of the rows it wrote (an update moving a row to another
-    partition counts as a delete and an insert); with track_counts off, by the whole table's rows
-    and checksum against the source snapshot's (one more pass over the target)."""
-    after = Written.read(s, oid)
-    if not (before.counting and after.counting):
-        statement = mq.bucket_checksums(p.target, only, None, d.row_hash)
-        rows, checksum = read_buckets(s, statement, None, "target").get(0, (0, None))
-        check_total(p, result, rows)
-        if int(checksum or 0) != int(result.checksum or 0):
-            raise mismatch(p, 1, "the whole table's checksum")
-        return
-    inserted, updated = after.inserted - before.inserted, after.updated - before.updated
-    deleted = after.deleted - before.deleted
-    check_total(p, result, d.rows_before + inserted - deleted)
-    moved = inserted - result.inserted
-    if moved < 0 or deleted - result.deleted != moved or updated + moved != result.updated:
-        raise FdwError(
-            f"Mirror check failed: the apply chose to insert {result.inserted}, update {result.updated} "
-            f"and delete {result.deleted} rows of {p.target}, but {inserted} were inserted, {updated} "
-            f"updated and {deleted} deleted: a trigger, rule or foreign key action on the target wrote "
-            "rows the mirror did not choose. Nothing was committed to the target.",
-            step="verify",
+    By the transaction's own counts of the rows it wrote (:mod:`.writes`). When they are off or do
+    not add up, the whole table's rows and checksum against the source snapshot's decide (one more
+    pass over the target): equal, the run goes on whatever a trigger wrote."""
+    s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)  # their writes count too
+    written = Written.read(s, oid).since(before)
+    error = None
+    if written.counting:
+        error = unchosen(p.target, written, result.inserted, result.updated, result.deleted, "Mirror")
+        if error is None and d.rows_before + written.inserted - written.deleted == result.rows:
+            return
+    statement = mq.bucket_checksums(p.target, only, None, d.row_hash)
+    rows, checksum = read_buckets(s, statement, None, "target").get(0, (0, None))
+    check_total(p, result, rows)
+    if int(checksum or 0) != int(result.checksum or 0):
+        raise error or mismatch(p, 1, "the whole table's checksum")
+    if written.counting:
+        s.log.info(
+            "%s: the counts of what the apply wrote do not add up (a trigger's own writes, or writes "
+            "undone in a subtransaction), but the whole table equals the source",
+            p.target,
         )
 
 
@@ -253,7 +235,7 @@ def prefer_index_lookups(s: LocalSession) -> dict[str, str]:
     join over the whole target (the planner cannot know that the staged keys are a small sample)."""
     saved = {}
     for setting in ("enable_hashjoin", "enable_mergejoin"):
-        saved[setting] = s.fetchvalue("read planner setting", mq.CURRENT_SETTING_QUERY, (setting,))
+        saved[setting] = s.fetchvalue("read planner setting", q.CURRENT_SETTING_QUERY, (setting,))
         s.execute("prefer index lookups", q.set_local(setting, "off"), quiet=True)
     return saved
 

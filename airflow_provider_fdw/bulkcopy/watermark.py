@@ -47,7 +47,7 @@ def read_bound(
     state = state_table(target)
     if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
         return None
-    if not s.fetchvalue("check copy state privileges", PRIVILEGE_QUERY, (str(state),)):
+    if not trusted(s, state, target):
         return None
     s.execute("set datestyle", SET_ISO, quiet=True)
     row = s.fetchone(
@@ -86,9 +86,10 @@ def record(
         # Two targets in one schema may create the table at once: IF NOT EXISTS alone is not enough.
         lock_object(s, "copy state", str(state))
         s.execute(f"create {state}", create_statement(state))
-    if not s.fetchvalue("check copy state privileges", PRIVILEGE_QUERY, (str(state),)):
+    if not trusted(s, state, target):
         log.warning(
-            "Cannot write %s (owned by another role): the next run reads max(%s) from %s again.",
+            "Not using %s (this role may not write it, or it is another role's than this role's or "
+            "the target owner's, or it has triggers or rules): the next run reads max(%s) from %s again.",
             state,
             column,
             target,
@@ -105,15 +106,17 @@ def record(
 def forget(s: LocalSession, target: QualifiedName) -> None:
     """Drop the target's record (a replace rewrites the target: the next run reads max() again)."""
     state = state_table(target)
-    if s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)) and s.fetchvalue(
-        "check copy state privileges", PRIVILEGE_QUERY, (str(state),)
-    ):
+    if s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)) and trusted(s, state, target):
         s.execute(
             "forget recorded watermark",
             sql.SQL("DELETE FROM {} WHERE target_table = %s").format(sql.Identifier(*state)),
             (target.name,),
             quiet=True,
         )
+
+
+def trusted(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool:
+    return bool(s.fetchvalue("check copy state", TRUSTED_QUERY, {"state": str(state), "target": str(target)}))
 
 
 def state_table(target: QualifiedName) -> QualifiedName:
@@ -123,7 +126,17 @@ def state_table(target: QualifiedName) -> QualifiedName:
 # -- statements ---------------------------------------------------------------------------------------
 
 EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
-PRIVILEGE_QUERY = sql.SQL("SELECT has_table_privilege(to_regclass(%s), 'SELECT, INSERT, UPDATE, DELETE')")
+# The record decides where the next run starts: it is used only when this role may write it, and
+# it is this role's or the target owner's (not one another role planted, with CREATE on the
+# schema), with no trigger or rule of its own that could change what is written or read.
+TRUSTED_QUERY = sql.SQL(
+    "SELECT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE') "
+    "  AND c.relowner IN ((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user), "
+    "    (SELECT t.relowner FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%(target)s))) "
+    "  AND NOT c.relhasrules "
+    "  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal) "
+    "FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(%(state)s)"
+)
 # ISO output reads back to the same value under any DateStyle (and timestamptz keeps its offset).
 SET_ISO = sql.SQL("SET LOCAL datestyle = 'ISO, YMD'")
 

@@ -73,6 +73,7 @@ from airflow_provider_fdw.sql.copy import (
     watermark_predicate,
     where_clause,
     where_probe,
+    written_upsert,
 )
 from airflow_provider_fdw.sql.diff import (
     diff_delete,
@@ -85,9 +86,11 @@ from airflow_provider_fdw.sql.diff import (
     null_key_count,
     orphan_probe,
     row_text,
+    rows_differing,
 )
 from airflow_provider_fdw.sql.servers import (
     CONNECTIONS_QUERY,
+    CURRENT_SETTING_QUERY,
     EXTENSION_AVAILABLE_QUERY,
     FDW_NAME,
     FOREIGN_TABLES_QUERY,
@@ -135,6 +138,7 @@ from airflow_provider_fdw.sql.snapshot import (
 )
 from airflow_provider_fdw.sql.tables import (
     DEFER_CONSTRAINTS,
+    IMMEDIATE_CONSTRAINTS,
     add_constraint,
     add_primary_key,
     catch_up_sequence,
@@ -180,6 +184,7 @@ __all__ = [
     "COPY_EMBEDDING_BATCH",
     "COPY_PROGRESS_QUERY",
     "CREATE_EMBEDDING_BATCH",
+    "CURRENT_SETTING_QUERY",
     "DEFER_CONSTRAINTS",
     "DEPENDANTS_QUERY",
     "EMBEDDING_BATCH_SOURCE",
@@ -191,6 +196,7 @@ __all__ = [
     "GENERATED_COLUMNS_QUERY",
     "GRANTS_QUERY",
     "IMAGE_EQUAL_COLUMNS_QUERY",
+    "IMMEDIATE_CONSTRAINTS",
     "INDEXES_QUERY",
     "IN_PLACE_REASONS_QUERY",
     "KEY_CANDIDATES_QUERY",
@@ -298,6 +304,7 @@ __all__ = [
     "role_spec",
     "row_checksum",
     "row_text",
+    "rows_differing",
     "select_for_copy",
     "server_ddl",
     "set_local",
@@ -313,4 +320,5 @@ __all__ = [
     "where_clause",
     "where_probe",
     "write_embeddings",
+    "written_upsert",
 ]

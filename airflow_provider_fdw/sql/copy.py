@@ -128,7 +128,9 @@ def upsert_from(
     Changed as in :func:`diff_update`: ``image_equal`` columns by ``IS DISTINCT FROM``, the others by
     text form (``json`` has no ``=``; ``1.0`` → ``1.00`` and ``0`` → ``-0`` are changes).
     """
-    others = [c for c in columns if c not in key_columns]
+    # Keys whose '=' is not identity (1.0 = 1.00, -0 = 0) match the row yet may print differently:
+    # compared and set like the other columns, as the in-place replace does (diff_update).
+    others = [c for c in columns if c not in key_columns] + [k for k in key_columns if k not in image_equal]
     if not others:
         action: sql.Composable = sql.SQL("DO NOTHING")
     else:
@@ -197,6 +199,12 @@ def counted_upsert(upsert: sql.Composable) -> sql.Composed:
         "WITH applied AS ({} RETURNING (t.xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM applied"
     ).format(upsert)
+
+
+def written_upsert(upsert: sql.Composable) -> sql.Composed:
+    """Run an ``upsert_from`` statement into a partitioned table (whose RETURNING cannot read xmax)
+    and return the rows it inserted or updated."""
+    return sql.SQL("WITH applied AS ({} RETURNING 1) SELECT count(*) FROM applied").format(upsert)
 
 
 def where_probe(table: QualifiedName, where: str) -> sql.Composed:

@@ -205,3 +205,19 @@ def moved_parent_probe(
         sql.Identifier(*staging),
         same_row,
     )
+
+
+def rows_differing(
+    target: QualifiedName, staging: QualifiedName, columns: Sequence[str], only: bool
+) -> sql.Composed:
+    """How many rows (by text form, with repeats) one of the two tables has and the other lacks."""
+    t_rows = sql.SQL('SELECT {} COLLATE "C" FROM {} AS t').format(
+        row_text("t", columns), table_ref(target, only)
+    )
+    s_rows = sql.SQL('SELECT {} COLLATE "C" FROM {} AS s').format(
+        row_text("s", columns), sql.Identifier(*staging)
+    )
+    return sql.SQL(
+        "SELECT (SELECT count(*) FROM ({0} EXCEPT ALL {1}) AS a) "
+        "+ (SELECT count(*) FROM ({1} EXCEPT ALL {0}) AS b)"
+    ).format(t_rows, s_rows)

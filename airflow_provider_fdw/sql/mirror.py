@@ -22,7 +22,6 @@ HASH_KINDS_QUERY = sql.SQL(
     "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
-CURRENT_SETTING_QUERY = sql.SQL("SELECT pg_catalog.current_setting(%s)")
 ROW_ESTIMATE_QUERY = sql.SQL(
     "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
 )
@@ -203,18 +202,6 @@ def copy_rows_in_ranges(
 
 # Rows this transaction added to the table minus those it removed (its leaf partitions, when
 # partitioned), counting what triggers and foreign key actions wrote; exact only with track_counts on.
-# What this transaction has written to the table (and its leaf partitions, once each): rows
-# inserted, updated, deleted, by the backend's own counts (zero when track_counts is off).
-ROWS_WRITTEN_QUERY = sql.SQL(
-    "SELECT pg_catalog.current_setting('track_counts')::bool, "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(r)), 0), "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r)), 0), "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
-    "FROM (SELECT %(oid)s::oid AS r UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) "
-    "WHERE isleaf) AS l"
-)
-
-
 def bucket_checksum_arrays(
     table: QualifiedName, only: bool, bucket: sql.Composable, row_hash: sql.Composable
 ) -> sql.Composed:

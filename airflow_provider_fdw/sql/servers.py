@@ -120,6 +120,9 @@ def set_session(setting: str, value: str) -> sql.Composed:
     return sql.SQL("SELECT set_config({}, {}, false)").format(sql.Literal(setting), sql.Literal(value))
 
 
+CURRENT_SETTING_QUERY = sql.SQL("SELECT pg_catalog.current_setting(%s)")
+
+
 def set_local(setting: str, value: str) -> sql.Composed:
     """``SET LOCAL`` for the current transaction only (``set_config(…, true)`` takes a value literal)."""
     return sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(setting), sql.Literal(value))

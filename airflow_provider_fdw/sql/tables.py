@@ -171,6 +171,8 @@ def catch_up_sequence(sequence_oid: int, table: QualifiedName, column: str, only
 
 
 DEFER_CONSTRAINTS = sql.SQL("SET CONSTRAINTS ALL DEFERRED")
+# After an apply: deferred checks and constraint triggers run now, before what was written is checked.
+IMMEDIATE_CONSTRAINTS = sql.SQL("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def lock_table_in(table: QualifiedName, mode: str) -> sql.Composed:

@@ -1,0 +1,76 @@
+"""What a run's transaction wrote to its target, by the server's own counts.
+
+A run chooses the rows it inserts, updates and deletes, and re-reads (at most) those. A trigger, rule
+or foreign key action on the target can write other rows in the same transaction: another row
+updated, one deleted and another inserted. Those writes show in the transaction's counters of the
+target (``pg_stat_get_xact_tuples_*``, over its leaf partitions), so a run compares them with its own
+choice before it commits, and fails when they differ: its result would not be what it reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
+
+# The target and its leaf partitions, each once: rows inserted, updated, deleted by this transaction
+# (zero while track_counts is off).
+ROWS_WRITTEN_QUERY = sql.SQL(
+    "SELECT pg_catalog.current_setting('track_counts')::bool, "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
+    "FROM (SELECT %(oid)s::oid AS r UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) "
+    "WHERE isleaf) AS l"
+)
+
+
+@dataclass(frozen=True)
+class Written:
+    """Rows of the target the transaction has inserted, updated and deleted so far."""
+
+    counting: bool  # track_counts: off, the counts stay zero
+    inserted: int
+    updated: int
+    deleted: int
+
+    @classmethod
+    def read(cls, s: LocalSession, oid: int) -> Written:
+        counting, inserted, updated, deleted = s.fetchrow(
+            "count the rows written", ROWS_WRITTEN_QUERY, {"oid": oid}
+        )
+        return cls(bool(counting), int(inserted), int(updated), int(deleted))
+
+    def since(self, before: Written) -> Written:
+        return Written(
+            self.counting and before.counting,
+            self.inserted - before.inserted,
+            self.updated - before.updated,
+            self.deleted - before.deleted,
+        )
+
+
+def unchosen(
+    target: QualifiedName, written: Written, inserted: int, updated: int, deleted: int, what: str
+) -> FdwError | None:
+    """The error to raise when ``written`` (counting) is not exactly the ``inserted``, ``updated``,
+    ``deleted`` rows the run chose (an update that moved a row to another partition counts as a
+    delete and an insert there); None when it is.
+
+    The counts also hold what cannot change the result: a write undone in a subtransaction (an
+    ``EXCEPTION`` block) still counts, an ``AFTER`` trigger updating the row it fired for counts
+    twice, and rows of a foreign partition never count; a caller that can compare the whole
+    result does so before raising."""
+    moved = written.inserted - inserted
+    if moved >= 0 and written.deleted - deleted == moved and written.updated + moved == updated:
+        return None
+    return FdwError(
+        f"{what} check failed: it chose to insert {inserted}, update {updated} and delete {deleted} "
+        f"rows of {target}, but {written.inserted} were inserted, {written.updated} updated and "
+        f"{written.deleted} deleted: a trigger, rule or foreign key action on the target wrote rows "
+        "the run did not choose. Nothing was committed to the target.",
+        step="verify",
+    )
