@@ -90,7 +90,7 @@ def test_the_sensor_and_the_spec_refuse_the_same_bad_arguments(kwargs, message):
 
 
 def test_satisfied_needs_every_bound_and_never_passes_unknown_or_broken():
-    spec = LagSpec("r", max_lag_bytes=10, max_lag_seconds=1.0)
+    spec = LagSpec("r", primary_conn_id="p", max_lag_bytes=10, max_lag_seconds=1.0)
     assert spec.satisfied(LagReading("standby", lag_bytes=10, lag_seconds=1.0))
     assert not spec.satisfied(LagReading("standby", lag_bytes=11, lag_seconds=0.0))
     assert not spec.satisfied(LagReading("standby", lag_bytes=0, lag_seconds=None))

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from airflow_provider_fdw.bulkcopy.watermark import EXISTS_QUERY, trusted
+from airflow_provider_fdw.bulkcopy.watermark import EXISTS_QUERY, distrust
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.locks import lock_object
@@ -70,7 +70,7 @@ def recorded_fingerprint(s: LocalSession, target: QualifiedName, oid: int, log: 
     def read() -> str | None:
         if not s.fetchvalue("find mirror state", EXISTS_QUERY, (str(state),)):
             return None
-        if not trusted(s, state, target):
+        if distrust(s, state, target) is not None:  # only a hint: without it the buckets are compared
             return None
         row = s.fetchone("read the recorded source counters", _read_statement(state), (target.name, oid))
         return None if row is None else str(row[0])
@@ -90,8 +90,9 @@ def record_fingerprint(s: LocalSession, target: QualifiedName, oid: int, fingerp
                 return
             lock_object(s, "mirror state", str(state))  # two targets in one schema may create it at once
             s.execute(f"create {state}", _create_statement(state))
-        if not trusted(s, state, target):
-            log.info("Not recording the source's change counters: %s is not this role's to write.", state)
+        reason = distrust(s, state, target)
+        if reason is not None:
+            log.info("Not recording the source's change counters in %s: %s.", state, reason)
             return
         s.execute(
             "record the source's change counters",

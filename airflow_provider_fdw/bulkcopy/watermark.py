@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
@@ -45,9 +45,7 @@ def read_bound(
 ) -> Bound | None:
     """The recorded watermark of ``target`` when it still describes the target; None otherwise."""
     state = state_table(target)
-    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
-        return None
-    if not trusted(s, state, target):
+    if not usable(s, state, target):
         return None
     s.execute("set datestyle", SET_ISO, quiet=True)
     row = s.fetchone(
@@ -75,26 +73,16 @@ def record(
     type_sql: str,
     previous: Any,
     staging: QualifiedName,
-    log: Any,
 ) -> Any:
     """Record ``greatest(previous, max(column) of staging)`` for ``target``; return it.
 
     Call it inside the merge's transaction: the record commits (or rolls back) with the rows.
     """
     state = state_table(target)
-    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
+    if not usable(s, state, target):
         # Two targets in one schema may create the table at once: IF NOT EXISTS alone is not enough.
         lock_object(s, "copy state", str(state))
         s.execute(f"create {state}", create_statement(state))
-    if not trusted(s, state, target):
-        log.warning(
-            "Not using %s (this role may not write it, or it is another role's than this role's or "
-            "the target owner's, or it has triggers or rules): the next run reads max(%s) from %s again.",
-            state,
-            column,
-            target,
-        )
-        return s.fetchvalue("read watermark", q.max_of(target, column))
     s.execute("set datestyle", SET_ISO, quiet=True)
     return s.fetchvalue(
         "record watermark",
@@ -106,7 +94,7 @@ def record(
 def forget(s: LocalSession, target: QualifiedName) -> None:
     """Drop the target's record (a replace rewrites the target: the next run reads max() again)."""
     state = state_table(target)
-    if s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)) and trusted(s, state, target):
+    if usable(s, state, target):
         s.execute(
             "forget recorded watermark",
             sql.SQL("DELETE FROM {} WHERE target_table = %s").format(sql.Identifier(*state)),
@@ -115,8 +103,37 @@ def forget(s: LocalSession, target: QualifiedName) -> None:
         )
 
 
-def trusted(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool:
-    return bool(s.fetchvalue("check copy state", TRUSTED_QUERY, {"state": str(state), "target": str(target)}))
+def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
+    """Why the existing ``state`` table may not be used for ``target`` (:data:`TRUST_QUERY`), or None."""
+    row = s.fetchone("check state table", TRUST_QUERY, {"state": str(state), "target": str(target)})
+    if row is None:
+        return None
+    owned, writable, plain, owner = row
+    if not owned:
+        return (
+            f"it belongs to {owner}, neither this role (nor a role it belongs to) nor the owner of {target}"
+        )
+    if not writable:
+        return "this role may not SELECT, INSERT, UPDATE and DELETE its rows"
+    if not plain:
+        return "it has triggers or rules of its own"
+    return None
+
+
+def usable(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool:
+    """Whether ``state`` exists; an existing one this run may not use stops it, before any change:
+    a run that went on without it would leave its record behind the target, and a later run that
+    may use it would copy rows again."""
+    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
+        return False
+    reason = distrust(s, state, target)
+    if reason is not None:
+        raise FdwConfigError(
+            f"{state} records where incremental copies into {state.schema} start, and this run may not "
+            f"use it: {reason}. Nothing was changed; give it to this role (ALTER TABLE … OWNER TO, "
+            "GRANT), drop its triggers or rules, or drop it (the next run reads max() of the target)."
+        )
+    return True
 
 
 def state_table(target: QualifiedName) -> QualifiedName:
@@ -126,16 +143,22 @@ def state_table(target: QualifiedName) -> QualifiedName:
 # -- statements ---------------------------------------------------------------------------------------
 
 EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
-# The record decides where the next run starts: it is used only when this role may write it, and
-# it is this role's or the target owner's (not one another role planted, with CREATE on the
-# schema), with no trigger or rule of its own that could change what is written or read.
-TRUSTED_QUERY = sql.SQL(
-    "SELECT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE') "
-    "  AND c.relowner IN ((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user), "
-    "    (SELECT t.relowner FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%(target)s))) "
-    "  AND NOT c.relhasrules "
-    "  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal) "
-    "FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(%(state)s)"
+# Whether a state table may be used: this role's, the target owner's, or (for a role that is not a
+# superuser, which belongs to every role) a role it belongs to; writable by it; with no trigger or
+# rule of its own. Not one another role with CREATE on the schema made first, with code that would
+# run as this role or move the watermark.
+TRUST_QUERY = sql.SQL(
+    "SELECT c.relowner = r.oid "
+    "  OR c.relowner = (SELECT t.relowner FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%(target)s)) "
+    "  OR (pg_catalog.pg_has_role(c.relowner, 'MEMBER') AND NOT r.rolsuper), "
+    "  pg_catalog.has_table_privilege(c.oid, 'SELECT') AND pg_catalog.has_table_privilege(c.oid, 'INSERT') "
+    "  AND pg_catalog.has_table_privilege(c.oid, 'UPDATE') "
+    "  AND pg_catalog.has_table_privilege(c.oid, 'DELETE'), "
+    "  NOT c.relhasrules AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g "
+    "    WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), "
+    "  pg_catalog.pg_get_userbyid(c.relowner) "
+    "FROM pg_catalog.pg_class c, pg_catalog.pg_roles r "
+    "WHERE c.oid = to_regclass(%(state)s) AND r.rolname = current_user"
 )
 # ISO output reads back to the same value under any DateStyle (and timestamptz keeps its offset).
 SET_ISO = sql.SQL("SET LOCAL datestyle = 'ISO, YMD'")

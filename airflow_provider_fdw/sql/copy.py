@@ -128,9 +128,9 @@ def upsert_from(
     Changed as in :func:`diff_update`: ``image_equal`` columns by ``IS DISTINCT FROM``, the others by
     text form (``json`` has no ``=``; ``1.0`` → ``1.00`` and ``0`` → ``-0`` are changes).
     """
-    # Keys whose '=' is not identity (1.0 = 1.00, -0 = 0) match the row yet may print differently:
-    # compared and set like the other columns, as the in-place replace does (diff_update).
-    others = [c for c in columns if c not in key_columns] + [k for k in key_columns if k not in image_equal]
+    # A key is never SET: the role needs no UPDATE on it and no trigger or foreign key on it fires.
+    # So a key whose '=' is not identity keeps its old spelling (1.0 where the source now has 1.00).
+    others = [c for c in columns if c not in key_columns]
     if not others:
         action: sql.Composable = sql.SQL("DO NOTHING")
     else:
