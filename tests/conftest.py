@@ -229,6 +229,24 @@ def fdw_sandbox(pair: Pair, schema: str, server: str) -> Pair:
     return pair
 
 
+def after_trigger(pair: Pair, table: Any, event: str, body: str) -> None:
+    """A row trigger on ``table`` running the PL/pgSQL ``body`` ({t}: the table) after each ``event``
+    (``UPDATE``, ``INSERT OR UPDATE OF a, b`` …)."""
+    function = f"{table}_after_trigger"
+    local(
+        pair,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " RETURN NULL; END $$",
+        f=function,
+        t=table,
+    )
+    local(
+        pair,
+        f"CREATE TRIGGER after_trigger AFTER {event} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
+        t=table,
+        f=function,
+    )
+
+
 class RemoteTable:
     """A new table ``<schema>.<prefix>_<random>`` on the source (``remote_columns``, default
     ``columns``) and its foreign table ``proxy_<schema>.<same name>`` declaring ``columns``."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import READER, TARGET_DB, RemoteTable, fdw_sandbox, ident, local
+from conftest import READER, TARGET_DB, RemoteTable, after_trigger, fdw_sandbox, ident, local
 from test_mirror import COLUMNS, REMOTE_COLUMNS, SERVER, TRANSPORTS, Source, mirror, new_target, target_rows
 
 from airflow_provider_fdw.bulkcopy import mirror as m
@@ -37,19 +37,6 @@ def keyless_source(sandbox, rows: int = 500) -> tuple[RemoteTable, str]:
     return src, target
 
 
-def after_update_trigger(sandbox, target: str, body: str) -> None:
-    """A row trigger on ``target`` running ``body`` ({t}: the target) after each update."""
-    function = f"{target}_after_update"
-    local(
-        sandbox,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " RETURN NULL; END $$",
-        f=function,
-        t=target,
-    )
-    trigger = "CREATE TRIGGER after_update AFTER UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()"
-    local(sandbox, trigger, t=target, f=function)
-
-
 @TRANSPORTS
 @pytest.mark.parametrize(
     ("body", "error"),
@@ -71,7 +58,7 @@ def test_a_trigger_that_writes_rows_the_mirror_did_not_choose_fails_the_run(sand
     wrote show the trigger's other writes."""
     src = Source(sandbox, rows=500)
     target = new_target(sandbox, src)
-    after_update_trigger(sandbox, target, body)
+    after_trigger(sandbox, target, "UPDATE", body)
     before = target_rows(sandbox, target)
     src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 400")
     with pytest.raises(FdwError, match=error):
@@ -313,19 +300,7 @@ def test_a_trigger_whose_writes_leave_the_table_equal_to_the_source_is_not_refus
     src = Source(sandbox, rows=300)
     target = new_target(sandbox, src)
     local(sandbox, "ALTER TABLE {t} ADD COLUMN synced_at timestamptz", t=target)
-    function = f"{target}_harmless"
-    local(
-        sandbox,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " RETURN NULL; END $$",
-        f=function,
-        t=target,
-    )
-    local(
-        sandbox,
-        f"CREATE TRIGGER harmless AFTER {event} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
-        t=target,
-        f=function,
-    )
+    after_trigger(sandbox, target, event, body)
     src.remote("UPDATE {t} SET tags = 'changed' WHERE id = 200")
     src.remote("INSERT INTO {t} (id, name) VALUES (9000, 'new')")
     result = mirror(src, target, transport=transport)
