@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
 from airflow_provider_fdw.catalog import (
     Index,
@@ -147,6 +148,8 @@ def apply_replace(
                 in_place = goes_in_place(swap, in_place_reasons(s, oid), target)
             if in_place:
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
+                # same oid and storage: the next incremental run must read max() from the new rows
+                watermark.forget(s, target)
                 # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
                 s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
                 counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows, log)

@@ -26,7 +26,6 @@ from typing import Any
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import (
     apply_replace,
     drop_leftovers,
@@ -278,8 +277,6 @@ class BulkCopy:
             with steps.step("watermark"), s.transaction():
                 check_finite_watermark(s, staging, p.watermark_column, f"The new rows for {p.target}")
         if p.mode == "replace":
-            with s.transaction():  # the next incremental run reads max() from the replaced rows
-                watermark.forget(s, p.target)
             if not run.in_place:
                 build_indexes(self, run, s)  # times "index" and "analyze" itself
             with steps.step("apply"):

@@ -7,10 +7,11 @@ value moves only when the copied rows committed, so a run that fails anywhere be
 leaves it where it was, and its retry reads the same rows again.
 
 A recorded value is used only while it describes the target: the same table (oid), the same storage
-(relfilenode: a TRUNCATE, or a replace that swapped in a new table, changes it) and the same
-watermark column. Otherwise (the first incremental run, a replaced target, a new watermark column)
-the run reads ``max(watermark)`` from the target as before, and records the value it reaches.
-A replace run forgets the target's record (an in-place replace keeps oid and relfilenode).
+(relfilenode, or a partitioned table's leaves': a TRUNCATE, or a replace that swapped in a new
+table, changes it) and the same watermark column. Otherwise (the first incremental run, a replaced
+target, a new watermark column) the run reads ``max(watermark)`` from the target as before, and
+records the value it reaches.
+An in-place replace forgets the target's record in its transaction (it keeps oid and relfilenode).
 
 The value is kept as text (one table serves watermarks of every type) written with
 ``DateStyle = ISO`` so that it reads back to the same value whatever a later session's settings.
@@ -116,7 +117,7 @@ def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> st
     if not writable:
         return "this role may not SELECT, INSERT, UPDATE and DELETE its rows"
     if not plain:
-        return "it has triggers or rules of its own"
+        return "it is not a plain table (it has triggers, rules or row security of its own)"
     return None
 
 
@@ -143,23 +144,38 @@ def state_table(target: QualifiedName) -> QualifiedName:
 # -- statements ---------------------------------------------------------------------------------------
 
 EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
-# Whether a state table may be used: this role's, the target owner's, or (for a role that is not a
-# superuser, which belongs to every role) a role it belongs to; writable by it; with no trigger or
-# rule of its own. Not one another role with CREATE on the schema made first, with code that would
-# run as this role or move the watermark.
+# Whether a state table may be used. Its owner: this role; a superuser; the target's owner or a
+# member of it (each of which may write the target itself); or, for a role that is not a superuser
+# (a superuser belongs to every role), a role it belongs to. Not a table another role with CREATE on
+# the schema made first, with code that would run as this role or move the watermark. Writable by
+# this role, and with no trigger, rule or row security of its own.
 TRUST_QUERY = sql.SQL(
-    "SELECT c.relowner = r.oid "
-    "  OR c.relowner = (SELECT t.relowner FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%(target)s)) "
+    "SELECT c.relowner = r.oid OR o.rolsuper OR c.relowner = t.relowner "
+    "  OR pg_catalog.pg_has_role(c.relowner, t.relowner, 'MEMBER') "
     "  OR (pg_catalog.pg_has_role(c.relowner, 'MEMBER') AND NOT r.rolsuper), "
     "  pg_catalog.has_table_privilege(c.oid, 'SELECT') AND pg_catalog.has_table_privilege(c.oid, 'INSERT') "
     "  AND pg_catalog.has_table_privilege(c.oid, 'UPDATE') "
     "  AND pg_catalog.has_table_privilege(c.oid, 'DELETE'), "
-    "  NOT c.relhasrules AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g "
-    "    WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), "
-    "  pg_catalog.pg_get_userbyid(c.relowner) "
-    "FROM pg_catalog.pg_class c, pg_catalog.pg_roles r "
-    "WHERE c.oid = to_regclass(%(state)s) AND r.rolname = current_user"
+    "  c.relkind = 'r' AND NOT c.relhasrules AND NOT c.relrowsecurity AND NOT EXISTS ("
+    "    SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal), "
+    "  o.rolname "
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles o ON o.oid = c.relowner "
+    "JOIN pg_catalog.pg_roles r ON r.rolname = current_user "
+    "LEFT JOIN pg_catalog.pg_class t ON t.oid = to_regclass(%(target)s) "
+    "WHERE c.oid = to_regclass(%(state)s)"
 )
+
+
+def storage(table_oid: sql.Composable) -> sql.Composed:
+    """What changes when the table's rows are replaced wholesale (TRUNCATE, VACUUM FULL, a swap):
+    its relfilenode, or a partitioned table's hash of its leaves' (it has no storage of its own)."""
+    return sql.SQL(
+        "coalesce(pg_catalog.pg_relation_filenode({0}), (SELECT (pg_catalog.hashtext(pg_catalog.string_agg("
+        "pg_catalog.pg_relation_filenode(l.relid)::text, ',' ORDER BY l.relid))::bigint & 4294967295)::oid "
+        "FROM pg_catalog.pg_partition_tree({0}) AS l WHERE l.isleaf))"
+    ).format(table_oid)
+
+
 # ISO output reads back to the same value under any DateStyle (and timestamptz keeps its offset).
 SET_ISO = sql.SQL("SET LOCAL datestyle = 'ISO, YMD'")
 
@@ -177,8 +193,10 @@ def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Com
     return sql.SQL(
         "SELECT v, {} FROM (SELECT CAST(watermark AS {}) AS v FROM {} WHERE target_table = %s "
         "AND watermark_column = %s AND target_oid = %s::oid "
-        "AND target_filenode IS NOT DISTINCT FROM pg_relation_filenode(target_oid)) AS r"
-    ).format(_lowered("v", overlap), sql.SQL(type_sql), sql.Identifier(*state))
+        "AND target_filenode IS NOT DISTINCT FROM {}) AS r"
+    ).format(
+        _lowered("v", overlap), sql.SQL(type_sql), sql.Identifier(*state), storage(sql.SQL("target_oid"))
+    )
 
 
 def record_statement(
@@ -187,7 +205,7 @@ def record_statement(
     """Upsert the record: the greater of the previous value and the newest staged row's; returns it."""
     return sql.SQL(
         "INSERT INTO {state} AS s (target_table, watermark_column, target_oid, target_filenode, watermark) "
-        "SELECT %(target)s, %(column)s, %(oid)s::oid, pg_relation_filenode(%(oid)s::oid), "
+        "SELECT %(target)s, %(column)s, %(oid)s::oid, {storage}, "
         "greatest(CAST(%(previous)s AS {type}), max({column}))::text FROM {staging} "
         "ON CONFLICT (target_table) DO UPDATE SET watermark_column = excluded.watermark_column, "
         "target_oid = excluded.target_oid, target_filenode = excluded.target_filenode, "
@@ -198,6 +216,7 @@ def record_statement(
         type=sql.SQL(type_sql),
         column=sql.Identifier(column),
         staging=sql.Identifier(*staging),
+        storage=storage(sql.SQL("%(oid)s::oid")),
     )
 
 
