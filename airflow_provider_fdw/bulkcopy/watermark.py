@@ -144,14 +144,15 @@ def state_table(target: QualifiedName) -> QualifiedName:
 # -- statements ---------------------------------------------------------------------------------------
 
 EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
-# Whether a state table may be used. Its owner: this role; a superuser; the target's owner or a
-# member of it (each of which may write the target itself); or, for a role that is not a superuser
-# (a superuser belongs to every role), a role it belongs to. Not a table another role with CREATE on
-# the schema made first, with code that would run as this role or move the watermark. Writable by
-# this role, and with no trigger, rule or row security of its own.
+# Whether a state table may be used. Its owner: this role; a superuser; the target's owner or a role
+# with the owner's privileges (who could as well put a trigger on the target, which fires as the
+# role that copies: its columns' defaults and checks give such an owner nothing more); or, for a role
+# that is not a superuser (a superuser belongs to every role), a role it belongs to. Not a table
+# another role with CREATE on the schema made first, with code that would run as this role or move
+# the watermark. Writable by this role, and with no trigger, rule or row security of its own.
 TRUST_QUERY = sql.SQL(
     "SELECT c.relowner = r.oid OR o.rolsuper OR c.relowner = t.relowner "
-    "  OR pg_catalog.pg_has_role(c.relowner, t.relowner, 'MEMBER') "
+    "  OR pg_catalog.pg_has_role(c.relowner, t.relowner, 'USAGE') "
     "  OR (pg_catalog.pg_has_role(c.relowner, 'MEMBER') AND NOT r.rolsuper), "
     "  pg_catalog.has_table_privilege(c.oid, 'SELECT') AND pg_catalog.has_table_privilege(c.oid, 'INSERT') "
     "  AND pg_catalog.has_table_privilege(c.oid, 'UPDATE') "
@@ -204,9 +205,9 @@ def record_statement(
 ) -> sql.Composed:
     """Upsert the record: the greater of the previous value and the newest staged row's; returns it."""
     return sql.SQL(
-        "INSERT INTO {state} AS s (target_table, watermark_column, target_oid, target_filenode, watermark) "
-        "SELECT %(target)s, %(column)s, %(oid)s::oid, {storage}, "
-        "greatest(CAST(%(previous)s AS {type}), max({column}))::text FROM {staging} "
+        "INSERT INTO {state} AS s (target_table, watermark_column, target_oid, target_filenode, watermark, "
+        "recorded_at) SELECT %(target)s, %(column)s, %(oid)s::oid, {storage}, "
+        "greatest(CAST(%(previous)s AS {type}), max({column}))::text, pg_catalog.now() FROM {staging} "
         "ON CONFLICT (target_table) DO UPDATE SET watermark_column = excluded.watermark_column, "
         "target_oid = excluded.target_oid, target_filenode = excluded.target_filenode, "
         "watermark = excluded.watermark, recorded_at = now() "
