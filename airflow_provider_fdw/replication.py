@@ -247,17 +247,24 @@ def _reachable(connect: Callable[[], Any], conn_id: str | None) -> Callable[[], 
     """``connect``, raising :class:`ServerUnavailable` when the server cannot be reached (a restart
     is waited for); a login the server turns away (password, role, database) raises as it is."""
 
-    def open_connection() -> Any:
+    def attempt(last: bool) -> Any:
         try:
             return connect()
         except DriverError as exc:
-            if not server_unavailable(exc):
+            if server_unavailable(exc):
+                # The driver's first line names host and port, never the password.
+                reason = error_fields(exc)["message"]
+                raise ServerUnavailable(
+                    f"Cannot reach the server of connection {conn_id!r}: {reason}", step="connect"
+                ) from None
+            if last:
                 raise
-            # The driver's first line names host and port, never the password.
-            reason = error_fields(exc)["message"]
-            raise ServerUnavailable(
-                f"Cannot reach the server of connection {conn_id!r}: {reason}", step="connect"
-            ) from None
+            return None
+
+    def open_connection() -> Any:
+        # The ping answered: the login was turned away, or the server came up between the attempt
+        # and the ping (a restart ending). One more attempt tells them apart.
+        return attempt(last=False) or attempt(last=True)
 
     return open_connection
 

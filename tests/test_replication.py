@@ -654,3 +654,27 @@ def test_a_restarting_replica_is_not_fresh_until_it_is_back_but_a_wrong_password
     spec = LagSpec("lag_wrong_password", "standby", primary_conn_id="source_db", max_lag_bytes=1024)
     event, _, _ = run_trigger(ReplicationLagTrigger(spec, poll_interval=0.1))
     assert event.payload["status"] == "error" and wrong not in event.payload["message"]
+
+
+def test_a_server_that_comes_up_between_a_failed_login_and_the_ping_is_tried_again(monkeypatch):
+    """The ping answers once the restart has ended, though the attempt failed while it was starting:
+    one more attempt connects (it failed the task); a second refusal is raised as it is."""
+    from airflow_provider_fdw import replication
+    from airflow_provider_fdw.compat import DriverError
+
+    monkeypatch.setattr(replication, "server_unavailable", lambda exc: False)  # the ping says "up"
+    outcomes: list = [DriverError("the database system is not yet accepting connections"), "connection"]
+
+    def connect():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert replication._reachable(connect, "standby_db")() == "connection"
+    outcomes[:] = [
+        DriverError("password authentication failed"),
+        DriverError("password authentication failed"),
+    ]
+    with pytest.raises(DriverError, match="password"):
+        replication._reachable(connect, "standby_db")()
