@@ -10,7 +10,7 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.bulkcopy.writes import Written, foreign_leaves, unchosen
+from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
 from airflow_provider_fdw.catalog import (
     Table,
     read_image_equal_columns,
@@ -67,7 +67,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
                 inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
                 s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)
                 written = Written.read(s, target.oid).since(before)
-        if foreign_leaves(s, target.oid):
+        if written.foreign:
             copy.log.info(
                 "%s has foreign partitions, whose rows no count shows: what triggers wrote is not checked",
                 p.target,

@@ -17,26 +17,16 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
 
 # The target and its leaf partitions, each once: rows inserted, updated, deleted by this transaction
-# (zero while track_counts is off).
+# (zero while track_counts is off), and whether a leaf is a foreign table (its rows never count).
 ROWS_WRITTEN_QUERY = sql.SQL(
     "SELECT pg_catalog.current_setting('track_counts')::bool, "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(r)), 0), "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(r)), 0), "
-    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_deleted(r)), 0) "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_inserted(l.r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_updated(l.r)), 0), "
+    "coalesce(sum(pg_catalog.pg_stat_get_xact_tuples_deleted(l.r)), 0), "
+    "coalesce(bool_or(c.relkind = 'f'), false) "
     "FROM (SELECT %(oid)s::oid AS r UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) "
-    "WHERE isleaf) AS l"
+    "WHERE isleaf) AS l JOIN pg_catalog.pg_class c ON c.oid = l.r"
 )
-
-
-FOREIGN_LEAVES_QUERY = sql.SQL(
-    "SELECT count(*) FROM pg_catalog.pg_partition_tree(%s::oid) l "
-    "JOIN pg_catalog.pg_class c ON c.oid = l.relid WHERE l.isleaf AND c.relkind = 'f'"
-)
-
-
-def foreign_leaves(s: LocalSession, oid: int) -> bool:
-    """Whether the table has foreign partitions: rows routed there show in no count."""
-    return bool(s.fetchvalue("find foreign partitions", FOREIGN_LEAVES_QUERY, (oid,)))
 
 
 @dataclass(frozen=True)
@@ -47,13 +37,14 @@ class Written:
     inserted: int
     updated: int
     deleted: int
+    foreign: bool = False  # a foreign partition, whose rows no count shows
 
     @classmethod
     def read(cls, s: LocalSession, oid: int) -> Written:
-        counting, inserted, updated, deleted = s.fetchrow(
+        counting, inserted, updated, deleted, foreign = s.fetchrow(
             "count the rows written", ROWS_WRITTEN_QUERY, {"oid": oid}
         )
-        return cls(bool(counting), int(inserted), int(updated), int(deleted))
+        return cls(bool(counting), int(inserted), int(updated), int(deleted), bool(foreign))
 
     def since(self, before: Written) -> Written:
         return Written(
@@ -61,6 +52,7 @@ class Written:
             self.inserted - before.inserted,
             self.updated - before.updated,
             self.deleted - before.deleted,
+            self.foreign,
         )
 
 
