@@ -218,22 +218,20 @@ def set_hidden_options(
     each option is SET or ADDed, so every combination is tried (a savepoint each; the mapping
     usually has them all, tried first) until one matches the options it has."""
 
-    def alter(present: Mapping[str, str]) -> Callable[[dict[str, str]], Any]:
-        return lambda m: q.alter_user_mapping(server_name, role, present, m)
+    def update(present: Mapping[str, str]) -> Callable[[], None]:
+        return lambda: set_mapping(
+            f"update {step}", lambda m: q.alter_user_mapping(server_name, role, present, m)
+        )
 
     for has in itertools.product((True, False), repeat=len(names)):
         # NUL is never a value: alter_options_clause SETs the options taken as present, ADDs the others
         present = {name: "\0" for name, there in zip(names, has, strict=True) if there}
-        s.execute(step, q.sql.SQL("SAVEPOINT fdw_options"), quiet=True)
         try:
-            set_mapping(f"update {step}", alter(present))
+            s.in_savepoint(step, update(present))
+            return
         except FdwError as exc:
-            s.execute(step, q.sql.SQL("ROLLBACK TO SAVEPOINT fdw_options"), quiet=True)
             if exc.sqlstate not in (OPTION_MISSING, OPTION_PRESENT) or not any(has):
                 raise
-            continue
-        s.execute(step, q.sql.SQL("RELEASE SAVEPOINT fdw_options"), quiet=True)
-        return
 
 
 def get_connections(s: LocalSession) -> list[dict[str, Any]]:

@@ -9,12 +9,14 @@ statements are logged (with secrets replaced by ``***``) and where driver errors
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields, sql
 from airflow_provider_fdw.exceptions import FdwError
+
+T = TypeVar("T")
 
 
 class LocalSession:
@@ -124,6 +126,19 @@ class LocalSession:
                 self.execute(step, sql.SQL("RELEASE SAVEPOINT fdw_undone"), quiet=True)
             else:
                 self._rollback()
+
+    def in_savepoint(self, step: str, work: Callable[[], T]) -> T:
+        """``work()`` inside the current transaction, in a savepoint: when it fails the transaction
+        is rolled back to the savepoint (what came before is kept, and it goes on) and the error
+        raised; else the savepoint is released."""
+        self.execute(step, sql.SQL("SAVEPOINT fdw_attempt"), quiet=True)
+        try:
+            result = work()
+        except FdwError:
+            self.execute(step, sql.SQL("ROLLBACK TO SAVEPOINT fdw_attempt"), quiet=True)
+            raise
+        self.execute(step, sql.SQL("RELEASE SAVEPOINT fdw_attempt"), quiet=True)
+        return result
 
     def error(self, step: str, exc: BaseException) -> FdwError:
         message = f"{step} failed: {describe(exc)}"

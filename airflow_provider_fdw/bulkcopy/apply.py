@@ -210,8 +210,7 @@ def diff_apply(
             q.multiset_diff(target, staging, columns, only, overriding),
         )
         updated = 0
-    s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)  # their writes count too
-    written = Written.read(s, oid).since(before)
+    written = Written.after(s, oid, before)
     error = unchosen(target, written, inserted, updated, deleted, "Replace") if written.counting else None
     if error is not None or not written.counting:
         # The counts are off, or do not add up: the whole target against the new data decides.

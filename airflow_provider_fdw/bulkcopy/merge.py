@@ -48,8 +48,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
         if p.mode == "append":
             cur = s.execute(f"append to {p.target}", q.insert_select(p.target, run.columns, staging))
             inserted, updated = int(cur.rowcount), 0
-            s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)  # their writes count
-            written = Written.read(s, target.oid).since(before)
+            written = Written.after(s, target.oid, before)
         else:
             check_unique_key(s, target.oid, p.target, keys)
             check_no_null_key(
@@ -59,14 +58,12 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             upsert = q.upsert_from(p.target, staging, run.columns, keys, image_equal)
             if target.relkind == "p":  # RETURNING cannot read xmax there: the counts tell them apart
                 total = s.fetchvalue(f"upsert into {p.target}", q.written_upsert(upsert))
-                s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)
-                written = Written.read(s, target.oid).since(before)
+                written = Written.after(s, target.oid, before)
                 inserted = written.inserted if written.counting else total
                 updated = total - inserted
             else:
                 inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
-                s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)
-                written = Written.read(s, target.oid).since(before)
+                written = Written.after(s, target.oid, before)
         if written.foreign:
             copy.log.info(
                 "%s has foreign partitions, whose rows no count shows: what triggers wrote is not checked",

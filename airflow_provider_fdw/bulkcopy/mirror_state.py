@@ -48,9 +48,6 @@ COUNTERS_QUERY = sql.SQL(
     "WHERE n.nspname = %s AND c.relname = %s"
 )
 SCHEMA_CREATE_QUERY = sql.SQL("SELECT pg_catalog.has_schema_privilege(%s, 'CREATE')")
-SAVEPOINT = sql.SQL("SAVEPOINT fdw_mirror_state")
-RELEASE = sql.SQL("RELEASE SAVEPOINT fdw_mirror_state")
-ROLLBACK_TO = sql.SQL("ROLLBACK TO SAVEPOINT fdw_mirror_state")
 
 
 def source_fingerprint(remote: LocalSession, table: QualifiedName, log: Any) -> str | None:
@@ -107,15 +104,11 @@ def record_fingerprint(s: LocalSession, target: QualifiedName, oid: int, fingerp
 def hint(s: LocalSession, log: Any, work: Callable[[], T]) -> T | None:
     """``work()`` in a savepoint of ``s``'s transaction: a failure is logged and rolled back to it,
     and None returned (the run goes on as without a record)."""
-    s.execute("mirror state", SAVEPOINT, quiet=True)
     try:
-        result = work()
+        return s.in_savepoint("mirror state", work)
     except FdwError as exc:
-        s.execute("mirror state", ROLLBACK_TO, quiet=True)
         log.warning("The mirror's record of the source's change counters is not used: %s", exc)
         return None
-    s.execute("mirror state", RELEASE, quiet=True)
-    return result
 
 
 def state_table(target: QualifiedName) -> QualifiedName:

@@ -112,7 +112,8 @@ def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> st
     owned, writable, plain, owner = row
     if not owned:
         return (
-            f"it belongs to {owner}, neither this role (nor a role it belongs to) nor the owner of {target}"
+            f"it belongs to {owner}: not this role, a role it belongs to, a superuser, nor the owner of "
+            f"{target} or a role with that owner's privileges"
         )
     if not writable:
         return "this role may not SELECT, INSERT, UPDATE and DELETE its rows"

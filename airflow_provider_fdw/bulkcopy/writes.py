@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.names import QualifiedName
@@ -45,6 +46,13 @@ class Written:
             "count the rows written", ROWS_WRITTEN_QUERY, {"oid": oid}
         )
         return cls(bool(counting), int(inserted), int(updated), int(deleted), bool(foreign))
+
+    @classmethod
+    def after(cls, s: LocalSession, oid: int, before: Written) -> Written:
+        """What the transaction wrote since ``before``, its deferred constraint triggers fired first
+        (``SET CONSTRAINTS ALL IMMEDIATE``): their writes count too, and would come only at commit."""
+        s.execute("fire deferred triggers", q.IMMEDIATE_CONSTRAINTS, quiet=True)
+        return cls.read(s, oid).since(before)
 
     def since(self, before: Written) -> Written:
         return Written(

@@ -178,21 +178,6 @@ def max_text_of(table: QualifiedName, column: str) -> sql.Composed:
     return sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
 
 
-def max_of(table: QualifiedName, column: str, minus: Any = None) -> sql.Composed:
-    """``max(column)``, optionally lowered by ``minus`` (interval text such as '5 minutes', or a number)."""
-    if minus is None:
-        return sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
-    # '5 minutes' is text to the driver: say it is an interval (timedelta and numbers adapt themselves).
-    window = (
-        sql.SQL("CAST({} AS interval)").format(sql.Literal(minus))
-        if isinstance(minus, str)
-        else sql.Literal(minus)
-    )
-    return sql.SQL("SELECT max({}) - {} FROM {}").format(
-        sql.Identifier(column), window, sql.Identifier(*table)
-    )
-
-
 def counted_upsert(upsert: sql.Composable) -> sql.Composed:
     """Run an ``upsert_from`` statement and return (inserted, updated): a new row version has xmax 0."""
     return sql.SQL(

@@ -113,10 +113,6 @@ def key_hash_expr(
     )
 
 
-def count_only(table: QualifiedName) -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*table))
-
-
 def key_range(table: QualifiedName, column: str, only: bool) -> sql.Composed:
     return sql.SQL("SELECT min({0}), max({0}) FROM {1}").format(
         sql.Identifier(column), table_ref(table, only)
