@@ -13,7 +13,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.bulkcopy import watermark
+from airflow_provider_fdw.bulkcopy import remote_indexes, watermark
 from airflow_provider_fdw.bulkcopy.direct import plan_direct
 from airflow_provider_fdw.bulkcopy.load import check_split_column
 from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
@@ -223,18 +223,13 @@ def read_source_side(
             return nulls, None
         if not reads_postgres(run.source.relation.wrapper):  # the probe reads pg_catalog
             return nulls, None
-        with s.undone("read remote indexes"):
-            try:
-                for statement in watermark.create_index_probes(run.source.server_name):
-                    s.execute("read remote indexes", statement, quiet=True)
-                row = s.fetchone(
-                    "read remote indexes",
-                    watermark.index_probe_query(through_fdw=True),
-                    (remote_column, *run.source.remote),
-                )
-            except FdwError as exc:  # only advice: the copy goes on without it
-                copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
-                row = None
+        try:
+            row = remote_indexes.probe_through_fdw(
+                s, run.source.server_name, run.source.remote, remote_column
+            )
+        except FdwError as exc:  # only advice: the copy goes on without it
+            copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
+            row = None
         return nulls, row
     assert copy.remote_connect is not None and run.source.remote is not None
     # The direct path reads as the user mapping's role without going through it: count over the direct
@@ -247,7 +242,8 @@ def read_source_side(
             row = cur.fetchone()
             if row is None:
                 raise FdwError("count NULL watermarks on the remote: no row returned.", step="count")
-            cur.execute(watermark.index_probe_query(through_fdw=False), (remote_column, *run.source.remote))
+            probe_query = remote_indexes.index_probe_query(through_fdw=False)
+            cur.execute(probe_query, (remote_column, *run.source.remote))
             probe = cur.fetchone()
         remote.rollback()  # the snapshot holder that takes it next starts its own transaction
         return int(row[0]), probe

@@ -233,42 +233,10 @@ def _lowered(name: str, overlap: Any) -> sql.Composable:
 
 # -- the source side: an index that serves the watermark filter ---------------------------------------
 
-# Session-private foreign tables over the remote catalogs the index probe reads (the FDW path).
-INDEX_PROBES = (
-    ("fdw_wm_index", "pg_index", "indrelid oid, indkey int2vector"),
-    ("fdw_wm_class", "pg_class", 'oid oid, relname name, relnamespace oid, relkind "char"'),
-    ("fdw_wm_ns", "pg_namespace", "oid oid, nspname name"),
-    ("fdw_wm_att", "pg_attribute", "attrelid oid, attnum int2, attname name"),
-)
-
-
-def index_probe_query(through_fdw: bool) -> sql.Composed:
-    """(relkind, whether an index leads with the column) of the remote table; parameters: the
-    column, the schema, the table. Through the FDW it reads the probes of ``create_index_probes``."""
-    names = [
-        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
-        for probe, catalog, _ in INDEX_PROBES
-    ]
-    return sql.SQL(
-        "SELECT r.relkind, EXISTS (SELECT 1 FROM {} i JOIN {} a ON a.attrelid = i.indrelid "
-        "AND a.attnum = i.indkey[0] WHERE i.indrelid = r.oid AND a.attname = %s) "
-        "FROM {} r JOIN {} n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s"
-    ).format(names[0], names[3], names[1], names[2])
-
-
-def create_index_probes(server_name: str) -> list[sql.Composed]:
-    """Session-private foreign tables over the remote's pg_index, pg_class, pg_namespace, pg_attribute
-    (pg_catalog: readable by any role); create them in a transaction that is rolled back."""
-    return [
-        sql.SQL(
-            "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"
-        ).format(sql.Identifier(name), sql.SQL(columns), sql.Identifier(server_name), sql.Literal(catalog))
-        for name, catalog, columns in INDEX_PROBES
-    ]
-
 
 def index_advice(remote: QualifiedName, column: str, row: tuple[Any, ...] | None) -> sql.Composed | None:
-    """The CREATE INDEX to run on the source when no index leads with ``column`` (tables only)."""
+    """The CREATE INDEX to run on the source when no index leads with ``column`` (tables only;
+    ``row``: bulkcopy/remote_indexes.py's probe)."""
     if row is None or row[0] not in ("r", "p", "m") or row[1]:
         return None
     return sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(*remote), sql.Identifier(column))
