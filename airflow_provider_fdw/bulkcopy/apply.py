@@ -284,17 +284,22 @@ def duplicate_key(what: str, key: Sequence[str], value: Sequence[Any]) -> FdwErr
 
 def check_children(s: LocalSession, staging: QualifiedName, target: QualifiedName, oid: int) -> None:
     """Fail, naming the constraint, when a row referencing the target would lose its parent row."""
-    for conname, schema, table, child_columns, parent_columns, wider, _, _ in s.fetchall(
+    for conname, schema, table, child_columns, parent_columns, _, _, _ in s.fetchall(
         "read foreign keys pointing at the target", q.REFERENCING_KEYS_QUERY, {"oid": oid}
     ):
         child = QualifiedName(schema, table)
         # A self-reference is checked within the new data (the target's rows become the staged ones).
+        # Otherwise only references to rows the target has now can lose their parent: a child row whose
+        # parent is not there (a NOT VALID key's old orphan, a row of the child table's own inheritance
+        # children, which the key does not cover, a key to a wider partitioned table) is not the
+        # replace's doing.
+        self_reference = child == target
         probe = q.orphan_probe(
-            staging if child == target else child,
+            staging if self_reference else child,
             child_columns,
             staging,
             parent_columns,
-            target if wider else None,
+            None if self_reference else target,
         )
         orphan = s.fetchone(f"check rows referencing {target} through {conname}", probe)
         if orphan is not None:
