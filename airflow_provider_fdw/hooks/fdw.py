@@ -407,6 +407,12 @@ class FdwHook(PostgresHook):
             return None
 
 
+PG_CATALOG_FIRST = sql.SQL(
+    "pg_catalog.set_config('search_path', CASE pg_catalog.current_setting('search_path') "
+    "WHEN '' THEN 'pg_catalog' ELSE 'pg_catalog, ' || pg_catalog.current_setting('search_path') END, false)"
+)
+
+
 def prepare_session(conn: Any) -> None:
     """Settings of every local session of the provider, in one round trip:
 
@@ -421,7 +427,12 @@ def prepare_session(conn: Any) -> None:
       before the lock, hiding a write committed in between (a mirror or an in-place replace would
       keep a row the source does not have);
     - PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
-      there, so a killed worker's statements (a load, a remote read) stop instead of running on.
+      there, so a killed worker's statements (a load, a remote read) stop instead of running on;
+    - ``pg_catalog`` comes first in ``search_path`` (it does unless a default lists it later): the
+      provider's statements call built-ins by their bare names (``hashtext``, ``count``, ``=``), which
+      a function of the same signature in a schema listed before it would otherwise replace;
+    - ``session_replication_role`` is ``origin``: a role default of ``replica`` disables the target's
+      foreign keys and row triggers, and a copy would commit rows that violate them.
     """
     settings = [
         ("DateStyle", "ISO"),
@@ -430,12 +441,27 @@ def prepare_session(conn: Any) -> None:
     ]
     if server_version(conn) >= 140000:
         settings.append(("client_connection_check_interval", "2000"))
-    statement = sql.SQL("SELECT {}").format(
+    statement = sql.SQL("SELECT {}, {}, pg_catalog.current_setting('session_replication_role')").format(
         sql.SQL(", ").join(
             sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
             for k, v in settings
-        )
+        ),
+        PG_CATALOG_FIRST,
     )
     with conn.cursor() as cur:
         cur.execute(statement)
+        # A role default of session_replication_role = replica (or local) silently disables the
+        # target's foreign keys and row triggers: a copy would commit rows violating them.
+        role_setting = cur.fetchone()[-1]
+        if role_setting != "origin":
+            try:
+                cur.execute(sql.SQL("SET session_replication_role = origin"))
+            except DriverError as exc:
+                conn.rollback()
+                raise FdwConfigError(
+                    f"This session starts with session_replication_role = {role_setting} (a role or "
+                    "database default), which disables foreign keys and triggers of the tables a copy "
+                    f"writes, and it may not set it back to origin: {error_fields(exc)['message']}. "
+                    "Nothing was changed; reset the default (ALTER ROLE … RESET session_replication_role)."
+                ) from None
     conn.commit()
