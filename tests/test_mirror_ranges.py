@@ -63,10 +63,9 @@ class Keyed(RemoteTable):
         return local(self.pair, "SELECT id, name FROM {t} ORDER BY id", t=self.target)
 
     def change(self, rng: random.Random, new_keys: list[int]) -> None:
-        keys = [k for (k, _) in self.rows()]
-        for k in rng.sample(keys, 12):
-            self.remote("UPDATE {t} SET name = name || ' changed' WHERE k = %s", (k,))
-        self.remote("DELETE FROM {t} WHERE k = ANY(%s)", (rng.sample(keys, 12),))
+        chosen = rng.sample([k for (k, _) in self.rows()], 24)
+        self.remote("UPDATE {t} SET name = name || ' changed' WHERE k = ANY(%s)", (chosen[:12],))
+        self.remote("DELETE FROM {t} WHERE k = ANY(%s)", (chosen[12:],))
         self.remote("INSERT INTO {t} (k, name) SELECT g, 'new' FROM unnest(%s::int8[]) g", (new_keys,))
 
 
@@ -158,3 +157,29 @@ def test_key_ranges_cover_every_key_once_and_never_split_a_bucket(monkeypatch, l
     for start, end in chunks:
         assert start >> level << level == start  # starts a bucket
         assert end == INT8_MAX or (end + 1) >> level << level == end + 1  # ends one
+
+
+@pytest.mark.parametrize(
+    ("key_type", "max_keys", "by_keys"),
+    [
+        ("bigint", 200_000, True),
+        ("integer", 200_000, True),
+        ("smallint", 200_000, True),
+        ("bigint", 10, False),
+    ],
+)
+def test_many_differing_buckets_are_read_by_their_key_values_through_the_index(
+    sandbox, log, caplog, monkeypatch, key_type, max_keys, by_keys
+):
+    """Beyond MAX_RANGES ranges, the differing buckets' rows are fetched, deleted and re-checked by
+    the list of their key values (an index lookup each) while those are few, else by one filtered
+    pass over each side: either way the target ends equal to the source."""
+    monkeypatch.setattr(mirror_compare, "MAX_RANGES", 2)
+    monkeypatch.setattr(mirror_compare, "MAX_KEYS", max_keys)
+    src = Keyed(sandbox, "generate_series(1, 3000)", remote_key=f"k {key_type} PRIMARY KEY")
+    local(sandbox, f"ALTER TABLE {{t}} ALTER COLUMN id TYPE {key_type}", t=src.target)
+    src.change(random.Random(key_type), [3001, 3002, 9000])
+    result = mirror(src, src.target, log=log)
+    assert ('"id" = ANY(%s::int8[])' in caplog.text) is by_keys
+    assert src.target_rows() == src.rows()
+    assert (result["updated"], result["deleted"], result["inserted"]) == (12, 12, 3)

@@ -327,7 +327,11 @@ class Mirror:
         estimate = self._estimate_rows(s, oid)
         if len(key) == 1 and kinds[key[0]] == "int":
             low, high = s.fetchrow("read the key's range", mq.key_range(p.target, key[0], only))
-            self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate)
+            listable = all(
+                side[key[0]].type_sql in ("smallint", "integer", "bigint")
+                for side in (source_columns, target_columns)
+            )
+            self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate, listable)
         else:
             self.buckets = HashBuckets(key, kinds, estimate)
         direct = None

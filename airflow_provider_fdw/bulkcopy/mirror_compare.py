@@ -24,6 +24,9 @@ FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over 
 SPLIT_BITS = 4  # each bisection step splits a differing bucket 16 ways
 MAX_BITS = 40
 MAX_RANGES = 64  # up to this many key ranges are read through the index, more by one filtered pass
+# ... or, for more ranges holding this many key values in all, by the list of those values (an index
+# lookup each: 100,000 keys of a 10M-row table in 0.5-0.7 s against 1.5-3 s for the filtered pass).
+MAX_KEYS = 200_000
 # Rows per key range when the remote's first level is read range by range (chunked_checksums): each
 # range's GROUP BY then groups in memory (~16,000 rows of 100-200 bytes, under the default work_mem).
 CHUNK_ROWS = 16384
@@ -187,8 +190,12 @@ class RangeBuckets(Bucketing):
     """A single integer key: a bucket is a range of 2^shift key values (``key >> shift``). Neighbouring
     keys share a bucket (cheap to group), and a finer level reads its ranges through the key's index."""
 
-    def __init__(self, column: str, low: int | None, high: int | None, rows: float) -> None:
+    def __init__(
+        self, column: str, low: int | None, high: int | None, rows: float, listable: bool = False
+    ) -> None:
         self.column = column
+        # The key is int2/int4/int8 (an int8[] of its values is compared through its index; not oid).
+        self.listable = listable
         span = (high - low + 1) if low is not None and high is not None else 0
         self.density = rows / span if span else 0.0  # rows per key value
         self.first = self.first_for(FIRST_LEVEL_ROWS)
@@ -213,6 +220,14 @@ class RangeBuckets(Bucketing):
                 ranges[-1][1] = b
             else:
                 ranges.append([b, b])
+        if (
+            len(ranges) > MAX_RANGES
+            and self.listable
+            and sum(hi - lo + 1 for lo, hi in ranges) << level <= MAX_KEYS
+        ):
+            # every key value of the ranges (all within int8: they come from existing keys)
+            keys = [k for lo, hi in ranges for k in range(lo << level, min((hi + 1) << level, INT8_MAX + 1))]
+            return mq.key_in(self.column), [keys]
         if len(ranges) > MAX_RANGES:  # many scattered ranges: one pass with a hashed lookup per row
             return sql.SQL("({}::int8 >> {}) = ANY(%s::int8[])").format(
                 sql.Identifier(self.column), sql.Literal(level)
