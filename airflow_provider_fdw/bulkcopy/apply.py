@@ -5,7 +5,9 @@ Two ways to make the target hold the new rows, both in ONE transaction bounded b
 - **rename**: the target is renamed away and dropped, the staging table (indexes built after the
   load) renamed in its place. Fast whatever changed, but a new table: only possible when nothing
   holds on to the target's OID (views, foreign keys pointing at it, triggers, policies,
-  publications, owned sequences …), and readers whose snapshot predates the load see no rows.
+  publications, owned sequences …) and nothing of the target would be lost (a tablespace, a grant
+  chain, settings and comments the swap does not re-make), and readers whose snapshot predates the
+  load see no rows. A target whose definition changed during the load is refused, never reverted.
 - **in place** (a diff): delete the rows whose key vanished, update the rows whose values differ,
   insert the new keys. Only changed rows are written, so children, triggers, publications and
   sequences see exactly the real changes, and every reader keeps an MVCC-consistent view. Before
@@ -92,10 +94,14 @@ def mark(s: LocalSession, table: QualifiedName, target: QualifiedName) -> None:
 
 def in_place_reasons(s: LocalSession, oid: int) -> list[str]:
     """What a rename swap would break or lose; empty when the target can be swapped by rename."""
-    holders = [d for (d,) in s.fetchall("read dependants", q.DEPENDANTS_QUERY, {"oid": oid})]
-    holders += [r for (r,) in s.fetchall("read what a rename loses", q.IN_PLACE_REASONS_QUERY, {"oid": oid})]
-    holders += [r for (r,) in s.fetchall("read other dependants", q.OTHER_DEPENDANTS_QUERY, {"oid": oid})]
-    return sorted(set(holders))
+    return sorted(
+        {r for (r,) in s.fetchall("read what a rename loses", q.RENAME_BLOCKERS_QUERY, {"oid": oid})}
+    )
+
+
+def read_definition(s: LocalSession, oid: int) -> str:
+    """What a staging table ``LIKE`` the target copies from it, as one comparable text."""
+    return str(s.fetchvalue("read target definition", q.DEFINITION_QUERY, (oid,)))
 
 
 def goes_in_place(swap: str, reasons: Sequence[str], target: QualifiedName) -> bool:
@@ -123,12 +129,14 @@ def apply_replace(
     lock_timeout: LockTimeout,
     log: Any,
     verify_target: Callable[[LocalSession, QualifiedName, bool], None] | None = None,
+    definition: str | None = None,
 ) -> tuple[str, ApplyCounts]:
     """Make the target hold exactly the staging table's rows; return how ("created", "renamed",
     "in-place") and the rows written.
 
     ``verify_target(session, target, only)`` runs inside the transaction after an in-place apply
-    changed the rows: when it raises, nothing is committed.
+    changed the rows: when it raises, nothing is committed. ``definition``: the target's
+    (:func:`read_definition`) when the indexed staging table was made like it (None: there was no target).
     """
     with s.transaction():
         lock_timeout.set_local(s, log)
@@ -158,6 +166,7 @@ def apply_replace(
                 s.execute("drop staging table", q.drop_table(staging), quiet=True)
                 how = "in-place"
             else:
+                check_definition_unchanged(s, target, oid, definition)
                 rename_swap(s, staging, target, relation)
                 counts, how = ApplyCounts(inserted=staged_rows), "renamed"
     return how, counts
@@ -230,9 +239,26 @@ def diff_apply(
     return ApplyCounts(inserted, updated, deleted, staged_rows - inserted - updated)
 
 
+def check_definition_unchanged(
+    s: LocalSession, target: QualifiedName, oid: int, definition: str | None
+) -> None:
+    """Under the swap's lock: the staging table is like the target as it was when staging began, so a
+    column, index, constraint, default or comment changed since would be undone by the swap. Refused
+    rather than applied in place: the staged columns and types were read from the old definition."""
+    if definition is None or read_definition(s, oid) != definition:
+        raise FdwError(
+            f"The definition of {target} changed while the new rows were loaded (a column, index, "
+            "constraint, default or comment added, changed or dropped; or the table was created "
+            "meanwhile): swapping in the staging table, made like the old definition, would undo it. "
+            "Nothing was changed; run the copy again.",
+            step="check target definition",
+        )
+
+
 def catch_up_sequences(s: LocalSession, target: QualifiedName, oid: int, only: bool) -> None:
-    """Sequences owned by the target's columns: moved up to max(column) if behind, never down."""
-    for sequence_oid, column in s.fetchall("read owned sequences", q.OWNED_SEQUENCES_QUERY, (oid,)):
+    """Sequences the target's columns take values from (owned, or ``DEFAULT nextval('s')``): moved up
+    to max(column) if behind, never down (a sequence shared with other tables keeps its higher value)."""
+    for sequence_oid, column in s.fetchall("read sequences", q.SEQUENCES_QUERY, {"oid": oid}):
         s.execute("catch up sequence", q.catch_up_sequence(sequence_oid, target, column, only), quiet=True)
 
 
@@ -377,12 +403,14 @@ def _show(values: Sequence[Any]) -> str:
 
 
 def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, relation: Relation) -> None:
-    """Swap ``staging`` in by rename (the caller holds ACCESS EXCLUSIVE); keep names, grants, owner."""
+    """Swap ``staging`` in by rename (the caller holds ACCESS EXCLUSIVE); keep names, grants, owner,
+    and catch up the sequences of its column defaults."""
     oid, owner, comment = relation.oid, relation.owner, relation.comment
+    new_oid = read_oid(s, staging, "staging")
     old_indexes = read_indexes(s, oid, "target indexes")
-    new_indexes = read_indexes(s, read_oid(s, staging, "staging"), "staging indexes")
+    new_indexes = read_indexes(s, new_oid, "staging indexes")
     foreign_keys = s.fetchall("read foreign keys", q.FOREIGN_KEYS_QUERY, (oid,))
-    grants = s.fetchall("read grants", q.GRANTS_QUERY, (oid,))
+    acl = s.fetchall("read grants", q.ACL_RESTORE_QUERY, {"target": oid, "new": new_oid})
     retired = new_work_table(s, target, "retired")
     s.execute(f"retire {target}", q.rename_table(target, retired.name))
     s.execute(f"swap in {staging}", q.rename_table(staging, target.name))
@@ -390,8 +418,14 @@ def rename_swap(s: LocalSession, staging: QualifiedName, target: QualifiedName, 
     _restore_names(s, target, old_indexes, new_indexes)
     for conname, condef in foreign_keys:
         s.execute(f"restore foreign key {conname}", q.add_constraint(target, conname, condef))
-    for privilege, grantee, grantable in grants:
-        s.execute("restore grant", q.grant(privilege, target, grantee, grantable), quiet=True)
+    # before the grants are reset: reading max() needs the copying role's SELECT
+    catch_up_sequences(s, target, new_oid, relation.relkind == "r")
+    revoked = [grantee for is_grant, grantee, _, _ in acl if not is_grant]
+    if revoked:  # what the new table got from default privileges, the owner's own entry too
+        s.execute("reset grants", q.revoke_all(target, revoked), quiet=True)
+    for is_grant, grantee, privileges, grantable in acl:
+        if is_grant:
+            s.execute("restore grant", q.grant(privileges, target, grantee, grantable), quiet=True)
     if comment is not None:
         s.execute("restore comment", q.comment_on_table(target, comment), quiet=True)
     else:

@@ -33,6 +33,7 @@ from airflow_provider_fdw.bulkcopy.apply import (
     in_place_reasons,
     mark,
     new_work_table,
+    read_definition,
 )
 from airflow_provider_fdw.bulkcopy.direct import EarlyConnect
 from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions
@@ -234,6 +235,8 @@ class BulkCopy:
             elif p.mode == "replace" and target is not None:
                 # LIKE does not copy persistence: an UNLOGGED target must stay unlogged after the swap
                 unlogged = read_persistence(s, target.oid) == "u"
+                # read before LIKE: a change committed in between then fails the swap, never is lost
+                run.definition = read_definition(s, target.oid)
                 s.execute(
                     f"create staging table {staging}",
                     q.create_table_like(staging, p.target, unlogged=unlogged),
@@ -293,6 +296,7 @@ class BulkCopy:
                         lock_timeout=self.lock_timeout,
                         log=self.log,
                         verify_target=run.verifier.check_target,
+                        definition=run.definition,
                     ),
                     self.lock_retries,
                     f"swap into {p.target}",

@@ -55,6 +55,7 @@ class PartitionedState:
     path: str  # "fdw" or "direct"
     in_place: bool
     deferred_indexes: list[dict[str, Any]]  # catalog.Index fields: rebuilt on staging before the swap
+    definition: str | None  # the target's, which the staging table was made like (checked at the swap)
     ranges: list[list[Any]]  # [low, high) of split_column per range; None: open end
     split_column: str | None
 
@@ -120,6 +121,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
         run.result.path,
         run.in_place,
         [asdict(i) for i in run.deferred_indexes],
+        run.definition,
         [list(r) for r in ranges],
         p.split_column,
     )
@@ -275,6 +277,7 @@ def apply(copy: BulkCopy, session: LocalSession, state: PartitionedState) -> dic
         staging = existing_staging(session, state, p.target)
         run = inspect(copy, session)
         run.staging, run.in_place, run.deferred_indexes = staging, state.in_place, state.indexes()
+        run.definition = state.definition
         with session.transaction():
             run.result.rows = int(session.fetchvalue("count staged rows", q.count_rows(staging)))
         try:

@@ -30,6 +30,8 @@ class CopyRun:
     staging: QualifiedName | None = None
     in_place: bool = False  # replace applies the difference in place instead of swapping
     deferred_indexes: list[Index] = field(default_factory=list)  # built on staging after the load
+    # replace by rename: the target's definition the staging table was made like (apply.read_definition)
+    definition: str | None = None
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends

@@ -114,10 +114,21 @@ DEPENDANTS_QUERY = sql.SQL(
 )
 
 
-GRANTS_QUERY = sql.SQL(
-    "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
-    "  a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
-    "WHERE c.oid = %s AND a.grantee <> c.relowner ORDER BY 2, 1"
+# The swapped-in table's ACL made exactly the target's: revoke whatever the new table got (the copying
+# role's ALTER DEFAULT PRIVILEGES) from every grantee, the owner too, then grant the target's entries
+# in their ACL order, one statement per grantee and grant option (a NULL ACL: the owner's defaults).
+# Nothing when neither has an ACL. Grants by other grantors never get here (an in-place reason).
+ACL_RESTORE_QUERY = sql.SQL(
+    "WITH t AS (SELECT relowner, relacl FROM pg_class WHERE oid = %(target)s), "
+    "  n AS (SELECT relacl FROM pg_class WHERE oid = %(new)s) "
+    "SELECT false, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+    "  NULL::text[], false FROM n, aclexplode(n.relacl) a GROUP BY a.grantee "
+    "UNION ALL (SELECT true, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+    "  array_agg(a.privilege_type ORDER BY a.n), a.is_grantable "
+    "  FROM t, aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) "
+    "    WITH ORDINALITY a(grantor, grantee, privilege_type, is_grantable, n) "
+    "  WHERE t.relacl IS NOT NULL OR (SELECT relacl FROM n) IS NOT NULL "
+    "  GROUP BY a.grantee, a.is_grantable ORDER BY min(a.n))"
 )
 
 
@@ -158,7 +169,7 @@ GENERATED_COLUMNS_QUERY = sql.SQL(
 )
 
 
-# Why a table cannot be swapped by rename (beyond DEPENDANTS_QUERY): what the swap would lose.
+# Why a table cannot be swapped by rename (beyond DEPENDANTS_QUERY): what the swap would lose or change.
 IN_PLACE_REASONS_QUERY = sql.SQL(
     "SELECT 'sequence ' || d.objid::regclass || ' owned by column ' || a.attname FROM pg_depend d "
     "  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
@@ -168,18 +179,86 @@ IN_PLACE_REASONS_QUERY = sql.SQL(
     "  WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass "
     "  AND d.refobjid = %(oid)s "
     "UNION ALL SELECT 'rule ' || rulename FROM pg_rewrite WHERE ev_class = %(oid)s AND rulename <> '_RETURN' "
-    "UNION ALL SELECT 'row level security' FROM pg_class WHERE oid = %(oid)s AND relrowsecurity "
+    "UNION ALL SELECT 'row level security' FROM pg_class WHERE oid = %(oid)s "
+    "  AND (relrowsecurity OR relforcerowsecurity) "
     "UNION ALL SELECT 'partitioned table' FROM pg_class WHERE oid = %(oid)s AND relkind = 'p' "
     "UNION ALL SELECT 'partition of ' || inhparent::regclass FROM pg_inherits i JOIN pg_class c "
     "  ON c.oid = i.inhrelid WHERE i.inhrelid = %(oid)s AND c.relispartition "
+    "UNION ALL SELECT 'typed table (OF ' || reloftype::regtype || ')' FROM pg_class "
+    "  WHERE oid = %(oid)s AND reloftype <> 0 "
     "UNION ALL SELECT 'storage options' FROM pg_class WHERE oid = %(oid)s AND reloptions IS NOT NULL "
+    "UNION ALL SELECT 'TOAST storage options' FROM pg_class c JOIN pg_class t ON t.oid = c.reltoastrelid "
+    "  WHERE c.oid = %(oid)s AND t.reloptions IS NOT NULL "
     "UNION ALL SELECT 'replica identity' FROM pg_class WHERE oid = %(oid)s AND relreplident NOT IN ('d') "
+    # the staging table and its indexes are created in the default tablespace
+    "UNION ALL SELECT 'tablespace ' || ts.spcname || ' of ' || c.oid::regclass FROM pg_class c "
+    "  JOIN pg_tablespace ts ON ts.oid = c.reltablespace "
+    "  WHERE c.oid = %(oid)s OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = %(oid)s) "
+    # ... or in this session's default_tablespace, when that is not where the target is
+    "UNION ALL SELECT 'default_tablespace ' || pg_catalog.current_setting('default_tablespace') "
+    "  || ' of this session' FROM pg_class c WHERE c.oid = %(oid)s AND c.reltablespace = 0 "
+    "  AND (SELECT oid FROM pg_tablespace WHERE spcname = pg_catalog.current_setting('default_tablespace')) "
+    "  IS DISTINCT FROM coalesce((SELECT dattablespace FROM pg_database "
+    "    WHERE datname = pg_catalog.current_database()), 0) "
+    "  AND pg_catalog.current_setting('default_tablespace') <> '' "
+    # LIKE does not copy the access method: the staging table has the session's default one
+    "UNION ALL SELECT 'table access method ' || am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
+    "  WHERE c.oid = %(oid)s AND am.amname <> pg_catalog.current_setting('default_table_access_method') "
+    # LIKE copies neither per-column statistics targets nor column options (n_distinct …)
+    "UNION ALL SELECT 'statistics target of column ' || attname FROM pg_attribute "
+    "  WHERE attrelid = %(oid)s AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0 "
+    # (by name: some builds keep internal entries in attoptions)
+    "UNION ALL SELECT o.option_name || ' of column ' || a.attname "
+    "  FROM pg_attribute a, pg_options_to_table(a.attoptions) o WHERE a.attrelid = %(oid)s "
+    "  AND a.attnum > 0 AND NOT a.attisdropped AND o.option_name IN ('n_distinct', 'n_distinct_inherited') "
+    # indexes and key constraints are built after the load, foreign keys re-added: without comments
+    "UNION ALL SELECT 'comment on index ' || indexrelid::regclass FROM pg_index "
+    "  WHERE indrelid = %(oid)s AND obj_description(indexrelid, 'pg_class') IS NOT NULL "
+    "UNION ALL SELECT 'comment on constraint ' || conname FROM pg_constraint "
+    "  WHERE conrelid = %(oid)s AND contype IN ('p', 'u', 'x', 'f') "
+    "  AND obj_description(oid, 'pg_constraint') IS NOT NULL "
+    "UNION ALL SELECT 'clustered on index ' || indexrelid::regclass FROM pg_index "
+    "  WHERE indrelid = %(oid)s AND indisclustered "
+    # LIKE … INCLUDING STATISTICS names them after the staging table
+    "UNION ALL SELECT 'extended statistics ' || stxname FROM pg_statistic_ext WHERE stxrelid = %(oid)s "
+    # the swap's grants are made by the copying role: a grant chain (REVOKE … CASCADE) would be lost
+    "UNION ALL SELECT DISTINCT 'grants made by ' || pg_get_userbyid(a.grantor) "
+    "  FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %(oid)s AND a.grantor <> c.relowner "
     # FOR ALL TABLES / FOR TABLES IN SCHEMA publications would also publish the staging table
     "UNION ALL SELECT 'publication ' || pt.pubname FROM pg_publication_tables pt "
     "  JOIN pg_namespace n ON n.nspname = pt.schemaname "
     "  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename WHERE c.oid = %(oid)s "
     "UNION ALL SELECT 'column privileges' FROM pg_attribute WHERE attrelid = %(oid)s AND attacl IS NOT NULL "
     "  HAVING count(*) > 0"
+)
+
+
+# All of the above in one round trip (taken before the swap's lock and again under it).
+RENAME_BLOCKERS_QUERY = sql.SQL(" UNION ALL ").join(
+    sql.SQL("({})").format(query)
+    for query in (DEPENDANTS_QUERY, IN_PLACE_REASONS_QUERY, OTHER_DEPENDANTS_QUERY)
+)
+
+
+# What the staging table of a rename swap copies from the target (``LIKE … INCLUDING ALL``, and its
+# persistence): read before the staging table is created and again under the swap's lock, so a change
+# made meanwhile (a migration adding a column, an index, a constraint …) is never undone. Foreign keys,
+# owner, grants and the table comment are read under the lock anyway; the rest is an in-place reason.
+DEFINITION_QUERY = sql.SQL(
+    # row constructors as text: a NULL field never reads like an empty or a shifted one
+    "SELECT ROW(c.relkind, c.relpersistence, "
+    "  (SELECT array_agg(ROW(a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+    "     a.attcollation, a.attidentity, a.attgenerated, a.attstorage, "
+    "     to_jsonb(a) ->> 'attcompression', "  # PostgreSQL 14+ (NULL on 13)
+    "     pg_get_expr(ad.adbin, ad.adrelid), col_description(a.attrelid, a.attnum))::text ORDER BY a.attnum) "
+    "   FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum "
+    "   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+    "  (SELECT array_agg(ROW(conname, pg_get_constraintdef(oid), "
+    "     obj_description(oid, 'pg_constraint'))::text ORDER BY conname) "
+    "   FROM pg_constraint WHERE conrelid = c.oid AND contype <> 'f'), "
+    "  (SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY indexrelid) FROM pg_index "
+    "   WHERE indrelid = c.oid))::text "
+    "FROM pg_class c WHERE c.oid = %s"
 )
 
 
@@ -244,11 +323,22 @@ MARKED_TABLES_QUERY = sql.SQL(
 )
 
 
-# Sequences owned by a column of the table (serial, identity): they must survive and never go back.
-OWNED_SEQUENCES_QUERY = sql.SQL(
+# Sequences a column's values come from: owned by the column (serial, identity), or its default is
+# exactly ``nextval('s')`` (a shared or hand-made sequence; an expression around it, ``'A' || nextval``,
+# says nothing about max(column)). They must survive and never go back.
+SEQUENCES_QUERY = sql.SQL(
     "SELECT d.objid::int8, a.attname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
     "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
-    "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY 2"
+    "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %(oid)s AND d.deptype IN ('a', 'i') "
+    "UNION SELECT d.refobjid::int8, a.attname FROM pg_attrdef ad "
+    "JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid "
+    "  AND d.refclassid = 'pg_class'::regclass "
+    "JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' "
+    "JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum AND NOT a.attisdropped "
+    "WHERE ad.adrelid = %(oid)s "
+    "  AND pg_get_expr(ad.adbin, ad.adrelid) "
+    "    = 'nextval(' || quote_literal(s.oid::regclass::text) || '::regclass)' "
+    "ORDER BY 2, 1"
 )
 
 

@@ -142,13 +142,27 @@ def owner_to(table: QualifiedName, owner: str) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(*table), sql.Identifier(owner))
 
 
-def grant(privilege: str, table: QualifiedName, grantee: str | None, grantable: bool) -> sql.Composed:
-    """One privilege from ``aclexplode()`` (``grantee`` None = PUBLIC)."""
+def _grantee(grantee: str | None) -> sql.Composable:
+    return sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC")
+
+
+def grant(
+    privileges: Sequence[str], table: QualifiedName, grantee: str | None, grantable: bool
+) -> sql.Composed:
+    """Privileges from ``aclexplode()`` (``grantee`` None = PUBLIC)."""
     return sql.SQL("GRANT {} ON TABLE {} TO {}{}").format(
-        sql.SQL(privilege),  # one of the fixed privilege keywords aclexplode() returns
+        # the fixed privilege keywords aclexplode() returns
+        sql.SQL(", ").join(sql.SQL(p) for p in privileges),
         sql.Identifier(*table),
-        sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+        _grantee(grantee),
         sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+    )
+
+
+def revoke_all(table: QualifiedName, grantees: Sequence[str | None]) -> sql.Composed:
+    """``REVOKE ALL`` from each of ``grantees`` (None = PUBLIC)."""
+    return sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(
+        sql.Identifier(*table), sql.SQL(", ").join(_grantee(g) for g in grantees)
     )
 
 
