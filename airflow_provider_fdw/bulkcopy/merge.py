@@ -10,7 +10,7 @@ from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import catch_up_sequences, check_no_null_key
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.bulkcopy.writes import Written, unchosen
+from airflow_provider_fdw.bulkcopy.writes import INSERT, UPDATE, Written, skipped, skipping_writers, unchosen
 from airflow_provider_fdw.catalog import (
     Table,
     read_image_equal_columns,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
 
 NON_FINITE = ("infinity", "-infinity", "nan")
+LEAVE_OUT = "or, if it only sets a column, leave that column out of the copy (columns=)"
 
 
 def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
@@ -44,10 +45,19 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             raise FdwError(
                 f"{p.target} was dropped while the copy ran; nothing was changed.", step="read target"
             )
+        only = target.relkind == "r"
         before = Written.read(s, target.oid)
         if p.mode == "append":
             cur = s.execute(f"append to {p.target}", q.insert_select(p.target, run.columns, staging))
             inserted, updated = int(cur.rowcount), 0
+            if inserted != result.rows:  # else the watermark would move past rows never written
+                raise skipped(
+                    p.target,
+                    "Append",
+                    f"it inserted {inserted} of the {result.rows} rows it staged",
+                    skipping_writers(s, target.oid, INSERT),
+                    LEAVE_OUT,
+                )
             written = Written.after(s, target.oid, before)
         else:
             check_unique_key(s, target.oid, p.target, keys)
@@ -64,6 +74,21 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             else:
                 inserted, updated = s.execute(f"upsert into {p.target}", q.counted_upsert(upsert)).fetchone()
                 written = Written.after(s, target.oid, before)
+            # Without a BEFORE trigger or rule, a staged row neither inserted nor updated is one the
+            # target already held; with one, it may have been skipped: the staged keys are read back.
+            writers = skipping_writers(s, target.oid, INSERT | UPDATE)
+            if writers:
+                statement = q.upserted_rows_missing(p.target, staging, run.columns, keys, image_equal, only)
+                missing = s.fetchvalue(f"check the rows upserted into {p.target}", statement)
+                if missing:
+                    raise skipped(
+                        p.target,
+                        "Upsert",
+                        f"after the upsert {p.target} lacks {missing} of the {result.rows} staged rows "
+                        "(no row with their key, or other values)",
+                        writers,
+                        LEAVE_OUT,
+                    )
         if written.foreign:
             copy.log.info(
                 "%s has foreign partitions, whose rows no count shows: what triggers wrote is not checked",
@@ -80,7 +105,6 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
         result.inserted, result.updated, result.deleted = inserted, updated, 0
         # upsert: rows of the overlap window already equal
         result.unchanged = result.rows - inserted - updated
-        only = target.relkind == "r"
         if p.mode == "upsert":  # the staged keys now hold exactly the staged rows
             run.verifier.check_target(s, p.target, only, (staging, keys))
         catch_up_sequences(s, p.target, target.oid, only)

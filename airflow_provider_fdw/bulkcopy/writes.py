@@ -5,10 +5,16 @@ or foreign key action on the target can write other rows in the same transaction
 updated, one deleted and another inserted. Those writes show in the transaction's counters of the
 target (``pg_stat_get_xact_tuples_*``, over its leaf partitions), so a run compares them with its own
 choice before it commits, and fails when they differ: its result would not be what it reports.
+
+The other way round, a BEFORE row trigger returning NULL (or changing ``NEW``) or a rule makes a
+statement skip (or rewrite) a row it chose: the statement's count and the transaction's then agree
+on what was really written. Only those two can, so a run whose target has one (:func:`skipping_writers`)
+checks the rows themselves, and :func:`skipped` is its error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from airflow_provider_fdw import sql as q
@@ -84,5 +90,31 @@ def unchosen(
         f"{written.deleted} deleted: a trigger, rule or foreign key action on the target wrote rows "
         "the run did not choose (or wrote a row twice, or undid a write in a subtransaction, which "
         "counts too). Nothing was committed to the target.",
+        step="verify",
+    )
+
+
+# pg_trigger.tgtype's event bits, as SKIPPING_WRITERS_QUERY takes them
+INSERT, DELETE, UPDATE = 4, 8, 16
+
+
+def skipping_writers(s: LocalSession, oid: int, events: int) -> list[str]:
+    """The BEFORE row triggers and rules that can make a statement on the target (``oid``, locked)
+    skip or rewrite a row it chose, for ``events`` (``INSERT | UPDATE`` …); empty when none can."""
+    return [
+        w
+        for (w,) in s.fetchall(
+            "read triggers and rules", q.SKIPPING_WRITERS_QUERY, {"oid": oid, "events": events}
+        )
+    ]
+
+
+def skipped(target: QualifiedName, what: str, problem: str, writers: Sequence[str], remedy: str) -> FdwError:
+    """The error when rows the run wrote are not in the target: ``problem`` says which."""
+    named = f" ({', '.join(writers)})" if writers else ""
+    cause = f"a BEFORE row trigger or rule on the target{named} skipped or changed rows the run wrote"
+    return FdwError(
+        f"{what} check failed: {problem}: {cause}. Nothing was committed to the target. Disable the "
+        f"trigger for the load (ALTER TABLE {target} DISABLE TRIGGER …) or drop the rule, {remedy}.",
         step="verify",
     )

@@ -49,6 +49,7 @@ from airflow_provider_fdw.sql.catalog import (
     RENAME_BLOCKERS_QUERY,
     SEQUENCES_QUERY,
     SERVER_ENCODING_QUERY,
+    SKIPPING_WRITERS_QUERY,
 )
 from airflow_provider_fdw.sql.copy import (
     BEGIN,
@@ -67,6 +68,7 @@ from airflow_provider_fdw.sql.copy import (
     select_for_copy,
     truncate,
     upsert_from,
+    upserted_rows_missing,
     user_predicate,
     watermark_predicate,
     where_clause,
@@ -219,6 +221,7 @@ __all__ = [
     "SEQUENCES_QUERY",
     "SERVER_ENCODING_QUERY",
     "SERVER_OPTIONS_QUERY",
+    "SKIPPING_WRITERS_QUERY",
     "SNAPSHOT_ISOLATION",
     "USER_MAPPING_QUERY",
     "add_column",
@@ -312,6 +315,7 @@ __all__ = [
     "truncate",
     "uncomment_table",
     "upsert_from",
+    "upserted_rows_missing",
     "user_predicate",
     "verify_select",
     "watermark_predicate",

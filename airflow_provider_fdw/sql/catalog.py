@@ -309,6 +309,22 @@ REFERENCING_KEYS_QUERY = sql.SQL(
 )
 
 
+# What can make a statement skip (or rewrite) a row it chose on the locked table, for the events in
+# the %(events)s mask (pg_trigger.tgtype bits: INSERT 4, DELETE 8, UPDATE 16): an enabled BEFORE ROW
+# trigger (ROW 1 | BEFORE 2) on the table or a leaf partition, or a rule (rules apply to the table
+# a statement names only; ev_type '2' UPDATE, '3' INSERT, '4' DELETE).
+SKIPPING_WRITERS_QUERY = sql.SQL(
+    "SELECT 'trigger ' || pg_catalog.quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass "
+    "FROM pg_catalog.pg_trigger t WHERE t.tgrelid IN (SELECT %(oid)s::oid "
+    "  UNION SELECT relid FROM pg_catalog.pg_partition_tree(%(oid)s::oid) WHERE isleaf) "
+    "AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgtype & 3 = 3 AND t.tgtype & %(events)s <> 0 "
+    "UNION ALL SELECT 'rule ' || pg_catalog.quote_ident(r.rulename) || ' on ' || r.ev_class::regclass "
+    "FROM pg_catalog.pg_rewrite r WHERE r.ev_class = %(oid)s::oid "
+    "AND CASE r.ev_type WHEN '2' THEN 16 WHEN '3' THEN 4 WHEN '4' THEN 8 ELSE 0 END & %(events)s <> 0 "
+    "ORDER BY 1"
+)
+
+
 # Columns that are GENERATED ALWAYS AS IDENTITY (inserting explicit values needs OVERRIDING SYSTEM VALUE).
 ALWAYS_IDENTITY_QUERY = sql.SQL(
     "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a' AND NOT attisdropped"

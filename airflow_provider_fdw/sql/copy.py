@@ -7,8 +7,8 @@ from typing import Any
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
-from airflow_provider_fdw.sql.diff import row_text
-from airflow_provider_fdw.sql.tables import column_list
+from airflow_provider_fdw.sql.diff import key_match, row_text
+from airflow_provider_fdw.sql.tables import column_list, table_ref
 
 
 def where_clause(conditions: Sequence[sql.Composable]) -> sql.Composable:
@@ -134,25 +134,9 @@ def upsert_from(
     if not others:
         action: sql.Composable = sql.SQL("DO NOTHING")
     else:
-        typed = [c for c in others if c in image_equal]
-        as_text = [c for c in others if c not in image_equal]
-        changed: list[sql.Composable] = []
-        if typed:
-            changed.append(
-                sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
-                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in typed),
-                    sql.SQL(", ").join(sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in typed),
-                )
-            )
-        if as_text:
-            changed.append(
-                sql.SQL("{} IS DISTINCT FROM {}").format(
-                    row_text("t", as_text), row_text("excluded", as_text)
-                )
-            )
         action = sql.SQL("DO UPDATE SET {} WHERE {}").format(
             sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others),
-            sql.SQL(" OR ").join(changed),
+            upsert_changed("t", "excluded", others, image_equal),
         )
     # In key order: the staged rows come in the source's (watermark) order, and probing the unique
     # index and the heap in key order visits each of their pages once, in order.
@@ -164,6 +148,50 @@ def upsert_from(
         column_list(key_columns),
         column_list(key_columns),
         action,
+    )
+
+
+def upsert_changed(old: str, new: str, columns: Sequence[str], image_equal: Sequence[str]) -> sql.Composable:
+    """Whether row ``old`` differs from ``new`` in ``columns`` (non-empty), as an upsert decides it."""
+    typed = [c for c in columns if c in image_equal]
+    as_text = [c for c in columns if c not in image_equal]
+    changed: list[sql.Composable] = []
+    if typed:
+        changed.append(
+            sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}.{}").format(sql.Identifier(old), sql.Identifier(c)) for c in typed
+                ),
+                sql.SQL(", ").join(
+                    sql.SQL("{}.{}").format(sql.Identifier(new), sql.Identifier(c)) for c in typed
+                ),
+            )
+        )
+    if as_text:
+        changed.append(
+            sql.SQL("{} IS DISTINCT FROM {}").format(row_text(old, as_text), row_text(new, as_text))
+        )
+    return sql.SQL(" OR ").join(changed)
+
+
+def upserted_rows_missing(
+    target: QualifiedName,
+    staging: QualifiedName,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    image_equal: Sequence[str],
+    only: bool,
+) -> sql.Composed:
+    """How many staged rows the target does not hold after an upsert (no row with their key, or one
+    whose other values differ as :func:`upsert_from` decides it): one key lookup per staged row."""
+    others = [c for c in columns if c not in key_columns]
+    same = (
+        sql.SQL(" AND NOT ({})").format(upsert_changed("t", "s", others, image_equal))
+        if others
+        else sql.SQL("")
+    )
+    return sql.SQL("SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {}{})").format(
+        sql.Identifier(*staging), table_ref(target, only), key_match("t", "s", key_columns), same
     )
 
 
