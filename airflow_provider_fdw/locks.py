@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import FdwTimeoutError
 
@@ -98,14 +98,35 @@ def lock_object(s: LocalSession, kind: str, name: str, wait: float | None = None
         s.log.info("Got the lock on %s %r: the other task finished", kind, name)
 
 
+# Whether this server process holds the run lock already (session advisory locks are re-entrant).
+HELD_HERE = q.sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+    "  AND objsubid = 1 AND pid = pg_catalog.pg_backend_pid() "
+    "  AND objid::bigint = (pg_catalog.hashtext(%s)::bigint & 4294967295))"
+)
+
+
 def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
-    """Take the session advisory lock ``key``; wait at most ``wait`` seconds, naming the holder."""
+    """Take the session advisory lock ``key``; wait at most ``wait`` seconds, naming the holder.
+
+    A session takes it once per run: held already by this server process, it is another client's
+    that a pooler handed this server to (the lock would be taken twice, by two runs)."""
 
     def attempt() -> bool:
         with session.transaction():
+            if session.fetchvalue("lock target", HELD_HERE, (key,)):
+                raise FdwConfigError(
+                    f"The lock of this copy's target ({key}) is already held by this session's server "
+                    "process, which this session did not take: a connection pooler in transaction mode "
+                    "(PgBouncer pool_mode = transaction) handed it the server another run holds it on. "
+                    "Connect to the local database directly or through a pool in session mode. Nothing "
+                    "was changed."
+                )
             return bool(
                 session.fetchvalue(
-                    "lock target", q.sql.SQL("SELECT pg_try_advisory_lock(hashtext(%s))"), (key,)
+                    "lock target",
+                    q.sql.SQL("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext(%s))"),
+                    (key,),
                 )
             )
 
@@ -132,11 +153,14 @@ def release_run_lock(session: Any, key: str, log: Any) -> None:
     try:
         session.rollback()
         with session.transaction():
-            session.execute(
+            released = session.fetchvalue(
                 "unlock target",
-                q.sql.SQL("SELECT pg_advisory_unlock(hashtext({}))").format(q.sql.Literal(key)),
-                quiet=True,
+                q.sql.SQL("SELECT pg_catalog.pg_advisory_unlock(pg_catalog.hashtext({}))").format(
+                    q.sql.Literal(key)
+                ),
             )
+        if not released:
+            log.warning("The target lock %s was not held by this session's server process.", key)
     except Exception as exc:  # the copy's own error (if any) is the one to report
         log.warning("Could not release the target lock (%s); closing the session releases it.", exc)
         session.close()

@@ -9,14 +9,36 @@ statements are logged (with secrets replaced by ``***``) and where driver errors
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields, sql
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 
 T = TypeVar("T")
+
+# The server process each connection was prepared on (hooks/fdw.py prepare_session). A session's
+# settings, its run lock and its temporary tables live in that process: a transaction that runs in
+# another one means a pooler (PgBouncer pool_mode = transaction) shares this client's server.
+BACKEND_PIDS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+CURRENT_BACKEND = sql.SQL("SELECT pg_catalog.pg_backend_pid()")
+
+
+def remember_backend(conn: Any, pid: int) -> None:
+    with suppress(TypeError):  # a connection type without weak references: not checked
+        BACKEND_PIDS[conn] = pid
+
+
+def pooled_error(first: int, now: int) -> FdwConfigError:
+    return FdwConfigError(
+        f"This session's transactions run in different server processes (pid {first}, now {now}): a "
+        "connection pooler in transaction or statement mode (PgBouncer pool_mode = transaction) is in "
+        "front of the database. The provider keeps a session's settings, its run lock and its "
+        "temporary tables from one transaction to the next, so it needs a server session of its own: "
+        "connect directly or through a pool in session mode. This transaction was not run."
+    )
 
 
 class LocalSession:
@@ -86,6 +108,8 @@ class LocalSession:
         Blocks nest: an inner block joins the outer one, which alone commits (several steps, e.g.
         server, user mappings and the reachability check, then commit or roll back together).
         """
+        if self._depth == 0:
+            self._check_backend()
         self._depth += 1
         try:
             yield self
@@ -102,6 +126,19 @@ class LocalSession:
         except DriverError as exc:
             self._rollback()
             raise self.error("commit", exc) from None
+
+    def _check_backend(self) -> None:
+        """Before a transaction: it must run in the server process the session was prepared on."""
+        try:
+            first = BACKEND_PIDS.get(self.conn)
+        except TypeError:
+            return
+        if first is None:
+            return
+        now = self.fetchvalue("check the server process", CURRENT_BACKEND)
+        if now != first:
+            self._rollback()
+            raise pooled_error(first, now)
 
     @property
     def in_transaction_block(self) -> bool:

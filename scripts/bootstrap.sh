@@ -114,6 +114,17 @@ install_mysql_fdw_deps() {
 }
 install_mysql_fdw_deps
 # ---- END mysql_fdw ---------------------------------------------------------------------------------
+# PgBouncer for tests/test_pooler.py (each test starts its own pgbouncer on a free port; the Debian
+# package's service is kept from starting).
+if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+  echo "bootstrap: installing pgbouncer"
+  policy=/usr/sbin/policy-rc.d added_policy=0
+  if [ "$(id -u)" = 0 ] && [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && added_policy=1
+  fi
+  apt_install pgbouncer
+  [ "$added_policy" = 0 ] || rm -f "$policy"
+fi
 # Redis as the Celery broker of the deployment test tier (started by the tests on a free port).
 if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
   echo "bootstrap: installing redis-server"

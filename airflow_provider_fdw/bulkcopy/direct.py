@@ -62,6 +62,19 @@ class DirectRead:
     client_encoding: str
 
 
+def pinned_locally() -> sql.Composed:
+    """The pinned settings as ``SET LOCAL`` statements, for every transaction that reads the remote.
+
+    libpq ``options`` set them for the session, which a pooler drops (PgBouncer with
+    ``ignore_startup_parameters = options``: the role's IntervalStyle then printed intervals the
+    target misread) or does not carry to the next transaction. ``SET`` takes no snapshot, so they may
+    come before ``SET TRANSACTION SNAPSHOT``."""
+    return sql.SQL("; ").join(
+        sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(name), sql.Literal(value))
+        for name, value in PINNED_SETTINGS
+    )
+
+
 def pinned_params(params: Mapping[str, Any], client_encoding: str | None = None) -> dict[str, Any]:
     """libpq parameters for the direct remote session: pinned like postgres_fdw's remote sessions."""
     pinned = " ".join(f"-c {name}={value}" for name, value in PINNED_SETTINGS)

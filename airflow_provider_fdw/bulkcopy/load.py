@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy import ctid
+from airflow_provider_fdw.bulkcopy.direct import pinned_locally
 from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
@@ -342,16 +343,17 @@ def _copy_direct(
         )
         first = []
         if run.snapshot is not None:  # psql runs no implicit BEGIN: open the transaction itself
-            first = [s.render(q.BEGIN_SNAPSHOT_READ), s.render(run.snapshot.reader_statements()[-1])]
+            first = [s.render(q.BEGIN_SNAPSHOT_READ), *map(s.render, run.snapshot.reader_statements()[1:])]
         load = [q.BEGIN, *truncate, in_stmt, q.COMMIT] if truncate else [in_stmt]  # one transaction
         return relay.copy(s.render(out_stmt), [s.render(statement) for statement in load], first)
     # The only reader, with no count in the background: read on the holder's connection itself.
     holder = run.snapshot if isinstance(run.snapshot, SnapshotHolder) and run.sole_reader else None
     remote = holder.lend() if holder is not None else copy.remote_connect(client_encoding=encoding)
     try:
-        if run.snapshot is not None and holder is None:  # before the COPY, in the implicit transaction
+        if holder is None:  # before the COPY, in the implicit transaction
+            statements = run.snapshot.reader_statements() if run.snapshot is not None else [pinned_locally()]
             with remote.cursor() as cur:
-                for statement in run.snapshot.reader_statements():
+                for statement in statements:
                     cur.execute(statement)
         with s.transaction():
             s.execute("set client_encoding", q.set_local("client_encoding", encoding), quiet=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.apply import duplicate_key
-from airflow_provider_fdw.bulkcopy.direct import plan_direct
+from airflow_provider_fdw.bulkcopy.direct import pinned_locally, plan_direct
 from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, mismatch
 from airflow_provider_fdw.bulkcopy.mirror_compare import Buckets, bucket_number, hash_aggregate
 from airflow_provider_fdw.catalog import Table
@@ -49,6 +49,7 @@ class DirectSource:
         try:
             # the first statements of the driver's implicit transaction
             self.session.execute("start the source snapshot", q.SNAPSHOT_ISOLATION, quiet=True)
+            self.session.execute("pin the source session", pinned_locally(), quiet=True)
             hash_aggregate(self.session)
         except BaseException:
             self.close()

@@ -16,6 +16,7 @@ from contextlib import suppress
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy.direct import pinned_locally
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.compat import DriverError, error_fields
 from airflow_provider_fdw.exceptions import FdwError
@@ -47,6 +48,7 @@ class SnapshotHolder:
         try:
             with self.conn.cursor() as cur:
                 cur.execute(q.SNAPSHOT_ISOLATION)  # first statement of the driver's implicit transaction
+                cur.execute(pinned_locally())  # the lent connection reads in this transaction
                 cur.execute(q.EXPORT_SNAPSHOT)
                 self.id: str = cur.fetchone()[0]
         except DriverError as exc:
@@ -77,7 +79,7 @@ class SnapshotHolder:
 
     def reader_statements(self) -> list[Any]:
         """What a reader runs first, in its own transaction, to see exactly this snapshot."""
-        return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]
+        return [q.SNAPSHOT_ISOLATION, pinned_locally(), q.import_snapshot(self.id)]
 
     def start_count(self, statement: Any) -> None:
         """Run ``statement`` (one row) in the snapshot, in the background while the ranges load."""
@@ -127,4 +129,4 @@ class ImportedSnapshot:
         self.id = snapshot_id
 
     def reader_statements(self) -> list[Any]:
-        return [q.SNAPSHOT_ISOLATION, q.import_snapshot(self.id)]
+        return [q.SNAPSHOT_ISOLATION, pinned_locally(), q.import_snapshot(self.id)]

@@ -38,10 +38,11 @@ from airflow_provider_fdw.names import (
     check_role,
     parse_qualified_name,
 )
+from airflow_provider_fdw.poolers import POOL_MODE, check_local_connection
 from airflow_provider_fdw.privileges import PrivilegeHintingSession
 from airflow_provider_fdw.refresh import MatviewPlan, plan_refresh, refresh_views
 from airflow_provider_fdw.reimport import ImportPlan, import_schema, plan_import
-from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.session import LocalSession, remember_backend
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_LOCK_RETRIES,
@@ -82,6 +83,8 @@ class FdwHook(PostgresHook):
 
     # conn_name_attr, default_conn_name and conn_type are PostgresHook's: the LOCAL connection.
     hook_name = "Postgres FDW objects (local database)"
+    # what the local connection's extra tells the provider, not libpq (poolers.py)
+    ignored_extra_options = PostgresHook.ignored_extra_options | {POOL_MODE}
     postgres_conn_id: str  # set by DbApiHook.__init__ from conn_name_attr
 
     def __init__(
@@ -125,7 +128,7 @@ class FdwHook(PostgresHook):
     def session(self) -> LocalSession:
         if self._session is None:
             secrets = [self.remote.password] if self._remote_loaded() else []
-            self._session = PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
+            self._session = PrivilegeHintingSession(self._local_conn(), self.log, secrets, self._remote_role)
         return self._session
 
     def _create_connection(self, conn_args: dict[str, Any]) -> Any:
@@ -135,6 +138,16 @@ class FdwHook(PostgresHook):
             args["application_name"] = self.application_name
         conn = self.cancel_scope.add_connection(super()._create_connection(args))
         prepare_session(conn)
+        return conn
+
+    def _local_conn(self) -> Any:
+        """A connection for a local session: refused behind a pooler that may share its server."""
+        conn = self.get_conn()
+        try:
+            check_local_connection(conn, self.connection.extra_dejson.get(POOL_MODE))
+        except FdwConfigError:
+            conn.close()
+            raise
         return conn
 
     def cancel(self) -> None:
@@ -337,7 +350,7 @@ class FdwHook(PostgresHook):
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
-        return PrivilegeHintingSession(self.get_conn(), self.log, secrets, self._remote_role)
+        return PrivilegeHintingSession(self._local_conn(), self.log, secrets, self._remote_role)
 
     # -- embeddings --------------------------------------------------------------------------
 
@@ -414,7 +427,7 @@ PG_CATALOG_FIRST = sql.SQL(
 
 
 def prepare_session(conn: Any) -> None:
-    """Settings of every local session of the provider, in one round trip:
+    """Settings of every session of the provider, in one round trip:
 
     - dates and floats print as postgres_fdw prints them to its remote (ISO, round-trip digits),
       whatever the role's defaults: other wrappers (mysql_fdw) send a pushed-down constant, a
@@ -432,8 +445,13 @@ def prepare_session(conn: Any) -> None:
       provider's statements call built-ins by their bare names (``hashtext``, ``count``, ``=``), which
       a function of the same signature in a schema listed before it would otherwise replace;
     - ``session_replication_role`` is ``origin``: a role default of ``replica`` disables the target's
-      foreign keys and row triggers, and a copy would commit rows that violate them.
+      foreign keys and row triggers, and a copy would commit rows that violate them;
+    - the server process is remembered: every transaction of the session checks it runs there
+      (session.py), which a pooler in transaction mode does not guarantee; and psycopg 3 never
+      prepares statements (a pooler would share their names with other clients).
     """
+    if hasattr(conn, "prepare_threshold"):
+        conn.prepare_threshold = None
     settings = [
         ("DateStyle", "ISO"),
         ("extra_float_digits", "3"),
@@ -441,7 +459,9 @@ def prepare_session(conn: Any) -> None:
     ]
     if server_version(conn) >= 140000:
         settings.append(("client_connection_check_interval", "2000"))
-    statement = sql.SQL("SELECT {}, {}, pg_catalog.current_setting('session_replication_role')").format(
+    statement = sql.SQL(
+        "SELECT {}, {}, pg_catalog.pg_backend_pid(), pg_catalog.current_setting('session_replication_role')"
+    ).format(
         sql.SQL(", ").join(
             sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
             for k, v in settings
@@ -452,7 +472,8 @@ def prepare_session(conn: Any) -> None:
         cur.execute(statement)
         # A role default of session_replication_role = replica (or local) silently disables the
         # target's foreign keys and row triggers: a copy would commit rows violating them.
-        role_setting = cur.fetchone()[-1]
+        *_, pid, role_setting = cur.fetchone()
+        remember_backend(conn, pid)
         if role_setting != "origin":
             try:
                 cur.execute(sql.SQL("SET session_replication_role = origin"))
