@@ -32,6 +32,7 @@ def sandbox(airflow_connections):
 @pytest.fixture
 def log(caplog, monkeypatch):
     monkeypatch.setattr(mirror_compare, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(mirror_compare, "CHUNKING_FROM_ROWS", 0)
     caplog.set_level(logging.INFO)
     return logging.getLogger("test_mirror_ranges")
 
