@@ -329,3 +329,44 @@ def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str, character_se
         u=sql.Literal(mariadb.user),
         pw=sql.Literal(mariadb.password),
     )
+
+
+def small_source(pair: Pair, schema: str, server: str, rows: int = 20) -> RemoteTable:
+    """``<schema>.s_<random>`` (id bigint primary key, name text, v bigint) holding ``rows`` rows
+    (id, 'n' || id, 1), and its foreign table."""
+    src = RemoteTable(
+        pair, schema, server, "id bigint, name text, v bigint", "id bigint PRIMARY KEY, name text, v bigint"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 1 FROM generate_series(1, %s) g", (rows,))
+    return src
+
+
+def copy_table(src: RemoteTable, target: str, conn: str = "postgres_default", **kwargs: Any) -> dict:
+    """``bulk_copy`` of ``src`` into ``target`` (``kwargs``: plan_copy's; mode replace by default)."""
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(postgres_conn_id=conn, fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan_copy(src.foreign, target, **kwargs))
+
+
+def table_rows(pair: Pair, table: str) -> list[tuple]:
+    """(id, name, v) of ``table`` on the target database, by id."""
+    return local(pair, "SELECT id, name, v FROM {t} ORDER BY id", t=table)
+
+
+def first_value(pair: Pair, statement: str, **names: Any) -> Any:
+    """The first column of the first row of ``statement`` on the target database (None: no row)."""
+    result = local(pair, statement, **names)
+    return result[0][0] if result else None
+
+
+def partitioned_target(pair: Pair, target: str) -> None:
+    """``target`` (id bigint primary key, name text, v bigint) partitioned by id: 1-10 and the rest."""
+    local(
+        pair,
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, name text, v bigint) PARTITION BY RANGE (id)",
+        t=target,
+    )
+    local(pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1) TO (11)", p=f"{target}_a", t=target)
+    local(pair, "CREATE TABLE {p} PARTITION OF {t} DEFAULT", p=f"{target}_d", t=target)

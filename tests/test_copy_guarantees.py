@@ -7,12 +7,20 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, after_trigger, fdw_sandbox, local, map_role_to_reader
+from conftest import (
+    TARGET_DB,
+    RemoteTable,
+    after_trigger,
+    fdw_sandbox,
+    local,
+    map_role_to_reader,
+    partitioned_target,
+    small_source,
+)
+from conftest import copy_table as copy
 
-from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.sample_data import READER, postgres_connection
 
 SERVER = "guarantees_src"
@@ -26,20 +34,7 @@ def sandbox(airflow_connections):
 
 
 def source(sandbox, rows: int = 50) -> RemoteTable:
-    src = RemoteTable(
-        sandbox,
-        "guarantees",
-        SERVER,
-        "id bigint, name text, v bigint",
-        "id bigint PRIMARY KEY, name text, v bigint",
-    )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 1 FROM generate_series(1, %s) g", (rows,))
-    return src
-
-
-def copy(src: RemoteTable, target: str, conn: str = "postgres_default", **kwargs) -> dict:
-    with FdwHook(postgres_conn_id=conn, fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan_copy(src.foreign, target, **kwargs))
+    return small_source(sandbox, "guarantees", SERVER, rows)
 
 
 def rows(sandbox, table: str) -> list[tuple]:
@@ -101,13 +96,7 @@ def test_an_upsert_into_a_partitioned_target_counts_what_it_wrote(sandbox, trans
     """RETURNING cannot read xmax there: the transaction's counts tell inserts from updates."""
     src = source(sandbox, rows=30)
     target = f"public.g_{uuid.uuid4().hex[:8]}"
-    local(
-        sandbox,
-        "CREATE TABLE {t} (id bigint PRIMARY KEY, name text, v bigint) PARTITION BY RANGE (id)",
-        t=target,
-    )
-    local(sandbox, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1) TO (11)", p=f"{target}_a", t=target)
-    local(sandbox, "CREATE TABLE {p} PARTITION OF {t} DEFAULT", p=f"{target}_d", t=target)
+    partitioned_target(sandbox, target)
     copy(src, target, mode="upsert", transport=transport, **INCREMENTAL)
     src.remote("UPDATE {t} SET name = 'x', v = 2 WHERE id IN (3, 25)")
     src.remote("INSERT INTO {t} VALUES (31, 'new', 2), (5000, 'far', 2)")

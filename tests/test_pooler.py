@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, small_source
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -132,15 +132,27 @@ def sandbox(airflow_connections):
 
 
 def remote_table(sandbox, rows: int = 50_000) -> RemoteTable:
-    src = RemoteTable(
-        sandbox,
-        "pooler",
-        SERVER,
-        "id bigint, name text, v bigint",
-        "id bigint PRIMARY KEY, name text, v bigint",
-    )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 1 FROM generate_series(1, %s) g", (rows,))
-    return src
+    return small_source(sandbox, "pooler", SERVER, rows)
+
+
+def together(run: Callable[[], object]) -> list[BaseException]:
+    """``run()`` in two threads started at the same moment; what they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
 
 
 def copy(conn_id: str, source: str, target: str, **kwargs) -> dict:
@@ -191,21 +203,7 @@ def test_two_overlapping_appends_through_a_transaction_pool_both_succeed_or_are_
     target = f"public.pool_{uuid.uuid4().hex[:8]}"
     local(sandbox, "CREATE TABLE {t} (id bigint, name text, v bigint)", t=target)
     local(sandbox, "INSERT INTO {t} VALUES (0, 'seed', 0)", t=target)
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            copy(conn_id, src.foreign, target, mode="append", watermark_column="v")
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = together(lambda: copy(conn_id, src.foreign, target, mode="append", watermark_column="v"))
     unexpected = [f"{type(e).__name__}: {e}" for e in errors if not isinstance(e, FdwConfigError)]
     assert unexpected == []
     expected = 1 if len(errors) == 2 else 100_001
@@ -283,21 +281,11 @@ def test_a_transaction_pool_said_to_pin_sessions_never_lets_two_runs_write_toget
     local(sandbox, "CREATE TABLE {t} (id bigint, name text, v bigint)", t=target)
     local(sandbox, "INSERT INTO {t} VALUES (0, 'seed', 0)", t=target)
     for _ in range(3):
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(2)
-
-        def run(barrier: threading.Barrier = barrier, errors: list[BaseException] = errors) -> None:
-            barrier.wait()
-            try:
-                copy(conn_id, src.foreign, target, mode="append", watermark_column="v", target_lock_wait=5)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = together(
+            lambda: copy(
+                conn_id, src.foreign, target, mode="append", watermark_column="v", target_lock_wait=5
+            )
+        )
         assert [e for e in errors if not isinstance(e, FdwError)] == []
         total, distinct = local(sandbox, "SELECT count(*), count(DISTINCT id) FROM {t}", t=target)[0]
         assert total == distinct, f"a row was appended twice: {errors}"

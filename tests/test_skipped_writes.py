@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import RemoteTable, fdw_sandbox, local
+from conftest import RemoteTable, fdw_sandbox, local, partitioned_target, small_source
+from conftest import copy_table as copy
+from conftest import first_value as one
+from conftest import table_rows as rows
 
-from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "skipped_src"
 TRANSPORTS = pytest.mark.parametrize("transport", ["fdw", "copy"])
@@ -28,24 +29,7 @@ def sandbox(airflow_connections):
 
 
 def source(sandbox, rows: int = 20) -> RemoteTable:
-    src = RemoteTable(
-        sandbox,
-        "skipped",
-        SERVER,
-        "id bigint, name text, v bigint",
-        "id bigint PRIMARY KEY, name text, v bigint",
-    )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 1 FROM generate_series(1, %s) g", (rows,))
-    return src
-
-
-def copy(src: RemoteTable, target: str, mode: str = "replace", **kwargs) -> dict:
-    with FdwHook(postgres_conn_id="postgres_default", fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan_copy(src.foreign, target, mode=mode, **kwargs))
-
-
-def rows(sandbox, table: str) -> list[tuple]:
-    return local(sandbox, "SELECT id, name, v FROM {t} ORDER BY id", t=table)
+    return small_source(sandbox, "skipped", SERVER, rows)
 
 
 def source_rows(src: RemoteTable) -> list[tuple]:
@@ -54,11 +38,6 @@ def source_rows(src: RemoteTable) -> list[tuple]:
 
 def new_target() -> str:
     return f"public.r_{uuid.uuid4().hex[:8]}"
-
-
-def one(sandbox, statement: str, **names):
-    result = local(sandbox, statement, **names)
-    return result[0][0] if result else None
 
 
 def equal_or_refused(sandbox, src, target, before, **kwargs) -> dict | None:
@@ -163,7 +142,7 @@ def refused_unchanged(sandbox, src, target, mode: str, **kwargs) -> None:
     incremental = mode != "replace"
     before, mark = rows(sandbox, target), incremental and recorded(sandbox, target)
     with pytest.raises(FdwError, match=r"BEFORE row trigger or rule"):
-        copy(src, target, mode, **kwargs)
+        copy(src, target, mode=mode, **kwargs)
     assert rows(sandbox, target) == before
     assert (incremental and recorded(sandbox, target)) == mark
 
@@ -171,7 +150,7 @@ def refused_unchanged(sandbox, src, target, mode: str, **kwargs) -> None:
 @TRANSPORTS
 def test_an_append_whose_before_insert_trigger_skips_a_row_is_refused(sandbox, transport):
     src, target = source(sandbox), new_target()
-    copy(src, target, "append", transport=transport, **INCREMENTAL)
+    copy(src, target, mode="append", transport=transport, **INCREMENTAL)
     guard_trigger(sandbox, target, "INSERT", "NEW.name LIKE 'spam%%'")
     src.remote("INSERT INTO {t} VALUES (21, 'ok', 2), (22, 'spam', 2)")
     refused_unchanged(sandbox, src, target, "append", transport=transport, **INCREMENTAL)
@@ -180,7 +159,7 @@ def test_an_append_whose_before_insert_trigger_skips_a_row_is_refused(sandbox, t
 @TRANSPORTS
 def test_an_append_into_a_target_with_an_instead_nothing_rule_is_refused(sandbox, transport):
     src, target = source(sandbox), new_target()
-    copy(src, target, "append", transport=transport, **INCREMENTAL)
+    copy(src, target, mode="append", transport=transport, **INCREMENTAL)
     local(sandbox, "CREATE RULE keep AS ON INSERT TO {t} DO INSTEAD NOTHING", t=target)
     src.remote("INSERT INTO {t} VALUES (21, 'ok', 2)")
     refused_unchanged(sandbox, src, target, "append", transport=transport, **INCREMENTAL)
@@ -199,7 +178,7 @@ SKIPPED_UPSERTS = {  # the trigger's events, the source's change whose write it 
 def test_an_upsert_whose_before_trigger_skips_a_row_is_refused(sandbox, transport, verify, skipped):
     events, change = SKIPPED_UPSERTS[skipped]
     src, target = source(sandbox), new_target()
-    copy(src, target, "upsert", transport=transport, verify=verify, **UPSERT)
+    copy(src, target, mode="upsert", transport=transport, verify=verify, **UPSERT)
     guard_trigger(sandbox, target, events, "NEW.name LIKE 'spam%%'")
     src.remote("UPDATE {t} SET name = 'kept', v = 2 WHERE id = 4")  # a write the trigger lets through
     src.remote(change)
@@ -223,11 +202,11 @@ def test_a_merge_keeps_working_with_a_before_trigger_that_sets_a_column_it_does_
         f=f"{target}_stamp",
     )
     kwargs = {"columns": ["id", "name", "v"], **(UPSERT if mode == "upsert" else INCREMENTAL)}
-    copy(src, target, mode, **kwargs)
+    copy(src, target, mode=mode, **kwargs)
     src.remote("INSERT INTO {t} VALUES (100, 'new', 2)")
     if mode == "upsert":
         src.remote("UPDATE {t} SET name = 'changed', v = 2 WHERE id = 3")
-    result = copy(src, target, mode, **kwargs)
+    result = copy(src, target, mode=mode, **kwargs)
     assert (result["inserted"], result["updated"]) == (1, 1 if mode == "upsert" else 0)
     assert rows(sandbox, target) == source_rows(src)
     assert one(sandbox, "SELECT count(*) FROM {t} WHERE loaded_at IS DISTINCT FROM 7", t=target) == 0
@@ -237,15 +216,9 @@ def test_a_merge_keeps_working_with_a_before_trigger_that_sets_a_column_it_does_
 @pytest.mark.parametrize("mode", ["replace", "append"])
 def test_a_before_trigger_on_a_leaf_partition_that_skips_a_row_is_caught(sandbox, mode):
     src, target = source(sandbox), new_target()
-    local(
-        sandbox,
-        "CREATE TABLE {t} (id bigint PRIMARY KEY, name text, v bigint) PARTITION BY RANGE (id)",
-        t=target,
-    )
-    local(sandbox, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1) TO (11)", p=f"{target}_a", t=target)
-    local(sandbox, "CREATE TABLE {p} PARTITION OF {t} DEFAULT", p=f"{target}_d", t=target)
+    partitioned_target(sandbox, target)
     kwargs = {} if mode == "replace" else INCREMENTAL
-    copy(src, target, mode, **kwargs)
+    copy(src, target, mode=mode, **kwargs)
     guard_trigger(
         sandbox, f"{target}_d", "INSERT OR DELETE", "(CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END).id = 30"
     )

@@ -19,11 +19,10 @@ import uuid
 
 import pytest
 from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader
+from conftest import copy_table as copy
 
-from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
-from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.sample_data import postgres_connection
 
 SERVER = "defaults_src"
@@ -63,11 +62,6 @@ def source(sandbox, rows: int = 20) -> RemoteTable:
     )
     src.remote("INSERT INTO {t} SELECT g, g, 1 + g %% 5 FROM generate_series(1, %s) g", (rows,))
     return src
-
-
-def copy(src: RemoteTable, target: str, conn: str = "postgres_default", **kwargs) -> dict:
-    with FdwHook(postgres_conn_id=conn, fdw_conn_id="fdw_source") as hook:
-        return hook.bulk_copy(plan_copy(src.foreign, target, **kwargs))
 
 
 def new_target() -> str:
