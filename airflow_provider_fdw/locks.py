@@ -117,9 +117,10 @@ def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
             if session.fetchvalue("lock target", HELD_HERE, (key,)):
                 raise FdwConfigError(
                     f"The lock of this copy's target ({key}) is already held by this session's server "
-                    "process, which this session did not take: a connection pooler in transaction mode "
-                    "(PgBouncer pool_mode = transaction) handed it the server another run holds it on. "
-                    "Connect to the local database directly or through a pool in session mode. Nothing "
+                    "process, which this session did not take: a connection pooler handed it a server "
+                    "another client holds it on (a pool in transaction mode, or one that does not reset "
+                    "a server a killed client left: PgBouncer server_reset_query). Connect to the local "
+                    "database directly or through a pool in session mode that resets sessions. Nothing "
                     "was changed."
                 )
             return bool(

@@ -7,7 +7,9 @@ The hook of the ``postgres_fdw`` connection type itself (form, Test button) is
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from functools import cached_property
 from typing import Any
 
@@ -83,8 +85,6 @@ class FdwHook(PostgresHook):
 
     # conn_name_attr, default_conn_name and conn_type are PostgresHook's: the LOCAL connection.
     hook_name = "Postgres FDW objects (local database)"
-    # what the local connection's extra tells the provider, not libpq (poolers.py)
-    ignored_extra_options = PostgresHook.ignored_extra_options | {POOL_MODE}
     postgres_conn_id: str  # set by DbApiHook.__init__ from conn_name_attr
 
     def __init__(
@@ -133,7 +133,10 @@ class FdwHook(PostgresHook):
 
     def _create_connection(self, conn_args: dict[str, Any]) -> Any:
         """Every connection of this hook: bounded (timeouts.py), marked, and cancellable by :meth:`cancel`."""
-        args = with_network_defaults(conn_args, self.connect_timeout)
+        # what the local connection's extra tells the provider, not libpq (poolers.py)
+        args = with_network_defaults(
+            {k: v for k, v in conn_args.items() if k != POOL_MODE}, self.connect_timeout
+        )
         if not args.get("application_name"):
             args["application_name"] = self.application_name
         conn = self.cancel_scope.add_connection(super()._create_connection(args))
@@ -145,6 +148,7 @@ class FdwHook(PostgresHook):
         conn = self.get_conn()
         try:
             check_local_connection(conn, self.connection.extra_dejson.get(POOL_MODE))
+            undo_replica_role(conn)
         except FdwConfigError:
             conn.close()
             raise
@@ -420,10 +424,18 @@ class FdwHook(PostgresHook):
             return None
 
 
-PG_CATALOG_FIRST = sql.SQL(
-    "pg_catalog.set_config('search_path', CASE pg_catalog.current_setting('search_path') "
-    "WHEN '' THEN 'pg_catalog' ELSE 'pg_catalog, ' || pg_catalog.current_setting('search_path') END, false)"
+# search_path without its explicit pg_catalog entries: pg_catalog is then searched first, as by default,
+# and the first schema listed is still where unqualified objects are created. (Operators qualified:
+# the role's own search_path resolves this statement.)
+PG_CATALOG_IMPLICIT = sql.SQL(
+    "pg_catalog.set_config('search_path', pg_catalog.array_to_string(ARRAY("
+    "  SELECT e FROM pg_catalog.unnest(pg_catalog.string_to_array("
+    "    pg_catalog.current_setting('search_path'), ',')) WITH ORDINALITY AS u(e, n) "
+    "  WHERE pg_catalog.btrim(e) OPERATOR(pg_catalog.<>) 'pg_catalog' "
+    "    AND pg_catalog.btrim(e) OPERATOR(pg_catalog.<>) '\"pg_catalog\"' ORDER BY n), ','), false)"
 )
+# Connections whose session started with another session_replication_role than origin (role default).
+STARTED_AS_REPLICA: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def prepare_session(conn: Any) -> None:
@@ -441,11 +453,12 @@ def prepare_session(conn: Any) -> None:
       keep a row the source does not have);
     - PostgreSQL 14+: the server checks every 2 s during a statement that this client is still
       there, so a killed worker's statements (a load, a remote read) stop instead of running on;
-    - ``pg_catalog`` comes first in ``search_path`` (it does unless a default lists it later): the
-      provider's statements call built-ins by their bare names (``hashtext``, ``count``, ``=``), which
-      a function of the same signature in a schema listed before it would otherwise replace;
-    - ``session_replication_role`` is ``origin``: a role default of ``replica`` disables the target's
-      foreign keys and row triggers, and a copy would commit rows that violate them;
+    - ``pg_catalog`` is searched first (an explicit entry in a role's ``search_path`` default is
+      removed, which is where it is searched without one): the provider's statements call built-ins
+      by their bare names (``hashtext``, ``count``, ``=``), which a function of the same signature in
+      a schema listed before it would otherwise replace;
+    - a ``session_replication_role`` other than ``origin`` is noted, for the local sessions to undo
+      (:func:`undo_replica_role`);
     - the server process is remembered: every transaction of the session checks it runs there
       (session.py), which a pooler in transaction mode does not guarantee; and psycopg 3 never
       prepares statements (a pooler would share their names with other clients).
@@ -466,23 +479,38 @@ def prepare_session(conn: Any) -> None:
             sql.SQL("pg_catalog.set_config({}, {}, false)").format(sql.Literal(k), sql.Literal(v))
             for k, v in settings
         ),
-        PG_CATALOG_FIRST,
+        PG_CATALOG_IMPLICIT,
     )
     with conn.cursor() as cur:
         cur.execute(statement)
-        # A role default of session_replication_role = replica (or local) silently disables the
-        # target's foreign keys and row triggers: a copy would commit rows violating them.
         *_, pid, role_setting = cur.fetchone()
-        remember_backend(conn, pid)
-        if role_setting != "origin":
-            try:
-                cur.execute(sql.SQL("SET session_replication_role = origin"))
-            except DriverError as exc:
-                conn.rollback()
-                raise FdwConfigError(
-                    f"This session starts with session_replication_role = {role_setting} (a role or "
-                    "database default), which disables foreign keys and triggers of the tables a copy "
-                    f"writes, and it may not set it back to origin: {error_fields(exc)['message']}. "
-                    "Nothing was changed; reset the default (ALTER ROLE … RESET session_replication_role)."
-                ) from None
     conn.commit()
+    remember_backend(conn, pid)
+    if role_setting != "origin":
+        with suppress(TypeError):
+            STARTED_AS_REPLICA[conn] = role_setting
+
+
+def undo_replica_role(conn: Any) -> None:
+    """A local session writes the target: a ``session_replication_role`` default of ``replica``
+    (given to ETL roles to skip triggers on bulk loads) would disable its foreign keys and row
+    triggers, and a copy commit rows violating them. Set back to ``origin``, or refused when the
+    role may not (a remote session only reads: left as it is)."""
+    try:
+        role_setting = STARTED_AS_REPLICA.get(conn)
+    except TypeError:
+        return
+    if role_setting is None:
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SET session_replication_role = origin"))
+        conn.commit()
+    except DriverError as exc:
+        conn.rollback()
+        raise FdwConfigError(
+            f"This session starts with session_replication_role = {role_setting} (a role or "
+            "database default), which disables foreign keys and triggers of the tables a copy "
+            f"writes, and it may not set it back to origin: {error_fields(exc)['message']}. "
+            "Nothing was changed; reset the default (ALTER ROLE … RESET session_replication_role)."
+        ) from None

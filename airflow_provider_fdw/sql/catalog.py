@@ -120,9 +120,11 @@ DEPENDANTS_QUERY = sql.SQL(
 # Nothing when neither has an ACL. Grants by other grantors never get here (an in-place reason).
 ACL_RESTORE_QUERY = sql.SQL(
     "WITH t AS (SELECT relowner, relacl FROM pg_class WHERE oid = %(target)s), "
-    "  n AS (SELECT relacl FROM pg_class WHERE oid = %(new)s) "
+    "  n AS (SELECT relowner, relacl FROM pg_class WHERE oid = %(new)s) "
+    # a NULL ACL still gives the new table's owner every privilege: revoked too
     "SELECT false, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
-    "  NULL::text[], false FROM n, aclexplode(n.relacl) a GROUP BY a.grantee "
+    "  NULL::text[], false FROM n, t, aclexplode(coalesce(n.relacl, acldefault('r', n.relowner))) a "
+    "  WHERE n.relacl IS NOT NULL OR t.relacl IS NOT NULL GROUP BY a.grantee "
     "UNION ALL (SELECT true, CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
     "  array_agg(a.privilege_type ORDER BY a.n), a.is_grantable "
     "  FROM t, aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) "
@@ -256,7 +258,7 @@ DEFINITION_QUERY = sql.SQL(
     "  (SELECT array_agg(ROW(conname, pg_get_constraintdef(oid), "
     "     obj_description(oid, 'pg_constraint'))::text ORDER BY conname) "
     "   FROM pg_constraint WHERE conrelid = c.oid AND contype <> 'f'), "
-    "  (SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY indexrelid) FROM pg_index "
+    "  (SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index "
     "   WHERE indrelid = c.oid))::text "
     "FROM pg_class c WHERE c.oid = %s"
 )

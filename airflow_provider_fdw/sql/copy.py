@@ -195,6 +195,20 @@ def upserted_rows_missing(
     )
 
 
+def appended_rows_missing(
+    target: QualifiedName, staging: QualifiedName, columns: Sequence[str]
+) -> sql.Composed:
+    """How many staged rows this transaction did not write into the target or any table inheriting
+    from it (a BEFORE trigger may route rows to the children: the append's own count is then 0)."""
+    cols = column_list(columns)
+    return sql.SQL(
+        # as text: every type has text equality (json has none of its own)
+        "SELECT count(*) FROM (SELECT ROW({cols})::text FROM {staging} "
+        "EXCEPT ALL SELECT ROW({cols})::text FROM {target} "
+        "WHERE xmin = ((pg_catalog.txid_current() % 4294967296)::text)::xid) AS missing"
+    ).format(cols=cols, staging=sql.Identifier(*staging), target=sql.Identifier(*target))
+
+
 def min_max(table: QualifiedName, column: str, conditions: Sequence[sql.Composable] = ()) -> sql.Composed:
     return sql.SQL("SELECT min({0}), max({0}) FROM {1}{2}").format(
         sql.Identifier(column), sql.Identifier(*table), where_clause(conditions)
