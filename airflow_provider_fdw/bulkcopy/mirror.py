@@ -56,11 +56,8 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     RangeBuckets,
     check_pushdown,
     checksums,
-    chunked_checksums,
-    chunking_pays,
     hash_aggregate,
     hash_kinds,
-    key_chunks,
     read_buckets,
     refuse_null_keys,
 )
@@ -81,10 +78,9 @@ from airflow_provider_fdw.bulkcopy.mirror_state import (
     recorded_fingerprint,
     source_fingerprint,
 )
-from airflow_provider_fdw.bulkcopy.remote_indexes import probe_through_fdw
-from airflow_provider_fdw.catalog import read_columns, read_relation, read_table
+from airflow_provider_fdw.catalog import read_columns, read_table
 from airflow_provider_fdw.compat import sql
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, check_identifiers, parse_qualified_name
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
@@ -356,13 +352,11 @@ class Mirror:
         if self._whole_tables_equal(s, s, p.source, row_hash, only, row_hash):
             return
         level = self.buckets.first
-        chunks = self._source_chunks(s, source_columns[key[0]].options.get("column_name", key[0]), level)
         parents: list[int] | None = None
         parent_level = level
         while True:
             self.result.levels += 1
-            src, tgt = self._both_checksums(s, only, row_hash, level, parents, parent_level, chunks)
-            chunks = None
+            src, tgt = self._both_checksums(s, only, row_hash, level, parents, parent_level)
             refuse_null_keys(src, p.source, key)
             refuse_null_keys(tgt, p.target, key)
             compared = set(src) | set(tgt)
@@ -577,10 +571,8 @@ class Mirror:
         level: int | None,
         parents: list[int] | None,
         parent_level: int,
-        chunks: list[tuple[int, int]] | None = None,
     ) -> tuple[Buckets, Buckets]:
-        """The source's and the target's checksums of one level (side by side with ``new_session``);
-        the source's read range by range when ``chunks`` are given (see :meth:`_source_chunks`)."""
+        """The source's and the target's checksums of one level (side by side with ``new_session``)."""
         p = self.plan
 
         def side(session: LocalSession, table: QualifiedName, only_rows: bool, name: str) -> Buckets:
@@ -588,48 +580,9 @@ class Mirror:
                 session, self.buckets, table, only_rows, row_hash, level, parents, parent_level, name
             )
 
-        def source_side() -> Buckets:
-            if chunks is not None and level is not None and isinstance(self.buckets, RangeBuckets):
-                found = chunked_checksums(s, self.buckets, p.source, row_hash, level, chunks)
-                if sum(n for n, _ in found.values()) == self.result.rows:
-                    return found
-                # Rows in no range, so with a NULL key (one snapshot: the count cannot have moved):
-                # read them all the usual way, which reports them.
-            return side(s, p.source, False, "source")
-
-        return self._side_by_side(s, source_side, lambda t: side(t, p.target, only, "target"))
-
-    def _source_chunks(self, s: LocalSession, remote_key: str, level: int) -> list[tuple[int, int]] | None:
-        """Ranges of the key to read the source's first level by, one statement each (postgres_fdw
-        ships each range's GROUP BY, which the remote then groups in memory), when the remote table
-        has a plain btree index leading with the key (``remote_key``: its remote name) and more rows
-        than a few ranges; None: one GROUP BY over the whole table, which the remote sorts."""
-        p = self.plan
-        if not isinstance(self.buckets, RangeBuckets) or not chunking_pays(self.result.rows):
-            return None
-        source = read_relation(s, p.source, "source_table")
-        if source is None or source.server_name is None or source.remote is None:
-            return None
-        try:
-            probe = probe_through_fdw(s, source.server_name, source.remote, remote_key)
-        except FdwError as exc:
-            self.log.info("Could not read the indexes of %s on the remote: %s", source.remote, exc)
-            probe = None
-        if probe is None or not probe[2]:
-            self.log.info(
-                "No plain btree index of %s on the remote leads with %s: the remote groups its buckets "
-                "by sorting the whole table (with that index they are read range by range).",
-                source.remote,
-                remote_key,
-            )
-            return None
-        low, high = s.fetchrow(
-            "read the source key's range", mq.key_range(p.source, self.buckets.column, False)
+        return self._side_by_side(
+            s, lambda: side(s, p.source, False, "source"), lambda t: side(t, p.target, only, "target")
         )
-        chunks = None if low is None else key_chunks(int(low), int(high), self.result.rows, level)
-        if chunks is not None:
-            self.log.info("The source's buckets are read in %d key ranges through its index", len(chunks))
-        return chunks
 
     def _side_by_side(
         self, s: LocalSession, source_side: Callable[[], T], target_side: Callable[[LocalSession], U]

@@ -27,10 +27,6 @@ MAX_RANGES = 64  # up to this many key ranges are read through the index, more b
 # ... or, for more ranges holding this many key values in all, by the list of those values (an index
 # lookup each: 100,000 keys of a 10M-row table in 0.5-0.7 s against 1.5-3 s for the filtered pass).
 MAX_KEYS = 200_000
-# Rows per key range when the remote's first level is read range by range (chunked_checksums): each
-# range's GROUP BY then groups in memory (~16,000 rows of 100-200 bytes, under the default work_mem).
-CHUNK_ROWS = 16384
-MAX_CHUNKS = 100_000  # keys too sparse for this many ranges: one GROUP BY, as without an index
 INT8_MAX = (1 << 63) - 1
 
 Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
@@ -59,52 +55,6 @@ def checksums(
 
 # The bucket of the rows whose integer key is NULL (beyond every int8 bucket): see refuse_null_keys.
 NULL_BUCKET = 1 << 64
-
-
-# Below this many rows one GROUP BY costs no more than the ranges' statements and the index probe
-# (1M rows, 0.1% changed: 1.71 s against 1.76 s; 10M rows: 16.7-20.3 s against 12.8-14.9 s;
-# bench/mirror_versions.py).
-CHUNKING_FROM_ROWS = 2_000_000
-
-
-def chunking_pays(rows: int) -> bool:
-    """Whether reading ``rows`` range by range saves more than its statements cost."""
-    return rows >= max(CHUNKING_FROM_ROWS, 4 * CHUNK_ROWS)
-
-
-def key_chunks(low: int, high: int, rows: int, level: int) -> list[tuple[int, int]] | None:
-    """Ranges of key values from ``low`` to ``high``, each made of whole buckets of ``level`` (a
-    bucket is never split between two ranges) and holding about CHUNK_ROWS of the ``rows`` when the
-    keys are spread evenly; None when there would be more than MAX_CHUNKS."""
-    span = high - low + 1
-    per_chunk = max(1, int(CHUNK_ROWS * span / (max(rows, 1) << level))) << level
-    start = (low >> level) << level
-    if (high - start) // per_chunk + 1 > MAX_CHUNKS:
-        return None
-    return [(a, min(a + per_chunk - 1, INT8_MAX)) for a in range(start, high + 1, per_chunk)]
-
-
-def chunked_checksums(
-    s: LocalSession,
-    buckets: RangeBuckets,
-    table: QualifiedName,
-    row_hash: sql.Composable,
-    level: int,
-    chunks: Sequence[tuple[int, int]],
-) -> Buckets:
-    """The source's checksums of ``level``, read range by range through the key's index.
-
-    One GROUP BY over a whole foreign table makes the remote sort every row, with every column the
-    row hash reads (an external sort: 11 s of a 10M-row mirror); a range's rows group in memory.
-    Rows whose key is in no range (NULL) are not read: the caller compares the total with the
-    whole table's count."""
-    found: Buckets = {}
-    for low, high in chunks:
-        statement = mq.bucket_checksums(
-            table, False, buckets.bucket(level), row_hash, buckets.span(low, high)
-        )
-        found.update(read_buckets(s, statement, None, "source"))
-    return found
 
 
 def bucket_number(value: Any) -> int:

@@ -1,13 +1,9 @@
-"""What the source's indexes serve, read from the remote's catalogs.
+"""Whether an index on the source serves the watermark filter, read from the remote's catalogs.
 
 Through postgres_fdw the remote catalogs are read by session-private foreign tables over them (created
 in a savepoint that is rolled back: nothing stays); on the direct connection they are read as they are.
-The probe says, for one column of the remote table:
-
-- whether any index leads with it (the watermark filter's advice, bulkcopy/watermark.py);
-- whether a range of its values is read through an index (a valid btree without predicate leading
-  with it, and no inheritance child outside that index): mirror mode then reads its buckets range by
-  range instead of sorting the whole table on the remote (bulkcopy/mirror_compare.py).
+The probe says whether any index of the remote table leads with a column (the watermark filter's
+advice, bulkcopy/watermark.py).
 """
 
 from __future__ import annotations
@@ -20,48 +16,30 @@ from airflow_provider_fdw.session import LocalSession
 
 # Session-private foreign tables over the remote catalogs the probe reads (the FDW path).
 INDEX_PROBES = (
-    (
-        "fdw_wm_index",
-        "pg_index",
-        "indexrelid oid, indrelid oid, indkey int2vector, indpred text, indisvalid bool",
-    ),
-    (
-        "fdw_wm_class",
-        "pg_class",
-        'oid oid, relname name, relnamespace oid, relkind "char", relam oid, relhassubclass bool',
-    ),
+    ("fdw_wm_index", "pg_index", "indrelid oid, indkey int2vector"),
+    ("fdw_wm_class", "pg_class", 'oid oid, relname name, relnamespace oid, relkind "char"'),
     ("fdw_wm_ns", "pg_namespace", "oid oid, nspname name"),
     ("fdw_wm_att", "pg_attribute", "attrelid oid, attnum int2, attname name"),
-    ("fdw_wm_am", "pg_am", "oid oid, amname name"),
 )
 
 
 def index_probe_query(through_fdw: bool) -> sql.Composed:
-    """(relkind, whether an index leads with the column, whether its ranges are read through an
-    index) of the remote table; parameters: the column, the schema, the table. Through the FDW it
-    reads the probes of :func:`create_index_probes`."""
-    index, cls, ns, att, am = (
+    """(relkind, whether an index leads with the column) of the remote table; parameters: the
+    column, the schema, the table. Through the FDW it reads the probes of :func:`create_index_probes`."""
+    index, cls, ns, att = (
         sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
         for probe, catalog, _ in INDEX_PROBES
     )
-    leads = sql.SQL(
-        "FROM {index} i JOIN {att} a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-        "WHERE i.indrelid = r.oid AND a.attname = c.name"
-    ).format(index=index, att=att)
     return sql.SQL(
-        "SELECT r.relkind, EXISTS (SELECT 1 {leads}), "
-        "  r.relkind IN ('r', 'p', 'm') AND (r.relkind = 'p' OR NOT r.relhassubclass) AND EXISTS ("
-        "    SELECT 1 {leads} AND i.indpred IS NULL AND i.indisvalid AND EXISTS ("
-        "      SELECT 1 FROM {cls} ic JOIN {am} m ON m.oid = ic.relam "
-        "      WHERE ic.oid = i.indexrelid AND m.amname = 'btree')) "
-        "FROM {cls} r JOIN {ns} n ON n.oid = r.relnamespace, (SELECT %s::name AS name) c "
-        "WHERE n.nspname = %s AND r.relname = %s"
-    ).format(leads=leads, cls=cls, ns=ns, am=am)
+        "SELECT r.relkind, EXISTS (SELECT 1 FROM {index} i JOIN {att} a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = r.oid AND a.attname = %s) "
+        "FROM {cls} r JOIN {ns} n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s"
+    ).format(index=index, att=att, cls=cls, ns=ns)
 
 
 def create_index_probes(server_name: str) -> list[sql.Composed]:
-    """Session-private foreign tables over the remote's pg_index, pg_class, pg_namespace, pg_attribute
-    and pg_am (pg_catalog: readable by any role); create them in a transaction that is rolled back."""
+    """Session-private foreign tables over the remote's pg_index, pg_class, pg_namespace and
+    pg_attribute (pg_catalog: readable by any role); create them in a transaction that is rolled back."""
     return [
         sql.SQL(
             "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"

@@ -45,7 +45,7 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     """
     col, s = sql.Identifier(column), sql.Literal(seed)
     if kind == "int":
-        return sql.SQL("pg_catalog.hashint8extended({}, {})").format(col, s)
+        return sql.SQL("pg_catalog.hashint8extended({}::int8, {})").format(col, s)
     if kind == "text":
         return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
     if kind == "bool":
