@@ -370,3 +370,20 @@ def partitioned_target(pair: Pair, target: str) -> None:
     )
     local(pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1) TO (11)", p=f"{target}_a", t=target)
     local(pair, "CREATE TABLE {p} PARTITION OF {t} DEFAULT", p=f"{target}_d", t=target)
+
+
+def server_as(pair: Pair, cluster: Cluster, login: str, password: str, monkeypatch: Any) -> tuple[str, str]:
+    """A foreign server (and the current role's user mapping) reaching the source through ``cluster``
+    (a pooler in front of it, say) as ``login``: (its Airflow fdw connection id, the server's name)."""
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    conn_id = f"as_{login}_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        fdw_connection(type(pair)(cluster, pair.target), password=password, login=login),
+    )
+    server = f"as_{uuid.uuid4().hex[:8]}"
+    with FdwHook(fdw_conn_id=conn_id) as hook:
+        hook.create_server(server)
+        hook.create_user_mapping(server)
+    return conn_id, server

@@ -8,12 +8,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import fdw_sandbox, local
+from conftest import fdw_sandbox, local, server_as, wait_until
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
-from fdw_testing.sample_data import SOURCE_DB, TARGET_DB, fdw_connection
+from fdw_testing.sample_data import SOURCE_DB, TARGET_DB
 
 # -- the direct path's pins, with a source role whose defaults are hostile and a pooler dropping options
 
@@ -94,16 +94,7 @@ def hostile_source(request, pin_sandbox, monkeypatch):
         )
         cluster = bouncer.cluster()
     try:
-        conn_id = f"hostile_{uuid.uuid4().hex[:8]}"
-        pair = type(sandbox)(cluster, sandbox.target)
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn_id.upper()}",
-            fdw_connection(pair, password=HOSTILE_PASSWORD, login=HOSTILE_ROLE),
-        )
-        server = f"pr_{uuid.uuid4().hex[:8]}"
-        with FdwHook(fdw_conn_id=conn_id) as hook:
-            hook.create_server(server)
-            hook.create_user_mapping(server)
+        conn_id, server = server_as(sandbox, cluster, HOSTILE_ROLE, HOSTILE_PASSWORD, monkeypatch)
         local(
             sandbox,
             "CREATE FOREIGN TABLE {f} (id int, ts timestamptz, d date, t timestamp, f float8, "
@@ -218,11 +209,8 @@ def test_a_partitioned_direct_copy_from_a_role_with_hostile_defaults_keeps_every
         target=lambda: step(parts.hold_snapshot, state, published.append, done.is_set, 120), daemon=True
     )
     holder.start()
-    for _ in range(300):
-        if published:
-            break
-        threading.Event().wait(0.1)
-    assert published and published[0]
+    wait_until(lambda: published, 30)
+    assert published[0]
     for i in range(len(state.ranges)):
         step(parts.load_range, state, i, lambda: published[0])
     step(parts.apply, state)

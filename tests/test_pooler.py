@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, small_source
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, server_as, small_source
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -32,7 +32,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.locks import acquire_run_lock, lock_key, release_run_lock
 from fdw_testing.pgcluster import Cluster, free_port
-from fdw_testing.sample_data import READER, READER_PASSWORD, SOURCE_DB, fdw_connection, postgres_connection
+from fdw_testing.sample_data import READER, READER_PASSWORD, SOURCE_DB, postgres_connection
 
 SERVER = "pooler_src"
 LOG = logging.getLogger("test_pooler")
@@ -336,16 +336,7 @@ def interval_source(sandbox, monkeypatch) -> Iterator[tuple[str, str]]:
     )
     bouncer = Bouncer(source, "session", ignore="extra_float_digits,options", users={IV_ROLE: IV_PASSWORD})
     try:
-        conn_id = f"pooled_src_{uuid.uuid4().hex[:8]}"
-        pooled_pair = type(sandbox)(bouncer.cluster(), sandbox.target)
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_{conn_id.upper()}",
-            fdw_connection(pooled_pair, password=IV_PASSWORD, login=IV_ROLE),
-        )
-        server = f"iv_{uuid.uuid4().hex[:8]}"
-        with FdwHook(fdw_conn_id=conn_id) as hook:
-            hook.create_server(server)
-            hook.create_user_mapping(server)
+        conn_id, server = server_as(sandbox, bouncer.cluster(), IV_ROLE, IV_PASSWORD, monkeypatch)
         local(
             sandbox,
             "CREATE FOREIGN TABLE {f} (id int, d interval, m {e}) SERVER {s} "
