@@ -143,12 +143,21 @@ class FdwHook(PostgresHook):
         prepare_session(conn)
         return conn
 
+    def get_conn(self) -> Any:
+        """The LOCAL connection (inherited methods too: run, get_records …): a replica role default undone."""
+        conn = super().get_conn()
+        try:
+            undo_replica_role(conn)
+        except FdwConfigError:
+            conn.close()
+            raise
+        return conn
+
     def _local_conn(self) -> Any:
         """A connection for a local session: refused behind a pooler that may share its server."""
         conn = self.get_conn()
         try:
             check_local_connection(conn, self.connection.extra_dejson.get(POOL_MODE))
-            undo_replica_role(conn)
         except FdwConfigError:
             conn.close()
             raise
@@ -431,8 +440,10 @@ PG_CATALOG_IMPLICIT = sql.SQL(
     "pg_catalog.set_config('search_path', pg_catalog.array_to_string(ARRAY("
     "  SELECT e FROM pg_catalog.unnest(pg_catalog.string_to_array("
     "    pg_catalog.current_setting('search_path'), ',')) WITH ORDINALITY AS u(e, n) "
-    "  WHERE pg_catalog.btrim(e) OPERATOR(pg_catalog.<>) 'pg_catalog' "
-    "    AND pg_catalog.btrim(e) OPERATOR(pg_catalog.<>) '\"pg_catalog\"' ORDER BY n), ','), false)"
+    # an unquoted name folds to lower case; blanks are spaces, tabs, line breaks (SplitIdentifierString)
+    "  WHERE pg_catalog.lower(pg_catalog.btrim(e, E' \\t\\n\\r\\f')) OPERATOR(pg_catalog.<>) 'pg_catalog' "
+    "    AND pg_catalog.btrim(e, E' \\t\\n\\r\\f') OPERATOR(pg_catalog.<>) '\"pg_catalog\"' "
+    "  ORDER BY n), ','), false)"
 )
 # Connections whose session started with another session_replication_role than origin (role default).
 STARTED_AS_REPLICA: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -506,6 +517,7 @@ def undo_replica_role(conn: Any) -> None:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SET session_replication_role = origin"))
         conn.commit()
+        del STARTED_AS_REPLICA[conn]
     except DriverError as exc:
         conn.rollback()
         raise FdwConfigError(

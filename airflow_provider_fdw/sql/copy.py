@@ -202,10 +202,16 @@ def appended_rows_missing(
     from it (a BEFORE trigger may route rows to the children: the append's own count is then 0)."""
     cols = column_list(columns)
     return sql.SQL(
-        # as text: every type has text equality (json has none of its own)
+        # As text: every type has text equality (json has none of its own). Written by this
+        # transaction or one of its subtransactions (a trigger's EXCEPTION block): a visible row whose
+        # xmin is still in progress can only be this transaction's. Only normal xmins at or after this
+        # transaction's own id (modulo 2^32, within 2^31) are widened to 64 bits and asked about.
         "SELECT count(*) FROM (SELECT ROW({cols})::text FROM {staging} "
-        "EXCEPT ALL SELECT ROW({cols})::text FROM {target} "
-        "WHERE xmin = ((pg_catalog.txid_current() % 4294967296)::text)::xid) AS missing"
+        "EXCEPT ALL SELECT ROW({cols})::text FROM {target} AS t, "
+        "  (SELECT pg_catalog.pg_current_xact_id()::text::int8 AS r) AS x, "
+        "  LATERAL (SELECT (t.xmin::text::int8 - (x.r & 4294967295)) & 4294967295 AS d) AS ahead "
+        "WHERE t.xmin::text::int8 >= 3 AND ahead.d < 2147483648 "
+        "  AND pg_catalog.pg_xact_status((x.r + ahead.d)::text::xid8) = 'in progress') AS missing"
     ).format(cols=cols, staging=sql.Identifier(*staging), target=sql.Identifier(*target))
 
 
