@@ -331,13 +331,19 @@ def mysql_server_by_hand(pair: Pair, mariadb: MariaDB, server: str, character_se
     )
 
 
-def small_source(pair: Pair, schema: str, server: str, rows: int = 20) -> RemoteTable:
-    """``<schema>.s_<random>`` (id bigint primary key, name text, v bigint) holding ``rows`` rows
-    (id, 'n' || id, 1), and its foreign table."""
+def small_source(
+    pair: Pair, schema: str, server: str, rows: int = 20, v: str = "1", v_type: str = "bigint"
+) -> RemoteTable:
+    """``<schema>.s_<random>`` (id bigint primary key, name text, v ``v_type``) holding ``rows`` rows
+    (id, 'n' || id, ``v``: an expression of the row number ``g``), and its foreign table."""
     src = RemoteTable(
-        pair, schema, server, "id bigint, name text, v bigint", "id bigint PRIMARY KEY, name text, v bigint"
+        pair,
+        schema,
+        server,
+        f"id bigint, name text, v {v_type}",
+        f"id bigint PRIMARY KEY, name text, v {v_type}",
     )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 1 FROM generate_series(1, %s) g", (rows,))
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g, " + v + " FROM generate_series(1, %s) g", (rows,))
     return src
 
 

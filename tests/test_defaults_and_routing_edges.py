@@ -11,7 +11,7 @@ import os
 import uuid
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader, small_source
 from conftest import copy_table as copy
 
 from airflow_provider_fdw.compat import sql
@@ -41,15 +41,7 @@ def role_connection(sandbox, extra: dict | None = None) -> tuple[str, str]:
 
 
 def remote_source(sandbox, rows: int = 20) -> RemoteTable:
-    src = RemoteTable(
-        sandbox,
-        SCHEMA,
-        SERVER,
-        "id bigint, name text, v numeric",
-        "id bigint PRIMARY KEY, name text, v numeric",
-    )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, g FROM generate_series(1, %s) g", (rows,))
-    return src
+    return small_source(sandbox, SCHEMA, SERVER, rows, v="g", v_type="numeric")
 
 
 def new_target() -> str:

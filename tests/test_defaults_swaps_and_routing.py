@@ -10,7 +10,7 @@ import os
 import uuid
 
 import pytest
-from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, local
+from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, local, small_source
 from conftest import copy_table as copy
 
 from airflow_provider_fdw.compat import sql
@@ -58,15 +58,7 @@ def test_hook_run_creates_an_unqualified_table_in_public(sandbox):
 
 
 def remote_source(sandbox, rows: int = 20) -> RemoteTable:
-    src = RemoteTable(
-        sandbox,
-        SCHEMA,
-        SERVER,
-        "id bigint, name text, v bigint",
-        "id bigint PRIMARY KEY, name text, v bigint",
-    )
-    src.remote("INSERT INTO {t} SELECT g, 'n' || g, g FROM generate_series(1, %s) g", (rows,))
-    return src
+    return small_source(sandbox, SCHEMA, SERVER, rows, v="g", v_type="bigint")
 
 
 def new_target() -> str:
