@@ -98,11 +98,13 @@ def lock_object(s: LocalSession, kind: str, name: str, wait: float | None = None
         s.log.info("Got the lock on %s %r: the other task finished", kind, name)
 
 
-# Whether this server process holds the run lock already (session advisory locks are re-entrant).
-HELD_HERE = q.sql.SQL(
-    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+# Take the run lock, unless this server process holds it already (NULL): session advisory locks are
+# re-entrant, so a server a pooler shares would hand another client's lock to this one.
+TRY_RUN_LOCK = q.sql.SQL(
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
     "  AND objsubid = 1 AND pid = pg_catalog.pg_backend_pid() "
-    "  AND objid::bigint = (pg_catalog.hashtext(%s)::bigint & 4294967295))"
+    "  AND objid::bigint = (pg_catalog.hashtext(%(key)s)::bigint & 4294967295)) THEN NULL "
+    "ELSE pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext(%(key)s)) END"
 )
 
 
@@ -114,7 +116,8 @@ def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
 
     def attempt() -> bool:
         with session.transaction():
-            if session.fetchvalue("lock target", HELD_HERE, (key,)):
+            taken = session.fetchvalue("lock target", TRY_RUN_LOCK, {"key": key})
+            if taken is None:
                 raise FdwConfigError(
                     f"The lock of this copy's target ({key}) is already held by this session's server "
                     "process, which this session did not take: a connection pooler handed it a server "
@@ -123,13 +126,7 @@ def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
                     "database directly or through a pool in session mode that resets sessions. Nothing "
                     "was changed."
                 )
-            return bool(
-                session.fetchvalue(
-                    "lock target",
-                    q.sql.SQL("SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext(%s))"),
-                    (key,),
-                )
-            )
+            return bool(taken)
 
     def holder() -> str:
         with session.transaction():

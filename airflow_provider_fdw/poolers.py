@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_fdw.compat import backend_pid
 from airflow_provider_fdw.exceptions import FdwConfigError
-from airflow_provider_fdw.session import BACKEND_PIDS
+from airflow_provider_fdw.session import pooled
 
 POOL_MODE = "pool_mode"  # the connection extra that says how a pooler in front of it pools
 SESSION = "session"
@@ -32,13 +31,10 @@ SESSION = "session"
 def check_local_connection(conn: Any, pool_mode: Any) -> None:
     """Refuse a local connection (prepared by prepare_session) through a pooler that may share its
     server between clients."""
-    try:
-        server_pid = BACKEND_PIDS.get(conn)
-    except TypeError:  # a connection type without weak references: not checked
+    pids = pooled(conn)
+    if pids is None or pool_mode == SESSION:
         return
-    reported = backend_pid(conn)
-    if server_pid is None or reported == server_pid or pool_mode == SESSION:
-        return
+    server_pid, reported = pids
     raise FdwConfigError(
         "The local database is reached through a connection pooler or proxy: the server process is "
         f"{server_pid}, the connection reports {reported} (PgBouncer, pgcat or RDS Proxy report their "

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from airflow_provider_fdw.compat import DriverError, copy_from_bytes, error_fields, sql
+from airflow_provider_fdw.compat import DriverError, backend_pid, copy_from_bytes, error_fields, sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 
 T = TypeVar("T")
@@ -29,6 +29,20 @@ CURRENT_BACKEND = sql.SQL("SELECT pg_catalog.pg_backend_pid()")
 def remember_backend(conn: Any, pid: int) -> None:
     with suppress(TypeError):  # a connection type without weak references: not checked
         BACKEND_PIDS[conn] = pid
+
+
+def pooled(conn: Any) -> tuple[int, int] | None:
+    """(server process, process id the connection reports) when a pooler stands between them: it
+    reports its own (the key of its cancel requests). None for a direct connection, whose server
+    process is the one it reports for its whole life, or one never prepared."""
+    try:
+        server = BACKEND_PIDS.get(conn)
+    except TypeError:  # a connection type without weak references: not checked
+        return None
+    if server is None:
+        return None
+    reported = backend_pid(conn)
+    return None if reported == server else (server, reported)
 
 
 def pooled_error(first: int, now: int) -> FdwConfigError:
@@ -128,13 +142,12 @@ class LocalSession:
             raise self.error("commit", exc) from None
 
     def _check_backend(self) -> None:
-        """Before a transaction: it must run in the server process the session was prepared on."""
-        try:
-            first = BACKEND_PIDS.get(self.conn)
-        except TypeError:
+        """Before a transaction through a pooler: it must run in the server process the session was
+        prepared on (a direct connection always does: no round trip)."""
+        pids = pooled(self.conn)
+        if pids is None:
             return
-        if first is None:
-            return
+        first = pids[0]
         now = self.fetchvalue("check the server process", CURRENT_BACKEND)
         if now != first:
             self._rollback()
