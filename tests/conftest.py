@@ -229,22 +229,28 @@ def fdw_sandbox(pair: Pair, schema: str, server: str) -> Pair:
     return pair
 
 
+def row_trigger(pair: Pair, table: Any, when: str, body: str, name: str) -> None:
+    """A row trigger ``name`` on ``table`` running the PL/pgSQL ``body`` ({t}: the table; it returns
+    what the trigger returns) ``when`` (``AFTER UPDATE``, ``BEFORE INSERT OR UPDATE OF a`` …)."""
+    function = f"{table}_{name}"
+    local(
+        pair,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " END $$",
+        f=function,
+        t=table,
+    )
+    local(
+        pair,
+        f"CREATE TRIGGER {name} {when} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
+        t=table,
+        f=function,
+    )
+
+
 def after_trigger(pair: Pair, table: Any, event: str, body: str) -> None:
     """A row trigger on ``table`` running the PL/pgSQL ``body`` ({t}: the table) after each ``event``
     (``UPDATE``, ``INSERT OR UPDATE OF a, b`` …)."""
-    function = f"{table}_after_trigger"
-    local(
-        pair,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN " + body + " RETURN NULL; END $$",
-        f=function,
-        t=table,
-    )
-    local(
-        pair,
-        f"CREATE TRIGGER after_trigger AFTER {event} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
-        t=table,
-        f=function,
-    )
+    row_trigger(pair, table, f"AFTER {event}", body + " RETURN NULL;", "after_trigger")
 
 
 class RemoteTable:

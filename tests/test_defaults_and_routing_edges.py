@@ -11,7 +11,7 @@ import os
 import uuid
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader, small_source
+from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_reader, row_trigger, small_source
 from conftest import copy_table as copy
 
 from airflow_provider_fdw.compat import sql
@@ -116,18 +116,8 @@ def routed_target(sandbox, column_v: str, body: str) -> str:
     name = target.split(".")[1]
     local(sandbox, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, name text, v {column_v})", t=target)
     local(sandbox, "CREATE TABLE {c} () INHERITS ({t})", c=f"{target}_c", t=target)
-    local(
-        sandbox,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        + body.format(c=f"public.{name}_c")
-        + " RETURN NULL; END $$",
-        f=f"{target}_route",
-    )
-    local(
-        sandbox,
-        "CREATE TRIGGER route BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
-        t=target,
-        f=f"{target}_route",
+    row_trigger(
+        sandbox, target, "BEFORE INSERT", body.format(c=f"public.{name}_c") + " RETURN NULL;", "route"
     )
     return target
 

@@ -10,7 +10,7 @@ import os
 import uuid
 
 import pytest
-from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, local, small_source
+from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, local, row_trigger, small_source
 from conftest import copy_table as copy
 
 from airflow_provider_fdw.compat import sql
@@ -136,18 +136,13 @@ def test_append_into_a_trigger_routed_inheritance_parent_is_not_refused(sandbox)
     local(sandbox, "CREATE TABLE {c} (CHECK (v <= 10)) INHERITS ({t})", c=f"{target}_lo", t=target)
     local(sandbox, "CREATE TABLE {c} (CHECK (v > 10)) INHERITS ({t})", c=f"{target}_hi", t=target)
     name = target.split(".")[1]
-    local(
+    row_trigger(
         sandbox,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        target,
+        "BEFORE INSERT",
         f"IF NEW.v <= 10 THEN INSERT INTO public.{name}_lo VALUES (NEW.*); "
-        f"ELSE INSERT INTO public.{name}_hi VALUES (NEW.*); END IF; RETURN NULL; END $$",
-        f=f"{target}_route",
-    )
-    local(
-        sandbox,
-        "CREATE TRIGGER route BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
-        t=target,
-        f=f"{target}_route",
+        f"ELSE INSERT INTO public.{name}_hi VALUES (NEW.*); END IF; RETURN NULL;",
+        "route",
     )
     copy(src, target, mode="append", watermark_column="v")
     assert local(sandbox, "SELECT count(*), max(v) FROM {t}", t=target) == [(20, 20)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import RemoteTable, fdw_sandbox, local, partitioned_target, small_source
+from conftest import RemoteTable, fdw_sandbox, local, partitioned_target, row_trigger, small_source
 from conftest import copy_table as copy
 from conftest import first_value as one
 from conftest import table_rows as rows
@@ -59,20 +59,10 @@ def equal_or_refused(sandbox, src, target, before, **kwargs) -> dict | None:
 
 
 def guard_trigger(sandbox, target: str, events: str, condition: str) -> None:
-    function = f"{target}_guard"
-    local(
-        sandbox,
-        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF "
-        + condition
-        + " THEN RETURN NULL; END IF; IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END $$",
-        f=function,
+    body = (
+        f"IF {condition} THEN RETURN NULL; END IF; IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW;"
     )
-    local(
-        sandbox,
-        f"CREATE TRIGGER guard BEFORE {events} ON {{t}} FOR EACH ROW EXECUTE FUNCTION {{f}}()",
-        t=target,
-        f=function,
-    )
+    row_trigger(sandbox, target, f"BEFORE {events}", body, "guard")
 
 
 @TRANSPORTS
