@@ -10,7 +10,7 @@ another server and leave the lock behind.
 A pooler shows itself at connect time: it reports its own process id to the client (the key of its
 cancel requests) instead of the server's. Such a connection is refused before anything changes
 unless its Airflow connection says the pool pins each client to one server (``{"pool_mode":
-"session"}`` in its extra). Every transaction of a session also checks it runs in the server process
+"session"}`` in its extra). Every transaction of such a session also checks it runs in the server process
 the session was prepared on (session.py), which catches a pool that is not what it was said to be.
 
 The source side needs none of this: the direct path pins its settings in each reading transaction and

@@ -470,8 +470,8 @@ def prepare_session(conn: Any) -> None:
       a schema listed before it would otherwise replace;
     - a ``session_replication_role`` other than ``origin`` is noted, for the local sessions to undo
       (:func:`undo_replica_role`);
-    - the server process is remembered: every transaction of the session checks it runs there
-      (session.py), which a pooler in transaction mode does not guarantee; and psycopg 3 never
+    - the server process is remembered: behind a pooler every transaction of the session checks it
+      runs there (session.py), which a pool in transaction mode does not guarantee; and psycopg 3 never
       prepares statements (a pooler would share their names with other clients).
     """
     if hasattr(conn, "prepare_threshold"):
