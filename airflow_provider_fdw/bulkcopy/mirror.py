@@ -13,8 +13,9 @@ postgres_fdw remote transaction, REPEATABLE READ: one source snapshot for the wh
    (postgres_fdw aggregate pushdown, checked with ``EXPLAIN VERBOSE`` before anything runs), so only
    one row per bucket crosses the network. The hashes are built from immutable built-ins over each
    value's binary send form (or its bytes, for integers and text), so they are equal on both sides for
-   equal values whatever DateStyle, TimeZone, IntervalStyle or extra_float_digits say (dates, times
-   and timestamps by their type's own hash: their ``=`` is identity).
+   equal values whatever DateStyle, TimeZone, IntervalStyle or extra_float_digits say (dates by their
+   type's own hash: their ``=`` is identity), and take every bit of a value (see
+   :func:`.sql.mirror.value_hash`).
 3. Bisect: buckets that differ are split (more bits of the same key hash) and compared again, only
    within themselves, until a bucket holds a handful of rows.
 4. Fetch the source rows of the differing leaf buckets into a temporary table, then delete the target
@@ -55,6 +56,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     HashBuckets,
     RangeBuckets,
     check_pushdown,
+    check_target_kinds,
     checksums,
     hash_aggregate,
     hash_kinds,
@@ -317,11 +319,12 @@ class Mirror:
         check_policies_do_not_apply(s, p.target, oid, "a mirror", deletes=True)
         self.result.key = list(key)
         kinds = hash_kinds(s, source_row[0], columns, p.source)
+        check_target_kinds(s, oid, kinds, (source_columns, target_columns), (p.source, p.target))
         row_hash = mq.row_hash_expr(columns, kinds)
 
         s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))
         estimate = self._estimate_rows(s, oid)
-        if len(key) == 1 and kinds[key[0]] == "int":
+        if len(key) == 1 and kinds[key[0]] in ("int", "oid"):
             low, high = s.fetchrow("read the key's range", mq.key_range(p.target, key[0], only))
             listable = all(
                 side[key[0]].type_sql in ("smallint", "integer", "bigint")

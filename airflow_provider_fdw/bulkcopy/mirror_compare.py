@@ -259,8 +259,9 @@ class HashBuckets(Bucketing):
 INTEGERS = ("int2", "int4", "int8", "oid")
 TEXTS = ("text", "varchar", "bpchar")
 # Types whose "=" means identical bytes and whose own hash reads every byte: their extended hash
-# (through a one-element array, which postgres_fdw ships) is exact, and a third of the send form's cost.
-EXACT = ("date", "time", "timestamp", "timestamptz")
+# (through a one-element array, which postgres_fdw ships) is exact. Not time and the timestamps: their
+# hash is hashint8extended's, which folds 64 bits to 32 (hashed from their send form instead).
+EXACT = ("date",)
 BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
 
 
@@ -269,13 +270,52 @@ def hash_kinds(
 ) -> dict[str, str]:
     """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
     refused, before anything changes (its hash could not run on the remote)."""
-    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (source_oid,))}
-    kinds: dict[str, str] = {}
-    refused: list[str] = []
+    kinds = kinds_of(s, source_oid, columns)
+    refused = [name for name, kind in kinds.items() if kind is None]
+    if refused:
+        raise FdwConfigError(
+            f"mode='mirror' cannot checksum columns {refused} of {source} on the remote: it hashes "
+            "integers, text, boolean, numeric, uuid and fixed-length built-in types (timestamps, dates, "
+            "floats, intervals …); leave the others out with columns=, or use mode='replace'."
+        )
+    return {name: kind for name, kind in kinds.items() if kind is not None}
+
+
+def check_target_kinds(
+    s: LocalSession,
+    target_oid: int,
+    kinds: dict[str, str],
+    types: tuple[dict[str, Any], dict[str, Any]],
+    tables: tuple[QualifiedName, QualifiedName],
+) -> None:
+    """Refuse, before anything changes, a column hashed another way on the target than on the source:
+    a value is hashed as its type stores it (a timestamp and a timestamptz, a numeric and an integer,
+    a real and a double differ), so such a column would differ on every run, or its hash not run.
+    ``types``: the source's and the target's columns (:func:`read_columns`); ``tables``: their names."""
+    target_kinds = kinds_of(s, target_oid, list(kinds))
+    differing = [name for name, kind in kinds.items() if target_kinds[name] != kind]
+    if differing:
+        (source_types, target_types), (source, target) = types, tables
+        described = ", ".join(
+            f"{name} ({source_types[name].type_sql} there, {target_types[name].type_sql} here)"
+            for name in differing
+        )
+        raise FdwConfigError(
+            f"mode='mirror' compares {source} and {target} value by value as each type stores it, so a "
+            f"column must have the same kind of type on both: {described}. Give the target the "
+            "source's types (ALTER TABLE … ALTER COLUMN … TYPE), leave these columns out with columns=, "
+            "or use mode='replace'."
+        )
+
+
+def kinds_of(s: LocalSession, oid: int, columns: Sequence[str]) -> dict[str, str | None]:
+    """How each column of the relation ``oid`` is hashed; None where no way fits."""
+    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (oid,))}
+    kinds: dict[str, str | None] = {}
     for name in columns:
         builtin, typname, typlen, send, immutable = info[name]
         if builtin and typname in INTEGERS:
-            kinds[name] = "int"
+            kinds[name] = "oid" if typname == "oid" else "int"
         elif builtin and typname in TEXTS:
             kinds[name] = "text"
         elif builtin and typname in EXACT:
@@ -285,13 +325,7 @@ def hash_kinds(
         elif builtin and immutable and 0 < typlen <= BYTES_MAX:
             kinds[name] = f"bytes:{typlen}:{send}"
         else:
-            refused.append(name)
-    if refused:
-        raise FdwConfigError(
-            f"mode='mirror' cannot checksum columns {refused} of {source} on the remote: it hashes "
-            "integers, text, boolean, numeric, uuid and fixed-length built-in types (timestamps, dates, "
-            "floats, intervals …); leave the others out with columns=, or use mode='replace'."
-        )
+            kinds[name] = None
     return kinds
 
 

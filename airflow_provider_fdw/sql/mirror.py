@@ -27,9 +27,9 @@ ROW_ESTIMATE_QUERY = sql.SQL(
 )
 
 
-# Apart from each other by more than a value's 8-byte chunks (BYTES_MAX / 8 of them, each seeded
-# ``seed + offset``): a chunk of one column never shares a seed with another column, whose hashes
-# would then cancel out in the row hash's XOR for equal chunk values.
+# Apart from each other by more than the seeds one value's hash uses (``seed`` and ``seed + 1``): a
+# column never shares a seed with another column, whose hashes would then cancel out in the row
+# hash's XOR for equal values.
 SEED_STRIDE = 64
 KEY_SEED = 1_000_000  # the key hash's seeds: not those of the row hash
 
@@ -40,51 +40,70 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     Only functions postgres_fdw ships (immutable built-ins, collations derived from the column) and
     no constants of types whose text form depends on settings (postgres_fdw deparses those with the
     local DateStyle).
-    Numeric adds its scale (1.5 and 1.50 are equal but print differently); fixed-length types hash
-    the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as they print).
+    Numeric adds its sign and scale (1.5 and 1.50 are equal but print differently); fixed-length
+    types hash the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as
+    they print). Every hash takes all 64 bits of a value: hashint8extended alone folds them to 32.
     """
     col, s = sql.Identifier(column), sql.Literal(seed)
-    if kind == "int":
+    # No explicit cast of an integer or boolean column: postgres_fdw ships one as written, and the
+    # remote column may not be the type the foreign table declares (widened to numeric there since):
+    # numeric::int8 rounds, so 7.4 would hash as 7. Without one the remote casts only implicitly
+    # (int2/int4 to int8, which hashint8extended hashes as the same value) or refuses the call.
+    if kind == "int":  # its low and high halves: hashint8extended alone hashes 1 as 2^32 (see below)
+        return sql.SQL(
+            "(pg_catalog.hashint8extended({0}, {1}) # "
+            "pg_catalog.hashint8extended(pg_catalog.int8shr({0}, 32), {2}))"
+        ).format(col, s, sql.Literal(seed + 1))
+    if kind == "oid":  # 4 bytes, but no implicit cast to int8 (the explicit one is lossless for an oid)
         return sql.SQL("pg_catalog.hashint8extended({}::int8, {})").format(col, s)
     if kind == "text":
         return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
     if kind == "bool":
-        return sql.SQL("pg_catalog.hashint8extended({}::int4, {})").format(col, s)
+        return sql.SQL("pg_catalog.hashint8extended(CASE WHEN {} THEN 1 ELSE 0 END, {})").format(col, s)
     if kind == "uuid":
         return sql.SQL("pg_catalog.uuid_hash_extended({}, {})").format(col, s)
-    if kind == "exact":  # the type's own hash (of a one-element array: the function postgres_fdw ships)
+    if kind == "exact":  # the type's own hash (of a one-element array: the function postgres_fdw ships);
+        # only for types of at most 4 bytes, which it hashes without folding (see below)
         return sql.SQL("pg_catalog.hash_array_extended(ARRAY[{}], {})").format(col, s)
     if kind == "numeric":
+        # hash_numeric hashes the digits and weight only: 5 and -5 hash alike, and NaN, Infinity and
+        # -Infinity all hash to the seed. The second hash tells them apart: the scale (>= 0) of a
+        # value >= 0, -4 - scale of a negative one, and -1 (NaN), -2 (Infinity), -3 (-Infinity), which
+        # have no scale. NaN is neither < 0 nor has sign 1 (its sign is NaN).
         return sql.SQL(
             "(pg_catalog.hash_numeric_extended({0}, {1}) # pg_catalog.hashint8extended("
-            "CASE WHEN pg_catalog.scale({0}) IS NULL THEN -1 ELSE pg_catalog.scale({0}) END, {1}))"
+            "CASE WHEN pg_catalog.scale({0}) IS NULL THEN "
+            "CASE WHEN {0} < 0 THEN -3 WHEN pg_catalog.sign({0}) = 1 THEN -2 ELSE -1 END "
+            "WHEN {0} < 0 THEN -4 - pg_catalog.scale({0}) ELSE pg_catalog.scale({0}) END, {1}))"
         ).format(col, s)
-    _, length, send = kind.split(":")
-    value = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), col)
-    chunks = []
-    for start in range(0, int(length), 8):
-        parts = [
-            sql.SQL("(pg_catalog.get_byte({}, {})::int8 << {})").format(
-                value, sql.Literal(i), sql.Literal(8 * (i - start))
-            )
-            for i in range(start, min(start + 8, int(length)))
-        ]
-        chunks.append(
-            sql.SQL("pg_catalog.hashint8extended({}, {})").format(
-                sql.SQL(" | ").join(parts), sql.Literal(seed + start)
-            )
-        )
-    return sql.SQL("({})").format(sql.SQL(" # ").join(chunks))
+    # The bytes of the binary send form, hashed whole (bytea's own hash, through a one-element
+    # array). Not as 8-byte integers: hashint8extended folds its argument to 32 bits (high half XOR
+    # low half, to hash as int4 does), so an interval's day and month (one 8-byte chunk of its send
+    # form) cancelled out, '1 day' hashing as '1 mon'. A float's NaN is hashed as one value: its
+    # bits vary ('Infinity' - 'Infinity' sets the sign bit), the text form and "=" do not.
+    _, _, send = kind.split(":")
+    value: sql.Composable = col
+    if send in ("float4send", "float8send"):
+        value = sql.SQL("CASE WHEN {0} = 'NaN' THEN 'NaN' ELSE {0} END").format(col)
+    return sql.SQL("pg_catalog.hash_array_extended(ARRAY[{}({})], {})").format(
+        sql.Identifier("pg_catalog", send), value, s
+    )
 
 
 def row_hash_expr(
     columns: Sequence[str], kinds: dict[str, str], names: Mapping[str, str] | None = None
 ) -> sql.Composable:
     """A 64-bit hash of the row: the XOR of each column's hash, seeded by its position (so swapped
-    values differ); NULL hashes to a constant of its position (CASE, not coalesce: CASE is shipped).
-    ``names``: what the table read calls each column (a foreign table's remote names), when not its own."""
+    values differ), mixed; NULL hashes to a constant of its position (CASE, not coalesce: CASE is
+    shipped). ``names``: what the table read calls each column (a foreign table's remote names), when
+    not its own.
+
+    The XOR is mixed (it is the seed of a hash, which takes all its 64 bits) because a bucket's
+    checksum is the sum of its rows' hashes: with unmixed XORs, two rows swapping the value of a
+    column, (k1, a), (k2, b) -> (k1, b), (k2, a), kept the sum whenever the hashes of a and b agree
+    on the bits where those of k1 and k2 differ, one swap in 2^27 (about (3/4)^64)."""
     named = names or {}
-    return sql.SQL("({})").format(
+    return sql.SQL("pg_catalog.hashint8extended(0, {})").format(
         sql.SQL(" # ").join(
             sql.SQL("CASE WHEN {} IS NULL THEN {} ELSE {} END").format(
                 sql.Identifier(named.get(c, c)),
