@@ -118,6 +118,11 @@ MYSQL_HOOK_NAME = "MySQL FDW remote server"
 # mysql_fdw's own default, "auto", follows the PostgreSQL server's locale: under C, Latin-1 bytes in
 # a UTF-8 database. The provider sets the character set every UTF-8 database can hold instead.
 DEFAULT_CHARACTER_SET = "utf8mb4"
+# MySQL shows a TIMESTAMP column in the session time zone (the server's default when nothing sets
+# it): with a zone that has daylight saving time the hour of a fall-back repeats, and a change of the
+# server's zone shifts every value, so a watermark on such a column skips rows. mysql_fdw's sessions
+# read in UTC instead, as postgres_fdw's remote sessions do (a connection's own init_command wins).
+DEFAULT_INIT_COMMAND = "SET time_zone = '+00:00'"
 
 MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField("fetch_size", "Fetch size", int, "Rows per remote fetch (mysql_fdw default 100).", 1),
@@ -127,9 +132,18 @@ MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
         str,
         f"Connection character set (default {DEFAULT_CHARACTER_SET}; 'auto' follows the server locale).",
     ),
-    ExtraField("init_command", "Init command", str, "SQL run by MySQL on every new connection."),
     ExtraField(
-        "sql_mode", "SQL mode", str, "sql_mode of mysql_fdw's sessions (mysql_fdw default ANSI_QUOTES)."
+        "init_command",
+        "Init command",
+        str,
+        f"SQL run by MySQL on every new connection (default {DEFAULT_INIT_COMMAND}: TIMESTAMP values in "
+        "UTC; keep a SET time_zone in your own).",
+    ),
+    ExtraField(
+        "sql_mode",
+        "SQL mode",
+        str,
+        "sql_mode of mysql_fdw's sessions (mysql_fdw default ANSI_QUOTES; NO_BACKSLASH_ESCAPES is refused).",
     ),
     ExtraField("ssl_ca", "SSL CA file", str, "Path of the CA certificate, on the LOCAL database server."),
     ExtraField("ssl_capath", "SSL CA directory", str, "Directory of trusted CA certificates (local server)."),
@@ -154,6 +168,7 @@ MYSQL_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "login": "least-privileged MySQL user",
         "fetch_size": "10000",
         "character_set": DEFAULT_CHARACTER_SET,
+        "init_command": DEFAULT_INIT_COMMAND,
         "ssl_ca": "/etc/ssl/mysql/ca.pem",
     },
 }

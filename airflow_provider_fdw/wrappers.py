@@ -12,6 +12,7 @@ instead of testing ``== "postgres_fdw"``.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,16 @@ class Wrapper:
     :param ends_reads_at_big_binary_values: a read can end silently, as if the table ended, at a
         binary value (``bytea``) the wrapper cannot fetch whole (mysql_fdw: over 8 KiB); a copy with
         binary columns then counts the source by default (``verify="count"``).
+    :param rounded_types: imported types whose values arrive rounded (type -> why): a watermark of such
+        a type is refused, its bound not being a value the remote holds (rows skipped or copied again).
+    :param session_probe: composes a session-local foreign table and a read of the id of the remote
+        session the wrapper's cached connection is in, or None. Given when a read ends silently, as if
+        the table ended, when the remote connection is lost mid-read (mysql_fdw takes a fetch error
+        for the end of the rows): the id is read before and after each load, and a load whose
+        connection is gone (the read fails) or was replaced (``reconnect``: another id) fails.
+    :param compares_text_in_its_collation: a condition on a character column is evaluated by the remote
+        in the remote column's collation (mysql_fdw: MySQL's, case-insensitive and blind to trailing
+        spaces by default), not PostgreSQL's; a watermark on such a column is refused.
     :param probe: composes the reachability probe, or None when there is nothing remote to reach.
     :param docs_url: the wrapper's own documentation.
     :param debian_package: the Debian package that installs it (for error messages).
@@ -72,6 +83,9 @@ class Wrapper:
     table_source_options: tuple[str, ...] = ()
     remote_is_postgres: bool = False
     ends_reads_at_big_binary_values: bool = False
+    compares_text_in_its_collation: bool = False
+    rounded_types: Mapping[str, str] = field(default_factory=dict)
+    session_probe: Probe | None = None
     probe: Probe | None = None
     docs_url: str = ""
     debian_package: str = ""
@@ -195,6 +209,29 @@ def _absolute_path(name: str, value: Any) -> str:
     return checked
 
 
+def _sql_mode(name: str, value: Any) -> str:
+    """A comma-separated list of MySQL sql_mode names; NO_BACKSLASH_ESCAPES refused.
+
+    mysql_fdw writes each string constant it pushes down (a ``where`` literal, a watermark bound)
+    with every backslash doubled, as MySQL reads it by default: under NO_BACKSLASH_ESCAPES a value
+    holding a backslash matches nothing, silently. mysql_fdw also pastes the value into
+    ``SET sql_mode = '…'`` as it is: anything but mode names is refused.
+    """
+    checked = text(name, value)
+    if not checked.strip():
+        return ""
+    modes = [mode.strip() for mode in checked.split(",")]
+    if not all(re.fullmatch(r"[A-Za-z0-9_]+", mode) for mode in modes):
+        raise FdwConfigError(f"{name} must be a comma-separated list of MySQL sql_mode names, got {value!r}.")
+    if "NO_BACKSLASH_ESCAPES" in (mode.upper() for mode in modes):
+        raise FdwConfigError(
+            f"{name}: NO_BACKSLASH_ESCAPES is refused: mysql_fdw doubles the backslashes of the string "
+            "constants it sends to MySQL (where literals, watermark bounds), so under this mode a value "
+            "holding a backslash would match no row."
+        )
+    return ",".join(modes)
+
+
 def _rules(names: frozenset[str] | set[str], default: Rule = text) -> dict[str, Rule]:
     return {name: RULES.get(name, default) for name in sorted(names)}
 
@@ -272,6 +309,22 @@ def _mysql_probe(probe: str, server: str, options: Mapping[str, str]) -> tuple[s
     return create, read
 
 
+def _mysql_session_probe(
+    probe: str, server: str, options: Mapping[str, str]
+) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over ``information_schema.PROCESSLIST`` and a read of this MySQL
+    connection's id: the one row whose running statement is this read (it names a marker unique to
+    the probe, sent to MySQL as a literal; every login may see its own connections)."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (id bigint, info text) SERVER {} "
+        "OPTIONS (dbname 'information_schema', table_name 'PROCESSLIST')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL("SELECT max(id) FROM pg_temp.{} WHERE info LIKE {}").format(
+        sql.Identifier(probe), sql.Literal(f"%fdw-session-{uuid.uuid4().hex}%")
+    )
+    return create, read
+
+
 MYSQL_FDW = Wrapper(
     name="mysql_fdw",
     conn_type="mysql_fdw",
@@ -282,7 +335,7 @@ MYSQL_FDW = Wrapper(
         "init_command": text,
         "use_remote_estimate": boolean,
         "reconnect": boolean,
-        "sql_mode": text,
+        "sql_mode": _sql_mode,
         "ssl_key": text,
         "ssl_cert": text,
         "ssl_ca": text,
@@ -309,7 +362,12 @@ MYSQL_FDW = Wrapper(
     remote_table_options=("dbname", "table_name"),
     fetch_size_option="fetch_size",
     ends_reads_at_big_binary_values=True,
+    compares_text_in_its_collation=True,
+    rounded_types={
+        "real": "MySQL sends a FLOAT rounded to 6 significant digits (16777260 arrives as 16777300)"
+    },
     probe=_mysql_probe,
+    session_probe=_mysql_session_probe,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",
     debian_package="postgresql-<version>-mysql-fdw",
 )

@@ -101,6 +101,8 @@ mysql_fdw_pg_major() {
 install_mysql_fdw_deps() {
   local packages=() major policy=/usr/sbin/policy-rc.d added_policy=0
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || packages+=(mariadb-server)
+  # zone files for mariadb-tzinfo-to-sql (tests/test_mysql_session_settings.py loads a DST zone)
+  [ -f /usr/share/zoneinfo/Europe/Amsterdam ] || packages+=(tzdata)
   if major=$(mysql_fdw_pg_major) && [ ! -f "/usr/share/postgresql/$major/extension/mysql_fdw.control" ]; then
     packages+=("postgresql-$major-mysql-fdw")
   fi

@@ -44,6 +44,7 @@ def test_connection_becomes_mysql_fdw_server_and_mapping_options():
         "ssl_ca": "/etc/ssl/ca.pem",
         "reconnect": "true",
         "character_set": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
     }
     assert remote.user_mapping_options() == {"username": "app", "password": "my-s3cret"}
     assert remote.database == "shop"
@@ -58,6 +59,15 @@ def test_port_defaults_to_3306_and_character_set_can_be_chosen():
     assert remote.server_options["character_set"] == "latin1"
 
 
+def test_mysql_sessions_read_timestamps_in_utc_unless_the_connection_says_otherwise():
+    """MySQL shows a TIMESTAMP in the session time zone, the server's when nothing sets it: the
+    provider pins mysql_fdw's sessions to UTC (a DST zone repeats an hour; a changed server zone
+    shifts every value). A connection's own init_command replaces it."""
+    assert mysql_remote_from_connection(conn()).server_options["init_command"] == "SET time_zone = '+00:00'"
+    own = mysql_remote_from_connection(conn(extra={"init_command": "SET time_zone = 'Europe/Amsterdam'"}))
+    assert own.server_options["init_command"] == "SET time_zone = 'Europe/Amsterdam'"
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -69,6 +79,13 @@ def test_port_defaults_to_3306_and_character_set_can_be_chosen():
         ({"extra": "{not json"}, "extra is not valid JSON"),
         ({"extra": "[1]"}, "extra must be a JSON object"),
         ({"host": ""}, "host is required"),
+        # mysql_fdw doubles the backslashes of the constants it pushes down: 'C:\\dir' would match nothing
+        ({"extra": {"sql_mode": "ANSI_QUOTES, no_backslash_escapes"}}, "NO_BACKSLASH_ESCAPES is refused"),
+        # mysql_fdw pastes it into SET sql_mode = '…'
+        (
+            {"extra": {"sql_mode": "ANSI_QUOTES', time_zone = '+05:00"}},
+            "comma-separated list of MySQL sql_mode",
+        ),
     ],
 )
 def test_bad_fields_are_refused_with_a_clear_message_naming_the_connection(fields, message):

@@ -91,6 +91,7 @@ def test_mysql_server_mapping_and_check_follow_a_password_rotation_without_loggi
         "port": str(mariadb.port),
         "fetch_size": "500",
         "character_set": "utf8mb4",
+        "init_command": "SET time_zone = '+00:00'",
     }
     assert op.execute({})["changed"] is False  # a re-run converges
 

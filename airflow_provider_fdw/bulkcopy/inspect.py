@@ -27,7 +27,7 @@ from airflow_provider_fdw.file_tables import check_not_truncated
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import reads_postgres
+from airflow_provider_fdw.wrappers import WRAPPERS, reads_postgres
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -64,6 +64,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         parse_where(s.conn, p.source, p.where)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
+        if p.mode != "replace" and p.watermark_column:
+            check_watermark_comparable(s, p.source, source, p.watermark_column)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
@@ -74,6 +76,37 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
     return CopyRun(source, target, columns, result, verifier)
+
+
+def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column: str) -> None:
+    """Refuse a watermark the remote cannot compare as PostgreSQL computed it, before anything changes.
+
+    A character column of a source whose remote compares text in its own collation (mysql_fdw): the
+    bound ``column > 'b'`` is evaluated by MySQL, case-insensitively and blind to trailing spaces by
+    default, while the bound itself is PostgreSQL's ``max()``. A row ``'b '`` is then never copied,
+    and a row ``'B'`` (below ``'b'`` here, above it there) is copied again on every run, both silently.
+    A column whose values arrive rounded (mysql_fdw's ``real``, a MySQL FLOAT): the bound is the
+    rounded value, above or below the one MySQL holds, so later rows are skipped or rows copied again.
+    """
+    wrapper = WRAPPERS.get(source.relation.wrapper or "")
+    if wrapper is None:
+        return
+    type_sql = source.columns[column].type_sql
+    if type_sql in wrapper.rounded_types:
+        raise FdwConfigError(
+            f"watermark_column {column} of {name} is {type_sql}: {wrapper.rounded_types[type_sql]}, so "
+            "its bound is not a value the remote holds and rows would be skipped or copied again. Use an "
+            "exact column (integer, decimal, date or time). Nothing was changed."
+        )
+    if not wrapper.compares_text_in_its_collation:
+        return
+    if s.fetchvalue("check watermark type", q.COLLATABLE_COLUMN_QUERY, (source.oid, column)):
+        raise FdwConfigError(
+            f"watermark_column {column} of {name} is {source.columns[column].type_sql}: {wrapper.name} "
+            "sends the watermark bound to the remote, which compares text in its own collation (MySQL's "
+            "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
+            "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
+        )
 
 
 def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:

@@ -21,6 +21,7 @@ from airflow.sdk.log import mask_secret
 from airflow_provider_fdw.connection import extra_of
 from airflow_provider_fdw.connection_form import (
     DEFAULT_CHARACTER_SET,
+    DEFAULT_INIT_COMMAND,
     MYSQL_EXTRA_FIELDS,
     MYSQL_FDW,
     MYSQL_UI_FIELD_BEHAVIOUR,
@@ -68,6 +69,8 @@ def mysql_remote_from_connection(conn: Any) -> MySqlRemote:
             continue
         options[key] = value
     options.setdefault("character_set", DEFAULT_CHARACTER_SET)
+    # TIMESTAMP values (and the watermark bounds compared with them) in UTC, whatever the server's zone
+    options.setdefault("init_command", DEFAULT_INIT_COMMAND)
     return MySqlRemote(
         server_options=MYSQL_WRAPPER.check_server_options(options, where),
         user=conn.login or None,

@@ -76,7 +76,10 @@ class CreateForeignServerOperator(FdwBaseOperator):
             except FdwConfigError as postgres_error:
                 try:
                     MYSQL_FDW.check_server_options(self.options, "options")
-                except FdwConfigError:
+                except FdwConfigError as mysql_error:
+                    # options only mysql_fdw knows: its message says what is wrong with their values
+                    if set(self.options) <= set(MYSQL_FDW.server_options):
+                        raise mysql_error from None
                     raise postgres_error from None
 
     def execute(self, context: Any) -> dict[str, Any]:

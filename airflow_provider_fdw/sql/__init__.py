@@ -27,6 +27,7 @@ from airflow_provider_fdw.sql.backfill import (
 from airflow_provider_fdw.sql.catalog import (
     ACL_RESTORE_QUERY,
     ALWAYS_IDENTITY_QUERY,
+    COLLATABLE_COLUMN_QUERY,
     COLUMNS_QUERY,
     DEFINITION_QUERY,
     FOREIGN_KEYS_QUERY,
@@ -181,6 +182,7 @@ __all__ = [
     "BEGIN",
     "BEGIN_SNAPSHOT_READ",
     "CHECKSUM_COLUMNS_QUERY",
+    "COLLATABLE_COLUMN_QUERY",
     "COLUMNS_QUERY",
     "COMMIT",
     "CONNECTIONS_QUERY",

@@ -54,6 +54,11 @@ COLUMNS_QUERY = sql.SQL(
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 
+# Whether one column's type is collatable (text, varchar, char, a domain or an array of them …).
+COLLATABLE_COLUMN_QUERY = sql.SQL(
+    "SELECT a.attcollation <> 0 FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attname = %s"
+)
+
 
 RELATIONS_IN_SCHEMA_QUERY = sql.SQL(
     "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

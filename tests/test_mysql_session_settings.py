@@ -1,0 +1,356 @@
+"""Session settings of the MySQL side that the harness leaves at their defaults: the time zone a
+TIMESTAMP is shown in, the sql_mode pushed-down constants are read under, the collation text is
+compared in. Each case is a copy that would report success with the target differing from MariaDB."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from conftest import local
+
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+from fdw_testing.mariadb import MariaDB, quote_string
+from fdw_testing.pgcluster import Pair
+
+CONN_ID = "mysql_session"
+IN_UTC = "SET time_zone = '+00:00'; "  # the harness's own statements write and read instants in UTC
+
+
+def copy(source: str, target: str, **kwargs) -> dict:
+    with FdwHook(fdw_conn_id=CONN_ID) as hook:
+        return hook.bulk_copy(plan_copy(source, target, **kwargs))
+
+
+def mysql_table(mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, columns: str, **extra) -> tuple[str, str]:
+    """A new MariaDB table (``columns``) imported through a server made from an Airflow ``mysql_fdw``
+    connection (``extra``: its extras): (its name, its foreign table)."""
+    table, schema, server = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("t", "proxy", "my"))
+    mariadb.execute(f"CREATE TABLE {table} ({columns})", database=mariadb.database)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": mariadb.host,
+                "port": mariadb.port,
+                "login": mariadb.user,
+                "password": mariadb.password,
+                "extra": extra,
+            }
+        ),
+    )
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id=CONN_ID).execute({})
+    ImportForeignSchemaOperator(
+        task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=schema, limit_to=[table]
+    ).execute({})
+    return table, f"{schema}.{table}"
+
+
+@pytest.fixture
+def server_time_zone(mariadb: MariaDB) -> Iterator[None]:
+    """Whatever a test sets as MariaDB's global time_zone is reset afterwards (the server is shared)."""
+    yield
+    mariadb.execute("SET GLOBAL time_zone = 'SYSTEM'")
+
+
+def _events(pair: Pair, target: str) -> list[tuple]:
+    return local(pair, "SELECT id, ts FROM {t} ORDER BY id", t=target)
+
+
+def _mysql_events_in_utc(mariadb: MariaDB, table: str) -> list[tuple]:
+    rows = mariadb.execute(IN_UTC + f"SELECT id, ts FROM {table} ORDER BY id", database=mariadb.database)
+    return [(int(i), datetime.fromisoformat(ts)) for i, ts in rows]
+
+
+def test_a_timestamp_watermark_copies_the_rows_written_after_the_server_time_zone_changed(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, server_time_zone: None
+) -> None:
+    """A TIMESTAMP is shown in the session time zone, the server's unless set: moving the server from
+    UTC to -05:00 showed the next row, written two hours after the first, five hours earlier, below
+    the watermark: the append reported 0 rows, and every row of the next 3 hours was lost the same way.
+    The provider's sessions read in UTC (init_command), whatever the server's zone."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, ts timestamp(6) NULL")
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (1, '2024-06-01 10:00:00')", database=mariadb.database
+    )
+    target = f"public.tz_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="append", watermark_column="ts", key_columns=["id"])["rows"] == 1
+
+    mariadb.execute("SET GLOBAL time_zone = '-05:00'")
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (2, '2024-06-01 12:00:00')", database=mariadb.database
+    )
+    appended = copy(foreign, target, mode="append", watermark_column="ts", key_columns=["id"])
+    assert appended["rows"] == 1
+    assert _events(pair, target) == _mysql_events_in_utc(mariadb, table)
+    # a full copy reads the same values as before the change
+    assert copy(foreign, f"{target}_full", mode="replace")["rows"] == 2
+    assert _events(pair, f"{target}_full") == _mysql_events_in_utc(mariadb, table)
+
+
+def _load_time_zone(mariadb: MariaDB, zone: str) -> None:
+    """MariaDB's named time zones come from its mysql.time_zone* tables: load ``zone`` once."""
+    if (
+        mariadb.execute(f"SELECT count(*) FROM mysql.time_zone_name WHERE Name = {quote_string(zone)}")[0][0]
+        != "0"
+    ):
+        return
+    statements = subprocess.run(
+        ["mariadb-tzinfo-to-sql", f"/usr/share/zoneinfo/{zone}", zone],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    mariadb.execute(statements, database="mysql")
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_a_timestamp_watermark_copies_the_rows_of_the_hour_a_fall_back_repeats(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, server_time_zone: None, mode: str
+) -> None:
+    """Under Europe/Amsterdam, 2024-10-27 00:30 UTC shows as 02:30 (summer time) and 01:15 UTC, 45
+    minutes later, as 02:15 (winter time): below the watermark 02:30, never copied."""
+    _load_time_zone(mariadb, "Europe/Amsterdam")
+    mariadb.execute("SET GLOBAL time_zone = 'Europe/Amsterdam'")
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, ts timestamp(6) NULL")
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (1, '2024-10-27 00:30:00')", database=mariadb.database
+    )
+    target = f"public.dst_{uuid.uuid4().hex[:8]}"
+    copy(foreign, target, mode=mode, watermark_column="ts", key_columns=["id"])
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (2, '2024-10-27 01:15:00')", database=mariadb.database
+    )
+    copy(foreign, target, mode=mode, watermark_column="ts", key_columns=["id"])
+    assert _events(pair, target) == _mysql_events_in_utc(mariadb, table)
+
+
+def test_a_backslash_in_a_pushed_down_literal_reads_its_row_and_no_backslash_escapes_is_refused(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mysql_fdw doubles every backslash of a constant it sends, as MySQL reads it by default; under
+    NO_BACKSLASH_ESCAPES (the connection's sql_mode, or options=) ``name = 'C:\\dir'`` read no row and
+    the copy reported success. The mode is refused before anything changes; MariaDB's own global
+    sql_mode does not matter (mysql_fdw sets the session's on every scan)."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, name varchar(40)")
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES (1, {quote_string('C:' + chr(92) + 'dir')}), (2, 'O''Brien'), (3, 'x')",
+        database=mariadb.database,
+    )
+    target = f"public.bs_{uuid.uuid4().hex[:8]}"
+    where = "name IN ('C:\\dir') OR name = 'O''Brien'"
+    assert copy(foreign, target, mode="replace", where=where)["rows"] == 2
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,), (2,)]
+
+    server = f"my_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(FdwConfigError, match="NO_BACKSLASH_ESCAPES is refused"):
+        CreateForeignServerOperator(
+            task_id="s",
+            server_name=server,
+            fdw_conn_id=CONN_ID,
+            options={"sql_mode": "ANSI_QUOTES,NO_BACKSLASH_ESCAPES"},
+        ).execute({})
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": mariadb.host,
+                "port": mariadb.port,
+                "extra": {"sql_mode": "NO_BACKSLASH_ESCAPES"},
+            }
+        ),
+    )
+    with pytest.raises(FdwConfigError, match=f"Connection '{CONN_ID}'.*NO_BACKSLASH_ESCAPES is refused"):
+        CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id=CONN_ID).execute({})
+    assert local(pair, "SELECT 1 FROM pg_foreign_server WHERE srvname = %s", (server,)) == []
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_a_character_watermark_of_a_mysql_table_is_refused_before_anything_changes(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """MySQL compares ``code > 'a'`` in the column's collation (utf8mb4_general_ci: case-insensitive,
+    trailing spaces ignored), the bound is PostgreSQL's max(): after codes 'B', 'a' (max 'a'), an
+    append read 'B' again on every run (a duplicate row each time, or a duplicate-key failure on every
+    run when the target has a key) and never read a new 'a ', reporting success."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, code varchar(20) NOT NULL")
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 'B'), (2, 'a')", database=mariadb.database)
+    target = f"public.co_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="replace", key_columns=["id"])["rows"] == 2
+    mariadb.execute(f"INSERT INTO {table} VALUES (3, 'a ')", database=mariadb.database)
+    keys = {"key_columns": ["id"]} if mode == "upsert" else {}
+    with pytest.raises(FdwConfigError, match=r"watermark_column code .* compares text in its own collation"):
+        copy(foreign, target, mode=mode, watermark_column="code", **keys)
+    assert local(pair, "SELECT id, code FROM {t} ORDER BY id", t=target) == [(1, "B"), (2, "a")]
+    # a watermark the remote compares as PostgreSQL does is not refused
+    copy(foreign, target, mode=mode, watermark_column="id", **keys)
+    assert local(pair, "SELECT id, code FROM {t} ORDER BY id", t=target) == [(1, "B"), (2, "a"), (3, "a ")]
+    # a where is MySQL's comparison too (documented): 'b' selects 'B'
+    assert copy(foreign, f"{target}_b", mode="replace", where="code = 'b'")["rows"] == 1
+
+
+def test_keys_that_differ_only_by_case_stay_distinct_rows(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are matched locally (ON CONFLICT on the target's index, PostgreSQL's collation): 'a' and
+    'A' of a MySQL key with a binary collation are two rows in the target, and an upsert updates each."""
+    table, foreign = mysql_table(
+        mariadb,
+        monkeypatch,
+        "code varchar(10) COLLATE utf8mb4_bin PRIMARY KEY, v int NOT NULL, changed datetime(6) NOT NULL",
+    )
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES ('a', 1, '2024-01-01'), ('A', 2, '2024-01-01')",
+        database=mariadb.database,
+    )
+    target = f"public.ck_{uuid.uuid4().hex[:8]}"
+    copy(foreign, target, mode="replace", key_columns=["code"])
+    mariadb.execute(
+        f"UPDATE {table} SET v = v + 10, changed = '2024-01-02' WHERE code = 'A'", database=mariadb.database
+    )
+    copy(foreign, target, mode="upsert", key_columns=["code"], watermark_column="changed")
+    assert local(pair, 'SELECT code, v FROM {t} ORDER BY code COLLATE "C"', t=target) == [("A", 12), ("a", 1)]
+
+
+def test_a_float_watermark_of_a_mysql_table_is_refused_before_anything_changes(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MySQL sends a FLOAT rounded to 6 significant digits: 16777260 arrives as 16777300, the bound
+    of the next run, and a row written then with 16777280 (below it in MySQL) was never copied; a
+    value rounded down was copied again on every run. Both reported success."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    target = f"public.fl_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is real: MySQL sends a FLOAT rounded"):
+        copy(foreign, target, mode="append", watermark_column="w", key_columns=["id"])
+    assert local(pair, "SELECT to_regclass(%s)", (target,)) == [(None,)]
+
+
+def test_mysql_fdw_splits_the_strings_of_an_in_list_at_their_commas(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mysql_fdw's limit, documented in docs/wrappers.md: it sends ``name IN ('Smith, John', 'x')`` as
+    ``IN ('Smith', ' John', 'x')`` (it rewrites the array PostgreSQL makes of the list, splitting
+    at commas), so other rows match. An OR of equalities is sent as written."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, name varchar(40)")
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES (1, 'Smith, John'), (2, 'Smith'), (3, ' John')",
+        database=mariadb.database,
+    )
+    target = f"public.in_{uuid.uuid4().hex[:8]}"
+    copy(foreign, target, mode="replace", where="name IN ('Smith, John', 'x')")
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(2,), (3,)]  # not row 1
+    copy(foreign, target, mode="replace", where="name = 'Smith, John' OR name = 'x'")
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+
+
+def _kill_the_read_once_it_fetches(mariadb: MariaDB, table: str, killed: list[str]) -> None:
+    """KILL the MySQL connection reading ``table`` once its statement has run and its rows are being
+    fetched (between two fetches, as a restart, a failover or a DBA's KILL would)."""
+    deadline = time.monotonic() + 60
+    reader: str | None = None
+    while time.monotonic() < deadline:
+        if reader is None:
+            rows = mariadb.execute(
+                "SELECT id FROM information_schema.PROCESSLIST WHERE user = "
+                f"{quote_string(mariadb.user)} AND info LIKE {quote_string(f'SELECT %{table}%')}"
+            )
+            reader = rows[0][0] if rows else None
+        else:
+            state = mariadb.execute(
+                f"SELECT command, info IS NULL FROM information_schema.PROCESSLIST WHERE id = {reader}"
+            )
+            if not state:
+                return  # the read ended before it could be killed: the test says so
+            command, idle = state[0]
+            if command == "Fetch" or idle == "1":  # executed: its rows are being fetched
+                mariadb.execute(f"KILL CONNECTION {reader}")
+                killed.append(command)
+                return
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("reconnect", [False, True])
+def test_a_mysql_connection_lost_mid_read_fails_the_copy_and_changes_nothing(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, reconnect: bool
+) -> None:
+    """mysql_fdw takes an error while fetching for the end of the table: a KILL of its MySQL
+    connection mid-read ended the load at ~90,000 of 400,000 rows, and the replace swapped them in
+    and reported success (with ``reconnect``, the next statement even ran on a new connection). The
+    provider reads the MySQL session id before and after each load."""
+    table, foreign = mysql_table(
+        mariadb, monkeypatch, "id int PRIMARY KEY, pad varchar(200)", fetch_size=100, reconnect=reconnect
+    )
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_1_to_3", database=mariadb.database
+    )
+    target = f"public.lost_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="replace", fetch_size=100)["rows"] == 3
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
+    )
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
+    killer.start()
+    try:
+        with pytest.raises(
+            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
+        ):
+            copy(foreign, target, mode="replace", fetch_size=100)
+    finally:
+        killer.join()
+    assert killed, "the read was not killed"
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    # the next run reads everything
+    assert copy(foreign, target, mode="replace", fetch_size=100)["rows"] == 400000
+
+
+def test_a_server_without_processlist_copies_with_a_warning(
+    pair: Pair,
+    mariadb: MariaDB,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A MySQL-like server whose session id cannot be read (no information_schema.PROCESSLIST) is
+    still copied from: the log says a lost connection would go unnoticed without verify='count'."""
+    from dataclasses import replace
+
+    caplog.set_level(logging.INFO)
+
+    from airflow_provider_fdw import wrappers
+    from airflow_provider_fdw.compat import sql
+
+    def no_processlist(probe: str, server: str, options: object) -> tuple[sql.Composed, sql.Composed]:
+        create = sql.SQL(
+            "CREATE FOREIGN TABLE pg_temp.{} (id bigint) SERVER {} "
+            "OPTIONS (dbname 'information_schema', table_name 'NO_SUCH_TABLE')"
+        ).format(sql.Identifier(probe), sql.Identifier(server))
+        return create, sql.SQL("SELECT max(id) FROM pg_temp.{}").format(sql.Identifier(probe))
+
+    monkeypatch.setitem(
+        wrappers.WRAPPERS, "mysql_fdw", replace(wrappers.MYSQL_FDW, session_probe=no_processlist)
+    )
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY")
+    mariadb.execute(f"INSERT INTO {table} SELECT seq FROM seq_1_to_10", database=mariadb.database)
+    target = f"public.np_{uuid.uuid4().hex[:8]}"
+    with FdwHook(fdw_conn_id=CONN_ID) as hook:  # twice in one session: the probe table is dropped
+        assert hook.bulk_copy(plan_copy(foreign, target, mode="replace"))["rows"] == 10
+        assert hook.bulk_copy(plan_copy(foreign, target, mode="replace"))["rows"] == 10
+    # (the operators above may have handed the task loggers to structlog, which prints them)
+    logged = caplog.text + "".join(capsys.readouterr())
+    assert "a connection lost during the load would end it silently" in logged
