@@ -319,6 +319,21 @@ def test_a_column_of_another_kind_of_type_on_the_target_is_refused_before_anythi
     assert local(sandbox, "SELECT n FROM {t} WHERE id = 7", t=target) == [(-1,)]
 
 
+def test_a_column_of_a_type_without_a_binary_send_function_is_refused_by_name(sandbox):
+    """aclitem has no send function: the catalog read of the columns' hash kinds dropped the column
+    and the run ended in a KeyError instead of naming it."""
+    src = RemoteTable(
+        sandbox, "mirror", SERVER, "id bigint, a aclitem", remote_columns="id bigint PRIMARY KEY, a aclitem"
+    )
+    src.remote("INSERT INTO {t} SELECT g, makeaclitem(10, 10, 'SELECT', false) FROM generate_series(1, 5) g")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, a aclitem)", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    with pytest.raises(FdwConfigError, match=r"cannot checksum columns \['a'\]"):
+        mirror(Named(src.foreign), target)
+    assert mirror(Named(src.foreign), target, columns=["id"])["unchanged"] == 5
+
+
 def test_a_source_that_is_not_a_foreign_table_is_refused(sandbox):
     """A local table would be read at a new snapshot by each pass of the comparison."""
     source = f"public.ls_{uuid.uuid4().hex[:8]}"

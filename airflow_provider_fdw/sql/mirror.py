@@ -19,7 +19,7 @@ from airflow_provider_fdw.sql.tables import column_list, table_ref
 HASH_KINDS_QUERY = sql.SQL(
     "SELECT a.attname, a.atttypid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
     "  p.provolatile = 'i' "
-    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_proc p ON p.oid = t.typsend "
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
 ROW_ESTIMATE_QUERY = sql.SQL(
