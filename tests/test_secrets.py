@@ -7,7 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -16,13 +20,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident, postgres_connection
+from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident, postgres_connection, wait_until
 
 from airflow_provider_fdw.bulkcopy import PsqlRelay, plan_copy
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.dagrun import run_dag
+from fdw_testing.sample_data import READER, READER_PASSWORD
 
 HOSTILE_PASSWORDS = [
     "Back\\slash-Pw-1",
@@ -199,8 +204,14 @@ def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
                     item.split("=", 1) for item in environ.decode().split("\0") if "=" in item
                 )
         time.sleep(0.05)
-    passfiles = [env.get("PGPASSFILE") for env in seen.values()]
-    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in passfiles if p and os.path.exists(p)}
+    # The child's own view of its passfile (/proc/self/fd/N is the child's inherited descriptor).
+    passfiles = [
+        env["PGPASSFILE"].replace("/proc/self/", f"/proc/{pid}/", 1)
+        for pid, env in seen.items()
+        if env.get("PGPASSFILE")
+    ]
+    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in passfiles if os.path.exists(p)}
+    on_disk = {p: os.readlink(p) if p.startswith("/proc/") else p for p in modes}
     worker.join(60)
     assert result["summary"]["rows"] == 1000
     assert len(seen) == 2, "both psql children observed"
@@ -212,7 +223,9 @@ def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
         ]
         assert "PGPASSFILE" in env
     assert modes and set(modes.values()) == {0o600}
-    assert all(not os.path.exists(p) for p in passfiles if p)  # removed afterwards
+    # unlinked while the children read it (nothing left behind even if the worker is killed) ...
+    assert all(target.endswith(" (deleted)") for target in on_disk.values()), on_disk
+    assert all(not os.path.exists(p) for p in passfiles)  # ... and gone afterwards
 
 
 def test_relay_repr_prints_no_password():
@@ -410,3 +423,245 @@ def test_a_password_the_database_encoding_cannot_hold_is_refused_without_its_byt
     server_log = log.read_bytes()[offset:].decode(errors="replace")
     for shown in (str(raised.value), server_log):
         assert "0xe2" not in shown and "Sekr" not in shown
+
+
+@pytest.fixture(params=["superuser", "etl role"])
+def local_role(request, pair, monkeypatch):
+    """The local connection: the harness's superuser, or a role with only the grants of docs/security.md
+    (whose log_lock_waits and deadlock_timeout, which it may not set, are its defaults)."""
+    if request.param == "superuser":
+        yield "postgres_default", pair.target.superuser
+        return
+    role, password = f"held_etl_{uuid.uuid4().hex[:6]}", "Etl-Local-Pw-1"
+    for statement in (
+        "CREATE ROLE {r} LOGIN PASSWORD {p}",
+        "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {r}",
+        "ALTER ROLE {r} SET log_lock_waits = on",
+        "ALTER ROLE {r} SET deadlock_timeout = '100ms'",
+    ):
+        composed = sql.SQL(statement).format(r=ident(role), p=sql.Literal(password))
+        pair.target.execute(composed, dbname=TARGET_DB)
+    monkeypatch.setenv("AIRFLOW_CONN_HELD_LOCAL", postgres_connection(pair.target, TARGET_DB, role, password))
+    yield "held_local", role
+    pair.target.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=ident(role)), dbname=TARGET_DB)
+
+
+@pytest.mark.parametrize("rotation", [False, True], ids=["create", "rotate"])
+@pytest.mark.parametrize("interruption", ["lock wait logged", "on_kill cancel", "session terminated"])
+def test_a_mapping_statement_held_up_by_another_transaction_leaves_no_password_in_the_server_log(
+    pair, target, server_name, monkeypatch, local_role, rotation, interruption
+):
+    """A DBA's uncommitted change of the same mapping makes the provider's statement wait. Whatever the
+    server reports during that wait (log_lock_waits, the cancel of on_kill or a statement_timeout, the
+    FATAL of pg_terminate_backend: a retry terminating a killed try's sessions) quotes the waiting
+    statement in its CONTEXT, uncaught: the statement that waits must not hold the password."""
+    local_conn_id, role = local_role
+    old, new = "Held-Old-Canary\\'Pw-31c7", "Held-New-Canary\\'Pw-8a0e"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_HELD", fdw_connection(pair, password=old))
+    with FdwHook(fdw_conn_id="fdw_held", postgres_conn_id=local_conn_id) as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        if rotation:
+            hook.create_user_mapping(server_name)
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_HELD", fdw_connection(pair, password=new))
+    log = Path(target.logfile)
+    offset = log.stat().st_size
+    blocker = target.connect(TARGET_DB, autocommit=False)  # the DBA's open transaction
+    change = "ALTER USER MAPPING FOR {} SERVER {} OPTIONS (SET user 'fdw_reader')"
+    if not rotation:
+        change = "CREATE USER MAPPING FOR {} SERVER {} OPTIONS (user 'someone_else')"
+    blocker.cursor().execute(sql.SQL(change).format(ident(role), ident(server_name)))
+    try:
+        with FdwHook(fdw_conn_id="fdw_held", postgres_conn_id=local_conn_id) as hook:
+            pid = hook.session.fetchvalue("backend", sql.SQL("SELECT pg_backend_pid()"))
+            if interruption == "lock wait logged":
+                settings = "SET lock_timeout = '2s'"
+                if role == target.superuser:
+                    settings += "; SET log_lock_waits = on; SET deadlock_timeout = '100ms'"
+                hook.session.execute("settings", sql.SQL(settings))
+
+            def interrupt() -> None:
+                wait_until(
+                    lambda: (
+                        target.execute(
+                            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                        )
+                        == [(True,)]
+                    ),
+                    30,
+                )
+                time.sleep(0.3)
+                if interruption == "on_kill cancel":
+                    hook.cancel()
+                elif interruption == "session terminated":
+                    target.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+            interrupter = threading.Thread(target=interrupt)
+            interrupter.start()
+            with pytest.raises(FdwError) as raised:
+                hook.create_user_mapping(server_name)
+            interrupter.join(30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    message, logged = {
+        "lock wait logged": ("lock timeout", "still waiting for ShareLock"),
+        "on_kill cancel": ("user request", "canceling statement due to user request"),
+        "session terminated": ("administrator command", "FATAL:  terminating connection"),
+    }[interruption]
+    assert message in str(raised.value)
+    time.sleep(0.2)  # the server's log line of a terminated session may come after the client's error
+    server_log = log.read_bytes()[offset:].decode(errors="replace")
+    assert logged in server_log  # the wait was reported ...
+    assert leaked(server_log, new) == [] and leaked(server_log, old) == []  # ... without a password
+    assert leaked(str(raised.value), new) == []
+
+
+KILLED_WORKER = """
+import sys
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+with FdwHook(fdw_conn_id="fdw_source") as hook:
+    hook.bulk_copy(plan_copy(sys.argv[1], sys.argv[2]), direct=True, relay="psql")
+"""
+
+
+def test_a_worker_killed_during_a_psql_copy_leaves_no_password_on_disk(
+    pair, target, sleepy_view, server_name, local_schema, tmp_path
+):
+    """kill -9 (the OOM killer, a zombie task reaped) runs no clean-up: the children's passfiles must
+    not outlive them with the remote's and the local database's passwords in them."""
+    from conftest import REPO, kill_9_when
+
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name 'testviews', table_name 'sleepy_users')"
+        ).format(ident(local_schema, "sleepy_users"), ident(server_name)),
+        dbname=TARGET_DB,
+    )
+    scratch = tmp_path / "worker_tmp"
+    scratch.mkdir()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WORKER, f"{local_schema}.sleepy_users", f"{local_schema}.copy"],
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def both_children_reading() -> bool:
+        found = 0
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            except OSError:
+                continue
+            found += b"psql" in cmdline and local_schema.encode() in cmdline
+        return found >= 2
+
+    kill_9_when(worker, both_children_reading)
+    left = {path: path.read_bytes() for path in scratch.rglob("*") if path.is_file()}
+    for password in (READER_PASSWORD, target.password):
+        assert [str(p) for p, data in left.items() if password.encode() in data] == []
+
+
+@pytest.fixture(scope="module")
+def tracking_everything():
+    """A local server with pg_stat_statements.track = all (nested statements are recorded, their
+    text readable by every member of pg_read_all_stats: a monitoring role with pg_monitor)."""
+    from fdw_testing.pgcluster import create_local_cluster
+
+    base = Path(tempfile.mkdtemp(prefix="fdw-pgss-"))  # the server may run as an unprivileged user
+    cluster = create_local_cluster(
+        "pgss",
+        base,
+        settings={"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"},
+    )
+    cluster.start()
+    try:
+        for statement in (
+            "CREATE EXTENSION pg_stat_statements",
+            "CREATE EXTENSION postgres_fdw",
+            "CREATE ROLE pgss_watcher LOGIN PASSWORD 'Watcher-Pw-1' IN ROLE pg_monitor",
+            "CREATE ROLE pgss_etl LOGIN PASSWORD 'Etl-Pw-1'",
+            "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO pgss_etl",
+        ):
+            cluster.execute(statement)
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("local_role", ["superuser", "granted", "not granted"])
+def test_pg_stat_statements_tracking_nested_statements_never_records_the_password(
+    pair, tracking_everything, server_name, monkeypatch, local_role
+):
+    cluster = tracking_everything
+    login, local_password = (cluster.superuser, cluster.password)
+    if local_role != "superuser":
+        login, local_password = "pgss_etl", "Etl-Pw-1"
+    grant = "{} SET ON PARAMETER pg_stat_statements.track_utility {} pgss_etl"
+    cluster.execute(grant.format(*(("GRANT", "TO") if local_role == "granted" else ("REVOKE", "FROM"))))
+    local_conn = postgres_connection(cluster, "postgres", login, local_password)
+    monkeypatch.setenv("AIRFLOW_CONN_PGSS_LOCAL", local_conn)
+    password = "Tracked-Canary\\'Pw-60d2"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_TRACKED", fdw_connection(pair, password=password))
+    with FdwHook(fdw_conn_id="fdw_tracked", postgres_conn_id="pgss_local") as hook:
+        hook.create_server(server_name)
+        if local_role == "not granted":
+            grant_it = r"GRANT SET ON PARAMETER pg_stat_statements\.track_utility TO pgss_etl"
+            with pytest.raises(FdwError, match=grant_it):
+                hook.create_user_mapping(server_name)
+        else:
+            assert hook.create_user_mapping(server_name) is True
+    watcher = cluster.connect("postgres", "pgss_watcher", "Watcher-Pw-1")
+    try:
+        recorded = [q for (q,) in watcher.execute("SELECT query FROM pg_stat_statements").fetchall()]
+    finally:
+        watcher.close()
+    assert any(server_name in q and "USER MAPPING" in q for q in recorded)  # tracked (the rehearsal) ...
+    assert [q for q in recorded if leaked(q, password)] == []  # ... never with the password
+    mapped = cluster.execute(
+        "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s AND usename = %s", (server_name, login)
+    )
+    assert mapped == ([] if local_role == "not granted" else [([f"user={READER}", f"password={password}"],)])
+
+
+def test_an_event_trigger_logging_ddl_never_logs_the_password(pair, target, server_name, monkeypatch):
+    """A DBA's DDL audit (an event trigger that RAISEs LOG) fires inside the statement that sets the
+    password: the server log gets no CONTEXT line quoting it."""
+    password = "Audited-Canary\\'Pw-2f9b"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_AUDITED", fdw_connection(pair, password=password))
+    trigger = f"ddl_audit_{uuid.uuid4().hex[:6]}"
+    target.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE LOG 'ddl audit: %', tg_tag; END $$"
+        ).format(ident("public", trigger)),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_end EXECUTE FUNCTION {}()").format(
+            ident(trigger), ident("public", trigger)
+        ),
+        dbname=TARGET_DB,
+    )
+    log = Path(target.logfile)
+    offset = log.stat().st_size
+    try:
+        with FdwHook(fdw_conn_id="fdw_audited") as hook:
+            hook.ensure_extension()
+            hook.create_server(server_name)
+            assert hook.create_user_mapping(server_name) is True
+    finally:
+        target.execute(sql.SQL("DROP EVENT TRIGGER {}").format(ident(trigger)), dbname=TARGET_DB)
+        target.execute(sql.SQL("DROP FUNCTION {}()").format(ident("public", trigger)), dbname=TARGET_DB)
+    server_log = log.read_bytes()[offset:].decode(errors="replace")
+    assert "ddl audit: CREATE USER MAPPING" in server_log  # the audit logged the statement ...
+    assert leaked(server_log, password) == []  # ... without quoting the password

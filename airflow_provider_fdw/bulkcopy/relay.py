@@ -39,7 +39,8 @@ class PsqlRelay:
     in-process relay's speed, which pays a Python call per row). Used when ``psql`` is on the PATH.
 
     Secrets never reach a command line (visible in ``ps``) nor an environment (``/proc/PID/environ``):
-    each child reads its password from a private 0600 passfile (``PGPASSFILE``) removed when it ends,
+    each child reads its password from a private 0600 passfile (``PGPASSFILE``), unlinked before the
+    child starts where it can read it through an inherited descriptor (:meth:`_env`),
     and gets a minimal environment (no ``AIRFLOW_CONN_*``, no ``PG*`` of the worker). Children die
     with the worker (``PR_SET_PDEATHSIG``) and are recorded in ``scope`` so ``on_kill`` stops them.
     """
@@ -59,24 +60,32 @@ class PsqlRelay:
         load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
         local = {**self.local, "application_name": load_name}
         with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
-            remote_env = self._env(self.remote, os.path.join(private, "remote.pgpass"))
-            local_env = self._env(local, os.path.join(private, "local.pgpass"))
-            out = self._start(
-                self._command(self.remote, [*first, out_statement], quiet=bool(first)),
-                remote_env,
-                None,
-                subprocess.PIPE,
-            )
-            assert out.stdout is not None and out.stderr is not None  # both are pipes
+            remote_env, remote_fd = self._env(self.remote, os.path.join(private, "remote.pgpass"))
             try:
-                # not quiet: its "COPY n" tag on stdout is the row count
-                load = self._start(
-                    self._command(local, load_statements), local_env, out.stdout, subprocess.PIPE
-                )
+                local_env, local_fd = self._env(local, os.path.join(private, "local.pgpass"))
             except BaseException:
-                out.kill()
-                out.wait()
+                _close(remote_fd)
                 raise
+            try:
+                out = self._start(
+                    self._command(self.remote, [*first, out_statement], quiet=bool(first)),
+                    remote_env,
+                    None,
+                    subprocess.PIPE,
+                    remote_fd,
+                )
+                assert out.stdout is not None and out.stderr is not None  # both are pipes
+                try:
+                    # not quiet: its "COPY n" tag on stdout is the row count
+                    load_command = self._command(local, load_statements)
+                    load = self._start(load_command, local_env, out.stdout, subprocess.PIPE, local_fd)
+                except BaseException:
+                    out.kill()
+                    out.wait()
+                    raise
+            finally:  # each child has its own copy of its passfile's descriptor
+                _close(remote_fd)
+                _close(local_fd)
             out.stdout.close()  # the load child holds the pipe now: a dead reader means EOF there
             stop = threading.Event()
             watcher = threading.Thread(
@@ -155,7 +164,7 @@ class PsqlRelay:
                 conn.close()
 
     def _start(
-        self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any
+        self, command: list[str], env: dict[str, str], stdin: Any, stdout: Any, passfile_fd: int | None
     ) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(
             command,
@@ -164,6 +173,7 @@ class PsqlRelay:
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=stdout is subprocess.PIPE and stdin is not None,
+            pass_fds=() if passfile_fd is None else (passfile_fd,),
             **_die_with_parent(),
         )
         if self.scope is not None:
@@ -181,16 +191,41 @@ class PsqlRelay:
         return [SETPRIV, "--pdeathsig", "KILL", "--", *command] if SETPRIV else command
 
     @staticmethod
-    def _env(params: dict[str, Any], passfile: str) -> dict[str, str]:
-        """Only what psql needs: PATH, locale, HOME (for ~/.postgresql certificates), a passfile."""
+    def _env(params: dict[str, Any], passfile: str) -> tuple[dict[str, str], int | None]:
+        """Only what psql needs: PATH, locale, HOME (for ~/.postgresql certificates), a passfile; and
+        the passfile's descriptor for the child to inherit, when there is one.
+
+        Where ``/proc/self/fd`` exists the passfile is unlinked as soon as written: the child reads
+        it through its inherited descriptor (``PGPASSFILE=/proc/self/fd/N``, a plain 0600 file to
+        libpq), so no password stays on disk even when the worker is killed (``kill -9`` runs no
+        clean-up). Elsewhere the file stays in the private directory until the copy ends."""
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
         env = {k: os.environ[k] for k in keep if k in os.environ}
-        if params.get("password"):
-            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n")
-            env["PGPASSFILE"] = passfile
-        return env
+        if not params.get("password"):
+            return env, None
+        line = ":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n"
+        fd = os.open(passfile, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, line.encode())
+            if not os.path.isdir(PROC_FDS):
+                os.close(fd)
+                env["PGPASSFILE"] = passfile
+                return env, None
+            os.unlink(passfile)
+        except BaseException:
+            _close(fd)
+            raise
+        env["PGPASSFILE"] = f"{PROC_FDS}/{fd}"
+        return env, fd
+
+
+PROC_FDS = "/proc/self/fd"  # Linux: a child reopens an inherited descriptor's file by this path
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with suppress(OSError):
+            os.close(fd)
 
 
 def _pgpass_escape(value: str) -> str:
