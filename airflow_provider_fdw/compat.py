@@ -32,6 +32,7 @@ __all__ = [
     "USE_PSYCOPG3",
     "CompatConnection",
     "DriverError",
+    "Fragment",
     "backend_pid",
     "copy_between",
     "copy_from_bytes",
@@ -42,6 +43,7 @@ __all__ = [
     "server_unavailable",
     "server_version",
     "sql",
+    "with_params",
 ]
 
 
@@ -54,6 +56,36 @@ class CompatConnection(Protocol):
     def close(self) -> None: ...
     def __enter__(self) -> Any: ...
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any: ...
+
+
+class Fragment(sql.SQL):
+    """SQL text spelled from names rather than written as a template: a type as ``format_type()``
+    writes it (``"my%type"``, ``numeric(12,2)``). :func:`with_params` doubles its ``%`` as it does an
+    identifier's; in a plain ``sql.SQL`` they are placeholders."""
+
+
+def with_params(statement: Any, params: Any, context: Any) -> Any:
+    """``statement`` as it must be handed to ``cursor.execute`` with ``params`` (either driver).
+
+    Run with parameters (any, even empty; None: not), a statement is parsed by the driver, and every
+    ``%`` in it is a placeholder or ``%%``, also inside a quoted identifier or literal: sql.Identifier
+    and sql.Literal quote a name or value but leave its ``%`` alone, so a column ``wm%b`` failed the
+    statement ("only '%s', '%b', '%t' are allowed") and one named ``a%s`` took a parameter's place.
+    PostgreSQL allows such names. So a composed statement is rendered here (``context``: connection
+    or cursor) with the ``%`` of its Identifier, Literal and :class:`Fragment` parts doubled, the driver
+    turning them back into one; its ``sql.SQL`` template parts (where ``%s``, ``%(name)s`` and ``%%``
+    are written as such) and Placeholders are left as they are. Without parameters, or for a
+    statement already a string, nothing changes."""
+    if params is None or not isinstance(statement, sql.Composable):
+        return statement
+    return _bindable(statement, context)
+
+
+def _bindable(part: Any, context: Any) -> str:
+    if isinstance(part, sql.Composed):
+        return "".join(_bindable(p, context) for p in part)
+    text = str(part.as_string(context))
+    return text.replace("%", "%%") if isinstance(part, (sql.Identifier, sql.Literal, Fragment)) else text
 
 
 def error_fields(exc: BaseException) -> dict[str, Any]:

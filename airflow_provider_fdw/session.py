@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
-from airflow_provider_fdw.compat import DriverError, backend_pid, copy_from_bytes, error_fields, sql
+from airflow_provider_fdw.compat import (
+    DriverError,
+    backend_pid,
+    copy_from_bytes,
+    error_fields,
+    sql,
+    with_params,
+)
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 
 T = TypeVar("T")
@@ -85,8 +92,8 @@ class LocalSession:
             raise self.error(step, exc) from None
         if not quiet:
             self.log.info("%s: %s", step, self.redact(self.render(statement)))
-        try:
-            cur.execute(statement, params)
+        try:  # names and literals holding % must not read as placeholders (compat.with_params)
+            cur.execute(with_params(statement, params, self.conn), params)
         except DriverError as exc:
             raise self.error(step, exc) from None
         return cur

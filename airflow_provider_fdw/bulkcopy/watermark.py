@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.compat import Fragment, sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
@@ -197,7 +197,7 @@ def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Com
         "AND watermark_column = %s AND target_oid = %s::oid "
         "AND target_filenode IS NOT DISTINCT FROM {}) AS r"
     ).format(
-        _lowered("v", overlap), sql.SQL(type_sql), sql.Identifier(*state), storage(sql.SQL("target_oid"))
+        _lowered("v", overlap), Fragment(type_sql), sql.Identifier(*state), storage(sql.SQL("target_oid"))
     )
 
 
@@ -215,7 +215,7 @@ def record_statement(
         "RETURNING CAST(s.watermark AS {type})"
     ).format(
         state=sql.Identifier(*state),
-        type=sql.SQL(type_sql),
+        type=Fragment(type_sql),
         column=sql.Identifier(column),
         staging=sql.Identifier(*staging),
         storage=storage(sql.SQL("%(oid)s::oid")),
