@@ -197,6 +197,34 @@ def wait_until(condition, limit: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def users_foreign_table(
+    target: Any, conn_id: str, server_name: str, schema: str, remote_schema: str, remote_table: str
+) -> str:
+    """A server (and user mapping) the provider makes from ``conn_id``, and in a new ``schema`` a
+    foreign table ``(id bigint, email text, created_at timestamptz)`` over the remote's
+    ``remote_schema.remote_table`` (a users table or one of its slow views); its name."""
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(fdw_conn_id=conn_id) as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        hook.create_user_mapping(server_name)
+    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(schema)), dbname=TARGET_DB)
+    target.execute(
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
+            "OPTIONS (schema_name {}, table_name {})"
+        ).format(
+            ident(schema, remote_table),
+            ident(server_name),
+            sql.Literal(remote_schema),
+            sql.Literal(remote_table),
+        ),
+        dbname=TARGET_DB,
+    )
+    return f"{schema}.{remote_table}"
+
+
 def kill_9_when(worker: subprocess.Popen, ready, limit: float = 60.0) -> None:
     """Wait until ``ready()``, then ``kill -9`` the worker (the test fails with the worker's stderr if
     it ended first)."""

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SOURCE_DB, TARGET_DB, ident, kill_9_when, wait_until
+from conftest import REPO, SOURCE_DB, TARGET_DB, ident, kill_9_when, users_foreign_table, wait_until
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -55,18 +55,7 @@ def set_delay(source, seconds: float) -> None:
 @pytest.fixture
 def slow_table(pair, slow_source, target, server_name, local_schema):
     """A foreign table over the slow view, on a server created by the provider; delay on."""
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name)
-    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
-    target.execute(
-        sql.SQL(
-            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'testviews', table_name 'slow_users')"
-        ).format(ident(local_schema, "slow_users"), ident(server_name)),
-        dbname=TARGET_DB,
-    )
+    users_foreign_table(target, "fdw_source", server_name, local_schema, "testviews", "slow_users")
     set_delay(slow_source, ROW_DELAY)
     yield f"{local_schema}.slow_users"
     set_delay(slow_source, 0)

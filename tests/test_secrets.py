@@ -20,7 +20,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import SOURCE_DB, TARGET_DB, fdw_connection, ident, postgres_connection, wait_until
+from conftest import (
+    SOURCE_DB,
+    TARGET_DB,
+    fdw_connection,
+    ident,
+    postgres_connection,
+    users_foreign_table,
+    wait_until,
+)
 
 from airflow_provider_fdw.bulkcopy import PsqlRelay, plan_copy
 from airflow_provider_fdw.compat import sql
@@ -164,18 +172,7 @@ def sleepy_view(pg_pair):
 def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
     pair, target, sleepy_view, server_name, local_schema
 ):
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name)
-    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
-    target.execute(
-        sql.SQL(
-            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'testviews', table_name 'sleepy_users')"
-        ).format(ident(local_schema, "sleepy_users"), ident(server_name)),
-        dbname=TARGET_DB,
-    )
+    users_foreign_table(target, "fdw_source", server_name, local_schema, "testviews", "sleepy_users")
     assert any(k.startswith("AIRFLOW_CONN_") for k in os.environ)  # the worker has them ...
     result: dict[str, object] = {}
 
@@ -533,18 +530,7 @@ def test_a_worker_killed_during_a_psql_copy_leaves_no_password_on_disk(
     not outlive them with the remote's and the local database's passwords in them."""
     from conftest import REPO, kill_9_when
 
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name)
-    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)), dbname=TARGET_DB)
-    target.execute(
-        sql.SQL(
-            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'testviews', table_name 'sleepy_users')"
-        ).format(ident(local_schema, "sleepy_users"), ident(server_name)),
-        dbname=TARGET_DB,
-    )
+    users_foreign_table(target, "fdw_source", server_name, local_schema, "testviews", "sleepy_users")
     scratch = tmp_path / "worker_tmp"
     scratch.mkdir()
     worker = subprocess.Popen(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident
+from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident, users_foreign_table
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -71,19 +71,7 @@ def tarpit_conns(pair, tarpit, monkeypatch) -> Tarpit:
 
 def tarpit_foreign_table(target, server_name: str, schema: str) -> str:
     """A server on the tarpit (created without the check) and a foreign table on it."""
-    with FdwHook(fdw_conn_id="fdw_tarpit") as hook:
-        hook.ensure_extension()
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name)
-    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(schema)), dbname=TARGET_DB)
-    target.execute(
-        sql.SQL(
-            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name 'users')"
-        ).format(ident(schema, "users"), ident(server_name)),
-        dbname=TARGET_DB,
-    )
-    return f"{schema}.users"
+    return users_foreign_table(target, "fdw_tarpit", server_name, schema, "app", "users")
 
 
 def test_create_server_check_fails_in_bounded_time_against_a_tarpit(tarpit_conns, server_name):
@@ -145,19 +133,7 @@ def test_second_copy_of_the_same_target_waits_a_bounded_time_and_names_the_holde
 
 def tarpit_foreign_table_on_source(target, server_name: str, schema: str) -> str:
     """A working foreign table (server on the real source) for tests that need the copy to start."""
-    with FdwHook(fdw_conn_id="fdw_source") as hook:
-        hook.ensure_extension()
-        hook.create_server(server_name)
-        hook.create_user_mapping(server_name)
-    target.execute(sql.SQL("CREATE SCHEMA {}").format(ident(schema)), dbname=TARGET_DB)
-    target.execute(
-        sql.SQL(
-            "CREATE FOREIGN TABLE {} (id bigint, email text, created_at timestamptz) SERVER {} "
-            "OPTIONS (schema_name 'app', table_name 'users')"
-        ).format(ident(schema, "users"), ident(server_name)),
-        dbname=TARGET_DB,
-    )
-    return f"{schema}.users"
+    return users_foreign_table(target, "fdw_source", server_name, schema, "app", "users")
 
 
 @pytest.mark.parametrize("hung", ["replica", "primary"])
