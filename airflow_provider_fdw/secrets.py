@@ -17,8 +17,8 @@ never travels in SQL text at all:
    ``log_error_verbosity`` is ``terse`` while it runs, where the role may set it (superusers; else
    ``GRANT SET ON PARAMETER log_error_verbosity``): what the server logs meanwhile (an event
    trigger's ``RAISE LOG``) has no ``CONTEXT`` line quoting the statement. A cancel
-   (``statement_timeout``, ``on_kill``) is caught and re-raised the same way: ``WHEN OTHERS`` alone
-   does not catch it.
+   (``statement_timeout``, ``on_kill``) and a failed ``ASSERT`` (an event trigger's password policy)
+   are caught and re-raised the same way: ``WHEN OTHERS`` alone does not catch them.
 
 Anything the server reports while the statement with the password runs carries it in a
 ``CONTEXT: SQL statement "…"`` line, caught or not: a lock wait logged by ``log_lock_waits``, a
@@ -26,6 +26,11 @@ Anything the server reports while the statement with the password runs carries i
 placeholder, in a savepoint rolled back at once (a rehearsal): its waits for other transactions
 (a DBA's uncommitted ``ALTER USER MAPPING``, a concurrent ``CREATE``) and its errors (no such
 role, permission denied, an option missing) happen there, where the context shows the placeholder.
+Its locks go with its savepoint, though: a change of the same mapping begun in between would make
+the statement with the password wait. So that statement runs with a ``lock_timeout`` shorter than
+``deadlock_timeout`` (half of it, at most 50 ms: it gives up before ``log_lock_waits`` reports
+anything), and when it gives up the runner waits with the placeholder statement instead (in a
+subtransaction it undoes) and tries again.
 
 Every name is qualified (``pg_temp.``, ``pg_catalog.``) and the function runs with its own
 ``search_path``: a table or function of the same name that another role put earlier in the task
@@ -58,6 +63,7 @@ CREATE_RUNNER = q.sql.SQL(
     "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fdw$ "
     "DECLARE state text; detail text; hint text; message text; plain text; muted boolean := false; "
     "  verbosity text := pg_catalog.current_setting('log_error_verbosity'); terse boolean := false; "
+    "  quick integer; waits integer := 0; patience text := pg_catalog.current_setting('lock_timeout'); "
     "BEGIN "
     "  BEGIN "  # the conversion's own error would quote the password's bytes
     "    SELECT pg_catalog.convert_from(pg_catalog.decode(h.secret, 'hex'), 'UTF8') INTO STRICT plain "
@@ -92,15 +98,39 @@ CREATE_RUNNER = q.sql.SQL(
     "    EXCEPTION WHEN insufficient_privilege THEN NULL; "
     "    END; "
     "  END IF; "
-    "  EXECUTE pg_catalog.replace(statement, pg_catalog.quote_literal(placeholder), "
-    "    pg_catalog.quote_literal(plain)); "
+    # The rehearsal's locks went with its savepoint: a change of the same mapping begun since then
+    # would make the statement with the password wait, and log_lock_waits quote it. It gives up
+    # before deadlock_timeout (when that wait is logged) and the wait happens with the placeholder.
+    "  quick := GREATEST(1, LEAST(50, pg_catalog.floor(pg_catalog.date_part('epoch', "
+    "    pg_catalog.current_setting('deadlock_timeout')::pg_catalog.interval) * 500)))::integer; "
+    "  LOOP "
+    "    BEGIN "
+    "      PERFORM pg_catalog.set_config('lock_timeout', quick::text || 'ms', true); "
+    "      EXECUTE pg_catalog.replace(statement, pg_catalog.quote_literal(placeholder), "
+    "        pg_catalog.quote_literal(plain)); "
+    "      PERFORM pg_catalog.set_config('lock_timeout', patience, true); "
+    "      EXIT; "
+    "    EXCEPTION WHEN lock_not_available THEN "
+    "      waits := waits + 1; "
+    "      IF waits > 10 THEN "
+    "        RAISE EXCEPTION USING ERRCODE = 'lock_not_available', MESSAGE = 'the user mapping kept being "
+    "changed by other transactions: gave up after 10 waits'; "
+    "      END IF; "
+    "    END; "
+    "    BEGIN "  # wait there with the placeholder (the session's own lock_timeout), then undo it
+    "      EXECUTE statement; "
+    "      RAISE EXCEPTION USING ERRCODE = 'FDW00'; "
+    "    EXCEPTION WHEN SQLSTATE 'FDW00' THEN NULL; "
+    "    END; "
+    "  END LOOP; "
     "  IF terse THEN "
     "    PERFORM pg_catalog.set_config('log_error_verbosity', verbosity, true); "
     "  END IF; "
     "  IF muted THEN "
     "    PERFORM pg_catalog.set_config('pg_stat_statements.track_utility', 'on', true); "
     "  END IF; "
-    "EXCEPTION WHEN OTHERS OR query_canceled THEN "  # OTHERS alone lets a cancel through, with the context
+    # OTHERS alone lets a cancel and a failed ASSERT (a DBA's event trigger) through, with the context
+    "EXCEPTION WHEN OTHERS OR query_canceled OR assert_failure THEN "
     "  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, message = MESSAGE_TEXT, "
     "    detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT; "
     "  RAISE EXCEPTION USING ERRCODE = state, MESSAGE = message, DETAIL = detail, HINT = hint; "

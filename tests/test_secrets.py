@@ -651,3 +651,353 @@ def test_an_event_trigger_logging_ddl_never_logs_the_password(pair, target, serv
     server_log = log.read_bytes()[offset:].decode(errors="replace")
     assert "ddl audit: CREATE USER MAPPING" in server_log  # the audit logged the statement ...
     assert leaked(server_log, password) == []  # ... without quoting the password
+
+
+@pytest.mark.parametrize("rotation", [False, True], ids=["create", "rotate"])
+def test_a_lock_taken_between_the_rehearsal_and_the_statement_leaves_no_password_in_the_server_log(
+    pair, target, server_name, monkeypatch, rotation
+):
+    """The rehearsal's locks go with its savepoint: a DBA's change of the same mapping that starts
+    right after it makes the statement with the password wait. A role that may not set
+    log_error_verbosity (the documented grants) logs that wait (log_lock_waits) with a CONTEXT line
+    quoting the statement: it must not wait there, but wait again with the placeholder."""
+    from airflow_provider_fdw import secrets
+
+    role, local_password = f"race_etl_{uuid.uuid4().hex[:6]}", "Etl-Race-Pw-1"
+    for statement in (
+        "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+        "CREATE ROLE {r} LOGIN PASSWORD {p}",
+        "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {r}",
+        "ALTER ROLE {r} SET log_lock_waits = on",
+        "ALTER ROLE {r} SET deadlock_timeout = '100ms'",
+    ):
+        composed = sql.SQL(statement).format(r=ident(role), p=sql.Literal(local_password))
+        target.execute(composed, dbname=TARGET_DB)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RACE_LOCAL", postgres_connection(target, TARGET_DB, role, local_password)
+    )
+    old, new = "Race-Old-Canary\\'Pw-4b1e", "Race-New-Canary\\'Pw-c93d"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_RACE", fdw_connection(pair, password=old))
+    blocker = target.connect(TARGET_DB, autocommit=False)  # the DBA's transaction
+    try:
+        with FdwHook(fdw_conn_id="fdw_race", postgres_conn_id="race_local") as hook:
+            hook.ensure_extension()
+            hook.create_server(server_name)
+            if rotation:
+                hook.create_user_mapping(server_name)
+        monkeypatch.setenv("AIRFLOW_CONN_FDW_RACE", fdw_connection(pair, password=new))
+        change = "ALTER USER MAPPING FOR {} SERVER {} OPTIONS (SET user 'fdw_reader')"
+        if not rotation:
+            change = "CREATE USER MAPPING FOR {} SERVER {} OPTIONS (user 'someone_else')"
+        original, started = secrets.rehearse, []
+
+        def rehearse_then_dba_starts(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            if not started:  # the DBA's change starts now, and ends 1.5 s later
+                started.append(True)
+                blocker.cursor().execute(sql.SQL(change).format(ident(role), ident(server_name)))
+                threading.Timer(1.5, blocker.rollback).start()
+
+        monkeypatch.setattr(secrets, "rehearse", rehearse_then_dba_starts)
+        log = Path(target.logfile)
+        offset = log.stat().st_size
+        with FdwHook(fdw_conn_id="fdw_race", postgres_conn_id="race_local") as hook:
+            assert hook.create_user_mapping(server_name) is True
+        server_log = log.read_bytes()[offset:].decode(errors="replace")
+        options = target.execute(
+            "SELECT umoptions FROM pg_user_mappings WHERE srvname = %s", (server_name,), dbname=TARGET_DB
+        )
+    finally:
+        time.sleep(1.6)
+        blocker.close()
+        target.execute(
+            sql.SQL("DROP SERVER IF EXISTS {} CASCADE").format(ident(server_name)), dbname=TARGET_DB
+        )
+        target.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=ident(role)), dbname=TARGET_DB)
+    assert "still waiting for ShareLock" in server_log  # the wait was logged ...
+    quoting = [line for line in server_log.splitlines() if "Canary" in line]
+    assert leaked(server_log, new) == [] and leaked(server_log, old) == [], quoting  # ... without a password
+    assert options == [([f"user={READER}", f"password={new}"],)]  # and the mapping was set after the wait
+
+
+def passfile_fds(pid: int | str = "self") -> list[str]:
+    """The passfiles a process holds open (by their unlinked names)."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with_name = ""
+        try:
+            with_name = os.readlink(fd)
+        except OSError:
+            continue
+        if ".pgpass" in with_name:
+            found.append(with_name)
+    return found
+
+
+@pytest.fixture
+def relay_role(target):
+    roles = []
+
+    def make(password: str) -> dict:
+        role = f"relay_{uuid.uuid4().hex[:6]}"
+        target.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident(role), sql.Literal(password)))
+        roles.append(role)
+        return target.conninfo(TARGET_DB, role, password)
+
+    yield make
+    for role in roles:
+        target.execute(sql.SQL("DROP ROLE {}").format(ident(role)))
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec"])
+@pytest.mark.parametrize("proc_fds", [True, False], ids=["proc fd", "file"])
+@pytest.mark.parametrize(
+    "password",
+    [" Lead:Back\\slash*Star:* ", "*:*:*:*:" + "Long-" * 600, "#Hash\\:\\\\"],
+    ids=["colon backslash star spaces", "very long", "hash"],
+)
+def test_psql_relay_passes_hostile_passwords_through_its_passfile(
+    relay_role, password, setpriv, proc_fds, monkeypatch
+):
+    from airflow_provider_fdw.bulkcopy import relay as relay_module
+
+    if not setpriv:
+        monkeypatch.setattr(relay_module, "SETPRIV", None)
+    if not proc_fds:
+        monkeypatch.setattr(relay_module, "PROC_FDS", "/nonexistent/fd")
+    params = relay_role(password)
+    psql = shutil.which("psql")
+    assert psql is not None
+    before = passfile_fds()
+    rows = PsqlRelay(psql, params, params).copy(
+        "COPY (SELECT g FROM generate_series(1, 7) g) TO STDOUT",
+        ["CREATE TEMPORARY TABLE relayed (g integer)", "COPY relayed FROM STDIN"],
+    )
+    assert rows == 7
+    assert passfile_fds() == before  # no descriptor left open in the worker
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec"])
+def test_parallel_psql_children_each_hold_only_their_own_passfile(relay_role, setpriv, monkeypatch):
+    from airflow_provider_fdw.bulkcopy import relay as relay_module
+
+    if not setpriv:
+        monkeypatch.setattr(relay_module, "SETPRIV", None)
+    psql = shutil.which("psql")
+    assert psql is not None
+    tag = uuid.uuid4().hex[:8]
+    ranges = 6
+    params = [relay_role(f"Parallel-{i}-Pw-{tag}") for i in range(ranges)]
+    results: dict[int, Any] = {}
+
+    def copy(i: int) -> None:
+        try:
+            slow = f"SELECT g FROM generate_series(1, {i + 1}) g, pg_sleep(1.5) WHERE '{tag}' <> ''"
+            results[i] = PsqlRelay(psql, params[i], params[i]).copy(
+                f"COPY ({slow}) TO STDOUT",
+                ["CREATE TEMPORARY TABLE relayed (g integer)", "COPY relayed FROM STDIN"],
+            )
+        except BaseException as exc:  # reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=copy, args=(i,)) for i in range(ranges)]
+    for t in threads:
+        t.start()
+    held: dict[int, list[str]] = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(held) < 2 * ranges and any(t.is_alive() for t in threads):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in held:
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"psql" in cmdline and (tag.encode() in cmdline or b"relayed" in cmdline):
+                try:
+                    exe = os.readlink(entry / "exe")
+                except OSError:
+                    continue
+                if exe.endswith("psql"):  # past setpriv's exec
+                    held[int(entry.name)] = passfile_fds(entry.name)
+        time.sleep(0.02)
+    for t in threads:
+        t.join(30)
+    assert results == {i: i + 1 for i in range(ranges)}
+    assert len(held) == 2 * ranges
+    assert all(len(files) == 1 for files in held.values()), held
+    assert passfile_fds() == []
+
+
+@pytest.mark.parametrize("setpriv", [True, False], ids=["setpriv", "preexec"])
+def test_a_psql_that_cannot_start_leaves_no_passfile_descriptor_open(relay_role, setpriv, monkeypatch):
+    from airflow_provider_fdw.bulkcopy import relay as relay_module
+
+    if not setpriv:
+        monkeypatch.setattr(relay_module, "SETPRIV", None)
+    params = relay_role("Missing-Psql-Pw-1")
+    before = passfile_fds()
+    with pytest.raises((FdwError, OSError)):
+        PsqlRelay("/nonexistent/bin/psql", params, params).copy(
+            "COPY (SELECT 1) TO STDOUT",
+            ["CREATE TEMPORARY TABLE relayed (g integer)", "COPY relayed FROM STDIN"],
+        )
+    assert passfile_fds() == before
+
+
+def test_an_assertion_failing_in_a_ddl_trigger_leaves_no_password_in_the_server_log(
+    pair, target, server_name, monkeypatch
+):
+    """A DBA's password policy (an event trigger that ASSERTs the length of a mapping's password)
+    passes the rehearsal (the placeholder is long) and fails the statement with the password: an
+    ASSERT's assert_failure is not caught by WHEN OTHERS, and its CONTEXT quotes the statement."""
+    password = "Short\\'Canary-7d"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_POLICY", fdw_connection(pair, password=password))
+    trigger = f"pw_policy_{uuid.uuid4().hex[:6]}"
+    target.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS $$ "
+            "BEGIN ASSERT NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger_ddl_commands() c "
+            "  JOIN pg_catalog.pg_user_mapping m ON m.oid = c.objid, pg_catalog.unnest(m.umoptions) o "
+            "  WHERE o LIKE 'password=%' AND pg_catalog.length(o) < 9 + 40), "
+            "'mapping passwords have 40 characters at least'; END $$"
+        ).format(ident("public", trigger)),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL(
+            "CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ('CREATE USER MAPPING', "
+            "'ALTER USER MAPPING') EXECUTE FUNCTION {}()"
+        ).format(ident(trigger), ident("public", trigger)),
+        dbname=TARGET_DB,
+    )
+    log = Path(target.logfile)
+    offset = log.stat().st_size
+    try:
+        with FdwHook(fdw_conn_id="fdw_policy") as hook:
+            hook.ensure_extension()
+            hook.create_server(server_name)
+            with pytest.raises(FdwError, match="40 characters at least") as raised:
+                hook.create_user_mapping(server_name)
+    finally:
+        target.execute(sql.SQL("DROP EVENT TRIGGER {}").format(ident(trigger)), dbname=TARGET_DB)
+        target.execute(sql.SQL("DROP FUNCTION {}()").format(ident("public", trigger)), dbname=TARGET_DB)
+    server_log = log.read_bytes()[offset:].decode(errors="replace")
+    assert "40 characters at least" in server_log  # the failure was logged ...
+    quoting = [line for line in server_log.splitlines() if "Canary" in line]
+    assert leaked(server_log, password) == [], quoting  # ... without the password
+    assert leaked(str(raised.value), password) == []
+
+
+CLOSED_STD_FD_WORKER = """
+import json, shutil, sys, traceback
+from airflow_provider_fdw.bulkcopy import PsqlRelay
+params, report = json.loads(sys.argv[1]), sys.argv[2]
+try:
+    rows = PsqlRelay(shutil.which("psql"), params, params).copy(
+        "COPY (SELECT g FROM generate_series(1, 3) g) TO STDOUT",
+        ["CREATE TEMPORARY TABLE relayed (g integer)", "COPY relayed FROM STDIN"],
+    )
+    outcome = f"rows={rows}"
+except BaseException:
+    outcome = traceback.format_exc()
+with open(report, "w") as f:
+    f.write(outcome)
+"""
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
+def test_a_worker_without_a_standard_descriptor_still_hands_psql_its_passfile(relay_role, closed, tmp_path):
+    """A worker started with a standard descriptor closed (a daemon) gets a passfile there: the
+    child's own stdin/stdout/stderr replace it before psql reads PGPASSFILE=/proc/self/fd/N."""
+    from conftest import REPO
+
+    params = relay_role("Closed-Std-Fd-Pw-1")
+    report = tmp_path / "report"
+    subprocess.run(
+        [sys.executable, "-c", CLOSED_STD_FD_WORKER, json.dumps(params), str(report)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=lambda: os.close(closed),
+        timeout=60,
+        check=False,
+    )
+    assert report.read_text() == "rows=3"
+
+
+@pytest.mark.parametrize("interruption", ["statement_timeout", "on_kill cancel"])
+def test_a_cancel_while_the_statement_with_the_password_runs_logs_no_password_verbosely(
+    pair, target, server_name, monkeypatch, local_role, interruption
+):
+    """A DDL trigger that is slow only in the statement with the password (the rehearsal is quick):
+    the cancel lands there, with log_error_verbosity = verbose for the role."""
+    local_conn_id, role = local_role
+    password = "Verbose-Cancel-Canary\\'Pw-1e0f"
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_SLOWDDL", fdw_connection(pair, password=password))
+    trigger = f"slow_ddl_{uuid.uuid4().hex[:6]}"
+    target.execute(
+        sql.SQL(
+            "CREATE FUNCTION {}() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF pg_catalog.current_query() LIKE '%fdw_run_with_secret%' THEN PERFORM pg_catalog.pg_sleep(5); "
+            "END IF; END $$"
+        ).format(ident("public", trigger)),
+        dbname=TARGET_DB,
+    )
+    target.execute(
+        sql.SQL(
+            "CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ('CREATE USER MAPPING') "
+            "EXECUTE FUNCTION {}()"
+        ).format(ident(trigger), ident("public", trigger)),
+        dbname=TARGET_DB,
+    )
+    target.execute(sql.SQL("ALTER ROLE {} SET log_error_verbosity = verbose").format(ident(role)))
+    log = Path(target.logfile)
+    offset = log.stat().st_size
+    try:
+        with FdwHook(fdw_conn_id="fdw_slowddl", postgres_conn_id=local_conn_id) as hook:
+            hook.ensure_extension()
+            hook.create_server(server_name)
+            pid = hook.session.fetchvalue("backend", sql.SQL("SELECT pg_backend_pid()"))
+            if interruption == "statement_timeout":
+                hook.session.execute("settings", sql.SQL("SET statement_timeout = '1500ms'"))
+
+            def interrupt() -> None:
+                wait_until(
+                    lambda: (
+                        target.execute(
+                            "SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                        )
+                        == [(True,)]
+                    ),
+                    30,
+                )
+                if interruption == "on_kill cancel":
+                    hook.cancel()
+
+            interrupter = threading.Thread(target=interrupt)
+            interrupter.start()
+            with pytest.raises(FdwError, match="canceling statement") as raised:
+                hook.create_user_mapping(server_name)
+            interrupter.join(30)
+    finally:
+        target.execute(sql.SQL("ALTER ROLE {} RESET log_error_verbosity").format(ident(role)))
+        target.execute(sql.SQL("DROP EVENT TRIGGER {}").format(ident(trigger)), dbname=TARGET_DB)
+        target.execute(sql.SQL("DROP FUNCTION {}()").format(ident("public", trigger)), dbname=TARGET_DB)
+    server_log = log.read_bytes()[offset:].decode(errors="replace")
+    assert "canceling statement" in server_log
+    quoting = [line for line in server_log.splitlines() if "Canary" in line]
+    assert leaked(server_log, password) == [], quoting
+    assert leaked(str(raised.value), password) == []
+
+
+def test_the_runners_settings_do_not_outlive_it_in_the_callers_transaction(pair, server_name, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_FDW_SETTINGS", fdw_connection(pair, password="Settings-Pw-1"))
+    names = ("log_error_verbosity", "lock_timeout", "search_path")
+    with FdwHook(fdw_conn_id="fdw_settings") as hook:
+        hook.ensure_extension()
+        hook.create_server(server_name)
+        s = hook.session
+        show = sql.SQL("SELECT pg_catalog.current_setting(%s)")
+        with s.transaction():
+            before = [s.fetchvalue("show", show, (name,)) for name in names]
+            assert hook.create_user_mapping(server_name) is True
+            assert [s.fetchvalue("show", show, (name,)) for name in names] == before

@@ -3,6 +3,7 @@ process (:func:`copy_stream`); and the server's own message out of a failed ``ps
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -204,7 +205,7 @@ class PsqlRelay:
         if not params.get("password"):
             return env, None
         line = ":".join(["*", "*", "*", "*", _pgpass_escape(str(params["password"]))]) + "\n"
-        fd = os.open(passfile, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = _above_standard_fds(os.open(passfile, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             os.write(fd, line.encode())
             if not os.path.isdir(PROC_FDS):
@@ -220,6 +221,18 @@ class PsqlRelay:
 
 
 PROC_FDS = "/proc/self/fd"  # Linux: a child reopens an inherited descriptor's file by this path
+
+
+def _above_standard_fds(fd: int) -> int:
+    """``fd``, or a copy of it numbered 3 or more: a worker started with stdin, stdout or stderr
+    closed gets its passfile there, and the child's own standard streams would replace it before
+    psql reads ``/proc/self/fd/N`` (a pipe, not the passfile: no password supplied)."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
 
 
 def _close(fd: int | None) -> None:
