@@ -108,6 +108,17 @@ def read_relation(s: LocalSession, name: QualifiedName, what: str = "relation") 
     return Relation(name, oid, relkind, owner, comment, server_name, parse_options(ftoptions), wrapper)
 
 
+def foreign_reads(s: LocalSession, table: Table) -> list[tuple[str, str]]:
+    """The (foreign-data wrapper, server) of each foreign table a read of ``table`` reads: its own, or
+    those of the foreign tables a view reads and of foreign partitions or inheritance children."""
+    if table.is_foreign:
+        relation = table.relation
+        return [(relation.wrapper, relation.server_name)] if relation.wrapper and relation.server_name else []
+    return [
+        (w, srv) for w, srv in s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (table.oid,))
+    ]
+
+
 def read_oid(s: LocalSession, name: QualifiedName, what: str) -> int:
     """The OID of a relation that must exist (a clear error if it does not)."""
     relation = read_relation(s, name, what)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from airflow_provider_fdw import sql as q
@@ -74,8 +74,21 @@ def server_options(
     return desired
 
 
-def create_server(s: LocalSession, wrapper: Wrapper, server_name: str, desired: Mapping[str, str]) -> bool:
-    """Create the foreign server, or converge an existing one's options; whether anything changed."""
+def create_server(
+    s: LocalSession,
+    wrapper: Wrapper,
+    server_name: str,
+    desired: Mapping[str, str],
+    new_server_only: Collection[str] = (),
+    log: Any = None,
+) -> bool:
+    """Create the foreign server, or converge an existing one's options; whether anything changed.
+
+    ``new_server_only``: options of ``desired`` that are defaults for a new server, not added to an
+    existing server without them (a warning says so): mysql_fdw's ``init_command`` sets the sessions'
+    time zone, and adding it to a server in use shifts every TIMESTAMP value it reads, so a watermark
+    taken before compares with values shown in another zone (rows skipped or copied again).
+    """
     with s.transaction():
         lock_object(s, "server", server_name)
         row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server_name,))
@@ -89,7 +102,21 @@ def create_server(s: LocalSession, wrapper: Wrapper, server_name: str, desired: 
                 f"not {wrapper.name}.",
                 step="read server",
             )
-        statement = q.alter_server(server_name, parse_options(current_options), dict(desired))
+        current = parse_options(current_options)
+        kept = {k: v for k, v in desired.items() if k in new_server_only and k not in current}
+        if kept:
+            desired = {k: v for k, v in desired.items() if k not in kept}
+            if log is not None:
+                log.warning(
+                    "Server %r has no %s: left so. The default (%s) is given to new servers only: on a "
+                    "server in use it would change the time zone its sessions show TIMESTAMP values in, "
+                    "and an incremental copy's watermark with them (rows skipped or copied again). Set "
+                    "it in the connection (or options=) once such copies are re-based.",
+                    server_name,
+                    ", ".join(kept),
+                    ", ".join(f"{k} {v!r}" for k, v in kept.items()),
+                )
+        statement = q.alter_server(server_name, current, dict(desired))
         if statement is None:
             return False
         s.execute(f"converge server {server_name!r}", statement)

@@ -55,6 +55,11 @@ class Wrapper:
         binary columns then counts the source by default (``verify="count"``).
     :param rounded_types: imported types whose values arrive rounded (type -> why): a watermark of such
         a type is refused, its bound not being a value the remote holds (rows skipped or copied again).
+    :param rounded_remote_types: remote column types (as the remote's catalog names them, lower case)
+        whose values arrive rounded whatever type the foreign table declares (type -> why), read by
+        ``column_type_probe``: a watermark of such a column is refused as for ``rounded_types``.
+    :param column_type_probe: composes a session-local foreign table and a read of the remote types of
+        one column (options ``dbname``, ``table_name``, ``column_name``), or None.
     :param session_probe: composes a session-local foreign table and a read of the id of the remote
         session the wrapper's cached connection is in, or None. Given when a read ends silently, as if
         the table ended, when the remote connection is lost mid-read (mysql_fdw takes a fetch error
@@ -85,6 +90,8 @@ class Wrapper:
     ends_reads_at_big_binary_values: bool = False
     compares_text_in_its_collation: bool = False
     rounded_types: Mapping[str, str] = field(default_factory=dict)
+    rounded_remote_types: Mapping[str, str] = field(default_factory=dict)
+    column_type_probe: Probe | None = None
     session_probe: Probe | None = None
     probe: Probe | None = None
     docs_url: str = ""
@@ -325,6 +332,27 @@ def _mysql_session_probe(
     return create, read
 
 
+def _mysql_column_type_probe(
+    probe: str, server: str, options: Mapping[str, str]
+) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over ``information_schema.COLUMNS`` and a read of the MySQL type
+    (``DATA_TYPE``) of the column ``options`` names (``dbname``, ``table_name``, ``column_name``)."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, "
+        "data_type text) SERVER {} OPTIONS (dbname 'information_schema', table_name 'COLUMNS')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL(
+        "SELECT pg_catalog.lower(data_type) FROM pg_temp.{} "
+        "WHERE table_schema = {} AND table_name = {} AND column_name = {}"
+    ).format(
+        sql.Identifier(probe),
+        sql.Literal(options["dbname"]),
+        sql.Literal(options["table_name"]),
+        sql.Literal(options["column_name"]),
+    )
+    return create, read
+
+
 MYSQL_FDW = Wrapper(
     name="mysql_fdw",
     conn_type="mysql_fdw",
@@ -366,6 +394,11 @@ MYSQL_FDW = Wrapper(
     rounded_types={
         "real": "MySQL sends a FLOAT rounded to 6 significant digits (16777260 arrives as 16777300)"
     },
+    rounded_remote_types={
+        "float": "MySQL sends a FLOAT rounded to 6 significant digits (16777260 arrives as 16777300), "
+        "whatever type the foreign table declares"
+    },
+    column_type_probe=_mysql_column_type_probe,
     probe=_mysql_probe,
     session_probe=_mysql_session_probe,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",

@@ -21,7 +21,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
-from fdw_testing.mariadb import MariaDB, quote_string
+from fdw_testing.mariadb import MariaDB, MariaDBError, quote_string
 from fdw_testing.pgcluster import Pair
 
 CONN_ID = "mysql_session"
@@ -274,13 +274,17 @@ def _kill_the_read_once_it_fetches(mariadb: MariaDB, table: str, killed: list[st
             state = mariadb.execute(
                 f"SELECT command, info IS NULL FROM information_schema.PROCESSLIST WHERE id = {reader}"
             )
-            if not state:
-                return  # the read ended before it could be killed: the test says so
-            command, idle = state[0]
+            command, idle = state[0] if state else (None, None)
             if command == "Fetch" or idle == "1":  # executed: its rows are being fetched
-                mariadb.execute(f"KILL CONNECTION {reader}")
-                killed.append(command)
-                return
+                try:
+                    mariadb.execute(f"KILL CONNECTION {reader}")
+                except MariaDBError:  # gone meanwhile: it was not the load's read (a test's own query)
+                    command = None
+                else:
+                    killed.append(command)
+                    return
+            if command is None:  # another statement than the load's, now ended: look again
+                reader = None
         time.sleep(0.005)
 
 
@@ -354,3 +358,204 @@ def test_a_server_without_processlist_copies_with_a_warning(
     # (the operators above may have handed the task loggers to structlog, which prints them)
     logged = caplog.text + "".join(capsys.readouterr())
     assert "a connection lost during the load would end it silently" in logged
+
+
+def test_an_existing_server_keeps_its_time_zone_when_converged(
+    pair: Pair,
+    mariadb: MariaDB,
+    monkeypatch: pytest.MonkeyPatch,
+    server_time_zone: None,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server made before the UTC default (no init_command) read TIMESTAMPs in MariaDB's zone
+    (+02:00), and the watermark of an append is the max() of the values it read so. Converging it
+    (the DAG's CreateForeignServerOperator, after the upgrade) added the default init_command: the
+    next row, written an hour after the last, showed as 11:00 UTC, below the bound 12:00, and the
+    append reported 0 rows, as would every row of the next two hours. A server's existing sessions
+    keep their zone (a warning says how to opt in); a new server reads in UTC."""
+    caplog.set_level(logging.WARNING)
+    mariadb.execute("SET GLOBAL time_zone = '+02:00'")
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, ts timestamp(6) NULL")
+    server = local(
+        pair,
+        "SELECT s.srvname FROM pg_foreign_table f JOIN pg_foreign_server s ON s.oid = f.ftserver "
+        "WHERE f.ftrelid = %s::regclass",
+        (foreign,),
+    )[0][0]
+    local(pair, "ALTER SERVER {s} OPTIONS (DROP init_command)", s=server)  # as the previous release made it
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (1, '2024-06-01 10:00:00')", database=mariadb.database
+    )
+    target = f"public.up_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="append", watermark_column="ts", key_columns=["id"])["rows"] == 1
+    mariadb.execute(
+        IN_UTC + f"INSERT INTO {table} VALUES (2, '2024-06-01 11:00:00')", database=mariadb.database
+    )
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id=CONN_ID).execute({})
+    assert copy(foreign, target, mode="append", watermark_column="ts", key_columns=["id"])["rows"] == 1
+    assert [i for i, _ in _events(pair, target)] == [1, 2]
+    # (the operators may have handed the task loggers to structlog, which prints them)
+    assert "has no init_command: left so" in caplog.text + "".join(capsys.readouterr())
+
+
+def _reading(pair: Pair, foreign: str, columns: str, how: str) -> str:
+    """A local relation reading ``foreign`` (``columns``: its columns): a view (a user's renaming or
+    filtering view over an imported table) or a partitioned table with it as its partition."""
+    name = f"public.{how[0]}_{uuid.uuid4().hex[:8]}"
+    if how == "view":
+        local(pair, "CREATE VIEW {v} AS SELECT * FROM {f}", v=name, f=foreign)
+    else:
+        local(pair, "CREATE TABLE {p} (" + columns + ") PARTITION BY RANGE (id)", p=name)
+        local(
+            pair,
+            "ALTER TABLE {p} ATTACH PARTITION {f} FOR VALUES FROM (MINVALUE) TO (MAXVALUE)",
+            p=name,
+            f=foreign,
+        )
+    return name
+
+
+@pytest.mark.parametrize("how", ["view", "partitioned"])
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_a_character_watermark_of_a_view_over_a_mysql_table_is_refused(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, mode: str, how: str
+) -> None:
+    """The refusal looked at the source's own wrapper only: a view over the imported table (or a
+    partitioned table with it as a partition) has none, yet its watermark bound is pushed through it
+    to mysql_fdw and compared by MySQL, case-insensitively: 'B' was read again on every run (an
+    append failed on its duplicate key each time, an upsert rewrote it), a new 'a ' never read."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, code varchar(20) NOT NULL")
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 'B'), (2, 'a')", database=mariadb.database)
+    view = _reading(pair, foreign, "id int NOT NULL, code varchar(20) NOT NULL", how)
+    target = f"public.cv_{uuid.uuid4().hex[:8]}"
+    assert copy(view, target, mode="replace", key_columns=["id"])["rows"] == 2
+    mariadb.execute(f"INSERT INTO {table} VALUES (3, 'a ')", database=mariadb.database)
+    keys = {"key_columns": ["id"]} if mode == "upsert" else {}
+    with pytest.raises(FdwConfigError, match=r"watermark_column code .* compares text in its own collation"):
+        copy(view, target, mode=mode, watermark_column="code", **keys)
+    assert local(pair, "SELECT id, code FROM {t} ORDER BY id", t=target) == [(1, "B"), (2, "a")]
+    copy(view, target, mode=mode, watermark_column="id", **keys)
+    assert local(pair, "SELECT id, code FROM {t} ORDER BY id", t=target) == [(1, "B"), (2, "a"), (3, "a ")]
+
+
+@pytest.mark.parametrize("how", ["view", "partitioned"])
+def test_a_mysql_connection_lost_mid_read_of_a_view_fails_the_copy(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The session watch looked at the source's own wrapper only: a replace from a view over the
+    imported table (or a partitioned table with it as a partition) whose MySQL connection was killed
+    mid-read swapped in the rows read so far and reported success."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, pad varchar(200)", fetch_size=100)
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_1_to_3", database=mariadb.database
+    )
+    view = _reading(pair, foreign, "id int NOT NULL, pad varchar(200)", how)
+    target = f"public.lv_{uuid.uuid4().hex[:8]}"
+    assert copy(view, target, mode="replace", fetch_size=100)["rows"] == 3
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
+    )
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
+    killer.start()
+    try:
+        with pytest.raises(
+            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
+        ):
+            copy(view, target, mode="replace", fetch_size=100)
+    finally:
+        killer.join()
+    assert killed, "the read was not killed"
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+
+
+def test_a_float_watermark_declared_double_precision_is_refused(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal read the type the foreign table declares: a MySQL FLOAT declared double precision
+    (ALTER FOREIGN TABLE … TYPE, or a foreign table made by hand) still arrives rounded to 6
+    significant digits, 16777260 as 16777300: a row written then with 16777280 was never copied and
+    the append reported 0 rows. The remote column's type is read too."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
+    local(pair, "ALTER FOREIGN TABLE {f} ALTER COLUMN w TYPE double precision", f=foreign)
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    target = f"public.fd_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="replace")["rows"] == 1
+    mariadb.execute(f"INSERT INTO {table} VALUES (2, 16777280)", database=mariadb.database)
+    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is a FLOAT on the remote: MySQL sends"):
+        copy(foreign, target, mode="append", watermark_column="w")
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+    # a DOUBLE (or any other remote type) declared double precision is not refused
+    local(pair, "ALTER TABLE {t} ADD COLUMN d double precision", t=target)
+    mariadb.execute(f"ALTER TABLE {table} ADD COLUMN d double", database=mariadb.database)
+    mariadb.execute(f"UPDATE {table} SET d = id", database=mariadb.database)
+    local(pair, "ALTER FOREIGN TABLE {f} ADD COLUMN d double precision", f=foreign)
+    local(pair, "UPDATE {t} SET d = id", t=target)
+    assert copy(foreign, target, mode="append", watermark_column="d", key_columns=["id"])["rows"] == 1
+
+
+def test_a_character_watermark_of_a_materialized_view_over_a_mysql_table_is_not_refused(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A materialized view reads its own rows, compared by PostgreSQL: its character watermark is
+    not the remote's comparison and is not refused (only a view reading a foreign table is)."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, code varchar(20) NOT NULL")
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 'B'), (2, 'a')", database=mariadb.database)
+    view = f"public.mv_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE MATERIALIZED VIEW {v} AS SELECT * FROM {f}", v=view, f=foreign)
+    target = f"public.cm_{uuid.uuid4().hex[:8]}"
+    assert copy(view, target, mode="replace", key_columns=["id"])["rows"] == 2
+    mariadb.execute(f"INSERT INTO {table} VALUES (3, 'a ')", database=mariadb.database)
+    local(pair, "REFRESH MATERIALIZED VIEW {v}", v=view)
+    copy(view, target, mode="upsert", watermark_column="code", key_columns=["id"])
+    assert local(pair, "SELECT id, code FROM {t} ORDER BY id", t=target) == [(1, "B"), (2, "a"), (3, "a ")]
+
+
+def test_a_connection_lost_before_the_load_still_has_the_load_watched(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's MySQL connection, used earlier and since dropped (wait_timeout, a restart), made
+    the first read of the session id fail: mysql_fdw then drops the connection, and the watch took the
+    failure for "the remote cannot say" and let the load run unwatched on the next connection, whose
+    loss mid-read ended the load silently (a replace swapped in part of the rows). The read is
+    retried once, on the new connection, before the watch gives up."""
+    from airflow_provider_fdw.bulkcopy import load
+    from airflow_provider_fdw.compat import sql
+
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, pad varchar(200)", fetch_size=100)
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_1_to_400000", database=mariadb.database
+    )
+    schema, name = foreign.split(".")
+    original = load.RemoteSessionWatch.start.__func__  # type: ignore[attr-defined]
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
+
+    def after_an_idle_timeout(cls, s, *args):  # the connection was used, then MySQL dropped it
+        s.fetchall(
+            "use the connection",
+            sql.SQL("SELECT id FROM {}.{} LIMIT 1").format(sql.Identifier(schema), sql.Identifier(name)),
+        )
+        for (idle,) in mariadb.execute(
+            "SELECT id FROM information_schema.PROCESSLIST WHERE command = 'Sleep' AND user = "
+            + quote_string(mariadb.user)
+        ):
+            mariadb.execute(f"KILL CONNECTION {idle}")
+        killer.start()  # only the load's read is left to find
+        return original(cls, s, *args)
+
+    monkeypatch.setattr(load.RemoteSessionWatch, "start", classmethod(after_an_idle_timeout))
+    target = f"public.lb_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE TABLE {t} (id int PRIMARY KEY, pad varchar(200))", t=target)
+    local(pair, "INSERT INTO {t} VALUES (1, 'old')", t=target)
+    try:
+        with pytest.raises(
+            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
+        ):
+            copy(foreign, target, mode="replace", fetch_size=100)
+    finally:
+        if killer.is_alive():
+            killer.join()
+    assert killed, "the read was not killed"
+    assert local(pair, "SELECT id, pad FROM {t}", t=target) == [(1, "old")]

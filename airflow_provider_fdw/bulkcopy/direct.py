@@ -51,6 +51,19 @@ PINNED_SETTINGS = (
     ("extra_float_digits", "3"),
 )
 FIRST_NON_BUILTIN_OID = 10000  # types below keep their OID on every server (binary COPY embeds OIDs)
+
+
+# Built-in types whose VALUES are OIDs of objects (q.OBJECT_REFERENCE_TYPES: an object's name in
+# text, its OID in binary): the remote's OIDs are not the local objects', so they travel as text
+# (printed under the pinned search_path, read by the local input function), as postgres_fdw reads
+# them. Arrays of them too.
+def binary_safe(type_oid: int, qualified_name: str) -> bool:
+    """Whether a value of this local type carries the same meaning in binary on any server."""
+    schema, _, name = qualified_name.partition(".")
+    reference = schema == "pg_catalog" and name.removeprefix("_") in q.OBJECT_REFERENCE_TYPES
+    return type_oid < FIRST_NON_BUILTIN_OID and not reference
+
+
 _LIBPQ_DEFAULTS = {"port": "5432"}
 
 
@@ -364,7 +377,7 @@ def plan_direct(
             "conditions are evaluated on the remote, where these columns have other types: "
             + ", ".join(f"{c} is {differ[c][0]} there, {differ[c][1]} here" for c in unequal)
         )
-    binary = not differ and all(local_types[c][0] < FIRST_NON_BUILTIN_OID for c in columns)
+    binary = not differ and all(binary_safe(local_types[c][0], local_types[c][3]) for c in columns)
     if binary:
         log.info("Direct COPY of %s: binary (every remote type is the declared type).", plan.source)
     else:
@@ -372,7 +385,7 @@ def plan_direct(
         why += [
             f"{c} is {local_types[c][2]}"
             for c in columns
-            if c not in differ and local_types[c][0] >= FIRST_NON_BUILTIN_OID
+            if c not in differ and not binary_safe(local_types[c][0], local_types[c][3])
         ]
         log.info(
             "Direct COPY of %s: text, read by the declared types' input functions like postgres_fdw (%s).",

@@ -20,12 +20,13 @@ from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
-from airflow_provider_fdw.catalog import Table, read_table
+from airflow_provider_fdw.catalog import Table, foreign_reads, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_not_truncated
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
+from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import WRAPPERS, reads_postgres
 
@@ -88,25 +89,66 @@ def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column
     A column whose values arrive rounded (mysql_fdw's ``real``, a MySQL FLOAT): the bound is the
     rounded value, above or below the one MySQL holds, so later rows are skipped or rows copied again.
     """
-    wrapper = WRAPPERS.get(source.relation.wrapper or "")
-    if wrapper is None:
-        return
+    # a view over such a foreign table (or a table with such foreign partitions) passes the bound to it
+    wrappers = [w for w in (WRAPPERS.get(fdw) for fdw, _ in foreign_reads(s, source)) if w is not None]
     type_sql = source.columns[column].type_sql
-    if type_sql in wrapper.rounded_types:
+    for wrapper in wrappers:
+        if type_sql in wrapper.rounded_types:
+            raise FdwConfigError(
+                f"watermark_column {column} of {name} is {type_sql}: {wrapper.rounded_types[type_sql]}, "
+                "so its bound is not a value the remote holds and rows would be skipped or copied again. "
+                "Use an exact column (integer, decimal, date or time). Nothing was changed."
+            )
+    rounded = remote_column_types(s, source, column)
+    if rounded:
+        remote_type, why = rounded[0]
         raise FdwConfigError(
-            f"watermark_column {column} of {name} is {type_sql}: {wrapper.rounded_types[type_sql]}, so "
-            "its bound is not a value the remote holds and rows would be skipped or copied again. Use an "
+            f"watermark_column {column} of {name} is a {remote_type.upper()} on the remote: {why}, so its "
+            "bound is not a value the remote holds and rows would be skipped or copied again. Use an "
             "exact column (integer, decimal, date or time). Nothing was changed."
         )
-    if not wrapper.compares_text_in_its_collation:
+    collating = next((w for w in wrappers if w.compares_text_in_its_collation), None)
+    if collating is None:
         return
     if s.fetchvalue("check watermark type", q.COLLATABLE_COLUMN_QUERY, (source.oid, column)):
         raise FdwConfigError(
-            f"watermark_column {column} of {name} is {source.columns[column].type_sql}: {wrapper.name} "
+            f"watermark_column {column} of {name} is {source.columns[column].type_sql}: {collating.name} "
             "sends the watermark bound to the remote, which compares text in its own collation (MySQL's "
             "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
             "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
         )
+
+
+def remote_column_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:
+    """The remote types of a foreign table's column that its wrapper rounds (type, why), read from the
+    remote's catalog (empty when the wrapper has no such probe or the remote cannot say)."""
+    relation = source.relation
+    wrapper = WRAPPERS.get(relation.wrapper or "")
+    if (
+        wrapper is None
+        or wrapper.column_type_probe is None
+        or wrapper.remote_table_options is None
+        or relation.server_name is None
+    ):
+        return []
+    database_option, table_option = wrapper.remote_table_options
+    if database_option not in relation.options:
+        return []
+    names = {
+        "dbname": relation.options[database_option],
+        "table_name": relation.options.get(table_option, relation.name.name),
+        "column_name": source.columns[column].remote_name,
+    }
+    probe = bounded_name("fdw_type", relation.name.name)
+    create, read = wrapper.column_type_probe(probe, relation.server_name, names)
+    step = "read the watermark column's remote type"
+    try:
+        types = s.in_savepoint(step, lambda: (s.execute(step, create, quiet=True), s.fetchall(step, read))[1])
+    except FdwError:  # the remote cannot say: the declared type was checked
+        return []
+    s.execute(step, q.drop_remote_probe(probe), quiet=True)
+    rounded = wrapper.rounded_remote_types
+    return [(t, rounded[t]) for t in sorted({t for (t,) in types if t in rounded})]
 
 
 def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:

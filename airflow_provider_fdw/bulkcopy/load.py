@@ -19,7 +19,7 @@ from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.catalog import read_oid
+from airflow_provider_fdw.catalog import foreign_reads, read_oid
 from airflow_provider_fdw.compat import backend_pid, sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
@@ -312,10 +312,15 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
                 q.create_temp_foreign_table(read_from.name, source.server_name, defs, options),
                 quiet=True,
             )
-        watch = RemoteSessionWatch.start(s, source.relation.wrapper, source.server_name, p.source, copy.log)
+        # every server read: a view's foreign tables, a partitioned table's foreign partitions too
+        watches = [
+            watch
+            for wrapper, server in foreign_reads(s, source)
+            if (watch := RemoteSessionWatch.start(s, wrapper, server, p.source, copy.log)) is not None
+        ]
         cur = s.execute(f"load {staging}", q.insert_select(staging, run.columns, read_from, conditions))
         rows = int(cur.rowcount)
-        if watch is not None:
+        for watch in watches:
             watch.check(rows)
         run.verifier.add_source(s, read_from, conditions)  # same transaction: same remote snapshot
         if source.is_foreign:
@@ -395,16 +400,23 @@ class RemoteSessionWatch:
         wrapper = WRAPPERS.get(wrapper_name or "")
         if wrapper is None or wrapper.session_probe is None or server is None:
             return None
-        probe = bounded_name("fdw_session", source.name)
+        probe = bounded_name("fdw_session", server, source.name)
         create, read = wrapper.session_probe(probe, server, {})
         s.execute("create remote session probe", create, quiet=True)
         step = "read the remote session before the load"
-        try:
-            before = s.in_savepoint(step, lambda: s.fetchvalue(step, read))
-        except FdwError as exc:  # a MySQL-like server without information_schema.PROCESSLIST
-            before, why = None, str(exc)
-        else:  # no row names the read: the remote did not evaluate its condition, nothing to compare
-            why = "the remote did not report its session"
+        before, why = None, ""
+        # Twice when the read fails: a connection dropped since its last use (wait_timeout, a
+        # restart) fails it, and mysql_fdw then drops the connection; the load would run on the next
+        # one, which the second read watches. Failing twice: a MySQL-like server without
+        # information_schema.PROCESSLIST.
+        for _ in range(2):
+            try:
+                before = s.in_savepoint(step, lambda: s.fetchvalue(step, read))
+            except FdwError as exc:
+                why = str(exc)
+                continue
+            why = "the remote did not report its session"  # no row names the read
+            break
         if before is None:
             log.warning(
                 "%s: %s; a connection lost during the load would end it silently (verify='count' "

@@ -51,6 +51,7 @@ from airflow_provider_fdw.bulkcopy.apply import choose_key
 from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT, TRANSPORTS
 from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, apply_differences, bucket_differences
 from airflow_provider_fdw.bulkcopy.mirror_compare import (
+    OID_LEVEL,
     Bucketing,
     Buckets,
     HashBuckets,
@@ -330,7 +331,8 @@ class Mirror:
                 side[key[0]].type_sql in ("smallint", "integer", "bigint")
                 for side in (source_columns, target_columns)
             )
-            self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate, listable)
+            max_level = OID_LEVEL if kinds[key[0]] == "oid" else 62
+            self.buckets: Bucketing = RangeBuckets(key[0], low, high, estimate, listable, max_level)
         else:
             self.buckets = HashBuckets(key, kinds, estimate)
         direct = None

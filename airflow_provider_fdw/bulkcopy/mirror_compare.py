@@ -28,6 +28,7 @@ MAX_RANGES = 64  # up to this many key ranges are read through the index, more b
 # lookup each: 100,000 keys of a 10M-row table in 0.5-0.7 s against 1.5-3 s for the filtered pass).
 MAX_KEYS = 200_000
 INT8_MAX = (1 << 63) - 1
+OID_LEVEL = 32  # ranges of an oid key: at most 2^32 values, the whole of the oid type
 
 Buckets = dict[int, tuple[int, Any]]  # bucket -> (rows, sum of row hashes)
 
@@ -146,9 +147,18 @@ class RangeBuckets(Bucketing):
     keys share a bucket (cheap to group), and a finer level reads its ranges through the key's index."""
 
     def __init__(
-        self, column: str, low: int | None, high: int | None, rows: float, listable: bool = False
+        self,
+        column: str,
+        low: int | None,
+        high: int | None,
+        rows: float,
+        listable: bool = False,
+        max_level: int = 62,
     ) -> None:
         self.column = column
+        # An oid key (0 … 2^32 - 1): a range of more than 2^32 values reaches past the largest oid,
+        # and the bound of such a range, compared with the key, is cast to oid ("OID out of range").
+        self.max_level = max_level
         # The key is int2/int4/int8 (an int8[] of its values is compared through its index; not oid).
         self.listable = listable
         span = (high - low + 1) if low is not None and high is not None else 0
@@ -159,8 +169,8 @@ class RangeBuckets(Bucketing):
     def first_for(self, per_bucket: int) -> int:
         """The level whose ranges of key values hold about ``per_bucket`` rows."""
         if self.density <= 0:
-            return 62  # an empty target: one bucket, fetched whole
-        return max(0, min(62, round(math.log2(max(per_bucket / self.density, 1)))))
+            return self.max_level  # an empty target: one bucket, fetched whole
+        return max(0, min(self.max_level, round(math.log2(max(per_bucket / self.density, 1)))))
 
     def step(self, level: int) -> int | None:
         return None if level <= self.leaf else max(self.leaf, level - SPLIT_BITS)
@@ -292,7 +302,15 @@ def check_target_kinds(
     a value is hashed as its type stores it (a timestamp and a timestamptz, a numeric and an integer,
     a real and a double differ), so such a column would differ on every run, or its hash not run.
     ``types``: the source's and the target's columns (:func:`read_columns`); ``tables``: their names."""
-    target_kinds = kinds_of(s, target_oid, list(kinds))
+    target_kinds = kinds_of(s, target_oid, list(kinds), domains=True)
+    loose = [name for name in kinds if name in target_kinds.nondeterministic]
+    if loose:
+        raise FdwConfigError(
+            f"mode='mirror' cannot compare columns {loose} of {tables[1]}: their collation is "
+            "nondeterministic, under which text is hashed by its sort key (equal for values that differ, "
+            "and never as the source hashes it), so every run would fail its check. Give them a "
+            "deterministic collation, leave them out with columns=, or use mode='replace'."
+        )
     differing = [name for name, kind in kinds.items() if target_kinds[name] != kind]
     if differing:
         (source_types, target_types), (source, target) = types, tables
@@ -308,12 +326,21 @@ def check_target_kinds(
         )
 
 
-def kinds_of(s: LocalSession, oid: int, columns: Sequence[str]) -> dict[str, str | None]:
-    """How each column of the relation ``oid`` is hashed; None where no way fits."""
-    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, (oid,))}
-    kinds: dict[str, str | None] = {}
+class Kinds(dict[str, str | None]):
+    """How each column is hashed (None where no way fits), and which have a nondeterministic collation."""
+
+    nondeterministic: frozenset[str] = frozenset()
+
+
+def kinds_of(s: LocalSession, oid: int, columns: Sequence[str], domains: bool = False) -> Kinds:
+    """How each column of the relation ``oid`` is hashed; None where no way fits. ``domains``: a
+    domain column is hashed as its base type (on the target: the expression hashes the value the
+    domain stores), else it fits no way."""
+    params = {"oid": oid, "domains": domains}
+    info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, params)}
+    kinds = Kinds()
     for name in columns:
-        builtin, typname, typlen, send, immutable = info[name]
+        builtin, typname, typlen, send, immutable, _ = info[name]
         if builtin and typname in INTEGERS:
             kinds[name] = "oid" if typname == "oid" else "int"
         elif builtin and typname in TEXTS:
@@ -322,10 +349,11 @@ def kinds_of(s: LocalSession, oid: int, columns: Sequence[str]) -> dict[str, str
             kinds[name] = "exact"
         elif builtin and typname in ("bool", "numeric", "uuid"):
             kinds[name] = typname
-        elif builtin and immutable and 0 < typlen <= BYTES_MAX:
+        elif builtin and immutable and 0 < typlen <= BYTES_MAX and typname not in q.OBJECT_REFERENCE_TYPES:
             kinds[name] = f"bytes:{typlen}:{send}"
         else:
             kinds[name] = None
+    kinds.nondeterministic = frozenset(name for name in columns if not info[name][-1])
     return kinds
 
 

@@ -114,16 +114,17 @@ class Verifier:
                 }
                 self.columns = []
                 for name in columns:
-                    builtin, send, immutable, textlike = info[name]
-                    if builtin and (immutable or textlike):
+                    builtin, send, immutable, textlike, typname = info[name]
+                    if builtin and (immutable or textlike) and typname not in q.OBJECT_REFERENCE_TYPES:
                         self.columns.append((name, None if textlike else send))
                     else:
                         self.not_covered.append(name)
                 if self.not_covered:
                     self.log.warning(
                         "verify='checksum' covers %d of %d columns: %s cannot be checksummed on the remote "
-                        "(types that are not built in, or whose binary form is not immutable: arrays, enums, "
-                        "domains, composites); they are verified by the row count only",
+                        "(types that are not built in, or whose binary form is not immutable or is not "
+                        "their value: arrays, enums, domains, composites, regclass …); they are verified "
+                        "by the row count only",
                         len(self.columns),
                         len(columns),
                         ", ".join(self.not_covered),

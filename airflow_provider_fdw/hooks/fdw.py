@@ -197,7 +197,8 @@ class FdwHook(PostgresHook):
         """
         check_identifier(server_name, "server_name")
         desired = self.server_options(options)  # loads the remote first: its password is a session secret
-        return servers.create_server(self.session, self.wrapper, server_name, desired)
+        new_only: frozenset[str] = getattr(self.remote, "new_server_only", frozenset()) - set(options or {})
+        return servers.create_server(self.session, self.wrapper, server_name, desired, new_only, self.log)
 
     def drop_server(self, server_name: str, cascade: bool = False) -> bool:
         """``DROP SERVER IF EXISTS`` (with its user mappings and, with ``cascade``, foreign tables).

@@ -44,6 +44,9 @@ class MySqlRemote:
     password: str | None = field(default=None, repr=False)
     database: str | None = None
     wrapper: Wrapper = field(default=MYSQL_WRAPPER, repr=False)
+    # Defaults given to a new server only: an existing server without them keeps its sessions as they
+    # are (init_command's time zone: adding it shifts every TIMESTAMP value, and a watermark with them).
+    new_server_only: frozenset[str] = frozenset()
 
     def user_mapping_options(self) -> dict[str, str]:
         return self.wrapper.user_mapping(self.user, self.password)
@@ -70,12 +73,14 @@ def mysql_remote_from_connection(conn: Any) -> MySqlRemote:
         options[key] = value
     options.setdefault("character_set", DEFAULT_CHARACTER_SET)
     # TIMESTAMP values (and the watermark bounds compared with them) in UTC, whatever the server's zone
+    new_server_only = frozenset() if "init_command" in options else frozenset({"init_command"})
     options.setdefault("init_command", DEFAULT_INIT_COMMAND)
     return MySqlRemote(
         server_options=MYSQL_WRAPPER.check_server_options(options, where),
         user=conn.login or None,
         password=conn.password or None,
         database=conn.schema or None,
+        new_server_only=new_server_only,
     )
 
 

@@ -31,6 +31,7 @@ from airflow_provider_fdw.sql.catalog import (
     COLUMNS_QUERY,
     DEFINITION_QUERY,
     FOREIGN_KEYS_QUERY,
+    FOREIGN_READS_QUERY,
     GENERATED_COLUMNS_QUERY,
     IMAGE_EQUAL_COLUMNS_QUERY,
     INDEXES_QUERY,
@@ -171,6 +172,7 @@ from airflow_provider_fdw.sql.tables import (
 )
 from airflow_provider_fdw.sql.verify import (
     CHECKSUM_COLUMNS_QUERY,
+    OBJECT_REFERENCE_TYPES,
     explain_verbose,
     row_checksum,
     verify_select,
@@ -197,6 +199,7 @@ __all__ = [
     "EXTENSION_AVAILABLE_QUERY",
     "FDW_NAME",
     "FOREIGN_KEYS_QUERY",
+    "FOREIGN_READS_QUERY",
     "FOREIGN_TABLES_QUERY",
     "GENERATED_COLUMNS_QUERY",
     "IMAGE_EQUAL_COLUMNS_QUERY",
@@ -207,6 +210,7 @@ __all__ = [
     "MAPPED_USER_QUERY",
     "MARKED_TABLES_QUERY",
     "MATVIEW_DEPENDENCIES_QUERY",
+    "OBJECT_REFERENCE_TYPES",
     "PERSISTENCE_QUERY",
     "PGVECTOR_INSTALLED_QUERY",
     "PK_PROBES",

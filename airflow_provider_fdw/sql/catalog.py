@@ -54,6 +54,24 @@ COLUMNS_QUERY = sql.SQL(
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 
+# The foreign-data wrappers and servers of the foreign tables a relation reads: itself, or those a view
+# reads (through other views; not a materialized view, which reads its own rows) and the partitions or
+# inheritance children of a table (foreign partitions included), as (wrapper, server) pairs.
+FOREIGN_READS_QUERY = sql.SQL(
+    "WITH RECURSIVE edge(parent, child) AS ("
+    "  SELECT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r "
+    "  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' "
+    "  JOIN pg_catalog.pg_depend d "
+    "    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
+    "    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
+    "  UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i), "
+    "rel(oid) AS (SELECT %s::pg_catalog.oid UNION SELECT e.child FROM rel JOIN edge e ON e.parent = rel.oid) "
+    "SELECT DISTINCT w.fdwname, s.srvname FROM rel "
+    "JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = rel.oid "
+    "JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver "
+    "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw ORDER BY 1, 2"
+)
+
 # Whether one column's type is collatable (text, varchar, char, a domain or an array of them …).
 COLLATABLE_COLUMN_QUERY = sql.SQL(
     "SELECT a.attcollation <> 0 FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attname = %s"

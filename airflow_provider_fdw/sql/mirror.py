@@ -14,13 +14,24 @@ from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.sql.diff import key_match
 from airflow_provider_fdw.sql.tables import column_list, table_ref
+from airflow_provider_fdw.sql.verify import send_form
 
-# Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function.
+# Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function
+# ('-' for none), whether that is immutable, whether its collation (if any) is deterministic. With
+# %(domains)s a domain column is described by its base type (a domain's values are stored, sent and
+# hashed as its base type's), else as the domain itself (not built in).
 HASH_KINDS_QUERY = sql.SQL(
-    "SELECT a.attname, a.atttypid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
-    "  p.provolatile = 'i' "
-    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_proc p ON p.oid = t.typsend "
-    "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
+    "WITH RECURSIVE col AS ("
+    "  SELECT a.attname, a.atttypid AS typid, a.attcollation FROM pg_catalog.pg_attribute a "
+    "  WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped "
+    "  UNION ALL SELECT col.attname, t.typbasetype, col.attcollation FROM col "
+    "  JOIN pg_catalog.pg_type t ON t.oid = col.typid WHERE t.typtype = 'd' AND %(domains)s) "
+    "SELECT col.attname, col.typid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
+    "  p.provolatile = 'i', coalesce(c.collisdeterministic, true) "
+    "FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
+    "LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend "
+    "LEFT JOIN pg_catalog.pg_collation c ON c.oid = col.attcollation "
+    "WHERE t.typtype <> 'd' OR NOT %(domains)s"
 )
 ROW_ESTIMATE_QUERY = sql.SQL(
     "SELECT CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples END FROM pg_class c WHERE c.oid = %s"
@@ -82,12 +93,7 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     # form) cancelled out, '1 day' hashing as '1 mon'. A float's NaN is hashed as one value: its
     # bits vary ('Infinity' - 'Infinity' sets the sign bit), the text form and "=" do not.
     _, _, send = kind.split(":")
-    value: sql.Composable = col
-    if send in ("float4send", "float8send"):
-        value = sql.SQL("CASE WHEN {0} = 'NaN' THEN 'NaN' ELSE {0} END").format(col)
-    return sql.SQL("pg_catalog.hash_array_extended(ARRAY[{}({})], {})").format(
-        sql.Identifier("pg_catalog", send), value, s
-    )
+    return sql.SQL("pg_catalog.hash_array_extended(ARRAY[{}], {})").format(send_form(col, send), s)
 
 
 def row_hash_expr(

@@ -10,20 +10,54 @@ from airflow_provider_fdw.sql.copy import where_clause
 from airflow_provider_fdw.sql.diff import key_match
 from airflow_provider_fdw.sql.tables import table_ref
 
-# Per copied column: is its type built in, its binary send function, and whether that is immutable.
+# Per copied column: is its type built in, its binary send function ('-' for none), whether that is
+# immutable (NULL without one), whether it is text-like, and the type's name.
 CHECKSUM_COLUMNS_QUERY = sql.SQL(
     "SELECT a.attname, a.atttypid < 10000, t.typsend::regproc::text, p.provolatile = 'i', "
-    "  t.typsend IN ('textsend'::regproc, 'varcharsend'::regproc, 'bpcharsend'::regproc) "
-    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_proc p ON p.oid = t.typsend "
+    "  t.typsend IN ('textsend'::regproc, 'varcharsend'::regproc, 'bpcharsend'::regproc), t.typname "
+    "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_proc p ON p.oid = t.typsend "
     "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped"
 )
+
+# Built-in types whose value is an object's name, sent as the object's OID (another one on each
+# server): their send form is not their value.
+OBJECT_REFERENCE_TYPES = frozenset(
+    {
+        "regclass",
+        "regcollation",
+        "regconfig",
+        "regdictionary",
+        "regnamespace",
+        "regoper",
+        "regoperator",
+        "regproc",
+        "regprocedure",
+        "regrole",
+        "regtype",
+    }
+)
+
+
+def send_form(column: sql.Composable, send: str) -> sql.Composable:
+    """``send(column)``, with one NaN whatever its bits: a NaN's bits vary ('Infinity' - 'Infinity'
+    sets the sign bit) while its text form, which postgres_fdw copies, does not."""
+    value = column
+    if send in ("float4send", "float8send"):
+        value = sql.SQL("CASE WHEN {0} = 'NaN' THEN 'NaN' ELSE {0} END").format(column)
+    elif send == "point_send":  # two float8 coordinates: the same NaN in each
+        value = sql.SQL(
+            "CASE WHEN {0}[0] = 'NaN' OR {0}[1] = 'NaN' THEN pg_catalog.point("
+            "CASE WHEN {0}[0] = 'NaN' THEN 'NaN' ELSE {0}[0] END, "
+            "CASE WHEN {0}[1] = 'NaN' THEN 'NaN' ELSE {0}[1] END) ELSE {0} END"
+        ).format(column)
+    return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), value)
 
 
 def _column_bytes(column: str, send: str | None) -> sql.Composable:
     """A column's value as bytes independent of every setting: its binary send form, or md5 of text."""
     if send is None:
         return sql.SQL("decode(md5({}), 'hex')").format(sql.Identifier(column))
-    return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), sql.Identifier(column))
+    return send_form(sql.Identifier(column), send)
 
 
 def row_checksum(columns: Sequence[tuple[str, str | None]]) -> sql.Composable:
