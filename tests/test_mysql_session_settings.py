@@ -520,7 +520,7 @@ def test_a_connection_lost_before_the_load_still_has_the_load_watched(
     failure for "the remote cannot say" and let the load run unwatched on the next connection, whose
     loss mid-read ended the load silently (a replace swapped in part of the rows). The read is
     retried once, on the new connection, before the watch gives up."""
-    from airflow_provider_fdw.bulkcopy import load
+    from airflow_provider_fdw.bulkcopy import remote_session
     from airflow_provider_fdw.compat import sql
 
     table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, pad varchar(200)", fetch_size=100)
@@ -528,7 +528,7 @@ def test_a_connection_lost_before_the_load_still_has_the_load_watched(
         f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_1_to_400000", database=mariadb.database
     )
     schema, name = foreign.split(".")
-    original = load.RemoteSessionWatch.start.__func__  # type: ignore[attr-defined]
+    original = remote_session.RemoteSessionWatch.start.__func__  # type: ignore[attr-defined]
     killed: list[str] = []
     killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
 
@@ -545,7 +545,7 @@ def test_a_connection_lost_before_the_load_still_has_the_load_watched(
         killer.start()  # only the load's read is left to find
         return original(cls, s, *args)
 
-    monkeypatch.setattr(load.RemoteSessionWatch, "start", classmethod(after_an_idle_timeout))
+    monkeypatch.setattr(remote_session.RemoteSessionWatch, "start", classmethod(after_an_idle_timeout))
     target = f"public.lb_{uuid.uuid4().hex[:8]}"
     local(pair, "CREATE TABLE {t} (id int PRIMARY KEY, pad varchar(200))", t=target)
     local(pair, "INSERT INTO {t} VALUES (1, 'old')", t=target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
@@ -17,16 +17,17 @@ from airflow_provider_fdw.bulkcopy import ctid
 from airflow_provider_fdw.bulkcopy.direct import pinned_locally
 from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, copy_stream
+from airflow_provider_fdw.bulkcopy.remote_session import RemoteSessionWatch
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import foreign_reads, read_oid
-from airflow_provider_fdw.compat import backend_pid, sql
+from airflow_provider_fdw.compat import backend_pid
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession, describe
-from airflow_provider_fdw.wrappers import WRAPPERS, bulk_read_options
+from airflow_provider_fdw.wrappers import bulk_read_options
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -371,77 +372,3 @@ def _copy_direct(
     finally:
         if holder is None:  # a lent connection is the holder's to close
             remote.close()
-
-
-@dataclass
-class RemoteSessionWatch:
-    """The remote session a load reads in, read before and after it (wrappers with a ``session_probe``).
-
-    mysql_fdw takes an error while fetching (the MySQL connection killed, the server restarted or
-    failed over, the network cut) for the end of the table: the load ends early and reports no error,
-    and a replace would swap in the rows read so far. The connection it read on is this session's
-    cached one: after the load, the probe fails when that connection is gone, or (server option
-    ``reconnect``) reads another session's id. Either fails the load, before anything is applied.
-    """
-
-    s: LocalSession
-    server: str
-    source: QualifiedName
-    wrapper: str
-    probe: str
-    read: sql.Composed
-    before: Any
-
-    @classmethod
-    def start(
-        cls, s: LocalSession, wrapper_name: str | None, server: str | None, source: QualifiedName, log: Any
-    ) -> RemoteSessionWatch | None:
-        """Read the remote session's id (None: the wrapper needs no watch, or the remote cannot say)."""
-        wrapper = WRAPPERS.get(wrapper_name or "")
-        if wrapper is None or wrapper.session_probe is None or server is None:
-            return None
-        probe = bounded_name("fdw_session", server, source.name)
-        create, read = wrapper.session_probe(probe, server, {})
-        s.execute("create remote session probe", create, quiet=True)
-        step = "read the remote session before the load"
-        before, why = None, ""
-        # Twice when the read fails: a connection dropped since its last use (wait_timeout, a
-        # restart) fails it, and mysql_fdw then drops the connection; the load would run on the next
-        # one, which the second read watches. Failing twice: a MySQL-like server without
-        # information_schema.PROCESSLIST.
-        for _ in range(2):
-            try:
-                before = s.in_savepoint(step, lambda: s.fetchvalue(step, read))
-            except FdwError as exc:
-                why = str(exc)
-                continue
-            why = "the remote did not report its session"  # no row names the read
-            break
-        if before is None:
-            log.warning(
-                "%s: %s; a connection lost during the load would end it silently (verify='count' "
-                "detects it).",
-                step,
-                why,
-            )
-            s.execute("drop remote session probe", q.drop_remote_probe(probe), quiet=True)
-            return None
-        return cls(s, server, source, wrapper.name, probe, read, before)
-
-    def check(self, rows: int) -> None:
-        try:
-            after = self.s.fetchvalue("read the remote session after the load", self.read)
-        except FdwError as exc:
-            raise self._lost(rows, f"the connection is gone ({exc})", exc.sqlstate) from None
-        if after != self.before:
-            raise self._lost(rows, f"remote session {self.before} was replaced by session {after}", None)
-        self.s.execute("drop remote session probe", q.drop_remote_probe(self.probe), quiet=True)
-
-    def _lost(self, rows: int, what: str, sqlstate: str | None) -> FdwError:
-        return FdwError(
-            f"The connection of server {self.server!r} was lost while {self.source} was read ({rows} rows "
-            f"read): {what}. {self.wrapper} ends a read without an error when its connection is lost, so "
-            "the rows read may be incomplete; nothing was applied (a retry reads them again).",
-            step="load",
-            sqlstate=sqlstate,
-        )
