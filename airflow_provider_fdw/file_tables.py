@@ -110,6 +110,7 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
             if _same_definition(s, plan, parse_options(ftoptions)):
                 log.info("Foreign table %s over %s is up to date", table, dict(plan.options).get("filename"))
                 _read_first_row(s, plan)
+                _check_header(s, plan)
                 return {"server": plan.server_name, "table": str(table), "changed": changed}
             s.execute(
                 f"drop {table} to redefine it",
@@ -117,6 +118,7 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
             )
         s.execute(f"create foreign table {table}", _create_statement(plan))
         _read_first_row(s, plan)
+        _check_header(s, plan)
     return {"server": plan.server_name, "table": str(table), "changed": True}
 
 
@@ -193,25 +195,113 @@ def _read_first_row(s: LocalSession, plan: FileTablePlan) -> None:
         ) from None
 
 
-# The file's size when the role may stat it (pg_stat_file is superuser-only unless granted): else NULL.
-FILE_SIZE_QUERY = q.sql.SQL(
-    "SELECT CASE WHEN pg_catalog.has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE') "
-    "THEN (pg_catalog.pg_stat_file(%s, true)).size END"
-)
+def check_one_reader(name: QualifiedName, parts: int) -> None:
+    """Refuse a copy of a file_fdw table in several ranges (``parallelism``, partitions): each range
+    would read and parse the WHOLE file again (no speed-up) and at another moment, so a file replaced
+    meanwhile would load some ranges from one export and the rest from the next, silently."""
+    if parts > 1:
+        raise FdwConfigError(
+            f"{name} is a file_fdw table: a copy in {parts} ranges would read the whole file once per "
+            "range, each at another moment (a file replaced meanwhile would mix two exports), and be no "
+            "faster. Copy it in one range (parallelism=1, no partitions). Nothing was changed."
+        )
+
+
+def _check_header(s: LocalSession, plan: FileTablePlan) -> None:
+    check_header_order(s, plan.table, plan.server_name, [c for c, _ in plan.columns], dict(plan.options))
+
+
+# Whether the file has a first line, read through a one-column probe table over it. Not pg_stat_file:
+# superuser-only unless granted, and its EXECUTE privilege is checked when a statement naming it
+# starts, whether or not a CASE would reach the call.
+FIRST_LINE_QUERY = q.sql.SQL("SELECT count(*) FROM (SELECT FROM pg_temp.{} LIMIT 1) t")
 _TRUE = ("true", "on", "yes", "1", "t", "y")
 
 
-def check_not_truncated(s: LocalSession, name: QualifiedName, options: Mapping[str, str], log: Any) -> None:
+def has_header(options: Mapping[str, str]) -> bool:
+    """Whether the table's file starts with a header line (``header`` true or ``match``)."""
+    return options.get("header", "false").lower() in (*_TRUE, "match")
+
+
+HEADER_QUERY = q.sql.SQL("SELECT * FROM pg_temp.{} LIMIT 1")
+
+
+def check_header_order(
+    s: LocalSession, name: QualifiedName, server: str, columns: Sequence[str], options: Mapping[str, str]
+) -> None:
+    """With ``header`` true (not ``match``, which COPY checks itself): refuse a header line that names a
+    column of the table at another position. file_fdw skips the header line unread and maps the
+    values by position, so a file exported with its columns in another order would load each value
+    into another column, silently whenever the types accept it. A header whose names are not the
+    column names (other spellings) is taken as it is. Read through a session-private table over the
+    same file whose columns are all text and which has no header, so the header line is its first row.
+
+    Runs in the caller's transaction (undone: the private table never stays). Not for ``program``
+    (it would run the program once more); ``header 'match'`` covers it on every read.
+    """
+    if options.get("header", "false").lower() not in _TRUE or "filename" not in options:
+        return
+    if options.get("format", "text") == "binary":
+        return
+    probe = bounded_name("fdw_header", name.name)
+    defs: list[tuple[str, str, dict[str, str]]] = [(f"c{i}", "text", {}) for i in range(len(columns))]
+    read_options = {k: v for k, v in options.items() if k != "header"}
+    header: tuple[Any, ...] | None = None
+    with s.undone(f"read the header line of {name}"):
+        s.execute(
+            "create header probe", q.create_temp_foreign_table(probe, server, defs, read_options), quiet=True
+        )
+        try:
+            header = s.fetchone(
+                f"read the header line of {name}",
+                HEADER_QUERY.format(q.sql.Identifier(probe)),
+            )
+        except FdwError as exc:
+            if exc.sqlstate != "22P04":  # bad_copy_file_format: another number of fields than columns
+                raise
+    if header is None:
+        return
+    fields = [(f or "").strip().casefold() for f in header]
+    fields[0] = fields[0].removeprefix("\ufeff")  # a UTF-8 byte order mark starts the header line
+    wanted = [c.casefold() for c in columns]
+    misplaced = [(i, f) for i, f in enumerate(fields) if f != wanted[i] and f in wanted]
+    if misplaced:
+        where = ", ".join(f"{f!r} is field {i + 1}, column {wanted.index(f) + 1}" for i, f in misplaced)
+        raise FdwConfigError(
+            f"The header line of {options['filename']} (behind {name}) names the columns in another "
+            f"order than the table: {where}. file_fdw skips the header and maps values by position, so "
+            f"they would land in other columns. Header: {list(header)}; columns: {list(columns)}. "
+            "Nothing was changed. Define the columns in the file's order, or use header 'match' to "
+            "have every read check the header."
+        )
+
+
+def check_not_truncated(
+    s: LocalSession, name: QualifiedName, server: str, options: Mapping[str, str], log: Any
+) -> None:
     """Before a replace from a file with ``header``: refuse a file of 0 bytes. Such a file holds at
     least its header line, so an empty one is an export that failed or is still being written, and
     file_fdw would read it as an empty table, swapped in for the target's rows."""
     filename = options.get("filename")
-    if filename is None or options.get("header", "false").lower() not in _TRUE:
+    if filename is None or not has_header(options):
         return
-    size = s.fetchvalue("read the file's size", FILE_SIZE_QUERY, (filename,))
-    if size is None:
-        log.info("Not checking that %s is not empty: the role may not run pg_stat_file", filename)
-    elif size == 0:
+    probe = bounded_name("fdw_lines", name.name)
+    # One text column: any line is a row, whatever its fields (csv with a quote and a delimiter no
+    # text holds: no backslash escapes are decoded, so no first line fails to parse).
+    line_options = {k: v for k, v in options.items() if k in ("filename", "encoding")}
+    create = q.create_temp_foreign_table(
+        probe,
+        server,
+        [("line", "text", {})],
+        line_options | {"format": "csv", "delimiter": "\x01", "quote": "\x02"},
+    )
+    with s.undone(f"read the first line of {filename}"):
+        s.execute("create first-line probe", create, quiet=True)
+        lines = s.fetchvalue(
+            f"read the first line of {filename}", FIRST_LINE_QUERY.format(q.sql.Identifier(probe))
+        )
+    log.debug("%s has %s first line", filename, "a" if lines else "no")
+    if lines == 0:
         raise FdwConfigError(
             f"{filename} (the file behind {name}) has 0 bytes although its table says it has a header "
             "line: an export that failed or is still being written. Nothing was changed; replace "

@@ -209,6 +209,16 @@ def _single_char(name: str, value: Any) -> str:
     return checked
 
 
+def _header(name: str, value: Any) -> str:
+    """A boolean, or ``match`` (PostgreSQL 15+): the header line must name the columns, in order."""
+    if isinstance(value, str) and value.strip().lower() == "match":
+        return "match"
+    try:
+        return boolean(name, value)
+    except FdwConfigError:
+        raise FdwConfigError(f"{name} must be a boolean (true/false) or 'match', got {value!r}.") from None
+
+
 def _absolute_path(name: str, value: Any) -> str:
     checked = text(name, value)
     if not checked.startswith("/"):
@@ -434,7 +444,7 @@ FILE_FDW = Wrapper(
         "filename": _absolute_path,
         "program": text,
         "format": choice("text", "csv", "binary"),
-        "header": boolean,
+        "header": _header,
         "delimiter": _single_char,
         "quote": _single_char,
         "escape": _single_char,

@@ -23,12 +23,12 @@ from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_colu
 from airflow_provider_fdw.catalog import Table, foreign_reads, read_table
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
-from airflow_provider_fdw.file_tables import check_not_truncated
+from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import WRAPPERS, reads_postgres
+from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, reads_postgres
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -72,8 +72,12 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
             run = "a replace (in place: it compares the rows)" if p.mode == "replace" else "an append"
             check_policies_do_not_apply(s, p.target, target.oid, run, deletes=p.mode == "replace")
-        if p.mode == "replace" and source.is_foreign:
-            check_not_truncated(s, p.source, source.relation.options, copy.log)
+        if p.parallelism > 1 and reads_a_file(s, source):  # a view over one too
+            check_one_reader(p.source, p.parallelism)
+        if source.relation.wrapper == FILE_FDW.name and source.server_name is not None:
+            if p.mode == "replace":
+                check_not_truncated(s, p.source, source.server_name, source.relation.options, copy.log)
+            check_header_order(s, p.source, source.server_name, list(source.columns), source.relation.options)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
     return CopyRun(source, target, columns, result, verifier)
@@ -117,6 +121,11 @@ def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column
             "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
             "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
         )
+
+
+def reads_a_file(s: LocalSession, source: Table) -> bool:
+    """Whether reading ``source`` reads a file_fdw table (itself, or one a view or partition reads)."""
+    return any(wrapper == FILE_FDW.name for wrapper, _ in foreign_reads(s, source))
 
 
 def remote_column_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:

@@ -30,13 +30,14 @@ from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.apply import marker
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy
-from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions
+from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions, reads_a_file
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.catalog import Index
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.file_tables import check_one_reader
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
 from airflow_provider_fdw.names import QualifiedName, parse_qualified_name
 from airflow_provider_fdw.refresh import bounded_name
@@ -108,6 +109,8 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
     acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
     try:
         run = inspect(copy, session)
+        if partitions > 1 and reads_a_file(session, run.source):
+            check_one_reader(p.source, partitions)
         copy._prepare_staging(session, run, staging_name(p.target, run_key))
         try:
             ranges = range_bounds(copy, run, session, partitions)

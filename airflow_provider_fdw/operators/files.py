@@ -22,7 +22,9 @@ class CreateFileForeignTableOperator(FdwBaseOperator):
     :param columns: ``{"name": "type", ...}`` (or ``[(name, type), ...]``) in the file's column order.
     :param options: file_fdw table options: ``filename`` (a path on the database server) or
         ``program``, and ``format``, ``header``, ``delimiter``, ``quote``, ``escape``, ``null``,
-        ``encoding``. (templated)
+        ``encoding``. (templated) file_fdw maps fields by position: ``header: "match"`` has every read
+        check that the header names the columns in order; with ``header: True`` a header naming a
+        column at another position is refused here and before each copy (docs/wrappers.md).
     :param postgres_conn_id: the ``postgres`` connection of the local database. (templated)
     :return: ``{"server", "table", "changed"}``.
     """
