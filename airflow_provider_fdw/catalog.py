@@ -119,6 +119,17 @@ def foreign_reads(s: LocalSession, table: Table) -> list[tuple[str, str]]:
     ]
 
 
+def foreign_readers(s: LocalSession, table: Table) -> list[tuple[str, str, str | None]]:
+    """As :func:`foreign_reads`, each with the role whose user mapping (hence whose cached remote
+    connection) the read goes through: None for the current user's, else a view's owner."""
+    if table.is_foreign:
+        return [(w, srv, None) for w, srv in foreign_reads(s, table)]
+    return [
+        (w, srv, reader)
+        for w, srv, reader in s.fetchall("read foreign tables read", q.FOREIGN_READERS_QUERY, (table.oid,))
+    ]
+
+
 def read_oid(s: LocalSession, name: QualifiedName, what: str) -> int:
     """The OID of a relation that must exist (a clear error if it does not)."""
     relation = read_relation(s, name, what)

@@ -194,6 +194,76 @@ def test_a_copy_from_a_file_rewritten_with_its_columns_in_another_order_changes_
     assert local(pair, "SELECT low, high FROM {t} ORDER BY low", t=target) == [(1, 9), (2, 8)]
 
 
+@pytest.mark.parametrize("reader", ["view", "view-of-a-view", "partitioned"])
+@pytest.mark.parametrize("mode", ["replace", "append", "upsert"])
+def test_a_copy_through_a_view_or_partitioned_table_checks_the_files_it_reads(
+    pair: Pair, server_readable_dir: Path, mode: str, reader: str
+) -> None:
+    """The header and 0-byte checks of a copy looked at the source only when it was the file table
+    itself: through a view over it (or a partitioned table with it as a partition), a file re-exported
+    with its columns in another order loaded them swapped, and an empty file emptied the target, with
+    success (review round 3, 2026-12-07)."""
+    path = write(server_readable_dir / "pairs.csv", "low,high\n1,9\n2,8\n")
+    op = file_table(path, columns=PAIRS)
+    op.execute({})
+    source = f"public.reads_file_{uuid.uuid4().hex[:8]}"
+    if reader == "partitioned":
+        local(pair, "CREATE TABLE {p} (low integer, high integer) PARTITION BY RANGE (low)", p=source)
+        local(pair, "ALTER TABLE {p} ATTACH PARTITION {t} FOR VALUES FROM (0) TO (100)", p=source, t=op.table)
+    else:
+        local(pair, "CREATE VIEW {v} AS SELECT * FROM {t}", v=source, t=op.table)
+        if reader == "view-of-a-view":
+            local(pair, "CREATE VIEW {w} AS SELECT low, high FROM {v}", w=source + "_2", v=source)
+            source += "_2"
+    target = f"public.pairs_{uuid.uuid4().hex[:8]}"
+    assert copy(source, target)["rows"] == 2
+    local(pair, "ALTER TABLE {t} ADD PRIMARY KEY (low)", t=target)
+    extra = {"watermark_column": "low"} | ({"key_columns": ["low"]} if mode == "upsert" else {})
+    kwargs = {"mode": mode, **(extra if mode != "replace" else {})}
+    write(path, "high,low\n9,1\n8,2\n7,3\n")
+    with pytest.raises(FdwConfigError, match="names the columns in another order"):
+        copy(source, target, **kwargs)
+    assert local(pair, "SELECT low, high FROM {t} ORDER BY low", t=target) == [(1, 9), (2, 8)]
+    if mode == "replace":
+        write(path, "")
+        with pytest.raises(FdwConfigError, match="0 bytes"):
+            copy(source, target, **kwargs)
+        assert local(pair, "SELECT low, high FROM {t} ORDER BY low", t=target) == [(1, 9), (2, 8)]
+    write(path, "low,high\n1,9\n2,8\n3,7\n")
+    assert copy(source, target, **kwargs)["rows"] == {"replace": 3, "append": 1, "upsert": 2}[mode]
+    assert local(pair, "SELECT low, high FROM {t} ORDER BY low", t=target) == [(1, 9), (2, 8), (3, 7)]
+
+
+def test_a_view_over_a_file_table_is_copied_by_a_role_that_may_only_read_the_view(
+    pair: Pair, server_readable_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view reads its file table as its owner: a role granted SELECT on the view alone copies it.
+    The checks of the files a view reads (which need a private table over the file) are skipped, with
+    a warning, for a role that may not make one, rather than failing a copy that reads nothing more."""
+    from conftest import postgres_connection
+
+    from fdw_testing.sample_data import TARGET_DB
+
+    path = write(server_readable_dir / "pairs.csv", "low,high\n1,9\n2,8\n")
+    op = file_table(path, columns=PAIRS)
+    op.execute({})
+    role, schema = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("viewer", "viewer"))
+    local(pair, "CREATE ROLE {r} LOGIN PASSWORD 'Viewer-Secret-3b1d'", r=role)
+    local(pair, "CREATE SCHEMA {s} AUTHORIZATION {r}", s=schema, r=role)
+    view = f"{schema}.over_file"
+    local(pair, "CREATE VIEW {v} AS SELECT * FROM {t}", v=view, t=op.table)
+    local(pair, "GRANT SELECT ON {v} TO {r}", v=view, r=role)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FILE_VIEWER", postgres_connection(pair.target, TARGET_DB, role, "Viewer-Secret-3b1d")
+    )
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    with FdwHook(postgres_conn_id="file_viewer", fdw_conn_id="fdw_source") as hook:
+        assert hook.bulk_copy(plan_copy(view, f"{schema}.copied"))["rows"] == 2
+    assert local(pair, "SELECT low, high FROM {t} ORDER BY low", t=f"{schema}.copied") == [(1, 9), (2, 8)]
+
+
 def test_header_match_has_every_read_check_the_header(pair: Pair, server_readable_dir: Path) -> None:
     """``header 'match'`` (PostgreSQL 15): COPY checks the header's names and count on every read, so
     a reordered, widened or half-written file fails the copy. Before: refused as not a boolean."""

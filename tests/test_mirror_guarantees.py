@@ -572,6 +572,36 @@ def test_an_object_reference_column_is_refused_before_anything_changes(sandbox, 
 
 
 @TRANSPORTS
+def test_a_source_column_declared_with_a_nondeterministic_collation_is_refused_before_anything_changes(
+    sandbox, transport
+):
+    """The refusal looked at the target's collations only: a foreign table declaring the remote
+    column's nondeterministic collation (as IMPORT FOREIGN SCHEMA does, import_collate) has the
+    remote hash the sort key. Every run compared the whole table, applied, and failed its check
+    (review round 3, 2026-12-07)."""
+    collation = f"ci_{uuid.uuid4().hex[:8]}"
+    create = "CREATE COLLATION public.{} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    sandbox.source.execute(sql.SQL(create).format(ident(collation)), dbname=SOURCE_DB)
+    local(sandbox, create.replace("{}", "{c}"), c=collation)
+    column = f'v text COLLATE public."{collation}"'
+    src = RemoteTable(
+        sandbox, "mirror", SERVER, f"id bigint, {column}", remote_columns=f"id bigint PRIMARY KEY, {column}"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v text)", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
+    before = local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target)
+    with pytest.raises(
+        FdwConfigError, match=r"cannot compare columns \[.v.\] of .*: their collation is nondeterministic"
+    ):
+        mirror(Named(src.foreign), target, transport=transport)
+    assert local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target) == before
+    assert mirror(Named(src.foreign), target, transport=transport, columns=["id"])["updated"] == 0
+
+
+@TRANSPORTS
 def test_a_target_column_with_a_nondeterministic_collation_is_refused_before_anything_changes(
     sandbox, transport
 ):

@@ -470,6 +470,53 @@ def test_a_mysql_connection_lost_mid_read_of_a_view_fails_the_copy(
     assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
 
 
+def test_a_mysql_connection_lost_mid_read_of_a_view_owned_by_another_role_fails_the_copy(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view reads its foreign tables as its owner, through the owner's user mapping: mysql_fdw's
+    connection for it is not the one the session watch read (the copying role's own; documented as
+    not watched). A replace from a view owned by another role whose MySQL read was killed mid-read
+    swapped in the rows read so far (5,000 of 400,000) and reported success (review round 3,
+    2026-12-07). The owner's connection is now read through a session-private view it owns."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, pad varchar(200)", fetch_size=100)
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_1_to_3", database=mariadb.database
+    )
+    ((server,),) = local(
+        pair,
+        "SELECT s.srvname FROM pg_foreign_table f JOIN pg_foreign_server s ON s.oid = f.ftserver "
+        "WHERE f.ftrelid = %s::regclass",
+        (foreign,),
+    )
+    owner = f"owner_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE ROLE {r}", r=owner)
+    with FdwHook(fdw_conn_id=CONN_ID) as hook:  # the same MySQL login, through the owner's own mapping
+        hook.create_user_mapping(server, owner)
+    local(pair, "GRANT USAGE ON SCHEMA {s} TO {r}", s=foreign.split(".")[0], r=owner)
+    local(pair, "GRANT SELECT ON {f} TO {r}", f=foreign, r=owner)
+    view = f"public.ov_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE VIEW {v} AS SELECT * FROM {f}", v=view, f=foreign)
+    local(pair, "ALTER VIEW {v} OWNER TO {r}", v=view, r=owner)
+    target = f"public.lo_{uuid.uuid4().hex[:8]}"
+    assert copy(view, target, mode="replace", fetch_size=100)["rows"] == 3
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
+    )
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
+    killer.start()
+    try:
+        with pytest.raises(
+            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
+        ):
+            copy(view, target, mode="replace", fetch_size=100)
+    finally:
+        killer.join()
+    assert killed, "the read was not killed"
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    assert copy(view, target, mode="replace", fetch_size=10_000)["rows"] == 400_000
+
+
 def test_a_float_watermark_declared_double_precision_is_refused(
     pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -493,6 +540,26 @@ def test_a_float_watermark_declared_double_precision_is_refused(
     local(pair, "ALTER FOREIGN TABLE {f} ADD COLUMN d double precision", f=foreign)
     local(pair, "UPDATE {t} SET d = id", t=target)
     assert copy(foreign, target, mode="append", watermark_column="d", key_columns=["id"])["rows"] == 1
+
+
+@pytest.mark.parametrize("how", ["view", "partitioned"])
+def test_a_float_watermark_declared_double_precision_is_refused_through_a_view(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The remote type was read for a foreign table source only: through a view over it (or a
+    partitioned table with it as a partition) the bound still reaches MySQL's FLOAT, and the append
+    of the row written with 16777280 copied 0 rows, with success (review round 3, 2026-12-07)."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
+    local(pair, "ALTER FOREIGN TABLE {f} ALTER COLUMN w TYPE double precision", f=foreign)
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    view = _reading(pair, foreign, "id int NOT NULL, w double precision", how)
+    target = f"public.fv_{uuid.uuid4().hex[:8]}"
+    assert copy(view, target, mode="replace")["rows"] == 1
+    mariadb.execute(f"INSERT INTO {table} VALUES (2, 16777280)", database=mariadb.database)
+    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is a FLOAT on the remote: MySQL sends"):
+        copy(view, target, mode="append", watermark_column="w")
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+    assert copy(view, target, mode="append", watermark_column="id")["rows"] == 1
 
 
 def test_a_character_watermark_of_a_materialized_view_over_a_mysql_table_is_not_refused(

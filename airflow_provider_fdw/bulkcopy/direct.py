@@ -56,12 +56,17 @@ FIRST_NON_BUILTIN_OID = 10000  # types below keep their OID on every server (bin
 # Built-in types whose VALUES are OIDs of objects (q.OBJECT_REFERENCE_TYPES: an object's name in
 # text, its OID in binary): the remote's OIDs are not the local objects', so they travel as text
 # (printed under the pinned search_path, read by the local input function), as postgres_fdw reads
-# them. Arrays of them too.
+# them. Arrays of them too. So do built-in types without a binary form (aclitem: "no binary output
+# function available"; an array of them is sent by array_send, which fails the same way).
+TEXT_ONLY_TYPES = frozenset({"aclitem"})
+
+
 def binary_safe(type_oid: int, qualified_name: str) -> bool:
     """Whether a value of this local type carries the same meaning in binary on any server."""
     schema, _, name = qualified_name.partition(".")
-    reference = schema == "pg_catalog" and name.removeprefix("_") in q.OBJECT_REFERENCE_TYPES
-    return type_oid < FIRST_NON_BUILTIN_OID and not reference
+    element = name.removeprefix("_")
+    text_only = schema == "pg_catalog" and (element in q.OBJECT_REFERENCE_TYPES or element in TEXT_ONLY_TYPES)
+    return type_oid < FIRST_NON_BUILTIN_OID and not text_only
 
 
 _LIBPQ_DEFAULTS = {"port": "5432"}

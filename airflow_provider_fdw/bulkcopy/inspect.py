@@ -22,8 +22,9 @@ from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
 from airflow_provider_fdw.catalog import Table, foreign_reads, read_table
 from airflow_provider_fdw.compat import DriverError
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
+from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import bounded_name
@@ -74,10 +75,23 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
             check_policies_do_not_apply(s, p.target, target.oid, run, deletes=p.mode == "replace")
         if p.parallelism > 1 and reads_a_file(s, source):  # a view over one too
             check_one_reader(p.source, p.parallelism)
-        if source.relation.wrapper == FILE_FDW.name and source.server_name is not None:
-            if p.mode == "replace":
-                check_not_truncated(s, p.source, source.server_name, source.relation.options, copy.log)
-            check_header_order(s, p.source, source.server_name, list(source.columns), source.relation.options)
+        for name, table in files_read(s, p.source, source):  # a view's or a partition's file too
+            assert table.server_name is not None
+            try:
+                if p.mode == "replace":
+                    check_not_truncated(s, name, table.server_name, table.relation.options, copy.log)
+                check_header_order(s, name, table.server_name, list(table.columns), table.relation.options)
+            except FdwError as exc:
+                # A view reads its file as its owner: this role may not read the file by itself.
+                if name == p.source or exc.sqlstate != INSUFFICIENT_PRIVILEGE:
+                    raise
+                copy.log.warning(
+                    "%s reads %s, whose file this role may not read by itself (%s): its empty-file and "
+                    "header checks are skipped.",
+                    p.source,
+                    name,
+                    exc,
+                )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
     return CopyRun(source, target, columns, result, verifier)
@@ -123,6 +137,22 @@ def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column
         )
 
 
+def files_read(s: LocalSession, name: QualifiedName, source: Table) -> list[tuple[QualifiedName, Table]]:
+    """The file_fdw tables a read of ``source`` reads: itself, or those a view or partitioned table reads
+    (each read by the copy as it is, so each gets the checks of a file table read directly)."""
+    if source.is_foreign:
+        return [(name, source)] if source.relation.wrapper == FILE_FDW.name and source.server_name else []
+    found: list[tuple[QualifiedName, Table]] = []
+    for schema, relname in s.fetchall(
+        "read the file tables read", q.WRAPPER_TABLES_READ_QUERY, (source.oid, FILE_FDW.name)
+    ):
+        file_name = QualifiedName(schema, relname)
+        table = read_table(s, file_name, "file table")
+        if table is not None and table.server_name is not None:
+            found.append((file_name, table))
+    return found
+
+
 def reads_a_file(s: LocalSession, source: Table) -> bool:
     """Whether reading ``source`` reads a file_fdw table (itself, or one a view or partition reads)."""
     return any(wrapper == FILE_FDW.name for wrapper, _ in foreign_reads(s, source))
@@ -130,7 +160,30 @@ def reads_a_file(s: LocalSession, source: Table) -> bool:
 
 def remote_column_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:
     """The remote types of a foreign table's column that its wrapper rounds (type, why), read from the
-    remote's catalog (empty when the wrapper has no such probe or the remote cannot say)."""
+    remote's catalog (empty when the wrapper has no such probe or the remote cannot say). For a view
+    or a partitioned table: of the column of that name of each foreign table it reads (a partition's
+    columns are the table's; a view that renames the column is not followed), as the bound is passed
+    on to them."""
+    tables = [source] if source.is_foreign else _probed_tables_read(s, source)
+    found = {t for table in tables if column in table.columns for t in _remote_types(s, table, column)}
+    return sorted(found)
+
+
+def _probed_tables_read(s: LocalSession, source: Table) -> list[Table]:
+    """The foreign tables a view or partitioned table reads whose wrapper can read a remote type."""
+    tables = []
+    for wrapper in WRAPPERS.values():
+        if wrapper.column_type_probe is None:
+            continue
+        step = f"read the {wrapper.name} tables read"
+        for schema, name in s.fetchall(step, q.WRAPPER_TABLES_READ_QUERY, (source.oid, wrapper.name)):
+            table = read_table(s, QualifiedName(schema, name), "foreign table")
+            if table is not None:
+                tables.append(table)
+    return tables
+
+
+def _remote_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:
     relation = source.relation
     wrapper = WRAPPERS.get(relation.wrapper or "")
     if (

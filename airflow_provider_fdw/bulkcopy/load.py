@@ -20,7 +20,7 @@ from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, 
 from airflow_provider_fdw.bulkcopy.remote_session import RemoteSessionWatch
 from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
-from airflow_provider_fdw.catalog import foreign_reads, read_oid
+from airflow_provider_fdw.catalog import foreign_readers, read_oid
 from airflow_provider_fdw.compat import backend_pid
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
@@ -316,8 +316,8 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
         # every server read: a view's foreign tables, a partitioned table's foreign partitions too
         watches = [
             watch
-            for wrapper, server in foreign_reads(s, source)
-            if (watch := RemoteSessionWatch.start(s, wrapper, server, p.source, copy.log)) is not None
+            for wrapper, server, reader in foreign_readers(s, source)
+            if (watch := RemoteSessionWatch.start(s, wrapper, server, p.source, copy.log, reader)) is not None
         ]
         cur = s.execute(f"load {staging}", q.insert_select(staging, run.columns, read_from, conditions))
         rows = int(cur.rowcount)

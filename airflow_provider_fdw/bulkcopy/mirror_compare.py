@@ -281,6 +281,14 @@ def hash_kinds(
     """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
     refused, before anything changes (its hash could not run on the remote)."""
     kinds = kinds_of(s, source_oid, columns)
+    loose = [name for name in columns if name in kinds.nondeterministic]
+    if loose:  # hashed on the remote by their sort key, as the foreign table declares (IMPORT's collate)
+        raise FdwConfigError(
+            f"mode='mirror' cannot compare columns {loose} of {source}: their collation is "
+            "nondeterministic, under which text is hashed by its sort key (equal for values that differ, "
+            "and never as the target hashes it), so every run would fail its check. Leave them out with "
+            "columns=, or use mode='replace'."
+        )
     refused = [name for name, kind in kinds.items() if kind is None]
     if refused:
         raise FdwConfigError(

@@ -33,18 +33,55 @@ class RemoteSessionWatch:
     probe: str
     read: sql.Composed
     before: Any
+    drop: list[sql.Composed]
 
     @classmethod
     def start(
-        cls, s: LocalSession, wrapper_name: str | None, server: str | None, source: QualifiedName, log: Any
+        cls,
+        s: LocalSession,
+        wrapper_name: str | None,
+        server: str | None,
+        source: QualifiedName,
+        log: Any,
+        reader: str | None = None,
     ) -> RemoteSessionWatch | None:
-        """Read the remote session's id (None: the wrapper needs no watch, or the remote cannot say)."""
+        """Read the remote session's id (None: the wrapper needs no watch, or the remote cannot say).
+
+        ``reader``: the role whose user mapping the load reads ``server`` through when it is not the
+        current user's (a view's owner): its cached connection is another one, so the probe is read
+        through a session-local view that role owns, as the load's read is."""
         wrapper = WRAPPERS.get(wrapper_name or "")
         if wrapper is None or wrapper.session_probe is None or server is None:
             return None
-        probe = bounded_name("fdw_session", server, source.name)
+        probe = bounded_name("fdw_session", server, source.name, *([reader] if reader else []))
         create, read = wrapper.session_probe(probe, server, {})
         s.execute("create remote session probe", create, quiet=True)
+        drop = [q.drop_remote_probe(probe)]
+        if reader is not None:
+            table = bounded_name("fdw_session_t", server, source.name, reader)
+            step = f"read the remote session as {reader}"
+
+            statements = q.probe_read_as(probe, table, reader)
+
+            def read_as() -> None:
+                for statement in statements:
+                    s.execute(step, statement, quiet=True)
+
+            try:
+                s.in_savepoint(step, read_as)
+            except FdwError as exc:
+                log.warning(
+                    "%s reads server %r as %s (a view's owner), whose remote connection this role cannot "
+                    "watch (%s); a connection lost during the load would end it silently "
+                    "(verify='count' detects it).",
+                    source,
+                    server,
+                    reader,
+                    exc,
+                )
+                s.execute("drop remote session probe", drop[0], quiet=True)
+                return None
+            drop = q.drop_probe_read_as(probe, table)
         step = "read the remote session before the load"
         before, why = None, ""
         # Twice when the read fails: a connection dropped since its last use (wait_timeout, a
@@ -66,9 +103,10 @@ class RemoteSessionWatch:
                 step,
                 why,
             )
-            s.execute("drop remote session probe", q.drop_remote_probe(probe), quiet=True)
+            for statement in drop:
+                s.execute("drop remote session probe", statement, quiet=True)
             return None
-        return cls(s, server, source, wrapper.name, probe, read, before)
+        return cls(s, server, source, wrapper.name, probe, read, before, drop)
 
     def check(self, rows: int) -> None:
         try:
@@ -77,7 +115,8 @@ class RemoteSessionWatch:
             raise self._lost(rows, f"the connection is gone ({exc})", exc.sqlstate) from None
         if after != self.before:
             raise self._lost(rows, f"remote session {self.before} was replaced by session {after}", None)
-        self.s.execute("drop remote session probe", q.drop_remote_probe(self.probe), quiet=True)
+        for statement in self.drop:
+            self.s.execute("drop remote session probe", statement, quiet=True)
 
     def _lost(self, rows: int, what: str, sqlstate: str | None) -> FdwError:
         return FdwError(

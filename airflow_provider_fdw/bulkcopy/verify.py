@@ -115,7 +115,8 @@ class Verifier:
                 self.columns = []
                 for name in columns:
                     builtin, send, immutable, textlike, typname = info[name]
-                    if builtin and (immutable or textlike) and typname not in q.OBJECT_REFERENCE_TYPES:
+                    exact = typname not in q.OBJECT_REFERENCE_TYPES | q.UNNORMALISED_FLOAT_TYPES
+                    if builtin and (immutable or textlike) and exact:
                         self.columns.append((name, None if textlike else send))
                     else:
                         self.not_covered.append(name)
@@ -123,8 +124,8 @@ class Verifier:
                     self.log.warning(
                         "verify='checksum' covers %d of %d columns: %s cannot be checksummed on the remote "
                         "(types that are not built in, or whose binary form is not immutable or is not "
-                        "their value: arrays, enums, domains, composites, regclass …); they are verified "
-                        "by the row count only",
+                        "their value: arrays, enums, domains, composites, regclass, line, path, polygon …); "
+                        "they are verified by the row count only",
                         len(self.columns),
                         len(columns),
                         ", ".join(self.not_covered),

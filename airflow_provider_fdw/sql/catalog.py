@@ -54,10 +54,10 @@ COLUMNS_QUERY = sql.SQL(
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 
-# The foreign-data wrappers and servers of the foreign tables a relation reads: itself, or those a view
-# reads (through other views; not a materialized view, which reads its own rows) and the partitions or
-# inheritance children of a table (foreign partitions included), as (wrapper, server) pairs.
-FOREIGN_READS_QUERY = sql.SQL(
+# The relations a read of a relation (the first %s) reads: itself, or those a view reads (through other
+# views; not a materialized view, which reads its own rows) and the partitions or inheritance children
+# of a table (foreign partitions included).
+_READ_RELATIONS = (
     "WITH RECURSIVE edge(parent, child) AS ("
     "  SELECT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r "
     "  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' "
@@ -66,10 +66,45 @@ FOREIGN_READS_QUERY = sql.SQL(
     "    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
     "  UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i), "
     "rel(oid) AS (SELECT %s::pg_catalog.oid UNION SELECT e.child FROM rel JOIN edge e ON e.parent = rel.oid) "
-    "SELECT DISTINCT w.fdwname, s.srvname FROM rel "
+)
+# The foreign-data wrappers and servers of the foreign tables a relation reads, as (wrapper, server).
+FOREIGN_READS_QUERY = sql.SQL(
+    _READ_RELATIONS + "SELECT DISTINCT w.fdwname, s.srvname FROM rel "
     "JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = rel.oid "
     "JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver "
     "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw ORDER BY 1, 2"
+)
+# The foreign-data wrappers and servers a read of a relation (%s) reads, each with the role whose user
+# mapping it reads through (NULL: the current user's): a view reads the relations it names as its
+# owner (not a security_invoker view), a partition or child as its parent is read.
+FOREIGN_READERS_QUERY = sql.SQL(
+    "WITH RECURSIVE edge(parent, child, reader) AS ("
+    "  SELECT r.ev_class, d.refobjid, CASE WHEN coalesce((SELECT o.option_value::boolean "
+    "    FROM pg_catalog.pg_options_to_table(v.reloptions) o WHERE o.option_name = 'security_invoker'), "
+    "    false) THEN NULL ELSE v.relowner END "
+    "  FROM pg_catalog.pg_rewrite r "
+    "  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' "
+    "  JOIN pg_catalog.pg_depend d "
+    "    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
+    "    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
+    "  UNION ALL SELECT i.inhparent, i.inhrelid, NULL::pg_catalog.oid FROM pg_catalog.pg_inherits i), "
+    "rel(oid, reader) AS (SELECT %s::pg_catalog.oid, NULL::pg_catalog.oid "
+    "  UNION SELECT e.child, coalesce(e.reader, rel.reader) FROM rel JOIN edge e ON e.parent = rel.oid) "
+    "SELECT DISTINCT w.fdwname, s.srvname, "
+    "  NULLIF(pg_catalog.pg_get_userbyid(rel.reader), CURRENT_USER)::text FROM rel "
+    "JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = rel.oid "
+    "JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver "
+    "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw ORDER BY 1, 2, 3"
+)
+# (schema, name) of each foreign table that a read of the relation (the first %s) reads whose
+# foreign-data wrapper is the second %s.
+WRAPPER_TABLES_READ_QUERY = sql.SQL(
+    _READ_RELATIONS + "SELECT n.nspname, c.relname FROM rel "
+    "JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = rel.oid "
+    "JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver "
+    "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
+    "JOIN pg_catalog.pg_class c ON c.oid = rel.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE w.fdwname = %s ORDER BY 1, 2"
 )
 
 # Whether one column's type is collatable (text, varchar, char, a domain or an array of them …).

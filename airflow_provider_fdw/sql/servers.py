@@ -109,6 +109,26 @@ def drop_remote_probe(probe_table: str) -> sql.Composed:
     return sql.SQL("DROP FOREIGN TABLE IF EXISTS pg_temp.{}").format(sql.Identifier(probe_table))
 
 
+def probe_read_as(probe_table: str, foreign_table: str, role: str) -> list[sql.Composed]:
+    """Turn the session-local probe ``probe_table`` into a view of that name owned by ``role`` over the
+    foreign table (renamed ``foreign_table``): a read of it goes through ``role``'s user mapping, as a
+    read of a view ``role`` owns does."""
+    probe, table, owner = sql.Identifier(probe_table), sql.Identifier(foreign_table), sql.Identifier(role)
+    return [
+        sql.SQL("ALTER FOREIGN TABLE pg_temp.{} RENAME TO {}").format(probe, table),
+        sql.SQL("CREATE VIEW pg_temp.{} AS SELECT * FROM pg_temp.{}").format(probe, table),
+        sql.SQL("GRANT SELECT ON pg_temp.{} TO {}").format(table, owner),
+        sql.SQL("ALTER VIEW pg_temp.{} OWNER TO {}").format(probe, owner),
+    ]
+
+
+def drop_probe_read_as(probe_table: str, foreign_table: str) -> list[sql.Composed]:
+    return [
+        sql.SQL("DROP VIEW IF EXISTS pg_temp.{}").format(sql.Identifier(probe_table)),
+        drop_remote_probe(foreign_table),
+    ]
+
+
 def disconnect(server_name: str | None) -> sql.Composed:
     if server_name is None:
         return sql.SQL("SELECT postgres_fdw_disconnect_all()").format()

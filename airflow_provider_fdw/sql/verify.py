@@ -38,18 +38,56 @@ OBJECT_REFERENCE_TYPES = frozenset(
 )
 
 
+# Built-in types made of float8 values that cannot be taken apart by immutable functions postgres_fdw
+# ships (a line's coefficients, a path's or a polygon's points): a NaN among them cannot be given one
+# form, so their send form is not their value (postgres_fdw copies the text form).
+UNNORMALISED_FLOAT_TYPES = frozenset({"line", "path", "polygon"})
+
+
+def _one_nan(value: sql.Composable) -> sql.Composable:
+    """A float8 ``value`` with one NaN whatever its bits."""
+    return sql.SQL("CASE WHEN {0} = 'NaN' THEN 'NaN'::float8 ELSE {0} END").format(value)
+
+
+def _point_has_nan(point: sql.Composable) -> sql.Composable:
+    return sql.SQL("(({0})[0] = 'NaN' OR ({0})[1] = 'NaN')").format(point)
+
+
+def _one_nan_point(point: sql.Composable) -> sql.Composable:
+    """A point expression (a column, ``v[0]`` of a box, ``center(v)``) rebuilt with one NaN."""
+    return sql.SQL("pg_catalog.point({}, {})").format(
+        _one_nan(sql.SQL("({})[0]").format(point)), _one_nan(sql.SQL("({})[1]").format(point))
+    )
+
+
 def send_form(column: sql.Composable, send: str) -> sql.Composable:
     """``send(column)``, with one NaN whatever its bits: a NaN's bits vary ('Infinity' - 'Infinity'
-    sets the sign bit) while its text form, which postgres_fdw copies, does not."""
+    sets the sign bit) while its text form, which postgres_fdw copies, does not. The geometric types
+    are float8 coordinates: a point, a segment's or a box's two points, a circle's center and radius
+    (see :data:`UNNORMALISED_FLOAT_TYPES` for the others)."""
     value = column
     if send in ("float4send", "float8send"):
         value = sql.SQL("CASE WHEN {0} = 'NaN' THEN 'NaN' ELSE {0} END").format(column)
     elif send == "point_send":  # two float8 coordinates: the same NaN in each
-        value = sql.SQL(
-            "CASE WHEN {0}[0] = 'NaN' OR {0}[1] = 'NaN' THEN pg_catalog.point("
-            "CASE WHEN {0}[0] = 'NaN' THEN 'NaN' ELSE {0}[0] END, "
-            "CASE WHEN {0}[1] = 'NaN' THEN 'NaN' ELSE {0}[1] END) ELSE {0} END"
-        ).format(column)
+        value = sql.SQL("CASE WHEN {} THEN {} ELSE {} END").format(
+            _point_has_nan(column), _one_nan_point(column), column
+        )
+    elif send in ("lseg_send", "box_send"):  # two points ([0], [1]), rebuilt in the same order
+        ends = [sql.SQL("{}[{}]").format(column, sql.SQL(i)) for i in ("0", "1")]
+        value = sql.SQL("CASE WHEN {} OR {} THEN {}({}, {}) ELSE {} END").format(
+            _point_has_nan(ends[0]),
+            _point_has_nan(ends[1]),
+            sql.Identifier("pg_catalog", send.removesuffix("_send")),
+            _one_nan_point(ends[0]),
+            _one_nan_point(ends[1]),
+            column,
+        )
+    elif send == "circle_send":  # a center and a radius
+        center = sql.SQL("pg_catalog.center({})").format(column)
+        radius = sql.SQL("pg_catalog.radius({})").format(column)
+        value = sql.SQL("CASE WHEN {} OR {} = 'NaN' THEN pg_catalog.circle({}, {}) ELSE {} END").format(
+            _point_has_nan(center), radius, _one_nan_point(center), _one_nan(radius), column
+        )
     return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", send), value)
 
 
