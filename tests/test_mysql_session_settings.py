@@ -288,6 +288,28 @@ def _kill_the_read_once_it_fetches(mariadb: MariaDB, table: str, killed: list[st
         time.sleep(0.005)
 
 
+def _replace_fails_when_its_read_is_killed(
+    pair: Pair, mariadb: MariaDB, table: str, source: str, target: str
+) -> None:
+    """Grow ``table`` (3 rows copied into ``target`` so far) to 400,000 rows, kill the MySQL
+    connection of the next replace from ``source`` mid-read: the copy fails, the target keeps its 3."""
+    mariadb.execute(
+        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
+    )
+    killed: list[str] = []
+    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
+    killer.start()
+    try:
+        with pytest.raises(
+            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
+        ):
+            copy(source, target, mode="replace", fetch_size=100)
+    finally:
+        killer.join()
+    assert killed, "the read was not killed"
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+
+
 @pytest.mark.parametrize("reconnect", [False, True])
 def test_a_mysql_connection_lost_mid_read_fails_the_copy_and_changes_nothing(
     pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, reconnect: bool
@@ -304,21 +326,7 @@ def test_a_mysql_connection_lost_mid_read_fails_the_copy_and_changes_nothing(
     )
     target = f"public.lost_{uuid.uuid4().hex[:8]}"
     assert copy(foreign, target, mode="replace", fetch_size=100)["rows"] == 3
-    mariadb.execute(
-        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
-    )
-    killed: list[str] = []
-    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
-    killer.start()
-    try:
-        with pytest.raises(
-            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
-        ):
-            copy(foreign, target, mode="replace", fetch_size=100)
-    finally:
-        killer.join()
-    assert killed, "the read was not killed"
-    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    _replace_fails_when_its_read_is_killed(pair, mariadb, table, foreign, target)
     # the next run reads everything
     assert copy(foreign, target, mode="replace", fetch_size=100)["rows"] == 400000
 
@@ -453,21 +461,7 @@ def test_a_mysql_connection_lost_mid_read_of_a_view_fails_the_copy(
     view = _reading(pair, foreign, "id int NOT NULL, pad varchar(200)", how)
     target = f"public.lv_{uuid.uuid4().hex[:8]}"
     assert copy(view, target, mode="replace", fetch_size=100)["rows"] == 3
-    mariadb.execute(
-        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
-    )
-    killed: list[str] = []
-    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
-    killer.start()
-    try:
-        with pytest.raises(
-            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
-        ):
-            copy(view, target, mode="replace", fetch_size=100)
-    finally:
-        killer.join()
-    assert killed, "the read was not killed"
-    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    _replace_fails_when_its_read_is_killed(pair, mariadb, table, view, target)
 
 
 def test_a_mysql_connection_lost_mid_read_of_a_view_owned_by_another_role_fails_the_copy(
@@ -499,21 +493,7 @@ def test_a_mysql_connection_lost_mid_read_of_a_view_owned_by_another_role_fails_
     local(pair, "ALTER VIEW {v} OWNER TO {r}", v=view, r=owner)
     target = f"public.lo_{uuid.uuid4().hex[:8]}"
     assert copy(view, target, mode="replace", fetch_size=100)["rows"] == 3
-    mariadb.execute(
-        f"INSERT INTO {table} SELECT seq, repeat('x', 200) FROM seq_4_to_400000", database=mariadb.database
-    )
-    killed: list[str] = []
-    killer = threading.Thread(target=_kill_the_read_once_it_fetches, args=(mariadb, table, killed))
-    killer.start()
-    try:
-        with pytest.raises(
-            FdwError, match=r"(?s)was lost while .* was read \(\d+ rows read\).*nothing was applied"
-        ):
-            copy(view, target, mode="replace", fetch_size=100)
-    finally:
-        killer.join()
-    assert killed, "the read was not killed"
-    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(3,)]
+    _replace_fails_when_its_read_is_killed(pair, mariadb, table, view, target)
     assert copy(view, target, mode="replace", fetch_size=10_000)["rows"] == 400_000
 
 
