@@ -602,6 +602,36 @@ def test_a_source_column_declared_with_a_nondeterministic_collation_is_refused_b
 
 
 @TRANSPORTS
+def test_a_remote_column_with_a_nondeterministic_collation_undeclared_locally_is_refused(sandbox, transport):
+    """The source refusal (review round 3) reads the foreign table's declared collation only: a
+    foreign table made by hand, or imported with import_collate 'false', declares the default one
+    while the remote column's is nondeterministic; the hash pushed to the remote is evaluated under
+    the remote column's collation (its sort key), so the run applied and failed its check on every
+    run, as before that fix (review round 4, 2026-12-07)."""
+    collation = f"ci_{uuid.uuid4().hex[:8]}"
+    create = "CREATE COLLATION public.{} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    sandbox.source.execute(sql.SQL(create).format(ident(collation)), dbname=SOURCE_DB)
+    column = f'v text COLLATE public."{collation}"'
+    src = RemoteTable(
+        sandbox, "mirror", SERVER, "id bigint, v text", remote_columns=f"id bigint PRIMARY KEY, {column}"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v text)", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
+    before = local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target)
+    with pytest.raises(FdwConfigError, match=r"\[.v.\].*nondeterministic"):
+        mirror(Named(src.foreign), target, transport=transport)
+    assert local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target) == before
+    assert mirror(Named(src.foreign), target, transport=transport, columns=["id"])["updated"] == 0
+    # a deterministic collation other than the default is hashed as the target hashes it: mirrored
+    src.remote('ALTER TABLE {t} ALTER COLUMN v TYPE text COLLATE "C"')
+    assert mirror(Named(src.foreign), target, transport=transport)["updated"] == 1
+    assert local(sandbox, "SELECT v FROM {t} WHERE id = 7", t=target) == [("NAME 7",)]
+
+
+@TRANSPORTS
 def test_a_target_column_with_a_nondeterministic_collation_is_refused_before_anything_changes(
     sandbox, transport
 ):

@@ -497,6 +497,49 @@ def test_a_mysql_connection_lost_mid_read_of_a_view_owned_by_another_role_fails_
     assert copy(view, target, mode="replace", fetch_size=10_000)["rows"] == 400_000
 
 
+def test_a_view_owned_by_a_role_the_copying_role_is_a_noinherit_member_of_is_copied(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch's private view is given to the view's owner whenever ALTER ... OWNER TO is allowed,
+    which PostgreSQL 15 allows to any member of the role, NOINHERIT included; but such a member may
+    neither read the private view nor drop it: the read failed, the warning path's DROP VIEW failed
+    'must be owner of view', and a copy the role may make failed before loading (review round 4,
+    2026-12-07). The watch needs the owner's privileges, else it warns."""
+    from conftest import postgres_connection
+
+    from fdw_testing.sample_data import TARGET_DB
+
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY")
+    mariadb.execute(f"INSERT INTO {table} VALUES (1), (2)", database=mariadb.database)
+    ((server,),) = local(
+        pair,
+        "SELECT s.srvname FROM pg_foreign_table f JOIN pg_foreign_server s ON s.oid = f.ftserver "
+        "WHERE f.ftrelid = %s::regclass",
+        (foreign,),
+    )
+    owner, etl, schema = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("owner", "etl", "etl"))
+    local(pair, "CREATE ROLE {r}", r=owner)
+    with FdwHook(fdw_conn_id=CONN_ID) as hook:
+        hook.create_user_mapping(server, owner)
+    local(pair, "GRANT USAGE ON SCHEMA {s} TO {r}", s=foreign.split(".")[0], r=owner)
+    local(pair, "GRANT SELECT ON {f} TO {r}", f=foreign, r=owner)
+    local(pair, "CREATE ROLE {r} LOGIN NOINHERIT PASSWORD 'Etl-Secret-4c2e' IN ROLE {o}", r=etl, o=owner)
+    local(pair, "GRANT USAGE ON FOREIGN SERVER {s} TO {r}", s=server, r=etl)
+    with FdwHook(fdw_conn_id=CONN_ID) as hook:  # mysql_fdw plans the view's read through it
+        hook.create_user_mapping(server, etl)
+    local(pair, "CREATE SCHEMA {s} AUTHORIZATION {r}", s=schema, r=etl)
+    view = f"{schema}.over_mysql"
+    local(pair, "CREATE VIEW {v} AS SELECT * FROM {f}", v=view, f=foreign)
+    local(pair, "ALTER VIEW {v} OWNER TO {r}", v=view, r=owner)
+    local(pair, "GRANT SELECT ON {v} TO {r}", v=view, r=etl)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MYSQL_ETL", postgres_connection(pair.target, TARGET_DB, etl, "Etl-Secret-4c2e")
+    )
+    with FdwHook(postgres_conn_id="mysql_etl", fdw_conn_id=CONN_ID) as hook:
+        assert hook.bulk_copy(plan_copy(view, f"{schema}.copied", mode="replace"))["rows"] == 2
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=f"{schema}.copied") == [(1,), (2,)]
+
+
 def test_a_float_watermark_declared_double_precision_is_refused(
     pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:

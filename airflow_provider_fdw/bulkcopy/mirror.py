@@ -63,6 +63,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_kinds,
     read_buckets,
     refuse_null_keys,
+    remote_nondeterministic,
 )
 from airflow_provider_fdw.bulkcopy.mirror_direct import (
     KEYS_PER_FETCH,
@@ -319,7 +320,8 @@ class Mirror:
         check_readable(s, p.source, source_row[0], columns)
         check_policies_do_not_apply(s, p.target, oid, "a mirror", deletes=True)
         self.result.key = list(key)
-        kinds = hash_kinds(s, source_row[0], columns, p.source)
+        remote_loose = remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
+        kinds = hash_kinds(s, source_row[0], columns, p.source, remote_loose)
         check_target_kinds(s, oid, kinds, (source_columns, target_columns), (p.source, p.target))
         row_hash = mq.row_hash_expr(columns, kinds)
 

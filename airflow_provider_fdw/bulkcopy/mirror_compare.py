@@ -13,11 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import Table
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.sql import mirror as mq
+from airflow_provider_fdw.wrappers import reads_postgres
 
 LEAF_ROWS = 16  # bisect until a bucket holds about this many rows, then fetch its rows
 FIRST_LEVEL_ROWS = 64  # rows per bucket of the first comparison (one pass over each side)
@@ -275,13 +277,39 @@ EXACT = ("date",)
 BYTES_MAX = 16  # fixed-length types up to this size are hashed from the bytes of their send form
 
 
+def remote_nondeterministic(s: LocalSession, source: Table | None, log: Any) -> frozenset[str]:
+    """The columns of a postgres_fdw source whose remote column has a nondeterministic collation:
+    the hash pushed down runs under the remote column's collation, whatever the foreign table
+    declares (made by hand, or imported with import_collate 'false'). Empty when the remote cannot
+    say (before PostgreSQL 12 no collation is nondeterministic)."""
+    if source is None or not source.is_foreign or source.remote is None or source.server_name is None:
+        return frozenset()
+    if not reads_postgres(source.relation.wrapper):
+        return frozenset()
+    step = "read the remote columns' collations"
+    with s.undone(step):
+        try:
+            for statement in q.create_pk_probes(source.server_name, q.COLLATION_PROBES):
+                s.execute(step, statement, quiet=True)
+            rows = s.fetchall(step, q.REMOTE_NONDETERMINISTIC_QUERY, source.remote)
+        except FdwError as exc:
+            log.debug("Could not read the collations of %s on the remote: %s", source.remote, exc)
+            return frozenset()
+    remote_to_local = {col.remote_name: name for name, col in source.columns.items()}
+    return frozenset(remote_to_local[r] for (r,) in rows if r in remote_to_local)
+
+
 def hash_kinds(
-    s: LocalSession, source_oid: int, columns: Sequence[str], source: QualifiedName
+    s: LocalSession,
+    source_oid: int,
+    columns: Sequence[str],
+    source: QualifiedName,
+    remote_loose: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
     refused, before anything changes (its hash could not run on the remote)."""
     kinds = kinds_of(s, source_oid, columns)
-    loose = [name for name in columns if name in kinds.nondeterministic]
+    loose = [name for name in columns if name in kinds.nondeterministic or name in remote_loose]
     if loose:  # hashed on the remote by their sort key, as the foreign table declares (IMPORT's collate)
         raise FdwConfigError(
             f"mode='mirror' cannot compare columns {loose} of {source}: their collation is "

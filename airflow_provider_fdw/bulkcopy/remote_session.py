@@ -68,6 +68,10 @@ class RemoteSessionWatch:
                     s.execute(step, statement, quiet=True)
 
             try:
+                if not s.fetchvalue(step, q.PRIVILEGES_OF_ROLE_QUERY, (reader,)):
+                    # ALTER ... OWNER TO takes any member (NOINHERIT too), who may then neither read
+                    # the private view nor drop it
+                    raise FdwError(f"it does not have the privileges of role {reader}", step=step)
                 s.in_savepoint(step, read_as)
             except FdwError as exc:
                 log.warning(

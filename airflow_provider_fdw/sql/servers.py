@@ -122,6 +122,11 @@ def probe_read_as(probe_table: str, foreign_table: str, role: str) -> list[sql.C
     ]
 
 
+# Whether the current user has the privileges of a role (%s): a member of it without INHERIT may make
+# it an object's owner, but then neither read nor drop that object.
+PRIVILEGES_OF_ROLE_QUERY = sql.SQL("SELECT pg_catalog.pg_has_role(%s, 'USAGE')")
+
+
 def drop_probe_read_as(probe_table: str, foreign_table: str) -> list[sql.Composed]:
     return [
         sql.SQL("DROP VIEW IF EXISTS pg_temp.{}").format(sql.Identifier(probe_table)),
@@ -300,14 +305,39 @@ PK_PROBES = (
 )
 
 
-def create_pk_probes(server_name: str) -> list[sql.Composed]:
-    """Session-private foreign tables over the remote catalogs, to read a table's primary key."""
+def create_pk_probes(
+    server_name: str, probes: Sequence[tuple[str, str, str]] = PK_PROBES
+) -> list[sql.Composed]:
+    """Session-private foreign tables over the remote catalogs, to read a table's primary key (or,
+    with ``probes``, what those catalogs say)."""
     return [
         sql.SQL(
             "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"
         ).format(sql.Identifier(name), sql.SQL(columns), sql.Identifier(server_name), sql.Literal(catalog))
-        for name, catalog, columns in PK_PROBES
+        for name, catalog, columns in probes
     ]
+
+
+# The remote catalogs that say which columns of a remote table have a nondeterministic collation
+# (PostgreSQL 12 and later), whatever the foreign table declares.
+COLLATION_PROBES = (
+    (
+        "fdw_coll_att",
+        "pg_attribute",
+        "attrelid oid, attnum int2, attname name, attcollation oid, attisdropped bool",
+    ),
+    ("fdw_coll_class", "pg_class", "oid oid, relname name, relnamespace oid"),
+    ("fdw_coll_ns", "pg_namespace", "oid oid, nspname name"),
+    ("fdw_coll", "pg_collation", "oid oid, collisdeterministic bool"),
+)
+REMOTE_NONDETERMINISTIC_QUERY = sql.SQL(
+    "SELECT a.attname FROM pg_temp.fdw_coll_att a "
+    "JOIN pg_temp.fdw_coll_class r ON r.oid = a.attrelid "
+    "JOIN pg_temp.fdw_coll_ns n ON n.oid = r.relnamespace "
+    "JOIN pg_temp.fdw_coll c ON c.oid = a.attcollation "
+    "WHERE n.nspname = %s AND r.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+    "AND NOT c.collisdeterministic"
+)
 
 
 REMOTE_PK_QUERY = sql.SQL(
