@@ -62,6 +62,7 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     hash_aggregate,
     hash_kinds,
     read_buckets,
+    refuse_nondeterministic,
     refuse_null_keys,
     remote_nondeterministic,
 )
@@ -320,7 +321,13 @@ class Mirror:
         check_readable(s, p.source, source_row[0], columns)
         check_policies_do_not_apply(s, p.target, oid, "a mirror", deletes=True)
         self.result.key = list(key)
-        remote_loose = remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
+        # Through postgres_fdw only when the mirror reads through it: a direct mirror would leave that
+        # remote transaction idle until its commit (a remote idle timeout then fails the commit).
+        remote_loose = (
+            remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
+            if p.transport == "fdw"
+            else frozenset()
+        )
         kinds = hash_kinds(s, source_row[0], columns, p.source, remote_loose)
         check_target_kinds(s, oid, kinds, (source_columns, target_columns), (p.source, p.target))
         row_hash = mq.row_hash_expr(columns, kinds)
@@ -344,9 +351,13 @@ class Mirror:
             direct = open_direct_source(
                 s, p, source, columns, self.remote_connect, self.remote_identity, self.log, self.new_session
             )
+        if direct is None and p.transport != "fdw":  # "auto" reads through postgres_fdw after all
+            loose = remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
+            refuse_nondeterministic(columns, loose, p.source)
         if direct is not None:
             self.result.path = "direct"
             try:
+                refuse_nondeterministic(columns, direct.nondeterministic(), p.source)
                 self._run_direct(s, direct, oid, only, key, key_is_unique, columns, kinds, row_hash)
             finally:
                 direct.close()

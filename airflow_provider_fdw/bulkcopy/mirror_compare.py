@@ -291,12 +291,26 @@ def remote_nondeterministic(s: LocalSession, source: Table | None, log: Any) -> 
         try:
             for statement in q.create_pk_probes(source.server_name, q.COLLATION_PROBES):
                 s.execute(step, statement, quiet=True)
-            rows = s.fetchall(step, q.REMOTE_NONDETERMINISTIC_QUERY, source.remote)
+            rows = s.fetchall(step, q.remote_nondeterministic_query(through_fdw=True), source.remote)
         except FdwError as exc:
             log.debug("Could not read the collations of %s on the remote: %s", source.remote, exc)
             return frozenset()
     remote_to_local = {col.remote_name: name for name, col in source.columns.items()}
     return frozenset(remote_to_local[r] for (r,) in rows if r in remote_to_local)
+
+
+def refuse_nondeterministic(
+    columns: Sequence[str], loose: frozenset[str] | set[str], source: QualifiedName
+) -> None:
+    """Refuse mirrored columns compared under a nondeterministic collation, before anything changes."""
+    named = [name for name in columns if name in loose]
+    if named:  # hashed on the remote by their sort key, as the foreign table declares (IMPORT's collate)
+        raise FdwConfigError(
+            f"mode='mirror' cannot compare columns {named} of {source}: their collation is "
+            "nondeterministic, under which text is hashed by its sort key (equal for values that differ, "
+            "and never as the target hashes it), so every run would fail its check. Leave them out with "
+            "columns=, or use mode='replace'."
+        )
 
 
 def hash_kinds(
@@ -309,14 +323,7 @@ def hash_kinds(
     """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
     refused, before anything changes (its hash could not run on the remote)."""
     kinds = kinds_of(s, source_oid, columns)
-    loose = [name for name in columns if name in kinds.nondeterministic or name in remote_loose]
-    if loose:  # hashed on the remote by their sort key, as the foreign table declares (IMPORT's collate)
-        raise FdwConfigError(
-            f"mode='mirror' cannot compare columns {loose} of {source}: their collation is "
-            "nondeterministic, under which text is hashed by its sort key (equal for values that differ, "
-            "and never as the target hashes it), so every run would fail its check. Leave them out with "
-            "columns=, or use mode='replace'."
-        )
+    refuse_nondeterministic(columns, kinds.nondeterministic | remote_loose, source)
     refused = [name for name, kind in kinds.items() if kind is None]
     if refused:
         raise FdwConfigError(

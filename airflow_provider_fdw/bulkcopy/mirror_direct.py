@@ -46,6 +46,7 @@ class DirectSource:
         self.session = LocalSession(conn, log)
         self.table: QualifiedName = table.remote
         self.names = {c: table.columns[c].remote_name for c in columns}
+        self.columns = {c.remote_name: name for name, c in table.columns.items()}
         try:
             # the first statements of the driver's implicit transaction
             self.session.execute("start the source snapshot", q.SNAPSHOT_ISOLATION, quiet=True)
@@ -65,6 +66,15 @@ class DirectSource:
             )
         except DriverError as exc:  # either side's
             raise s.error("fetch the differing source rows", exc) from None
+
+    def nondeterministic(self) -> frozenset[str]:
+        """The source's columns (local names) whose remote collation is nondeterministic."""
+        rows = self.session.fetchall(
+            "read the remote columns' collations",
+            q.remote_nondeterministic_query(through_fdw=False),
+            self.table,
+        )
+        return frozenset(self.columns[r] for (r,) in rows if r in self.columns)
 
     def close(self) -> None:
         self.session.close()  # ends the read-only transaction: nothing to keep

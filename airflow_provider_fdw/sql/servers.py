@@ -330,14 +330,22 @@ COLLATION_PROBES = (
     ("fdw_coll_ns", "pg_namespace", "oid oid, nspname name"),
     ("fdw_coll", "pg_collation", "oid oid, collisdeterministic bool"),
 )
-REMOTE_NONDETERMINISTIC_QUERY = sql.SQL(
-    "SELECT a.attname FROM pg_temp.fdw_coll_att a "
-    "JOIN pg_temp.fdw_coll_class r ON r.oid = a.attrelid "
-    "JOIN pg_temp.fdw_coll_ns n ON n.oid = r.relnamespace "
-    "JOIN pg_temp.fdw_coll c ON c.oid = a.attcollation "
-    "WHERE n.nspname = %s AND r.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
-    "AND NOT c.collisdeterministic"
-)
+
+
+def remote_nondeterministic_query(through_fdw: bool) -> sql.Composed:
+    """The columns of a remote table (parameters: schema, table) whose collation is nondeterministic;
+    through postgres_fdw it reads the probes of :data:`COLLATION_PROBES`, on a direct connection the
+    catalogs themselves."""
+    att, cls, ns, coll = (
+        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
+        for probe, catalog, _ in COLLATION_PROBES
+    )
+    return sql.SQL(
+        "SELECT a.attname FROM {att} a JOIN {cls} r ON r.oid = a.attrelid "
+        "JOIN {ns} n ON n.oid = r.relnamespace JOIN {coll} c ON c.oid = a.attcollation "
+        "WHERE n.nspname = %s AND r.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND NOT c.collisdeterministic"
+    ).format(att=att, cls=cls, ns=ns, coll=coll)
 
 
 REMOTE_PK_QUERY = sql.SQL(
