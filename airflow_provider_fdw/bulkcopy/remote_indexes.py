@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
@@ -25,27 +26,13 @@ INDEX_PROBES = (
 
 def index_probe_query(through_fdw: bool) -> sql.Composed:
     """(relkind, whether an index leads with the column) of the remote table; parameters: the
-    column, the schema, the table. Through the FDW it reads the probes of :func:`create_index_probes`."""
-    index, cls, ns, att = (
-        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
-        for probe, catalog, _ in INDEX_PROBES
-    )
+    column, the schema, the table. Through the FDW it reads the probes of ``INDEX_PROBES``."""
+    index, cls, ns, att = q.catalog_reads(INDEX_PROBES, through_fdw)
     return sql.SQL(
         "SELECT r.relkind, EXISTS (SELECT 1 FROM {index} i JOIN {att} a ON a.attrelid = i.indrelid "
         "AND a.attnum = i.indkey[0] WHERE i.indrelid = r.oid AND a.attname = %s) "
         "FROM {cls} r JOIN {ns} n ON n.oid = r.relnamespace WHERE n.nspname = %s AND r.relname = %s"
     ).format(index=index, att=att, cls=cls, ns=ns)
-
-
-def create_index_probes(server_name: str) -> list[sql.Composed]:
-    """Session-private foreign tables over the remote's pg_index, pg_class, pg_namespace and
-    pg_attribute (pg_catalog: readable by any role); create them in a transaction that is rolled back."""
-    return [
-        sql.SQL(
-            "CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {} OPTIONS (schema_name 'pg_catalog', table_name {})"
-        ).format(sql.Identifier(name), sql.SQL(columns), sql.Identifier(server_name), sql.Literal(catalog))
-        for name, catalog, columns in INDEX_PROBES
-    ]
 
 
 def probe_through_fdw(
@@ -54,6 +41,6 @@ def probe_through_fdw(
     """:func:`index_probe_query`'s row for ``column`` (its remote name) of ``remote``, read through
     postgres_fdw (None: no such table); raises FdwError when the remote catalogs cannot be read."""
     with s.undone("read remote indexes"):
-        for statement in create_index_probes(server_name):
+        for statement in q.create_pk_probes(server_name, INDEX_PROBES):
             s.execute("read remote indexes", statement, quiet=True)
         return s.fetchone("read remote indexes", index_probe_query(through_fdw=True), (column, *remote))

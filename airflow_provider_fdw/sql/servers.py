@@ -305,6 +305,15 @@ PK_PROBES = (
 )
 
 
+def catalog_reads(probes: Sequence[tuple[str, str, str]], through_fdw: bool) -> list[sql.Identifier]:
+    """What a query over remote catalogs reads, in the order of ``probes``: through postgres_fdw the
+    probes :func:`create_pk_probes` makes of them, on a direct connection the catalogs themselves."""
+    return [
+        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
+        for probe, catalog, _ in probes
+    ]
+
+
 def create_pk_probes(
     server_name: str, probes: Sequence[tuple[str, str, str]] = PK_PROBES
 ) -> list[sql.Composed]:
@@ -336,10 +345,7 @@ def remote_nondeterministic_query(through_fdw: bool) -> sql.Composed:
     """The columns of a remote table (parameters: schema, table) whose collation is nondeterministic;
     through postgres_fdw it reads the probes of :data:`COLLATION_PROBES`, on a direct connection the
     catalogs themselves."""
-    att, cls, ns, coll = (
-        sql.Identifier("pg_temp", probe) if through_fdw else sql.Identifier("pg_catalog", catalog)
-        for probe, catalog, _ in COLLATION_PROBES
-    )
+    att, cls, ns, coll = catalog_reads(COLLATION_PROBES, through_fdw)
     return sql.SQL(
         "SELECT a.attname FROM {att} a JOIN {cls} r ON r.oid = a.attrelid "
         "JOIN {ns} n ON n.oid = r.relnamespace JOIN {coll} c ON c.oid = a.attcollation "
