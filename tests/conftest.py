@@ -197,6 +197,23 @@ def wait_until(condition, limit: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def python_json(script: str, *args: str, timeout: float = 120) -> dict:
+    """Run ``script`` in a fresh interpreter (``python -c``, with this process's environment) and
+    return the JSON object on its last line of output; its failure fails the test with its stderr."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def users_foreign_table(
     target: Any, conn_id: str, server_name: str, schema: str, remote_schema: str, remote_table: str
 ) -> str:

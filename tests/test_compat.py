@@ -4,13 +4,10 @@ real target server (a subprocess each: the driver is chosen when providers-postg
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from conftest import TARGET_DB
+from conftest import TARGET_DB, python_json
 
 COMPAT_FLOW = textwrap.dedent(
     """
@@ -67,16 +64,7 @@ COMPAT_FLOW = textwrap.dedent(
 @pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
 def test_compat_gives_the_same_answers_on_both_drivers(target, driver):
     conninfo = target.conninfo(TARGET_DB)
-    proc = subprocess.run(
-        [sys.executable, "-c", COMPAT_FLOW, driver, json.dumps(conninfo)],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = python_json(COMPAT_FLOW, driver, json.dumps(conninfo))
     assert out["psycopg3"] is (driver == "psycopg3")
     assert out["module"].split(".")[0] == ("psycopg2" if driver == "psycopg2" else "psycopg")
     assert out["pid_matches"] and out["version_matches"]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+from conftest import REPO, python_json
 
 PSYCOPG2_FLOW = textwrap.dedent(
     """
@@ -37,16 +37,7 @@ PSYCOPG2_FLOW = textwrap.dedent(
 
 
 def test_the_whole_hook_flow_works_on_psycopg2(airflow_connections, server_name, local_schema):
-    proc = subprocess.run(
-        [sys.executable, "-c", PSYCOPG2_FLOW, server_name, local_schema],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = python_json(PSYCOPG2_FLOW, server_name, local_schema)
     assert result["psycopg3"] is False and result["module"].startswith("psycopg2")
     assert result["created"] is True and result["again"] is False and result["mapped"] is True
     assert result["tables"] == ["orders", "users"] and result["count"] == 1000

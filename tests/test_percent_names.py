@@ -7,14 +7,11 @@ placeholders"), and a name holding ``%s`` could have taken a parameter's place (
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import uuid
 
 import pytest
-from conftest import TARGET_DB, RemoteTable, copy_table, fdw_sandbox, ident, local
+from conftest import TARGET_DB, RemoteTable, copy_table, fdw_sandbox, ident, local, python_json
 
 from airflow_provider_fdw.compat import sql
 
@@ -165,16 +162,7 @@ def test_copies_of_names_holding_percent_on_psycopg2(pct, transport):
         WATERMARK,
         transport,
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", PSYCOPG2_COPIES, *args],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = python_json(PSYCOPG2_COPIES, *args, timeout=300)
     assert out["psycopg3"] is False
     # replace 20; append: 0 (max() read and recorded), 0 (the record read); upsert from >= 20: 1;
     # then the mirror
@@ -225,16 +213,7 @@ RENDER_FLOW = textwrap.dedent(
 
 @pytest.mark.parametrize("driver", ["psycopg2", "psycopg3"])
 def test_with_params_keeps_percent_in_names_and_literals_on_both_drivers(target, driver):
-    proc = subprocess.run(
-        [sys.executable, "-c", RENDER_FLOW, driver, json.dumps(target.conninfo(TARGET_DB))],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = python_json(RENDER_FLOW, driver, json.dumps(target.conninfo(TARGET_DB)))
     assert out["psycopg3"] is (driver == "psycopg3")
     assert out["positional"] == ["%s%b", "p1", "lit%(x)s%%", "%s", "%b"]
     assert out["named"] == ["p2", "p2", 1]
