@@ -119,6 +119,15 @@ def foreign_reads(s: LocalSession, table: Table) -> list[tuple[str, str]]:
     ]
 
 
+def refresh_reads(s: LocalSession, view: QualifiedName) -> list[tuple[str, str]]:
+    """As :func:`foreign_reads`, for a refresh of the materialized view ``view``: the foreign tables its
+    query reads (a materialized view it reads gives its own rows)."""
+    oid = read_oid(s, view, "materialized view")
+    return [
+        (w, srv) for w, srv in s.fetchall("read foreign tables read", q.REFRESH_FOREIGN_READS_QUERY, (oid,))
+    ]
+
+
 def foreign_readers(s: LocalSession, table: Table) -> list[tuple[str, str, str | None]]:
     """As :func:`foreign_reads`, each with the role whose user mapping (hence whose cached remote
     connection) the read goes through: None for the current user's, else a view's owner."""

@@ -122,7 +122,10 @@ DEFAULT_CHARACTER_SET = "utf8mb4"
 # it): with a zone that has daylight saving time the hour of a fall-back repeats, and a change of the
 # server's zone shifts every value, so a watermark on such a column skips rows. mysql_fdw's sessions
 # read in UTC instead, as postgres_fdw's remote sessions do (a connection's own init_command wins).
-DEFAULT_INIT_COMMAND = "SET time_zone = '+00:00'"
+# A read waits for a table's metadata lock (LOCK TABLES, a pending ALTER) up to lock_wait_timeout, a
+# day by default, inside the client library, where the local backend cannot be cancelled: 300 s, as
+# long as a copy waits for another copy of its target.
+DEFAULT_INIT_COMMAND = "SET time_zone = '+00:00', lock_wait_timeout = 300"
 
 MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField("fetch_size", "Fetch size", int, "Rows per remote fetch (mysql_fdw default 100).", 1),
@@ -137,7 +140,7 @@ MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Init command",
         str,
         f"SQL run by MySQL on every new connection (default {DEFAULT_INIT_COMMAND}: TIMESTAMP values in "
-        "UTC; keep a SET time_zone in your own).",
+        "UTC, lock waits bounded; keep both in your own).",
     ),
     ExtraField(
         "sql_mode",

@@ -36,6 +36,7 @@ from airflow_provider_fdw.foreign_tables import read_foreign_tables
 from airflow_provider_fdw.locks import LockTimeout, create_schema, table_lock_holders
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
 from airflow_provider_fdw.refresh import lock_timeout_setting
+from airflow_provider_fdw.remote_answers import check_servers_answer
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
@@ -137,6 +138,8 @@ def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
     """Import (or converge a previous import) in one transaction, retried while a table it changes
     is busy; return the selected foreign tables."""
     p = plan
+    server = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (p.server_name,))
+    check_servers_answer(s, [(server[1], p.server_name)] if server else [], log)
     lock_timeout, table_changes = LockTimeout(p.lock_timeout, p.lock_timeout_explicit), TableChanges()
     # A retry needs a transaction of its own: inside the caller's block the first failure is final.
     attempts = 1 if s.in_transaction_block else p.lock_retries

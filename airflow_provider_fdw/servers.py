@@ -18,6 +18,7 @@ from airflow_provider_fdw.connection import RemoteServer, render_option_value, v
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, INSUFFICIENT_PRIVILEGE, FdwError
 from airflow_provider_fdw.hooks.mysql_fdw import MySqlRemote
 from airflow_provider_fdw.locks import lock_object
+from airflow_provider_fdw.remote_answers import check_servers_answer
 from airflow_provider_fdw.secrets import execute_with_secret
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import network_defaults
@@ -200,6 +201,7 @@ def check_remote(
     """Prove that the LOCAL server reaches the remote through the user mapping (``FdwHook.check_remote``)."""
     probe = f"fdw_probe_{uuid.uuid4().hex[:12]}"
     step = f"query server {server_name!r} through its user mapping"
+    check_servers_answer(s, [(wrapper.name, server_name)], log)
     # Inside a caller's transaction (CreateForeignServerOperator): keep its changes, drop the probe.
     with s.undone("check remote"):
         try:

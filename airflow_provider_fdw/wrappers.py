@@ -69,6 +69,12 @@ class Wrapper:
         in the remote column's collation (mysql_fdw: MySQL's, case-insensitive and blind to trailing
         spaces by default), not PostgreSQL's; a watermark on such a column is refused.
     :param probe: composes the reachability probe, or None when there is nothing remote to reach.
+    :param greeting_address: the (host, port) the wrapper's client connects to for a server's options,
+        when that client waits for the remote without any time-out (mysql_fdw: the connect, the
+        greeting and every read), or None for an address the worker cannot dial as the local server
+        does; the worker then checks that address answers before the local server is made to connect
+        (:mod:`airflow_provider_fdw.remote_answers`). None (the field): the wrapper bounds its own waits
+        (postgres_fdw: libpq's connect_timeout, given to every server) or has no remote.
     :param docs_url: the wrapper's own documentation.
     :param debian_package: the Debian package that installs it (for error messages).
     """
@@ -94,6 +100,7 @@ class Wrapper:
     column_type_probe: Probe | None = None
     session_probe: Probe | None = None
     probe: Probe | None = None
+    greeting_address: Callable[[Mapping[str, str]], tuple[str, int] | None] | None = None
     docs_url: str = ""
     debian_package: str = ""
 
@@ -342,6 +349,13 @@ def _mysql_session_probe(
     return create, read
 
 
+def _mysql_address(options: Mapping[str, str]) -> tuple[str, int] | None:
+    """Where mysql_fdw connects (its defaults: 127.0.0.1, 3306); None for ``localhost``, which the MySQL
+    client library reaches through its Unix socket, not TCP."""
+    host = options.get("host", "127.0.0.1")
+    return None if host == "localhost" else (host, int(options.get("port", "3306")))
+
+
 def _mysql_column_type_probe(
     probe: str, server: str, options: Mapping[str, str]
 ) -> tuple[sql.Composed, sql.Composed]:
@@ -411,6 +425,7 @@ MYSQL_FDW = Wrapper(
     column_type_probe=_mysql_column_type_probe,
     probe=_mysql_probe,
     session_probe=_mysql_session_probe,
+    greeting_address=_mysql_address,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",
     debian_package="postgresql-<version>-mysql-fdw",
 )

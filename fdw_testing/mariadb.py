@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -89,6 +90,43 @@ class MariaDB:
         if proc.returncode != 0:
             raise MariaDBError(f"mariadb client failed ({proc.returncode}): {proc.stderr.strip()}")
         return [tuple(_unescape(v) for v in line.split("\t")) for line in proc.stdout.splitlines()]
+
+    @contextmanager
+    def holding(self, statement: str, database: str | None = None) -> Iterator[None]:
+        """Run ``statement`` (e.g. ``LOCK TABLES t WRITE``) as root in a session that stays open, with
+        what it holds, until the block ends."""
+        cmd = [
+            _client(),
+            "--no-defaults",
+            "--user=root",
+            f"--socket={self.socket}",
+            "--batch",
+            "--unbuffered",
+        ]
+        if database:
+            cmd.append(f"--database={database}")
+        client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+        try:
+            assert client.stdin is not None and client.stdout is not None
+            client.stdin.write(f"{statement}; SELECT 'held';\n")
+            client.stdin.flush()
+            deadline = time.monotonic() + 30
+            line = ""
+            while line.strip() != "held":
+                if not select.select([client.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise MariaDBError(f"{statement!r} did not take effect within 30 s")
+                line = client.stdout.readline()
+                if not line:
+                    raise MariaDBError(f"the holding session ended before {statement!r} took effect")
+            yield
+        finally:
+            if client.stdin is not None:
+                client.stdin.close()
+            try:
+                client.wait(30)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start ``mariadbd`` and wait (bounded) until it answers on its socket."""

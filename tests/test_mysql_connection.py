@@ -44,7 +44,7 @@ def test_connection_becomes_mysql_fdw_server_and_mapping_options():
         "ssl_ca": "/etc/ssl/ca.pem",
         "reconnect": "true",
         "character_set": "utf8mb4",
-        "init_command": "SET time_zone = '+00:00'",
+        "init_command": "SET time_zone = '+00:00', lock_wait_timeout = 300",
     }
     assert remote.user_mapping_options() == {"username": "app", "password": "my-s3cret"}
     assert remote.database == "shop"
@@ -59,11 +59,14 @@ def test_port_defaults_to_3306_and_character_set_can_be_chosen():
     assert remote.server_options["character_set"] == "latin1"
 
 
+IN_UTC_LOCKS_BOUNDED = "SET time_zone = '+00:00', lock_wait_timeout = 300"
+
+
 def test_mysql_sessions_read_timestamps_in_utc_unless_the_connection_says_otherwise():
     """MySQL shows a TIMESTAMP in the session time zone, the server's when nothing sets it: the
     provider pins mysql_fdw's sessions to UTC (a DST zone repeats an hour; a changed server zone
     shifts every value). A connection's own init_command replaces it."""
-    assert mysql_remote_from_connection(conn()).server_options["init_command"] == "SET time_zone = '+00:00'"
+    assert mysql_remote_from_connection(conn()).server_options["init_command"] == IN_UTC_LOCKS_BOUNDED
     own = mysql_remote_from_connection(conn(extra={"init_command": "SET time_zone = 'Europe/Amsterdam'"}))
     assert own.server_options["init_command"] == "SET time_zone = 'Europe/Amsterdam'"
 

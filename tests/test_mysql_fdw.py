@@ -91,7 +91,7 @@ def test_mysql_server_mapping_and_check_follow_a_password_rotation_without_loggi
         "port": str(mariadb.port),
         "fetch_size": "500",
         "character_set": "utf8mb4",
-        "init_command": "SET time_zone = '+00:00'",
+        "init_command": "SET time_zone = '+00:00', lock_wait_timeout = 300",
     }
     assert op.execute({})["changed"] is False  # a re-run converges
 

@@ -649,3 +649,44 @@ def test_a_connection_lost_before_the_load_still_has_the_load_watched(
             killer.join()
     assert killed, "the read was not killed"
     assert local(pair, "SELECT id, pad FROM {t}", t=target) == [(1, "old")]
+
+
+def test_a_copy_waiting_for_a_locked_mysql_table_fails_after_its_lock_wait_with_nothing_changed(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of a MySQL table another session holds (``LOCK TABLES … WRITE``, a pending ``ALTER``)
+    waits for its metadata lock as long as MySQL's ``lock_wait_timeout`` (a day by default), in the
+    client library, where the local backend cannot be cancelled. The provider's sessions bound it
+    (``lock_wait_timeout = 300`` in the default ``init_command``; 2 s here): the copy then fails,
+    mysql_fdw reporting the wait (not taking it for an empty table), and the target keeps its rows."""
+    from airflow_provider_fdw.connection_form import DEFAULT_INIT_COMMAND
+
+    assert "lock_wait_timeout = 300" in DEFAULT_INIT_COMMAND
+    table, source = mysql_table(
+        mariadb,
+        monkeypatch,
+        "id int PRIMARY KEY, name varchar(20)",
+        init_command="SET time_zone = '+00:00', lock_wait_timeout = 2",
+    )
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 'one'), (2, 'two')", database=mariadb.database)
+    target = f"public.{table}"
+    assert copy(source, target)["rows"] == 2
+    mariadb.execute(f"INSERT INTO {table} VALUES (3, 'three')", database=mariadb.database)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = copy(source, target)
+        except FdwError as exc:
+            outcome["error"] = exc
+
+    with mariadb.holding(f"LOCK TABLES {table} WRITE", database=mariadb.database):
+        started = time.monotonic()
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(60)  # far above the 2 s lock wait; the copy used to wait for the lock's holder
+        waited = time.monotonic() - started
+        assert not worker.is_alive(), "the copy still waits for MySQL's metadata lock"
+    assert "Lock wait timeout exceeded" in str(outcome.get("error")), outcome
+    assert waited < 60
+    assert local(pair, "SELECT id, name FROM {t} ORDER BY id", t=target) == [(1, "one"), (2, "two")]

@@ -250,3 +250,152 @@ def test_a_long_reader_delays_new_readers_by_one_lock_timeout_not_its_whole_read
         long_reader.close()
     worker.join(60)
     assert result["summary"]["rows"] == 100 and result["summary"]["swap"] in ("renamed", "in-place")
+
+
+# -- mysql_fdw: its client library has no connect or read time-out ---------------------------------
+# A backend reading from a MySQL server that accepts and never answers waits in the client library
+# for ever: statement_timeout, pg_cancel_backend and pg_terminate_backend do nothing until the TCP
+# connection ends. So the provider must not let the local server dial such a remote at all.
+
+
+@pytest.fixture
+def mysql_tarpit(pair, tarpit, server_name, local_schema, monkeypatch) -> tuple[str, str]:
+    """A ``mysql_tarpit`` connection, a mysql_fdw server made by hand on the tarpit (its user mapping,
+    a schema) and a foreign table on it: (server, foreign table)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MYSQL_TARPIT",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": tarpit.host,
+                "port": tarpit.port,
+                "schema": "shop",
+                "login": "reader",
+                "password": "tarpit-secret",
+            }
+        ),
+    )
+    statements = [
+        sql.SQL("CREATE EXTENSION IF NOT EXISTS mysql_fdw"),
+        sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {}, port {})").format(
+            ident(server_name), sql.Literal(tarpit.host), sql.Literal(str(tarpit.port))
+        ),
+        sql.SQL(
+            "CREATE USER MAPPING FOR CURRENT_USER SERVER {} "
+            "OPTIONS (username 'reader', password 'tarpit-secret')"
+        ).format(ident(server_name)),
+        sql.SQL("CREATE SCHEMA {}").format(ident(local_schema)),
+        sql.SQL(
+            "CREATE FOREIGN TABLE {} (id int, name text) SERVER {} "
+            "OPTIONS (dbname 'shop', table_name 'items')"
+        ).format(ident(local_schema, "items"), ident(server_name)),
+    ]
+    for statement in statements:
+        pair.target.execute(statement, dbname=TARGET_DB)
+    return server_name, f"{local_schema}.items"
+
+
+def assert_no_backend_left_waiting(pair) -> None:
+    """No backend of the local database is still running a statement (one stuck in the MySQL client
+    library cannot be ended; it would hold its locks and snapshot until the remote closes)."""
+    query = (
+        "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    deadline = time.monotonic() + 10
+    while (
+        active := pair.target.execute(query, (TARGET_DB,), dbname="postgres")
+    ) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert active == []
+
+
+def test_create_mysql_server_check_fails_in_bounded_time_against_a_tarpit(mysql_tarpit, tarpit, pair):
+    server = f"{mysql_tarpit[0]}_new"
+    op = CreateForeignServerOperator(task_id="server", server_name=server, fdw_conn_id="mysql_tarpit")
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwTimeoutError), error
+    assert f"{tarpit.host}:{tarpit.port}" in str(error) and "never answered" in str(error)
+    assert elapsed < HANG
+    assert tarpit.accepted >= 1
+    assert_no_backend_left_waiting(pair)
+    left = pair.target.execute(
+        "SELECT 1 FROM pg_foreign_server WHERE srvname = %s", (server,), dbname=TARGET_DB
+    )
+    assert left == []
+
+
+@pytest.mark.parametrize("read", ["foreign table", "view over it"])
+@pytest.mark.parametrize("mode", ["replace", "append"])
+def test_bulk_copy_from_mysql_fails_in_bounded_time_against_a_tarpit(
+    mysql_tarpit, tarpit, pair, local_schema, read, mode
+):
+    server, source = mysql_tarpit
+    if read == "view over it":
+        pair.target.execute(
+            sql.SQL("CREATE VIEW {} AS SELECT id, name FROM {}").format(
+                ident(local_schema, "items_view"), ident(local_schema, "items")
+            ),
+            dbname=TARGET_DB,
+        )
+        source = f"{local_schema}.items_view"
+    target = ident(local_schema, "copy")
+    pair.target.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, name text); INSERT INTO {} VALUES (1, 'kept')").format(
+            target, target
+        ),
+        dbname=TARGET_DB,
+    )
+    op = BulkCopyOperator(
+        task_id="copy",
+        source_table=source,
+        target_table=f"{local_schema}.copy",
+        mode=mode,
+        key_columns=["id"],
+    )
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwTimeoutError), error
+    assert server in str(error) and f"{tarpit.host}:{tarpit.port}" in str(error)
+    assert "Nothing was changed" in str(error)
+    assert elapsed < HANG
+    assert_no_backend_left_waiting(pair)
+    assert pair.target.execute(sql.SQL("SELECT id, name FROM {}").format(target), dbname=TARGET_DB) == [
+        (1, "kept")
+    ]
+
+
+def test_import_from_mysql_fails_in_bounded_time_against_a_tarpit(mysql_tarpit, tarpit, pair, local_schema):
+    from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+
+    op = ImportForeignSchemaOperator(
+        task_id="import",
+        server_name=mysql_tarpit[0],
+        remote_schema="shop",
+        local_schema=f"{local_schema}_imp",
+    )
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwTimeoutError), error
+    assert f"{tarpit.host}:{tarpit.port}" in str(error)
+    assert elapsed < HANG
+    assert_no_backend_left_waiting(pair)
+
+
+def test_refresh_of_a_materialized_view_over_mysql_fails_in_bounded_time_against_a_tarpit(
+    mysql_tarpit, tarpit, pair, local_schema
+):
+    from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
+
+    pair.target.execute(
+        sql.SQL("CREATE MATERIALIZED VIEW {} AS SELECT id, name FROM {} WITH NO DATA").format(
+            ident(local_schema, "items_mv"), ident(local_schema, "items")
+        ),
+        dbname=TARGET_DB,
+    )
+    op = RefreshMaterializedViewOperator(
+        task_id="refresh", views=f"{local_schema}.items_mv", concurrently=False
+    )
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwTimeoutError), error
+    assert f"{tarpit.host}:{tarpit.port}" in str(error)
+    assert elapsed < HANG
+    assert_no_backend_left_waiting(pair)

@@ -28,6 +28,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import bounded_name
+from airflow_provider_fdw.remote_answers import check_servers_answer
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, reads_postgres
 
@@ -48,6 +49,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         target = read_table(s, p.target, "target", generated=True)
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+        # before any statement that makes the local server connect (the checks below read the remote)
+        check_servers_answer(s, foreign_reads(s, source), copy.log)
     columns = list(p.columns or source.columns)
     unknown = [c for c in columns if c not in source.columns]
     if unknown:

@@ -110,6 +110,9 @@ class RemoteSessionWatch:
             for statement in drop:
                 s.execute("drop remote session probe", statement, quiet=True)
             return None
+        # A read the remote stops answering cannot be cancelled from the local server (mysql_fdw
+        # waits without a time-out): ending this remote session is what frees it.
+        log.info("%s is read from server %r in remote session %s.", source, server, before)
         return cls(s, server, source, wrapper.name, probe, read, before, drop)
 
     def check(self, rows: int) -> None:

@@ -57,22 +57,35 @@ COLUMNS_QUERY = sql.SQL(
 # The relations a read of a relation (the first %s) reads: itself, or those a view reads (through other
 # views; not a materialized view, which reads its own rows) and the partitions or inheritance children
 # of a table (foreign partitions included).
-_READ_RELATIONS = (
-    "WITH RECURSIVE edge(parent, child) AS ("
-    "  SELECT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r "
-    "  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' "
-    "  JOIN pg_catalog.pg_depend d "
-    "    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
-    "    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
-    "  UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i), "
-    "rel(oid) AS (SELECT %s::pg_catalog.oid UNION SELECT e.child FROM rel JOIN edge e ON e.parent = rel.oid) "
+_NAMED_BY_RULE = (
+    "SELECT r.ev_class, d.refobjid FROM pg_catalog.pg_rewrite r "
+    "JOIN pg_catalog.pg_depend d "
+    "  ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid "
+    "  AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class "
 )
-# The foreign-data wrappers and servers of the foreign tables a relation reads, as (wrapper, server).
-FOREIGN_READS_QUERY = sql.SQL(
-    _READ_RELATIONS + "SELECT DISTINCT w.fdwname, s.srvname FROM rel "
+_READ_EDGES = (
+    "WITH RECURSIVE edge(parent, child) AS ("
+    + _NAMED_BY_RULE
+    + "  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' "
+    "  UNION ALL SELECT i.inhparent, i.inhrelid FROM pg_catalog.pg_inherits i), "
+)
+_READ_RELATIONS = (
+    _READ_EDGES + "rel(oid) AS (SELECT %s::pg_catalog.oid "
+    "UNION SELECT e.child FROM rel JOIN edge e ON e.parent = rel.oid) "
+)
+_SERVERS_OF_REL = (
+    "SELECT DISTINCT w.fdwname, s.srvname FROM rel "
     "JOIN pg_catalog.pg_foreign_table f ON f.ftrelid = rel.oid "
     "JOIN pg_catalog.pg_foreign_server s ON s.oid = f.ftserver "
     "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw ORDER BY 1, 2"
+)
+# The foreign-data wrappers and servers of the foreign tables a relation reads, as (wrapper, server).
+FOREIGN_READS_QUERY = sql.SQL(_READ_RELATIONS + _SERVERS_OF_REL)
+# The same for a refresh of a materialized view (%s): what its query names, and what those read.
+REFRESH_FOREIGN_READS_QUERY = sql.SQL(
+    _READ_EDGES + "named(ev_class, child) AS (" + _NAMED_BY_RULE + "WHERE r.ev_class = %s), "
+    "rel(oid) AS (SELECT child FROM named UNION SELECT e.child FROM rel JOIN edge e ON e.parent = rel.oid) "
+    + _SERVERS_OF_REL
 )
 # The foreign-data wrappers and servers a read of a relation (%s) reads, each with the role whose user
 # mapping it reads through (NULL: the current user's): a view reads the relations it names as its

@@ -1,0 +1,85 @@
+"""Before the local server is made to dial a remote its wrapper waits for without a time-out, check
+from the worker that the remote answers at all.
+
+mysql_fdw sets no connect or read time-out on its MySQL connections, and the client library's default
+is to wait for ever. A backend waiting in that library ignores ``statement_timeout``,
+``pg_cancel_backend`` and ``pg_terminate_backend`` until the TCP connection ends: a MySQL address that
+accepts connections and never answers (a dead server behind a live load balancer or proxy, a stopped
+process, a full accept queue of a hung server) would hold the local backend, its locks and its
+snapshot, for ever. A MySQL server speaks first (its greeting, before any login), so the worker opens
+a connection of its own to the same address and waits for the first byte, as long as a login may take.
+
+Only an address that accepts and stays silent is refused. The worker's network may not be the local
+server's (another host, other routes, other names), so an address the worker cannot reach at all is
+left to the local server, whose own connect then fails (refused, unreachable) or succeeds by itself.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import parse_options
+from airflow_provider_fdw.session import LocalSession
+from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT, FdwTimeoutError
+from airflow_provider_fdw.wrappers import WRAPPERS
+
+
+def check_servers_answer(
+    s: LocalSession, servers: Iterable[tuple[str, str]], log: Any, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> None:
+    """Refuse, before the local server connects to any of ``servers`` ((wrapper, server) pairs), one
+    whose wrapper would wait for it for ever and whose address accepts a connection from this worker
+    but sends nothing within ``timeout`` seconds (other wrappers' servers cost nothing here).
+
+    :raises FdwTimeoutError: naming the server and its address; nothing was changed.
+    """
+    for fdw, server in sorted(set(servers)):
+        wrapper = WRAPPERS.get(fdw)
+        if wrapper is None or wrapper.greeting_address is None:
+            continue
+        row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server,))
+        if row is None:
+            continue
+        address = wrapper.greeting_address(parse_options(row[0]))
+        if address is None:
+            continue
+        host, port = address
+        answer = first_answer(host, port, timeout)
+        if answer == "silent":
+            raise FdwTimeoutError(
+                f"Server {server!r} ({wrapper.name}) at {host}:{port} accepted a connection from this "
+                f"worker and never answered within {timeout:g} s (a MySQL server greets first, before "
+                f"any login). {wrapper.name} waits for its remote without any time-out, and a local "
+                "backend waiting there cannot be cancelled, so the local server was not asked to "
+                "connect. Nothing was changed.",
+                step=f"check that server {server!r} answers",
+            )
+        if answer == "unreachable":
+            log.info(
+                "Server %r (%s) at %s:%s is not reachable from this worker; left to the local server, "
+                "whose network may differ.",
+                server,
+                wrapper.name,
+                host,
+                port,
+            )
+
+
+def first_answer(host: str, port: int, timeout: float) -> str:
+    """``"answered"`` (the remote sent something or closed), ``"silent"`` (it accepted and sent nothing
+    within ``timeout`` seconds) or ``"unreachable"`` (no connection from here)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return "unreachable"
+    with sock:
+        try:
+            sock.recv(1)
+        except TimeoutError:
+            return "silent"
+        except OSError:  # reset: the local server's connect fails at once as well
+            pass
+    return "answered"
