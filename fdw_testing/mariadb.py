@@ -73,17 +73,7 @@ class MariaDB:
         """
         if sql_mode is not None:
             statement = f"SET SESSION sql_mode = '{sql_mode}'; {statement}"
-        cmd = [
-            _client(),
-            "--no-defaults",
-            "--user=root",
-            f"--socket={self.socket}",
-            "--batch",
-            "--skip-column-names",
-            "--default-character-set=utf8mb4",
-        ]
-        if database:
-            cmd.append(f"--database={database}")
+        cmd = [*self._root_client(database), "--skip-column-names", "--default-character-set=utf8mb4"]
         proc = subprocess.run(
             cmd, input=statement, capture_output=True, text=True, timeout=60, check=False, env=_env()
         )
@@ -91,20 +81,16 @@ class MariaDB:
             raise MariaDBError(f"mariadb client failed ({proc.returncode}): {proc.stderr.strip()}")
         return [tuple(_unescape(v) for v in line.split("\t")) for line in proc.stdout.splitlines()]
 
+    def _root_client(self, database: str | None) -> list[str]:
+        """The command line of a ``mariadb`` client in batch mode, as root over the private socket."""
+        cmd = [_client(), "--no-defaults", "--user=root", f"--socket={self.socket}", "--batch"]
+        return [*cmd, f"--database={database}"] if database else cmd
+
     @contextmanager
     def holding(self, statement: str, database: str | None = None) -> Iterator[None]:
         """Run ``statement`` (e.g. ``LOCK TABLES t WRITE``) as root in a session that stays open, with
         what it holds, until the block ends."""
-        cmd = [
-            _client(),
-            "--no-defaults",
-            "--user=root",
-            f"--socket={self.socket}",
-            "--batch",
-            "--unbuffered",
-        ]
-        if database:
-            cmd.append(f"--database={database}")
+        cmd = [*self._root_client(database), "--unbuffered"]
         client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
         try:
             assert client.stdin is not None and client.stdout is not None

@@ -6,6 +6,7 @@ import json
 import os
 
 from airflow_provider_fdw.compat import sql
+from fdw_testing.mariadb import MariaDB
 from fdw_testing.pgcluster import Cluster, Pair
 
 SOURCE_DB = "production"
@@ -40,6 +41,29 @@ SOURCE_SCHEMA = [
     "GRANT SELECT ON catalog.products TO {reader}",
     "GRANT SELECT, INSERT, DELETE ON catalog.product_embeddings TO {reader}",
 ]
+
+
+# The fdw_mysql_copy example's MariaDB table: 500 orders (their amounts sum to 156562.50).
+MYSQL_ORDERS = (
+    "DROP TABLE IF EXISTS orders; "
+    "CREATE TABLE orders (id bigint PRIMARY KEY, customer varchar(40) NOT NULL, "
+    "amount decimal(12,2), updated_at datetime(6) NOT NULL); "
+    "INSERT INTO orders SELECT seq, concat('customer ', seq), seq * 1.25, "
+    "'2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_500"
+)
+
+
+def mysql_connection(mariadb: MariaDB, password: str | None = None) -> dict:
+    """The fdw_mysql_copy example's ``mysql_shop`` connection to the harness MariaDB."""
+    return {
+        "conn_type": "mysql_fdw",
+        "host": mariadb.host,
+        "port": mariadb.port,
+        "schema": mariadb.database,
+        "login": mariadb.user,
+        "password": password or mariadb.password,
+        "extra": {"fetch_size": 1000},
+    }
 
 
 def install_sample_data(pair: Pair) -> None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,11 @@ from fdw_testing.pgcluster import (
     create_local_cluster,
     create_standby,
 )
+from fdw_testing.sample_data import MYSQL_ORDERS, mysql_connection
 
 pytestmark = pytest.mark.timeout(900)
 
-EXAMPLE_DAGS = ("fdw_bulk_copy", "fdw_matview_sync", "fdw_embedding_backfill")
+EXAMPLE_DAGS = ("fdw_bulk_copy", "fdw_matview_sync", "fdw_embedding_backfill", "fdw_mysql_copy")
 SENSOR_DAGS = ("fdw_deploy_deferrable_sensor", "fdw_deploy_reschedule_sensor")
 DAG_FILES = [
     *sorted((REPO / "example_dags").glob("fdw_*.py")),
@@ -94,7 +96,7 @@ def metadata_url(cluster, dbname: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["LocalExecutor", "CeleryExecutor"])
-def deployment(request, deploy_base, metadata_cluster, replica, airflow_connections):
+def deployment(request, deploy_base, metadata_cluster, replica, airflow_connections, mariadb):
     """One running deployment per executor, with its own metadata and analytics databases."""
     executor = request.param
     pair = airflow_connections
@@ -121,7 +123,9 @@ def deployment(request, deploy_base, metadata_cluster, replica, airflow_connecti
             "fdw_replica": fdw_connection(Pair(replica, pair.target)),
             "replica_db": postgres_connection(replica, SOURCE_DB),
             "primary_db": postgres_connection(pair.source, SOURCE_DB),
+            "mysql_shop": json.dumps(mysql_connection(mariadb)),
         }
+        mariadb.execute(MYSQL_ORDERS, database=mariadb.database)
         for conn_id, conn in connections.items():
             dep.add_connection(conn_id, json.loads(conn))
         dep.wait_for_dags([*EXAMPLE_DAGS, *SENSOR_DAGS])
@@ -205,6 +209,9 @@ def test_every_example_dag_succeeds_in_overlapping_runs_and_again_after(deployme
         "FROM catalog.product_embeddings",
         dbname=SOURCE_DB,
     ) == [(240, 240, 384)]
+    assert target.execute("SELECT count(*), sum(amount) FROM public.mysql_orders", dbname=db) == [
+        (500, Decimal("156562.50"))
+    ]
     for dag_id, run_id in dep.example_runs:
         if dag_id == "fdw_bulk_copy":
             assert dep.xcom(dag_id, run_id, "copy_users")["rows"] == 1000
@@ -376,9 +383,9 @@ def catch_up_targets(dep: Deployment, dag_id: str, run_id: str) -> list[str]:
     return CATCH_UP_LINE.findall(dep.task_log_files(dag_id, run_id, SENSOR_TASK))
 
 
-def test_no_password_in_task_logs_rendered_fields_xcom_trigger_kwargs_or_component_logs(deployment):
+def test_no_password_in_task_logs_rendered_fields_xcom_trigger_kwargs_or_component_logs(deployment, mariadb):
     dep = deployment
-    secrets = (READER_PASSWORD, DEFAULT_PASSWORD)
+    secrets = (READER_PASSWORD, DEFAULT_PASSWORD, mariadb.password)
     places: dict[str, str] = {}
     for dag_id in (*EXAMPLE_DAGS, *SENSOR_DAGS):
         for run in dep.dag_runs(dag_id):

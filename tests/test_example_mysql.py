@@ -9,37 +9,18 @@ from conftest import TARGET_DB
 
 from fdw_testing.mariadb import MariaDB, quote_string
 from fdw_testing.pgcluster import Pair
+from fdw_testing.sample_data import MYSQL_ORDERS, mysql_connection
 
 
 @pytest.fixture
 def mysql_shop(airflow_db: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch) -> MariaDB:
-    mariadb.execute(
-        "DROP TABLE IF EXISTS orders; "
-        "CREATE TABLE orders (id bigint PRIMARY KEY, customer varchar(40) NOT NULL, "
-        "amount decimal(12,2), updated_at datetime(6) NOT NULL); "
-        "INSERT INTO orders SELECT seq, concat('customer ', seq), seq * 1.25, "
-        "'2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_500",
-        database=mariadb.database,
-    )
+    mariadb.execute(MYSQL_ORDERS, database=mariadb.database)
     _connection(monkeypatch, mariadb, mariadb.password)
     return mariadb
 
 
 def _connection(monkeypatch: pytest.MonkeyPatch, mariadb: MariaDB, password: str) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MYSQL_SHOP",
-        json.dumps(
-            {
-                "conn_type": "mysql_fdw",
-                "host": mariadb.host,
-                "port": mariadb.port,
-                "schema": mariadb.database,
-                "login": mariadb.user,
-                "password": password,
-                "extra": {"fetch_size": 1000},
-            }
-        ),
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_SHOP", json.dumps(mysql_connection(mariadb, password)))
 
 
 def _local(pair: Pair, statement: str) -> list[tuple]:
