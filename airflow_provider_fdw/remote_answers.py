@@ -7,7 +7,8 @@ is to wait for ever. A backend waiting in that library ignores ``statement_timeo
 accepts connections and never answers (a dead server behind a live load balancer or proxy, a stopped
 process, a full accept queue of a hung server) would hold the local backend, its locks and its
 snapshot, for ever. A MySQL server speaks first (its greeting, before any login), so the worker opens
-a connection of its own to the same address and waits for the first byte, as long as a login may take.
+a connection of its own to the same address and waits for the first byte, as long as a login may
+take (the hook's ``connect_timeout``, 10 s by default).
 
 Only an address that accepts and stays silent is refused. The worker's network may not be the local
 server's (another host, other routes, other names), so an address the worker cannot reach at all is
@@ -23,16 +24,14 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT, FdwTimeoutError
+from airflow_provider_fdw.timeouts import FdwTimeoutError
 from airflow_provider_fdw.wrappers import WRAPPERS
 
 
-def check_servers_answer(
-    s: LocalSession, servers: Iterable[tuple[str, str]], log: Any, timeout: float = DEFAULT_CONNECT_TIMEOUT
-) -> None:
+def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], log: Any) -> None:
     """Refuse, before the local server connects to any of ``servers`` ((wrapper, server) pairs), one
     whose wrapper would wait for it for ever and whose address accepts a connection from this worker
-    but sends nothing within ``timeout`` seconds (other wrappers' servers cost nothing here).
+    but sends nothing within the session's ``connect_timeout`` (other wrappers' servers cost nothing).
 
     :raises FdwTimeoutError: naming the server and its address; nothing was changed.
     """
@@ -47,6 +46,7 @@ def check_servers_answer(
         if address is None:
             continue
         host, port = address
+        timeout = s.connect_timeout
         answer = first_answer(host, port, timeout)
         if answer == "silent":
             raise FdwTimeoutError(

@@ -23,6 +23,7 @@ from airflow_provider_fdw.compat import (
     with_params,
 )
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT
 
 T = TypeVar("T")
 
@@ -70,6 +71,9 @@ class LocalSession:
         self.log = log
         self.secrets = {s for s in secrets if s}
         self._depth = 0  # nesting of transaction() blocks: only the outermost commits
+        # Seconds a remote may take to answer a login (the hook's connect_timeout): also how long the
+        # worker waits for a remote to greet it before the local server dials it (remote_answers.py).
+        self.connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
 
     def redact(self, text: str) -> str:
         """Replace every spelling a secret can take in SQL (quotes doubled, backslashes doubled in an

@@ -399,3 +399,15 @@ def test_refresh_of_a_materialized_view_over_mysql_fails_in_bounded_time_against
     assert f"{tarpit.host}:{tarpit.port}" in str(error)
     assert elapsed < HANG
     assert_no_backend_left_waiting(pair)
+
+
+def test_the_greeting_wait_is_the_operators_connect_timeout(mysql_tarpit, tarpit, pair, local_schema):
+    """A network where a MySQL server greets late (slow reverse DNS on its side) raises the wait with
+    the operator's ``connect_timeout``, as it does for every login; lowered here."""
+    op = BulkCopyOperator(
+        task_id="copy", source_table=mysql_tarpit[1], target_table=f"{local_schema}.copy", connect_timeout=2
+    )
+    error, elapsed = outcome(lambda: op.execute({}))
+    assert isinstance(error, FdwTimeoutError), error
+    assert "within 2 s" in str(error)
+    assert elapsed < 8  # the default wait is 10 s

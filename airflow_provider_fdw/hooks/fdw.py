@@ -47,6 +47,7 @@ from airflow_provider_fdw.reimport import ImportPlan, import_schema, plan_import
 from airflow_provider_fdw.session import LocalSession, remember_backend
 from airflow_provider_fdw.timeouts import (
     DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_LOCK_RETRIES,
     DEFAULT_TARGET_LOCK_WAIT,
     with_network_defaults,
@@ -127,8 +128,7 @@ class FdwHook(PostgresHook):
     @property
     def session(self) -> LocalSession:
         if self._session is None:
-            secrets = [self.remote.password] if self._remote_loaded() else []
-            self._session = PrivilegeHintingSession(self._local_conn(), self.log, secrets, self._remote_role)
+            self._session = self._new_session()
         return self._session
 
     def _create_connection(self, conn_args: dict[str, Any]) -> Any:
@@ -364,7 +364,9 @@ class FdwHook(PostgresHook):
 
     def _new_session(self) -> LocalSession:
         secrets = [self.remote.password] if self._remote_loaded() and self.remote.password else []
-        return PrivilegeHintingSession(self._local_conn(), self.log, secrets, self._remote_role)
+        session = PrivilegeHintingSession(self._local_conn(), self.log, secrets, self._remote_role)
+        session.connect_timeout = self.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        return session
 
     # -- embeddings --------------------------------------------------------------------------
 
