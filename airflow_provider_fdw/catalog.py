@@ -6,6 +6,7 @@ rows by position, and read a relation once per run instead of re-querying it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -117,6 +118,24 @@ def foreign_reads(s: LocalSession, table: Table) -> list[tuple[str, str]]:
     return [
         (w, srv) for w, srv in s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (table.oid,))
     ]
+
+
+def relation_reads(s: LocalSession, name: QualifiedName, what: str) -> list[tuple[str, str]]:
+    """As :func:`foreign_reads`, for a relation given by name (which must exist)."""
+    rows = s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (read_oid(s, name, what),))
+    return [(w, srv) for w, srv in rows]
+
+
+def where_reads(s: LocalSession, source: QualifiedName, where: str) -> list[tuple[str, str]]:
+    """As :func:`foreign_reads`, for a read of ``source`` filtered by ``where`` (a subquery of it may
+    read other foreign tables), found without planning it: a temporary view over the filtered read is
+    only analysed; it is dropped again."""
+    view = f"fdw_where_{uuid.uuid4().hex[:12]}"
+    with s.undone("read what the filter reads"):
+        s.execute("read what the filter reads", q.create_temporary_view(view, q.where_probe(source, where)))
+        oid = s.fetchvalue("read what the filter reads", q.TEMPORARY_RELATION_QUERY, (view,))
+        rows = s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (oid,))
+    return [(w, srv) for w, srv in rows]
 
 
 def refresh_reads(s: LocalSession, view: QualifiedName) -> list[tuple[str, str]]:

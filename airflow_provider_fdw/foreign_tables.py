@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.catalog import relation_reads
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.remote_answers import check_servers_answer
 from airflow_provider_fdw.session import LocalSession
 
 
@@ -15,6 +17,7 @@ def analyze_tables(s: LocalSession, tables: Sequence[QualifiedName]) -> None:
     """``ANALYZE`` each table, one transaction each (for foreign tables postgres_fdw samples the remote)."""
     for table in tables:
         with s.transaction():
+            check_servers_answer(s, relation_reads(s, table, "table to analyze"), s.log)
             s.execute(f"analyze {table}", q.analyze(table))
 
 
@@ -49,6 +52,8 @@ def copy_to_foreign_table(
     """Replace the rows of foreign table ``remote`` with ``local``'s of the same keys in ONE transaction
     (names checked; ``columns`` include ``key_column``); the rows written."""
     with s.transaction():
+        reads = [*relation_reads(s, remote, "foreign table"), *relation_reads(s, local, "local table")]
+        check_servers_answer(s, reads, s.log)
         # Overlapping runs take turns: each then sees the other's rows (remote snapshot taken after).
         lock_object(s, "foreign table write", str(remote))
         s.execute(

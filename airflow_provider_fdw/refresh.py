@@ -94,6 +94,8 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
             if _state(s, view) is None:
                 create_schema(s, view.schema)
                 s.execute(f"create materialized view {view}", q.create_materialized_view(view, plan.query))
+                check_servers_answer(s, refresh_reads(s, view), log)
+                s.execute(f"populate {view}", q.refresh_materialized_view(view, concurrently=False))
                 created.add(view)
             for spec in plan.indexes:
                 s.execute(

@@ -47,11 +47,11 @@ def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], lo
             continue
         host, port = address
         timeout = s.connect_timeout
-        answer = first_answer(host, port, timeout)
+        answer, where = first_answer(host, port, timeout)
         if answer == "silent":
             raise FdwTimeoutError(
-                f"Server {server!r} ({wrapper.name}) at {host}:{port} accepted a connection from this "
-                f"worker and never answered within {timeout:g} s (a MySQL server greets first, before "
+                f"Server {server!r} ({wrapper.name}) at {host}:{port}{where} accepted a connection from "
+                f"this worker and never answered within {timeout:g} s (a MySQL server greets first, before "
                 f"any login). {wrapper.name} waits for its remote without any time-out, and a local "
                 "backend waiting there cannot be cancelled, so the local server was not asked to "
                 "connect. Nothing was changed.",
@@ -68,14 +68,32 @@ def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], lo
             )
 
 
-def first_answer(host: str, port: int, timeout: float) -> str:
-    """``"answered"`` (the remote sent something or closed), ``"silent"`` (it accepted and sent nothing
-    within ``timeout`` seconds) or ``"unreachable"`` (no connection from here)."""
+def first_answer(host: str, port: int, timeout: float) -> tuple[str, str]:
+    """``"silent"`` when an address of ``host`` accepts a connection and sends nothing within
+    ``timeout`` seconds (with which address, when the name has several), else ``"answered"`` (one
+    sent something or closed) or ``"unreachable"`` (none accepted a connection from here).
+
+    Every address is tried: the local server's client library connects to the first one that
+    accepts, in the order its own lookup gives (DNS round robin may give another order)."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        return "unreachable"
-    with sock:
+        return "unreachable", ""
+    addresses = list(dict.fromkeys((family, address) for family, *_, address in found))
+    answers = {address: _answer(family, address, timeout) for family, address in addresses}
+    silent = [address for address, answer in answers.items() if answer == "silent"]
+    if silent:
+        return "silent", f" (address {silent[0][0]})" if len(addresses) > 1 else ""
+    return ("answered" if "answered" in answers.values() else "unreachable"), ""
+
+
+def _answer(family: socket.AddressFamily, address: Any, timeout: float) -> str:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError:
+            return "unreachable"
         try:
             sock.recv(1)
         except TimeoutError:

@@ -351,9 +351,12 @@ def _mysql_session_probe(
 
 def _mysql_address(options: Mapping[str, str]) -> tuple[str, int] | None:
     """Where mysql_fdw connects (its defaults: 127.0.0.1, 3306); None for ``localhost``, which the MySQL
-    client library reaches through its Unix socket, not TCP."""
+    client library reaches through its Unix socket, not TCP, and for a port no TCP connection has.
+    The port is read as mysql_fdw reads it (C ``atoi``: leading digits, 0 or none meaning 3306)."""
     host = options.get("host", "127.0.0.1")
-    return None if host == "localhost" else (host, int(options.get("port", "3306")))
+    digits = re.match(r"\s*([+-]?\d+)", options.get("port", ""))
+    port = (int(digits.group(1)) if digits else 0) or 3306
+    return None if host == "localhost" or not 0 < port < 65536 else (host, port)
 
 
 def _mysql_column_type_probe(

@@ -411,3 +411,127 @@ def test_the_greeting_wait_is_the_operators_connect_timeout(mysql_tarpit, tarpit
     assert isinstance(error, FdwTimeoutError), error
     assert "within 2 s" in str(error)
     assert elapsed < 8  # the default wait is 10 s
+
+
+# Paths an adversarial review found that still made the local server dial a silent MySQL server:
+# mysql_fdw connects when a statement is planned (EXPLAIN too), on ANALYZE and before a write.
+
+
+def refused_before_dialling(pair, fn: Callable[[], Any]) -> None:
+    """``fn`` fails by the greeting check, in bounded time, leaving no backend waiting on MySQL."""
+    error, elapsed = outcome(fn)
+    assert isinstance(error, FdwTimeoutError) and "never answered" in str(error), error
+    assert elapsed < HANG
+    assert_no_backend_left_waiting(pair)
+
+
+def one_row_table(pair, schema: str, name: str) -> None:
+    table = ident(schema, name)
+    statement = sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, name text); INSERT INTO {} VALUES (1, 'x')")
+    pair.target.execute(statement.format(table, table), dbname=TARGET_DB)
+
+
+def test_creating_a_materialized_view_over_mysql_is_checked_before_it_reads(
+    mysql_tarpit, tarpit, pair, local_schema
+):
+    from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
+
+    view = f"{local_schema}.items_mv"
+    op = RefreshMaterializedViewOperator(
+        task_id="refresh", views=view, query=f"SELECT id, name FROM {local_schema}.items"
+    )
+    refused_before_dialling(pair, lambda: op.execute({}))
+    assert pair.target.execute("SELECT to_regclass(%s)", (view,), dbname=TARGET_DB) == [(None,)]
+
+
+def test_a_write_to_a_mysql_foreign_table_is_checked(mysql_tarpit, tarpit, pair, local_schema):
+    from airflow_provider_fdw.operators.embedding import CopyToForeignTableOperator
+
+    one_row_table(pair, local_schema, "outbox")
+    op = CopyToForeignTableOperator(
+        task_id="write",
+        local_table=f"{local_schema}.outbox",
+        foreign_table=f"{local_schema}.items",
+        key_column="id",
+        columns=["name"],
+    )
+    refused_before_dialling(pair, lambda: op.execute({}))
+
+
+def test_analyze_of_a_mysql_foreign_table_is_checked(mysql_tarpit, tarpit, pair, local_schema):
+    from airflow_provider_fdw.names import QualifiedName
+
+    def analyze() -> None:
+        with FdwHook() as hook:
+            hook.analyze_tables([QualifiedName(local_schema, "items")])
+
+    refused_before_dialling(pair, analyze)
+
+
+def test_a_copy_whose_where_reads_a_mysql_foreign_table_is_checked(mysql_tarpit, tarpit, pair, local_schema):
+    one_row_table(pair, local_schema, "src")
+    op = BulkCopyOperator(
+        task_id="copy",
+        source_table=f"{local_schema}.src",
+        target_table=f"{local_schema}.copy",
+        where=f"id IN (SELECT id FROM {local_schema}.items)",
+    )
+    refused_before_dialling(pair, lambda: op.execute({}))
+    assert pair.target.execute("SELECT to_regclass(%s)", (f"{local_schema}.copy",), dbname=TARGET_DB) == [
+        (None,)
+    ]
+
+
+def test_the_port_is_read_as_mysql_fdw_reads_it():
+    """mysql_fdw reads ``port`` with C ``atoi`` (leading digits; 0 or none: 3306) and never checks it:
+    a server made by hand may hold any of these, and the check must dial what mysql_fdw dials."""
+    from airflow_provider_fdw.wrappers import MYSQL_FDW
+
+    for raw, port in (("", 3306), ("3306.0", 3306), (" 3307 # replica", 3307), ("0", 3306), ("x", 3306)):
+        assert MYSQL_FDW.greeting_address({"host": "db.example", "port": raw}) == ("db.example", port), raw
+    assert MYSQL_FDW.greeting_address({}) == ("127.0.0.1", 3306)
+    assert MYSQL_FDW.greeting_address({"host": "localhost"}) is None  # the client library's Unix socket
+    assert MYSQL_FDW.greeting_address({"host": "db.example", "port": "70000"}) is None
+
+
+def test_every_address_of_a_host_name_is_checked(monkeypatch):
+    """A name with several addresses (DNS round robin: each lookup may order them differently) where
+    one greets and one accepts and stays silent: the local server's client library may get the
+    silent one first, so the name is refused."""
+    import socket
+
+    from airflow_provider_fdw.remote_answers import first_answer
+
+    greeter = socket.create_server(("127.0.0.1", 0))
+    greeter.settimeout(0.2)
+    stop = threading.Event()
+
+    def greet() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = greeter.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"\x4a\x00\x00\x00\x0a5.5.5-10.11.19-MariaDB")
+            conn.close()
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    resolve = socket.getaddrinfo
+    try:
+        with Tarpit() as pit:
+            addresses = [("127.0.0.1", greeter.getsockname()[1]), ("127.0.0.1", pit.port)]
+
+            def round_robin(host, port, *args, **kwargs):
+                if host != "mysql.example":
+                    return resolve(host, port, *args, **kwargs)
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in addresses]
+
+            monkeypatch.setattr(socket, "getaddrinfo", round_robin)
+            answer = first_answer("mysql.example", 3306, 2.0)
+            assert pit.accepted >= 1
+    finally:
+        stop.set()
+        thread.join(5)
+        greeter.close()
+    assert answer == ("silent", " (address 127.0.0.1)")

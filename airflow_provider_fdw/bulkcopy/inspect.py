@@ -20,7 +20,7 @@ from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
-from airflow_provider_fdw.catalog import Table, foreign_reads, read_table
+from airflow_provider_fdw.catalog import Table, foreign_reads, read_table, where_reads
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
@@ -67,6 +67,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         check_target_columns(copy, source, target, columns)
     if p.where:  # one boolean condition over the source (server-parsed)
         parse_where(s.conn, p.source, p.where)
+        with s.transaction():  # a subquery of it may read another remote: checked before it is planned
+            check_servers_answer(s, where_reads(s, p.source, p.where), copy.log)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:

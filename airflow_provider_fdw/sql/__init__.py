@@ -54,7 +54,9 @@ from airflow_provider_fdw.sql.catalog import (
     SEQUENCES_QUERY,
     SERVER_ENCODING_QUERY,
     SKIPPING_WRITERS_QUERY,
+    TEMPORARY_RELATION_QUERY,
     WRAPPER_TABLES_READ_QUERY,
+    create_temporary_view,
 )
 from airflow_provider_fdw.sql.copy import (
     BEGIN,
@@ -244,6 +246,7 @@ __all__ = [
     "SERVER_OPTIONS_QUERY",
     "SKIPPING_WRITERS_QUERY",
     "SNAPSHOT_ISOLATION",
+    "TEMPORARY_RELATION_QUERY",
     "UNNORMALISED_FLOAT_TYPES",
     "USER_MAPPING_QUERY",
     "WRAPPER_TABLES_READ_QUERY",
@@ -279,6 +282,7 @@ __all__ = [
     "create_table",
     "create_table_like",
     "create_temp_foreign_table",
+    "create_temporary_view",
     "create_user_mapping",
     "delete_where",
     "diff_delete",

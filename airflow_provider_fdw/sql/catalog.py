@@ -90,6 +90,18 @@ REFRESH_FOREIGN_READS_QUERY = sql.SQL(
 # The foreign-data wrappers and servers a read of a relation (%s) reads, each with the role whose user
 # mapping it reads through (NULL: the current user's): a view reads the relations it names as its
 # owner (not a security_invoker view), a partition or child as its parent is read.
+# The OID of this session's temporary relation named %s.
+TEMPORARY_RELATION_QUERY = sql.SQL(
+    "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace = pg_catalog.pg_my_temp_schema() "
+    "AND c.relname = %s"
+)
+
+
+def create_temporary_view(name: str, query: sql.Composable) -> sql.Composed:
+    """A view private to this session (created, not planned)."""
+    return sql.SQL("CREATE TEMPORARY VIEW {} AS {}").format(sql.Identifier(name), query)
+
+
 FOREIGN_READERS_QUERY = sql.SQL(
     "WITH RECURSIVE edge(parent, child, reader) AS ("
     "  SELECT r.ev_class, d.refobjid, CASE WHEN coalesce((SELECT o.option_value::boolean "
