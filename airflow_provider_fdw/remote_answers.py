@@ -68,6 +68,13 @@ def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], lo
             )
 
 
+def servers_to_check_exist(s: LocalSession) -> bool:
+    """Whether this database has a server of a wrapper the check applies to (else there is nothing to
+    look for, e.g. in what a copy's ``where`` reads)."""
+    wrappers = [w.name for w in WRAPPERS.values() if w.greeting_address is not None]
+    return bool(s.fetchvalue("read servers to check", q.SERVERS_OF_WRAPPERS_QUERY, (wrappers,)))
+
+
 def first_answer(host: str, port: int, timeout: float) -> tuple[str, str]:
     """``"silent"`` when an address of ``host`` accepts a connection and sends nothing within
     ``timeout`` seconds (with which address, when the name has several), else ``"answered"`` (one

@@ -28,7 +28,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import bounded_name
-from airflow_provider_fdw.remote_answers import check_servers_answer
+from airflow_provider_fdw.remote_answers import check_servers_answer, servers_to_check_exist
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, reads_postgres
 
@@ -68,7 +68,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     if p.where:  # one boolean condition over the source (server-parsed)
         parse_where(s.conn, p.source, p.where)
         with s.transaction():  # a subquery of it may read another remote: checked before it is planned
-            check_servers_answer(s, where_reads(s, p.source, p.where), copy.log)
+            if servers_to_check_exist(s):
+                check_servers_answer(s, where_reads(s, p.source, p.where), copy.log)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:

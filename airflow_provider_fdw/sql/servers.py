@@ -185,6 +185,11 @@ def alter_options_clause(current: Mapping[str, str], desired: Mapping[str, str])
     return sql.SQL("OPTIONS ({})").format(sql.SQL(", ").join(parts))
 
 
+# Whether any server of the foreign-data wrappers named in %s (an array) exists in this database.
+SERVERS_OF_WRAPPERS_QUERY = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_foreign_server s "
+    "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE w.fdwname = ANY(%s))"
+)
 SERVER_OPTIONS_QUERY = sql.SQL(
     "SELECT s.srvoptions, w.fdwname FROM pg_foreign_server s "
     "JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw WHERE s.srvname = %s"
