@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.exceptions import FdwError
@@ -126,15 +127,26 @@ def relation_reads(s: LocalSession, name: QualifiedName, what: str) -> list[tupl
     return [(w, srv) for w, srv in rows]
 
 
-def where_reads(s: LocalSession, source: QualifiedName, where: str) -> list[tuple[str, str]]:
+def where_reads(s: LocalSession, source: QualifiedName, where: str, log: Any) -> list[tuple[str, str]]:
     """As :func:`foreign_reads`, for a read of ``source`` filtered by ``where`` (a subquery of it may
     read other foreign tables), found without planning it: a temporary view over the filtered read is
-    only analysed; it is dropped again."""
+    only analysed; it is dropped again. A role that may not create it (no TEMPORARY privilege), or a
+    ``where`` the view refuses (left to the parse that follows), gets a warning and an empty list;
+    what a function called in ``where`` reads is not followed (the catalog does not record it)."""
     view = f"fdw_where_{uuid.uuid4().hex[:12]}"
-    with s.undone("read what the filter reads"):
-        s.execute("read what the filter reads", q.create_temporary_view(view, q.where_probe(source, where)))
-        oid = s.fetchvalue("read what the filter reads", q.TEMPORARY_RELATION_QUERY, (view,))
-        rows = s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (oid,))
+    step = "read what the filter reads"
+    try:
+        with s.undone(step):
+            s.execute(step, q.create_temporary_view(view, q.where_probe(source, where)))
+            oid = s.fetchvalue(step, q.TEMPORARY_RELATION_QUERY, (view,))
+            rows = s.fetchall("read foreign tables read", q.FOREIGN_READS_QUERY, (oid,))
+    except FdwError as exc:
+        log.warning(
+            "Could not read which foreign tables the where condition reads (%s): a remote one of them "
+            "is not checked to answer before the local server dials it.",
+            exc,
+        )
+        return []
     return [(w, srv) for w, srv in rows]
 
 

@@ -87,11 +87,13 @@ def first_answer(host: str, port: int, timeout: float) -> tuple[str, str]:
     except OSError:
         return "unreachable", ""
     addresses = list(dict.fromkeys((family, address) for family, *_, address in found))
-    answers = {address: _answer(family, address, timeout) for family, address in addresses}
-    silent = [address for address, answer in answers.items() if answer == "silent"]
-    if silent:
-        return "silent", f" (address {silent[0][0]})" if len(addresses) > 1 else ""
-    return ("answered" if "answered" in answers.values() else "unreachable"), ""
+    answers = set()
+    for family, address in addresses:  # the first silent one decides: one wait, not one per address
+        answer = _answer(family, address, timeout)
+        if answer == "silent":
+            return "silent", f" (address {address[0]})" if len(addresses) > 1 else ""
+        answers.add(answer)
+    return ("answered" if "answered" in answers else "unreachable"), ""
 
 
 def _answer(family: socket.AddressFamily, address: Any, timeout: float) -> str:

@@ -354,8 +354,9 @@ def _mysql_address(options: Mapping[str, str]) -> tuple[str, int] | None:
     client library reaches through its Unix socket, not TCP, and for a port no TCP connection has.
     The port is read as mysql_fdw reads it (C ``atoi``: leading digits, 0 or none meaning 3306)."""
     host = options.get("host", "127.0.0.1")
-    digits = re.match(r"\s*([+-]?\d+)", options.get("port", ""))
-    port = (int(digits.group(1)) if digits else 0) or 3306
+    digits = re.match(r"[ \t\n\v\f\r]*([+-]?[0-9]+)", options.get("port", ""))
+    # glibc's atoi is (int) strtol: the value wraps to a signed 32-bit int
+    port = ((int(digits.group(1)) + 2**31) % 2**32 - 2**31 if digits else 0) or 3306
     return None if host == "localhost" or not 0 < port < 65536 else (host, port)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident, users_foreign_table
+from conftest import READER, READER_PASSWORD, SOURCE_DB, TARGET_DB, ident, python_json, users_foreign_table
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
@@ -27,6 +27,7 @@ from airflow_provider_fdw.operators.copy import BulkCopyOperator
 from airflow_provider_fdw.operators.server import CreateForeignServerOperator
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
 from airflow_provider_fdw.timeouts import DEFAULT_CONNECT_TIMEOUT, FdwTimeoutError, run_bounded
+from fdw_testing.sample_data import postgres_connection
 from fdw_testing.tarpit import Tarpit
 
 # Far above every default bound (10 s logins, 8 s sensor timeouts), far below "hangs for ever".
@@ -487,7 +488,15 @@ def test_the_port_is_read_as_mysql_fdw_reads_it():
     a server made by hand may hold any of these, and the check must dial what mysql_fdw dials."""
     from airflow_provider_fdw.wrappers import MYSQL_FDW
 
-    for raw, port in (("", 3306), ("3306.0", 3306), (" 3307 # replica", 3307), ("0", 3306), ("x", 3306)):
+    for raw, port in (
+        ("", 3306),
+        ("3306.0", 3306),
+        (" 3307 # replica", 3307),
+        ("0", 3306),
+        ("x", 3306),
+        ("\uff13\uff13\uff10\uff17", 3306),  # fullwidth digits: not digits to atoi
+        ("4294970602", 3306),  # glibc's atoi wraps to a 32-bit int
+    ):
         assert MYSQL_FDW.greeting_address({"host": "db.example", "port": raw}) == ("db.example", port), raw
     assert MYSQL_FDW.greeting_address({}) == ("127.0.0.1", 3306)
     assert MYSQL_FDW.greeting_address({"host": "localhost"}) is None  # the client library's Unix socket
@@ -535,3 +544,109 @@ def test_every_address_of_a_host_name_is_checked(monkeypatch):
         thread.join(5)
         greeter.close()
     assert answer == ("silent", " (address 127.0.0.1)")
+
+
+def test_a_view_query_ending_in_a_line_comment_is_checked_before_it_reads(
+    mysql_tarpit, tarpit, pair, local_schema
+):
+    """The view is created empty whatever the query's last line is (a trailing ``--`` comment used to
+    comment out ``WITH NO DATA``, and the creation read MySQL before the check)."""
+    from airflow_provider_fdw.operators.matview import RefreshMaterializedViewOperator
+
+    op = RefreshMaterializedViewOperator(
+        task_id="refresh",
+        views=f"{local_schema}.items_mv",
+        query=f"SELECT id, name FROM {local_schema}.items -- the MySQL items",
+    )
+    refused_before_dialling(pair, lambda: op.execute({}))
+
+
+PSYCOPG2_COPY = """
+import json, sys
+sys.modules["psycopg"] = None  # an install without psycopg 3: PostgresHook uses psycopg2
+from airflow_provider_fdw.compat import USE_PSYCOPG3
+from airflow_provider_fdw.operators.copy import BulkCopyOperator
+schema = sys.argv[1]
+op = BulkCopyOperator(task_id="copy", source_table=f"{schema}.src", target_table=f"{schema}.copy",
+                      where=f"id IN (SELECT id FROM {schema}.items)")
+try:
+    op.execute({})
+    error = None
+except Exception as exc:
+    error = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"psycopg3": USE_PSYCOPG3, "error": error}))
+"""
+
+
+def test_with_psycopg2_a_where_reading_mysql_is_checked_before_it_is_parsed(
+    mysql_tarpit, tarpit, pair, local_schema
+):
+    """psycopg2 parses ``where`` by running ``SELECT 1 … WHERE (…) LIMIT 0``, which plans it (and a
+    subquery over a mysql_fdw table dials MySQL): the check comes first."""
+    one_row_table(pair, local_schema, "src")
+    out = python_json(PSYCOPG2_COPY, local_schema, timeout=HANG)
+    assert out["psycopg3"] is False
+    assert out["error"] and "never answered" in out["error"]
+    assert_no_backend_left_waiting(pair)
+
+
+def test_a_role_without_temp_keeps_copying_with_a_where(
+    mysql_tarpit, pair, local_schema, monkeypatch, capsys
+):
+    """Which foreign tables a ``where`` reads is read from a temporary view: a role that may not create
+    one (TEMPORARY revoked from PUBLIC, a common hardening) still copies, with a warning."""
+    role, t = f"notemp_{uuid.uuid4().hex[:6]}", pair.target
+    names = {
+        "t": ident(local_schema, "src"),
+        "r": ident(role),
+        "s": ident(local_schema),
+        "d": ident(TARGET_DB),
+    }
+
+    def run(statement: str) -> list[tuple]:
+        return t.execute(sql.SQL(statement).format(**names), dbname=TARGET_DB)
+
+    run("CREATE ROLE {r} LOGIN PASSWORD 'notemp-pw-1'")
+    run("REVOKE TEMPORARY ON DATABASE {d} FROM PUBLIC")
+    try:
+        run("CREATE TABLE {t} AS SELECT g AS id, 'n' || g AS name FROM generate_series(1, 10) g")
+        run("ALTER TABLE {t} OWNER TO {r}")
+        run("GRANT USAGE, CREATE ON SCHEMA {s} TO {r}")
+        local_conn = postgres_connection(t, TARGET_DB, role, "notemp-pw-1")
+        monkeypatch.setenv("AIRFLOW_CONN_NOTEMP_LOCAL", local_conn)
+        op = BulkCopyOperator(
+            task_id="copy",
+            postgres_conn_id="notemp_local",
+            source_table=f"{local_schema}.src",
+            target_table=f"{local_schema}.copy",
+            where="id > 5",
+        )
+        op.execute({})
+    finally:
+        run("GRANT TEMPORARY ON DATABASE {d} TO PUBLIC")
+    assert t.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(ident(local_schema, "copy")), dbname=TARGET_DB
+    )[0] == (5,)
+    assert "Could not read which foreign tables the where condition reads" in "".join(capsys.readouterr())
+
+
+def test_a_name_whose_addresses_are_all_silent_is_refused_after_one_wait(monkeypatch):
+    import socket
+
+    from airflow_provider_fdw.remote_answers import first_answer
+
+    resolve = socket.getaddrinfo
+    with Tarpit() as a, Tarpit() as b, Tarpit() as c:
+        addresses = [("127.0.0.1", p.port) for p in (a, b, c)]
+
+        def round_robin(host, port, *args, **kwargs):
+            if host != "mysql.example":
+                return resolve(host, port, *args, **kwargs)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", x) for x in addresses]
+
+        monkeypatch.setattr(socket, "getaddrinfo", round_robin)
+        started = time.monotonic()
+        answer = first_answer("mysql.example", 3306, 2.0)
+        elapsed = time.monotonic() - started
+    assert answer[0] == "silent"
+    assert elapsed < 4  # one wait of 2 s, not three

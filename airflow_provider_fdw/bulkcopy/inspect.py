@@ -66,10 +66,12 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     if target is not None:
         check_target_columns(copy, source, target, columns)
     if p.where:  # one boolean condition over the source (server-parsed)
-        parse_where(s.conn, p.source, p.where)
-        with s.transaction():  # a subquery of it may read another remote: checked before it is planned
+        # A subquery of it may read another remote: checked before it is planned (psycopg2 runs
+        # parse_where's probe, which plans it).
+        with s.transaction():
             if servers_to_check_exist(s):
-                check_servers_answer(s, where_reads(s, p.source, p.where), copy.log)
+                check_servers_answer(s, where_reads(s, p.source, p.where, copy.log), copy.log)
+        parse_where(s.conn, p.source, p.where)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:

@@ -11,8 +11,9 @@ from airflow_provider_fdw.sql.servers import column_type, options_clause
 
 def create_materialized_view(view: QualifiedName, query: str) -> sql.Composed:
     """The user's query is SQL by nature (as in SQLExecuteQueryOperator); only the name is composed.
-    Created empty (its query is not even planned: what it reads can be checked before a refresh)."""
-    return sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH NO DATA").format(
+    Created empty (its query is not even planned: what it reads can be checked before a refresh); on a
+    line of its own, so that a query ending in a ``--`` comment cannot comment it out."""
+    return sql.SQL("CREATE MATERIALIZED VIEW {} AS {}\nWITH NO DATA").format(
         sql.Identifier(*view), sql.SQL(query.strip().rstrip(";"))
     )
 
