@@ -49,8 +49,9 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         target = read_table(s, p.target, "target", generated=True)
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
+        reads = foreign_reads(s, source)  # the (wrapper, server) of each foreign table the read reaches
         # before any statement that makes the local server connect (the checks below read the remote)
-        check_servers_answer(s, foreign_reads(s, source), copy.log)
+        check_servers_answer(s, reads, copy.log)
     columns = list(p.columns or source.columns)
     unknown = [c for c in columns if c not in source.columns]
     if unknown:
@@ -75,13 +76,13 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:
-            check_watermark_comparable(s, p.source, source, p.watermark_column)
+            check_watermark_comparable(s, p.source, source, p.watermark_column, reads)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
             run = "a replace (in place: it compares the rows)" if p.mode == "replace" else "an append"
             check_policies_do_not_apply(s, p.target, target.oid, run, deletes=p.mode == "replace")
-        if p.parallelism > 1 and reads_a_file(s, source):  # a view over one too
+        if p.parallelism > 1 and reads_a_file(reads):  # a view over one too
             check_one_reader(p.source, p.parallelism)
         for name, table in files_read(s, p.source, source):  # a view's or a partition's file too
             assert table.server_name is not None
@@ -105,8 +106,11 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     return CopyRun(source, target, columns, result, verifier)
 
 
-def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column: str) -> None:
-    """Refuse a watermark the remote cannot compare as PostgreSQL computed it, before anything changes.
+def check_watermark_comparable(
+    s: LocalSession, name: Any, source: Table, column: str, reads: list[tuple[str, str]]
+) -> None:
+    """Refuse a watermark the remote cannot compare as PostgreSQL computed it, before anything changes
+    (``reads``: the (wrapper, server) of the foreign tables a read of ``source`` reaches).
 
     A character column of a source whose remote compares text in its own collation (mysql_fdw): the
     bound ``column > 'b'`` is evaluated by MySQL, case-insensitively and blind to trailing spaces by
@@ -116,7 +120,7 @@ def check_watermark_comparable(s: LocalSession, name: Any, source: Table, column
     rounded value, above or below the one MySQL holds, so later rows are skipped or rows copied again.
     """
     # a view over such a foreign table (or a table with such foreign partitions) passes the bound to it
-    wrappers = [w for w in (WRAPPERS.get(fdw) for fdw, _ in foreign_reads(s, source)) if w is not None]
+    wrappers = [w for w in (WRAPPERS.get(fdw) for fdw, _ in reads) if w is not None]
     type_sql = source.columns[column].type_sql
     for wrapper in wrappers:
         if type_sql in wrapper.rounded_types:
@@ -161,9 +165,10 @@ def files_read(s: LocalSession, name: QualifiedName, source: Table) -> list[tupl
     return found
 
 
-def reads_a_file(s: LocalSession, source: Table) -> bool:
-    """Whether reading ``source`` reads a file_fdw table (itself, or one a view or partition reads)."""
-    return any(wrapper == FILE_FDW.name for wrapper, _ in foreign_reads(s, source))
+def reads_a_file(reads: list[tuple[str, str]]) -> bool:
+    """Whether a read reaching these (wrapper, server) foreign tables (:func:`.foreign_reads`: the
+    source itself, or those a view or partition reads) reads a file_fdw table."""
+    return any(wrapper == FILE_FDW.name for wrapper, _ in reads)
 
 
 def remote_column_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:

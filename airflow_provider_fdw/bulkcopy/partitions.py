@@ -35,7 +35,7 @@ from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.cancel import terminate_leftovers
-from airflow_provider_fdw.catalog import Index
+from airflow_provider_fdw.catalog import Index, foreign_reads
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_one_reader
 from airflow_provider_fdw.locks import acquire_run_lock, release_run_lock
@@ -109,7 +109,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
     acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
     try:
         run = inspect(copy, session)
-        if partitions > 1 and reads_a_file(session, run.source):
+        if partitions > 1 and reads_a_file(foreign_reads(session, run.source)):
             check_one_reader(p.source, partitions)
         copy._prepare_staging(session, run, staging_name(p.target, run_key))
         try:
