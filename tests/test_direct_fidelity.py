@@ -625,16 +625,10 @@ def test_object_references_are_copied_by_name_not_by_the_remote_oid(remote_pair,
     assert rows_of(tgt, direct, "id, r::text, t::text") == expected
 
 
-@pytest.mark.parametrize("column", ["aclitem", "aclitem[]"])
-@pytest.mark.parametrize("transport", ["auto", "copy"])
-def test_a_type_without_a_binary_form_is_read_directly_as_text(remote_pair, transport, column):
-    """The direct path took every built-in type for binary-safe: an aclitem column (no binary output
-    function) failed the copy on the remote, with transport='auto' too, where postgres_fdw reads it
-    as text (review round 3, 2026-12-07)."""
-    name = f"nb_{uuid.uuid4().hex[:8]}"
+def value_table(remote_pair, name: str, column: str, value: str) -> None:
+    """A remote table ``fid.<name>`` (``id``, ``v column``) with rows (1, ``value``) and (2, NULL), the
+    remote role's SELECT on it, and the foreign table ``proxy_fid.<name>`` over it."""
     src, tgt = remote_pair.source, remote_pair.target
-    value = "makeaclitem(10, 10, 'SELECT', false)"
-    value = f"ARRAY[{value}]" if column.endswith("[]") else value
     src.execute(
         sql.SQL(f"CREATE TABLE fid.{{}} (id int PRIMARY KEY, v {column})").format(ident(name)),
         dbname=SOURCE_DB,
@@ -652,6 +646,19 @@ def test_a_type_without_a_binary_form_is_read_directly_as_text(remote_pair, tran
         ).format(ident(name), sql.Literal(name)),
         dbname=TARGET_DB,
     )
+
+
+@pytest.mark.parametrize("column", ["aclitem", "aclitem[]"])
+@pytest.mark.parametrize("transport", ["auto", "copy"])
+def test_a_type_without_a_binary_form_is_read_directly_as_text(remote_pair, transport, column):
+    """The direct path took every built-in type for binary-safe: an aclitem column (no binary output
+    function) failed the copy on the remote, with transport='auto' too, where postgres_fdw reads it
+    as text (review round 3, 2026-12-07)."""
+    name = f"nb_{uuid.uuid4().hex[:8]}"
+    src, tgt = remote_pair.source, remote_pair.target
+    value = "makeaclitem(10, 10, 'SELECT', false)"
+    value = f"ARRAY[{value}]" if column.endswith("[]") else value
+    value_table(remote_pair, name, column, value)
     target, result = run_copy(f"proxy_fid.{name}", transport=transport)
     assert result["path"] == "direct"
     source_rows = src.execute(
@@ -704,23 +711,7 @@ def test_verify_checksum_of_a_correct_copy_passes(remote_pair, column, value):
     value = value.format(name=name)
     for cluster, db in ((src, SOURCE_DB), (tgt, TARGET_DB)):  # a table of that name on both sides
         cluster.execute(sql.SQL("CREATE TABLE fid.{} ()").format(ident(f"{name}_t")), dbname=db)
-    src.execute(
-        sql.SQL(f"CREATE TABLE fid.{{}} (id int PRIMARY KEY, v {column})").format(ident(name)),
-        dbname=SOURCE_DB,
-    )
-    src.execute(
-        sql.SQL(f"INSERT INTO fid.{{}} VALUES (1, {value}), (2, NULL)").format(ident(name)), dbname=SOURCE_DB
-    )
-    src.execute(
-        sql.SQL("GRANT SELECT ON fid.{} TO {}").format(ident(name), ident(REMOTE_ROLE)), dbname=SOURCE_DB
-    )
-    tgt.execute(
-        sql.SQL(
-            f"CREATE FOREIGN TABLE proxy_fid.{{}} (id int, v {column}) SERVER fid_src "
-            "OPTIONS (schema_name 'fid', table_name {})"
-        ).format(ident(name), sql.Literal(name)),
-        dbname=TARGET_DB,
-    )
+    value_table(remote_pair, name, column, value)
     target, result = run_copy(f"proxy_fid.{name}", transport="fdw", verify="checksum")
     assert result["rows"] == 2
     if column in ("circle", "lseg", "box"):  # their NaN is normalised: still checksummed

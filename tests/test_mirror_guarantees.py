@@ -28,14 +28,33 @@ class Named:
         self.foreign = foreign
 
 
+def seeded_target(sandbox, src: RemoteTable, create: str, **names: str) -> str:
+    """A new target table made by ``create`` (``{t}``: its name; ``names``: other identifiers) and
+    filled with the source's rows."""
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, create, t=target, **names)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    return target
+
+
 def keyless_source(sandbox, rows: int = 500) -> tuple[RemoteTable, str]:
     """A remote table without a primary key (the mirror is told the key) and a target equal to it."""
     src = RemoteTable(sandbox, "mirror", SERVER, "id bigint, name text")
     src.remote("INSERT INTO {t} SELECT g, 'n' || g FROM generate_series(1, %s) g", (rows,))
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, name text)", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (id bigint PRIMARY KEY, name text)")
     return src, target
+
+
+def refused_unchanged(
+    sandbox, src: RemoteTable, target: str, error: type[Exception], match: str, rows: str = "", **kwargs
+) -> None:
+    """The mirror of ``src`` into ``target`` fails with ``error`` (``match``) and the target keeps its
+    rows (``rows``: the query that reads them, every column by default)."""
+    rows = rows or "SELECT * FROM {t} ORDER BY id"
+    before = local(sandbox, rows, t=target)
+    with pytest.raises(error, match=match):
+        mirror(Named(src.foreign), target, **kwargs)
+    assert local(sandbox, rows, t=target) == before
 
 
 @TRANSPORTS
@@ -100,9 +119,7 @@ def test_values_whose_chunk_hashes_used_to_cancel_out_are_mirrored(sandbox, tran
         "INSERT INTO {t} SELECT g, interval '1 day', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 0 "
         "FROM generate_series(1, 100) g"
     )
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (" + keyed + ")", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (" + keyed + ")")
     src.remote("UPDATE {t} SET iv = interval '0', n = 16777216 WHERE id = 42")  # day 1: byte 11
     result = mirror(Named(src.foreign), target, transport=transport)
     assert result["updated"] == 1
@@ -115,9 +132,7 @@ def one_column_table(sandbox, column: str, value: str, rows: int = 2000) -> tupl
     keyed = columns.replace("id bigint", "id bigint PRIMARY KEY")
     src = RemoteTable(sandbox, "mirror", SERVER, columns, remote_columns=keyed)
     src.remote(f"INSERT INTO {{t}} SELECT g, {value} FROM generate_series(1, {rows}) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (" + keyed + ")", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (" + keyed + ")")
     return src, target
 
 
@@ -203,10 +218,15 @@ def test_two_rows_swapping_the_value_of_a_column_are_mirrored(sandbox, transport
 def test_a_duplicate_key_in_the_source_is_refused(sandbox, transport):
     src, target = keyless_source(sandbox)
     src.remote("INSERT INTO {t} SELECT * FROM {t} WHERE id = 250")
-    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
-    with pytest.raises(FdwError, match=r"several rows with key \(id\) = 250: .* Nothing was changed"):
-        mirror(Named(src.foreign), target, transport=transport, key_columns=["id"])
-    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwError,
+        r"several rows with key \(id\) = 250: .* Nothing was changed",
+        transport=transport,
+        key_columns=["id"],
+    )
 
 
 @TRANSPORTS
@@ -214,10 +234,15 @@ def test_a_null_key_in_the_source_is_refused_clearly(sandbox, transport):
     src, target = keyless_source(sandbox)
     src.remote("INSERT INTO {t} VALUES (NULL, 'no key')")
     src.remote("UPDATE {t} SET name = 'changed' WHERE id = 7")  # and a bucket that differs besides
-    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
-    with pytest.raises(FdwError, match=r"1 of its rows have a NULL id.*Nothing was changed"):
-        mirror(Named(src.foreign), target, transport=transport, key_columns=["id"])
-    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwError,
+        r"1 of its rows have a NULL id.*Nothing was changed",
+        transport=transport,
+        key_columns=["id"],
+    )
 
 
 @pytest.mark.parametrize("side_by_side", [True, False])
@@ -266,14 +291,9 @@ def test_a_remote_column_since_widened_to_numeric_is_not_rounded_into_an_unchang
         remote_columns="id bigint PRIMARY KEY, n numeric",
     )
     src.remote("INSERT INTO {t} SELECT g, g % 2 FROM generate_series(1, 50) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, n {declared})", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, n {declared})")
     src.remote("UPDATE {t} SET n = 1.4 WHERE id = 7")
-    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
-    with pytest.raises(FdwError, match="checksum source buckets failed"):
-        mirror(Named(src.foreign), target)
-    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+    refused_unchanged(sandbox, src, target, FdwError, "checksum source buckets failed")
 
 
 @TRANSPORTS
@@ -304,16 +324,18 @@ def test_a_column_of_another_kind_of_type_on_the_target_is_refused_before_anythi
         remote_columns=(f"id bigint PRIMARY KEY, v {source_type}, n integer"),
     )
     src.remote(f"INSERT INTO {{t}} SELECT g, {value}, g FROM generate_series(1, 50) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, v {target_type}, n bigint)", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(
+        sandbox, src, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, v {target_type}, n bigint)"
+    )
     src.remote("UPDATE {t} SET n = -1 WHERE id = 7")
-    before = local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target)
-    with pytest.raises(
-        FdwConfigError, match=rf"same kind of type on both: v \({source_type} there, {target_type} here\)"
-    ):
-        mirror(Named(src.foreign), target, transport=transport)
-    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == before
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwConfigError,
+        rf"same kind of type on both: v \({source_type} there, {target_type} here\)",
+        transport=transport,
+    )
     result = mirror(Named(src.foreign), target, transport=transport, columns=["id", "n"])  # integer / bigint
     assert result["updated"] == 1
     assert local(sandbox, "SELECT n FROM {t} WHERE id = 7", t=target) == [(-1,)]
@@ -326,9 +348,7 @@ def test_a_column_of_a_type_without_a_binary_send_function_is_refused_by_name(sa
         sandbox, "mirror", SERVER, "id bigint, a aclitem", remote_columns="id bigint PRIMARY KEY, a aclitem"
     )
     src.remote("INSERT INTO {t} SELECT g, makeaclitem(10, 10, 'SELECT', false) FROM generate_series(1, 5) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, a aclitem)", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (id bigint PRIMARY KEY, a aclitem)")
     with pytest.raises(FdwConfigError, match=r"cannot checksum columns \['a'\]"):
         mirror(Named(src.foreign), target)
     assert mirror(Named(src.foreign), target, columns=["id"])["unchanged"] == 5
@@ -407,9 +427,7 @@ def test_values_swapped_in_a_second_unique_column(sandbox, transport, deferrable
     keyed = "id bigint PRIMARY KEY, code text"
     src = RemoteTable(sandbox, "mirror", SERVER, "id bigint, code text", remote_columns=keyed)
     src.remote("INSERT INTO {t} SELECT g, 'c' || g FROM generate_series(1, 100) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (" + columns + ")", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (" + columns + ")")
     src.remote("UPDATE {t} SET code = CASE id WHEN 3 THEN 'c4' ELSE 'c3' END WHERE id IN (3, 4)")
     swapped = "SELECT id, code FROM {t} WHERE id IN (3, 4) ORDER BY id"
     if deferrable:
@@ -535,9 +553,7 @@ def test_a_target_column_of_a_domain_over_the_sources_type_is_mirrored(
     keyed = columns.replace("id bigint", "id bigint PRIMARY KEY")
     src = RemoteTable(sandbox, "mirror", SERVER, columns, remote_columns=keyed)
     src.remote(f"INSERT INTO {{t}} SELECT g, {value} FROM generate_series(1, 500) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v {d})", t=target, d=name)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    target = seeded_target(sandbox, src, "CREATE TABLE {t} (id bigint PRIMARY KEY, v {d})", d=name)
     src.remote(f"UPDATE {{t}} SET v = {change} WHERE id = 250")
     result = mirror(Named(src.foreign), target, transport=transport)
     assert result["updated"] == 1
@@ -564,11 +580,46 @@ def test_an_object_reference_column_is_refused_before_anything_changes(sandbox, 
         value = f"'{name}'"
     src, target = one_column_table(sandbox, f"v {regtype}", value, rows=200)
     src.remote("UPDATE {t} SET v = NULL WHERE id = 7")
-    before = local(sandbox, "SELECT id, v::text FROM {t} ORDER BY id", t=target)
-    with pytest.raises(FdwConfigError, match=r"cannot checksum columns \['v'\]"):
-        mirror(Named(src.foreign), target, transport=transport)
-    assert local(sandbox, "SELECT id, v::text FROM {t} ORDER BY id", t=target) == before
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwConfigError,
+        r"cannot checksum columns \['v'\]",
+        transport=transport,
+        rows="SELECT id, v::text FROM {t} ORDER BY id",
+    )
     assert mirror(Named(src.foreign), target, transport=transport, columns=["id"])["updated"] == 0
+
+
+def case_insensitive_collation(sandbox, on_source: bool, on_target: bool) -> str:
+    """A new nondeterministic (case-insensitive ICU) collation ``public.<name>`` on either side; its name."""
+    collation = f"ci_{uuid.uuid4().hex[:8]}"
+    create = sql.SQL(
+        "CREATE COLLATION public.{} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    ).format(ident(collation))
+    if on_source:
+        sandbox.source.execute(create, dbname=SOURCE_DB)
+    if on_target:
+        sandbox.target.execute(create, dbname=TARGET_DB)
+    return collation
+
+
+def names_with_a_case_change(
+    sandbox, declared: str, remote: str, target_column: str, **names: str
+) -> tuple[RemoteTable, str]:
+    """A remote table of 300 names (its ``v`` column: ``remote``) under a foreign table declaring
+    ``declared``, a target (``v``: ``target_column``) equal to it; then row 7's name changes its case
+    only (equal under a case-insensitive collation)."""
+    src = RemoteTable(
+        sandbox, "mirror", SERVER, f"id bigint, {declared}", remote_columns=f"id bigint PRIMARY KEY, {remote}"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
+    target = seeded_target(
+        sandbox, src, f"CREATE TABLE {{t}} (id bigint PRIMARY KEY, {target_column})", **names
+    )
+    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
+    return src, target
 
 
 @TRANSPORTS
@@ -579,25 +630,18 @@ def test_a_source_column_declared_with_a_nondeterministic_collation_is_refused_b
     column's nondeterministic collation (as IMPORT FOREIGN SCHEMA does, import_collate) has the
     remote hash the sort key. Every run compared the whole table, applied, and failed its check
     (review round 3, 2026-12-07)."""
-    collation = f"ci_{uuid.uuid4().hex[:8]}"
-    create = "CREATE COLLATION public.{} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
-    sandbox.source.execute(sql.SQL(create).format(ident(collation)), dbname=SOURCE_DB)
-    local(sandbox, create.replace("{}", "{c}"), c=collation)
+    collation = case_insensitive_collation(sandbox, on_source=True, on_target=True)
     column = f'v text COLLATE public."{collation}"'
-    src = RemoteTable(
-        sandbox, "mirror", SERVER, f"id bigint, {column}", remote_columns=f"id bigint PRIMARY KEY, {column}"
+    src, target = names_with_a_case_change(sandbox, column, column, "v text")
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwConfigError,
+        r"cannot compare columns \[.v.\] of .*: their collation is nondeterministic",
+        transport=transport,
+        rows="SELECT id, v FROM {t} ORDER BY id",
     )
-    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v text)", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
-    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
-    before = local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target)
-    with pytest.raises(
-        FdwConfigError, match=r"cannot compare columns \[.v.\] of .*: their collation is nondeterministic"
-    ):
-        mirror(Named(src.foreign), target, transport=transport)
-    assert local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target) == before
     assert mirror(Named(src.foreign), target, transport=transport, columns=["id"])["updated"] == 0
 
 
@@ -608,22 +652,18 @@ def test_a_remote_column_with_a_nondeterministic_collation_undeclared_locally_is
     while the remote column's is nondeterministic; the hash pushed to the remote is evaluated under
     the remote column's collation (its sort key), so the run applied and failed its check on every
     run, as before that fix (review round 4, 2026-12-07)."""
-    collation = f"ci_{uuid.uuid4().hex[:8]}"
-    create = "CREATE COLLATION public.{} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
-    sandbox.source.execute(sql.SQL(create).format(ident(collation)), dbname=SOURCE_DB)
+    collation = case_insensitive_collation(sandbox, on_source=True, on_target=False)
     column = f'v text COLLATE public."{collation}"'
-    src = RemoteTable(
-        sandbox, "mirror", SERVER, "id bigint, v text", remote_columns=f"id bigint PRIMARY KEY, {column}"
+    src, target = names_with_a_case_change(sandbox, "v text", column, "v text")
+    refused_unchanged(
+        sandbox,
+        src,
+        target,
+        FdwConfigError,
+        r"\[.v.\].*nondeterministic",
+        transport=transport,
+        rows="SELECT id, v FROM {t} ORDER BY id",
     )
-    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v text)", t=target)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
-    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
-    before = local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target)
-    with pytest.raises(FdwConfigError, match=r"\[.v.\].*nondeterministic"):
-        mirror(Named(src.foreign), target, transport=transport)
-    assert local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target) == before
     assert mirror(Named(src.foreign), target, transport=transport, columns=["id"])["updated"] == 0
     # a deterministic collation other than the default is hashed as the target hashes it: mirrored
     src.remote('ALTER TABLE {t} ALTER COLUMN v TYPE text COLLATE "C"')
@@ -639,25 +679,18 @@ def test_a_target_column_with_a_nondeterministic_collation_is_refused_before_any
     one (case-insensitive ICU) it hashes the sort key, never the source's bytes. Every row differed,
     the apply changed none (equal text) and the check after it failed: every run failed, even with
     nothing changed. Refused by name before anything changes."""
-    collation = f"ci_{uuid.uuid4().hex[:8]}"
-    local(
+    collation = case_insensitive_collation(sandbox, on_source=False, on_target=True)
+    column = f'v text COLLATE public."{collation}"'
+    src, target = names_with_a_case_change(sandbox, "v text", "v text", column)
+    refused_unchanged(
         sandbox,
-        "CREATE COLLATION {c} (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
-        c=collation,
+        src,
+        target,
+        FdwConfigError,
+        r"cannot compare columns \[.v.\] of .*: their collation is nondeterministic",
+        transport=transport,
+        rows="SELECT id, v FROM {t} ORDER BY id",
     )
-    columns = "id bigint, v text"
-    src = RemoteTable(sandbox, "mirror", SERVER, columns, remote_columns="id bigint PRIMARY KEY, v text")
-    src.remote("INSERT INTO {t} SELECT g, 'Name ' || g FROM generate_series(1, 300) g")
-    target = f"public.m_{uuid.uuid4().hex[:8]}"
-    local(sandbox, "CREATE TABLE {t} (id bigint PRIMARY KEY, v text COLLATE {c})", t=target, c=collation)
-    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
-    src.remote("UPDATE {t} SET v = 'NAME 7' WHERE id = 7")
-    before = local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target)
-    with pytest.raises(
-        FdwConfigError, match=r"cannot compare columns \[.v.\] of .*: their collation is nondeterministic"
-    ):
-        mirror(Named(src.foreign), target, transport=transport)
-    assert local(sandbox, "SELECT id, v FROM {t} ORDER BY id", t=target) == before
 
 
 @TRANSPORTS

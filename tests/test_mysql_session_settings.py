@@ -540,6 +540,25 @@ def test_a_view_owned_by_a_role_the_copying_role_is_a_noinherit_member_of_is_cop
     assert local(pair, "SELECT id FROM {t} ORDER BY id", t=f"{schema}.copied") == [(1,), (2,)]
 
 
+def float_declared_double(pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A MariaDB table (``id``, a FLOAT ``w``) holding (1, 16777260), whose foreign table declares ``w``
+    double precision: (its name, its foreign table)."""
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
+    local(pair, "ALTER FOREIGN TABLE {f} ALTER COLUMN w TYPE double precision", f=foreign)
+    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    return table, foreign
+
+
+def float_watermark_refused(pair: Pair, mariadb: MariaDB, table: str, source: str, target: str) -> None:
+    """``source`` (reading :func:`float_declared_double`'s table) is copied into ``target``; a row then
+    written with 16777280 is not appended by a watermark on ``w``: refused, the target unchanged."""
+    assert copy(source, target, mode="replace")["rows"] == 1
+    mariadb.execute(f"INSERT INTO {table} VALUES (2, 16777280)", database=mariadb.database)
+    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is a FLOAT on the remote: MySQL sends"):
+        copy(source, target, mode="append", watermark_column="w")
+    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+
+
 def test_a_float_watermark_declared_double_precision_is_refused(
     pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -547,15 +566,9 @@ def test_a_float_watermark_declared_double_precision_is_refused(
     (ALTER FOREIGN TABLE … TYPE, or a foreign table made by hand) still arrives rounded to 6
     significant digits, 16777260 as 16777300: a row written then with 16777280 was never copied and
     the append reported 0 rows. The remote column's type is read too."""
-    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
-    local(pair, "ALTER FOREIGN TABLE {f} ALTER COLUMN w TYPE double precision", f=foreign)
-    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    table, foreign = float_declared_double(pair, mariadb, monkeypatch)
     target = f"public.fd_{uuid.uuid4().hex[:8]}"
-    assert copy(foreign, target, mode="replace")["rows"] == 1
-    mariadb.execute(f"INSERT INTO {table} VALUES (2, 16777280)", database=mariadb.database)
-    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is a FLOAT on the remote: MySQL sends"):
-        copy(foreign, target, mode="append", watermark_column="w")
-    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+    float_watermark_refused(pair, mariadb, table, foreign, target)
     # a DOUBLE (or any other remote type) declared double precision is not refused
     local(pair, "ALTER TABLE {t} ADD COLUMN d double precision", t=target)
     mariadb.execute(f"ALTER TABLE {table} ADD COLUMN d double", database=mariadb.database)
@@ -572,16 +585,10 @@ def test_a_float_watermark_declared_double_precision_is_refused_through_a_view(
     """The remote type was read for a foreign table source only: through a view over it (or a
     partitioned table with it as a partition) the bound still reaches MySQL's FLOAT, and the append
     of the row written with 16777280 copied 0 rows, with success (review round 3, 2026-12-07)."""
-    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, w float")
-    local(pair, "ALTER FOREIGN TABLE {f} ALTER COLUMN w TYPE double precision", f=foreign)
-    mariadb.execute(f"INSERT INTO {table} VALUES (1, 16777260)", database=mariadb.database)
+    table, foreign = float_declared_double(pair, mariadb, monkeypatch)
     view = _reading(pair, foreign, "id int NOT NULL, w double precision", how)
     target = f"public.fv_{uuid.uuid4().hex[:8]}"
-    assert copy(view, target, mode="replace")["rows"] == 1
-    mariadb.execute(f"INSERT INTO {table} VALUES (2, 16777280)", database=mariadb.database)
-    with pytest.raises(FdwConfigError, match=r"watermark_column w .* is a FLOAT on the remote: MySQL sends"):
-        copy(view, target, mode="append", watermark_column="w")
-    assert local(pair, "SELECT id FROM {t} ORDER BY id", t=target) == [(1,)]
+    float_watermark_refused(pair, mariadb, table, view, target)
     assert copy(view, target, mode="append", watermark_column="id")["rows"] == 1
 
 
