@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-# Importing the modules for autodoc imports Airflow: give it a throwaway home.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-docs-airflow-"))
+# Importing the modules for autodoc imports Airflow: give it a throwaway home, removed after the build.
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="fdw-docs-airflow-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], True)
 
 project = "airflow-provider-fdw"
 author = "airflow-provider-fdw developers"

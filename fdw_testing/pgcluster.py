@@ -306,10 +306,34 @@ def create_standby(
         "--checkpoint=fast",
         env={"PGPASSWORD": primary.password},
     )
-    with open(standby.datadir / "postgresql.auto.conf", "a") as fh:
+    with open(home / "data" / "postgresql.auto.conf", "a") as fh:
         fh.write(f"port = {standby.port}\nunix_socket_directories = '{home}'\nhot_standby_feedback = on\n")
     standby.start()
     return standby
+
+
+@contextmanager
+def standby_of(
+    primary: Cluster,
+    application_name: str = "fdw_standby",
+) -> Iterator[Cluster]:
+    """A started standby of ``primary`` (see ``create_standby``), its slot named after
+    ``application_name``; always stopped, its slot dropped and its data directory removed (500 MB
+    each: leftovers of earlier runs once filled the disk)."""
+    slot_name = f"{application_name}_slot"
+    base = Path(tempfile.mkdtemp(prefix=f"fdw-{application_name}-"))
+    standby: Cluster | None = None
+    try:
+        standby = create_standby(primary, base, application_name=application_name, slot_name=slot_name)
+        yield standby
+    finally:
+        if standby is not None:
+            standby.stop("immediate")
+        primary.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+            (slot_name,),
+        )
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def start_local_pair(basedir: Path) -> Pair:

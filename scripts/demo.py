@@ -18,7 +18,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from airflow_provider_fdw.compat import sql  # noqa: E402
-from fdw_testing.pgcluster import Cluster, create_standby, local_pair  # noqa: E402
+from fdw_testing.pgcluster import Cluster, local_pair, standby_of  # noqa: E402
 from fdw_testing.sample_data import (  # noqa: E402
     SOURCE_DB,
     TARGET_DB,
@@ -37,8 +37,7 @@ def main() -> int:
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True)
     with local_pair() as pair:
         install_sample_data(pair)
-        replica = create_standby(pair.source, Path(tempfile.mkdtemp(prefix="fdw-demo-replica-")))
-        try:
+        with standby_of(pair.source, application_name="demo_replica") as replica:
             set_airflow_connections(pair)
             # fdw_bulk_copy reads the replica (the lag sensor compares it with the primary); the other
             # DAGs use the primary (fdw_source), the embedding DAG writes vectors back to it.
@@ -61,8 +60,6 @@ def main() -> int:
                     print((run.stdout + run.stderr)[-4000:])
                     return 1
             report(pair.target)
-        finally:
-            replica.stop("immediate")
     print(f"[demo] done in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -31,7 +31,7 @@ from fdw_testing.pgcluster import (
     DEFAULT_PASSWORD,
     Pair,
     create_local_cluster,
-    create_standby,
+    standby_of,
 )
 from fdw_testing.sample_data import MYSQL_ORDERS, mysql_connection
 
@@ -76,17 +76,8 @@ def metadata_cluster(deploy_base, airflow_connections):
 def replica(deploy_base, airflow_connections):
     """A streaming replica of the source: fdw_bulk_copy reads from it, the sensors wait for it."""
     pair = airflow_connections
-    standby = create_standby(
-        pair.source,
-        deploy_base / "replica",
-        application_name="deploy_replica",
-        slot_name="deploy_replica_slot",
-    )
-    try:
+    with standby_of(pair.source, application_name="deploy_replica") as standby:
         yield standby
-    finally:
-        standby.stop("immediate")
-        pair.source.execute("SELECT pg_drop_replication_slot('deploy_replica_slot')")
 
 
 def metadata_url(cluster, dbname: str) -> str:

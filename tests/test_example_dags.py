@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 from conftest import REPO, SOURCE_DB, TARGET_DB, fdw_connection, postgres_connection
 
-from fdw_testing.pgcluster import Pair, create_standby
+from fdw_testing.pgcluster import Pair, standby_of
 
 EXAMPLES = REPO / "example_dags"
 
@@ -47,19 +45,14 @@ def test_every_example_dag_parses_without_connections_or_a_database(tmp_path):
 def replica(airflow_connections):
     """A streaming replica of the source for fdw_bulk_copy to read from, and the connections it uses."""
     pair = airflow_connections
-    standby = create_standby(
-        pair.source,
-        Path(tempfile.mkdtemp(prefix="fdw-example-replica-")),
-        application_name="example_replica",
-        slot_name="example_replica_slot",
-    )
-    with pytest.MonkeyPatch.context() as mp:
+    with (
+        standby_of(pair.source, application_name="example_replica") as standby,
+        pytest.MonkeyPatch.context() as mp,
+    ):
         mp.setenv("AIRFLOW_CONN_FDW_REPLICA", fdw_connection(Pair(standby, pair.target)))
         mp.setenv("AIRFLOW_CONN_REPLICA_DB", postgres_connection(standby, SOURCE_DB))
         mp.setenv("AIRFLOW_CONN_PRIMARY_DB", postgres_connection(pair.source, SOURCE_DB))
         yield pair, standby
-    standby.stop("immediate")
-    pair.source.execute("SELECT pg_drop_replication_slot('example_replica_slot')")
 
 
 def load_example(dag_id: str):

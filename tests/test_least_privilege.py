@@ -6,16 +6,14 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from conftest import REPO, SOURCE_DB, postgres_connection
 
 from airflow_provider_fdw.compat import sql
-from fdw_testing.pgcluster import create_standby
+from fdw_testing.pgcluster import standby_of
 
 LOCAL_ROLE = "etl_lp"
 LOCAL_PASSWORD = "Etl-Secret-51c2"
@@ -72,12 +70,6 @@ def least_privilege(airflow_connections):
     run_grants(tgt, LOCAL_GRANTS, db, role=LOCAL_ROLE, password=LOCAL_PASSWORD, db=db, schema=DATA_SCHEMA)
     run_grants(src, REMOTE_GRANTS, SOURCE_DB, role=REMOTE_ROLE, password=REMOTE_PASSWORD)
     run_grants(src, MONITOR_GRANTS, SOURCE_DB, role=MONITOR_ROLE, password=MONITOR_PASSWORD)
-    standby = create_standby(
-        src,
-        Path(tempfile.mkdtemp(prefix="fdw-lp-standby-")),
-        application_name="lp_standby",
-        slot_name="lp_standby_slot",
-    )
     remote = {
         "conn_type": "postgres_fdw",
         "host": src.fdw_host,
@@ -86,7 +78,10 @@ def least_privilege(airflow_connections):
         "login": REMOTE_ROLE,
         "password": REMOTE_PASSWORD,
     }
-    with pytest.MonkeyPatch.context() as mp:
+    with (
+        standby_of(src, application_name="lp_standby") as standby,
+        pytest.MonkeyPatch.context() as mp,
+    ):
         mp.setenv("AIRFLOW_CONN_LP_LOCAL", postgres_connection(tgt, db, LOCAL_ROLE, LOCAL_PASSWORD))
         mp.setenv("AIRFLOW_CONN_LP_REMOTE", json.dumps(remote))
         mp.setenv(
@@ -96,8 +91,6 @@ def least_privilege(airflow_connections):
             "AIRFLOW_CONN_LP_STANDBY", postgres_connection(standby, SOURCE_DB, MONITOR_ROLE, MONITOR_PASSWORD)
         )
         yield pair, db, standby
-    standby.stop("immediate")
-    src.execute("SELECT pg_drop_replication_slot('lp_standby_slot')")
     tgt.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(db)))
 
 

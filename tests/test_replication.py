@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import SOURCE_DB, TARGET_DB, postgres_connection
@@ -19,7 +16,7 @@ from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.replication import LagSpec
 from airflow_provider_fdw.sensors.replication import ReplicationLagSensor
 from airflow_provider_fdw.triggers.replication import ReplicationLagTrigger
-from fdw_testing.pgcluster import create_standby
+from fdw_testing.pgcluster import standby_of
 
 BURST = "INSERT INTO app.repl_items SELECT g, repeat(md5(g::text), 8) FROM generate_series({lo}, {hi}) g"
 
@@ -29,38 +26,38 @@ def repl(airflow_connections):
     """A standby of the source (third cluster) and a subscription source -> target, with connections."""
     pair = airflow_connections
     src, tgt = pair.source, pair.target
-    base = Path(tempfile.mkdtemp(prefix="fdw-standby-"))
-    standby = create_standby(src, base)
-    src.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=SOURCE_DB)
-    src.execute("CREATE PUBLICATION fdw_pub FOR TABLE app.repl_items", dbname=SOURCE_DB)
-    tgt.execute("CREATE SCHEMA IF NOT EXISTS app", dbname=TARGET_DB)
-    tgt.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=TARGET_DB)
-    publisher = (
-        f"host={src.host} port={src.port} dbname={SOURCE_DB} user={src.superuser} password={src.password}"
-    )
-    tgt.execute(
-        sql.SQL("CREATE SUBSCRIPTION fdw_sub CONNECTION {} PUBLICATION fdw_pub").format(
-            sql.Literal(publisher)
-        ),
-        dbname=TARGET_DB,
-    )
-    os.environ["AIRFLOW_CONN_STANDBY_DB"] = postgres_connection(standby, SOURCE_DB)
-    os.environ["AIRFLOW_CONN_SOURCE_DB"] = postgres_connection(src, SOURCE_DB)
-    wait_for(lambda: standby.execute("SELECT status FROM pg_stat_wal_receiver") == [("streaming",)])
-    wait_for(
-        lambda: (
-            tgt.execute("SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL", dbname=TARGET_DB)[
-                0
-            ][0]
-            >= 1
+    with standby_of(src) as standby:
+        src.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=SOURCE_DB)
+        src.execute("CREATE PUBLICATION fdw_pub FOR TABLE app.repl_items", dbname=SOURCE_DB)
+        tgt.execute("CREATE SCHEMA IF NOT EXISTS app", dbname=TARGET_DB)
+        tgt.execute("CREATE TABLE app.repl_items (id bigint PRIMARY KEY, payload text)", dbname=TARGET_DB)
+        publisher = (
+            f"host={src.host} port={src.port} dbname={SOURCE_DB} user={src.superuser} password={src.password}"
         )
-    )
-    started = time.monotonic()
-    yield pair, standby
-    tgt.execute("DROP SUBSCRIPTION IF EXISTS fdw_sub", dbname=TARGET_DB)
-    standby.stop("immediate")
-    shutil.rmtree(base, ignore_errors=True)  # the standby's data directory: 500 MB left behind per run
-    src.execute("SELECT pg_drop_replication_slot('fdw_standby_slot')")
+        tgt.execute(
+            sql.SQL("CREATE SUBSCRIPTION fdw_sub CONNECTION {} PUBLICATION fdw_pub").format(
+                sql.Literal(publisher)
+            ),
+            dbname=TARGET_DB,
+        )
+        os.environ["AIRFLOW_CONN_STANDBY_DB"] = postgres_connection(standby, SOURCE_DB)
+        os.environ["AIRFLOW_CONN_SOURCE_DB"] = postgres_connection(src, SOURCE_DB)
+        wait_for(lambda: standby.execute("SELECT status FROM pg_stat_wal_receiver") == [("streaming",)])
+        wait_for(
+            lambda: (
+                tgt.execute(
+                    "SELECT count(*) FROM pg_stat_subscription WHERE pid IS NOT NULL", dbname=TARGET_DB
+                )[0][0]
+                >= 1
+            )
+        )
+        started = time.monotonic()
+        yield pair, standby
+        tgt.execute("DROP SUBSCRIPTION IF EXISTS fdw_sub", dbname=TARGET_DB)
+        # the session-wide pair is shared: leave its databases as other modules expect them
+        tgt.execute("DROP TABLE app.repl_items", dbname=TARGET_DB)
+        src.execute("DROP PUBLICATION fdw_pub", dbname=SOURCE_DB)
+        src.execute("DROP TABLE app.repl_items", dbname=SOURCE_DB)
     print(f"\n[replication] tests took {time.monotonic() - started:.1f}s")
 
 
