@@ -19,7 +19,7 @@ from airflow_provider_fdw.catalog import refresh_reads
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import LockTimeout, create_schema, lock_object
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
-from airflow_provider_fdw.remote_answers import check_servers_answer
+from airflow_provider_fdw.remote_answers import check_servers_answer, servers_to_check_exist
 from airflow_provider_fdw.session import LocalSession
 
 Concurrently = bool | Literal["auto"]
@@ -106,8 +106,9 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
     lock_timeout = LockTimeout(plan.lock_timeout, explicit=True)  # no default: unset waits as long as needed
     order = dependency_order(session, plan.views)
     with session.transaction() as s:
-        refreshed = [view for view in order if view not in created]
-        check_servers_answer(s, [read for view in refreshed for read in refresh_reads(s, view)], log)
+        if servers_to_check_exist(s):  # else no view can read from one: skip each view's catalog walk
+            refreshed = [view for view in order if view not in created]
+            check_servers_answer(s, [read for view in refreshed for read in refresh_reads(s, view)], log)
     for view in order:
         if view in created:
             with session.transaction() as s:
