@@ -68,6 +68,14 @@ class Wrapper:
     :param compares_text_in_its_collation: a condition on a character column is evaluated by the remote
         in the remote column's collation (mysql_fdw: MySQL's, case-insensitive and blind to trailing
         spaces by default), not PostgreSQL's; a watermark on such a column is refused.
+    :param sends_conditions_by_name: the wrapper sends a condition's built-in functions and operators
+        to the remote by name and drops its casts (mysql_fdw 2.8), so the remote evaluates them with its
+        own meaning (MySQL: ``||`` is OR, ``/`` divides as decimal, ``length`` counts bytes); a copy's
+        ``where``, and a watermark bound on a view's column, are then applied by the local server.
+    :param time_zone: the zone of the remote's date-time text (mysql_fdw: UTC, the ``init_command`` of
+        the servers the provider makes), which a copy reading it runs in: a column declared
+        ``timestamptz`` reads that text as an instant, and a ``timestamptz`` constant is printed for
+        the remote in it (MySQL ignores an offset).
     :param probe: composes the reachability probe, or None when there is nothing remote to reach.
     :param greeting_address: the (host, port) the wrapper's client connects to for a server's options,
         when that client waits for the remote without any time-out (mysql_fdw: the connect, the
@@ -95,6 +103,8 @@ class Wrapper:
     remote_is_postgres: bool = False
     ends_reads_at_big_binary_values: bool = False
     compares_text_in_its_collation: bool = False
+    sends_conditions_by_name: bool = False
+    time_zone: str | None = None
     rounded_types: Mapping[str, str] = field(default_factory=dict)
     rounded_remote_types: Mapping[str, str] = field(default_factory=dict)
     column_type_probe: Probe | None = None
@@ -419,6 +429,8 @@ MYSQL_FDW = Wrapper(
     fetch_size_option="fetch_size",
     ends_reads_at_big_binary_values=True,
     compares_text_in_its_collation=True,
+    sends_conditions_by_name=True,
+    time_zone="UTC",
     rounded_types={
         "real": "MySQL sends a FLOAT rounded to 6 significant digits (16777260 arrives as 16777300)"
     },

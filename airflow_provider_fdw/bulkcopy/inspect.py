@@ -30,7 +30,7 @@ from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_r
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.remote_answers import check_servers_answer, servers_to_check_exist
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, reads_postgres
+from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, Wrapper, reads_postgres
 
 if TYPE_CHECKING:
     from airflow_provider_fdw.bulkcopy.engine import BulkCopy
@@ -103,7 +103,12 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
-    return CopyRun(source, target, columns, result, verifier)
+    return CopyRun(source, target, columns, result, verifier, wrappers=read_wrappers(reads))
+
+
+def read_wrappers(reads: list[tuple[str, str]]) -> list[Wrapper]:
+    """The described wrappers of these (wrapper, server) reads, each once."""
+    return [WRAPPERS[fdw] for fdw in sorted({fdw for fdw, _ in reads}) if fdw in WRAPPERS]
 
 
 def check_watermark_comparable(
@@ -301,7 +306,18 @@ def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
     ones are not rewritten), append warns (copying them again would duplicate them).
     """
     p = copy.plan
+    by_name = next((w for w in run.wrappers if w.sends_conditions_by_name), None)
     conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
+    if by_name is not None and p.where:
+        conditions = [q.applied_locally(conditions[0])]
+        copy.log.info(
+            "%s reads %s tables: its where is applied by the local server, after every row is read "
+            "(%s would send its functions, operators and casts to the remote, which gives them its own "
+            "meaning). To filter on the remote, read a view defined there.",
+            p.source,
+            by_name.name,
+            by_name.name,
+        )
     if p.mode == "replace" or not p.watermark_column:
         return conditions
     overlap = p.overlap if p.mode == "upsert" else None
@@ -335,6 +351,16 @@ def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
     run.result.details["null_watermark_rows"] = nulls
     if bound is not None:
         bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+        if by_name is not None and not run.source.is_foreign and not run.source.relation.is_table:
+            # a view's column may be an expression (seen_at::date) the wrapper would send without it
+            bounded = q.applied_locally(bounded)
+            copy.log.warning(
+                "%s is a view over %s tables: its watermark bound is applied by the local server, "
+                "after every row is read, on every run. Copy from the foreign table itself to have "
+                "the bound sent to the remote.",
+                p.source,
+                by_name.name,
+            )
         if p.mode == "upsert":
             bounded = q.or_null(bounded, p.watermark_column)
         elif nulls:
@@ -367,6 +393,8 @@ def read_source_side(
     remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
     if run.direct is None:
         with s.transaction():
+            if run.time_zone is not None:  # as the load reads (load.py)
+                s.execute("set time zone", q.set_local("TimeZone", run.time_zone), quiet=True)
             statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
             nulls = int(s.fetchvalue("count NULL watermarks", statement))
         if run.source.remote is None or run.source.server_name is None:

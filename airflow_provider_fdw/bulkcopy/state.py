@@ -14,6 +14,7 @@ from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.bulkcopy.watermark import Bound
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.wrappers import Wrapper
 
 
 @dataclass
@@ -27,6 +28,8 @@ class CopyRun:
     verifier: Verifier
     direct: DirectRead | None = None  # set: rows are read with COPY over the direct connection
     conditions: list[Any] = field(default_factory=list)  # the user's filter and the watermark bound
+    # the wrappers of the foreign tables a read of the source reaches (catalog.foreign_reads)
+    wrappers: list[Wrapper] = field(default_factory=list)
     staging: QualifiedName | None = None
     in_place: bool = False  # replace applies the difference in place instead of swapping
     deferred_indexes: list[Index] = field(default_factory=list)  # built on staging after the load
@@ -43,6 +46,11 @@ class CopyRun:
     sole_reader: bool = False  # direct path: one range and no background count: it reads on the holder
     # direct path, one range into the table a replace swaps in: loaded frozen (COPY FREEZE)
     freeze: bool = False
+
+    @property
+    def time_zone(self) -> str | None:
+        """The zone a read of the source runs in (a wrapper's date-time text is wall-clock time in it)."""
+        return next((w.time_zone for w in self.wrappers if w.time_zone), None)
 
     def take_remote(self) -> Any:
         """The kept remote connection (or None), which the caller now owns."""

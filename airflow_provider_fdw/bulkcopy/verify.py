@@ -151,8 +151,9 @@ class Verifier:
                 columns = ", ".join(self.read_early_end)
                 raise FdwConfigError(
                     f"{message}, and counting through the wrapper would read {columns}, at which it can "
-                    "end a read early (the count would miss what the load missed): use a condition the "
-                    "remote can evaluate, or verify='off'."
+                    "end a read early (the count would miss what the load missed): use verify='off', or "
+                    "filter on the remote (in a view there: a wrapper that sends conditions by name gets "
+                    "none of the where)."
                 )
             self.log.warning("%s: counting through the wrapper instead (slower)", message)
 

@@ -22,6 +22,12 @@ def user_predicate(where: str) -> sql.Composable:
     return sql.SQL(where)
 
 
+def applied_locally(condition: sql.Composable) -> sql.Composed:
+    """``(SELECT (condition))``: a sub-select, which no wrapper sends to its remote, so the local server
+    evaluates the condition (for a wrapper that would send its functions and operators by name)."""
+    return sql.SQL("(SELECT ({}))").format(condition)
+
+
 def range_predicate(column: str, low: Any, high: Any, include_nulls: bool) -> sql.Composable:
     """``low <= column < high`` (open ends for None), plus NULL keys in exactly one range."""
     parts: list[sql.Composable] = []
