@@ -64,6 +64,8 @@ from airflow_provider_fdw.bulkcopy.mirror_compare import (
     read_buckets,
     refuse_nondeterministic,
     refuse_null_keys,
+    refuse_remote_bpchar,
+    remote_bpchar,
     remote_nondeterministic,
 )
 from airflow_provider_fdw.bulkcopy.mirror_direct import (
@@ -323,12 +325,12 @@ class Mirror:
         self.result.key = list(key)
         # Through postgres_fdw only when the mirror reads through it: a direct mirror would leave that
         # remote transaction idle until its commit (a remote idle timeout then fails the commit).
-        remote_loose = (
-            remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
-            if p.transport == "fdw"
-            else frozenset()
-        )
-        kinds = hash_kinds(s, source_row[0], columns, p.source, remote_loose)
+        remote_loose, remote_padded = frozenset[str](), frozenset[str]()
+        if p.transport == "fdw":
+            source_table = read_table(s, p.source, "source_table")
+            remote_loose = remote_nondeterministic(s, source_table, self.log)
+            remote_padded = remote_bpchar(s, source_table, self.log)
+        kinds = hash_kinds(s, source_row[0], columns, p.source, remote_loose, remote_padded)
         check_target_kinds(s, oid, kinds, (source_columns, target_columns), (p.source, p.target))
         row_hash = mq.row_hash_expr(columns, kinds)
 
@@ -352,8 +354,9 @@ class Mirror:
                 s, p, source, columns, self.remote_connect, self.remote_identity, self.log, self.new_session
             )
         if direct is None and p.transport != "fdw":  # "auto" reads through postgres_fdw after all
-            loose = remote_nondeterministic(s, read_table(s, p.source, "source_table"), self.log)
-            refuse_nondeterministic(columns, loose, p.source)
+            source_table = read_table(s, p.source, "source_table")
+            refuse_nondeterministic(columns, remote_nondeterministic(s, source_table, self.log), p.source)
+            refuse_remote_bpchar(kinds, remote_bpchar(s, source_table, self.log), p.source)
         if direct is not None:
             self.result.path = "direct"
             try:

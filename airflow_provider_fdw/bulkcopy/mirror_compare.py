@@ -269,7 +269,7 @@ class HashBuckets(Bucketing):
 # -- hashing: which hash each column gets ---------------------------------------------------------------
 
 INTEGERS = ("int2", "int4", "int8", "oid")
-TEXTS = ("text", "varchar", "bpchar")
+TEXTS = ("text", "varchar")  # bpchar is hashed with its length: its text drops trailing blanks
 # Types whose "=" means identical bytes and whose own hash reads every byte: their extended hash
 # (through a one-element array, which postgres_fdw ships) is exact. Not time and the timestamps: their
 # hash is hashint8extended's, which folds 64 bits to 32 (hashed from their send form instead).
@@ -282,18 +282,44 @@ def remote_nondeterministic(s: LocalSession, source: Table | None, log: Any) -> 
     the hash pushed down runs under the remote column's collation, whatever the foreign table
     declares (made by hand, or imported with import_collate 'false'). Empty when the remote cannot
     say (before PostgreSQL 12 no collation is nondeterministic)."""
+    return remote_columns(
+        s,
+        source,
+        log,
+        "read the remote columns' collations",
+        q.COLLATION_PROBES,
+        q.remote_nondeterministic_query(through_fdw=True),
+    )
+
+
+def remote_bpchar(s: LocalSession, source: Table | None, log: Any) -> frozenset[str]:
+    """The columns of a postgres_fdw source whose remote column is bpchar (or a domain over it),
+    whatever the foreign table declares. Empty when the remote cannot say."""
+    return remote_columns(
+        s, source, log, "read the remote columns' types", q.BPCHAR_PROBES, q.remote_bpchar_query()
+    )
+
+
+def remote_columns(
+    s: LocalSession,
+    source: Table | None,
+    log: Any,
+    step: str,
+    probes: Sequence[tuple[str, str, str]],
+    query: sql.Composable,
+) -> frozenset[str]:
+    """The local names of the columns ``query`` (over ``probes`` of the remote catalogs) names."""
     if source is None or not source.is_foreign or source.remote is None or source.server_name is None:
         return frozenset()
     if not reads_postgres(source.relation.wrapper):
         return frozenset()
-    step = "read the remote columns' collations"
     with s.undone(step):
         try:
-            for statement in q.create_pk_probes(source.server_name, q.COLLATION_PROBES):
+            for statement in q.create_pk_probes(source.server_name, probes):
                 s.execute(step, statement, quiet=True)
-            rows = s.fetchall(step, q.remote_nondeterministic_query(through_fdw=True), source.remote)
+            rows = s.fetchall(step, query, source.remote)
         except FdwError as exc:
-            log.debug("Could not read the collations of %s on the remote: %s", source.remote, exc)
+            log.debug("%s of %s failed: %s", step, source.remote, exc)
             return frozenset()
     remote_to_local = {col.remote_name: name for name, col in source.columns.items()}
     return frozenset(remote_to_local[r] for (r,) in rows if r in remote_to_local)
@@ -313,17 +339,37 @@ def refuse_nondeterministic(
         )
 
 
+def refuse_remote_bpchar(
+    kinds: Mapping[str, str | None], remote_bpchar: frozenset[str], source: QualifiedName
+) -> None:
+    """Refuse a column declared text or varchar over a remote bpchar, before anything changes: the
+    remote hashes its text, which drops the trailing blanks the target keeps (a change of them
+    would go unseen, and a key with them never match)."""
+    named = [name for name, kind in kinds.items() if kind == "text" and name in remote_bpchar]
+    if named:
+        raise FdwConfigError(
+            f"mode='mirror' cannot compare columns {named} of {source}: the foreign table declares them "
+            "text or varchar, but on the remote they are character (bpchar), whose text drops trailing "
+            "blanks where the hash runs, so a change of trailing blanks would go unseen. Declare them "
+            "character in the foreign table (as IMPORT FOREIGN SCHEMA does) and in the target, leave "
+            "them out with columns=, or use mode='replace'."
+        )
+
+
 def hash_kinds(
     s: LocalSession,
     source_oid: int,
     columns: Sequence[str],
     source: QualifiedName,
     remote_loose: frozenset[str] = frozenset(),
+    remote_bpchar: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """Per column, how it is hashed (see :func:`_value_hash`); a column none of the ways fit is
-    refused, before anything changes (its hash could not run on the remote)."""
+    """Per column, how it is hashed (see :func:`.sql.mirror.value_hash`); a column none of the ways
+    fit is refused, before anything changes (its hash could not run on the remote), and so is one
+    declared text over a remote bpchar (:func:`refuse_remote_bpchar`)."""
     kinds = kinds_of(s, source_oid, columns)
     refuse_nondeterministic(columns, kinds.nondeterministic | remote_loose, source)
+    refuse_remote_bpchar(kinds, remote_bpchar, source)
     refused = [name for name, kind in kinds.items() if kind is None]
     if refused:
         raise FdwConfigError(
@@ -390,7 +436,7 @@ def kinds_of(s: LocalSession, oid: int, columns: Sequence[str], domains: bool = 
             kinds[name] = "text"
         elif builtin and typname in EXACT:
             kinds[name] = "exact"
-        elif builtin and typname in ("bool", "numeric", "uuid"):
+        elif builtin and typname in ("bool", "numeric", "uuid", "bpchar"):
             kinds[name] = typname
         elif builtin and immutable and 0 < typlen <= BYTES_MAX and typname not in q.OBJECT_REFERENCE_TYPES:
             kinds[name] = f"bytes:{typlen}:{send}"

@@ -98,6 +98,7 @@ from airflow_provider_fdw.sql.diff import (
     rows_differing,
 )
 from airflow_provider_fdw.sql.servers import (
+    BPCHAR_PROBES,
     COLLATION_PROBES,
     CONNECTIONS_QUERY,
     CURRENT_SETTING_QUERY,
@@ -141,6 +142,7 @@ from airflow_provider_fdw.sql.servers import (
     options_clause,
     probe_read_as,
     read_remote_probe,
+    remote_bpchar_query,
     remote_nondeterministic_query,
     role_spec,
     set_local,
@@ -197,6 +199,7 @@ __all__ = [
     "ALWAYS_IDENTITY_QUERY",
     "BEGIN",
     "BEGIN_SNAPSHOT_READ",
+    "BPCHAR_PROBES",
     "CHECKSUM_COLUMNS_QUERY",
     "COLLATABLE_COLUMN_QUERY",
     "COLLATION_PROBES",
@@ -333,6 +336,7 @@ __all__ = [
     "range_predicate",
     "read_remote_probe",
     "refresh_materialized_view",
+    "remote_bpchar_query",
     "remote_nondeterministic_query",
     "rename_constraint",
     "rename_index",

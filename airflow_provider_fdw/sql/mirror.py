@@ -43,6 +43,7 @@ ROW_ESTIMATE_QUERY = sql.SQL(
 # hash's XOR for equal values.
 SEED_STRIDE = 64
 KEY_SEED = 1_000_000  # the key hash's seeds: not those of the row hash
+KEY_KINDS = {"bpchar": "text"}  # a key's bucket follows its "=", which ignores bpchar's trailing blanks
 
 
 def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
@@ -51,7 +52,8 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
     Only functions postgres_fdw ships (immutable built-ins, collations derived from the column) and
     no constants of types whose text form depends on settings (postgres_fdw deparses those with the
     local DateStyle).
-    Numeric adds its sign and scale (1.5 and 1.50 are equal but print differently); fixed-length
+    Numeric adds its sign and scale (1.5 and 1.50 are equal but print differently), bpchar its
+    length in bytes (its text form drops trailing blanks: 'a' and 'a  ' are equal); fixed-length
     types hash the bytes of their binary send form (so -0 and 0, or two equal intervals, differ as
     they print). Every hash takes all 64 bits of a value: hashint8extended alone folds them to 32.
     """
@@ -69,6 +71,11 @@ def value_hash(column: str, kind: str, seed: int) -> sql.Composable:
         return sql.SQL("pg_catalog.hashint8extended({}::int8, {})").format(col, s)
     if kind == "text":
         return sql.SQL("pg_catalog.hashtextextended({}, {})").format(col, s)
+    if kind == "bpchar":  # its cast to text drops trailing blanks, which octet_length counts
+        return sql.SQL(
+            "(pg_catalog.hashtextextended({0}, {1}) # "
+            "pg_catalog.hashint8extended(pg_catalog.octet_length({0}), {2}))"
+        ).format(col, s, sql.Literal(seed + 1))
     if kind == "bool":
         return sql.SQL("pg_catalog.hashint8extended(CASE WHEN {} THEN 1 ELSE 0 END, {})").format(col, s)
     if kind == "uuid":
@@ -124,14 +131,15 @@ def row_hash_expr(
 def key_hash_expr(
     key: Sequence[str], kinds: Mapping[str, str], names: Mapping[str, str] | None = None
 ) -> sql.Composable:
-    """The bucket a row falls in comes from its key alone (an update stays in its bucket).
-    ``names``: as in :func:`row_hash_expr`."""
+    """The bucket a row falls in comes from its key alone (an update stays in its bucket), hashed as
+    its "=" compares it: a ``bpchar`` key without its trailing blanks ('k' and 'k  ' are one key,
+    whose row hashes differ). ``names``: as in :func:`row_hash_expr`."""
     named = names or {}
     return sql.SQL("({})").format(
         sql.SQL(" # ").join(
             sql.SQL("CASE WHEN {} IS NULL THEN 0 ELSE {} END").format(
                 sql.Identifier(named.get(k, k)),
-                value_hash(named.get(k, k), kinds[k], KEY_SEED + i * SEED_STRIDE),
+                value_hash(named.get(k, k), KEY_KINDS.get(kinds[k], kinds[k]), KEY_SEED + i * SEED_STRIDE),
             )
             for i, k in enumerate(key)
         )

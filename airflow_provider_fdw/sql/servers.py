@@ -359,6 +359,35 @@ def remote_nondeterministic_query(through_fdw: bool) -> sql.Composed:
     ).format(att=att, cls=cls, ns=ns, coll=coll)
 
 
+# The remote catalogs that say which columns of a remote table are bpchar (or a domain over it),
+# whatever type the foreign table declares.
+BPCHAR_PROBES = (
+    (
+        "fdw_pad_att",
+        "pg_attribute",
+        "attrelid oid, attnum int2, attname name, atttypid oid, attisdropped bool",
+    ),
+    ("fdw_pad_class", "pg_class", "oid oid, relname name, relnamespace oid"),
+    ("fdw_pad_ns", "pg_namespace", "oid oid, nspname name"),
+    ("fdw_pad_type", "pg_type", 'oid oid, typname name, typnamespace oid, typtype "char", typbasetype oid'),
+)
+
+
+def remote_bpchar_query() -> sql.Composed:
+    """The columns of a remote table (parameters: schema, table) of type bpchar, directly or through
+    domains, read through postgres_fdw by the probes of :data:`BPCHAR_PROBES` (11: pg_catalog)."""
+    att, cls, ns, typ = catalog_reads(BPCHAR_PROBES, True)
+    return sql.SQL(
+        "WITH RECURSIVE col AS (SELECT a.attname, a.atttypid AS typid FROM {att} a "
+        "  JOIN {cls} r ON r.oid = a.attrelid JOIN {ns} n ON n.oid = r.relnamespace "
+        "  WHERE n.nspname = %s AND r.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "  UNION ALL SELECT col.attname, t.typbasetype FROM col JOIN {typ} t ON t.oid = col.typid "
+        "  WHERE t.typtype = 'd') "
+        "SELECT col.attname FROM col JOIN {typ} t ON t.oid = col.typid "
+        "WHERE t.typname = 'bpchar' AND t.typnamespace = 11"
+    ).format(att=att, cls=cls, ns=ns, typ=typ)
+
+
 REMOTE_PK_QUERY = sql.SQL(
     "SELECT a.attname FROM pg_temp.fdw_remote_con c "
     "JOIN pg_temp.fdw_remote_class r ON r.oid = c.conrelid "
