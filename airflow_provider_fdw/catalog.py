@@ -73,7 +73,7 @@ class Index:
     constraintdef: str | None
     unique: bool
     plain: bool  # no predicate, no expressions
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # its key columns, without the INCLUDE columns
     signature: str  # what the index is, independent of its own and its table's name
 
 

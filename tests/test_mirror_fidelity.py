@@ -6,10 +6,11 @@ adversarial review of mirror mode, 2026-12-07)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
-from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, local
+from conftest import SOURCE_DB, RemoteTable, copy_table, fdw_sandbox, local
 from test_mirror import SERVER, TRANSPORTS
 from test_mirror_guarantees import Named, mirror, seeded_target
 
@@ -121,3 +122,89 @@ def test_a_column_declared_text_over_a_remote_bpchar_is_refused_before_anything_
     ):
         mirror(Named(src.foreign), target, transport=transport)
     assert local(sandbox, IDENTICAL, t=target) == before
+
+
+# -- a key read from an index with INCLUDE columns --------------------------------------------------
+
+
+def include_target(sandbox, src: RemoteTable, v: str = "text NOT NULL") -> str:
+    """A target keyed by PRIMARY KEY (id) INCLUDE (v), with a column of its own, equal to the source."""
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(
+        sandbox,
+        f"CREATE TABLE {{t}} (id bigint, v {v}, note text DEFAULT 'default', PRIMARY KEY (id) INCLUDE (v))",
+        t=target,
+    )
+    local(sandbox, "INSERT INTO {t} (id, v) SELECT id, v FROM {s}", t=target, s=src.foreign)
+    local(sandbox, "UPDATE {t} SET note = 'kept' WHERE id = 150", t=target)
+    return target
+
+
+def include_source(sandbox) -> RemoteTable:
+    src = RemoteTable(sandbox, "mirror", SERVER, "id bigint, v text", "id bigint PRIMARY KEY, v text")
+    src.remote("INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 300) g")
+    return src
+
+
+@TRANSPORTS
+def test_a_primary_key_with_include_columns_keys_on_its_key_columns_only(sandbox, transport):
+    """PRIMARY KEY (id) INCLUDE (v) keys on id: a change of v is an update (the target's own column
+    keeps its value, a row referencing it is no obstacle), not a delete and an insert."""
+    src = include_source(sandbox)
+    target = include_target(sandbox, src)
+    child = f"public.c_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {c} (p bigint REFERENCES {t} (id))", c=child, t=target)
+    local(sandbox, "INSERT INTO {c} VALUES (150)", c=child)
+    src.remote("UPDATE {t} SET v = 'changed' WHERE id = 150")
+    result = mirror(Named(src.foreign), target, transport=transport, columns=["id", "v"])
+    assert local(sandbox, "SELECT v, note FROM {t} WHERE id = 150", t=target) == [("changed", "kept")]
+    assert (result["updated"], result["inserted"], result["deleted"], result["key"]) == (1, 0, 0, ["id"])
+
+
+def test_a_primary_key_with_a_nullable_include_column_is_a_key(sandbox):
+    """Only the key columns must be NOT NULL: a nullable INCLUDE column does not disqualify the key."""
+    src = include_source(sandbox)
+    target = include_target(sandbox, src, v="text")
+    src.remote("UPDATE {t} SET v = NULL WHERE id = 150")
+    result = mirror(Named(src.foreign), target, columns=["id", "v"])
+    assert result["key"] == ["id"]
+    assert local(sandbox, "SELECT v, note FROM {t} WHERE id = 150", t=target) == [(None, "kept")]
+
+
+@pytest.mark.parametrize("transport", ["fdw", "copy"])
+def test_an_in_place_replace_under_an_include_key_updates_in_place(sandbox, transport):
+    """The replace's in-place apply reads the same key: a change of v updates the row, and a row
+    referencing it does not fail the run (as a delete and an insert it would)."""
+    src = include_source(sandbox)
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint, v text NOT NULL, PRIMARY KEY (id) INCLUDE (v))", t=target)
+    local(sandbox, "INSERT INTO {t} SELECT * FROM {s}", t=target, s=src.foreign)
+    child = f"public.c_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {c} (p bigint REFERENCES {t} (id))", c=child, t=target)
+    local(sandbox, "INSERT INTO {c} VALUES (150)", c=child)
+    src.remote("UPDATE {t} SET v = 'changed' WHERE id = 150")
+    result = copy_table(src, target, mode="replace", swap="in_place", transport=transport)
+    assert local(sandbox, "SELECT v FROM {t} WHERE id = 150", t=target) == [("changed",)]
+    assert (result["inserted"], result["updated"], result["deleted"]) == (0, 1, 0)
+
+
+def test_an_upsert_on_the_key_of_an_include_index_is_accepted(sandbox):
+    """ON CONFLICT (id) matches PRIMARY KEY (id) INCLUDE (v): the upsert's check reads key columns
+    only (and refuses (id, v), which ON CONFLICT would not match)."""
+    src = RemoteTable(
+        sandbox, "mirror", SERVER, "id bigint, v text, n bigint", "id bigint PRIMARY KEY, v text, n bigint"
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'v' || g, g FROM generate_series(1, 300) g")
+    target = f"public.m_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (id bigint, v text, n bigint, PRIMARY KEY (id) INCLUDE (v))", t=target)
+    upsert = {"mode": "upsert", "watermark_column": "n", "transport": "fdw"}
+    copy_table(src, target, key_columns=["id"], **upsert)
+    src.remote("UPDATE {t} SET v = 'changed', n = 1000 WHERE id = 150")
+    copy_table(src, target, key_columns=["id"], **upsert)
+    assert local(sandbox, "SELECT * FROM {t} ORDER BY id", t=target) == src.remote(
+        "SELECT * FROM {t} ORDER BY id"
+    )
+    with pytest.raises(
+        FdwConfigError, match=re.escape("upsert needs a unique index or primary key on ['id', 'v']")
+    ):
+        copy_table(src, target, key_columns=["id", "v"], **upsert)

@@ -161,8 +161,10 @@ RELATION_QUERY = sql.SQL(
 INDEXES_QUERY = sql.SQL(
     "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid), "
     "  i.indisunique, i.indpred IS NULL AND i.indexprs IS NULL, "
+    # its key columns (not INCLUDE's: ON CONFLICT names only those)
     "  ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
-    "        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
+    "        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "        WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)::text[], "
     # what the index is, independent of its own and its table's name: matches an index to its copy
     "  concat_ws('|', i.indisunique, i.indisprimary, am.amname, i.indclass::text, i.indoption::text, "
     "    i.indcollation::text, pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid), "
@@ -347,15 +349,17 @@ DEFINITION_QUERY = sql.SQL(
 )
 
 
-# Candidate keys: the primary key first, then unique plain indexes over NOT NULL columns.
+# Candidate keys: the primary key first, then unique plain indexes over NOT NULL columns. Only an
+# index's first indnkeyatts columns are its key: the INCLUDE columns after them are not unique.
 KEY_CANDIDATES_QUERY = sql.SQL(
     "SELECT ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
-    "    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)::text[], "
-    "  (SELECT bool_and(a.attnotnull) FROM pg_attribute a "
-    "   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
+    "    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+    "    WHERE k.ord <= i.indnkeyatts ORDER BY k.ord)::text[], "
+    "  (SELECT bool_and(a.attnotnull) FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord) "
+    "   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts) "
     "FROM pg_index i WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indimmediate "
     "  AND i.indpred IS NULL AND i.indexprs IS NULL AND NOT 0 = ANY(i.indkey) "
-    "ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid"
+    "ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid"
 )
 
 
