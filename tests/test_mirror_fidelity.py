@@ -124,6 +124,76 @@ def test_a_column_declared_text_over_a_remote_bpchar_is_refused_before_anything_
     assert local(sandbox, IDENTICAL, t=target) == before
 
 
+# -- target types whose modifier stores values otherwise ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source_type", "target_type", "shown"),
+    [
+        pytest.param("text", "char(4)", "text there, character(4) here", id="text-to-char4"),
+        pytest.param("varchar", "bpchar", "character varying there, bpchar here", id="varchar-to-bpchar"),
+        pytest.param("text", "varchar(4)", "text there, character varying(4) here", id="text-to-varchar4"),
+        pytest.param("char(4)", "char(6)", "character(4) there, character(6) here", id="char4-to-char6"),
+        pytest.param("numeric", "numeric(10,2)", "numeric there, numeric(10,2) here", id="numeric-to-10-2"),
+        pytest.param("numeric(10,3)", "numeric(12,2)", "numeric(10,3) there, numeric(12,2) here", id="scale"),
+        pytest.param(
+            "numeric(12,2)", "numeric(10,2)", "numeric(12,2) there, numeric(10,2) here", id="digits"
+        ),
+        pytest.param(
+            "timestamp", "timestamp(0)", "timestamp without time zone there, timestamp(0) without", id="ts0"
+        ),
+        pytest.param("timetz(3)", "timetz(1)", "time(3) with time zone there, time(1) with", id="timetz"),
+        pytest.param("interval", "interval day", "interval there, interval day here", id="interval-day"),
+    ],
+)
+def test_a_target_type_that_stores_values_otherwise_is_refused_before_anything_changes(
+    sandbox, source_type, target_type, shown
+):
+    src, target = table_of(sandbox, source_type, "NULL", target_type=target_type, rows=20)
+    src.remote("DELETE FROM {t} WHERE id = 7")
+    before = local(sandbox, IDENTICAL, t=target)
+    with pytest.raises(FdwConfigError, match=re.escape(f"v ({shown}")):
+        mirror(Named(src.foreign), target)
+    assert local(sandbox, IDENTICAL, t=target) == before
+
+
+@pytest.mark.parametrize(
+    ("source_type", "target_type", "value"),
+    [
+        pytest.param("numeric(10,2)", "numeric", "1.5", id="numeric-10-2-to-numeric"),
+        pytest.param("numeric(10,2)", "numeric(14,2)", "1.5", id="numeric-more-digits"),
+        pytest.param("timestamp(0)", "timestamp", "'2024-01-01 00:00:01'", id="timestamp0-to-timestamp"),
+        pytest.param(
+            "timestamptz(2)", "timestamptz(4)", "'2024-01-01 00:00:00.25+00'", id="timestamptz-finer"
+        ),
+        pytest.param("varchar(4)", "text", "'x '", id="varchar4-to-text"),
+        pytest.param("varchar(4)", "varchar(8)", "'x '", id="varchar4-to-varchar8"),
+        pytest.param("char(4)", "bpchar", "'x'", id="char4-to-bpchar"),
+        pytest.param("char(4)", "char(4)", "'x'", id="char4-to-char4"),
+    ],
+)
+def test_a_target_type_that_keeps_every_source_value_is_mirrored(sandbox, source_type, target_type, value):
+    src, target = table_of(sandbox, source_type, "NULL", target_type=target_type)
+    src.remote(f"UPDATE {{t}} SET v = {value} WHERE id = 150")
+    assert mirror(Named(src.foreign), target)["updated"] == 1
+    assert local(sandbox, IDENTICAL, t=target) == src.remote(IDENTICAL)
+    assert mirror(Named(src.foreign), target)["updated"] == 0
+
+
+def test_a_target_domain_keeps_its_modifier(sandbox):
+    """A domain over numeric(10,2) stores numeric(10,2)'s values: refused for a numeric source,
+    mirrored for a numeric(10,2) one."""
+    domain = f"public.d_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE DOMAIN {d} AS numeric(10,2)", d=domain)
+    src, target = table_of(sandbox, "numeric", "NULL", target_type=domain, rows=20)
+    with pytest.raises(FdwConfigError, match=r"v \(numeric there, "):
+        mirror(Named(src.foreign), target)
+    src, target = table_of(sandbox, "numeric(10,2)", "g * 1.5", target_type=domain, rows=20)
+    src.remote("UPDATE {t} SET v = 2.25 WHERE id = 10")
+    assert mirror(Named(src.foreign), target)["updated"] == 1
+    assert local(sandbox, IDENTICAL, t=target) == src.remote(IDENTICAL)
+
+
 # -- a key read from an index with INCLUDE columns --------------------------------------------------
 
 

@@ -331,7 +331,9 @@ class Mirror:
             remote_loose = remote_nondeterministic(s, source_table, self.log)
             remote_padded = remote_bpchar(s, source_table, self.log)
         kinds = hash_kinds(s, source_row[0], columns, p.source, remote_loose, remote_padded)
-        check_target_kinds(s, oid, kinds, (source_columns, target_columns), (p.source, p.target))
+        check_target_kinds(
+            s, source_row[0], oid, kinds, (source_columns, target_columns), (p.source, p.target)
+        )
         row_hash = mq.row_hash_expr(columns, kinds)
 
         s.execute(f"lock {p.target}", q.lock_table_in(p.target, "EXCLUSIVE"))

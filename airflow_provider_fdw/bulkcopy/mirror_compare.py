@@ -382,6 +382,7 @@ def hash_kinds(
 
 def check_target_kinds(
     s: LocalSession,
+    source_oid: int,
     target_oid: int,
     kinds: dict[str, str],
     types: tuple[dict[str, Any], dict[str, Any]],
@@ -389,8 +390,10 @@ def check_target_kinds(
 ) -> None:
     """Refuse, before anything changes, a column hashed another way on the target than on the source:
     a value is hashed as its type stores it (a timestamp and a timestamptz, a numeric and an integer,
-    a real and a double differ), so such a column would differ on every run, or its hash not run.
-    ``types``: the source's and the target's columns (:func:`read_columns`); ``tables``: their names."""
+    a real and a double differ), so such a column would differ on every run, or its hash not run;
+    and a target whose type modifier stores values otherwise (``numeric`` into ``numeric(10,2)``:
+    every run would write the rounded value and fail its check). ``types``: the source's and the
+    target's columns (:func:`read_columns`); ``tables``: their names."""
     target_kinds = kinds_of(s, target_oid, list(kinds), domains=True)
     loose = [name for name in kinds if name in target_kinds.nondeterministic]
     if loose:
@@ -401,6 +404,15 @@ def check_target_kinds(
             "deterministic collation, leave them out with columns=, or use mode='replace'."
         )
     differing = [name for name, kind in kinds.items() if target_kinds[name] != kind]
+    source_mods = kinds_of(s, source_oid, list(kinds)).typmods
+    differing += [  # the same kind of type, whose modifier on the target changes values
+        name
+        for name in kinds
+        if name not in differing
+        and not holds_every_value(
+            target_kinds.typmods[name][0], source_mods[name][1], target_kinds.typmods[name][1]
+        )
+    ]
     if differing:
         (source_types, target_types), (source, target) = types, tables
         described = ", ".join(
@@ -409,9 +421,11 @@ def check_target_kinds(
         )
         raise FdwConfigError(
             f"mode='mirror' compares {source} and {target} value by value as each type stores it, so a "
-            f"column must have the same kind of type on both: {described}. Give the target the "
-            "source's types (ALTER TABLE … ALTER COLUMN … TYPE), leave these columns out with columns=, "
-            "or use mode='replace'."
+            f"column must have the same kind of type on both: {described}; and a target's type modifier "
+            "must keep every source value as it is (numeric's scale and a time's precision round, "
+            "character's length pads, varchar's cuts trailing blanks). Give the target the source's "
+            "types (ALTER TABLE … ALTER COLUMN … TYPE), leave these columns out with columns=, or use "
+            "mode='replace'."
         )
 
 
@@ -419,6 +433,7 @@ class Kinds(dict[str, str | None]):
     """How each column is hashed (None where no way fits), and which have a nondeterministic collation."""
 
     nondeterministic: frozenset[str] = frozenset()
+    typmods: dict[str, tuple[str, int]]  # per column: its (base) type's name and its modifier
 
 
 def kinds_of(s: LocalSession, oid: int, columns: Sequence[str], domains: bool = False) -> Kinds:
@@ -429,7 +444,7 @@ def kinds_of(s: LocalSession, oid: int, columns: Sequence[str], domains: bool = 
     info = {row[0]: row[1:] for row in s.fetchall("read column types", mq.HASH_KINDS_QUERY, params)}
     kinds = Kinds()
     for name in columns:
-        builtin, typname, typlen, send, immutable, _ = info[name]
+        builtin, typname, typlen, send, immutable, _, _ = info[name]
         if builtin and typname in INTEGERS:
             kinds[name] = "oid" if typname == "oid" else "int"
         elif builtin and typname in TEXTS:
@@ -443,7 +458,29 @@ def kinds_of(s: LocalSession, oid: int, columns: Sequence[str], domains: bool = 
         else:
             kinds[name] = None
     kinds.nondeterministic = frozenset(name for name in columns if not info[name][-1])
+    kinds.typmods = {name: (info[name][1], info[name][5]) for name in columns}
     return kinds
+
+
+def holds_every_value(typname: str, source_typmod: int, target_typmod: int) -> bool:
+    """Whether a target column of ``typname`` with ``target_typmod`` stores every value of one with
+    ``source_typmod`` unchanged (-1: none). A modifier rounds (numeric's scale, the precision of
+    times and intervals), pads (bpchar's length) or truncates trailing blanks (varchar's length)."""
+    if target_typmod < 0 or target_typmod == source_typmod:
+        return True
+    if typname in ("time", "timetz", "timestamp", "timestamptz"):  # fractional digits, none: 6
+        return target_typmod >= (6 if source_typmod < 0 else source_typmod)
+    if source_typmod < 0:
+        return False  # unconstrained, the source holds values the target's modifier changes
+    if typname == "numeric":  # (precision << 16 | scale) + 4; the scale 11 bits, signed
+        (p1, s1), (p2, s2) = (
+            ((m - 4) >> 16 & 0xFFFF, (((m - 4) & 0x7FF) ^ 1024) - 1024)
+            for m in (source_typmod, target_typmod)
+        )
+        return s1 == s2 and p2 - s2 >= p1 - s1
+    if typname == "varchar":  # the length + 4: a longer one holds every value
+        return target_typmod >= source_typmod
+    return False  # bpchar pads to its length; an interval's modifier also drops fields
 
 
 def bits_for(rows: float, per_bucket: int) -> int:

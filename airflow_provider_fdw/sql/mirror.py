@@ -17,17 +17,20 @@ from airflow_provider_fdw.sql.tables import column_list, table_ref
 from airflow_provider_fdw.sql.verify import send_form
 
 # Per column: is its type built in, its name, its fixed length (-1: variable), its binary send function
-# ('-' for none), whether that is immutable, whether its collation (if any) is deterministic. With
-# %(domains)s a domain column is described by its base type (a domain's values are stored, sent and
-# hashed as its base type's), else as the domain itself (not built in).
+# ('-' for none), whether that is immutable, its type modifier (-1: none), whether its collation (if
+# any) is deterministic. With %(domains)s a domain column is described by its base type (a domain's
+# values are stored, sent and hashed as its base type's, with the domain's modifier), else as the
+# domain itself (not built in).
 HASH_KINDS_QUERY = sql.SQL(
     "WITH RECURSIVE col AS ("
-    "  SELECT a.attname, a.atttypid AS typid, a.attcollation FROM pg_catalog.pg_attribute a "
+    "  SELECT a.attname, a.atttypid AS typid, a.atttypmod AS typmod, a.attcollation "
+    "  FROM pg_catalog.pg_attribute a "
     "  WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped "
-    "  UNION ALL SELECT col.attname, t.typbasetype, col.attcollation FROM col "
+    "  UNION ALL SELECT col.attname, t.typbasetype, "
+    "    CASE WHEN col.typmod >= 0 THEN col.typmod ELSE t.typtypmod END, col.attcollation FROM col "
     "  JOIN pg_catalog.pg_type t ON t.oid = col.typid WHERE t.typtype = 'd' AND %(domains)s) "
     "SELECT col.attname, col.typid < 10000, t.typname, t.typlen, t.typsend::regproc::text, "
-    "  p.provolatile = 'i', coalesce(c.collisdeterministic, true) "
+    "  p.provolatile = 'i', col.typmod, coalesce(c.collisdeterministic, true) "
     "FROM col JOIN pg_catalog.pg_type t ON t.oid = col.typid "
     "LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend "
     "LEFT JOIN pg_catalog.pg_collation c ON c.oid = col.attcollation "
