@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 from conftest import SOURCE_DB, RemoteTable, copy_table, fdw_sandbox, local
-from test_mirror import SERVER, TRANSPORTS
+from test_mirror import SERVER, TRANSPORTS, direct_reads
 from test_mirror_guarantees import Named, mirror, seeded_target
 
-from airflow_provider_fdw.bulkcopy.mirror import plan_mirror
+from airflow_provider_fdw.bulkcopy.mirror import Mirror, plan_mirror
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
@@ -278,3 +278,31 @@ def test_an_upsert_on_the_key_of_an_include_index_is_accepted(sandbox):
         FdwConfigError, match=re.escape("upsert needs a unique index or primary key on ['id', 'v']")
     ):
         copy_table(src, target, key_columns=["id", "v"], **upsert)
+
+
+# -- a caller's transaction ---------------------------------------------------------------------------
+
+
+def test_a_mirror_inside_a_callers_transaction_is_refused_and_the_callers_work_kept(sandbox):
+    """Mirror.run ends its own transactions (the run lock's, its attempts', a rollback before the
+    unlock): inside a caller's transaction it undid the caller's delete. Refused before anything runs."""
+    src, target = table_of(sandbox, "text", "'v' || g")
+    src.remote("UPDATE {t} SET v = 'changed' WHERE id = 10")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        s = hook.session
+        run = Mirror(plan_mirror(src.foreign, target), hook.log, **direct_reads(hook))
+        with s.transaction():
+            s.execute(
+                "delete", sql.SQL("DELETE FROM {} WHERE id = 300").format(sql.Identifier(*target.split(".")))
+            )
+            with pytest.raises(FdwConfigError, match=r"outside a transaction"):
+                run.run(s)
+            # the caller's transaction goes on: its delete is still there, and commits
+            assert (
+                s.fetchvalue(
+                    "count", sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*target.split(".")))
+                )
+                == 299
+            )
+    assert local(sandbox, "SELECT count(*) FROM {t}", t=target) == [(299,)]
+    assert local(sandbox, "SELECT v FROM {t} WHERE id = 10", t=target) == [("v10",)]  # nothing mirrored
