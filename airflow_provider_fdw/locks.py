@@ -108,6 +108,18 @@ TRY_RUN_LOCK = q.sql.SQL(
 )
 
 
+def refuse_inside_transaction(session: LocalSession, target: Any) -> None:
+    """A copy or mirror runs in transactions of its own: its run lock is taken and released in
+    transactions of their own (the release rolls back first), each lock attempt is one. Inside a
+    caller's ``session.transaction()`` the caller's open work would be undone, and the run's with it."""
+    if session.in_transaction_block:
+        raise FdwConfigError(
+            f"A copy or mirror of {target} runs in transactions of its own (it takes turns with other "
+            "runs, and retries a busy lock from the start): run it outside a transaction block "
+            "(session.transaction()). Nothing was run; the caller's transaction is left as it was."
+        )
+
+
 def acquire_run_lock(session: Any, key: str, wait: float, log: Any) -> None:
     """Take the session advisory lock ``key``; wait at most ``wait`` seconds, naming the holder.
 

@@ -306,3 +306,23 @@ def test_a_mirror_inside_a_callers_transaction_is_refused_and_the_callers_work_k
             )
     assert local(sandbox, "SELECT count(*) FROM {t}", t=target) == [(299,)]
     assert local(sandbox, "SELECT v FROM {t} WHERE id = 10", t=target) == [("v10",)]  # nothing mirrored
+
+
+@pytest.mark.parametrize("mode", ["replace", "append", "mirror"])
+def test_a_copy_inside_a_callers_transaction_is_refused_and_the_callers_work_kept(sandbox, mode):
+    """FdwHook.bulk_copy runs on the hook's session, which a caller may hold a transaction open on:
+    the release of the run lock rolled back first, undoing the caller's work. Refused before anything."""
+    from airflow_provider_fdw.bulkcopy import plan_copy
+
+    src, target = table_of(sandbox, "text", "'v' || g")
+    src.remote("UPDATE {t} SET v = 'changed' WHERE id = 10")
+    name = sql.Identifier(*target.split("."))
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        s = hook.session
+        with s.transaction():
+            s.execute("delete", sql.SQL("DELETE FROM {} WHERE id = 300").format(name))
+            with pytest.raises(FdwConfigError, match=r"outside a transaction"):
+                hook.bulk_copy(plan_copy(src.foreign, target, mode=mode, key_columns=["id"]))
+            assert s.fetchvalue("count", sql.SQL("SELECT count(*) FROM {}").format(name)) == 299
+    assert local(sandbox, "SELECT count(*) FROM {t}", t=target) == [(299,)]
+    assert local(sandbox, "SELECT v FROM {t} WHERE id = 10", t=target) == [("v10",)]  # nothing copied

@@ -112,7 +112,9 @@ class BulkCopy:
     # -- the whole copy ----------------------------------------------------------------------
 
     def run(self, session: LocalSession, connect_seconds: float = 0.0) -> CopyResult | MirrorResult:
-        """``connect_seconds``: what opening ``session`` took (the caller's), counted as step "connect"."""
+        """``connect_seconds``: what opening ``session`` took (the caller's), counted as step "connect".
+        ``session`` must be outside a transaction block (the copy runs in transactions of its own)."""
+        locks.refuse_inside_transaction(session, self.plan.target)
         started = time.monotonic()
         steps = StepTimes()
         steps.add("connect", connect_seconds)

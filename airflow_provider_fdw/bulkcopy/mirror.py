@@ -229,15 +229,7 @@ class Mirror:
 
     def run(self, session: LocalSession) -> MirrorResult:
         """Mirror in transactions of its own: ``session`` must be outside a transaction block."""
-        if session.in_transaction_block:
-            # The run lock is taken and released in transactions of their own, each attempt is one,
-            # and the release rolls back first: a caller's open work would be committed or undone.
-            raise FdwConfigError(
-                f"A mirror of {self.plan.target} runs in transactions of its own (it takes turns with "
-                "other runs, and retries a busy lock from the start): call Mirror.run outside a "
-                "transaction block (session.transaction()). Nothing was run; the caller's transaction "
-                "is left as it was."
-            )
+        locks.refuse_inside_transaction(session, self.plan.target)
         started = time.monotonic()
         lock_key = locks.lock_key(
             "copy", str(self.plan.target)
