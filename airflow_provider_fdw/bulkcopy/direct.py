@@ -70,6 +70,7 @@ def binary_safe(type_oid: int, qualified_name: str) -> bool:
 
 
 _LIBPQ_DEFAULTS = {"port": "5432"}
+LOCKABLE_RELKINDS = ("r", "p", "v")  # what LOCK TABLE accepts (not a materialized or foreign table)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class DirectRead:
 
     binary: bool
     client_encoding: str
+    # the remote relation is a table, partitioned table or view, which LOCK TABLE takes (snapshot.py)
+    lockable: bool = True
 
 
 def pinned_locally() -> sql.Composed:
@@ -353,7 +356,9 @@ def plan_direct(
     try:
         with remote.cursor() as cur:
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
-            remote_types = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+            rows = cur.fetchall()
+            remote_types = {r[0]: tuple(r[1:5]) for r in rows}
+            relkind = rows[0][5] if rows else None
             another = None if mapped_roles is None else login_role_differs(cur, mapped_roles)
         remote.rollback()
         if another:
@@ -397,4 +402,4 @@ def plan_direct(
             plan.source,
             "; ".join(why),
         )
-    return DirectRead(binary, encoding)
+    return DirectRead(binary, encoding, relkind in LOCKABLE_RELKINDS)

@@ -18,7 +18,7 @@ from airflow_provider_fdw.bulkcopy.direct import pinned_locally
 from airflow_provider_fdw.bulkcopy.plan import NO_SPLIT_COLUMN
 from airflow_provider_fdw.bulkcopy.relay import PsqlRelay, SwallowedCopyErrors, copy_stream
 from airflow_provider_fdw.bulkcopy.remote_session import RemoteSessionWatch
-from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder
+from airflow_provider_fdw.bulkcopy.snapshot import SnapshotHolder, source_lock
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.catalog import foreign_readers, read_oid
 from airflow_provider_fdw.compat import backend_pid
@@ -27,6 +27,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.progress import Progress, estimate_source_rows
 from airflow_provider_fdw.refresh import bounded_name
 from airflow_provider_fdw.session import LocalSession, describe
+from airflow_provider_fdw.timeouts import LOCK_NOT_AVAILABLE
 from airflow_provider_fdw.wrappers import bulk_read_options
 
 if TYPE_CHECKING:
@@ -135,7 +136,12 @@ def load(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalSession 
     # ANALYZE then set no hint bits, and the swapped-in table needs no freezing pass later.
     run.freeze = len(ranges) == 1 and copy.plan.mode == "replace" and not run.in_place
     run.snapshot = SnapshotHolder(
-        copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log, conn=run.take_remote()
+        copy.remote_connect,
+        run.direct.client_encoding,
+        copy.leftovers,
+        copy.log,
+        conn=run.take_remote(),
+        lock=source_lock(copy, run),
     )
     try:
         if run.verifier.enabled:  # verify counts the source in the same snapshot
@@ -233,8 +239,14 @@ def load_ranges(copy: BulkCopy, run: CopyRun, ranges: list[Any], session: LocalS
     if failures:
         first = first or failures[0]
         server = f" from server {run.source.server_name!r}" if run.source.server_name else ""
+        why = describe(first)
+        lock = getattr(run.snapshot, "lock", None)
+        if lock is not None and (
+            getattr(first, "sqlstate", None) == LOCK_NOT_AVAILABLE or "lock timeout" in why
+        ):
+            why = lock.refused(why)  # a reader queued behind an exclusive lock request on the source
         raise FdwError(
-            f"Copy {p.source} -> {p.target}{server} failed while loading rows: {describe(first)}",
+            f"Copy {p.source} -> {p.target}{server} failed while loading rows: {why}",
             step="load",
             sqlstate=getattr(first, "sqlstate", None),
         ) from None

@@ -32,7 +32,7 @@ from airflow_provider_fdw.bulkcopy.apply import marker
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy
 from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions, reads_a_file
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
-from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
+from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder, source_lock
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.catalog import Index, foreign_reads
@@ -46,6 +46,9 @@ from airflow_provider_fdw.session import LocalSession
 DEFAULT_SNAPSHOT_TIMEOUT = 3600.0  # seconds the holder keeps the snapshot for the ranges and retries
 DEFAULT_SNAPSHOT_WAIT = 600.0  # seconds a range waits for the holder to publish the snapshot
 POLL_SECONDS = 2.0
+# Seconds a session may wait for the holder's lock on the source before the holder gives way (it is
+# seen waiting on two polls in a row): about what readers queue behind the copy's own swap.
+GIVE_WAY_SECONDS = POLL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -172,17 +175,35 @@ def hold_snapshot(
         return {"snapshot": None, "held_seconds": 0.0}
     run = inspect(copy, session)
     assert copy.remote_connect is not None and run.direct is not None
-    holder = SnapshotHolder(copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log)
+    holder = SnapshotHolder(
+        copy.remote_connect, run.direct.client_encoding, copy.leftovers, copy.log, lock=source_lock(copy, run)
+    )
     started = time.monotonic()
     try:
         publish(holder.id)
         copy.log.info("Exported snapshot %s for the ranges of %s; holding it", holder.id, state.staging)
         staging = parse_qualified_name(state.staging, "staging")
+        waiting_since: float | None = None
         while time.monotonic() - started < timeout:
             with session.transaction():
                 gone = session.fetchone("watch staging", q.RELATION_QUERY, staging) is None
             if gone or finished():
                 break
+            # Held between loads minutes apart, the lock would keep an ALTER/TRUNCATE of the source
+            # waiting, and every reader of the source queued behind it: give way to it.
+            blocked = holder.blocked()
+            if not blocked:
+                waiting_since = None
+            elif waiting_since is None:
+                waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since >= GIVE_WAY_SECONDS:
+                raise FdwError(
+                    f"Released snapshot {holder.id} of {copy.plan.source}: {blocked} waited for its lock on "
+                    "the source (ALTER TABLE, TRUNCATE, VACUUM FULL …), and every other reader of the "
+                    "source would have queued behind it until this copy ends. Ranges not loaded yet cannot "
+                    "import the snapshot now: clear the whole task group to copy again once it is done.",
+                    step="hold snapshot",
+                )
             time.sleep(POLL_SECONDS)
         else:
             copy.log.warning(
@@ -231,7 +252,7 @@ def load_range(
         sid = snapshot_id()
         if not sid:
             raise FdwError("The snapshot holder published no snapshot.", step="wait for snapshot")
-        run.snapshot = ImportedSnapshot(sid)
+        run.snapshot = ImportedSnapshot(sid, source_lock(copy, run))
     load_ranges(copy, run, [condition])
     low, high = state.ranges[index]
     copy.log.info(

@@ -150,9 +150,13 @@ from airflow_provider_fdw.sql.servers import (
 )
 from airflow_provider_fdw.sql.snapshot import (
     BEGIN_SNAPSHOT_READ,
+    BLOCKED_BY_ME_QUERY,
+    EXCLUSIVE_LOCKERS_QUERY,
     EXPORT_SNAPSHOT,
     SNAPSHOT_ISOLATION,
     import_snapshot,
+    lock_access_share,
+    set_local_lock_timeout,
 )
 from airflow_provider_fdw.sql.tables import (
     DEFER_CONSTRAINTS,
@@ -199,6 +203,7 @@ __all__ = [
     "ALWAYS_IDENTITY_QUERY",
     "BEGIN",
     "BEGIN_SNAPSHOT_READ",
+    "BLOCKED_BY_ME_QUERY",
     "BPCHAR_PROBES",
     "CHECKSUM_COLUMNS_QUERY",
     "COLLATABLE_COLUMN_QUERY",
@@ -213,6 +218,7 @@ __all__ = [
     "DEFER_CONSTRAINTS",
     "DEFINITION_QUERY",
     "EMBEDDING_BATCH_SOURCE",
+    "EXCLUSIVE_LOCKERS_QUERY",
     "EXPORT_SNAPSHOT",
     "EXTENSION_AVAILABLE_QUERY",
     "FDW_NAME",
@@ -318,6 +324,7 @@ __all__ = [
     "import_snapshot",
     "insert_select",
     "key_match",
+    "lock_access_share",
     "lock_table",
     "lock_table_in",
     "max_text_of",
@@ -349,6 +356,7 @@ __all__ = [
     "select_for_copy",
     "server_ddl",
     "set_local",
+    "set_local_lock_timeout",
     "set_session",
     "sql",
     "table_ref",

@@ -463,8 +463,12 @@ LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
 
 
 # Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
+# The relation's kind closes each row: whether LOCK TABLE takes it (bulkcopy/snapshot.py).
 REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
-    _TYPE_COLUMNS + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+    _TYPE_COLUMNS.replace(
+        " FROM pg_catalog.pg_attribute", ", c.relkind::text FROM pg_catalog.pg_attribute", 1
+    )
+    + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )

@@ -1,0 +1,299 @@
+"""Regressions of an adversarial review of incremental and parallel copies: one point in time for
+every range of a direct copy (the snapshot holder locks what it reads), a watermark never recorded
+past a change a copy through postgres_fdw missed, and a text watermark compared in one collation."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from conftest import RemoteTable, fdw_sandbox, local
+
+from airflow_provider_fdw.bulkcopy import partitions as parts
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.hooks.fdw import FdwHook
+
+SERVER = "snap_fix_src"
+
+
+@pytest.fixture(scope="module")
+def rev(airflow_connections):
+    return fdw_sandbox(airflow_connections, "snapfix", SERVER)
+
+
+def table(pair, columns: str, remote_columns: str | None = None) -> RemoteTable:
+    return RemoteTable(pair, "snapfix", SERVER, columns, remote_columns=remote_columns)
+
+
+def copy(src: RemoteTable, target: str, **kwargs):
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        return hook.bulk_copy(plan_copy(src.foreign, target, **kwargs))
+
+
+def new_target() -> str:
+    return f"public.r_{uuid.uuid4().hex[:8]}"
+
+
+def count(pair, target: str) -> int:
+    return local(pair, "SELECT count(*) FROM {t}", t=target)[0][0]
+
+
+def rewrite_source(src: RemoteTable, statement: str, lock_timeout: str, suffix: str = "") -> str | None:
+    """Run ``statement`` ({t}: the table ``<source><suffix>``) on the source as its owner, waiting at
+    most ``lock_timeout`` for its lock (VACUUM cannot run in a transaction: a session setting); the
+    error, or None."""
+    from conftest import SOURCE_DB, ident
+
+    from airflow_provider_fdw.compat import sql
+
+    conn = src.pair.source.connect(SOURCE_DB)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout)))
+        cur.execute(sql.SQL(statement).format(t=ident(src.schema, src.name + suffix)))
+        return None
+    except Exception as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+# -- 1. one point in time: the holder locks what the ranges read ----------------------------------------
+
+PART_ROWS = 3000
+
+
+def part_step(src, target, run, *args, parallelism=3):
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_copy(src.foreign, target, key_columns=["id"], transport="copy", parallelism=parallelism)
+        return run(hook.bulk_copy_engine(plan), hook.session, *args)
+
+
+def on_source(src: RemoteTable, statement: str, params=None, **suffixes: str) -> None:
+    """Run ``statement`` on the source: ``{t}`` is the table, ``{x}`` for ``x="_y"`` the table ``<t>_y``."""
+    from conftest import SOURCE_DB, ident
+
+    from airflow_provider_fdw.compat import sql
+
+    names = {k: ident(src.schema, src.name + v) for k, v in suffixes.items()}
+    src.pair.source.execute(
+        sql.SQL(statement).format(t=ident(src.schema, src.name), **names), params, dbname=SOURCE_DB
+    )
+
+
+def partitioned_source(pair, kind: str) -> tuple[RemoteTable, str]:
+    """A source of ``PART_ROWS`` rows read as a ``kind`` on the remote, and the table an ETL truncates
+    (its suffix to the source's name)."""
+    src = table(pair, "id bigint, name text", remote_columns="id bigint PRIMARY KEY, name text")
+    if kind == "table":
+        src.remote("INSERT INTO {t} SELECT g, 'row ' || g FROM generate_series(1, %s) g", (PART_ROWS,))
+        return src, ""
+    src.remote("DROP TABLE {t}")
+    if kind == "view":  # the view's table is what is truncated
+        on_source(src, "CREATE TABLE {b} (id bigint PRIMARY KEY, name text)", b="_base")
+        on_source(src, "CREATE VIEW {t} AS SELECT id, name FROM {b}", b="_base")
+        filled = "_base"
+    else:  # a partitioned table: one of its partitions is truncated
+        src.remote("CREATE TABLE {t} (id bigint PRIMARY KEY, name text) PARTITION BY RANGE (id)")
+        on_source(src, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (MINVALUE) TO (1500)", p="_low")
+        on_source(src, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1500) TO (MAXVALUE)", p="_high")
+        filled = ""
+    src.remote("GRANT SELECT ON {t} TO fdw_reader")
+    on_source(
+        src, "INSERT INTO {f} SELECT g, 'row ' || g FROM generate_series(1, %s) g", (PART_ROWS,), f=filled
+    )
+    return src, "_base" if kind == "view" else "_high"
+
+
+def start_holder(src, target, state, timeout=120):
+    """The holder task in a thread: (its thread, the published ids, what ends it, its outcome)."""
+    published: list = []
+    done = threading.Event()
+    outcome: list = []
+
+    def hold():
+        try:
+            outcome.append(
+                part_step(src, target, parts.hold_snapshot, state, published.append, done.is_set, timeout)
+            )
+        except Exception as exc:  # the test reads it
+            outcome.append(exc)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    for _ in range(300):
+        if published:
+            break
+        threading.Event().wait(0.1)
+    assert published and published[0]
+    return holder, published, done, outcome
+
+
+@pytest.mark.parametrize("kind", ["table", "view", "partitioned table"])
+def test_a_partitioned_direct_copy_is_point_in_time_when_the_source_is_truncated_between_loads(rev, kind):
+    """The holder task exports a snapshot and mapped loads run minutes apart. TRUNCATE is not MVCC-safe:
+    a load that opened the table after it committed would see it empty in the old snapshot (range 0
+    of the snapshot, nothing of ranges 1-2, reported as a success). The holder's ACCESS SHARE lock
+    (on the table, a view's table, a partitioned table's partitions) makes the TRUNCATE wait."""
+    src, truncated = partitioned_source(rev, kind)
+    target = f"public.part_{uuid.uuid4().hex[:8]}"
+    state = part_step(src, target, parts.prepare, "dag/rev_1", 3)
+    assert state.path == "direct"
+    holder, published, done, _ = start_holder(src, target, state)
+    failed = None
+    try:
+        part_step(src, target, parts.load_range, state, 0, lambda: published[0])
+        blocked = rewrite_source(src, "TRUNCATE {t}", "1s", truncated)  # an ETL on the source reloads it
+        assert blocked and "lock timeout" in blocked, blocked  # the holder's lock: it waits for the copy
+        try:
+            for i in (1, 2):
+                part_step(src, target, parts.load_range, state, i, lambda: published[0])
+            part_step(src, target, parts.apply, state)
+        except Exception as exc:  # a clear failure is acceptable; a silent partial copy is not
+            failed = exc
+    finally:
+        done.set()
+        holder.join(timeout=60)
+    assert failed is None, failed
+    assert count(rev, target) == PART_ROWS
+
+
+def test_the_partitioned_copy_holder_gives_way_to_a_session_waiting_for_its_lock(rev):
+    """Held between loads minutes apart, the holder's lock would keep an ALTER or TRUNCATE of the
+    source waiting up to snapshot_timeout, and every reader of the source queued behind it: the holder
+    releases the snapshot (the task fails, saying so) and a range loaded afterwards fails, never reads
+    the table as the TRUNCATE left it."""
+    src, _ = partitioned_source(rev, "table")
+    target = f"public.part_{uuid.uuid4().hex[:8]}"
+    state = part_step(src, target, parts.prepare, "dag/rev_give_way", 3)
+    holder, published, done, outcome = start_holder(src, target, state)
+    try:
+        part_step(src, target, parts.load_range, state, 0, lambda: published[0])
+        assert rewrite_source(src, "TRUNCATE {t}", "60s") is None  # granted once the holder gave way
+        holder.join(timeout=60)
+        assert outcome and "waited for its lock on the source" in str(outcome[0]), outcome
+        with pytest.raises(Exception, match="snapshot"):
+            part_step(src, target, parts.load_range, state, 1, lambda: published[0])
+    finally:
+        done.set()
+        holder.join(timeout=60)
+
+
+@pytest.mark.parametrize("rewrite", ["VACUUM FULL {t}", "TRUNCATE {t}"])
+def test_a_parallel_ctid_copy_is_point_in_time_when_the_source_is_rewritten_between_range_starts(
+    rev, monkeypatch, rewrite
+):
+    """The ranges import the holder's snapshot; a range that opened the table after a VACUUM FULL
+    (MVCC-safe, but it moves rows to other ctids) or a TRUNCATE (not MVCC-safe) would read another
+    physical table than the ranges before it. The holder locks the table before the ranges start, so
+    the rewrite waits for the copy (here it gives up after its lock_timeout)."""
+    from airflow_provider_fdw.bulkcopy import load as load_module
+
+    src = table(rev, "k text, pad text", remote_columns="k text, pad text")
+    src.remote(
+        "INSERT INTO {t} SELECT 'k' || lpad(g::text, 6, '0'), repeat('x', 200) "
+        "FROM generate_series(1, 6000) g"
+    )
+    src.remote("DELETE FROM {t} WHERE k <= 'k002000'")  # dead rows at the start: VACUUM FULL compacts
+    expected = src.remote("SELECT count(*) FROM {t}")[0][0]
+    original = load_module._copy_direct
+    gate, lock, entered, blocked = threading.Event(), threading.Lock(), [], []
+
+    def sequenced(copy, run, s, conditions, progress):
+        with lock:
+            first = not entered
+            entered.append(1)
+        if not first:
+            assert gate.wait(60)
+            return original(copy, run, s, conditions, progress)
+        try:
+            return original(copy, run, s, conditions, progress)
+        finally:
+            try:
+                blocked.append(rewrite_source(src, rewrite, "1s"))  # the holder's lock: it waits
+            finally:
+                gate.set()
+
+    monkeypatch.setattr(load_module, "_copy_direct", sequenced)
+    target = new_target()
+    plan = plan_copy(src.foreign, target, transport="copy", parallelism=3, verify="off")
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        result = hook.bulk_copy(plan, relay="python")
+    assert len(entered) == 3
+    got = local(rev, "SELECT count(*), count(DISTINCT k) FROM {t}", t=target)[0]
+    assert result["rows"] == got[0]
+    assert got == (expected, expected), f"{got}: not one state of the source ({expected} rows)"
+    assert blocked[0] and "lock timeout" in blocked[0], blocked
+
+
+def test_a_range_queued_behind_an_exclusive_lock_request_fails_the_copy_instead_of_waiting(rev, monkeypatch):
+    """A TRUNCATE of the source queued behind the holder's lock, and a range that starts after it
+    queued behind the TRUNCATE: none would move until the TRUNCATE gave up. The range waits one
+    lock_timeout, the copy fails saying why and releases the snapshot; then the TRUNCATE runs."""
+    from airflow_provider_fdw.bulkcopy import load as load_module
+    from airflow_provider_fdw.exceptions import FdwError
+
+    src, _ = partitioned_source(rev, "table")
+    original = load_module._copy_direct
+    lock, entered, truncate = threading.Lock(), [], []
+
+    def queued(copy, run, s, conditions, progress):
+        with lock:
+            first = not entered
+            entered.append(1)
+            if first:
+                truncate.append(threading.Thread(target=lambda: rewrite_source(src, "TRUNCATE {t}", "60s")))
+                truncate[0].start()
+                for _ in range(100):  # until the TRUNCATE waits for the holder's lock
+                    waiting = src.remote(
+                        "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                        (f"snapfix.{src.name}",),
+                    )[0][0]
+                    if waiting:
+                        break
+                    threading.Event().wait(0.1)
+        return original(copy, run, s, conditions, progress)
+
+    monkeypatch.setattr(load_module, "_copy_direct", queued)
+    plan = plan_copy(src.foreign, new_target(), key_columns=["id"], transport="copy", parallelism=2)
+    with FdwHook(fdw_conn_id="fdw_source") as hook, pytest.raises(FdwError, match="gives way") as failure:
+        hook.bulk_copy(plan, relay="python")
+    assert "exclusive lock" in str(failure.value)
+    truncate[0].join(timeout=60)
+    assert src.remote("SELECT count(*) FROM {t}")[0][0] == 0  # the TRUNCATE ran once the copy gave way
+
+
+def test_a_parallel_direct_copy_from_a_hot_standby_takes_its_lock_as_a_select_only_role(rev, monkeypatch):
+    """ACCESS SHARE is the one table lock a standby grants, and SELECT the only privilege it needs."""
+    from conftest import READER, READER_PASSWORD, SOURCE_DB, server_as, wait_until
+
+    from airflow_provider_fdw.compat import sql
+    from fdw_testing.pgcluster import standby_of
+
+    src, _ = partitioned_source(rev, "table")
+    with standby_of(rev.source, application_name="snapfix_standby") as standby:
+        wait_until(
+            lambda: (
+                standby.execute(
+                    "SELECT count(*) FROM pg_class WHERE relname = %s", (src.name,), dbname=SOURCE_DB
+                )[0][0]
+                == 1
+            )
+        )
+        conn_id, server = server_as(rev, standby, READER, READER_PASSWORD, monkeypatch)
+        foreign = f"proxy_snapfix.{src.name}_standby"
+        local(
+            rev,
+            "CREATE FOREIGN TABLE {f} (id bigint, name text) SERVER {s} OPTIONS (schema_name 'snapfix', "
+            "table_name {n})",
+            f=foreign,
+            s=server,
+            n=sql.Literal(src.name),
+        )
+        target = new_target()
+        with FdwHook(fdw_conn_id=conn_id) as hook:
+            result = hook.bulk_copy(
+                plan_copy(foreign, target, key_columns=["id"], transport="copy", parallelism=2)
+            )
+    assert (result["path"], result["rows"], count(rev, target)) == ("direct", PART_ROWS, PART_ROWS)
