@@ -297,3 +297,132 @@ def test_a_parallel_direct_copy_from_a_hot_standby_takes_its_lock_as_a_select_on
                 plan_copy(foreign, target, key_columns=["id"], transport="copy", parallelism=2)
             )
     assert (result["path"], result["rows"], count(rev, target)) == ("direct", PART_ROWS, PART_ROWS)
+
+
+# -- 2. ranges read in separate remote transactions: the recorded watermark passes no missed change ------
+
+
+def fdw_part_step(src, target, run, *args, **kwargs):
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        plan = plan_copy(
+            src.foreign,
+            target,
+            mode="upsert",
+            key_columns=["id"],
+            watermark_column="updated_at",
+            transport="fdw",
+            parallelism=3,
+            **kwargs,
+        )
+        return run(hook.bulk_copy_engine(plan), hook.session, *args)
+
+
+def timestamped_source(pair) -> RemoteTable:
+    src = table(
+        pair,
+        "id bigint, name text, updated_at timestamptz",
+        remote_columns="id bigint PRIMARY KEY, name text, updated_at timestamptz",
+    )
+    src.remote(
+        "INSERT INTO {t} SELECT g, 'row ' || g, '2024-01-01'::timestamptz + g * interval '1 minute' "
+        "FROM generate_series(1, 300) g"
+    )
+    return src
+
+
+def change_two_rows(src: RemoteTable) -> None:
+    """A row of range 0 changed after range 0 read, one of range 2 a minute later, before it read."""
+    src.remote("UPDATE {t} SET name = 'changed first', updated_at = '2025-01-01 00:00+00' WHERE id = 5")
+    src.remote("UPDATE {t} SET name = 'changed next', updated_at = '2025-01-01 00:01+00' WHERE id = 250")
+
+
+def test_a_partitioned_upsert_through_postgres_fdw_never_records_a_watermark_past_a_change_it_missed(rev):
+    """Through postgres_fdw each mapped load reads in its own snapshot, minutes apart. The apply
+    recorded the newest staged time (id 250's), so every later run started past id 5's change,
+    which was never copied. The loads now stop at the source's max(updated_at) read by prepare: id
+    250's change is left to the next run, which starts below id 5's."""
+    src = timestamped_source(rev)
+    target = f"public.partf_{uuid.uuid4().hex[:8]}"
+    state = fdw_part_step(src, target, parts.prepare, "dag/rev_fdw", 3)
+    assert state.path == "fdw"
+    fdw_part_step(src, target, parts.load_range, state, 0, lambda: None)
+    change_two_rows(src)
+    for i in (1, 2):
+        fdw_part_step(src, target, parts.load_range, state, i, lambda: None)
+    fdw_part_step(src, target, parts.apply, state)
+    copy(src, target, mode="upsert", key_columns=["id"], watermark_column="updated_at")  # the next run
+    got = local(rev, "SELECT id, name FROM {t} WHERE id IN (5, 250) ORDER BY id", t=target)
+    assert got == [(5, "changed first"), (250, "changed next")], f"{got}: a change was skipped for good"
+
+
+def test_a_parallel_upsert_through_postgres_fdw_never_records_a_watermark_past_a_change_it_missed(
+    rev, monkeypatch
+):
+    """The in-task parallel copy through postgres_fdw: its ranges read in separate remote transactions
+    too (sequenced here: range 0 reads, two rows change, then the others read). Checked the same way
+    as the partitioned copy: it recorded id 250's time, past id 5's change."""
+    from airflow_provider_fdw.bulkcopy import load as load_module
+
+    src = timestamped_source(rev)
+    target = new_target()
+    kwargs = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "updated_at"}
+    copy(src, target, **kwargs)  # the first run: every row, and a recorded watermark
+    src.remote("UPDATE {t} SET updated_at = updated_at + interval '1 day'")  # all rows change again
+    original = load_module._copy_through_fdw
+    gate, lock, entered = threading.Event(), threading.Lock(), []
+
+    def sequenced(copy_, run, s, conditions):
+        with lock:
+            entered.append(1)
+        first = '"id" >=' not in s.render(conditions[-1])  # range 0: no lower bound
+        if not first:
+            assert gate.wait(60)
+            return original(copy_, run, s, conditions)
+        try:
+            return original(copy_, run, s, conditions)
+        finally:
+            change_two_rows(src)
+            gate.set()
+
+    monkeypatch.setattr(load_module, "_copy_through_fdw", sequenced)
+    copy(src, target, parallelism=3, transport="fdw", **kwargs)
+    monkeypatch.undo()
+    assert len(entered) == 3
+    copy(src, target, **kwargs)  # the next run
+    got = local(rev, "SELECT id, name FROM {t} WHERE id IN (5, 250) ORDER BY id", t=target)
+    assert got == [(5, "changed first"), (250, "changed next")], f"{got}: a change was skipped for good"
+
+
+def test_a_parallel_append_through_postgres_fdw_copies_rows_inserted_meanwhile_once(rev, monkeypatch):
+    """Append with ranges read at different times: a row inserted into range 0 after it read, and one
+    with a greater watermark into range 2 before it read. It recorded the latter, so the former was
+    never copied; now both are left to the next run (above the ceiling), which copies each once."""
+    from airflow_provider_fdw.bulkcopy import load as load_module
+
+    src = table(rev, "id bigint, v bigint", remote_columns="id bigint PRIMARY KEY, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 300) g")
+    target = new_target()
+    kwargs = {"mode": "append", "watermark_column": "v", "split_column": "id"}
+    original = load_module._copy_through_fdw
+    gate, lock, entered = threading.Event(), threading.Lock(), []
+
+    def sequenced(copy_, run, s, conditions):
+        with lock:
+            entered.append(1)
+        first = '"id" >=' not in s.render(conditions[-1])  # range 0: no lower bound
+        if not first:
+            assert gate.wait(60)
+            return original(copy_, run, s, conditions)
+        try:
+            return original(copy_, run, s, conditions)
+        finally:
+            src.remote("INSERT INTO {t} VALUES (0, 1000)")  # in range 0, which has read
+            src.remote("INSERT INTO {t} VALUES (5000, 1001)")  # in the last range, read later
+            gate.set()
+
+    monkeypatch.setattr(load_module, "_copy_through_fdw", sequenced)
+    copy(src, target, parallelism=3, transport="fdw", **kwargs)
+    monkeypatch.undo()
+    copy(src, target, **kwargs)  # the next run
+    got = local(rev, "SELECT count(*), count(DISTINCT id) FROM {t}", t=target)[0]
+    assert got == (302, 302), f"{got}: rows skipped or copied twice"

@@ -36,7 +36,13 @@ from airflow_provider_fdw.bulkcopy.apply import (
     read_definition,
 )
 from airflow_provider_fdw.bulkcopy.direct import EarlyConnect
-from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions
+from airflow_provider_fdw.bulkcopy.inspect import (
+    choose_path,
+    inspect_tables,
+    needs_ceiling,
+    read_ceiling,
+    read_conditions,
+)
 from airflow_provider_fdw.bulkcopy.load import key_ranges, load
 from airflow_provider_fdw.bulkcopy.merge import build_indexes, check_finite_watermark, column_defs, merge
 from airflow_provider_fdw.bulkcopy.mirror import Mirror, MirrorResult, mirror_plan
@@ -176,7 +182,11 @@ class BulkCopy:
         p = self.plan
         run.steps = steps
         with steps.step("catalog" if p.mode == "replace" or not p.watermark_column else "watermark"):
-            run.conditions = read_conditions(self, session, run)
+            # before the first range reads: ranges through postgres_fdw read at different times
+            ceiling = (
+                read_ceiling(self, session, run) if needs_ceiling(p, run.result.path, p.parallelism) else None
+            )
+            run.conditions = read_conditions(self, session, run, ceiling)
         # The direct path reads the remote table itself: checksummed by the direct connection, not planned.
         is_foreign = run.source.is_foreign and run.direct is None
         with steps.step("verify" if run.verifier.enabled else "catalog"):

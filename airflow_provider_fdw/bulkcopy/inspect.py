@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_fdw import sql as q
@@ -298,12 +299,51 @@ def choose_path(
         )
 
 
-def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
+@dataclass(frozen=True)
+class Ceiling:
+    """The source's ``max(watermark)`` (as text; None: no row had one), read once before the first
+    range of a copy whose ranges read in separate remote transactions (:func:`needs_ceiling`)."""
+
+    top: str | None
+
+
+def needs_ceiling(plan: Any, path: str, ranges: int) -> bool:
+    """Whether ranges read at different times must stop at a :class:`Ceiling`: through postgres_fdw
+    each range reads its own snapshot, so without one the recorded watermark (the newest row staged)
+    could pass a row changed after an earlier range read its rows, never to be copied."""
+    return plan.mode in ("append", "upsert") and bool(plan.watermark_column) and path == "fdw" and ranges > 1
+
+
+def read_ceiling(copy: BulkCopy, s: LocalSession, run: CopyRun) -> Ceiling:
+    """``max(watermark)`` of the source (under ``where``), as text that reads back to the same value
+    (the session's DateStyle is ISO and extra_float_digits 3: connection.py)."""
+    p = copy.plan
+    assert p.watermark_column is not None
+    conditions = [q.user_predicate(p.where)] if p.where else []
+    with s.transaction():
+        top = s.fetchvalue(
+            "read the source's watermark", q.max_text_of(p.source, p.watermark_column, conditions)
+        )
+    copy.log.info(
+        "The ranges read %s in separate remote transactions: rows with %s above %s (the newest when the "
+        "copy started) are left to the next run, so the recorded watermark passes no row changed after "
+        "an earlier range read its rows.",
+        p.source,
+        p.watermark_column,
+        top,
+    )
+    return Ceiling(top)
+
+
+def read_conditions(
+    copy: BulkCopy, s: LocalSession, run: CopyRun, ceiling: Ceiling | None = None
+) -> list[Any]:
     """The user's filter and, for append/upsert, the watermark bound read from the target.
 
     Rows whose watermark is NULL never pass a ``>`` bound: they are counted on the source each run
     (``null_watermark_rows`` in the summary); upsert also copies them (matched on the key, unchanged
     ones are not rewritten), append warns (copying them again would duplicate them).
+    ``ceiling``: rows above it are left to the next run (:func:`needs_ceiling`).
     """
     p = copy.plan
     by_name = next((w for w in run.wrappers if w.sends_conditions_by_name), None)
@@ -349,8 +389,16 @@ def read_conditions(copy: BulkCopy, s: LocalSession, run: CopyRun) -> list[Any]:
         )
     run.result.details["previous_watermark"] = bound
     run.result.details["null_watermark_rows"] = nulls
+    top = None
+    if ceiling is not None:
+        type_sql = run.source.columns[p.watermark_column].type_sql
+        top = q.watermark_ceiling(p.watermark_column, ceiling.top, type_sql)
+        if bound is None:  # a first run copies the rows without a watermark too
+            conditions.append(q.or_null(top, p.watermark_column))
     if bound is not None:
         bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+        if top is not None:
+            bounded = q.sql.SQL("{} AND {}").format(bounded, top)
         if by_name is not None and not run.source.is_foreign and not run.source.relation.is_table:
             # a view's column may be an expression (seen_at::date) the wrapper would send without it
             bounded = q.applied_locally(bounded)

@@ -30,7 +30,15 @@ from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.apply import marker
 from airflow_provider_fdw.bulkcopy.engine import BulkCopy
-from airflow_provider_fdw.bulkcopy.inspect import choose_path, inspect_tables, read_conditions, reads_a_file
+from airflow_provider_fdw.bulkcopy.inspect import (
+    Ceiling,
+    choose_path,
+    inspect_tables,
+    needs_ceiling,
+    read_ceiling,
+    read_conditions,
+    reads_a_file,
+)
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder, source_lock
 from airflow_provider_fdw.bulkcopy.state import CopyRun
@@ -62,6 +70,8 @@ class PartitionedState:
     definition: str | None  # the target's, which the staging table was made like (checked at the swap)
     ranges: list[list[Any]]  # [low, high) of split_column per range; None: open end
     split_column: str | None
+    # fdw path, append/upsert: [the source's max(watermark) as text] read by prepare (inspect.Ceiling)
+    watermark_ceiling: list[str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +94,9 @@ class PartitionedState:
         if self.split_column is None:
             return q.sql.SQL("true")
         return q.range_predicate(self.split_column, low, high, include_nulls=index == 0)
+
+    def ceiling(self) -> Ceiling | None:
+        return None if self.watermark_ceiling is None else Ceiling(*self.watermark_ceiling)
 
     def indexes(self) -> list[Index]:
         return [Index(**{**i, "columns": tuple(i["columns"])}) for i in self.deferred_indexes]
@@ -112,6 +125,15 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
     acquire_run_lock(session, lock_key, copy.target_lock_wait, copy.log)
     try:
         run = inspect(copy, session)
+        # every load reads in its own remote transaction, minutes apart: read the ceiling once, here
+        ceiling = read_ceiling(copy, session, run) if needs_ceiling(p, run.result.path, partitions) else None
+        if partitions > 1 and run.result.path == "fdw":
+            copy.log.info(
+                "Partitioned copy through postgres_fdw: each of the %d loads reads in its own remote "
+                "transaction, when its task runs, so rows changed on the source meanwhile may be seen by "
+                "one range and not another (transport='copy' reads every range in one snapshot).",
+                partitions,
+            )
         if partitions > 1 and reads_a_file(foreign_reads(session, run.source)):
             check_one_reader(p.source, partitions)
         copy._prepare_staging(session, run, staging_name(p.target, run_key))
@@ -130,6 +152,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
         run.definition,
         [list(r) for r in ranges],
         p.split_column,
+        None if ceiling is None else [ceiling.top],
     )
     copy.log.info(
         "Partitioned copy %s -> %s: staging table %s, %d ranges of %s, %s path",
@@ -143,8 +166,9 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
     return state
 
 
-def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
-    """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers)."""
+def inspect(copy: BulkCopy, session: LocalSession, ceiling: Ceiling | None = None) -> CopyRun:
+    """The engine's step 1 (each task repeats it: cheap catalog reads, and the same answers);
+    ``ceiling``: the one prepare read, for the loads."""
     run = inspect_tables(copy, session)
     if run.verifier.enabled:  # chosen for the source (verify.choose_verifier): ranges cannot count
         raise FdwConfigError(
@@ -153,7 +177,7 @@ def inspect(copy: BulkCopy, session: LocalSession) -> CopyRun:
             "unpartitioned (counted by default), or pass verify='off' to copy it unverified."
         )
     choose_path(copy, session, run)
-    run.conditions = read_conditions(copy, session, run)
+    run.conditions = read_conditions(copy, session, run, ceiling)
     return run
 
 
@@ -233,7 +257,7 @@ def load_range(
     if copy.leftovers:  # a killed try's load may still hold its rows' locks: end it first
         terminate_leftovers(session, copy.leftovers, copy.log)
     staging = existing_staging(session, state, p.target)
-    run = inspect(copy, session)
+    run = inspect(copy, session, state.ceiling())
     if run.result.path != state.path:
         raise FdwError(
             f"This range would read through the {run.result.path} path, the prepare task chose "

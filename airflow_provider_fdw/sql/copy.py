@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.compat import Fragment, sql
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.sql.diff import key_match, row_text
 from airflow_provider_fdw.sql.tables import column_list, table_ref
@@ -227,9 +227,22 @@ def min_max(table: QualifiedName, column: str, conditions: Sequence[sql.Composab
     )
 
 
-def max_text_of(table: QualifiedName, column: str) -> sql.Composed:
+def max_text_of(table: QualifiedName, column: str, conditions: Sequence[sql.Composable] = ()) -> sql.Composed:
     """``max(column)`` as text: infinity and NaN have no Python value to read them into."""
-    return sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(column), sql.Identifier(*table))
+    return sql.SQL("SELECT max({})::text FROM {}{}").format(
+        sql.Identifier(column), sql.Identifier(*table), where_clause(conditions)
+    )
+
+
+def watermark_ceiling(column: str, top: str | None, type_sql: str) -> sql.Composable:
+    """``column <= CAST(top AS type)`` (``top``: the column's text, read back as the same value), or
+    ``false`` when there was no top (no row had a watermark). An untyped literal cast is a constant
+    at parse time: postgres_fdw sends it to the remote."""
+    if top is None:
+        return sql.SQL("false")
+    return sql.SQL("{} <= CAST({} AS {})").format(
+        sql.Identifier(column), sql.Literal(top), Fragment(type_sql)
+    )
 
 
 def counted_upsert(upsert: sql.Composable) -> sql.Composed:
