@@ -426,3 +426,62 @@ def test_a_parallel_append_through_postgres_fdw_copies_rows_inserted_meanwhile_o
     copy(src, target, **kwargs)  # the next run
     got = local(rev, "SELECT count(*), count(DISTINCT id) FROM {t}", t=target)[0]
     assert got == (302, 302), f"{got}: rows skipped or copied twice"
+
+
+# -- 3. a text watermark is compared in one collation --------------------------------------------------
+
+
+def case_aware_collation(pair) -> str:
+    found = local(
+        pair,
+        "SELECT collname FROM pg_collation "
+        "WHERE collname IN ('en-x-icu', 'en_US', 'en_US.utf8', 'und-x-icu') ORDER BY collname LIMIT 1",
+    )
+    if not found:
+        pytest.skip("no case-aware collation on the target")
+    return found[0][0].replace('"', '""')
+
+
+@pytest.mark.parametrize("transport", ["fdw", "copy"])
+def test_append_with_a_text_watermark_in_another_collation_on_the_remote_copies_nothing_twice(rev, transport):
+    """The remote column sorts in "C", the declared (and target) column in another collation: max()
+    on the target picked 'B', the remote's 'wm > B' matched 'a' again on every run (duplicated once
+    per run). Refused now, before anything changes, saying which collations differ and what to do."""
+    from airflow_provider_fdw.exceptions import FdwConfigError
+
+    name = case_aware_collation(rev)
+    src = table(rev, f'id bigint, wm text COLLATE "{name}"', remote_columns='id bigint, wm text COLLATE "C"')
+    src.remote("INSERT INTO {t} VALUES (1, 'a'), (2, 'B')")
+    t = new_target()
+    local(rev, f'CREATE TABLE {{t}} (id bigint, wm text COLLATE "{name}")', t=t)
+    with pytest.raises(FdwConfigError, match="compared in more than one collation") as refused:
+        copy(src, t, mode="append", watermark_column="wm", transport=transport)
+    assert "libc C" in str(refused.value) and "Nothing was changed" in str(refused.value)
+    assert count(rev, t) == 0
+
+
+def test_a_text_watermark_whose_target_sorts_in_another_collation_is_refused(rev):
+    """The foreign table declares the remote's collation, the target another: the bound read from the
+    target (max() there) is not the remote's."""
+    from airflow_provider_fdw.exceptions import FdwConfigError
+
+    name = case_aware_collation(rev)
+    src = table(rev, 'id bigint, wm text COLLATE "C"')
+    src.remote("INSERT INTO {t} VALUES (1, 'a'), (2, 'B')")
+    t = new_target()
+    local(rev, f'CREATE TABLE {{t}} (id bigint, wm text COLLATE "{name}")', t=t)
+    with pytest.raises(FdwConfigError, match="the target"):
+        copy(src, t, mode="append", watermark_column="wm")
+    assert count(rev, t) == 0
+
+
+@pytest.mark.parametrize("collate", ['COLLATE "C"', ""], ids=["C", "the databases' default"])
+@pytest.mark.parametrize("transport", ["fdw", "copy"])
+def test_a_text_watermark_in_one_collation_everywhere_copies_each_row_once(rev, collate, transport):
+    src = table(rev, f"id bigint, wm text {collate}")
+    src.remote("INSERT INTO {t} VALUES (1, 'a'), (2, 'B')")
+    t = new_target()
+    assert copy(src, t, mode="append", watermark_column="wm", transport=transport)["rows"] == 2
+    src.remote("INSERT INTO {t} VALUES (3, 'c')")
+    second = copy(src, t, mode="append", watermark_column="wm", transport=transport)
+    assert (second["rows"], count(rev, t)) == (1, 3)

@@ -21,7 +21,7 @@ from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
-from airflow_provider_fdw.catalog import Table, foreign_reads, read_table, where_reads
+from airflow_provider_fdw.catalog import Table, foreign_reads, parse_options, read_table, where_reads
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
@@ -78,6 +78,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:
             check_watermark_comparable(s, p.source, source, p.watermark_column, reads)
+            check_watermark_collation(s, p, source, target, copy.log)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
@@ -153,6 +154,94 @@ def check_watermark_comparable(
             "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
             "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
         )
+
+
+def check_watermark_collation(s: LocalSession, p: Any, source: Table, target: Table | None, log: Any) -> None:
+    """Refuse a text-like watermark that two collations compare, before anything changes.
+
+    The bound is ``max()`` in the foreign table's declared collation (of the staged rows, recorded)
+    or the target's (read from it), and ``column > bound`` runs on the remote (postgres_fdw ships it
+    without a COLLATE; the direct path reads there) in the remote column's collation. Where those
+    sort differently (``'a'`` and ``'B'`` in "C" and in en-x-icu) rows are copied again on every run
+    or never copied. The target's collation is compared with the declared one; the remote's is read
+    from the remote catalogs through postgres_fdw (skipped, logged, when it cannot say)."""
+    column = p.watermark_column
+    if not s.fetchvalue("check watermark type", q.COLLATABLE_COLUMN_QUERY, (source.oid, column)):
+        return
+    database = s.fetchvalue("read database", q.sql.SQL("SELECT pg_catalog.current_database()"))
+    declared = _local_collation(s, database, p.source, column)
+    sorts = {f"the foreign table {p.source}" if source.is_foreign else str(p.source): declared}
+    if target is not None:
+        sorts[f"the target {p.target}"] = _local_collation(s, database, p.target, column)
+    for table in _postgres_tables_read(s, p.source, source, column):
+        remote = _remote_collation(s, table, column, log)
+        if remote is not None:
+            sorts[f"the remote column {table.remote}.{table.columns[column].remote_name}"] = remote
+    if len({_byte_order(c) for c in sorts.values()}) > 1:
+        raise FdwConfigError(
+            f"watermark_column {column} of {p.source} is text compared in more than one collation ("
+            + "; ".join(f"{who}: {how}" for who, how in sorts.items())
+            + "): the bound is max() in one and the remote compares it in another, so rows would be "
+            "copied again on every run or never copied. Nothing was changed. Give the foreign table's "
+            "column (and the target's) the remote column's collation (ALTER FOREIGN TABLE … ALTER COLUMN "
+            f"{column} TYPE … COLLATE …; IMPORT FOREIGN SCHEMA declares it with import_collate 'true', the "
+            "default), or use a numeric, date or time watermark column."
+        )
+
+
+def _byte_order(collation: str | None) -> str | None:
+    """ "C" and "POSIX" are one order (bytes)."""
+    return "libc C" if collation in ("libc C", "libc POSIX") else collation
+
+
+def _local_collation(s: LocalSession, database: str, table: QualifiedName, column: str) -> str | None:
+    statement = q.column_collation_query(through_fdw=False)
+    return s.fetchvalue("read the watermark's collation", statement, (database, *table, column))
+
+
+def _postgres_tables_read(s: LocalSession, name: QualifiedName, source: Table, column: str) -> list[Table]:
+    """The postgres_fdw tables a read of ``source`` passes the bound to that have ``column``."""
+    if source.is_foreign:
+        tables = [source]
+    else:
+        tables = []
+        for wrapper in (w for w in WRAPPERS.values() if w.remote_is_postgres):
+            step = f"read the {wrapper.name} tables read"
+            for schema, relname in s.fetchall(step, q.WRAPPER_TABLES_READ_QUERY, (source.oid, wrapper.name)):
+                table = read_table(s, QualifiedName(schema, relname), "foreign table")
+                if table is not None:
+                    tables.append(table)
+    return [
+        t
+        for t in tables
+        if reads_postgres(t.relation.wrapper)
+        and t.remote is not None
+        and t.server_name
+        and column in t.columns
+    ]
+
+
+def _remote_collation(s: LocalSession, table: Table, column: str, log: Any) -> str | None:
+    """The remote column's collation, read through postgres_fdw; None when the remote cannot say."""
+    assert table.remote is not None and table.server_name is not None
+    row = s.fetchone("read foreign server", q.SERVER_OPTIONS_QUERY, (table.server_name,))
+    options = parse_options(row[0] if row else None)
+    mapping = s.fetchone("read user mapping", q.MAPPED_USER_QUERY, (table.server_name,))
+    database = options.get("dbname") or (mapping[1] if mapping and mapping[0] else None)
+    step = "read the remote watermark column's collation"
+    statement = q.column_collation_query(through_fdw=True)
+    params = (database, *table.remote, table.columns[column].remote_name)
+    try:
+        with s.undone(step):
+            for create in q.create_pk_probes(table.server_name, q.WATERMARK_COLLATION_PROBES):
+                s.execute(step, create, quiet=True)
+            found = s.fetchone(step, statement, params)
+    except FdwError as exc:
+        log.info("Could not read the collation of %s on the remote (%s): not compared.", table.remote, exc)
+        return None
+    if found is None or found[0] is None:
+        return None  # no such column there, or its database's default collation unknown
+    return str(found[0])
 
 
 def files_read(s: LocalSession, name: QualifiedName, source: Table) -> list[tuple[QualifiedName, Table]]:

@@ -388,6 +388,35 @@ def remote_bpchar_query() -> sql.Composed:
     ).format(att=att, cls=cls, ns=ns, typ=typ)
 
 
+# The catalogs that say in which collation a column compares (a text watermark's bound is max()
+# here and compared there: bulkcopy/inspect.py). collcollate is name before PostgreSQL 15: read as text.
+WATERMARK_COLLATION_PROBES = (
+    ("fdw_wmc_att", "pg_attribute", "attrelid oid, attname name, attcollation oid, attisdropped bool"),
+    ("fdw_wmc_class", "pg_class", "oid oid, relname name, relnamespace oid"),
+    ("fdw_wmc_ns", "pg_namespace", "oid oid, nspname name"),
+    ("fdw_wmc_coll", "pg_collation", 'oid oid, collname name, collprovider "char", collcollate text'),
+    ("fdw_wmc_db", "pg_database", "datname name, datcollate text"),
+)
+
+
+def column_collation_query(through_fdw: bool) -> sql.Composed:
+    """How a column's values sort (parameters: the database, schema, table, column): libc and its
+    locale (the database's for "default"), or the ICU collation's name; NULL when not collatable or
+    unknown (the database's row not found). Through postgres_fdw it reads the probes of
+    :data:`WATERMARK_COLLATION_PROBES`, locally the catalogs themselves."""
+    att, cls, ns, coll, db = catalog_reads(WATERMARK_COLLATION_PROBES, through_fdw)
+    return sql.SQL(
+        "SELECT CASE WHEN a.attcollation = 0 THEN NULL "
+        "WHEN c.collname = 'default' THEN 'libc ' || d.datcollate "
+        "WHEN c.collprovider = 'c' THEN 'libc ' || c.collcollate "
+        "ELSE CASE WHEN c.collprovider = 'i' THEN 'icu ' "
+        "ELSE 'provider ' || c.collprovider::text || ' ' END || c.collname::text END "
+        "FROM {att} a JOIN {cls} r ON r.oid = a.attrelid JOIN {ns} n ON n.oid = r.relnamespace "
+        "LEFT JOIN {coll} c ON c.oid = a.attcollation LEFT JOIN {db} d ON d.datname = %s "
+        "WHERE n.nspname = %s AND r.relname = %s AND a.attname = %s AND NOT a.attisdropped"
+    ).format(att=att, cls=cls, ns=ns, coll=coll, db=db)
+
+
 REMOTE_PK_QUERY = sql.SQL(
     "SELECT a.attname FROM pg_temp.fdw_remote_con c "
     "JOIN pg_temp.fdw_remote_class r ON r.oid = c.conrelid "
