@@ -146,7 +146,8 @@ MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "sql_mode",
         "SQL mode",
         str,
-        "sql_mode of mysql_fdw's sessions (mysql_fdw default ANSI_QUOTES; NO_BACKSLASH_ESCAPES is refused).",
+        "sql_mode of mysql_fdw's sessions (mysql_fdw default ANSI_QUOTES; NO_BACKSLASH_ESCAPES and "
+        "EMPTY_STRING_IS_NULL are refused: they change what the string constants mysql_fdw sends mean).",
     ),
     ExtraField("ssl_ca", "SSL CA file", str, "Path of the CA certificate, on the LOCAL database server."),
     ExtraField("ssl_capath", "SSL CA directory", str, "Directory of trusted CA certificates (local server)."),

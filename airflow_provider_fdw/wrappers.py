@@ -244,12 +244,12 @@ def _absolute_path(name: str, value: Any) -> str:
 
 
 def _sql_mode(name: str, value: Any) -> str:
-    """A comma-separated list of MySQL sql_mode names; NO_BACKSLASH_ESCAPES refused.
-
-    mysql_fdw writes each string constant it pushes down (a ``where`` literal, a watermark bound)
-    with every backslash doubled, as MySQL reads it by default: under NO_BACKSLASH_ESCAPES a value
-    holding a backslash matches nothing, silently. mysql_fdw also pastes the value into
+    """A comma-separated list of MySQL sql_mode names; the modes that change what a pushed-down string
+    constant means refused (:data:`_REFUSED_SQL_MODES`). mysql_fdw also pastes the value into
     ``SET sql_mode = '…'`` as it is: anything but mode names is refused.
+
+    No combination mode includes a refused one (MariaDB 10.11: ORACLE, MSSQL, DB2, MAXDB, POSTGRESQL,
+    ANSI, TRADITIONAL, MYSQL323, MYSQL40; MySQL 8: ANSI, TRADITIONAL), so the names given are checked.
     """
     checked = text(name, value)
     if not checked.strip():
@@ -257,13 +257,22 @@ def _sql_mode(name: str, value: Any) -> str:
     modes = [mode.strip() for mode in checked.split(",")]
     if not all(re.fullmatch(r"[A-Za-z0-9_]+", mode) for mode in modes):
         raise FdwConfigError(f"{name} must be a comma-separated list of MySQL sql_mode names, got {value!r}.")
-    if "NO_BACKSLASH_ESCAPES" in (mode.upper() for mode in modes):
-        raise FdwConfigError(
-            f"{name}: NO_BACKSLASH_ESCAPES is refused: mysql_fdw doubles the backslashes of the string "
-            "constants it sends to MySQL (where literals, watermark bounds), so under this mode a value "
-            "holding a backslash would match no row."
-        )
+    for mode in modes:
+        why = _REFUSED_SQL_MODES.get(mode.upper())
+        if why:
+            raise FdwConfigError(f"{name}: {mode.upper()} is refused: {why}")
     return ",".join(modes)
+
+
+# sql_mode names that change what a string constant mysql_fdw sends to MySQL (a where literal, a
+# watermark bound) means, so that a condition selects other rows than PostgreSQL's would, silently.
+_REFUSED_SQL_MODES = {
+    "NO_BACKSLASH_ESCAPES": "mysql_fdw doubles the backslashes of the string constants it sends to "
+    "MySQL (where literals, watermark bounds), so under this mode a value holding a backslash would "
+    "match no row.",
+    "EMPTY_STRING_IS_NULL": "MariaDB then reads the empty string constants mysql_fdw sends (where "
+    "literals, watermark bounds) as NULL, so a condition such as note = '' would match no row.",
+}
 
 
 def _rules(names: frozenset[str] | set[str], default: Rule = text) -> dict[str, Rule]:
