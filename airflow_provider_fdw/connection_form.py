@@ -115,9 +115,6 @@ POSTGRES_FDW = ConnectionType(
 
 MYSQL_CONN_TYPE = "mysql_fdw"
 MYSQL_HOOK_NAME = "MySQL FDW remote server"
-# mysql_fdw's own default, "auto", follows the PostgreSQL server's locale: under C, Latin-1 bytes in
-# a UTF-8 database. The provider sets the character set every UTF-8 database can hold instead.
-DEFAULT_CHARACTER_SET = "utf8mb4"
 # MySQL shows a TIMESTAMP column in the session time zone (the server's default when nothing sets
 # it): with a zone that has daylight saving time the hour of a fall-back repeats, and a change of the
 # server's zone shifts every value, so a watermark on such a column skips rows. mysql_fdw's sessions
@@ -133,7 +130,8 @@ MYSQL_EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "character_set",
         "Character set",
         str,
-        f"Connection character set (default {DEFAULT_CHARACTER_SET}; 'auto' follows the server locale).",
+        "MySQL connection character set: empty for the one of the local database's encoding (utf8mb4 "
+        "for UTF8); mysql_fdw stores MySQL's bytes unconverted, so another one is refused.",
     ),
     ExtraField(
         "init_command",
@@ -171,7 +169,7 @@ MYSQL_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "schema": "database to import from (IMPORT FOREIGN SCHEMA's remote schema)",
         "login": "least-privileged MySQL user",
         "fetch_size": "10000",
-        "character_set": DEFAULT_CHARACTER_SET,
+        "character_set": "empty: the local database's (utf8mb4 for UTF8)",
         "init_command": DEFAULT_INIT_COMMAND,
         "ssl_ca": "/etc/ssl/mysql/ca.pem",
     },

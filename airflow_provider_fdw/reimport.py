@@ -30,6 +30,7 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import read_columns
+from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.connection import render_option_value
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
 from airflow_provider_fdw.foreign_tables import read_foreign_tables
@@ -139,7 +140,9 @@ def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
     is busy; return the selected foreign tables."""
     p = plan
     server = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (p.server_name,))
-    check_servers_answer(s, [(server[1], p.server_name)] if server else [], log)
+    reads = [(server[1], p.server_name)] if server else []
+    check_character_sets(s, reads)  # mysql_fdw stores the remote's bytes unconverted
+    check_servers_answer(s, reads, log)
     lock_timeout, table_changes = LockTimeout(p.lock_timeout, p.lock_timeout_explicit), TableChanges()
     # A retry needs a transaction of its own: inside the caller's block the first failure is final.
     attempts = 1 if s.in_transaction_block else p.lock_retries

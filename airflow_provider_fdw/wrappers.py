@@ -83,6 +83,14 @@ class Wrapper:
         does; the worker then checks that address answers before the local server is made to connect
         (:mod:`airflow_provider_fdw.remote_answers`). None (the field): the wrapper bounds its own waits
         (postgres_fdw: libpq's connect_timeout, given to every server) or has no remote.
+    :param character_set_option: the server option naming the character set the remote sends text in,
+        when the wrapper stores those bytes without converting them to the local database's encoding
+        (mysql_fdw's ``character_set``), or None (postgres_fdw converts: it sets client_encoding itself).
+    :param character_sets: PostgreSQL server encoding -> the remote character set whose bytes are the
+        same (:mod:`airflow_provider_fdw.character_sets`); an encoding missing here has none.
+    :param connection_character_set: the character set the wrapper's connection uses, lower case, for a
+        value of ``character_set_option`` (None: absent) in a database of an encoding; None when that
+        cannot be known from the database. None (the field): the option's value.
     :param docs_url: the wrapper's own documentation.
     :param debian_package: the Debian package that installs it (for error messages).
     """
@@ -111,6 +119,9 @@ class Wrapper:
     session_probe: Probe | None = None
     probe: Probe | None = None
     greeting_address: Callable[[Mapping[str, str]], tuple[str, int] | None] | None = None
+    character_set_option: str | None = None
+    character_sets: Mapping[str, str] = field(default_factory=dict)
+    connection_character_set: Callable[[str | None, str], str | None] | None = None
     docs_url: str = ""
     debian_package: str = ""
 
@@ -400,6 +411,36 @@ def _mysql_column_type_probe(
     return create, read
 
 
+# PostgreSQL server encoding -> the MySQL character set whose bytes are the same characters: each of
+# the 256 bytes converted to Unicode by MariaDB 10.11 and by PostgreSQL 15 gave the same character, or
+# none on PostgreSQL's side (such a byte, sent for a character only MySQL has, is refused when read).
+# None for LATIN1: MySQL's latin1 is cp1252 (0x80 is the euro sign there, a control character in
+# ISO-8859-1), nor for the others whose tables differ (KOI8U, WIN866, WIN1256, ISO_8859_7/8, WIN874).
+MYSQL_CHARACTER_SETS = {
+    "UTF8": "utf8mb4",  # not utf8 (utf8mb3): it sends a 4-byte character (an emoji) as '?'
+    "WIN1252": "latin1",
+    "LATIN2": "latin2",
+    "LATIN5": "latin5",
+    "LATIN7": "latin7",
+    "WIN1250": "cp1250",
+    "WIN1251": "cp1251",
+    "WIN1257": "cp1257",
+    "KOI8R": "koi8r",
+}
+
+
+def _mysql_connection_character_set(value: str | None, encoding: str) -> str | None:
+    """The character set of mysql_fdw's MySQL connection for a ``character_set`` option (None: absent)
+    in a database of ``encoding``, as mysql_fdw 2.8 (option.c) and the client library resolve it; None
+    for its default, ``auto``: the character set of the PostgreSQL server process's locale (its
+    environment, not the database's), which cannot be read from a session."""
+    if value is None or value.lower() == "auto":
+        return None
+    if value == "PGDatabaseEncoding":  # mysql_fdw's special value: the encoding's name, as MySQL reads it
+        return encoding.lower()
+    return value.lower()
+
+
 MYSQL_FDW = Wrapper(
     name="mysql_fdw",
     conn_type="mysql_fdw",
@@ -451,6 +492,9 @@ MYSQL_FDW = Wrapper(
     probe=_mysql_probe,
     session_probe=_mysql_session_probe,
     greeting_address=_mysql_address,
+    character_set_option="character_set",
+    character_sets=MYSQL_CHARACTER_SETS,
+    connection_character_set=_mysql_connection_character_set,
     docs_url="https://github.com/EnterpriseDB/mysql_fdw",
     debian_package="postgresql-<version>-mysql-fdw",
 )

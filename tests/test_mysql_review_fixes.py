@@ -3,13 +3,196 @@ or an import that reported success with a target that differed from MySQL."""
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from conftest import local
+from conftest import local, mysql_server_by_hand
+from test_wrapper_copy import copy
 
+from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.character_sets import check_character_set
+from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.hooks.fdw import FdwHook
+from airflow_provider_fdw.operators.schema import ImportForeignSchemaOperator
+from airflow_provider_fdw.operators.server import CreateForeignServerOperator
+from airflow_provider_fdw.wrappers import MYSQL_FDW
 from fdw_testing.mariadb import MariaDB
 from fdw_testing.pgcluster import Pair
+from fdw_testing.sample_data import postgres_connection
+
+
+def _mysql_conn(mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, conn_id: str, **extra: str) -> None:
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps(
+            {
+                "conn_type": "mysql_fdw",
+                "host": mariadb.host,
+                "port": mariadb.port,
+                "login": mariadb.user,
+                "password": mariadb.password,
+                "extra": extra,
+            }
+        ),
+    )
+
+
+def _names_table(mariadb: MariaDB, charset: str = "utf8mb4") -> str:
+    table = f"names_{uuid.uuid4().hex[:8]}"
+    mariadb.execute(
+        f"CREATE TABLE {table} (id int PRIMARY KEY, name varchar(20) CHARACTER SET {charset}) "
+        f"CHARACTER SET {charset}; INSERT INTO {table} VALUES (1, 'café'), (2, 'Zoë'), (3, 'plain')",
+        database=mariadb.database,
+    )
+    return table
+
+
+def _import_into(pg_conn: str, fdw_conn: str, mariadb: MariaDB, table: str) -> str:
+    schema, server = f"proxy_{uuid.uuid4().hex[:8]}", f"my_{uuid.uuid4().hex[:8]}"
+    CreateForeignServerOperator(
+        task_id="s", server_name=server, fdw_conn_id=fdw_conn, postgres_conn_id=pg_conn
+    ).execute({})
+    ImportForeignSchemaOperator(
+        task_id="i",
+        server_name=server,
+        remote_schema=mariadb.database,
+        local_schema=schema,
+        limit_to=[table],
+        postgres_conn_id=pg_conn,
+    ).execute({})
+    return f"{schema}.{table}"
+
+
+@pytest.fixture
+def latin1_database(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A local database in LATIN1 (ENCODING 'LATIN1', C locale) and an Airflow connection to it."""
+    name = f"latin_{uuid.uuid4().hex[:6]}"
+    pair.target.execute(
+        sql.SQL("CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+            sql.Identifier(name)
+        )
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_LATIN_DB", postgres_connection(pair.target, name))
+    yield name
+    pair.target.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# -- character sets: mysql_fdw hands MySQL's bytes to PostgreSQL without converting them ---------------
+
+
+def test_a_copy_into_a_latin1_database_keeps_non_ascii_text(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch, latin1_database: str
+) -> None:
+    """The connection type's default character_set utf8mb4 made MySQL send UTF-8 whatever the local
+    database's encoding; mysql_fdw stores the bytes as they are: in a LATIN1 database 'café' became
+    'cafÃ©' (every byte a valid LATIN1 character), reported as a success. (MySQL's latin1 is cp1252,
+    not ISO-8859-1: no MySQL character set has LATIN1's bytes, so the server itself is refused.)"""
+    _mysql_conn(mariadb, monkeypatch, "mysql_latin")
+    table = _names_table(mariadb)
+    target = f"public.names_{uuid.uuid4().hex[:8]}"
+    try:
+        foreign = _import_into("latin_db", "mysql_latin", mariadb, table)
+        with FdwHook(fdw_conn_id="mysql_latin", postgres_conn_id="latin_db") as hook:
+            hook.bulk_copy(plan_copy(foreign, target, mode="replace"))
+            rows = hook.get_records(f"SELECT id, name FROM {target} ORDER BY id")
+    except FdwError as exc:  # refused: acceptable, when it says why
+        assert "LATIN1" in str(exc) and "character set" in str(exc)
+        return
+    assert [tuple(r) for r in rows] == [(1, "café"), (2, "Zoë"), (3, "plain")]
+
+
+def test_a_connection_with_another_character_set_keeps_non_ascii_text(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mysql_fdw connection whose character_set is not the local database's encoding (latin1, the
+    MySQL table's own) was accepted: MySQL sent LATIN1 bytes that mysql_fdw stored unchecked in a
+    UTF8 database (invalid text), and the copy reported success."""
+    _mysql_conn(mariadb, monkeypatch, "mysql_l1", character_set="latin1")
+    table = _names_table(mariadb, "latin1")
+    target = f"public.names_{uuid.uuid4().hex[:8]}"
+    try:
+        foreign = _import_into("postgres_default", "mysql_l1", mariadb, table)
+        copy("mysql_l1", foreign, target, mode="replace")
+    except FdwError as exc:  # refused: acceptable, when it names the character set and the encoding
+        assert "'latin1'" in str(exc) and "UTF8" in str(exc)
+        return
+    assert local(pair, "SELECT id, convert_to(name, 'UTF8') FROM {t} ORDER BY id", t=target) == [
+        (1, "café".encode()),
+        (2, "Zoë".encode()),
+        (3, b"plain"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "character_set", "refused"),
+    [
+        ("UTF8", "utf8mb4", None),
+        ("UTF8", "UTF8MB4", None),  # MySQL's names are case-insensitive
+        ("UTF8", None, "has no character_set"),  # mysql_fdw's 'auto': the server process's locale
+        ("UTF8", "auto", "the locale of the PostgreSQL server process"),
+        ("UTF8", "utf8", "has character_set 'utf8'"),  # utf8mb3: a 4-byte character arrives as '?'
+        ("UTF8", "PGDatabaseEncoding", "the remote's 'utf8'"),  # mysql_fdw's special value
+        ("UTF8", "latin1", "encoding is UTF8, whose bytes are character_set 'utf8mb4'"),
+        ("LATIN2", "PGDatabaseEncoding", None),
+        ("WIN1252", "latin1", None),
+        ("LATIN1", "latin1", "MySQL's latin1 is Windows-1252"),
+        ("SQL_ASCII", "ascii", "SQL_ASCII (no encoding at all"),
+    ],
+)
+def test_a_mysql_character_set_must_have_the_bytes_of_the_local_database_encoding(
+    encoding: str, character_set: str | None, refused: str | None
+) -> None:
+    if refused is None:
+        check_character_set(MYSQL_FDW, "shop", character_set, encoding)
+        return
+    with pytest.raises(FdwConfigError, match=rf"Server 'shop' \(mysql_fdw\).*{re.escape(refused)}"):
+        check_character_set(MYSQL_FDW, "shop", character_set, encoding)
+
+
+def test_a_server_without_character_set_is_refused_for_copies_and_imports_until_converged(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server made by hand without character_set reads in mysql_fdw's default, 'auto' (the C locale
+    here: Latin-1 bytes in a UTF8 database): its copies and imports are refused, naming it, until
+    CreateForeignServerOperator converges it to the database's character set."""
+    table = _names_table(mariadb)
+    server, schema = f"auto_{uuid.uuid4().hex[:6]}", f"proxy_{uuid.uuid4().hex[:8]}"
+    local(pair, "CREATE EXTENSION IF NOT EXISTS mysql_fdw")
+    mysql_server_by_hand(pair, mariadb, server)
+    local(pair, "CREATE SCHEMA {x}", x=schema)
+    local(
+        pair,
+        "CREATE FOREIGN TABLE {x}.{t} (id int, name text) SERVER {s} OPTIONS (dbname {d}, table_name {n})",
+        x=schema,
+        t=table,
+        s=server,
+        d=sql.Literal(mariadb.database),
+        n=sql.Literal(table),
+    )
+    _mysql_conn(mariadb, monkeypatch, "mysql_auto")
+    target = f"public.names_{uuid.uuid4().hex[:8]}"
+    refusal = rf"Server '{server}' \(mysql_fdw\) has no character_set .* encoding is UTF8"
+    with pytest.raises(FdwConfigError, match=refusal):
+        copy("mysql_auto", f"{schema}.{table}", target, mode="replace")
+    with pytest.raises(FdwConfigError, match=refusal):
+        ImportForeignSchemaOperator(
+            task_id="i", server_name=server, remote_schema=mariadb.database, local_schema=f"{schema}_i"
+        ).execute({})
+    assert local(pair, "SELECT to_regclass({t})", t=sql.Literal(target)) == [(None,)]
+    CreateForeignServerOperator(task_id="s", server_name=server, fdw_conn_id="mysql_auto").execute({})
+    options = local(pair, "SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))[0][0]
+    assert "character_set=utf8mb4" in options
+    copy("mysql_auto", f"{schema}.{table}", target, mode="replace")
+    assert local(pair, "SELECT id, name FROM {t} ORDER BY id", t=target) == [
+        (1, "café"),
+        (2, "Zoë"),
+        (3, "plain"),
+    ]
+
 
 # -- sql_mode: modes that change what a pushed-down constant means --------------------------------------
 

@@ -278,9 +278,11 @@ def mysql_tarpit(pair, tarpit, server_name, local_schema, monkeypatch) -> tuple[
     )
     statements = [
         sql.SQL("CREATE EXTENSION IF NOT EXISTS mysql_fdw"),
-        sql.SQL("CREATE SERVER {} FOREIGN DATA WRAPPER mysql_fdw OPTIONS (host {}, port {})").format(
-            ident(server_name), sql.Literal(tarpit.host), sql.Literal(str(tarpit.port))
-        ),
+        # character_set as the provider sets it (a copy or import refuses a server without one)
+        sql.SQL(
+            "CREATE SERVER {} FOREIGN DATA WRAPPER mysql_fdw "
+            "OPTIONS (host {}, port {}, character_set 'utf8mb4')"
+        ).format(ident(server_name), sql.Literal(tarpit.host), sql.Literal(str(tarpit.port))),
         sql.SQL(
             "CREATE USER MAPPING FOR CURRENT_USER SERVER {} "
             "OPTIONS (username 'reader', password 'tarpit-secret')"

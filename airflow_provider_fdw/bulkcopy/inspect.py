@@ -22,6 +22,7 @@ from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
 from airflow_provider_fdw.catalog import Table, foreign_reads, parse_options, read_table, where_reads
+from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
@@ -51,6 +52,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
         reads = foreign_reads(s, source)  # the (wrapper, server) of each foreign table the read reaches
+        check_character_sets(s, reads)  # mysql_fdw stores the remote's bytes unconverted
         # before any statement that makes the local server connect (the checks below read the remote)
         check_servers_answer(s, reads, copy.log)
     columns = list(p.columns or source.columns)

@@ -21,6 +21,7 @@ from airflow_provider_fdw.bulkcopy import BulkCopy, CopyPlan, endpoint
 from airflow_provider_fdw.bulkcopy.direct import pinned_params
 from airflow_provider_fdw.bulkcopy.wiring import copy_engine
 from airflow_provider_fdw.cancel import APP_PREFIX, CancelScope
+from airflow_provider_fdw.character_sets import server_character_set
 from airflow_provider_fdw.compat import DriverError, error_fields, server_version, sql
 from airflow_provider_fdw.connection import (
     LIBPQ_SERVER_OPTIONS,
@@ -186,9 +187,16 @@ class FdwHook(PostgresHook):
 
     # -- server ------------------------------------------------------------------------------
 
-    def server_options(self, options: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """The options the server should have: the connection's, overridden by ``options``."""
-        return servers.server_options(self.remote, self.wrapper, options, self.connect_timeout)
+    def server_options(
+        self, options: Mapping[str, Any] | None = None, server_name: str | None = None
+    ) -> dict[str, str]:
+        """The options the server should have: the connection's, overridden by ``options``; given
+        ``server_name``, with the character set the local database's encoding needs, checked
+        (:mod:`airflow_provider_fdw.character_sets`)."""
+        desired = servers.server_options(self.remote, self.wrapper, options, self.connect_timeout)
+        if server_name is None:
+            return desired
+        return server_character_set(self.session, self.wrapper, server_name, desired)
 
     def create_server(self, server_name: str, options: Mapping[str, Any] | None = None) -> bool:
         """Create the foreign server, or converge an existing one's options to the connection's.
@@ -196,7 +204,7 @@ class FdwHook(PostgresHook):
         :return: whether anything changed.
         """
         check_identifier(server_name, "server_name")
-        desired = self.server_options(options)  # loads the remote first: its password is a session secret
+        desired = self.server_options(options, server_name)  # the remote first: its password is a secret
         new_only: frozenset[str] = getattr(self.remote, "new_server_only", frozenset()) - set(options or {})
         return servers.create_server(self.session, self.wrapper, server_name, desired, new_only, self.log)
 

@@ -4,7 +4,8 @@ A ``mysql_fdw`` connection describes a MySQL or MariaDB server as the LOCAL Post
 it: host and port become server options, login and password the user mapping (``username``,
 ``password``), the form's fields the mysql_fdw server options of the same names, and the schema field
 the default database to import from. Every value is checked by the rules of
-:data:`airflow_provider_fdw.wrappers.MYSQL_FDW` before any SQL runs.
+:data:`airflow_provider_fdw.wrappers.MYSQL_FDW` before any SQL runs; an empty character set becomes the
+one of the LOCAL database's encoding when the server is made (:mod:`airflow_provider_fdw.character_sets`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_fdw.connection import extra_of
 from airflow_provider_fdw.connection_form import (
-    DEFAULT_CHARACTER_SET,
     DEFAULT_INIT_COMMAND,
     MYSQL_EXTRA_FIELDS,
     MYSQL_FDW,
@@ -71,7 +71,6 @@ def mysql_remote_from_connection(conn: Any) -> MySqlRemote:
         if value is None or value == "":
             continue
         options[key] = value
-    options.setdefault("character_set", DEFAULT_CHARACTER_SET)
     # TIMESTAMP values (and the watermark bounds compared with them) in UTC, whatever the server's zone
     new_server_only = frozenset() if "init_command" in options else frozenset({"init_command"})
     options.setdefault("init_command", DEFAULT_INIT_COMMAND)

@@ -85,7 +85,8 @@ class CreateForeignServerOperator(FdwBaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         self.validate()
         with self.get_hook(self.fdw_conn_id) as hook:
-            hook.server_options(self.options)  # validates the connection's fields before any change
+            # validates the connection's fields and the character set before any change
+            hook.server_options(self.options, self.server_name)
             extension_created = hook.ensure_extension()
             # One transaction: a failed check (or any failed step) leaves the server as it was.
             with hook.session.transaction():
