@@ -9,7 +9,9 @@ transaction, and each table is then converged:
 - unchanged: left alone (same OID, dependants untouched, no lock taken on it);
 - changed: ``ALTER FOREIGN TABLE`` adds, drops or retypes columns (fails with PostgreSQL's own
   message only when a dependant uses a column that changed, which it could not survive anyway);
-- gone remotely: dropped (a clear error names the dependants if there are any).
+- gone remotely: dropped (a clear error names the dependants if there are any);
+- left out by the wrapper although the remote still has it (mysql_fdw skips a table with a SET column
+  with a WARNING only): kept as it was, with a warning saying why.
 
 Only foreign tables exactly like an import's (this server, the remote schema, the remote table's own
 name) are the previous import's; any other foreign table in the local schema (a DBA's own, under
@@ -208,9 +210,21 @@ def import_and_converge(
         ),
     )
     fresh = [row[0] for row in s.fetchall("list imported tables", q.FOREIGN_TABLES_QUERY, (scratch,))]
-    missing = [t for t in r.limit_to or () if t not in fresh]
-    if missing or not fresh:  # importing nothing (or less than asked) is a mistake, never a success
+    # not brought back: gone from the remote, or left out by the wrapper (then kept, or refused if asked)
+    absent = sorted({*previous, *(r.limit_to or ())} - set(fresh))
+    skipped, why = skipped_tables(s, r, absent) if absent else ([], "")
+    missing = [t for t in r.limit_to or () if t not in fresh and t not in skipped]
+    # importing nothing (or less than asked) is a mistake, never a success
+    if missing or not (fresh or skipped):
         raise FdwError(describe_missing(r, missing, remote_tables(s, r)), step="import foreign schema")
+    never_imported = [t for t in skipped if t not in previous]
+    if never_imported:  # asked for by LIMIT TO
+        raise FdwError(
+            f"Remote schema {r.remote_schema!r} on server {r.server_name!r} has "
+            f"{', '.join(map(repr, never_imported))}, which the import leaves out. Why: {why}. "
+            "Nothing was imported.",
+            step="import foreign schema",
+        )
     existing = dict(s.fetchall("list local relations", q.RELATIONS_IN_SCHEMA_QUERY, (r.local_schema,)))
     for table in fresh:
         local = QualifiedName(r.local_schema, table)
@@ -229,9 +243,37 @@ def import_and_converge(
             s.execute(f"add {local}", q.move_foreign_table(QualifiedName(scratch, table), r.local_schema))
     if r.replace:
         for table in previous:
-            if table not in fresh:
+            if table in skipped:
+                log.warning(
+                    "%s is kept as it was: remote schema %r on server %r still has table %r, which the "
+                    "import left out. Why: %s. It reads the columns it had; changes of the remote table are "
+                    "not applied. Change the remote table, or exclude it from the import.",
+                    QualifiedName(r.local_schema, table),
+                    r.remote_schema,
+                    r.server_name,
+                    table,
+                    why,
+                )
+            elif table not in fresh:
                 drop_vanished(s, QualifiedName(r.local_schema, table), r.server_name, table_changes)
     s.execute("drop scratch schema", q.drop_schema_cascade(scratch), quiet=True)
+
+
+def skipped_tables(s: LocalSession, r: ImportPlan, absent: Sequence[str]) -> tuple[list[str], str]:
+    """Which of ``absent`` (tables the import did not bring back) the remote schema still has, when the
+    server's wrapper leaves out some tables without an error, and why it does; ([], "") otherwise."""
+    server = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (r.server_name,))
+    wrapper = WRAPPERS.get(server[1]) if server else None
+    if wrapper is None or wrapper.remote_tables_probe is None:
+        return [], ""
+    probe = f"fdw_tables_{uuid.uuid4().hex[:12]}"
+    create, read = wrapper.remote_tables_probe(probe, r.server_name, {"dbname": r.remote_schema})
+    step = f"list the tables of remote schema {r.remote_schema!r} on server {r.server_name!r}"
+    with s.undone(step):
+        s.execute(step, create, quiet=True)
+        rows = s.fetchall(step, read)
+    remote = {name for schema, name in rows if schema == r.remote_schema}
+    return [t for t in absent if t in remote], wrapper.skips_on_import
 
 
 def remote_tables(s: LocalSession, r: ImportPlan) -> list[str]:

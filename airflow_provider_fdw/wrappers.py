@@ -83,6 +83,12 @@ class Wrapper:
         does; the worker then checks that address answers before the local server is made to connect
         (:mod:`airflow_provider_fdw.remote_answers`). None (the field): the wrapper bounds its own waits
         (postgres_fdw: libpq's connect_timeout, given to every server) or has no remote.
+    :param remote_tables_probe: composes a session-local foreign table and a read of the (schema, name)
+        of the tables and views of one remote schema (option ``dbname``, compared exactly by the
+        caller), for a wrapper whose ``IMPORT FOREIGN SCHEMA`` leaves out some tables the remote has
+        without an error (``skips_on_import`` says which); or None: a table an import does not bring
+        back is gone from the remote.
+    :param skips_on_import: which tables the wrapper's import leaves out, and how it tells.
     :param character_set_option: the server option naming the character set the remote sends text in,
         when the wrapper stores those bytes without converting them to the local database's encoding
         (mysql_fdw's ``character_set``), or None (postgres_fdw converts: it sets client_encoding itself).
@@ -119,6 +125,8 @@ class Wrapper:
     session_probe: Probe | None = None
     probe: Probe | None = None
     greeting_address: Callable[[Mapping[str, str]], tuple[str, int] | None] | None = None
+    remote_tables_probe: Probe | None = None
+    skips_on_import: str = ""
     character_set_option: str | None = None
     character_sets: Mapping[str, str] = field(default_factory=dict)
     connection_character_set: Callable[[str | None, str], str | None] | None = None
@@ -411,6 +419,22 @@ def _mysql_column_type_probe(
     return create, read
 
 
+def _mysql_tables_probe(
+    probe: str, server: str, options: Mapping[str, str]
+) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over ``information_schema.TABLES`` and a read of the (schema, name)
+    of the tables and views of MySQL database ``options["dbname"]`` (MySQL compares the schema
+    case-insensitively: the caller keeps the exact one)."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text) SERVER {} "
+        "OPTIONS (dbname 'information_schema', table_name 'TABLES')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL("SELECT table_schema, table_name FROM pg_temp.{} WHERE table_schema = {}").format(
+        sql.Identifier(probe), sql.Literal(options["dbname"])
+    )
+    return create, read
+
+
 # PostgreSQL server encoding -> the MySQL character set whose bytes are the same characters: each of
 # the 256 bytes converted to Unicode by MariaDB 10.11 and by PostgreSQL 15 gave the same character, or
 # none on PostgreSQL's side (such a byte, sent for a character only MySQL has, is refused when read).
@@ -492,6 +516,12 @@ MYSQL_FDW = Wrapper(
     probe=_mysql_probe,
     session_probe=_mysql_session_probe,
     greeting_address=_mysql_address,
+    remote_tables_probe=_mysql_tables_probe,
+    # mysql_fdw 2.8, mysqlImportForeignSchema: a SET column ends the table's definition with a WARNING;
+    # its query joins information_schema.TABLES to COLUMNS, so a table without listed columns is absent
+    skips_on_import="mysql_fdw's import leaves out a table with a SET column (PostgreSQL has no SET "
+    "type; a WARNING only) and, silently, one MySQL lists no columns of (a view whose base tables are "
+    "gone)",
     character_set_option="character_set",
     character_sets=MYSQL_CHARACTER_SETS,
     connection_character_set=_mysql_connection_character_set,
