@@ -696,3 +696,32 @@ def test_a_copy_waiting_for_a_locked_mysql_table_fails_after_its_lock_wait_with_
     assert "Lock wait timeout exceeded" in str(outcome.get("error")), outcome
     assert waited < 60
     assert local(pair, "SELECT id, name FROM {t} ORDER BY id", t=target) == [(1, "one"), (2, "two")]
+
+
+def test_a_numeric_watermark_bound_is_cast_to_its_type_and_still_pushed_down_to_mysql(
+    pair: Pair, mariadb: MariaDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound of a numeric watermark is written ``CAST(bound AS type)`` (a real read back as a
+    Python float was compared as float8): mysql_fdw must still push it down, as the constant it folds
+    to, and an append of a DECIMAL with many digits copies nothing the second time."""
+    from airflow_provider_fdw import sql as q
+
+    table, foreign = mysql_table(mariadb, monkeypatch, "id int PRIMARY KEY, n decimal(40,30) NOT NULL")
+    mariadb.execute(
+        f"INSERT INTO {table} VALUES (1, 1.5), (2, 1.123456789012345678901234567891)",
+        database=mariadb.database,
+    )
+    for column, bound, type_sql in (
+        ("n", "1.123456789012345678901234567891", "numeric"),
+        ("id", 1, "integer"),
+    ):
+        predicate = q.watermark_predicate(column, bound, False, type_sql).as_string(None)
+        plan = [
+            line
+            for (line,) in local(pair, f"EXPLAIN VERBOSE SELECT id FROM {{f}} WHERE {predicate}", f=foreign)
+        ]
+        remote = [line for line in plan if "Remote query" in line]
+        assert remote and f"WHERE ((`{column}` > {bound}))" in remote[0], plan
+    target = f"public.mn_{uuid.uuid4().hex[:8]}"
+    assert copy(foreign, target, mode="append", watermark_column="n")["rows"] == 2
+    assert copy(foreign, target, mode="append", watermark_column="n")["rows"] == 0

@@ -77,10 +77,12 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 check_servers_answer(s, where_reads(s, p.source, p.where, copy.log), copy.log)
         parse_where(s.conn, p.source, p.where)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
+    watermark_type = None
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:
             check_watermark_comparable(s, p.source, source, p.watermark_column, reads)
             check_watermark_collation(s, p, source, target, copy.log)
+            watermark_type = watermark.read_type(s, source.oid, p.watermark_column)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
@@ -107,7 +109,15 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
-    return CopyRun(source, target, columns, result, verifier, wrappers=read_wrappers(reads))
+    return CopyRun(
+        source,
+        target,
+        columns,
+        result,
+        verifier,
+        wrappers=read_wrappers(reads),
+        watermark_type=watermark_type,
+    )
 
 
 def read_wrappers(reads: list[tuple[str, str]]) -> list[Wrapper]:
@@ -487,7 +497,10 @@ def read_conditions(
         if bound is None:  # a first run copies the rows without a watermark too
             conditions.append(q.or_null(top, p.watermark_column))
     if bound is not None:
-        bounded = q.watermark_predicate(p.watermark_column, bound, inclusive=p.mode == "upsert")
+        assert run.watermark_type is not None  # read by inspect_tables for append/upsert
+        bounded = q.watermark_predicate(
+            p.watermark_column, bound, p.mode == "upsert", run.watermark_type.bound_type
+        )
         if top is not None:
             bounded = q.sql.SQL("{} AND {}").format(bounded, top)
         if by_name is not None and not run.source.is_foreign and not run.source.relation.is_table:

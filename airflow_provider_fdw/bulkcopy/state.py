@@ -11,7 +11,7 @@ from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
-from airflow_provider_fdw.bulkcopy.watermark import Bound
+from airflow_provider_fdw.bulkcopy.watermark import Bound, WatermarkType
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.wrappers import Wrapper
@@ -36,6 +36,7 @@ class CopyRun:
     # replace by rename: the target's definition the staging table was made like (apply.read_definition)
     definition: str | None = None
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
+    watermark_type: WatermarkType | None = None  # append/upsert with a watermark_column
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then

@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import Fragment, sql
-from airflow_provider_fdw.exceptions import FdwConfigError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
@@ -39,6 +40,30 @@ class Bound:
     value: Any
     bound: Any
     recorded: bool
+
+
+@dataclass(frozen=True)
+class WatermarkType:
+    """The watermark column's type as a bound needs it: ``base``, the built-in type under its domains
+    (None when it is not built in), and ``category`` (``pg_type.typcategory``: N numeric, D date/time,
+    T interval …)."""
+
+    base: str | None
+    category: str
+
+    @property
+    def bound_type(self) -> str | None:
+        """The type the bound is cast to. Numbers only: psycopg writes them untyped, so a real's bound
+        would be compared as float8; dates and times it writes typed already, and text stays untyped
+        (the remote reads it as the column's type)."""
+        return self.base if self.category == "N" else None
+
+
+def read_type(s: LocalSession, relation_oid: int, column: str) -> WatermarkType:
+    row = s.fetchone("read watermark type", q.WATERMARK_TYPE_QUERY, (relation_oid, column))
+    if row is None:  # the column was read from the same catalog just before
+        raise FdwError(f"watermark column {column} vanished from the catalog.", step="read watermark type")
+    return WatermarkType(row[0], row[1])
 
 
 def read_bound(

@@ -55,6 +55,7 @@ from airflow_provider_fdw.sql.catalog import (
     SERVER_ENCODING_QUERY,
     SKIPPING_WRITERS_QUERY,
     TEMPORARY_RELATION_QUERY,
+    WATERMARK_TYPE_QUERY,
     WRAPPER_TABLES_READ_QUERY,
     create_temporary_view,
 )
@@ -265,6 +266,7 @@ __all__ = [
     "UNNORMALISED_FLOAT_TYPES",
     "USER_MAPPING_QUERY",
     "WATERMARK_COLLATION_PROBES",
+    "WATERMARK_TYPE_QUERY",
     "WRAPPER_TABLES_READ_QUERY",
     "add_column",
     "add_constraint",

@@ -138,6 +138,18 @@ COLLATABLE_COLUMN_QUERY = sql.SQL(
 )
 
 
+# The built-in type under a column's domains (no typmod: a lowered bound must not overflow or round
+# to it) and its category; NULL name for a type that is not built in (no other server knows it).
+WATERMARK_TYPE_QUERY = sql.SQL(
+    "WITH RECURSIVE d(oid, depth) AS ("
+    "  SELECT a.atttypid, 0 FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attname = %s "
+    "  UNION ALL SELECT t.typbasetype, d.depth + 1 FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid "
+    "  WHERE t.typtype = 'd') "
+    "SELECT CASE WHEN t.oid < 10000 THEN pg_catalog.format_type(t.oid, NULL) END, t.typcategory "
+    "FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid ORDER BY d.depth DESC LIMIT 1"
+)
+
+
 RELATIONS_IN_SCHEMA_QUERY = sql.SQL(
     "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S', 'c')"

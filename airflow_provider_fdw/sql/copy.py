@@ -46,11 +46,20 @@ def delete_where(table: QualifiedName, condition: sql.Composable) -> sql.Compose
     return sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(*table), condition)
 
 
-def watermark_predicate(column: str, bound: Any, inclusive: bool) -> sql.Composable:
-    """``column > bound`` (append) or ``column >= bound`` (upsert, bound already lowered by the overlap)."""
-    return sql.SQL("{} {} {}").format(
-        sql.Identifier(column), sql.SQL(">=" if inclusive else ">"), sql.Literal(bound)
-    )
+def watermark_predicate(
+    column: str, bound: Any, inclusive: bool, type_sql: str | None = None
+) -> sql.Composable:
+    """``column > bound`` (append) or ``column >= bound`` (upsert, bound already lowered by the overlap).
+
+    ``type_sql``: the type the bound is written as (``CAST(bound AS type)``). A real's bound read
+    back as a Python float and sent untyped is compared as float8 (``real > numeric`` resolves to
+    ``float48gt``): the real 1.1 is then above 1.1 and the newest row passes its own bound again.
+    A constant cast of a built-in type is folded by the planner: the wrappers still push it down.
+    """
+    value: sql.Composable = sql.Literal(bound)
+    if type_sql is not None:
+        value = sql.SQL("CAST({} AS {})").format(value, Fragment(type_sql))
+    return sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(">=" if inclusive else ">"), value)
 
 
 def insert_select(
