@@ -5,11 +5,14 @@ per feed (source and ``where``) of a target."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, local
 
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "wmfix_src"
@@ -99,3 +102,88 @@ def test_a_typed_real_bound_is_still_sent_to_the_remote(rev):
     )
     remote = [line for (line,) in plan if "Remote SQL" in line]
     assert remote and "WHERE ((wm > 1.1::real))" in remote[0], plan
+
+
+@pytest.mark.parametrize("overlap", [-10, float("nan")], ids=["minus ten", "nan"])
+def test_an_overlap_that_raises_the_bound_is_refused_or_skips_nothing(rev, overlap):
+    """overlap lowers the bound (watermark - overlap) so late rows are caught. A negative one raised
+    it above the recorded watermark; NaN made the bound NaN, above every value."""
+    src = table(rev, "id bigint, v bigint", remote_columns="id bigint PRIMARY KEY, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    t = new_target()
+    kwargs = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "v", "overlap": overlap}
+    try:
+        plan_copy(src.foreign, t, **kwargs)
+    except FdwConfigError:
+        return  # refused before anything runs: fine
+    copy(src, t, **kwargs)
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(11, 15) g")
+    second = copy(src, t, **kwargs)
+    assert count(rev, t) == 15, f"rows 11-15 are newer than the watermark; {second['rows']} copied"
+
+
+@pytest.mark.parametrize(
+    "overlap",
+    [
+        float("inf"),
+        Decimal("NaN"),
+        Decimal("-1"),
+        timedelta(minutes=-5),
+        "-5 minutes",
+        "1 day -2 hours",
+        "-10",
+    ],
+)
+def test_a_negative_or_infinite_overlap_is_refused_by_plan_copy(overlap):
+    with pytest.raises(FdwConfigError, match="overlap"):
+        plan_copy(
+            "proxy.a", "public.b", mode="upsert", key_columns=["id"], watermark_column="v", overlap=overlap
+        )
+
+
+def test_a_number_written_as_text_is_a_number_for_a_numeric_watermark(rev):
+    """overlap='10' was cast to interval: the first run (no bound) passed, every later one failed
+    with bigint - interval."""
+    src = table(rev, "id bigint, v bigint", remote_columns="id bigint PRIMARY KEY, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 20) g")
+    t = new_target()
+    kwargs = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "v", "overlap": "10"}
+    copy(src, t, **kwargs)
+    second = copy(src, t, **kwargs)
+    assert (second["previous_watermark"], second["rows"]) == (10, 11)  # v >= 20 - 10
+
+
+@pytest.mark.parametrize(
+    ("columns", "overlap", "message"),
+    [
+        ("id bigint, v bigint", "5 minutes", "is an interval but watermark_column v is bigint"),
+        ("id bigint, v bigint", timedelta(minutes=5), "is an interval but watermark_column v is bigint"),
+        ("id bigint, v timestamptz", 10, "is a number but watermark_column v is timestamp with time zone"),
+        ("id bigint, v timestamptz", "10", "is a number but watermark_column v is timestamp with time zone"),
+        ("id bigint, v text", "5 minutes", "applies to a numeric, date or time watermark_column; v is text"),
+    ],
+)
+def test_an_overlap_of_the_wrong_kind_for_the_watermark_is_refused_before_anything_changes(
+    rev, columns, overlap, message
+):
+    src = table(rev, columns, remote_columns=columns.replace("id bigint", "id bigint PRIMARY KEY"))
+    t = new_target()
+    local(rev, f"CREATE TABLE {{t}} ({columns.replace('id bigint', 'id bigint PRIMARY KEY')})", t=t)
+    with pytest.raises(FdwConfigError, match=message):
+        copy(src, t, mode="upsert", key_columns=["id"], watermark_column="v", overlap=overlap)
+    assert local(
+        rev,
+        "SELECT to_regclass('public.fdw_copy_state') IS NULL OR NOT EXISTS ("
+        "SELECT 1 FROM public.fdw_copy_state WHERE target_table = %s)",
+        (t.split(".")[1],),
+    )[0][0]
+
+
+def test_a_whole_number_of_days_is_an_overlap_for_a_date_watermark(rev):
+    """date - integer is PostgreSQL's date arithmetic (days): it keeps working."""
+    src = table(rev, "id bigint, d date", remote_columns="id bigint PRIMARY KEY, d date")
+    src.remote("INSERT INTO {t} SELECT g, date '2024-01-01' + g FROM generate_series(1, 10) g")
+    t = new_target()
+    kwargs = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "d", "overlap": 2}
+    copy(src, t, **kwargs)
+    assert copy(src, t, **kwargs)["rows"] == 3  # d >= 2024-01-11 - 2 days

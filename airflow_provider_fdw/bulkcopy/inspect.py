@@ -77,12 +77,14 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 check_servers_answer(s, where_reads(s, p.source, p.where, copy.log), copy.log)
         parse_where(s.conn, p.source, p.where)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
-    watermark_type = None
+    watermark_type, overlap = None, None
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:
             check_watermark_comparable(s, p.source, source, p.watermark_column, reads)
             check_watermark_collation(s, p, source, target, copy.log)
             watermark_type = watermark.read_type(s, source.oid, p.watermark_column)
+            type_sql = source.columns[p.watermark_column].type_sql
+            overlap = watermark.overlap_for(p.overlap, p.watermark_column, type_sql, watermark_type)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
         if target is not None and (p.mode == "replace" or (p.mode == "append" and p.watermark_column)):
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
@@ -117,6 +119,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         verifier,
         wrappers=read_wrappers(reads),
         watermark_type=watermark_type,
+        overlap=overlap,
     )
 
 
@@ -461,7 +464,7 @@ def read_conditions(
         )
     if p.mode == "replace" or not p.watermark_column:
         return conditions
-    overlap = p.overlap if p.mode == "upsert" else None
+    overlap = run.overlap  # upsert only (plan_copy)
     if run.target is not None:
         type_sql = run.source.columns[p.watermark_column].type_sql  # the target's too (checked)
         with s.transaction():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from airflow_provider_fdw.bulkcopy.apply import SWAPS
@@ -101,18 +103,14 @@ def plan_copy(
         raise FdwConfigError("watermark_column is for append/upsert; replace always copies everything.")
     if overlap is not None and mode != "upsert":
         raise FdwConfigError("overlap applies to mode='upsert' only.")
-    if overlap is not None and (
-        isinstance(overlap, bool) or not isinstance(overlap, str | int | float | timedelta)
-    ):
-        raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if overlap is not None:
+        overlap = check_overlap(overlap)
     if swap not in SWAPS:
         raise FdwConfigError(f"swap must be one of {', '.join(SWAPS)}; got {swap!r}.")
     if swap != "auto" and mode != "replace":
         raise FdwConfigError("swap applies to mode='replace' only.")
     if verify is not None and verify not in VERIFY_MODES:
         raise FdwConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}; got {verify!r}.")
-    if isinstance(overlap, str):
-        overlap = check_interval(overlap, "overlap")
     if where is not None and (not isinstance(where, str) or not where.strip()):
         raise FdwConfigError("where must be a non-empty SQL condition, or None.")
     if where is not None:
@@ -154,6 +152,41 @@ def plan_copy(
         transport,
         lock_timeout is not None,
     )
+
+
+def check_overlap(overlap: Any) -> Any:
+    """``overlap`` as given (interval text stripped) when it is zero or more and finite.
+
+    It lowers the bound (``watermark - overlap``) to re-read rows that committed late; a negative
+    one raised the bound above the recorded watermark (rows just above it were never copied, then
+    the record moved past them) and NaN made it NaN, above every value (nothing copied, ever). An
+    interval with a negative part ('1 day -2 hours') is refused too: its sign depends on how long
+    that day is, and one positive interval says the same. Whether it fits the watermark's type (a
+    number for a numeric watermark, an interval for a date or time) is checked when the column's
+    type is read (:func:`.watermark.overlap_for`), still before anything changes.
+    """
+    if isinstance(overlap, bool) or not isinstance(overlap, str | int | float | Decimal | timedelta):
+        raise FdwConfigError("overlap must be an interval ('5 minutes', a timedelta) or a number.")
+    if isinstance(overlap, str):
+        overlap = check_interval(overlap, "overlap")
+        if "-" in overlap:  # the only '-' the interval forms accept is a sign
+            raise FdwConfigError(
+                f"overlap lowers the watermark bound and must not be negative, nor have a negative part "
+                f"(got {overlap!r}); write one positive interval, e.g. '22 hours' for '1 day -2 hours'."
+            )
+        return overlap
+    if isinstance(overlap, timedelta):
+        refused = overlap < timedelta(0)
+    elif isinstance(overlap, Decimal):  # NaN compares false with everything: asked for by name
+        refused = not overlap.is_finite() or overlap < 0
+    else:
+        refused = not math.isfinite(overlap) or overlap < 0
+    if refused:
+        raise FdwConfigError(
+            "overlap lowers the watermark bound (watermark - overlap) to re-read rows that committed "
+            f"late: it must be finite, zero or more; got {overlap!r}."
+        )
+    return overlap
 
 
 @dataclass

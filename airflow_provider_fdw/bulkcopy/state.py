@@ -37,6 +37,7 @@ class CopyRun:
     definition: str | None = None
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     watermark_type: WatermarkType | None = None  # append/upsert with a watermark_column
+    overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then

@@ -19,7 +19,10 @@ The value is kept as text (one table serves watermarks of every type) written wi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from airflow_provider_fdw import sql as q
@@ -64,6 +67,44 @@ def read_type(s: LocalSession, relation_oid: int, column: str) -> WatermarkType:
     if row is None:  # the column was read from the same catalog just before
         raise FdwError(f"watermark column {column} vanished from the catalog.", step="read watermark type")
     return WatermarkType(row[0], row[1])
+
+
+# Interval text that is only a number: seconds to PostgreSQL, a number to whoever wrote it.
+_PLAIN_NUMBER = re.compile(r"\s*\+?\d+(?:\.\d+)?\s*")
+
+
+def overlap_for(overlap: Any, column: str, type_sql: str, kind: WatermarkType) -> Any:
+    """``overlap`` (checked by :func:`.plan.check_overlap`) as the watermark's type subtracts it: a
+    number for a numeric watermark (number text such as ``'10'`` becomes one), an interval for a
+    date, time or interval one (a whole number of days also for a date); anything else is refused
+    before anything changes (``'10'`` was cast to interval, and ``bigint - interval`` failed the
+    second run)."""
+    if overlap is None:
+        return None
+    is_number = isinstance(overlap, int | float | Decimal)
+    if kind.category == "N":
+        if is_number:
+            return overlap
+        if isinstance(overlap, str) and _PLAIN_NUMBER.fullmatch(overlap):
+            return Decimal(overlap.strip())
+        raise FdwConfigError(
+            f"overlap {overlap!r} is an interval but watermark_column {column} is {type_sql}: give a "
+            "number (e.g. overlap=10) to subtract from it."
+        )
+    if kind.category in ("D", "T"):
+        if isinstance(overlap, timedelta) or (
+            isinstance(overlap, str) and not _PLAIN_NUMBER.fullmatch(overlap)
+        ):
+            return overlap
+        if kind.base == "date" and isinstance(overlap, int):  # date - integer: days
+            return overlap
+        raise FdwConfigError(
+            f"overlap {overlap!r} is a number but watermark_column {column} is {type_sql}: give an "
+            "interval with its unit (e.g. '10 minutes') or a timedelta."
+        )
+    raise FdwConfigError(
+        f"overlap applies to a numeric, date or time watermark_column; {column} is {type_sql}."
+    )
 
 
 def read_bound(
@@ -248,7 +289,8 @@ def record_statement(
 
 
 def _lowered(name: str, overlap: Any) -> sql.Composable:
-    """``name - overlap``; interval text such as '5 minutes' must be said to be an interval."""
+    """``name - overlap`` (as :func:`overlap_for` made it); interval text such as '5 minutes' must be
+    said to be an interval."""
     if overlap is None:
         return sql.Identifier(name)
     if isinstance(overlap, str):

@@ -51,8 +51,10 @@ class BulkCopyOperator(FdwBaseOperator):
     :param columns: copy only these columns (default: all).
     :param parallelism: sessions reading disjoint key ranges at once (needs an integer split column).
     :param split_column: the integer column to split by (default: the first key column).
-    :param overlap: upsert re-reads this much below the watermark (``"5 minutes"`` for timestamps, a
-        number for numeric watermarks) so rows that committed late are not missed.
+    :param overlap: upsert re-reads this much below the watermark (an interval such as
+        ``"5 minutes"`` or a timedelta for date/time watermarks, a number for numeric ones) so rows
+        that committed late are not missed. Zero or more and finite; a negative, NaN or infinite one,
+        an interval with a negative part, or one of the wrong kind is refused before anything runs.
     :param fetch_size: rows per postgres_fdw fetch (default 10,000; set on a session-private copy
         of the foreign table, never on yours).
     :param transport: how rows leave the remote: ``"fdw"`` (default) through postgres_fdw, server to
