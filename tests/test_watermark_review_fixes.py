@@ -12,6 +12,7 @@ import pytest
 from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, local
 
 from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
@@ -187,3 +188,65 @@ def test_a_whole_number_of_days_is_an_overlap_for_a_date_watermark(rev):
     kwargs = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "d", "overlap": 2}
     copy(src, t, **kwargs)
     assert copy(src, t, **kwargs)["rows"] == 3  # d >= 2024-01-11 - 2 days
+
+
+def test_an_inheritance_target_whose_child_holding_the_rows_is_truncated_reads_max_again(rev):
+    """An inheritance parent whose BEFORE INSERT trigger routes rows to a child (PostgreSQL < 10
+    partitioning, which append supports): the record's storage was the parent's relfilenode only
+    (pg_partition_tree does not follow inheritance), so a TRUNCATE of the child left the record
+    trusted and the rows were never copied again."""
+    src = table(rev, "id bigint, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    t = new_target()
+    child = f"{t}_c"
+    local(rev, "CREATE TABLE {t} (id bigint, v bigint)", t=t)
+    local(rev, "CREATE TABLE {c} () INHERITS ({t})", c=child, t=t)
+    fn = f"{t}_route"
+    local(
+        rev,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"INSERT INTO {child} VALUES (NEW.*); RETURN NULL; END $$",
+        f=fn,
+    )
+    local(rev, "CREATE TRIGGER route BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()", t=t, f=fn)
+    assert copy(src, t, mode="append", watermark_column="v")["rows"] == 10
+    assert count(rev, t) == 10
+    local(rev, "TRUNCATE {c}", c=child)  # the month's child emptied by hand, to be filled again
+    second = copy(src, t, mode="append", watermark_column="v")
+    assert count(rev, t) == 10, f"{second['rows']} rows copied: the record still said v > 10"
+
+
+def test_a_truncated_grandchild_of_an_inheritance_target_reads_max_again_and_a_plain_target_keeps_its_record(
+    rev,
+):
+    """Descendants at any depth count; a table without descendants keeps its relfilenode as storage,
+    so records written before (plain and partitioned targets) stay valid."""
+    src = table(rev, "id bigint, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    t = new_target()
+    child, grandchild = f"{t}_c", f"{t}_g"
+    local(rev, "CREATE TABLE {t} (id bigint, v bigint)", t=t)
+    local(rev, "CREATE TABLE {c} () INHERITS ({t})", c=child, t=t)
+    local(rev, "CREATE TABLE {g} () INHERITS ({c})", g=grandchild, c=child)
+    fn = f"{t}_route"
+    local(
+        rev,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"INSERT INTO {grandchild} VALUES (NEW.*); RETURN NULL; END $$",
+        f=fn,
+    )
+    local(rev, "CREATE TRIGGER route BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()", t=t, f=fn)
+    assert copy(src, t, mode="append", watermark_column="v")["rows"] == 10
+    local(rev, "TRUNCATE {g}", g=grandchild)
+    assert copy(src, t, mode="append", watermark_column="v")["rows"] == 10
+    assert count(rev, t) == 10
+    plain = new_target()
+    copy(src, plain, mode="append", watermark_column="v")
+    stored = local(
+        rev,
+        "SELECT target_filenode = pg_relation_filenode({p}::regclass) FROM public.fdw_copy_state "
+        "WHERE target_table = %s",
+        (plain.split(".")[1],),
+        p=sql.Literal(plain),
+    )
+    assert stored == [(True,)]

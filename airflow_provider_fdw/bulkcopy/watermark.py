@@ -7,10 +7,10 @@ value moves only when the copied rows committed, so a run that fails anywhere be
 leaves it where it was, and its retry reads the same rows again.
 
 A recorded value is used only while it describes the target: the same table (oid), the same storage
-(relfilenode, or a partitioned table's leaves': a TRUNCATE, or a replace that swapped in a new
-table, changes it) and the same watermark column. Otherwise (the first incremental run, a replaced
-target, a new watermark column) the run reads ``max(watermark)`` from the target as before, and
-records the value it reaches.
+(relfilenode, and those of its partitions or inheritance children: a TRUNCATE of any of them, or a
+replace that swapped in a new table, changes it) and the same watermark column. Otherwise (the
+first incremental run, a replaced target, a new watermark column) the run reads
+``max(watermark)`` from the target as before, and records the value it reaches.
 An in-place replace forgets the target's record in its transaction (it keeps oid and relfilenode).
 
 The value is kept as text (one table serves watermarks of every type) written with
@@ -235,12 +235,18 @@ TRUST_QUERY = sql.SQL(
 
 
 def storage(table_oid: sql.Composable) -> sql.Composed:
-    """What changes when the table's rows are replaced wholesale (TRUNCATE, VACUUM FULL, a swap):
-    its relfilenode, or a partitioned table's hash of its leaves' (it has no storage of its own)."""
+    """What changes when the table's rows are replaced wholesale (TRUNCATE, VACUUM FULL, a swap): its
+    relfilenode; for a table with descendants, a hash of its own and every descendant's (partitions and
+    inheritance children at any depth, from pg_inherits: pg_partition_tree does not follow plain
+    inheritance, where a trigger may route every row to a child). A partitioned table has none of its
+    own, so its value is its leaves' hash, as before."""
     return sql.SQL(
-        "coalesce(pg_catalog.pg_relation_filenode({0}), (SELECT (pg_catalog.hashtext(pg_catalog.string_agg("
-        "pg_catalog.pg_relation_filenode(l.relid)::text, ',' ORDER BY l.relid))::bigint & 4294967295)::oid "
-        "FROM pg_catalog.pg_partition_tree({0}) AS l WHERE l.isleaf))"
+        "coalesce((WITH RECURSIVE tree(relid) AS (SELECT {0} UNION "
+        "SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
+        "SELECT (pg_catalog.hashtext(pg_catalog.string_agg("
+        "pg_catalog.pg_relation_filenode(tree.relid)::text, ',' ORDER BY tree.relid))::bigint "
+        "& 4294967295)::oid FROM tree HAVING count(*) > 1), "
+        "pg_catalog.pg_relation_filenode({0}))"
     ).format(table_oid)
 
 
