@@ -11,6 +11,7 @@ from conftest import TARGET_DB, RemoteTable, fdw_sandbox, local, map_role_to_rea
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
+from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 from fdw_testing.sample_data import postgres_connection
 
@@ -127,3 +128,27 @@ def test_a_truncated_partitioned_target_reads_max_again(sandbox):
     local(sandbox, "TRUNCATE {t}", t=target)
     copy(src, target, mode="append", transport="fdw", watermark_column="v")
     assert rows(sandbox, target) == src.remote("SELECT * FROM {t} ORDER BY id")
+
+
+# An earlier version's fdw_copy_state (one record per target) a superuser made and granted to the
+# ETL group: the ETL role may not upgrade it, and stops before any change with the owner's statements.
+def test_an_earlier_versions_copy_state_the_role_may_not_upgrade_stops_with_the_owners_statements(roles):
+    src, s = source(roles), schema(roles)
+    target = group_owned_target(roles, s)
+    state = f"{s}.fdw_copy_state"
+    local(
+        roles,
+        "CREATE TABLE {t} (target_table text PRIMARY KEY, watermark_column text NOT NULL, "
+        "target_oid oid NOT NULL, target_filenode oid, watermark text, "
+        "recorded_at timestamptz NOT NULL DEFAULT now())",
+        t=state,
+    )
+    local(roles, "GRANT ALL ON {t} TO {g}", t=state, g=GRP)
+    with pytest.raises(FdwConfigError, match="made by an earlier version") as refused:
+        copy(src, target, conn="rvf_b", mode="append", transport="fdw", watermark_column="v")
+    assert rows(roles, target) == []
+    script = str(refused.value).split("its owner can run:\n", 1)[1]
+    for statement in script.rstrip(";").split(";\n"):
+        local(roles, statement)  # as the owner (postgres)
+    copy(src, target, conn="rvf_b", mode="append", transport="fdw", watermark_column="v")
+    assert rows(roles, target) == src.remote("SELECT * FROM {t} ORDER BY id")

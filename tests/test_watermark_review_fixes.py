@@ -250,3 +250,99 @@ def test_a_truncated_grandchild_of_an_inheritance_target_reads_max_again_and_a_p
         p=sql.Literal(plain),
     )
     assert stored == [(True,)]
+
+
+def statement_in(message: str, verb: str) -> str:
+    """The statement the error tells the user to run (its own line, ending with ';')."""
+    return next(line for line in message.splitlines() if line.startswith(verb)).rstrip(";")
+
+
+def test_two_sources_appending_into_one_target_each_keep_their_own_watermark(rev):
+    """Two shards copied into one target by two tasks: the record was keyed by the target (and
+    column) only, so the shard copied second started from the first shard's watermark and its older
+    rows were never copied. Now each feed keeps its own record; the first append of a second feed is
+    refused (its max() is not the target's, and copying all of it could append rows again) and says
+    how to start it, after which both go on from their own watermark."""
+    a = table(rev, "id bigint, v bigint")
+    b = table(rev, "id bigint, v bigint")
+    a.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    b.remote("INSERT INTO {t} SELECT 100 + g, g FROM generate_series(1, 5) g")
+    t = new_target()
+    assert copy(a, t, mode="append", watermark_column="v")["rows"] == 10
+    with pytest.raises(FdwConfigError, match="also fed by other copies") as refused:
+        copy(b, t, mode="append", watermark_column="v")
+    assert count(rev, t) == 10
+    local(rev, statement_in(str(refused.value), "INSERT INTO"))
+    second = copy(b, t, mode="append", watermark_column="v")
+    assert count(rev, t) == 15, f"shard b: {second['rows']} of its 5 rows copied"
+    a.remote("INSERT INTO {t} VALUES (11, 11), (12, 12)")
+    b.remote("INSERT INTO {t} VALUES (106, 6), (107, 7)")
+    assert copy(a, t, mode="append", watermark_column="v")["rows"] == 2
+    assert copy(b, t, mode="append", watermark_column="v")["rows"] == 2
+    assert copy(a, t, mode="append", watermark_column="v")["rows"] == 0
+    assert count(rev, t) == 19
+
+
+def test_a_second_feed_upserting_into_a_shared_target_starts_from_its_first_row(rev):
+    a = table(rev, "id bigint, v bigint", remote_columns="id bigint PRIMARY KEY, v bigint")
+    b = table(rev, "id bigint, v bigint", remote_columns="id bigint PRIMARY KEY, v bigint")
+    a.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    b.remote("INSERT INTO {t} SELECT 100 + g, g FROM generate_series(1, 5) g")
+    t = new_target()
+    upsert = {"mode": "upsert", "key_columns": ["id"], "watermark_column": "v"}
+    copy(a, t, **upsert)
+    assert copy(b, t, **upsert)["inserted"] == 5
+    b.remote("UPDATE {t} SET v = 6 WHERE id = 101")
+    assert copy(b, t, **upsert)["rows"] == 2  # v >= 5 from b's own record, not v >= 10 from a's
+    assert count(rev, t) == 15
+
+
+def test_two_filters_of_one_source_are_two_feeds_and_an_edited_filter_can_take_the_record_over(rev):
+    src = table(rev, "id bigint, v bigint, region text")
+    src.remote(
+        "INSERT INTO {t} SELECT g, g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END "
+        "FROM generate_series(1, 10) g"
+    )
+    t = new_target()
+    eu, us = "region = 'eu'", "region = 'us'"
+    assert copy(src, t, mode="append", watermark_column="v", where=eu)["rows"] == 5
+    with pytest.raises(FdwConfigError, match="also fed by other copies"):
+        copy(src, t, mode="append", watermark_column="v", where=us)
+    edited = "region IN ('eu')"  # the same feed, its where written another way
+    with pytest.raises(FdwConfigError, match="hand its record over") as refused:
+        copy(src, t, mode="append", watermark_column="v", where=edited)
+    local(rev, statement_in(str(refused.value), "UPDATE"))
+    assert copy(src, t, mode="append", watermark_column="v", where=edited)["rows"] == 0
+    assert count(rev, t) == 5
+
+
+def test_a_copy_state_of_an_earlier_version_is_upgraded_and_its_record_taken_over(rev):
+    """An earlier version kept one record per target (target_table its primary key): the first feed
+    that runs takes it over (the bound is the same), and the table gets one record per feed."""
+    schema = f"wmold_{uuid.uuid4().hex[:6]}"
+    local(rev, "CREATE SCHEMA {s}", s=schema)
+    local(
+        rev,
+        "CREATE TABLE {s}.fdw_copy_state (target_table text PRIMARY KEY, watermark_column text NOT NULL, "
+        "target_oid oid NOT NULL, target_filenode oid, watermark text, "
+        "recorded_at timestamptz NOT NULL DEFAULT now())",
+        s=schema,
+    )
+    src = table(rev, "id bigint, v bigint")
+    src.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    t = f"{schema}.t"
+    local(rev, "CREATE TABLE {t} (id bigint, v bigint)", t=t)
+    local(rev, "INSERT INTO {t} SELECT g, g FROM generate_series(1, 7) g", t=t)
+    local(
+        rev,
+        "INSERT INTO {s}.fdw_copy_state (target_table, watermark_column, target_oid, target_filenode, "
+        "watermark) SELECT 't', 'v', c.oid, pg_relation_filenode(c.oid), '7' FROM pg_class c "
+        "WHERE c.oid = {r}::regclass",
+        s=schema,
+        r=sql.Literal(t),
+    )
+    first = copy(src, t, mode="append", watermark_column="v")
+    assert (first["previous_watermark"], first["rows"], count(rev, t)) == (7, 3, 10)
+    records = local(rev, "SELECT source_table, watermark FROM {s}.fdw_copy_state", s=schema)
+    assert records == [(src.foreign, "10")]
+    assert copy(src, t, mode="append", watermark_column="v")["rows"] == 0

@@ -111,6 +111,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
+    feed = watermark.Feed.of(p.source, source.server_name, p.where) if watermark_type else None
     return CopyRun(
         source,
         target,
@@ -120,6 +121,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         wrappers=read_wrappers(reads),
         watermark_type=watermark_type,
         overlap=overlap,
+        feed=feed,
     )
 
 
@@ -470,10 +472,24 @@ def read_conditions(
         with s.transaction():
             # Subtract the overlap here: the remote then gets a constant bound it can push down
             # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
-            run.start = watermark.read_bound(
-                s, p.target, run.target.oid, p.watermark_column, type_sql, overlap
-            )
-            if run.start is None:  # no record (first incremental run, replaced target): max()
+            assert run.feed is not None  # inspect_tables: append/upsert with a watermark_column
+            oid, feed = run.target.oid, run.feed
+            run.start = watermark.read_bound(s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
+            others = [] if run.start is not None else watermark.other_feeds(s, p.target, oid, feed)
+            if others:
+                # max() of the target is the other feeds': it would skip this feed's older rows
+                if p.mode == "append":
+                    message = watermark.shared_target_error(s, p.target, feed, others, p.watermark_column)
+                    raise FdwConfigError(message)
+                run.start = watermark.Bound(None, None, False)
+                copy.log.info(
+                    "No recorded watermark for %s into %s, which other copies feed (%s): copying every "
+                    "row of it (matched by key: nothing is duplicated)",
+                    feed,
+                    p.target,
+                    "; ".join(str(f) for f in others),
+                )
+            elif run.start is None:  # no record (first incremental run, replaced target): max()
                 check_finite_watermark(s, p.target, p.watermark_column)
                 run.start = watermark.read_target_bound(s, p.target, p.watermark_column, overlap)
                 copy.log.info(

@@ -11,7 +11,7 @@ from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
-from airflow_provider_fdw.bulkcopy.watermark import Bound, WatermarkType
+from airflow_provider_fdw.bulkcopy.watermark import Bound, Feed, WatermarkType
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.wrappers import Wrapper
@@ -38,6 +38,7 @@ class CopyRun:
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     watermark_type: WatermarkType | None = None  # append/upsert with a watermark_column
     overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
+    feed: Feed | None = None  # append/upsert with a watermark_column: whose record this run keeps
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then

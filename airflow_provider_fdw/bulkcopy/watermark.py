@@ -11,7 +11,15 @@ A recorded value is used only while it describes the target: the same table (oid
 replace that swapped in a new table, changes it) and the same watermark column. Otherwise (the
 first incremental run, a replaced target, a new watermark column) the run reads
 ``max(watermark)`` from the target as before, and records the value it reaches.
-An in-place replace forgets the target's record in its transaction (it keeps oid and relfilenode).
+An in-place replace forgets the target's records in its transaction (it keeps oid and relfilenode).
+
+A record belongs to one feed of the target (:class:`Feed`: the source as the copy names it, its
+server, the ``where``): two sources or two filters appending into one table each keep their own.
+A feed without a record of its own into a target that other feeds' records describe does not read
+max() (theirs): an upsert starts from its first row (matched by key), an append is refused with the
+statements that hand a record over or start the feed (a record with target_oid 0, set by hand).
+A record an earlier version made for the whole target (source_table '') is taken over by the first
+feed that runs; its table is upgraded in place (:func:`ensure_feeds`).
 
 The value is kept as text (one table serves watermarks of every type) written with
 ``DateStyle = ISO`` so that it reads back to the same value whatever a later session's settings.
@@ -27,7 +35,7 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.compat import Fragment, sql
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.locks import lock_object
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
@@ -107,20 +115,93 @@ def overlap_for(overlap: Any, column: str, type_sql: str, kind: WatermarkType) -
     )
 
 
+@dataclass(frozen=True)
+class Feed:
+    """One copy feeding a target: its source as the copy names it, that source's server and its
+    ``where`` ('' for none). A target's records are one per feed: two sources (or two filters)
+    appending into one table each start from their own watermark."""
+
+    source: str
+    server: str
+    where: str
+
+    @classmethod
+    def of(cls, source: QualifiedName, server: str | None, where: str | None) -> Feed:
+        return cls(str(source), server or "", where or "")
+
+    def __str__(self) -> str:
+        server = f" on server {self.server}" if self.server else ""
+        where = f" where {self.where}" if self.where else ""
+        return f"{self.source}{server}{where}"
+
+
 def read_bound(
-    s: LocalSession, target: QualifiedName, oid: int, column: str, type_sql: str, overlap: Any = None
+    s: LocalSession,
+    target: QualifiedName,
+    oid: int,
+    column: str,
+    type_sql: str,
+    feed: Feed,
+    overlap: Any = None,
 ) -> Bound | None:
-    """The recorded watermark of ``target`` when it still describes the target; None otherwise."""
+    """The recorded watermark of ``feed`` into ``target`` when it still describes the target (or one
+    an earlier version recorded for the whole target, which the first feed to run takes over, or a
+    start set by hand: target_oid 0); None otherwise."""
     state = state_table(target)
     if not usable(s, state, target):
         return None
+    ensure_feeds(s, state)
     s.execute("set datestyle", SET_ISO, quiet=True)
-    row = s.fetchone(
-        "read recorded watermark", read_statement(state, type_sql, overlap), (target.name, column, oid)
-    )
+    params = {"target": target.name, "column": column, "oid": oid, **feed_params(feed)}
+    row = s.fetchone("read recorded watermark", read_statement(state, type_sql, overlap), params)
     if row is None:
         return None
     return Bound(row[0], row[1], True)
+
+
+def other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: Feed) -> list[Feed]:
+    """The other feeds with a record that still describes ``target`` (or a start set by hand): the
+    target holds their rows, so its max() is not this feed's watermark. Newest first."""
+    state = state_table(target)
+    if not usable(s, state, target):
+        return []
+    params = {"target": target.name, "oid": oid, **feed_params(feed)}
+    rows = s.fetchall("read other feeds", others_statement(state), params)
+    return [Feed(*row) for row in rows]
+
+
+def shared_target_error(
+    s: LocalSession, target: QualifiedName, feed: Feed, others: list[Feed], column: str
+) -> str:
+    """Why an append of a feed without a record of its own into a target other feeds write is
+    refused, and the statements that let it go on."""
+    state = state_table(target)
+    other = others[0]
+    hand_over = sql.SQL(
+        "UPDATE {} SET source_table = {}, source_server = {}, source_where = {} WHERE target_table = {} "
+        "AND source_table = {} AND source_server = {} AND source_where = {}"
+    ).format(
+        sql.Identifier(*state),
+        *(sql.Literal(v) for v in (feed.source, feed.server, feed.where, target.name)),
+        *(sql.Literal(v) for v in (other.source, other.server, other.where)),
+    )
+    start = sql.SQL(
+        "INSERT INTO {} (target_table, source_table, source_server, source_where, watermark_column, "
+        "target_oid, watermark) VALUES ({}, {}, {}, {}, {}, 0, NULL)"
+    ).format(
+        sql.Identifier(*state),
+        *(sql.Literal(v) for v in (target.name, feed.source, feed.server, feed.where, column)),
+    )
+    names = "; ".join(str(f) for f in others)
+    return (
+        f"{target} is also fed by other copies, each with its own watermark ({names}), and this copy "
+        f"({feed}) has none: max({column}) of {target} is theirs and would skip this copy's older "
+        "rows, while appending all of them would append again any already there under another name. "
+        "Nothing was changed. If this copy replaces one of them (a renamed or re-imported source, "
+        f"another server, an edited where), hand its record over:\n{s.render(hand_over)};\n"
+        f"If its rows are not in {target} yet, start it from its first row (or write the value to "
+        f"continue after instead of NULL):\n{s.render(start)};\nthen run it again."
+    )
 
 
 def read_target_bound(s: LocalSession, target: QualifiedName, column: str, overlap: Any = None) -> Bound:
@@ -140,8 +221,10 @@ def record(
     type_sql: str,
     previous: Any,
     staging: QualifiedName,
+    feed: Feed,
 ) -> Any:
-    """Record ``greatest(previous, max(column) of staging)`` for ``target``; return it.
+    """Record ``greatest(previous, max(column) of staging)`` for ``feed`` into ``target``; return it.
+    A record an earlier version made for the whole target is dropped: this feed took it over.
 
     Call it inside the merge's transaction: the record commits (or rolls back) with the rows.
     """
@@ -149,13 +232,25 @@ def record(
     if not usable(s, state, target):
         # Two targets in one schema may create the table at once: IF NOT EXISTS alone is not enough.
         lock_object(s, "copy state", str(state))
-        s.execute(f"create {state}", create_statement(state))
+        if not usable(s, state, target):  # else another run made it while this one waited
+            s.execute(f"create {state}", create_statement(state))
+            s.execute(f"create {state} key", feed_index_statement(state), quiet=True)
+    ensure_feeds(s, state)
     s.execute("set datestyle", SET_ISO, quiet=True)
-    return s.fetchvalue(
+    value = s.fetchvalue(
         "record watermark",
         record_statement(state, type_sql, column, staging),
-        {"target": target.name, "column": column, "oid": oid, "previous": previous},
+        {"target": target.name, "column": column, "oid": oid, "previous": previous, **feed_params(feed)},
     )
+    s.execute(
+        "drop the record of an earlier version",
+        sql.SQL("DELETE FROM {} WHERE target_table = %s AND source_table = ''").format(
+            sql.Identifier(*state)
+        ),
+        (target.name,),
+        quiet=True,
+    )
+    return value
 
 
 def forget(s: LocalSession, target: QualifiedName) -> None:
@@ -202,6 +297,30 @@ def usable(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool
             "GRANT), drop its triggers or rules, or drop it (the next run reads max() of the target)."
         )
     return True
+
+
+def ensure_feeds(s: LocalSession, state: QualifiedName) -> None:
+    """Give a state table an earlier version made (one record per target) a record per feed: its
+    records are kept as the whole target's (source_table ''), taken over by the first feed that runs."""
+    if s.fetchvalue("check copy state", FEEDS_QUERY, (str(state),)):
+        return
+    lock_object(s, "copy state", str(state))
+    if s.fetchvalue("check copy state", FEEDS_QUERY, (str(state),)):  # another run did it meanwhile
+        return
+    key = s.fetchvalue("read copy state key", PRIMARY_KEY_QUERY, (str(state),))
+    statements = upgrade_statements(state, key)
+    try:
+        for statement in statements:
+            s.execute(f"upgrade {state}", statement)
+    except FdwError as exc:
+        if exc.sqlstate != INSUFFICIENT_PRIVILEGE:
+            raise
+        script = ";\n".join(s.render(statement) for statement in statements)
+        raise FdwConfigError(
+            f"{state} was made by an earlier version (one record per target) and this role may not "
+            f"change it to one record per copy feeding a target ({exc}). Nothing was changed; its owner "
+            f"can run:\n{script};"
+        ) from None
 
 
 def state_table(target: QualifiedName) -> QualifiedName:
@@ -255,33 +374,94 @@ SET_ISO = sql.SQL("SET LOCAL datestyle = 'ISO, YMD'")
 
 
 def create_statement(state: QualifiedName) -> sql.Composed:
+    """One record per feed of a target (:class:`Feed`); the key is :func:`feed_index_statement`."""
     return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} (target_table text PRIMARY KEY, watermark_column text NOT NULL, "
-        "target_oid oid NOT NULL, target_filenode oid, watermark text, "
+        "CREATE TABLE IF NOT EXISTS {} (target_table text NOT NULL, source_table text NOT NULL DEFAULT '', "
+        "source_server text NOT NULL DEFAULT '', source_where text NOT NULL DEFAULT '', "
+        "watermark_column text NOT NULL, target_oid oid NOT NULL, target_filenode oid, watermark text, "
         "recorded_at timestamptz NOT NULL DEFAULT now())"
     ).format(sql.Identifier(*state))
 
 
-def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Composed:
-    """(value, value - overlap) of the record, when it is for this table, storage and column."""
-    return sql.SQL(
-        "SELECT v, {} FROM (SELECT CAST(watermark AS {}) AS v FROM {} WHERE target_table = %s "
-        "AND watermark_column = %s AND target_oid = %s::oid "
-        "AND target_filenode IS NOT DISTINCT FROM {}) AS r"
-    ).format(
-        _lowered("v", overlap), Fragment(type_sql), sql.Identifier(*state), storage(sql.SQL("target_oid"))
+def feed_index_statement(state: QualifiedName) -> sql.Composed:
+    # md5 of the where: a long filter would not fit in a btree entry
+    return sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
+        sql.Identifier(f"{STATE_TABLE}_feed"), sql.Identifier(*state), FEED_KEY
     )
+
+
+def upgrade_statements(state: QualifiedName, key: str | None) -> list[sql.Composed]:
+    """An earlier version's table (target_table its primary key ``key``) to one record per feed."""
+    table = sql.Identifier(*state)
+    statements = [
+        sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS source_table text NOT NULL DEFAULT '', "
+            "ADD COLUMN IF NOT EXISTS source_server text NOT NULL DEFAULT '', "
+            "ADD COLUMN IF NOT EXISTS source_where text NOT NULL DEFAULT ''"
+        ).format(table)
+    ]
+    if key is not None:
+        statements.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(key)))
+    statements.append(feed_index_statement(state))
+    return statements
+
+
+# The key of a record: the target and the feed (ON CONFLICT names the same expressions).
+FEED_KEY = sql.SQL("target_table, source_table, source_server, pg_catalog.md5(source_where)")
+# Whether the state table has one record per feed (an earlier version's has one per target).
+FEEDS_QUERY = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(%s) "
+    "AND attname = 'source_where' AND NOT attisdropped)"
+)
+PRIMARY_KEY_QUERY = sql.SQL(
+    "SELECT (SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p')"
+)
+# The record's target and storage still describe the target, or target_oid 0: a start set by hand.
+_DESCRIBES = (
+    "(target_oid = 0::oid OR (target_oid = %(oid)s::oid AND target_filenode IS NOT DISTINCT FROM {storage}))"
+)
+
+
+def feed_params(feed: Feed) -> dict[str, str]:
+    return {"source": feed.source, "server": feed.server, "where": feed.where}
+
+
+def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Composed:
+    """(value, value - overlap) of the feed's record (else an earlier version's record of the whole
+    target), when it is for this table, storage and column."""
+    return sql.SQL(
+        "SELECT v, {lowered} FROM (SELECT CAST(watermark AS {type}) AS v FROM {state} "
+        "WHERE target_table = %(target)s AND watermark_column = %(column)s AND " + _DESCRIBES + " "
+        "AND (source_table, source_server, source_where) "
+        "IN ((%(source)s, %(server)s, %(where)s), ('', '', '')) "
+        "ORDER BY source_table = '' LIMIT 1) AS r"
+    ).format(
+        lowered=_lowered("v", overlap),
+        type=Fragment(type_sql),
+        state=sql.Identifier(*state),
+        storage=storage(sql.SQL("target_oid")),
+    )
+
+
+def others_statement(state: QualifiedName) -> sql.Composed:
+    return sql.SQL(
+        "SELECT source_table, source_server, source_where FROM {state} WHERE target_table = %(target)s "
+        "AND source_table <> '' AND (source_table, source_server, source_where) "
+        "<> (%(source)s, %(server)s, %(where)s) AND " + _DESCRIBES + " ORDER BY recorded_at DESC"
+    ).format(state=sql.Identifier(*state), storage=storage(sql.SQL("target_oid")))
 
 
 def record_statement(
     state: QualifiedName, type_sql: str, column: str, staging: QualifiedName
 ) -> sql.Composed:
-    """Upsert the record: the greater of the previous value and the newest staged row's; returns it."""
+    """Upsert the feed's record: the greater of the previous value and the newest staged row's;
+    returns it."""
     return sql.SQL(
-        "INSERT INTO {state} AS s (target_table, watermark_column, target_oid, target_filenode, watermark, "
-        "recorded_at) SELECT %(target)s, %(column)s, %(oid)s::oid, {storage}, "
+        "INSERT INTO {state} AS s (target_table, source_table, source_server, source_where, "
+        "watermark_column, target_oid, target_filenode, watermark, recorded_at) "
+        "SELECT %(target)s, %(source)s, %(server)s, %(where)s, %(column)s, %(oid)s::oid, {storage}, "
         "greatest(CAST(%(previous)s AS {type}), max({column}))::text, pg_catalog.now() FROM {staging} "
-        "ON CONFLICT (target_table) DO UPDATE SET watermark_column = excluded.watermark_column, "
+        "ON CONFLICT ({key}) DO UPDATE SET watermark_column = excluded.watermark_column, "
         "target_oid = excluded.target_oid, target_filenode = excluded.target_filenode, "
         "watermark = excluded.watermark, recorded_at = now() "
         "RETURNING CAST(s.watermark AS {type})"
@@ -291,6 +471,7 @@ def record_statement(
         column=sql.Identifier(column),
         staging=sql.Identifier(*staging),
         storage=storage(sql.SQL("%(oid)s::oid")),
+        key=FEED_KEY,
     )
 
 
