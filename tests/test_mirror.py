@@ -226,7 +226,7 @@ def test_a_mirrors_record_and_an_upserts_watermark_of_one_target_are_kept_apart(
             oid = m.read_table(s, name, "target").oid
             assert mirror_state.recorded_fingerprint(s, name, oid, hook.log) is not None
             server = m.read_table(s, plan.source, "source").server_name
-            feed = watermark.Feed.of(plan.source, server, None)
+            feed = watermark.Feed.of(plan.source, server)
             assert watermark.read_bound(s, name, oid, "seen", "timestamptz", feed) is not None
     assert local(
         sandbox, "SELECT relpersistence FROM pg_class WHERE oid = 'public.fdw_mirror_state'::regclass"

@@ -111,7 +111,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
-    feed = watermark.Feed.of(p.source, source.server_name, p.where) if watermark_type else None
+    feed = watermark.Feed.of(p.source, source.server_name) if watermark_type else None
     return CopyRun(
         source,
         target,

@@ -128,7 +128,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
                 run.source.columns[p.watermark_column].type_sql,
                 run.start.value if run.start else None,
                 staging,
-                run.feed or watermark.Feed.of(p.source, run.source.server_name, p.where),
+                run.feed or watermark.Feed.of(p.source, run.source.server_name),
             )
         s.execute("drop staging table", q.drop_table(staging), quiet=True)
 

@@ -13,8 +13,9 @@ first incremental run, a replaced target, a new watermark column) the run reads
 ``max(watermark)`` from the target as before, and records the value it reaches.
 An in-place replace forgets the target's records in its transaction (it keeps oid and relfilenode).
 
-A record belongs to one feed of the target (:class:`Feed`: the source as the copy names it, its
-server, the ``where``): two sources or two filters appending into one table each keep their own.
+A record belongs to one feed of the target (:class:`Feed`: the source as the copy names it and its
+server): two sources appending into one table each keep their own. The ``where`` is not part of it:
+a filter templated per run (``created_at < '{{ data_interval_end }}'``) or edited is the same feed.
 A feed without a record of its own into a target that other feeds' records describe does not read
 max() (theirs): an upsert starts from its first row (matched by key), an append is refused with the
 statements that hand a record over or start the feed (a record with target_oid 0, set by hand).
@@ -117,22 +118,19 @@ def overlap_for(overlap: Any, column: str, type_sql: str, kind: WatermarkType) -
 
 @dataclass(frozen=True)
 class Feed:
-    """One copy feeding a target: its source as the copy names it, that source's server and its
-    ``where`` ('' for none). A target's records are one per feed: two sources (or two filters)
-    appending into one table each start from their own watermark."""
+    """One copy feeding a target: its source as the copy names it and that source's server ('' for a
+    local one). A target's records are one per feed: two sources appending into one table each start
+    from their own watermark."""
 
     source: str
     server: str
-    where: str
 
     @classmethod
-    def of(cls, source: QualifiedName, server: str | None, where: str | None) -> Feed:
-        return cls(str(source), server or "", where or "")
+    def of(cls, source: QualifiedName, server: str | None) -> Feed:
+        return cls(str(source), server or "")
 
     def __str__(self) -> str:
-        server = f" on server {self.server}" if self.server else ""
-        where = f" where {self.where}" if self.where else ""
-        return f"{self.source}{server}{where}"
+        return f"{self.source} on server {self.server}" if self.server else self.source
 
 
 def read_bound(
@@ -178,19 +176,19 @@ def shared_target_error(
     state = state_table(target)
     other = others[0]
     hand_over = sql.SQL(
-        "UPDATE {} SET source_table = {}, source_server = {}, source_where = {} WHERE target_table = {} "
-        "AND source_table = {} AND source_server = {} AND source_where = {}"
+        "UPDATE {} SET source_table = {}, source_server = {} WHERE target_table = {} "
+        "AND source_table = {} AND source_server = {}"
     ).format(
         sql.Identifier(*state),
-        *(sql.Literal(v) for v in (feed.source, feed.server, feed.where, target.name)),
-        *(sql.Literal(v) for v in (other.source, other.server, other.where)),
+        *(sql.Literal(v) for v in (feed.source, feed.server, target.name)),
+        *(sql.Literal(v) for v in (other.source, other.server)),
     )
     start = sql.SQL(
-        "INSERT INTO {} (target_table, source_table, source_server, source_where, watermark_column, "
-        "target_oid, watermark) VALUES ({}, {}, {}, {}, {}, 0, NULL)"
+        "INSERT INTO {} (target_table, source_table, source_server, watermark_column, "
+        "target_oid, watermark) VALUES ({}, {}, {}, {}, 0, NULL)"
     ).format(
         sql.Identifier(*state),
-        *(sql.Literal(v) for v in (target.name, feed.source, feed.server, feed.where, column)),
+        *(sql.Literal(v) for v in (target.name, feed.source, feed.server, column)),
     )
     names = "; ".join(str(f) for f in others)
     return (
@@ -198,7 +196,7 @@ def shared_target_error(
         f"({feed}) has none: max({column}) of {target} is theirs and would skip this copy's older "
         "rows, while appending all of them would append again any already there under another name. "
         "Nothing was changed. If this copy replaces one of them (a renamed or re-imported source, "
-        f"another server, an edited where), hand its record over:\n{s.render(hand_over)};\n"
+        f"another server), hand its record over:\n{s.render(hand_over)};\n"
         f"If its rows are not in {target} yet, start it from its first row (or write the value to "
         f"continue after instead of NULL):\n{s.render(start)};\nthen run it again."
     )
@@ -377,14 +375,13 @@ def create_statement(state: QualifiedName) -> sql.Composed:
     """One record per feed of a target (:class:`Feed`); the key is :func:`feed_index_statement`."""
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} (target_table text NOT NULL, source_table text NOT NULL DEFAULT '', "
-        "source_server text NOT NULL DEFAULT '', source_where text NOT NULL DEFAULT '', "
+        "source_server text NOT NULL DEFAULT '', "
         "watermark_column text NOT NULL, target_oid oid NOT NULL, target_filenode oid, watermark text, "
         "recorded_at timestamptz NOT NULL DEFAULT now())"
     ).format(sql.Identifier(*state))
 
 
 def feed_index_statement(state: QualifiedName) -> sql.Composed:
-    # md5 of the where: a long filter would not fit in a btree entry
     return sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
         sql.Identifier(f"{STATE_TABLE}_feed"), sql.Identifier(*state), FEED_KEY
     )
@@ -396,8 +393,7 @@ def upgrade_statements(state: QualifiedName, key: str | None) -> list[sql.Compos
     statements = [
         sql.SQL(
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS source_table text NOT NULL DEFAULT '', "
-            "ADD COLUMN IF NOT EXISTS source_server text NOT NULL DEFAULT '', "
-            "ADD COLUMN IF NOT EXISTS source_where text NOT NULL DEFAULT ''"
+            "ADD COLUMN IF NOT EXISTS source_server text NOT NULL DEFAULT ''"
         ).format(table)
     ]
     if key is not None:
@@ -407,11 +403,11 @@ def upgrade_statements(state: QualifiedName, key: str | None) -> list[sql.Compos
 
 
 # The key of a record: the target and the feed (ON CONFLICT names the same expressions).
-FEED_KEY = sql.SQL("target_table, source_table, source_server, pg_catalog.md5(source_where)")
+FEED_KEY = sql.SQL("target_table, source_table, source_server")
 # Whether the state table has one record per feed (an earlier version's has one per target).
 FEEDS_QUERY = sql.SQL(
     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass(%s) "
-    "AND attname = 'source_where' AND NOT attisdropped)"
+    "AND attname = 'source_server' AND NOT attisdropped)"
 )
 PRIMARY_KEY_QUERY = sql.SQL(
     "SELECT (SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p')"
@@ -423,7 +419,7 @@ _DESCRIBES = (
 
 
 def feed_params(feed: Feed) -> dict[str, str]:
-    return {"source": feed.source, "server": feed.server, "where": feed.where}
+    return {"source": feed.source, "server": feed.server}
 
 
 def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Composed:
@@ -432,8 +428,7 @@ def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Com
     return sql.SQL(
         "SELECT v, {lowered} FROM (SELECT CAST(watermark AS {type}) AS v FROM {state} "
         "WHERE target_table = %(target)s AND watermark_column = %(column)s AND " + _DESCRIBES + " "
-        "AND (source_table, source_server, source_where) "
-        "IN ((%(source)s, %(server)s, %(where)s), ('', '', '')) "
+        "AND (source_table, source_server) IN ((%(source)s, %(server)s), ('', '')) "
         "ORDER BY source_table = '' LIMIT 1) AS r"
     ).format(
         lowered=_lowered("v", overlap),
@@ -445,9 +440,9 @@ def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Com
 
 def others_statement(state: QualifiedName) -> sql.Composed:
     return sql.SQL(
-        "SELECT source_table, source_server, source_where FROM {state} WHERE target_table = %(target)s "
-        "AND source_table <> '' AND (source_table, source_server, source_where) "
-        "<> (%(source)s, %(server)s, %(where)s) AND " + _DESCRIBES + " ORDER BY recorded_at DESC"
+        "SELECT source_table, source_server FROM {state} WHERE target_table = %(target)s "
+        "AND source_table <> '' AND (source_table, source_server) "
+        "<> (%(source)s, %(server)s) AND " + _DESCRIBES + " ORDER BY recorded_at DESC"
     ).format(state=sql.Identifier(*state), storage=storage(sql.SQL("target_oid")))
 
 
@@ -457,9 +452,9 @@ def record_statement(
     """Upsert the feed's record: the greater of the previous value and the newest staged row's;
     returns it."""
     return sql.SQL(
-        "INSERT INTO {state} AS s (target_table, source_table, source_server, source_where, "
+        "INSERT INTO {state} AS s (target_table, source_table, source_server, "
         "watermark_column, target_oid, target_filenode, watermark, recorded_at) "
-        "SELECT %(target)s, %(source)s, %(server)s, %(where)s, %(column)s, %(oid)s::oid, {storage}, "
+        "SELECT %(target)s, %(source)s, %(server)s, %(column)s, %(oid)s::oid, {storage}, "
         "greatest(CAST(%(previous)s AS {type}), max({column}))::text, pg_catalog.now() FROM {staging} "
         "ON CONFLICT ({key}) DO UPDATE SET watermark_column = excluded.watermark_column, "
         "target_oid = excluded.target_oid, target_filenode = excluded.target_filenode, "
