@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.exceptions import FdwConfigError
 from airflow_provider_fdw.session import LocalSession
-from airflow_provider_fdw.wrappers import WRAPPERS, Wrapper
+from airflow_provider_fdw.wrappers import Wrapper, servers_read
 
 
 def server_character_set(
@@ -49,16 +48,10 @@ def check_character_sets(s: LocalSession, reads: Iterable[tuple[str, str]]) -> N
     :raises FdwConfigError: naming the server, its character set and the encoding; nothing was changed.
     """
     encoding = None
-    for fdw, server in sorted(set(reads)):
-        wrapper = WRAPPERS.get(fdw)
-        if wrapper is None or wrapper.character_set_option is None:
-            continue
-        row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server,))
-        if row is None:
-            continue
+    for wrapper, server, options in servers_read(s, reads, lambda w: w.character_set_option is not None):
+        assert wrapper.character_set_option is not None
         encoding = encoding or database_encoding(s)
-        value = parse_options(row[0]).get(wrapper.character_set_option)
-        check_character_set(wrapper, server, value, encoding)
+        check_character_set(wrapper, server, options.get(wrapper.character_set_option), encoding)
 
 
 def check_character_set(wrapper: Wrapper, server_name: str, value: str | None, encoding: str) -> None:

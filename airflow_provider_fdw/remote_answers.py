@@ -22,10 +22,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import FdwTimeoutError
-from airflow_provider_fdw.wrappers import WRAPPERS
+from airflow_provider_fdw.wrappers import WRAPPERS, servers_read
 
 
 def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], log: Any) -> None:
@@ -35,14 +34,9 @@ def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], lo
 
     :raises FdwTimeoutError: naming the server and its address; nothing was changed.
     """
-    for fdw, server in sorted(set(servers)):
-        wrapper = WRAPPERS.get(fdw)
-        if wrapper is None or wrapper.greeting_address is None:
-            continue
-        row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server,))
-        if row is None:
-            continue
-        address = wrapper.greeting_address(parse_options(row[0]))
+    for wrapper, server, options in servers_read(s, servers, lambda w: w.greeting_address is not None):
+        assert wrapper.greeting_address is not None
+        address = wrapper.greeting_address(options)
         if address is None:
             continue
         host, port = address

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.catalog import read_relation
+from airflow_provider_fdw.catalog import parse_options, read_relation
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.connection import FDW_SERVER_OPTIONS, LIBPQ_SERVER_OPTIONS
 from airflow_provider_fdw.exceptions import FdwConfigError
@@ -579,6 +579,20 @@ def source_wrapper(s: Any, table: QualifiedName) -> str | None:
     """The foreign-data wrapper name behind ``table`` (read in session ``s``); None when not foreign."""
     relation = read_relation(s, table, "the source's wrapper")
     return relation.wrapper if relation else None
+
+
+def servers_read(
+    s: Any, reads: Iterable[tuple[str, str]], applies: Callable[[Wrapper], bool]
+) -> Iterator[tuple[Wrapper, str, dict[str, str]]]:
+    """(wrapper, server, server options) of each server of ``reads`` ((wrapper, server) pairs, e.g.
+    :func:`.foreign_reads`) whose described wrapper ``applies``, once each (others cost nothing)."""
+    for fdw, server in sorted(set(reads)):
+        wrapper = WRAPPERS.get(fdw)
+        if wrapper is None or not applies(wrapper):
+            continue
+        row = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (server,))
+        if row is not None:
+            yield wrapper, server, parse_options(row[0])
 
 
 def reads_postgres(wrapper_name: str | None) -> bool:
