@@ -420,13 +420,32 @@ def needs_ceiling(plan: Any, path: str, ranges: int) -> bool:
     return plan.mode in ("append", "upsert") and bool(plan.watermark_column) and path == "fdw" and ranges > 1
 
 
+def target_is_empty(s: LocalSession, target: QualifiedName) -> bool:
+    return not s.fetchvalue("look for a row", q.has_rows(target))
+
+
+def conditions_by_name(run: CopyRun) -> Wrapper | None:
+    """A wrapper of the source's reads that sends conditions to its remote by name, if any."""
+    return next((w for w in run.wrappers if w.sends_conditions_by_name), None)
+
+
+def user_conditions(where: str | None, run: CopyRun) -> list[Any]:
+    """The user's ``where`` as every read of the source applies it: by the local server when a
+    wrapper of the source would send it to its remote by name."""
+    if not where:
+        return []
+    predicate = q.user_predicate(where)
+    return [q.applied_locally(predicate) if conditions_by_name(run) else predicate]
+
+
 def read_ceiling(copy: BulkCopy, s: LocalSession, run: CopyRun) -> Ceiling:
     """``max(watermark)`` of the source (under ``where``), as text that reads back to the same value
     (the session's DateStyle is ISO and extra_float_digits 3: connection.py)."""
     p = copy.plan
     assert p.watermark_column is not None
-    conditions = [q.user_predicate(p.where)] if p.where else []
+    conditions = user_conditions(p.where, run)  # the load's: the ceiling reads the rows it reads
     with s.transaction():
+        run.read_in_time_zone(s)
         top = s.fetchvalue(
             "read the source's watermark", q.max_text_of(p.source, p.watermark_column, conditions)
         )
@@ -452,10 +471,9 @@ def read_conditions(
     ``ceiling``: rows above it are left to the next run (:func:`needs_ceiling`).
     """
     p = copy.plan
-    by_name = next((w for w in run.wrappers if w.sends_conditions_by_name), None)
-    conditions: list[Any] = [q.user_predicate(p.where)] if p.where else []
+    by_name = conditions_by_name(run)
+    conditions = user_conditions(p.where, run)
     if by_name is not None and p.where:
-        conditions = [q.applied_locally(conditions[0])]
         copy.log.info(
             "%s reads %s tables: its where is applied by the local server, after every row is read "
             "(%s would send its functions, operators and casts to the remote, which gives them its own "
@@ -476,7 +494,12 @@ def read_conditions(
             oid, feed = run.target.oid, run.feed
             run.start = watermark.read_bound(s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
             others = [] if run.start is not None else watermark.other_feeds(s, p.target, oid, feed)
-            if others:
+            if others and p.mode == "append" and target_is_empty(s, p.target):
+                run.start = watermark.Bound(None, None, False)  # nothing to skip or duplicate
+                copy.log.info(
+                    "No recorded watermark for %s into the empty %s: copying every row", feed, p.target
+                )
+            elif others:
                 # max() of the target is the other feeds': it would skip this feed's older rows
                 if p.mode == "append":
                     message = watermark.shared_target_error(s, p.target, feed, others, p.watermark_column)
@@ -564,8 +587,7 @@ def read_source_side(
     remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
     if run.direct is None:
         with s.transaction():
-            if run.time_zone is not None:  # as the load reads (load.py)
-                s.execute("set time zone", q.set_local("TimeZone", run.time_zone), quiet=True)
+            run.read_in_time_zone(s)
             statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
             nulls = int(s.fetchvalue("count NULL watermarks", statement))
         if run.source.remote is None or run.source.server_name is None:

@@ -311,8 +311,7 @@ def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: t
 def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions: list[Any]) -> int:
     p, source, staging = copy.plan, run.source, run.staging_table
     with s.transaction():
-        if run.time_zone is not None:  # the wrapper's date-time text is wall-clock time there
-            s.execute("set time zone", q.set_local("TimeZone", run.time_zone), quiet=True)
+        run.read_in_time_zone(s)
         read_from = p.source
         if source.is_foreign:
             assert source.remote is not None and source.server_name is not None

@@ -6,6 +6,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.bulkcopy.direct import DirectRead
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
@@ -14,6 +15,7 @@ from airflow_provider_fdw.bulkcopy.verify import Verifier
 from airflow_provider_fdw.bulkcopy.watermark import Bound, Feed, WatermarkType
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
+from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import Wrapper
 
 
@@ -54,6 +56,12 @@ class CopyRun:
     def time_zone(self) -> str | None:
         """The zone a read of the source runs in (a wrapper's date-time text is wall-clock time in it)."""
         return next((w.time_zone for w in self.wrappers if w.time_zone), None)
+
+    def read_in_time_zone(self, s: LocalSession) -> None:
+        """In ``s``'s transaction: read the source in :attr:`time_zone` (every read of it: the load,
+        the counts, the ceiling, so that a where and a bound mean the same in each)."""
+        if self.time_zone is not None:
+            s.execute("set time zone", q.set_local("TimeZone", self.time_zone), quiet=True)
 
     def take_remote(self) -> Any:
         """The kept remote connection (or None), which the caller now owns."""

@@ -158,8 +158,9 @@ def read_bound(
 
 
 def other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: Feed) -> list[Feed]:
-    """The other feeds with a record that still describes ``target`` (or a start set by hand): the
-    target holds their rows, so its max() is not this feed's watermark. Newest first."""
+    """The other feeds with a record of ``target`` (this table, whatever its storage now: a VACUUM
+    FULL or CLUSTER keeps their rows; or a start set by hand): the target may hold their rows, so its
+    max() is not this feed's watermark. Newest first."""
     state = state_table(target)
     if not usable(s, state, target):
         return []
@@ -442,8 +443,8 @@ def others_statement(state: QualifiedName) -> sql.Composed:
     return sql.SQL(
         "SELECT source_table, source_server FROM {state} WHERE target_table = %(target)s "
         "AND source_table <> '' AND (source_table, source_server) "
-        "<> (%(source)s, %(server)s) AND " + _DESCRIBES + " ORDER BY recorded_at DESC"
-    ).format(state=sql.Identifier(*state), storage=storage(sql.SQL("target_oid")))
+        "<> (%(source)s, %(server)s) AND target_oid IN (0::oid, %(oid)s::oid) ORDER BY recorded_at DESC"
+    ).format(state=sql.Identifier(*state))
 
 
 def record_statement(

@@ -40,6 +40,10 @@ def count_rows(table: QualifiedName) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table))
 
 
+def has_rows(table: QualifiedName) -> sql.Composed:
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(*table))
+
+
 def column_list(columns: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, columns))
 
