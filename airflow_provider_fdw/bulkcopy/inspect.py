@@ -74,7 +74,20 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         # parse_where's probe, which plans it).
         with s.transaction():
             if servers_to_check_exist(s):
-                check_servers_answer(s, where_reads(s, p.source, p.where, copy.log), copy.log)
+                subquery_reads = where_reads(s, p.source, p.where, copy.log)
+                check_character_sets(s, subquery_reads)
+                check_servers_answer(s, subquery_reads, copy.log)
+                for wrapper in read_wrappers(subquery_reads):
+                    if wrapper.sends_conditions_by_name:  # applied locally as a whole, not inside
+                        copy.log.warning(
+                            "The where of %s reads %s tables: conditions on them inside its subqueries "
+                            "are sent to the remote by name and get the remote's meaning (%s: casts "
+                            "dropped, || is OR, length counts bytes). Keep them to plain comparisons "
+                            "of columns with constants, or filter in a view defined on the remote.",
+                            p.source,
+                            wrapper.name,
+                            wrapper.name,
+                        )
         parse_where(s.conn, p.source, p.where)
     read = {*columns, *(p.key_columns or ()), *filter(None, (p.watermark_column, p.split_column))}
     watermark_type, overlap = None, None

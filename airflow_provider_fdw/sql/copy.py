@@ -23,9 +23,12 @@ def user_predicate(where: str) -> sql.Composable:
 
 
 def applied_locally(condition: sql.Composable) -> sql.Composed:
-    """``(SELECT (condition))``: a sub-select, which no wrapper sends to its remote, so the local server
-    evaluates the condition (for a wrapper that would send its functions and operators by name)."""
-    return sql.SQL("(SELECT ({}))").format(condition)
+    """``condition`` in one expression with ``now()``, which is not immutable: no wrapper sends such an
+    expression to its remote (mysql_fdw and postgres_fdw check contain_mutable_functions), so the local
+    server evaluates it, row by row (for a wrapper that would send its functions and operators by
+    name). ``now()`` is never NULL: the CASE is the condition. (A sub-select naming no column of the
+    row would be planned as an InitPlan and run once: ``random() < 0.1`` kept all rows or none.)"""
+    return sql.SQL("CASE WHEN pg_catalog.now() IS NOT NULL THEN ({}) END").format(condition)
 
 
 def range_predicate(column: str, low: Any, high: Any, include_nulls: bool) -> sql.Composable:
