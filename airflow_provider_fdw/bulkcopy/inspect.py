@@ -410,10 +410,12 @@ def choose_path(
         run.close_remote()
     if run.direct is None and p.parallelism > 1:
         check_split_column(copy, run)  # before anything changes: ctid ranges need the direct path
+        wrappers = ", ".join(w.name for w in run.wrappers) or "its foreign tables"
         copy.log.info(
-            "Parallel copy through postgres_fdw: each of the %d ranges reads in its own remote "
-            "transaction, so rows changed on the source meanwhile may be seen by one range and not "
-            "another (transport='copy' reads every range in one snapshot).",
+            "Parallel copy through %s: each of the %d ranges reads in its own remote transaction, so "
+            "rows changed on the source meanwhile may be seen by one range and not another "
+            "(transport='copy' reads every range of a PostgreSQL source in one snapshot).",
+            wrappers,
             p.parallelism,
         )
 
