@@ -485,3 +485,66 @@ def test_a_text_watermark_in_one_collation_everywhere_copies_each_row_once(rev, 
     src.remote("INSERT INTO {t} VALUES (3, 'c')")
     second = copy(src, t, mode="append", watermark_column="wm", transport=transport)
     assert (second["rows"], count(rev, t)) == (1, 3)
+
+
+# -- adversarial review, round 2 ---------------------------------------------------------------------
+
+
+def test_a_direct_copy_as_a_role_with_column_privileges_only_copies_the_granted_columns(
+    airflow_connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role granted SELECT on some columns reads them (COPY (SELECT id, name …) TO STDOUT), but
+    LOCK TABLE … IN ACCESS SHARE MODE checks the table-level privilege: the snapshot holder's lock
+    now fails every direct copy such a role made before ('permission denied')."""
+    from conftest import READER, READER_PASSWORD, SOURCE_DB, RemoteTable, fdw_sandbox, ident, server_as
+
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.compat import sql
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    rev = fdw_sandbox(airflow_connections, "colpriv", "colpriv_src")
+    src = RemoteTable(
+        rev,
+        "colpriv",
+        "colpriv_src",
+        "id bigint, name text",
+        remote_columns="id bigint, name text, secret text",
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 's' FROM generate_series(1, 100) g")
+    rev.source.execute(
+        sql.SQL("REVOKE SELECT ON {t} FROM {r}; GRANT SELECT (id, name) ON {t} TO {r}").format(
+            t=ident("colpriv", src.name), r=ident(READER)
+        ),
+        dbname=SOURCE_DB,
+    )
+    conn_id, server = server_as(rev, rev.source, READER, READER_PASSWORD, monkeypatch)
+    foreign = f"proxy_colpriv.{src.name}_cols"
+    local(
+        rev,
+        "CREATE FOREIGN TABLE {f} (id bigint, name text) SERVER {s} OPTIONS (schema_name 'colpriv', "
+        "table_name {n})",
+        f=foreign,
+        s=server,
+        n=sql.Literal(src.name),
+    )
+    via_fdw = f"public.cp_{uuid.uuid4().hex[:8]}"
+    direct = f"public.cp_{uuid.uuid4().hex[:8]}"
+    with FdwHook(fdw_conn_id=conn_id) as hook:
+        assert hook.bulk_copy(plan_copy(foreign, via_fdw, transport="fdw"))["rows"] == 100
+        result = hook.bulk_copy(plan_copy(foreign, direct, transport="copy"))
+    assert (result["path"], result["rows"]) == ("direct", 100)
+
+
+def test_a_relation_the_role_may_not_lock_is_read_without_the_lock_by_the_holder_and_every_reader() -> None:
+    """The reason is decided once (plan_direct) and both the holder's and the readers' statements
+    follow it: a reader whose LOCK is refused would fail the copy."""
+    from airflow_provider_fdw.bulkcopy.direct import lock_refusal
+    from airflow_provider_fdw.bulkcopy.snapshot import SourceLock, reader_statements
+    from airflow_provider_fdw.names import QualifiedName
+
+    assert lock_refusal("r", True) == lock_refusal("p", True) == lock_refusal("v", True) == ""
+    assert "privilege" in lock_refusal("r", False) and "not a table" in lock_refusal("m", True)
+    table = QualifiedName("s", "t")
+    unlocked = SourceLock(table, lock_refusal("r", False), "1s")
+    assert not unlocked.lockable and "LOCK TABLE" not in repr(reader_statements("snap", unlocked))
+    assert "LOCK TABLE" in repr(reader_statements("snap", SourceLock(table, "", "1s")))

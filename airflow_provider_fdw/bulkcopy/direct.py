@@ -79,8 +79,8 @@ class DirectRead:
 
     binary: bool
     client_encoding: str
-    # the remote relation is a table, partitioned table or view, which LOCK TABLE takes (snapshot.py)
-    lockable: bool = True
+    # why the snapshot holder cannot lock the remote relation (snapshot.py); "": it can
+    unlocked: str = ""
 
 
 def pinned_locally() -> sql.Composed:
@@ -358,7 +358,7 @@ def plan_direct(
             cur.execute(q.REMOTE_COLUMN_TYPES_QUERY, tuple(source.remote))
             rows = cur.fetchall()
             remote_types = {r[0]: tuple(r[1:5]) for r in rows}
-            relkind = rows[0][5] if rows else None
+            relkind, may_lock = (rows[0][5], rows[0][6]) if rows else (None, False)
             another = None if mapped_roles is None else login_role_differs(cur, mapped_roles)
         remote.rollback()
         if another:
@@ -402,4 +402,13 @@ def plan_direct(
             plan.source,
             "; ".join(why),
         )
-    return DirectRead(binary, encoding, relkind in LOCKABLE_RELKINDS)
+    return DirectRead(binary, encoding, lock_refusal(relkind, may_lock))
+
+
+def lock_refusal(relkind: str | None, may_lock: bool) -> str:
+    """Why LOCK TABLE … IN ACCESS SHARE MODE cannot be taken on the remote relation ("": it can)."""
+    if relkind not in LOCKABLE_RELKINDS:
+        return "it is not a table or view: LOCK TABLE takes no materialized view or foreign table"
+    if not may_lock:
+        return "the remote role has no table-level privilege LOCK accepts on it, SELECT on some columns only"
+    return ""

@@ -15,7 +15,10 @@ partitions and inheritance children, or the tables a view reads, as pg_dump does
 exports the snapshot: nothing that rewrites the relation can commit between the snapshot and the
 last range's read. Each reader takes the same lock before it imports the snapshot, so a reader
 queued behind an exclusive lock request (itself waiting for the holder) gives up after
-``lock_timeout`` instead of reading the relation after it was rewritten.
+``lock_timeout`` instead of reading the relation after it was rewritten. A relation LOCK does not
+take (a materialized view or foreign table on the remote) or that the remote role may not lock (SELECT
+granted on some columns only) is read unlocked, with a warning: a copy it could make before stays
+possible, without the guarantee.
 """
 
 from __future__ import annotations
@@ -40,13 +43,19 @@ from airflow_provider_fdw.timeouts import DEFAULT_LOCK_RETRIES, DEFAULT_SWAP_LOC
 @dataclass(frozen=True)
 class SourceLock:
     """ACCESS SHARE on the remote relation every range reads, taken before the snapshot is exported
-    or imported. Only ACCESS EXCLUSIVE conflicts with it (SELECT is the only privilege it needs, and
-    a hot standby grants it); each attempt waits at most ``timeout`` (the copy's lock_timeout)."""
+    or imported. Only ACCESS EXCLUSIVE conflicts with it (table-level SELECT is all it needs, and a
+    hot standby grants it); each attempt waits at most ``timeout`` (the copy's lock_timeout). The
+    holder and every reader decide alike from ``unlocked`` (read once, by plan_direct): a reader
+    whose LOCK was refused would fail the copy the holder started."""
 
     table: QualifiedName
-    lockable: bool  # a table, partitioned table or view: LOCK TABLE takes no other relation
+    unlocked: str  # why the relation is not locked (its kind, the role's privileges); "": it is
     timeout: str
     attempts: int = DEFAULT_LOCK_RETRIES  # the holder's; a reader tries once
+
+    @property
+    def lockable(self) -> bool:
+        return not self.unlocked
 
     def statements(self) -> list[Any]:
         # the bound stays for the transaction: a reader's COPY waits no longer for a lock it lacks
@@ -70,7 +79,7 @@ def source_lock(copy: Any, run: Any) -> SourceLock:
     assert run.direct is not None and run.source.remote is not None
     return SourceLock(
         run.source.remote,
-        run.direct.lockable,
+        run.direct.unlocked,
         copy.plan.lock_timeout or DEFAULT_SWAP_LOCK_TIMEOUT,
         copy.lock_retries,
     )
@@ -102,10 +111,11 @@ class SnapshotHolder:
         if leftovers:
             self._terminate_leftovers(leftovers, log)
         if lock is not None and not lock.lockable:
-            log.info(
-                "%s is not a table or view (LOCK TABLE does not take it): a REFRESH or rewrite of it "
-                "committed before a range starts reading is what that range reads.",
+            log.warning(
+                "%s is not locked on the remote (%s): a TRUNCATE, REFRESH or rewrite (VACUUM FULL, "
+                "CLUSTER) of it committed before a range starts reading is what that range reads.",
                 lock.table,
+                lock.unlocked,
             )
         try:
             if lock is None:

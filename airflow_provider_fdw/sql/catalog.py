@@ -475,10 +475,21 @@ LOCAL_COLUMN_TYPES_QUERY = sql.SQL(
 
 
 # Run on the REMOTE over the direct connection: the table behind the foreign table and its column types.
-# The relation's kind closes each row: whether LOCK TABLE takes it (bulkcopy/snapshot.py).
+# The relation's kind and whether this role may lock it close each row: whether the snapshot holder
+# can take ACCESS SHARE on it (bulkcopy/snapshot.py). LOCK checks table-level privileges only (a role
+# with column-level SELECT reads the columns but cannot lock the table): SELECT up to PostgreSQL 15;
+# from 16 INSERT, UPDATE, DELETE or TRUNCATE permit it too. Read here, in its own transaction: a
+# SELECT in the holder's transaction would take its snapshot before the lock.
+_LOCK_PRIVILEGE = (
+    "pg_catalog.has_table_privilege(c.oid, CASE WHEN "
+    "pg_catalog.current_setting('server_version_num')::int >= 160000 "
+    "THEN 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE' ELSE 'SELECT' END)"
+)
 REMOTE_COLUMN_TYPES_QUERY = sql.SQL(
     _TYPE_COLUMNS.replace(
-        " FROM pg_catalog.pg_attribute", ", c.relkind::text FROM pg_catalog.pg_attribute", 1
+        " FROM pg_catalog.pg_attribute",
+        f", c.relkind::text, {_LOCK_PRIVILEGE} FROM pg_catalog.pg_attribute",
+        1,
     )
     + "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
