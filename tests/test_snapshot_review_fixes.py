@@ -548,3 +548,104 @@ def test_a_relation_the_role_may_not_lock_is_read_without_the_lock_by_the_holder
     unlocked = SourceLock(table, lock_refusal("r", False), "1s")
     assert not unlocked.lockable and "LOCK TABLE" not in repr(reader_statements("snap", unlocked))
     assert "LOCK TABLE" in repr(reader_statements("snap", SourceLock(table, "", "1s")))
+
+
+@pytest.mark.parametrize(
+    "locale",
+    [
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'",  # sorts en-US, datcollate 'C': passes, wrongly
+    ],
+)
+def test_a_text_watermark_over_a_remote_database_whose_default_collation_is_icu_copies_each_row_once(
+    airflow_connections, monkeypatch: pytest.MonkeyPatch, locale: str
+) -> None:
+    """check_watermark_collation resolves a column's "default" collation to 'libc ' || datcollate;
+    a database created with LOCALE_PROVIDER icu sorts by its ICU locale (daticulocale), datcollate
+    being only the libc locale it keeps. A remote database with ICU en-US and LC_COLLATE 'C' passes
+    for 'libc C', the local one's order, but compares wm > 'a' in en-US: 'B' is appended again on
+    every run (the case the check exists for)."""
+    import json
+
+    from conftest import READER, READER_PASSWORD, ident
+
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.compat import sql
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    pair = airflow_connections
+    db = f"icu_{uuid.uuid4().hex[:6]}"
+    pair.source.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' " + locale).format(ident(db))
+    )
+    try:
+        pair.source.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(ident(db), ident(READER)))
+        pair.source.execute(
+            sql.SQL(
+                "CREATE TABLE public.w (id int, wm text); INSERT INTO public.w VALUES (1, 'a'), (2, 'B'); "
+                "GRANT SELECT ON public.w TO {}"
+            ).format(ident(READER)),
+            dbname=db,
+        )
+        conn_id = f"icu_{uuid.uuid4().hex[:6]}"
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{conn_id.upper()}",
+            json.dumps(
+                {
+                    "conn_type": "postgres_fdw",
+                    "host": pair.source.fdw_host,
+                    "port": pair.source.fdw_port,
+                    "schema": db,
+                    "login": READER,
+                    "password": READER_PASSWORD,
+                    "extra": {},
+                }
+            ),
+        )
+        server, schema = f"icu_{uuid.uuid4().hex[:6]}", f"proxy_{uuid.uuid4().hex[:6]}"
+        with FdwHook(fdw_conn_id=conn_id) as hook:
+            hook.ensure_extension()
+            hook.create_server(server)
+            hook.create_user_mapping(server)
+        local(pair, "CREATE SCHEMA {s}", s=schema)
+        local(
+            pair,
+            "CREATE FOREIGN TABLE {s}.w (id int, wm text) SERVER {v} "
+            "OPTIONS (schema_name 'public', table_name 'w')",
+            s=schema,
+            v=server,
+        )
+        target = f"public.icu_{uuid.uuid4().hex[:8]}"
+        runs = []
+        for _ in range(2):
+            with FdwHook(fdw_conn_id=conn_id) as hook:
+                try:
+                    runs.append(
+                        hook.bulk_copy(
+                            plan_copy(f"{schema}.w", target, mode="append", watermark_column="wm")
+                        )["rows"]
+                    )
+                except Exception as exc:  # refused: acceptable, if it names the ICU order
+                    assert "icu" in locale.lower() and "icu" in str(exc).lower(), exc
+                    return
+        assert (runs, local(pair, "SELECT count(*) FROM {t}", t=target)[0][0]) == ([2, 0], 2)
+    finally:
+        pair.source.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident(db)))
+
+
+@pytest.mark.parametrize(
+    ("version", "has", "lacks"),
+    [
+        (140000, ["datcollate"], ["datlocprovider", "daticulocale", "datlocale", "colllocale"]),
+        (150000, ["datlocprovider", "daticulocale"], ["datlocale", "colllocale"]),
+        (170000, ["datlocprovider", "datlocale", "colllocale"], ["daticulocale"]),
+    ],
+)
+def test_the_collation_probes_read_only_the_columns_the_remote_version_has(version, has, lacks) -> None:
+    """Through postgres_fdw a column the remote lacks fails the whole read: each version gets its own
+    (the provider came in 15, daticulocale is datlocale from 17)."""
+    from airflow_provider_fdw import sql as q
+
+    columns = " ".join(c for _, _, c in q.watermark_collation_probes(version))
+    query = repr(q.column_collation_query(through_fdw=True, version=version))
+    assert all(c in columns and c in query for c in has)
+    assert not any(c in columns.replace("datcollate", "") or c in query for c in lacks)

@@ -225,8 +225,10 @@ def _byte_order(collation: str | None) -> str | None:
 
 
 def _local_collation(s: LocalSession, database: str, table: QualifiedName, column: str) -> str | None:
-    statement = q.column_collation_query(through_fdw=False)
-    return s.fetchvalue("read the watermark's collation", statement, (database, *table, column))
+    step = "read the watermark's collation"
+    version = int(s.fetchvalue(step, q.CURRENT_SETTING_QUERY, ("server_version_num",)))
+    statement = q.column_collation_query(through_fdw=False, version=version)
+    return s.fetchvalue(step, statement, (database, *table, column))
 
 
 def _postgres_tables_read(s: LocalSession, name: QualifiedName, source: Table, column: str) -> list[Table]:
@@ -259,13 +261,20 @@ def _remote_collation(s: LocalSession, table: Table, column: str, log: Any) -> s
     mapping = s.fetchone("read user mapping", q.MAPPED_USER_QUERY, (table.server_name,))
     database = options.get("dbname") or (mapping[1] if mapping and mapping[0] else None)
     step = "read the remote watermark column's collation"
-    statement = q.column_collation_query(through_fdw=True)
     params = (database, *table.remote, table.columns[column].remote_name)
     try:
         with s.undone(step):
-            for create in q.create_pk_probes(table.server_name, q.WATERMARK_COLLATION_PROBES):
+            # the version first: the catalogs' columns saying a database's provider differ by version
+            s.execute(step, q.create_remote_probe(q.COLLATION_VERSION_PROBE, table.server_name), quiet=True)
+            version = s.fetchone(step, q.read_remote_probe(q.COLLATION_VERSION_PROBE))
+            if version is None or version[1] is None:
+                raise FdwError("the remote's server_version_num is not readable", step=step)
+            probes = q.watermark_collation_probes(int(version[1]))
+            for create in q.create_pk_probes(table.server_name, probes):
                 s.execute(step, create, quiet=True)
-            found = s.fetchone(step, statement, params)
+            found = s.fetchone(
+                step, q.column_collation_query(through_fdw=True, version=int(version[1])), params
+            )
     except FdwError as exc:
         log.info("Could not read the collation of %s on the remote (%s): not compared.", table.remote, exc)
         return None

@@ -102,6 +102,7 @@ from airflow_provider_fdw.sql.diff import (
 from airflow_provider_fdw.sql.servers import (
     BPCHAR_PROBES,
     COLLATION_PROBES,
+    COLLATION_VERSION_PROBE,
     CONNECTIONS_QUERY,
     CURRENT_SETTING_QUERY,
     EXTENSION_AVAILABLE_QUERY,
@@ -115,7 +116,6 @@ from airflow_provider_fdw.sql.servers import (
     SERVER_OPTIONS_QUERY,
     SERVERS_OF_WRAPPERS_QUERY,
     USER_MAPPING_QUERY,
-    WATERMARK_COLLATION_PROBES,
     add_column,
     alter_column_not_null,
     alter_column_options,
@@ -151,6 +151,7 @@ from airflow_provider_fdw.sql.servers import (
     role_spec,
     set_local,
     set_session,
+    watermark_collation_probes,
 )
 from airflow_provider_fdw.sql.snapshot import (
     BEGIN_SNAPSHOT_READ,
@@ -213,6 +214,7 @@ __all__ = [
     "CHECKSUM_COLUMNS_QUERY",
     "COLLATABLE_COLUMN_QUERY",
     "COLLATION_PROBES",
+    "COLLATION_VERSION_PROBE",
     "COLUMNS_QUERY",
     "COMMIT",
     "CONNECTIONS_QUERY",
@@ -266,7 +268,6 @@ __all__ = [
     "TEMPORARY_RELATION_QUERY",
     "UNNORMALISED_FLOAT_TYPES",
     "USER_MAPPING_QUERY",
-    "WATERMARK_COLLATION_PROBES",
     "WATERMARK_TYPE_QUERY",
     "WRAPPER_TABLES_READ_QUERY",
     "add_column",
@@ -376,6 +377,7 @@ __all__ = [
     "user_predicate",
     "verify_select",
     "watermark_ceiling",
+    "watermark_collation_probes",
     "watermark_predicate",
     "where_clause",
     "where_probe",

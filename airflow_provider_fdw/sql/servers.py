@@ -389,32 +389,62 @@ def remote_bpchar_query() -> sql.Composed:
 
 
 # The catalogs that say in which collation a column compares (a text watermark's bound is max()
-# here and compared there: bulkcopy/inspect.py). collcollate is name before PostgreSQL 15: read as text.
-WATERMARK_COLLATION_PROBES = (
-    ("fdw_wmc_att", "pg_attribute", "attrelid oid, attname name, attcollation oid, attisdropped bool"),
-    ("fdw_wmc_class", "pg_class", "oid oid, relname name, relnamespace oid"),
-    ("fdw_wmc_ns", "pg_namespace", "oid oid, nspname name"),
-    ("fdw_wmc_coll", "pg_collation", 'oid oid, collname name, collprovider "char", collcollate text'),
-    ("fdw_wmc_db", "pg_database", "datname name, datcollate text"),
-)
+# here and compared there: bulkcopy/inspect.py). collcollate and datcollate are name before
+# PostgreSQL 15: read as text. Which provider sorts a database's "default" (and with which locale) is
+# in columns that came in 15 (datlocprovider, daticulocale) and were renamed in 17 (datlocale), and
+# through postgres_fdw a column the remote lacks fails the whole read: the probes are chosen by the
+# server's version, read first (pg_settings is in every version).
+COLLATION_VERSION_PROBE = "fdw_wmc_version"
 
 
-def column_collation_query(through_fdw: bool) -> sql.Composed:
-    """How a column's values sort (parameters: the database, schema, table, column): libc and its
-    locale (the database's for "default"), or the ICU collation's name; NULL when not collatable or
-    unknown (the database's row not found). Through postgres_fdw it reads the probes of
-    :data:`WATERMARK_COLLATION_PROBES`, locally the catalogs themselves."""
-    att, cls, ns, coll, db = catalog_reads(WATERMARK_COLLATION_PROBES, through_fdw)
+def watermark_collation_probes(version: int) -> tuple[tuple[str, str, str], ...]:
+    """The probes :func:`column_collation_query` reads on a server of ``version`` (server_version_num)."""
+    database = "datname name, datcollate text"
+    collation = 'oid oid, collname name, collprovider "char", collcollate text'
+    if version >= 150000:
+        database += (
+            ', datlocprovider "char", ' + ("datlocale" if version >= 170000 else "daticulocale") + " text"
+        )
+    if version >= 170000:  # the builtin provider's locale ("C", "C.UTF-8", …)
+        collation += ", colllocale text"
+    return (
+        ("fdw_wmc_att", "pg_attribute", "attrelid oid, attname name, attcollation oid, attisdropped bool"),
+        ("fdw_wmc_class", "pg_class", "oid oid, relname name, relnamespace oid"),
+        ("fdw_wmc_ns", "pg_namespace", "oid oid, nspname name"),
+        ("fdw_wmc_coll", "pg_collation", collation),
+        ("fdw_wmc_db", "pg_database", database),
+    )
+
+
+def column_collation_query(through_fdw: bool, version: int) -> sql.Composed:
+    """How a column's values sort on a server of ``version`` (parameters: the database, schema,
+    table, column): "libc <locale>", "icu <collation>", "icu <locale> (database default)", "builtin
+    <locale>"; NULL when not collatable or unknown (the database's row not found). Through
+    postgres_fdw it reads the probes of :func:`watermark_collation_probes`, locally the catalogs."""
+    att, cls, ns, coll, db = catalog_reads(watermark_collation_probes(version), through_fdw)
+    default: sql.Composable
+    if version >= 150000:  # the database's provider: libc, ICU (15) or builtin (17)
+        locale = sql.SQL("d.datlocale" if version >= 170000 else "d.daticulocale")
+        default = sql.SQL(
+            "CASE d.datlocprovider WHEN 'c' THEN 'libc ' || d.datcollate "
+            "WHEN 'i' THEN 'icu ' || {l} || ' (database default)' WHEN 'b' THEN 'builtin ' || {l} "
+            "ELSE 'provider ' || d.datlocprovider::text || ' ' || {l} END"
+        ).format(l=locale)
+    else:
+        default = sql.SQL("'libc ' || d.datcollate")
+    builtin = sql.SQL(
+        "WHEN c.collprovider = 'b' THEN 'builtin ' || c.colllocale " if version >= 170000 else ""
+    )
     return sql.SQL(
         "SELECT CASE WHEN a.attcollation = 0 THEN NULL "
-        "WHEN c.collname = 'default' THEN 'libc ' || d.datcollate "
-        "WHEN c.collprovider = 'c' THEN 'libc ' || c.collcollate "
+        "WHEN c.collname = 'default' THEN {default} "
+        "WHEN c.collprovider = 'c' THEN 'libc ' || c.collcollate {builtin}"
         "ELSE CASE WHEN c.collprovider = 'i' THEN 'icu ' "
         "ELSE 'provider ' || c.collprovider::text || ' ' END || c.collname::text END "
         "FROM {att} a JOIN {cls} r ON r.oid = a.attrelid JOIN {ns} n ON n.oid = r.relnamespace "
         "LEFT JOIN {coll} c ON c.oid = a.attcollation LEFT JOIN {db} d ON d.datname = %s "
         "WHERE n.nspname = %s AND r.relname = %s AND a.attname = %s AND NOT a.attisdropped"
-    ).format(att=att, cls=cls, ns=ns, coll=coll, db=db)
+    ).format(att=att, cls=cls, ns=ns, coll=coll, db=db, default=default, builtin=builtin)
 
 
 REMOTE_PK_QUERY = sql.SQL(
