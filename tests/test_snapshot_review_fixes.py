@@ -554,6 +554,7 @@ def test_a_relation_the_role_may_not_lock_is_read_without_the_lock_by_the_holder
     "locale",
     [
         "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'",  # sorts en-US, datcollate 'C': passes, wrongly
+        "LOCALE 'C.UTF-8'",  # code point order: the bytes' order in UTF-8, refused as another collation
     ],
 )
 def test_a_text_watermark_over_a_remote_database_whose_default_collation_is_icu_copies_each_row_once(
@@ -649,3 +650,14 @@ def test_the_collation_probes_read_only_the_columns_the_remote_version_has(versi
     query = repr(q.column_collation_query(through_fdw=True, version=version))
     assert all(c in columns and c in query for c in has)
     assert not any(c in columns.replace("datcollate", "") or c in query for c in lacks)
+
+
+def test_collations_that_sort_by_bytes_count_as_one() -> None:
+    """C, POSIX and C.UTF-8 (code point order: the bytes' order in UTF-8, the only encoding C.UTF-8
+    exists for), libc or builtin (PostgreSQL 17's ucs_basic and pg_c_utf8); no other."""
+    from airflow_provider_fdw.bulkcopy.inspect import _byte_order
+
+    same = ["libc C", "libc POSIX", "libc C.UTF-8", "libc C.utf8", "builtin C", "builtin C.UTF-8"]
+    assert {_byte_order(c) for c in same} == {"bytes"}
+    for other in ["libc en_US.UTF-8", "icu C (database default)", "icu und-x-icu", "libc C.latin1"]:
+        assert _byte_order(other) == other

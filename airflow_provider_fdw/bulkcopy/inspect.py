@@ -219,9 +219,18 @@ def check_watermark_collation(s: LocalSession, p: Any, source: Table, target: Ta
         )
 
 
+# Collations that compare text by its bytes: libc "C" and "POSIX" (strcmp), and code point order, which
+# in UTF-8 is the bytes' order: libc C.UTF-8 (a collation or locale of that name exists only for UTF8),
+# builtin C and C.UTF-8 (PostgreSQL 17: the database default or ucs_basic and pg_c_utf8).
+BYTE_ORDER_COLLATIONS = frozenset({"libc c", "libc posix", "libc c.utf8", "builtin c", "builtin c.utf8"})
+
+
 def _byte_order(collation: str | None) -> str | None:
-    """ "C" and "POSIX" are one order (bytes)."""
-    return "libc C" if collation in ("libc C", "libc POSIX") else collation
+    """One name for the collations that sort as bytes; any other as it is."""
+    if collation is None:
+        return None
+    key = collation.lower().replace("utf-8", "utf8")
+    return "bytes" if key in BYTE_ORDER_COLLATIONS else collation
 
 
 def _local_collation(s: LocalSession, database: str, table: QualifiedName, column: str) -> str | None:
