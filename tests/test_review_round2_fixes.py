@@ -187,9 +187,9 @@ def test_a_refresh_of_a_view_over_a_latin1_mysql_server_keeps_non_ascii_text(
     assert local(pair, "SELECT convert_to(name, 'UTF8') FROM {v}", v=view) == [("café".encode(),)]
 
 
-def test_feeds_appending_into_a_truncated_shared_target_start_again_or_are_refused(airflow_connections):
+def test_feeds_appending_into_a_truncated_shared_target_all_start_again(airflow_connections):
     """After a TRUNCATE of a target two feeds append into, the first feed to run finds it empty and
-    copies every row; the second cannot tell its rows from the first's: refused, nothing changed."""
+    copies every row, and starts the other feeds' records again from their first row."""
     from conftest import RemoteTable, fdw_sandbox
 
     from airflow_provider_fdw.bulkcopy import plan_copy
@@ -212,10 +212,9 @@ def test_feeds_appending_into_a_truncated_shared_target_start_again_or_are_refus
     with pytest.raises(FdwConfigError, match="also fed by other copies"):
         run(b)  # a second feed into a target holding another's rows: refused (bulk-copy.md)
     local(pair, "TRUNCATE {t}", t=target)
-    assert run(b) == 5  # the target is empty: nothing to skip or duplicate
-    with pytest.raises(FdwConfigError, match="also fed by other copies"):
-        run(a)  # its record no longer describes the table, which holds b's rows now
-    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(5,)]
+    assert run(b) == 5  # the target is empty: nothing to skip or duplicate; a starts again too
+    assert run(a) == 10
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(15,)]
 
 
 def test_a_sampling_where_over_mysql_is_evaluated_per_row(

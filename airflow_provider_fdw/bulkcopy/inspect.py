@@ -527,24 +527,35 @@ def read_conditions(
             oid, feed = run.target.oid, run.feed
             run.start = watermark.read_bound(s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
             others = [] if run.start is not None else watermark.other_feeds(s, p.target, oid, feed)
-            if others and p.mode == "append" and target_is_empty(s, p.target):
-                run.start = watermark.Bound(None, None, False)  # nothing to skip or duplicate
+            if others and target_is_empty(s, p.target):  # a TRUNCATE: every feed's rows are gone
+                run.start, run.restarts_other_feeds = watermark.Bound(None, None, False), True
                 copy.log.info(
-                    "No recorded watermark for %s into the empty %s: copying every row", feed, p.target
+                    "No rows in %s, which other copies feed: copying every row of %s", p.target, feed
                 )
             elif others:
-                # max() of the target is the other feeds': it would skip this feed's older rows
-                if p.mode == "append":
+                # A VACUUM FULL, CLUSTER or a partition added or dropped changed the storage the
+                # records were made on; the table, not empty, keeps the feeds' rows: its own holds.
+                args = (s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
+                run.start = watermark.read_bound(*args, any_storage=True)
+                if run.start is not None:
+                    copy.log.info(
+                        "%s was rewritten since %s recorded its watermark and other copies feed it: "
+                        "the record is kept (the table is not empty)",
+                        p.target,
+                        feed,
+                    )
+                elif p.mode == "append":  # max() of the target is the other feeds': it would skip rows
                     message = watermark.shared_target_error(s, p.target, feed, others, p.watermark_column)
                     raise FdwConfigError(message)
-                run.start = watermark.Bound(None, None, False)
-                copy.log.info(
-                    "No recorded watermark for %s into %s, which other copies feed (%s): copying every "
-                    "row of it (matched by key: nothing is duplicated)",
-                    feed,
-                    p.target,
-                    "; ".join(str(f) for f in others),
-                )
+                else:
+                    run.start = watermark.Bound(None, None, False)
+                    copy.log.info(
+                        "No recorded watermark for %s into %s, which other copies feed (%s): copying "
+                        "every row of it (matched by key: nothing is duplicated)",
+                        feed,
+                        p.target,
+                        "; ".join(str(f) for f in others),
+                    )
             elif run.start is None:  # no record (first incremental run, replaced target): max()
                 check_finite_watermark(s, p.target, p.watermark_column)
                 run.start = watermark.read_target_bound(s, p.target, p.watermark_column, overlap)

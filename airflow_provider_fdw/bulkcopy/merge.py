@@ -120,6 +120,8 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             run.verifier.check_target(s, p.target, only, (staging, keys))
         catch_up_sequences(s, p.target, target.oid, only)
         if p.watermark_column:  # in the merge's transaction: it moves only if these rows commit
+            if run.restarts_other_feeds and run.feed is not None:
+                watermark.restart_other_feeds(s, p.target, target.oid, run.feed)
             result.watermark = watermark.record(
                 s,
                 p.target,

@@ -42,6 +42,7 @@ class CopyRun:
     overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
     feed: Feed | None = None  # append/upsert with a watermark_column: whose record this run keeps
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
+    restarts_other_feeds: bool = False  # it found a target other feeds share empty: they start again
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then
     # taken by the snapshot holder (one connection instead of three)

@@ -141,17 +141,20 @@ def read_bound(
     type_sql: str,
     feed: Feed,
     overlap: Any = None,
+    any_storage: bool = False,
 ) -> Bound | None:
     """The recorded watermark of ``feed`` into ``target`` when it still describes the target (or one
     an earlier version recorded for the whole target, which the first feed to run takes over, or a
-    start set by hand: target_oid 0); None otherwise."""
+    start set by hand: target_oid 0); None otherwise. ``any_storage``: a record of this table whatever
+    its storage now (a target other feeds share, not empty: its rows were kept)."""
     state = state_table(target)
     if not usable(s, state, target):
         return None
     ensure_feeds(s, state)
     s.execute("set datestyle", SET_ISO, quiet=True)
     params = {"target": target.name, "column": column, "oid": oid, **feed_params(feed)}
-    row = s.fetchone("read recorded watermark", read_statement(state, type_sql, overlap), params)
+    statement = read_statement(state, type_sql, overlap, any_storage)
+    row = s.fetchone("read recorded watermark", statement, params)
     if row is None:
         return None
     return Bound(row[0], row[1], True)
@@ -250,6 +253,23 @@ def record(
         quiet=True,
     )
     return value
+
+
+def restart_other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: Feed) -> None:
+    """In the transaction of a run that found ``target`` empty (a TRUNCATE): the other feeds' rows
+    are gone too, so each starts again from its first row (a start set by hand: target_oid 0)."""
+    state = state_table(target)
+    if usable(s, state, target):
+        s.execute(
+            "restart other feeds",
+            sql.SQL(
+                "UPDATE {} SET target_oid = 0, target_filenode = NULL, watermark = NULL "
+                "WHERE target_table = %(target)s AND target_oid IN (0::oid, %(oid)s::oid) "
+                "AND (source_table, source_server) <> (%(source)s, %(server)s)"
+            ).format(sql.Identifier(*state)),
+            {"target": target.name, "oid": oid, **feed_params(feed)},
+            quiet=True,
+        )
 
 
 def forget(s: LocalSession, target: QualifiedName) -> None:
@@ -423,12 +443,13 @@ def feed_params(feed: Feed) -> dict[str, str]:
     return {"source": feed.source, "server": feed.server}
 
 
-def read_statement(state: QualifiedName, type_sql: str, overlap: Any) -> sql.Composed:
+def read_statement(state: QualifiedName, type_sql: str, overlap: Any, any_storage: bool) -> sql.Composed:
     """(value, value - overlap) of the feed's record (else an earlier version's record of the whole
-    target), when it is for this table, storage and column."""
+    target), when it is for this table, storage (unless ``any_storage``) and column."""
+    describes = "target_oid IN (0::oid, %(oid)s::oid)" if any_storage else _DESCRIBES
     return sql.SQL(
         "SELECT v, {lowered} FROM (SELECT CAST(watermark AS {type}) AS v FROM {state} "
-        "WHERE target_table = %(target)s AND watermark_column = %(column)s AND " + _DESCRIBES + " "
+        "WHERE target_table = %(target)s AND watermark_column = %(column)s AND " + describes + " "
         "AND (source_table, source_server) IN ((%(source)s, %(server)s), ('', '')) "
         "ORDER BY source_table = '' LIMIT 1) AS r"
     ).format(

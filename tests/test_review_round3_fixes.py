@@ -1,0 +1,138 @@
+"""Regression tests of a third review: feeds sharing a target go on after it is rewritten (a partition
+added or dropped, VACUUM FULL) or emptied (TRUNCATE), and the statements a refusal prints work."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import local
+
+
+def _two_append_feeds(airflow_connections, partitioned: bool):
+    from conftest import RemoteTable, fdw_sandbox
+
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    pair = fdw_sandbox(airflow_connections, "feeds", "feeds_src")
+    a, b = (RemoteTable(pair, "feeds", "feeds_src", "id bigint, wm bigint") for _ in range(2))
+    a.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    b.remote("INSERT INTO {t} SELECT 100 + g, g FROM generate_series(1, 5) g")
+    target = f"public.f3_{uuid.uuid4().hex[:8]}"
+    if partitioned:
+        local(pair, "CREATE TABLE {t} (id bigint, wm bigint) PARTITION BY RANGE (id)", t=target)
+        local(
+            pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (0) TO (1000)", p=target + "_0", t=target
+        )
+
+    def run(src) -> int:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            return hook.bulk_copy(plan_copy(src.foreign, target, mode="append", watermark_column="wm"))[
+                "rows"
+            ]
+
+    return pair, a, b, target, run
+
+
+def _start_both(pair, a, b, target, run):
+    """Both feeds started the documented way: A first, B by the record the refusal tells to insert."""
+    from airflow_provider_fdw.exceptions import FdwConfigError
+
+    assert run(a) == 10
+    with pytest.raises(FdwConfigError) as refused:
+        run(b)
+    insert = next(line for line in str(refused.value).splitlines() if line.startswith("INSERT INTO"))
+    local(pair, insert.rstrip(";"))
+    assert run(b) == 5
+
+
+def test_two_append_feeds_into_a_partitioned_target_go_on_after_a_partition_is_added(airflow_connections):
+    """Adding the next partition to a partitioned target changes the storage hash: each feed's own
+    record stops describing the target, other_feeds() (oid only) finds the other one, and the
+    (non-empty) target makes every append of either feed a refusal from then on."""
+    pair, a, b, target, run = _two_append_feeds(airflow_connections, partitioned=True)
+    _start_both(pair, a, b, target, run)
+    b.remote("INSERT INTO {t} SELECT 105 + g, 5 + g FROM generate_series(1, 3) g")
+    local(
+        pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (1000) TO (2000)", p=target + "_1", t=target
+    )
+    assert run(b) == 3
+    assert local(pair, "SELECT count(*) FROM {t}", t=target) == [(18,)]
+
+
+@pytest.mark.parametrize("rewrite", ["VACUUM FULL", "TRUNCATE"])
+def test_the_remedies_a_shared_target_refusal_gives_work_for_a_feed_that_has_a_record(
+    airflow_connections, rewrite
+):
+    """After VACUUM FULL of a target two feeds append into, both are refused (after a TRUNCATE, the
+    second to run is: the round-2 test); the refusal says the feed has no record, and the statements it
+    gives (hand over / start from NULL) fail: the feed has a (stale) record, the feed key is unique."""
+    from airflow_provider_fdw.exceptions import FdwConfigError
+
+    pair, a, b, target, run = _two_append_feeds(airflow_connections, partitioned=False)
+    _start_both(pair, a, b, target, run)
+    local(pair, rewrite + " {t}", t=target)
+    if rewrite == "TRUNCATE":
+        assert run(b) == 5  # empty: copies every row
+        feed = a
+    else:
+        b.remote("INSERT INTO {t} SELECT 105 + g, 5 + g FROM generate_series(1, 3) g")
+        feed = b
+    try:
+        run(feed)
+        return
+    except FdwConfigError as exc:
+        message = str(exc)
+    statements = [line.rstrip(";") for line in message.splitlines() if line.startswith(("INSERT", "UPDATE"))]
+    failures = []
+    for statement in statements:
+        try:
+            local(pair, statement)
+        except Exception as err:
+            failures.append(f"{statement[:40]}…: {type(err).__name__}: {str(err).splitlines()[0]}")
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("default_partition", [False, True])
+def test_upsert_feeds_into_a_partitioned_target_go_on_after_an_old_partition_is_dropped(
+    airflow_connections, default_partition
+):
+    """Retention: the oldest partition of a target two upsert feeds write is dropped. The storage hash
+    changes, each feed's own record stops describing the target, other_feeds() (oid only) finds the
+    other feed, and the feed "copies every row of it": the rows of the dropped range again (no partition
+    holds them: the copy fails, on every run; with a DEFAULT partition they would come back)."""
+    from conftest import RemoteTable, fdw_sandbox
+
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    pair = fdw_sandbox(airflow_connections, "feeds", "feeds_src")
+    a, b = (RemoteTable(pair, "feeds", "feeds_src", "id bigint, wm bigint") for _ in range(2))
+    a.remote("INSERT INTO {t} SELECT g, g FROM generate_series(1, 10) g")
+    b.remote("INSERT INTO {t} SELECT 100 + g, g FROM generate_series(1, 5) g")
+    target = f"public.f3r_{uuid.uuid4().hex[:8]}"
+    local(
+        pair,
+        "CREATE TABLE {t} (id bigint, wm bigint, PRIMARY KEY (id, wm)) PARTITION BY RANGE (wm)",
+        t=target,
+    )
+    local(pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (0) TO (5)", p=target + "_old", t=target)
+    local(
+        pair, "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM (5) TO (1000)", p=target + "_new", t=target
+    )
+    if default_partition:
+        local(pair, "CREATE TABLE {p} PARTITION OF {t} DEFAULT", p=target + "_def", t=target)
+
+    def run(src) -> int:
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            plan = plan_copy(
+                src.foreign, target, mode="upsert", key_columns=["id", "wm"], watermark_column="wm"
+            )
+            return hook.bulk_copy(plan)["rows"]
+
+    assert (run(a), run(b)) == (10, 5)
+    local(pair, "DROP TABLE {p}", p=target + "_old")  # retention: rows with wm < 5 are not kept
+    b.remote("INSERT INTO {t} SELECT 105 + g, 5 + g FROM generate_series(1, 3) g")  # wm 6..8
+    run(b)
+    assert local(pair, "SELECT count(*) FROM {t} WHERE id > 100", t=target) == [(4,)]  # 105..108
