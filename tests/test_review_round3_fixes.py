@@ -136,3 +136,28 @@ def test_upsert_feeds_into_a_partitioned_target_go_on_after_an_old_partition_is_
     b.remote("INSERT INTO {t} SELECT 105 + g, 5 + g FROM generate_series(1, 3) g")  # wm 6..8
     run(b)
     assert local(pair, "SELECT count(*) FROM {t} WHERE id > 100", t=target) == [(4,)]  # 105..108
+
+
+@pytest.mark.parametrize("swap", ["rename", "in_place"])
+def test_a_feed_behind_a_replace_of_its_shared_target_copies_its_rows_again(airflow_connections, swap):
+    """A and B append into T. A replace of T from A's source swaps in a new table (new oid): B's rows
+    are gone, but every record (A's, B's) names the old oid, which other_feeds() now filters on, so B
+    finds neither its record nor another feed's and reads max(wm) of T, which is A's (10): B's rows
+    (wm 1..8) are never copied again, reported as a success."""
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.exceptions import FdwConfigError
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    pair, a, b, target, run = _two_append_feeds(airflow_connections, partitioned=False)
+    _start_both(pair, a, b, target, run)
+    (old_oid,) = local(pair, "SELECT to_regclass(%s)::oid", (target,))[0]
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        assert hook.bulk_copy(plan_copy(a.foreign, target, mode="replace", swap=swap))["rows"] == 10
+    (new_oid,) = local(pair, "SELECT to_regclass(%s)::oid", (target,))[0]
+    assert (new_oid != old_oid) == (swap == "rename")
+    b.remote("INSERT INTO {t} SELECT 105 + g, 5 + g FROM generate_series(1, 3) g")  # wm 6..8
+    assert run(b) == 8  # its rows were replaced away: its record starts again from its first row
+    assert local(pair, "SELECT count(*) FROM {t} WHERE id > 100", t=target) == [(8,)]
+    # a's rows are all there, b's too now: a cannot tell which of them are its own
+    with pytest.raises(FdwConfigError, match="also fed by other copies"):
+        run(a)

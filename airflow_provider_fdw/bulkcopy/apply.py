@@ -137,6 +137,7 @@ def apply_replace(
     lock_timeout: LockTimeout,
     log: Any,
     verify_target: Callable[[LocalSession, QualifiedName, bool], None] | None = None,
+    feed: watermark.Feed,
     definition: str | None = None,
 ) -> tuple[str, ApplyCounts]:
     """Make the target hold exactly the staging table's rows; return how ("created", "renamed",
@@ -145,6 +146,7 @@ def apply_replace(
     ``verify_target(session, target, only)`` runs inside the transaction after an in-place apply
     changed the rows: when it raises, nothing is committed. ``definition``: the target's
     (:func:`read_definition`) when the indexed staging table was made like it (None: there was no target).
+    ``feed``: the copy's source, whose rows the target then holds (:func:`.watermark.replaced`).
     """
     with s.transaction():
         lock_timeout.set_local(s, log)
@@ -165,7 +167,7 @@ def apply_replace(
             if in_place:
                 log.info("Applying %s to %s in place (rows that changed only)", staging, target)
                 # same oid and storage: the next incremental run must read max() from the new rows
-                watermark.forget(s, target)
+                watermark.replaced(s, target, feed)
                 # DEFERRABLE unique keys / foreign keys are checked at commit, on the final rows.
                 s.execute("defer deferrable constraints", q.DEFER_CONSTRAINTS, quiet=True)
                 counts = diff_apply(s, staging, target, oid, relkind, key_columns, columns, staged_rows, log)
@@ -176,6 +178,7 @@ def apply_replace(
             else:
                 check_definition_unchanged(s, target, oid, definition)
                 rename_swap(s, staging, target, relation)
+                watermark.replaced(s, target, feed)
                 counts, how = ApplyCounts(inserted=staged_rows), "renamed"
     return how, counts
 

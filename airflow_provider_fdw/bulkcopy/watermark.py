@@ -272,16 +272,34 @@ def restart_other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: 
         )
 
 
-def forget(s: LocalSession, target: QualifiedName) -> None:
-    """Drop the target's record (a replace rewrites the target: the next run reads max() again)."""
+def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
+    """In a replace's transaction: ``target`` now holds exactly ``feed``'s rows. Its own record (and an
+    earlier version's of the whole target) is dropped: its next run reads max(), its rows'. Another
+    feed's rows are gone: its record starts again from its first row (a start set by hand). A rename
+    swap's new table has another oid, which no record names: without this, such a feed read max(),
+    the replaced feed's, and never copied its rows again."""
     state = state_table(target)
-    if usable(s, state, target):
-        s.execute(
-            "forget recorded watermark",
-            sql.SQL("DELETE FROM {} WHERE target_table = %s").format(sql.Identifier(*state)),
-            (target.name,),
-            quiet=True,
-        )
+    if not usable(s, state, target):
+        return
+    params = {"target": target.name, **feed_params(feed)}
+    s.execute(
+        "forget recorded watermark",
+        sql.SQL(
+            "DELETE FROM {} WHERE target_table = %(target)s AND (source_table = '' OR "
+            "(source_table, source_server) = (%(source)s, %(server)s))"
+        ).format(sql.Identifier(*state)),
+        params,
+        quiet=True,
+    )
+    s.execute(
+        "restart other feeds",
+        sql.SQL(
+            "UPDATE {} SET target_oid = 0, target_filenode = NULL, watermark = NULL "
+            "WHERE target_table = %(target)s"
+        ).format(sql.Identifier(*state)),
+        params,
+        quiet=True,
+    )
 
 
 def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
