@@ -255,17 +255,19 @@ def record(
     return value
 
 
-def restart_other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: Feed) -> None:
-    """In the transaction of a run that found ``target`` empty (a TRUNCATE): the other feeds' rows
-    are gone too, so each starts again from its first row (a start set by hand: target_oid 0)."""
+def restart_other_feeds(s: LocalSession, target: QualifiedName, oid: int | None, feed: Feed) -> None:
+    """Every other feed's record of ``target`` (of the table ``oid``; None: of any table of that name)
+    starts again from its first row (a start set by hand: target_oid 0), in the transaction of a run
+    after which their rows are gone: one that found the target empty (a TRUNCATE), a replace."""
     state = state_table(target)
     if usable(s, state, target):
         s.execute(
             "restart other feeds",
             sql.SQL(
                 "UPDATE {} SET target_oid = 0, target_filenode = NULL, watermark = NULL "
-                "WHERE target_table = %(target)s AND target_oid IN (0::oid, %(oid)s::oid) "
-                "AND (source_table, source_server) <> (%(source)s, %(server)s)"
+                "WHERE target_table = %(target)s "
+                "AND (source_table, source_server) <> (%(source)s, %(server)s) "
+                "AND (%(oid)s::oid IS NULL OR target_oid IN (0::oid, %(oid)s::oid))"
             ).format(sql.Identifier(*state)),
             {"target": target.name, "oid": oid, **feed_params(feed)},
             quiet=True,
@@ -275,31 +277,21 @@ def restart_other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: 
 def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
     """In a replace's transaction: ``target`` now holds exactly ``feed``'s rows. Its own record (and an
     earlier version's of the whole target) is dropped: its next run reads max(), its rows'. Another
-    feed's rows are gone: its record starts again from its first row (a start set by hand). A rename
-    swap's new table has another oid, which no record names: without this, such a feed read max(),
-    the replaced feed's, and never copied its rows again."""
+    feed's rows are gone: its record starts again. (A rename swap's new table has another oid, which
+    no record names: a feed behind read the replaced feed's max() and never copied its rows again.)"""
     state = state_table(target)
     if not usable(s, state, target):
         return
-    params = {"target": target.name, **feed_params(feed)}
     s.execute(
         "forget recorded watermark",
         sql.SQL(
             "DELETE FROM {} WHERE target_table = %(target)s AND (source_table = '' OR "
             "(source_table, source_server) = (%(source)s, %(server)s))"
         ).format(sql.Identifier(*state)),
-        params,
+        {"target": target.name, **feed_params(feed)},
         quiet=True,
     )
-    s.execute(
-        "restart other feeds",
-        sql.SQL(
-            "UPDATE {} SET target_oid = 0, target_filenode = NULL, watermark = NULL "
-            "WHERE target_table = %(target)s"
-        ).format(sql.Identifier(*state)),
-        params,
-        quiet=True,
-    )
+    restart_other_feeds(s, target, None, feed)
 
 
 def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
