@@ -11,7 +11,8 @@ A recorded value is used only while it describes the target: the same table (oid
 replace that swapped in a new table, changes it) and the same watermark column. Otherwise (the
 first incremental run, a replaced target, a new watermark column) the run reads
 ``max(watermark)`` from the target as before, and records the value it reaches.
-An in-place replace forgets the target's records in its transaction (it keeps oid and relfilenode).
+A replace forgets its source's record and restarts the other feeds' in its transaction
+(:func:`replaced`; an in-place one keeps oid and relfilenode, a rename swap's table is new).
 
 A record belongs to one feed of the target (:class:`Feed`: the source as the copy names it and its
 server): two sources appending into one table each keep their own. The ``where`` is not part of it:
