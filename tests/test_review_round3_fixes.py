@@ -1,5 +1,6 @@
 """Regression tests of a third review: feeds sharing a target go on after it is rewritten (a partition
-added or dropped, VACUUM FULL) or emptied (TRUNCATE), and the statements a refusal prints work."""
+added or dropped, VACUUM FULL), emptied (TRUNCATE) or replaced, the statements a refusal prints work,
+and a direct copy of a security_invoker view the role may not lock goes on unlocked."""
 
 from __future__ import annotations
 
@@ -161,3 +162,54 @@ def test_a_feed_behind_a_replace_of_its_shared_target_copies_its_rows_again(airf
     # a's rows are all there, b's too now: a cannot tell which of them are its own
     with pytest.raises(FdwConfigError, match="also fed by other copies"):
         run(a)
+
+
+@pytest.mark.parametrize("transport", ["auto", "copy"])
+def test_a_direct_copy_of_a_security_invoker_view_over_column_privileges_is_not_refused(
+    airflow_connections, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """d30361f reads has_table_privilege on the remote relation only. LOCK TABLE on a view also locks
+    the relations it reads, checking (for a security_invoker view, PostgreSQL 15) the caller's
+    table-level privilege on them: a role with SELECT on the view and on some columns of its table
+    reads it, but the holder's LOCK fails the copy ('permission denied for table …')."""
+    from conftest import READER, READER_PASSWORD, SOURCE_DB, RemoteTable, fdw_sandbox, ident, server_as
+
+    from airflow_provider_fdw.bulkcopy import plan_copy
+    from airflow_provider_fdw.compat import sql
+    from airflow_provider_fdw.hooks.fdw import FdwHook
+
+    rev = fdw_sandbox(airflow_connections, "colpriv", "colpriv_src")
+    src = RemoteTable(
+        rev,
+        "colpriv",
+        "colpriv_src",
+        "id bigint, name text",
+        remote_columns="id bigint, name text, secret text",
+    )
+    src.remote("INSERT INTO {t} SELECT g, 'n' || g, 's' FROM generate_series(1, 100) g")
+    view = f"{src.name}_v"
+    rev.source.execute(
+        sql.SQL(
+            "REVOKE SELECT ON {t} FROM {r}; GRANT SELECT (id, name) ON {t} TO {r}; "
+            "CREATE VIEW {v} WITH (security_invoker = true) AS SELECT id, name FROM {t}; "
+            "GRANT SELECT ON {v} TO {r}"
+        ).format(t=ident("colpriv", src.name), v=ident("colpriv", view), r=ident(READER)),
+        dbname=SOURCE_DB,
+    )
+    conn_id, server = server_as(rev, rev.source, READER, READER_PASSWORD, monkeypatch)
+    foreign = f"proxy_colpriv.{view}"
+    local(
+        rev,
+        "CREATE FOREIGN TABLE {f} (id bigint, name text) SERVER {s} OPTIONS (schema_name 'colpriv', "
+        "table_name {n})",
+        f=foreign,
+        s=server,
+        n=sql.Literal(view),
+    )
+    with FdwHook(fdw_conn_id=conn_id) as hook:
+        assert (
+            hook.bulk_copy(plan_copy(foreign, f"public.cv_{uuid.uuid4().hex[:8]}", transport="fdw"))["rows"]
+            == 100
+        )
+        result = hook.bulk_copy(plan_copy(foreign, f"public.cv_{uuid.uuid4().hex[:8]}", transport=transport))
+    assert result["rows"] == 100

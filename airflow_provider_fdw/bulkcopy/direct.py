@@ -34,7 +34,7 @@ from typing import Any
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import parse_options
 from airflow_provider_fdw.compat import DriverError, error_fields, parameter_status, sql
-from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
+from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.session import LocalSession
@@ -359,6 +359,8 @@ def plan_direct(
             rows = cur.fetchall()
             remote_types = {r[0]: tuple(r[1:5]) for r in rows}
             relkind, may_lock = (rows[0][5], rows[0][6]) if rows else (None, False)
+            if relkind == "v" and may_lock:  # a security_invoker view's tables are checked as this role
+                may_lock = lock_allowed(cur, source.remote)
             another = None if mapped_roles is None else login_role_differs(cur, mapped_roles)
         remote.rollback()
         if another:
@@ -405,10 +407,27 @@ def plan_direct(
     return DirectRead(binary, encoding, lock_refusal(relkind, may_lock))
 
 
+def lock_allowed(cur: Any, relation: QualifiedName) -> bool:
+    """Whether this role may LOCK ``relation`` (a view: PostgreSQL checks the tables of a
+    security_invoker one as the caller, which the catalog does not say), tried without waiting in a
+    savepoint and undone at once; a lock someone else holds still means it may."""
+    cur.execute(q.LOCK_PROBE)
+    try:
+        cur.execute(q.lock_access_share(relation, nowait=True))
+    except DriverError as exc:
+        cur.execute(q.LOCK_PROBE_UNDO)
+        return error_fields(exc)["sqlstate"] != INSUFFICIENT_PRIVILEGE
+    cur.execute(q.LOCK_PROBE_UNDO)
+    return True
+
+
 def lock_refusal(relkind: str | None, may_lock: bool) -> str:
     """Why LOCK TABLE … IN ACCESS SHARE MODE cannot be taken on the remote relation ("": it can)."""
     if relkind not in LOCKABLE_RELKINDS:
         return "it is not a table or view: LOCK TABLE takes no materialized view or foreign table"
     if not may_lock:
-        return "the remote role has no table-level privilege LOCK accepts on it, SELECT on some columns only"
+        return (
+            "the remote role has no table-level privilege LOCK accepts on it (or, for a security_invoker "
+            "view, on the tables it reads), SELECT on some columns only"
+        )
     return ""

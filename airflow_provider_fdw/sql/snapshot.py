@@ -27,11 +27,17 @@ def set_local_lock_timeout(value: str) -> sql.Composed:
     return sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(value))
 
 
-def lock_access_share(table: Sequence[str]) -> sql.Composed:
+def lock_access_share(table: Sequence[str], nowait: bool = False) -> sql.Composed:
     """``LOCK TABLE … IN ACCESS SHARE MODE``: its partitions and inheritance children too, and for a
     view the relations it reads (as pg_dump locks what it dumps). It takes no snapshot, so it may
-    precede the one the transaction exports or imports."""
-    return sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.Identifier(*table))
+    precede the one the transaction exports or imports. ``nowait``: fail at once when it must wait."""
+    wait = sql.SQL(" NOWAIT" if nowait else "")
+    return sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE{}").format(sql.Identifier(*table), wait)
+
+
+# A lock tried and undone at once (bulkcopy/direct.py lock_allowed), inside the planning transaction.
+LOCK_PROBE = sql.SQL("SAVEPOINT fdw_lock_probe")
+LOCK_PROBE_UNDO = sql.SQL("ROLLBACK TO SAVEPOINT fdw_lock_probe")
 
 
 # Lock requests this session's locks keep waiting. Not pg_stat_activity: a transaction reads it once
