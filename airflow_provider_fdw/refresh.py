@@ -16,11 +16,10 @@ from typing import Any, Literal
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import refresh_reads
-from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import LockTimeout, create_schema, lock_object
 from airflow_provider_fdw.names import NAMEDATALEN, QualifiedName, check_identifier, parse_qualified_name
-from airflow_provider_fdw.remote_answers import check_servers_answer, servers_to_check_exist
+from airflow_provider_fdw.remote_answers import check_servers_read, servers_to_check_exist
 from airflow_provider_fdw.session import LocalSession
 
 Concurrently = bool | Literal["auto"]
@@ -85,12 +84,6 @@ def plan_refresh(
     return MatviewPlan(parsed, concurrently, query, tuple(specs), lock_timeout_setting(lock_timeout), analyze)
 
 
-def check_reads(s: LocalSession, reads: list[tuple[str, str]], log: Any) -> None:
-    """What a copy checks of the servers it reads (inspect.py), before a view reads them."""
-    check_character_sets(s, reads)  # mysql_fdw stores the remote's bytes unconverted
-    check_servers_answer(s, reads, log)
-
-
 def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[dict[str, Any]]:
     """Create (when ``plan.query`` is set and the view is missing) and refresh every view."""
     created: set[QualifiedName] = set()
@@ -101,7 +94,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
             if _state(s, view) is None:
                 create_schema(s, view.schema)
                 s.execute(f"create materialized view {view}", q.create_materialized_view(view, plan.query))
-                check_reads(s, refresh_reads(s, view), log)
+                check_servers_read(s, refresh_reads(s, view), log)
                 s.execute(f"populate {view}", q.refresh_materialized_view(view, concurrently=False))
                 created.add(view)
             for spec in plan.indexes:
@@ -115,7 +108,7 @@ def refresh_views(session: LocalSession, plan: MatviewPlan, log: Any) -> list[di
     with session.transaction() as s:
         if servers_to_check_exist(s):  # else no view can read from one: skip each view's catalog walk
             refreshed = [view for view in order if view not in created]
-            check_reads(s, [read for view in refreshed for read in refresh_reads(s, view)], log)
+            check_servers_read(s, [read for view in refreshed for read in refresh_reads(s, view)], log)
     for view in order:
         if view in created:
             with session.transaction() as s:

@@ -32,14 +32,13 @@ from typing import Any
 
 from airflow_provider_fdw import sql as q
 from airflow_provider_fdw.catalog import read_columns
-from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.connection import render_option_value
 from airflow_provider_fdw.exceptions import DEPENDENT_OBJECTS_STILL_EXIST, FdwConfigError, FdwError
 from airflow_provider_fdw.foreign_tables import read_foreign_tables
 from airflow_provider_fdw.locks import LockTimeout, create_schema, table_lock_holders
 from airflow_provider_fdw.names import QualifiedName, check_identifier, check_identifiers
 from airflow_provider_fdw.refresh import lock_timeout_setting
-from airflow_provider_fdw.remote_answers import check_servers_answer
+from airflow_provider_fdw.remote_answers import check_servers_read
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import (
     DEFAULT_LOCK_RETRIES,
@@ -143,8 +142,7 @@ def import_schema(s: LocalSession, plan: ImportPlan, log: Any) -> list[str]:
     p = plan
     server = s.fetchone("read server", q.SERVER_OPTIONS_QUERY, (p.server_name,))
     reads = [(server[1], p.server_name)] if server else []
-    check_character_sets(s, reads)  # mysql_fdw stores the remote's bytes unconverted
-    check_servers_answer(s, reads, log)
+    check_servers_read(s, reads, log)
     lock_timeout, table_changes = LockTimeout(p.lock_timeout, p.lock_timeout_explicit), TableChanges()
     # A retry needs a transaction of its own: inside the caller's block the first failure is final.
     attempts = 1 if s.in_transaction_block else p.lock_retries

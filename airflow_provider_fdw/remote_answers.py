@@ -22,9 +22,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.timeouts import FdwTimeoutError
 from airflow_provider_fdw.wrappers import WRAPPERS, servers_read
+
+
+def check_servers_read(s: LocalSession, servers: Iterable[tuple[str, str]], log: Any) -> None:
+    """Before the local server reads through ``servers`` ((wrapper, server) pairs): their character set
+    is the database's (mysql_fdw stores the remote's bytes unconverted), and they answer."""
+    servers = list(servers)
+    check_character_sets(s, servers)
+    check_servers_answer(s, servers, log)
 
 
 def check_servers_answer(s: LocalSession, servers: Iterable[tuple[str, str]], log: Any) -> None:

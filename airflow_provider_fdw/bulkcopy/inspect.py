@@ -22,7 +22,6 @@ from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
 from airflow_provider_fdw.catalog import Table, foreign_reads, parse_options, read_table, where_reads
-from airflow_provider_fdw.character_sets import check_character_sets
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
 from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
@@ -30,7 +29,7 @@ from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
 from airflow_provider_fdw.refresh import bounded_name
-from airflow_provider_fdw.remote_answers import check_servers_answer, servers_to_check_exist
+from airflow_provider_fdw.remote_answers import check_servers_read, servers_to_check_exist
 from airflow_provider_fdw.session import LocalSession
 from airflow_provider_fdw.wrappers import FILE_FDW, WRAPPERS, Wrapper, reads_postgres
 
@@ -52,9 +51,8 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         if target is not None and not target.relation.is_table:
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
         reads = foreign_reads(s, source)  # the (wrapper, server) of each foreign table the read reaches
-        check_character_sets(s, reads)  # mysql_fdw stores the remote's bytes unconverted
         # before any statement that makes the local server connect (the checks below read the remote)
-        check_servers_answer(s, reads, copy.log)
+        check_servers_read(s, reads, copy.log)
     columns = list(p.columns or source.columns)
     unknown = [c for c in columns if c not in source.columns]
     if unknown:
@@ -75,8 +73,7 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         with s.transaction():
             if servers_to_check_exist(s):
                 subquery_reads = where_reads(s, p.source, p.where, copy.log)
-                check_character_sets(s, subquery_reads)
-                check_servers_answer(s, subquery_reads, copy.log)
+                check_servers_read(s, subquery_reads, copy.log)
                 for wrapper in read_wrappers(subquery_reads):
                     if wrapper.sends_conditions_by_name:  # applied locally as a whole, not inside
                         copy.log.warning(
