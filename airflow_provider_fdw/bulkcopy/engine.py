@@ -26,7 +26,6 @@ from typing import Any
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import (
     apply_replace,
     drop_leftovers,
@@ -310,7 +309,7 @@ class BulkCopy:
                         log=self.log,
                         verify_target=run.verifier.check_target,
                         definition=run.definition,
-                        feed=watermark.Feed.of(p.source, run.source.server_name),
+                        feed=run.feed,
                     ),
                     self.lock_retries,
                     f"swap into {p.target}",

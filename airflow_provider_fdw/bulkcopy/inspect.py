@@ -121,17 +121,16 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
                 )
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
-    feed = watermark.Feed.of(p.source, source.server_name) if watermark_type else None
     return CopyRun(
         source,
         target,
         columns,
         result,
         verifier,
+        watermark.Feed.of(p.source, source.server_name),
         wrappers=read_wrappers(reads),
         watermark_type=watermark_type,
         overlap=overlap,
-        feed=feed,
     )
 
 
@@ -520,7 +519,6 @@ def read_conditions(
         with s.transaction():
             # Subtract the overlap here: the remote then gets a constant bound it can push down
             # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
-            assert run.feed is not None  # inspect_tables: append/upsert with a watermark_column
             oid, feed = run.target.oid, run.feed
             run.start = watermark.read_bound(s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
             others = [] if run.start is not None else watermark.other_feeds(s, p.target, oid, feed)

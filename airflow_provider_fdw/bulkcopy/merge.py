@@ -120,7 +120,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             run.verifier.check_target(s, p.target, only, (staging, keys))
         catch_up_sequences(s, p.target, target.oid, only)
         if p.watermark_column:  # in the merge's transaction: it moves only if these rows commit
-            if run.restarts_other_feeds and run.feed is not None:
+            if run.restarts_other_feeds:
                 watermark.restart_other_feeds(s, p.target, target.oid, run.feed)
             result.watermark = watermark.record(
                 s,
@@ -130,7 +130,7 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
                 run.source.columns[p.watermark_column].type_sql,
                 run.start.value if run.start else None,
                 staging,
-                run.feed or watermark.Feed.of(p.source, run.source.server_name),
+                run.feed,
             )
         s.execute("drop staging table", q.drop_table(staging), quiet=True)
 

@@ -28,6 +28,7 @@ class CopyRun:
     columns: list[str]  # the copied columns, in order
     result: CopyResult
     verifier: Verifier
+    feed: Feed  # the source as the copy names it and its server: whose watermark record the run keeps
     direct: DirectRead | None = None  # set: rows are read with COPY over the direct connection
     conditions: list[Any] = field(default_factory=list)  # the user's filter and the watermark bound
     # the wrappers of the foreign tables a read of the source reaches (catalog.foreign_reads)
@@ -40,7 +41,6 @@ class CopyRun:
     snapshot: SnapshotHolder | ImportedSnapshot | None = None  # direct path: what every range reads
     watermark_type: WatermarkType | None = None  # append/upsert with a watermark_column
     overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
-    feed: Feed | None = None  # append/upsert with a watermark_column: whose record this run keeps
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     restarts_other_feeds: bool = False  # it found a target other feeds share empty: they start again
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
