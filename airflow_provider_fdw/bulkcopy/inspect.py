@@ -153,7 +153,7 @@ def check_watermark_comparable(
     rounded value, above or below the one MySQL holds, so later rows are skipped or rows copied again.
     """
     # a view over such a foreign table (or a table with such foreign partitions) passes the bound to it
-    wrappers = [w for w in (WRAPPERS.get(fdw) for fdw, _ in reads) if w is not None]
+    wrappers = read_wrappers(reads)
     type_sql = source.columns[column].type_sql
     for wrapper in wrappers:
         if type_sql in wrapper.rounded_types:
