@@ -489,6 +489,55 @@ def read_ceiling(copy: BulkCopy, s: LocalSession, run: CopyRun) -> Ceiling:
     return Ceiling(top)
 
 
+def read_start(copy: BulkCopy, s: LocalSession, run: CopyRun, target: Table, overlap: Any) -> watermark.Bound:
+    """Where an append/upsert starts in an existing target: its feed's record; when other feeds share
+    the target, by what it holds (empty: every row; rewritten: the feed's record of this table; no
+    record: upsert every row, append refused); else ``max()`` of the target."""
+    p = copy.plan
+    assert p.watermark_column is not None
+    column = p.watermark_column
+    type_sql = run.source.columns[column].type_sql  # the target's too (checked)
+    feed = run.feed
+    with s.transaction():
+        # Subtract the overlap here: the remote then gets a constant bound it can push down
+        # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
+        recorded = watermark.read_bound(s, p.target, target.oid, column, type_sql, feed, overlap)
+        if recorded is not None:
+            return recorded
+        others = watermark.other_feeds(s, p.target, target.oid, feed)
+        if not others:  # no record (first incremental run, replaced target): max()
+            check_finite_watermark(s, p.target, column)
+            copy.log.info("No recorded watermark for %s: read max(%s) from it", p.target, column)
+            return watermark.read_target_bound(s, p.target, column, overlap)
+        if target_is_empty(s, p.target):  # a TRUNCATE: every feed's rows are gone
+            run.restarts_other_feeds = True
+            copy.log.info("No rows in %s, which other copies feed: copying every row of %s", p.target, feed)
+            return watermark.Bound(None, None, False)
+        # A VACUUM FULL, CLUSTER or a partition added or dropped changed the storage the records were
+        # made on; the table, not empty, keeps the feeds' rows: the feed's own record holds.
+        kept = watermark.read_bound(
+            s, p.target, target.oid, column, type_sql, feed, overlap, any_storage=True
+        )
+        if kept is not None:
+            copy.log.info(
+                "%s was rewritten since %s recorded its watermark and other copies feed it: the record "
+                "is kept (the table is not empty)",
+                p.target,
+                feed,
+            )
+            return kept
+        if p.mode == "append":  # max() of the target is the other feeds': it would skip rows
+            raise FdwConfigError(watermark.shared_target_error(s, p.target, feed, others, column))
+        copy.log.info(
+            "No recorded watermark for %s into %s, which other copies feed (%s): copying every row of it "
+            "(matched by key: nothing is duplicated)",
+            feed,
+            p.target,
+            "; ".join(str(f) for f in others),
+        )
+        return watermark.Bound(None, None, False)
+
+
 def read_conditions(
     copy: BulkCopy, s: LocalSession, run: CopyRun, ceiling: Ceiling | None = None
 ) -> list[Any]:
@@ -513,50 +562,8 @@ def read_conditions(
         )
     if p.mode == "replace" or not p.watermark_column:
         return conditions
-    overlap = run.overlap  # upsert only (plan_copy)
     if run.target is not None:
-        type_sql = run.source.columns[p.watermark_column].type_sql  # the target's too (checked)
-        with s.transaction():
-            # Subtract the overlap here: the remote then gets a constant bound it can push down
-            # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
-            oid, feed = run.target.oid, run.feed
-            run.start = watermark.read_bound(s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
-            others = [] if run.start is not None else watermark.other_feeds(s, p.target, oid, feed)
-            if others and target_is_empty(s, p.target):  # a TRUNCATE: every feed's rows are gone
-                run.start, run.restarts_other_feeds = watermark.Bound(None, None, False), True
-                copy.log.info(
-                    "No rows in %s, which other copies feed: copying every row of %s", p.target, feed
-                )
-            elif others:
-                # A VACUUM FULL, CLUSTER or a partition added or dropped changed the storage the
-                # records were made on; the table, not empty, keeps the feeds' rows: its own holds.
-                args = (s, p.target, oid, p.watermark_column, type_sql, feed, overlap)
-                run.start = watermark.read_bound(*args, any_storage=True)
-                if run.start is not None:
-                    copy.log.info(
-                        "%s was rewritten since %s recorded its watermark and other copies feed it: "
-                        "the record is kept (the table is not empty)",
-                        p.target,
-                        feed,
-                    )
-                elif p.mode == "append":  # max() of the target is the other feeds': it would skip rows
-                    message = watermark.shared_target_error(s, p.target, feed, others, p.watermark_column)
-                    raise FdwConfigError(message)
-                else:
-                    run.start = watermark.Bound(None, None, False)
-                    copy.log.info(
-                        "No recorded watermark for %s into %s, which other copies feed (%s): copying "
-                        "every row of it (matched by key: nothing is duplicated)",
-                        feed,
-                        p.target,
-                        "; ".join(str(f) for f in others),
-                    )
-            elif run.start is None:  # no record (first incremental run, replaced target): max()
-                check_finite_watermark(s, p.target, p.watermark_column)
-                run.start = watermark.read_target_bound(s, p.target, p.watermark_column, overlap)
-                copy.log.info(
-                    "No recorded watermark for %s: read max(%s) from it", p.target, p.watermark_column
-                )
+        run.start = read_start(copy, s, run, run.target, run.overlap)  # overlap: upsert only (plan_copy)
     bound = run.start.bound if run.start else None
     nulls, index_row = read_source_side(copy, s, run, conditions)
     remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
