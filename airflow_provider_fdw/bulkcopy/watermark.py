@@ -17,9 +17,11 @@ A replace forgets its source's record and restarts the other feeds' in its trans
 A record belongs to one feed of the target (:class:`Feed`: the source as the copy names it and its
 server): two sources appending into one table each keep their own. The ``where`` is not part of it:
 a filter templated per run (``created_at < '{{ data_interval_end }}'``) or edited is the same feed.
-A feed without a record of its own into a target that other feeds' records describe does not read
-max() (theirs): an upsert starts from its first row (matched by key), an append is refused with the
-statements that hand a record over or start the feed (a record with target_oid 0, set by hand).
+When other feeds have records of the table, a run without a valid record of its own does not read
+max() (theirs): an empty target (TRUNCATE) is copied whole and the others restart; a rewritten one
+(VACUUM FULL, a partition added or dropped) keeps the feed's record of the table; without one an
+upsert starts from its first row (matched by key) and an append is refused with the statements
+that hand a record over or start the feed (a record with target_oid 0, set by hand).
 A record an earlier version made for the whole target (source_table '') is taken over by the first
 feed that runs; its table is upgraded in place (:func:`ensure_feeds`).
 
