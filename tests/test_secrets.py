@@ -195,7 +195,10 @@ def test_psql_children_get_a_minimal_environment_and_a_private_passfile(
                 environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            # The loader's command names the staging table, the reader's the remote view.
+            # The loader's command names the staging table, the reader's the remote view. A process
+            # read while it execs shows an empty environment for a moment: looked at again next round.
+            if not environ:
+                continue
             if b"psql" in cmdline and (local_schema.encode() in cmdline or b"sleepy_users" in cmdline):
                 seen[int(entry.name)] = dict(
                     item.split("=", 1) for item in environ.decode().split("\0") if "=" in item
