@@ -16,11 +16,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
+from private_home import airflow_home
+
+os.environ["AIRFLOW_HOME"] = airflow_home()
 # The test harness (fdw_testing) lives in the repository, outside the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -21,10 +21,11 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="fdw-bench-airflow-"))
+from private_home import airflow_home
+
+os.environ["AIRFLOW_HOME"] = airflow_home()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
