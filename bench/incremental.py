@@ -7,12 +7,13 @@ that copies the change. Every share is against the full copy on the same path, i
 
 Upserts run on two layouts of the change: ``scattered`` (every 100th / 1000th key: the changed rows lie
 on about half / a twentieth of the pages of both tables) and ``recent`` (the newest 1% / 0.1% of the keys:
-a few contiguous pages). Each upsert also gets its **floor**, measured right after it on the same rows:
+a few contiguous pages). Each run also gets its **floor**, measured right after it on the same rows:
 the source's read of the changed rows (the execution time of ``SELECT … WHERE created_at >= …`` on the
 source itself, from ``EXPLAIN ANALYZE``: no connection, client or transfer) plus the target's write of
-them (``INSERT … ON CONFLICT DO UPDATE`` of as many rows at the same keys from a local table, in key
-order, rolled back). Any incremental copy does at least that work; both run after the copy on pages it
-has just read, so the floor is, if anything, low. The **path floor** replaces the source's read by the
+them (an upsert: ``INSERT … ON CONFLICT DO UPDATE`` of as many rows at the same keys from a local table,
+in key order; an append: ``INSERT`` of as many rows under new keys; rolled back). Any incremental copy
+does at least that work; both run after the copy on pages it has just read, so the floor is, if
+anything, low. The **path floor** replaces the source's read by the
 same rows moved through the copy's transport and nothing else: through postgres_fdw, the target's
 execution time of the foreign scan (``EXPLAIN ANALYZE`` on the target, at the copy's ``fetch_size``);
 directly, a binary ``COPY (SELECT …) TO STDOUT`` of them, received and dropped by this process; both
@@ -192,10 +193,10 @@ def run_path(pair: Pair, args: argparse.Namespace, direct: bool) -> list[dict]:
         # The first incremental run after a replace records the watermark: unrecorded.
         copy(mode, direct, **kwargs)
         first_touch = []
-        for _ in range(args.repeat if mode == "upsert" else 0):
+        for _ in range(args.repeat):
             tick = next(TICKS)
             change(pair, args.rows, every, mode, layout, tick)
-            first_touch.append(first_touch_floor(pair, tick))
+            first_touch.append(first_touch_floor(pair, tick, mode))
             copy(mode, direct, **kwargs)  # untimed: the target takes the change before the timed rounds
         pages = []
         for _ in range(args.repeat):
@@ -205,8 +206,7 @@ def run_path(pair: Pair, args: argparse.Namespace, direct: bool) -> list[dict]:
             took, result = copy(mode, direct, **kwargs)
             seconds.append(took)
             copied.append(result["rows"])
-            if mode == "upsert":
-                floors.append(floor(pair, tick, keys, direct))
+            floors.append(floor(pair, tick, keys, direct, mode))
         check_equal(pair)
         share = statistics.median(seconds) / full_copy
         name = f"{mode} {100 / every:g}% changed{f', {layout}' if layout else ''} ({path})"
@@ -277,10 +277,10 @@ def pages_touched(pair: Pair, keys: str) -> float:
     )
 
 
-def floor(pair: Pair, tick: int, keys: str, direct: bool) -> tuple[float, float]:
+def floor(pair: Pair, tick: int, keys: str, direct: bool, mode: str) -> tuple[float, float]:
     """The physical work of copying this change, measured on the servers themselves (module docstring):
-    reading the changed rows on the source plus writing as many rows at the same keys on the target;
-    and the path floor: the same write plus moving the rows through the copy's transport."""
+    reading the changed rows on the source plus writing as many rows on the target (an upsert's at the
+    same keys); and the path floor: the same write plus moving the rows through the copy's transport."""
     condition = changed_rows(pair, tick)
     read = server_seconds(pair.source, f"SELECT {COLUMNS} FROM app.bench_users WHERE {condition}", SOURCE_DB)
     if direct:
@@ -289,18 +289,19 @@ def floor(pair: Pair, tick: int, keys: str, direct: bool) -> tuple[float, float]
         moved = server_seconds(
             pair.target, f"SELECT {COLUMNS} FROM {FLOOR_TABLE} WHERE {condition}", TARGET_DB
         )
-    # new values for the same keys, as the change made them on the source
-    connect, write = write_seconds(
-        pair, f"SELECT id, email, md5(payload) AS payload, created_at FROM {OUT} WHERE {keys}"
-    )
+    if mode == "upsert":  # new values for the same keys, as the change made them on the source
+        rows = f"SELECT id, email, md5(payload) AS payload, created_at FROM {OUT} WHERE {keys}"
+    else:  # the appended rows again, under keys beyond the table's
+        rows = f"SELECT id + 1000000000000 AS id, email, payload, created_at FROM {OUT} WHERE {condition}"
+    connect, write = write_seconds(pair, rows, mode)
     return read + write, connect + moved + write
 
 
-def first_touch_floor(pair: Pair, tick: int) -> float:
+def first_touch_floor(pair: Pair, tick: int, mode: str) -> float:
     """The floor's read and write, each the first statement to touch the change's pages on its server."""
     condition = changed_rows(pair, tick)
     read = server_seconds(pair.source, f"SELECT {COLUMNS} FROM app.bench_users WHERE {condition}", SOURCE_DB)
-    return read + write_seconds(pair, f"SELECT {COLUMNS} FROM {FLOOR_TABLE} WHERE {condition}")[1]
+    return read + write_seconds(pair, f"SELECT {COLUMNS} FROM {FLOOR_TABLE} WHERE {condition}", mode)[1]
 
 
 def changed_rows(pair: Pair, tick: int) -> str:
@@ -312,10 +313,10 @@ def changed_rows(pair: Pair, tick: int) -> str:
     return f"created_at >= '{since}'::timestamptz"
 
 
-def write_seconds(pair: Pair, rows: str) -> tuple[float, float]:
-    """Opening a session on the target, then its ``INSERT … ON CONFLICT DO UPDATE`` of ``rows`` (a
-    query over the target's database), in key order, from a temporary table; rolled back, the target
-    stays equal to the source."""
+def write_seconds(pair: Pair, rows: str, mode: str) -> tuple[float, float]:
+    """Opening a session on the target, then its write of ``rows`` (a query over the target's
+    database) from a temporary table: an upsert's ``INSERT … ON CONFLICT DO UPDATE`` in key order, an
+    append's ``INSERT``; rolled back, the target stays equal to the source."""
     started = time.perf_counter()
     conn = pair.target.connect(TARGET_DB)
     connect = time.perf_counter() - started
@@ -324,11 +325,13 @@ def write_seconds(pair: Pair, rows: str) -> tuple[float, float]:
         cur.execute("BEGIN")
         cur.execute(f"CREATE TEMP TABLE floor_rows AS {rows}")
         started = time.perf_counter()
-        cur.execute(
-            f"INSERT INTO {OUT} AS t ({COLUMNS}) SELECT {COLUMNS} FROM floor_rows ORDER BY id "
-            "ON CONFLICT (id) DO UPDATE SET email = excluded.email, payload = excluded.payload, "
-            "created_at = excluded.created_at"
-        )
+        insert = f"INSERT INTO {OUT} AS t ({COLUMNS}) SELECT {COLUMNS} FROM floor_rows"
+        if mode == "upsert":
+            insert += (
+                " ORDER BY id ON CONFLICT (id) DO UPDATE SET email = excluded.email, "
+                "payload = excluded.payload, created_at = excluded.created_at"
+            )
+        cur.execute(insert)
         took = time.perf_counter() - started
         cur.execute("ROLLBACK")
         return connect, took
