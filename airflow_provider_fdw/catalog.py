@@ -172,10 +172,10 @@ def foreign_readers(s: LocalSession, table: Table) -> list[tuple[str, str, str |
 
 def read_oid(s: LocalSession, name: QualifiedName, what: str) -> int:
     """The OID of a relation that must exist (a clear error if it does not)."""
-    relation = read_relation(s, name, what)
-    if relation is None:
+    row = s.fetchone(f"read {what}", q.OID_QUERY, name)
+    if row is None:
         raise FdwError(f"read {what}: {name} does not exist (dropped meanwhile?).", step=f"read {what}")
-    return relation.oid
+    return int(row[0])
 
 
 def read_columns(s: LocalSession, table: QualifiedName) -> dict[str, Column]:

@@ -186,9 +186,12 @@ def create_schema(s: LocalSession, schema: str, wait: float | None = None) -> No
 
 # What an attempt waits beyond deadlock_timeout, at least: time for the cancelled autovacuum to end.
 AUTOVACUUM_CANCEL_MARGIN_MS = 500
+# In milliseconds. current_setting() shows a time with its unit ('1500ms', '2min'), which interval input
+# reads; pg_settings would build every setting's row (a few milliseconds on a fresh backend).
 LOCK_SETTINGS_QUERY = q.sql.SQL(
-    "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'), "
-    "(SELECT setting::bigint FROM pg_settings WHERE name = 'deadlock_timeout')"
+    "SELECT (EXTRACT(EPOCH FROM pg_catalog.current_setting('lock_timeout')::pg_catalog.interval) * 1000)"
+    "::bigint, (EXTRACT(EPOCH FROM pg_catalog.current_setting('deadlock_timeout')::pg_catalog.interval) "
+    "* 1000)::bigint"
 )
 
 

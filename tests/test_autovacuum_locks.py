@@ -191,6 +191,11 @@ def test_default_lock_timeout_is_raised_above_the_sessions_deadlock_timeout(pair
     seen, lines = lock_timeout_in_attempts(pair, "1s", explicit=False, deadlock_timeout="200ms")
     assert seen == ["1s", "1s"]  # already longer than 200 ms + 0.5 s
     assert not lines["info"] and not lines["warning"]
+    # settings shown in other units (read from current_setting(), which shows the unit)
+    seen, lines = lock_timeout_in_attempts(pair, "1min", explicit=False, deadlock_timeout="1min")
+    assert seen == ["90s", "90s"]  # 60 s + max(0.5 s, 30 s)
+    seen, lines = lock_timeout_in_attempts(pair, "1h", explicit=False, deadlock_timeout="1min")
+    assert seen == ["1h", "1h"] and not lines["info"]
 
 
 def test_explicit_short_lock_timeout_is_kept_with_one_warning_per_run(pair):

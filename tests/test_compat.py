@@ -50,6 +50,9 @@ COMPAT_FLOW = textwrap.dedent(
         cur = setup.cursor()
         cur.execute(sql.SQL("SELECT count(*), sum(id), max(t) FROM {}").format(table))
         out["rows"] = list(cur.fetchone())
+        # every row whole, wherever the relay's batches (RELAY_BATCH_BYTES) ended
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE t IS DISTINCT FROM 'r' || id").format(table))
+        out["torn"] = cur.fetchone()[0]
         out["reports"] = reports
         local.close()
     finally:
@@ -74,3 +77,4 @@ def test_compat_gives_the_same_answers_on_both_drivers(target, driver):
     assert out["copied"] == 25_000
     assert out["rows"] == [25_000, sum(range(25_000)), "r9999"]
     assert out["reports"] == [10_000, 10_000]
+    assert out["torn"] == 0

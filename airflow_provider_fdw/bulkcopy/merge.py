@@ -71,9 +71,11 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             written = Written.after(s, target.oid, before)
         else:
             check_unique_key(s, target.oid, p.target, keys)
-            check_no_null_key(
-                s, staging, keys, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
-            )
+            # staging declares the source's NOT NULLs (column_defs): a NULL key could not be loaded
+            if not all(k in run.columns and run.source.columns[k].not_null for k in keys):
+                check_no_null_key(
+                    s, staging, keys, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
+                )
             image_equal = read_image_equal_columns(s, target.oid)
             upsert = q.upsert_from(p.target, staging, run.columns, keys, image_equal)
             if target.relkind == "p":  # RETURNING cannot read xmax there: the counts tell them apart

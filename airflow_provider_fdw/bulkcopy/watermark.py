@@ -299,9 +299,16 @@ def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
 
 def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
     """Why the existing ``state`` table may not be used for ``target`` (:data:`TRUST_QUERY`), or None."""
-    row = s.fetchone("check state table", TRUST_QUERY, {"state": str(state), "target": str(target)})
-    if row is None:
-        return None
+    row = _trust_row(s, state, target)
+    return None if row is None else _distrust_reason(row, target)
+
+
+def _trust_row(s: LocalSession, state: QualifiedName, target: QualifiedName) -> tuple[Any, ...] | None:
+    """:data:`TRUST_QUERY`'s row; None when ``state`` does not exist."""
+    return s.fetchone("check state table", TRUST_QUERY, {"state": str(state), "target": str(target)})
+
+
+def _distrust_reason(row: tuple[Any, ...], target: QualifiedName) -> str | None:
     owned, writable, plain, owner = row
     if not owned:
         return (
@@ -319,9 +326,10 @@ def usable(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool
     """Whether ``state`` exists; an existing one this run may not use stops it, before any change:
     a run that went on without it would leave its record behind the target, and a later run that
     may use it would copy rows again."""
-    if not s.fetchvalue("find copy state", EXISTS_QUERY, (str(state),)):
+    row = _trust_row(s, state, target)
+    if row is None:
         return False
-    reason = distrust(s, state, target)
+    reason = _distrust_reason(row, target)
     if reason is not None:
         raise FdwConfigError(
             f"{state} records where incremental copies into {state.schema} start, and this run may not "

@@ -89,6 +89,8 @@ def transport_for_wrapper(hook: FdwHook, plan: CopyPlan) -> CopyPlan:
     """The direct COPY path reads a PostgreSQL remote: a source of another wrapper (mysql_fdw, file_fdw),
     or a hook whose remote connection is not PostgreSQL, copies through the FDW path, and
     ``transport="copy"`` is refused before any change."""
+    if plan.transport == "fdw":  # every wrapper's path: nothing to read
+        return plan
     s = hook.session
     with s.transaction():
         name = source_wrapper(s, plan.source)

@@ -169,6 +169,12 @@ RELATION_QUERY = sql.SQL(
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
 )
 
+# The OID alone (a relation's other details cost a few subqueries each time).
+OID_QUERY = sql.SQL(
+    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
 
 INDEXES_QUERY = sql.SQL(
     "SELECT ic.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid), "
