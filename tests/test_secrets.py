@@ -519,25 +519,31 @@ def test_a_mapping_statement_held_up_by_another_transaction_leaves_no_password_i
 
 KILLED_WORKER = """
 import sys
-from airflow_provider_fdw.bulkcopy import plan_copy
+from airflow_provider_fdw.bulkcopy import plan_copy, relay
 from airflow_provider_fdw.hooks.fdw import FdwHook
+if sys.argv[3] == "file":  # as where /proc/self/fd cannot be read: the passfile stays until psql ends
+    relay.PROC_FDS = "/nonexistent/fd"
 with FdwHook(fdw_conn_id="fdw_source") as hook:
     hook.bulk_copy(plan_copy(sys.argv[1], sys.argv[2]), direct=True, relay="psql")
 """
 
 
-def test_a_worker_killed_during_a_psql_copy_leaves_no_password_on_disk(
-    pair, target, sleepy_view, server_name, local_schema, tmp_path
-):
-    """kill -9 (the OOM killer, a zombie task reaped) runs no clean-up: the children's passfiles must
-    not outlive them with the remote's and the local database's passwords in them."""
+def kill_9_worker_during_psql_copy(
+    target, server_name: str, local_schema: str, scratch: Path, passfiles: str = "proc fd"
+) -> None:
+    """A worker with ``scratch`` as its TMPDIR, killed with SIGKILL while both psql children read."""
     from conftest import REPO, kill_9_when
 
     users_foreign_table(target, "fdw_source", server_name, local_schema, "testviews", "sleepy_users")
-    scratch = tmp_path / "worker_tmp"
-    scratch.mkdir()
     worker = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WORKER, f"{local_schema}.sleepy_users", f"{local_schema}.copy"],
+        [
+            sys.executable,
+            "-c",
+            KILLED_WORKER,
+            f"{local_schema}.sleepy_users",
+            f"{local_schema}.copy",
+            passfiles,
+        ],
         env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -554,9 +560,51 @@ def test_a_worker_killed_during_a_psql_copy_leaves_no_password_on_disk(
         return found >= 2
 
     kill_9_when(worker, both_children_reading)
-    left = {path: path.read_bytes() for path in scratch.rglob("*") if path.is_file()}
-    for password in (READER_PASSWORD, target.password):
-        assert [str(p) for p, data in left.items() if password.encode() in data] == []
+
+
+def files_holding(directory: Path, *passwords: str) -> list[str]:
+    left = {path: path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+    return [str(p) for p, data in left.items() if any(pw.encode() in data for pw in passwords)]
+
+
+def test_a_worker_killed_during_a_psql_copy_leaves_no_password_on_disk(
+    pair, target, sleepy_view, server_name, local_schema, tmp_path
+):
+    """kill -9 (the OOM killer, a zombie task reaped) runs no clean-up: the children's passfiles must
+    not outlive them with the remote's and the local database's passwords in them."""
+    scratch = tmp_path / "worker_tmp"
+    scratch.mkdir()
+    kill_9_worker_during_psql_copy(target, server_name, local_schema, scratch)
+    assert files_holding(scratch, READER_PASSWORD, target.password) == []
+
+
+def test_the_next_relay_removes_the_passfiles_a_killed_worker_could_not_unlink(
+    pair, target, sleepy_view, server_name, local_schema, tmp_path, relay_role, monkeypatch
+):
+    """Where a child cannot read its passfile through /proc/self/fd, the passfile stays on disk while
+    psql runs, and a worker killed then leaves it: the next relay on the machine removes the private
+    directories of workers that are gone, and leaves a live worker's alone."""
+    from airflow_provider_fdw.bulkcopy import relay as relay_module
+
+    scratch = tmp_path / "worker_tmp"
+    scratch.mkdir()
+    kill_9_worker_during_psql_copy(target, server_name, local_schema, scratch, passfiles="file")
+    assert files_holding(scratch, READER_PASSWORD, target.password) != []  # what the sweep is for
+    live = scratch / f"{relay_module.private_prefix()}live"  # this process's: alive
+    live.mkdir()
+    (live / "local.pgpass").write_text("kept")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    params = relay_role("Next-Relay-Pw")
+    psql = shutil.which("psql")
+    assert psql is not None
+    rows = PsqlRelay(psql, params, params).copy(
+        "COPY (SELECT g FROM generate_series(1, 3) g) TO STDOUT",
+        ["CREATE TEMPORARY TABLE relayed (g integer)", "COPY relayed FROM STDIN"],
+    )
+    assert rows == 3
+    assert files_holding(scratch, READER_PASSWORD, target.password, "Next-Relay-Pw") == []
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("fdw-psql-")] == [live.name]
+    assert (live / "local.pgpass").read_text() == "kept"
 
 
 @pytest.fixture(scope="module")

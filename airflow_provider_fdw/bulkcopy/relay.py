@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -60,7 +61,9 @@ class PsqlRelay:
         base = str(self.local.get("application_name") or "airflow_provider_fdw")
         load_name = f"{base.encode()[:50].decode(errors='ignore')}:L{uuid.uuid4().hex[:8]}"
         local = {**self.local, "application_name": load_name}
-        with tempfile.TemporaryDirectory(prefix="fdw-psql-") as private:  # mode 0700
+        sweep_private_directories()
+        # mode 0700, named for this worker so that the next one can tell it from a live worker's
+        with tempfile.TemporaryDirectory(prefix=private_prefix()) as private:
             remote_env, remote_fd = self._env(self.remote, os.path.join(private, "remote.pgpass"))
             try:
                 local_env, local_fd = self._env(local, os.path.join(private, "local.pgpass"))
@@ -221,6 +224,56 @@ class PsqlRelay:
 
 
 PROC_FDS = "/proc/self/fd"  # Linux: a child reopens an inherited descriptor's file by this path
+
+
+PRIVATE_PREFIX = "fdw-psql-"
+_PRIVATE_NAME = re.compile(re.escape(PRIVATE_PREFIX) + r"(\d+)-(\d+)-")
+
+
+def _pid_namespace() -> int:
+    """The PID namespace's inode (0 where there is none to read): a pid means a process only in its
+    namespace, and containers may share one temporary directory."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def private_prefix() -> str:
+    """This worker's private directories' prefix: its PID namespace and pid."""
+    return f"{PRIVATE_PREFIX}{_pid_namespace()}-{os.getpid()}-"
+
+
+def sweep_private_directories(parent: str | None = None) -> None:
+    """Remove the private directories of relays whose worker died without removing its own (killed
+    with SIGKILL, by the OOM killer). Only this user's, named for a process that no longer exists:
+    a passfile left where it could not be unlinked early (no ``/proc``) goes with its directory.
+    Directories of other PID namespaces (containers sharing the directory) are left alone."""
+    parent = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    namespace = _pid_namespace()
+    for name in names:
+        match = _PRIVATE_NAME.match(name)
+        if match is None or int(match.group(1)) != namespace or _alive(int(match.group(2))):
+            continue
+        path = os.path.join(parent, name)
+        with suppress(OSError):
+            info = os.lstat(path)  # not a link's target
+            if info.st_uid == os.getuid() and stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; not a pid
+        return True
+    return True
 
 
 def _above_standard_fds(fd: int) -> int:
