@@ -133,14 +133,16 @@ WORKER = """
 import sys
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.hooks.fdw import FdwHook
-source, target, direct = sys.argv[1], sys.argv[2], sys.argv[3] == "direct"
+source, target, path = sys.argv[1], sys.argv[2], sys.argv[3]
 with FdwHook(fdw_conn_id="fdw_source") as hook:
     hook.task_identity = ("kill_dag", "copy", "run_1", "-1")
-    hook.bulk_copy(plan_copy(source, target), direct=direct, relay="psql")
+    relay = "python" if path == "direct-python" else "psql"
+    hook.bulk_copy(plan_copy(source, target), direct=path != "fdw", relay=relay)
 """
 
 
-@pytest.mark.parametrize("path", ["fdw", "direct"])
+# direct-python: the rows relayed in the worker itself (no psql children to die with it)
+@pytest.mark.parametrize("path", ["fdw", "direct", "direct-python"])
 def test_retry_after_kill_9_terminates_what_the_killed_try_left(
     source, target, slow_table, local_schema, path
 ):
@@ -165,8 +167,8 @@ def test_retry_after_kill_9_terminates_what_the_killed_try_left(
         hook.task_identity = ("kill_dag", "copy", "run_1", "-1")
         summary = hook.bulk_copy(
             plan_copy(slow_table, target_table),
-            direct=path == "direct",
-            relay="psql",
+            direct=path != "fdw",
+            relay="python" if path == "direct-python" else "psql",
         )
     elapsed = time.monotonic() - started
     print(f"\n[kill -9, {path}] retry finished in {elapsed:.1f}s")
