@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bulk_copy import new_report, write_report
-from relay_threshold import add_rows, append, appending_pair
+from relay_threshold import add_rows, append, appending_args, appending_pair
 
 from airflow_provider_fdw import compat
 
@@ -40,7 +40,7 @@ def main() -> int:
     results = []
     with appending_pair(args.rows) as pair:
         try:
-            for size in (int(s) for s in args.sizes.split(",")):
+            for size in args.sizes:
                 seconds: dict[str, list[float]] = {way: [] for way in WAYS}
                 for _ in range(args.repeat):
                     for way, batch in WAYS.items():  # alternating: a drift of the machine touches both
@@ -65,14 +65,7 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the source table")
-    parser.add_argument("--sizes", default="10000,50000", help="rows appended per run (comma-separated)")
-    parser.add_argument("--repeat", type=int, default=9, help="timed runs each way and size")
-    parser.add_argument("--json", help="also write the results to this file")
-    return parser.parse_args()
+    return appending_args(__doc__, "10000,50000", 9)
 
 
 if __name__ == "__main__":

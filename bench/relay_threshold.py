@@ -53,12 +53,15 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    return appending_args(__doc__, "5000,10000,20000,40000,80000", 5)
+
+
+def appending_args(doc: str | None, sizes: str, repeat: int) -> argparse.Namespace:
+    """The arguments of a bench of appends of several sizes into an appending pair."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the source table")
-    parser.add_argument("--sizes", default="5000,10000,20000,40000,80000", help="rows appended per run")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per size and relay")
+    parser.add_argument("--sizes", default=sizes, help="rows appended per run (comma-separated)")
+    parser.add_argument("--repeat", type=int, default=repeat, help="timed runs per size, each way")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
