@@ -219,10 +219,13 @@ def copy_between(
         local_cur = local.cursor()
         with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
             for chunk in out:  # psycopg yields one row per chunk: written in batches (a call per row
-                batch += chunk  # cost a third of a 10,000-row relay)
-                if len(batch) >= RELAY_BATCH_BYTES:
-                    inp.write(batch)
-                    batch = bytearray()
+                if not batch and len(chunk) >= RELAY_BATCH_BYTES:  # cost a third of a 10,000-row relay)
+                    inp.write(chunk)  # a large row as it is, not copied into a batch
+                else:
+                    batch += chunk
+                    if len(batch) >= RELAY_BATCH_BYTES:
+                        inp.write(batch)
+                        batch = bytearray()
                 seen += 1
                 if seen == 10_000:
                     on_rows(seen)

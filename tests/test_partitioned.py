@@ -220,3 +220,25 @@ def test_a_second_run_into_an_existing_indexed_target_swaps_with_its_indexes_reb
         (target.split(".")[1],),
     )
     assert [d for (d,) in indexes if "(name)" in d] and [d for (d,) in indexes if "UNIQUE" in d], indexes
+
+
+def test_a_partitioned_upsert_checks_null_keys_the_staging_table_may_hold(sandbox):
+    """apply reads the source again, which may have changed since prepare made staging: a key column
+    the foreign table declares NOT NULL only by then (ALTER … SET NOT NULL checks no row) must not
+    let a NULL key into a target whose UNIQUE index lets NULLs through (ON CONFLICT never matches)."""
+    src = RemoteTable(sandbox, "part", SERVER, "code text, version int, name text")
+    src.remote("INSERT INTO {t} VALUES ('a', 1, 'x'), (NULL, 2, 'no key')")
+    target = f"public.part_{uuid.uuid4().hex[:8]}"
+    local(sandbox, "CREATE TABLE {t} (code text UNIQUE, version int, name text)", t=target)
+    plan = plan_copy(src.foreign, target, mode="upsert", key_columns=["code"], watermark_column="version")
+
+    def upsert_step(run, *args):
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            return run(hook.bulk_copy_engine(plan), hook.session, *args)
+
+    state = upsert_step(parts.prepare, "dag/run_null_key", 1)
+    upsert_step(parts.load_range, state, 0, lambda: None)
+    local(sandbox, "ALTER FOREIGN TABLE {t} ALTER COLUMN code SET NOT NULL", t=src.foreign)
+    with pytest.raises(FdwError, match=r"have a NULL in the key \(code\)"):
+        upsert_step(parts.apply, state)
+    assert local(sandbox, "SELECT count(*) FROM {t}", t=target) == [(0,)]

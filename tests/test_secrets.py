@@ -583,16 +583,25 @@ def test_the_next_relay_removes_the_passfiles_a_killed_worker_could_not_unlink(
 ):
     """Where a child cannot read its passfile through /proc/self/fd, the passfile stays on disk while
     psql runs, and a worker killed then leaves it: the next relay on the machine removes the private
-    directories of workers that are gone, and leaves a live worker's alone."""
+    directories of workers that are gone, and leaves a live worker's alone, and those named for a
+    pid of another host or PID namespace (a temporary directory shared between containers)."""
     from airflow_provider_fdw.bulkcopy import relay as relay_module
 
     scratch = tmp_path / "worker_tmp"
     scratch.mkdir()
     kill_9_worker_during_psql_copy(target, server_name, local_schema, scratch, passfiles="file")
     assert files_holding(scratch, READER_PASSWORD, target.password) != []  # what the sweep is for
-    live = scratch / f"{relay_module.private_prefix()}live"  # this process's: alive
-    live.mkdir()
-    (live / "local.pgpass").write_text("kept")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host, namespace = relay_module._host(), relay_module._pid_namespace()
+    kept = [
+        scratch / f"{relay_module.private_prefix()}live",  # this process's: alive
+        scratch / f"fdw-psql-{'0' * 8}-{namespace}-{dead.pid}-host",  # another host's pid
+        scratch / f"fdw-psql-{host}-{namespace + 1}-{dead.pid}-ns",  # another container's pid
+    ]
+    for directory in kept:
+        directory.mkdir()
+        (directory / "local.pgpass").write_text("kept")
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     params = relay_role("Next-Relay-Pw")
     psql = shutil.which("psql")
@@ -603,8 +612,10 @@ def test_the_next_relay_removes_the_passfiles_a_killed_worker_could_not_unlink(
     )
     assert rows == 3
     assert files_holding(scratch, READER_PASSWORD, target.password, "Next-Relay-Pw") == []
-    assert [p.name for p in scratch.iterdir() if p.name.startswith("fdw-psql-")] == [live.name]
-    assert (live / "local.pgpass").read_text() == "kept"
+    assert sorted(p.name for p in scratch.iterdir() if p.name.startswith("fdw-psql-")) == sorted(
+        p.name for p in kept
+    )
+    assert all((directory / "local.pgpass").read_text() == "kept" for directory in kept)
 
 
 @pytest.fixture(scope="module")

@@ -263,6 +263,7 @@ class BulkCopy:
                         s.execute("defer index", q.drop_index(staging.schema, index.name), quiet=True)
             else:
                 defs = column_defs(run.source, run.columns)
+                run.staging_not_null = frozenset(name for name, _, _, not_null in defs if not_null)
                 # append/upsert stage a delta that is applied and dropped: no WAL needed for it.
                 s.execute(
                     f"create staging table {staging}",

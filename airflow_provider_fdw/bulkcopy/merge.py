@@ -71,8 +71,9 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
             written = Written.after(s, target.oid, before)
         else:
             check_unique_key(s, target.oid, p.target, keys)
-            # staging declares the source's NOT NULLs (column_defs): a NULL key could not be loaded
-            if not all(k in run.columns and run.source.columns[k].not_null for k in keys):
+            # a key this run's staging table declares NOT NULL cannot hold a NULL (a partitioned
+            # copy applies staging another run made: checked, the source may have changed since)
+            if not run.staging_not_null.issuperset(keys):
                 check_no_null_key(
                     s, staging, keys, f"rows to upsert into {p.target}", "ON CONFLICT never matches"
                 )

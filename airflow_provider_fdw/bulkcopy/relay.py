@@ -4,6 +4,7 @@ process (:func:`copy_stream`); and the server's own message out of a failed ``ps
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -227,7 +229,7 @@ PROC_FDS = "/proc/self/fd"  # Linux: a child reopens an inherited descriptor's f
 
 
 PRIVATE_PREFIX = "fdw-psql-"
-_PRIVATE_NAME = re.compile(re.escape(PRIVATE_PREFIX) + r"(\d+)-(\d+)-")
+_PRIVATE_NAME = re.compile(re.escape(PRIVATE_PREFIX) + r"([0-9a-f]{8})-(\d+)-(\d+)-")
 
 
 def _pid_namespace() -> int:
@@ -239,25 +241,37 @@ def _pid_namespace() -> int:
         return 0
 
 
+def _host() -> str:
+    """This machine's (or container's) name, hashed: a temporary directory may be shared between
+    hosts, whose first PID namespaces have the same inode."""
+    return hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]
+
+
 def private_prefix() -> str:
-    """This worker's private directories' prefix: its PID namespace and pid."""
-    return f"{PRIVATE_PREFIX}{_pid_namespace()}-{os.getpid()}-"
+    """This worker's private directories' prefix: its host, PID namespace and pid."""
+    return f"{PRIVATE_PREFIX}{_host()}-{_pid_namespace()}-{os.getpid()}-"
 
 
 def sweep_private_directories(parent: str | None = None) -> None:
     """Remove the private directories of relays whose worker died without removing its own (killed
-    with SIGKILL, by the OOM killer). Only this user's, named for a process that no longer exists:
-    a passfile left where it could not be unlinked early (no ``/proc``) goes with its directory.
-    Directories of other PID namespaces (containers sharing the directory) are left alone."""
+    with SIGKILL, by the OOM killer). Only this user's, named for a process of this host and PID
+    namespace that no longer exists: a passfile left where it could not be unlinked early (no
+    ``/proc``) goes with its directory. On Linux without a readable PID namespace nothing is
+    removed: a pid there may be another container's live worker."""
+    namespace = _pid_namespace()
+    if namespace == 0 and sys.platform.startswith("linux"):
+        return
     parent = parent or tempfile.gettempdir()
     try:
         names = os.listdir(parent)
     except OSError:
         return
-    namespace = _pid_namespace()
+    host = _host()
     for name in names:
         match = _PRIVATE_NAME.match(name)
-        if match is None or int(match.group(1)) != namespace or _alive(int(match.group(2))):
+        if match is None or match.group(1) != host or int(match.group(2)) != namespace:
+            continue
+        if _alive(int(match.group(3))):
             continue
         path = os.path.join(parent, name)
         with suppress(OSError):

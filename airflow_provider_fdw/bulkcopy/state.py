@@ -34,6 +34,8 @@ class CopyRun:
     # the wrappers of the foreign tables a read of the source reaches (catalog.foreign_reads)
     wrappers: list[Wrapper] = field(default_factory=list)
     staging: QualifiedName | None = None
+    # append/upsert: the columns this run's staging table declares NOT NULL (it made the table)
+    staging_not_null: frozenset[str] = frozenset()
     in_place: bool = False  # replace applies the difference in place instead of swapping
     deferred_indexes: list[Index] = field(default_factory=list)  # built on staging after the load
     # replace by rename: the target's definition the staging table was made like (apply.read_definition)
