@@ -218,9 +218,11 @@ def copy_between(
         batch = bytearray()
         local_cur = local.cursor()
         with remote.cursor().copy(out_stmt) as out, local_cur.copy(in_stmt) as inp:
-            for chunk in out:  # psycopg yields one row per chunk: written in batches (a call per row
-                if not batch and len(chunk) >= RELAY_BATCH_BYTES:  # cost a third of a 10,000-row relay)
-                    inp.write(chunk)  # a large row as it is, not copied into a batch
+            # psycopg yields one row per chunk: written in batches (a call per row cost a third of a
+            # 10,000-row relay); a row as large as a batch is written as it is, not copied
+            for chunk in out:
+                if not batch and len(chunk) >= RELAY_BATCH_BYTES:
+                    inp.write(chunk)
                 else:
                     batch += chunk
                     if len(batch) >= RELAY_BATCH_BYTES:
