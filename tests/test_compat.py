@@ -31,7 +31,7 @@ COMPAT_FLOW = textwrap.dedent(
     out["refused"] = compat.prepare_only(conn, "SELECT 1 WHERE 42 LIMIT 0")
     cur = conn.cursor()
     cur.execute("CREATE TEMP TABLE compat_src (id int, t text)")
-    # rows larger than a relay batch: first (written as they are) and last (after a partial batch)
+    # rows larger than libpq's 8 kB send buffer: the first row (through Copy.write) and the last
     cur.execute("INSERT INTO compat_src VALUES (-1, repeat('x', 300000))")
     compat.copy_from_bytes(
         conn, sql.SQL("COPY {} FROM STDIN").format(sql.Identifier("compat_src")),
@@ -58,7 +58,7 @@ COMPAT_FLOW = textwrap.dedent(
             ).format(table)
         )
         out["rows"] = list(cur.fetchone())
-        # every row whole, wherever the relay's batches (RELAY_BATCH_BYTES) ended
+        # every row whole (the relay puts rows into libpq's buffer itself)
         cur.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE id >= 0 AND t IS DISTINCT FROM 'r' || id").format(table)
         )
