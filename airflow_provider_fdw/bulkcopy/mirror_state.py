@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from airflow_provider_fdw.bulkcopy.watermark import EXISTS_QUERY, distrust
+from airflow_provider_fdw.bulkcopy.watermark import distrust, state_trust
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.exceptions import FdwError
 from airflow_provider_fdw.locks import lock_object
@@ -65,9 +65,8 @@ def recorded_fingerprint(s: LocalSession, target: QualifiedName, oid: int, log: 
     state = state_table(target)
 
     def read() -> str | None:
-        if not s.fetchvalue("find mirror state", EXISTS_QUERY, (str(state),)):
-            return None
-        if distrust(s, state, target) is not None:  # only a hint: without it the buckets are compared
+        exists, reason = state_trust(s, state, target)
+        if not exists or reason is not None:  # only a hint: without it the buckets are compared
             return None
         row = s.fetchone("read the recorded source counters", _read_statement(state), (target.name, oid))
         return None if row is None else str(row[0])
@@ -81,13 +80,14 @@ def record_fingerprint(s: LocalSession, target: QualifiedName, oid: int, fingerp
     state = state_table(target)
 
     def write() -> None:
-        if not s.fetchvalue("find mirror state", EXISTS_QUERY, (str(state),)):
+        exists, reason = state_trust(s, state, target)
+        if not exists:
             if not s.fetchvalue("check schema privileges", SCHEMA_CREATE_QUERY, (target.schema,)):
                 log.info("Not recording the source's change counters: no CREATE on schema %s.", target.schema)
                 return
             lock_object(s, "mirror state", str(state))  # two targets in one schema may create it at once
             s.execute(f"create {state}", _create_statement(state))
-        reason = distrust(s, state, target)
+            reason = distrust(s, state, target)
         if reason is not None:
             log.info("Not recording the source's change counters in %s: %s.", state, reason)
             return

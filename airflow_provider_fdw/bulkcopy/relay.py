@@ -281,12 +281,13 @@ def sweep_private_directories(parent: str | None = None) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """False only for a pid no process has (another user's process, or no pid at all, counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError):  # another user's process; not a pid
-        return True
+    except (PermissionError, OverflowError):
+        pass
     return True
 
 

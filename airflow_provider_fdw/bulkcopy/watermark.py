@@ -299,37 +299,35 @@ def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
 
 def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
     """Why the existing ``state`` table may not be used for ``target`` (:data:`TRUST_QUERY`), or None."""
-    row = _trust_row(s, state, target)
-    return None if row is None else _distrust_reason(row, target)
+    return state_trust(s, state, target)[1]
 
 
-def _trust_row(s: LocalSession, state: QualifiedName, target: QualifiedName) -> tuple[Any, ...] | None:
-    """:data:`TRUST_QUERY`'s row; None when ``state`` does not exist."""
-    return s.fetchone("check state table", TRUST_QUERY, {"state": str(state), "target": str(target)})
-
-
-def _distrust_reason(row: tuple[Any, ...], target: QualifiedName) -> str | None:
+def state_trust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> tuple[bool, str | None]:
+    """Whether ``state`` exists, and why it may not be used for ``target`` (None: it may), in one
+    query: :data:`TRUST_QUERY` returns no row when it does not exist."""
+    row = s.fetchone("check state table", TRUST_QUERY, {"state": str(state), "target": str(target)})
+    if row is None:
+        return False, None
     owned, writable, plain, owner = row
     if not owned:
-        return (
+        return True, (
             f"it belongs to {owner}: not this role, a role it belongs to, a superuser, nor the owner of "
             f"{target} or a role with that owner's privileges"
         )
     if not writable:
-        return "this role may not SELECT, INSERT, UPDATE and DELETE its rows"
+        return True, "this role may not SELECT, INSERT, UPDATE and DELETE its rows"
     if not plain:
-        return "it is not a plain table (it has triggers, rules or row security of its own)"
-    return None
+        return True, "it is not a plain table (it has triggers, rules or row security of its own)"
+    return True, None
 
 
 def usable(s: LocalSession, state: QualifiedName, target: QualifiedName) -> bool:
     """Whether ``state`` exists; an existing one this run may not use stops it, before any change:
     a run that went on without it would leave its record behind the target, and a later run that
     may use it would copy rows again."""
-    row = _trust_row(s, state, target)
-    if row is None:
+    exists, reason = state_trust(s, state, target)
+    if not exists:
         return False
-    reason = _distrust_reason(row, target)
     if reason is not None:
         raise FdwConfigError(
             f"{state} records where incremental copies into {state.schema} start, and this run may not "
@@ -369,7 +367,6 @@ def state_table(target: QualifiedName) -> QualifiedName:
 
 # -- statements ---------------------------------------------------------------------------------------
 
-EXISTS_QUERY = sql.SQL("SELECT to_regclass(%s) IS NOT NULL")
 # Whether a state table may be used. Its owner: this role; a superuser; the target's owner or a role
 # with the owner's privileges (who could as well put a trigger on the target, which fires as the
 # role that copies: its columns' defaults and checks give such an owner nothing more); or, for a role
