@@ -244,7 +244,8 @@ def check_header_order(
     if options.get("format", "text") == "binary":
         return
     probe = bounded_name("fdw_header", name.name)
-    defs: list[tuple[str, str, dict[str, str]]] = [(f"c{i}", "text", {}) for i in range(len(columns))]
+    no_options: dict[str, str] = {}
+    defs = [(f"c{i}", "text", None, no_options) for i in range(len(columns))]
     read_options = {k: v for k, v in options.items() if k != "header"}
     header: tuple[Any, ...] | None = None
     with s.undone(f"read the header line of {name}"):
@@ -292,7 +293,7 @@ def check_not_truncated(
     create = q.create_temp_foreign_table(
         probe,
         server,
-        [("line", "text", {})],
+        [("line", "text", None, {})],
         line_options | {"format": "csv", "delimiter": "\x01", "quote": "\x02"},
     )
     with s.undone(f"read the first line of {filename}"):

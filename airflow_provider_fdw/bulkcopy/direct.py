@@ -245,7 +245,7 @@ def fdw_roles(s: LocalSession, server_name: str) -> frozenset[str] | None:
                 q.create_temp_foreign_table(
                     ROLE_PROBE.name,
                     server_name,
-                    [("role_name", "text", {})],
+                    [("role_name", "text", None, {})],
                     {"schema_name": "information_schema", "table_name": "enabled_roles"},
                 ),
                 quiet=True,

@@ -317,7 +317,7 @@ def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions:
             assert source.remote is not None and source.server_name is not None
             # A private foreign table with a bulk fetch_size: the user's table keeps its options.
             read_from = QualifiedName("pg_temp", bounded_name("fdw_bulk", p.source.name))
-            defs = [(name, col.type_sql, dict(col.options)) for name, col in source.columns.items()]
+            defs = [(name, c.type_sql, c.collation, dict(c.options)) for name, c in source.columns.items()]
             options = bulk_read_options(
                 source.relation.wrapper, source.relation.options, source.remote, p.fetch_size
             )

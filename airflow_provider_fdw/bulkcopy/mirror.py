@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 
 from airflow_provider_fdw import locks
 from airflow_provider_fdw import sql as q
+from airflow_provider_fdw.bulkcopy import watermark
 from airflow_provider_fdw.bulkcopy.apply import choose_key
 from airflow_provider_fdw.bulkcopy.direct import DEFAULT_TRANSPORT, TRANSPORTS
 from airflow_provider_fdw.bulkcopy.mirror_apply import Differences, apply_differences, bucket_differences
@@ -225,6 +226,7 @@ class Mirror:
         self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
         self.helper: LocalSession | None = None
         self.target_rows = 0  # the target's rows at the whole-table comparison
+        self.source_server = ""  # the source's foreign server: whose feed of the target the mirror is
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -291,6 +293,7 @@ class Mirror:
                 f"mode='mirror' reads its source in several passes of one snapshot, which postgres_fdw "
                 f"keeps for the run: {p.source} is {what}. Copy it with mode='replace' instead."
             )
+        self.source_server = source_row[4] or ""
         target_row = s.fetchone("read target_table", q.RELATION_QUERY, p.target)
         if target_row is None:
             raise FdwConfigError(
@@ -577,8 +580,12 @@ class Mirror:
         columns: list[str],
         differences: Differences,
     ) -> None:
-        """Write the differences (see :func:`.mirror_apply.apply_differences`)."""
+        """Write the differences (see :func:`.mirror_apply.apply_differences`). The target then holds
+        exactly the source's rows, as after a replace: the incremental copies' records of it start again
+        in the same transaction (an append of this source would append the mirror's new rows again; another
+        feed's rows the mirror deleted would never come back)."""
         apply_differences(s, self.plan, self.result, oid, only, key, key_is_unique, columns, differences)
+        watermark.replaced(s, self.plan.target, watermark.Feed.of(self.plan.source, self.source_server))
 
     # -- steps ----------------------------------------------------------------------------------
 

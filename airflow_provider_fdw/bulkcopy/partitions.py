@@ -72,6 +72,9 @@ class PartitionedState:
     split_column: str | None
     # fdw path, append/upsert: [the source's max(watermark) as text] read by prepare (inspect.Ceiling)
     watermark_ceiling: list[str | None] | None = None
+    # append/upsert into an existing target: its [oid, storage] when prepare read the start
+    # (CopyRun.start_storage): every task reads the same start only from the same table
+    start_storage: list[int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +100,21 @@ class PartitionedState:
 
     def ceiling(self) -> Ceiling | None:
         return None if self.watermark_ceiling is None else Ceiling(*self.watermark_ceiling)
+
+    def check_start(self, run: CopyRun, target: QualifiedName) -> None:
+        """Refuse a task whose target is no longer the table prepare read the start from (a TRUNCATE
+        between the tasks); the apply then checks it again under its write's lock."""
+        if self.start_storage is None:
+            return
+        start = (int(self.start_storage[0] or 0), self.start_storage[1])
+        if run.start_storage != start:
+            raise FdwError(
+                f"{target} was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, a partition added or "
+                "dropped, or the table made again) after the prepare task read where this copy starts. "
+                "Nothing was changed: run the whole task group again (clear it from its prepare task).",
+                step="check target storage",
+            )
+        run.start_storage = start
 
     def indexes(self) -> list[Index]:
         return [Index(**{**i, "columns": tuple(i["columns"])}) for i in self.deferred_indexes]
@@ -153,6 +171,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
         [list(r) for r in ranges],
         p.split_column,
         None if ceiling is None else [ceiling.top],
+        None if run.start_storage is None else list(run.start_storage),
     )
     copy.log.info(
         "Partitioned copy %s -> %s: staging table %s, %d ranges of %s, %s path",
@@ -258,6 +277,7 @@ def load_range(
         terminate_leftovers(session, copy.leftovers, copy.log)
     staging = existing_staging(session, state, p.target)
     run = inspect(copy, session, state.ceiling())
+    state.check_start(run, p.target)
     if run.result.path != state.path:
         raise FdwError(
             f"This range would read through the {run.result.path} path, the prepare task chose "
@@ -324,6 +344,7 @@ def apply(copy: BulkCopy, session: LocalSession, state: PartitionedState) -> dic
     try:
         staging = existing_staging(session, state, p.target)
         run = inspect(copy, session)
+        state.check_start(run, p.target)
         run.staging, run.in_place, run.deferred_indexes = staging, state.in_place, state.indexes()
         run.definition = state.definition
         with session.transaction():

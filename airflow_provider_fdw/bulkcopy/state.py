@@ -45,6 +45,9 @@ class CopyRun:
     overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     restarts_other_feeds: bool = False  # it found a target other feeds share empty: they start again
+    # append/upsert into an existing target: its (oid, storage) when the start was read (the merge
+    # checks it: a TRUNCATE meanwhile would leave the rows below the start uncopied for good)
+    start_storage: tuple[int, int | None] | None = None
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then
     # taken by the snapshot holder (one connection instead of three)

@@ -297,6 +297,28 @@ def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
     restart_other_feeds(s, target, None, feed)
 
 
+def storage_of(s: LocalSession, oid: int) -> tuple[int, int | None]:
+    """The table's (oid, :func:`storage`) now: what a record made now would describe."""
+    statement = sql.SQL("SELECT {}").format(storage(sql.SQL("%(oid)s::oid")))
+    return oid, s.fetchvalue("read target storage", statement, {"oid": oid})
+
+
+def check_storage_unchanged(
+    s: LocalSession, target: QualifiedName, oid: int, start: tuple[int, int | None]
+) -> None:
+    """Refuse to record a run whose start was read from another table or storage than the one it
+    wrote into: rows below the start were copied into the table the run started from, and a TRUNCATE
+    (or a table dropped and made again) took them away; recorded now, the next run would start where
+    this one ended and never copy them again. Call it after the write: its lock keeps the table."""
+    if storage_of(s, oid) != start:
+        raise FdwError(
+            f"{target} was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, a partition added or "
+            "dropped, or the table made again) while this copy ran, after it read where to start. Nothing "
+            "was changed; the next run starts from the table as it is then.",
+            step="check target storage",
+        )
+
+
 def distrust(s: LocalSession, state: QualifiedName, target: QualifiedName) -> str | None:
     """Why the existing ``state`` table may not be used for ``target`` (:data:`TRUST_QUERY`), or None."""
     return state_trust(s, state, target)[1]

@@ -79,13 +79,17 @@ def create_table_like(table: QualifiedName, like: QualifiedName, unlogged: bool 
 def create_temp_foreign_table(
     name: str,
     server_name: str,
-    columns: Sequence[tuple[str, str, dict[str, str]]],
+    columns: Sequence[tuple[str, str, str | None, dict[str, str]]],
     options: Mapping[str, str],
 ) -> sql.Composed:
-    """A session-private foreign table (pg_temp) over the same remote table, with bulk-read options."""
+    """A session-private foreign table (pg_temp) over the same remote table, with bulk-read options;
+    ``columns``: (name, format_type() text, collation, column options). The collation is the declared
+    one: conditions the local server evaluates compare as they would on the user's table."""
     cols = sql.SQL(", ").join(
-        sql.SQL("{} {}{}").format(sql.Identifier(col), sql.SQL(type_sql), options_clause(col_options))
-        for col, type_sql, col_options in columns
+        sql.SQL("{} {}{}").format(
+            sql.Identifier(col), column_type(type_sql, collation), options_clause(col_options)
+        )
+        for col, type_sql, collation, col_options in columns
     )
     return sql.SQL("CREATE FOREIGN TABLE pg_temp.{} ({}) SERVER {}{}").format(
         sql.Identifier(name), cols, sql.Identifier(server_name), options_clause(options)
