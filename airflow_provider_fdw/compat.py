@@ -42,6 +42,7 @@ __all__ = [
     "prepare_only",
     "server_unavailable",
     "server_version",
+    "set_transaction_client_encoding",
     "sql",
     "with_params",
 ]
@@ -158,6 +159,29 @@ def parameter_status(conn: CompatConnection, name: str) -> str | None:
     if USE_PSYCOPG3:
         return conn.info.parameter_status(name)  # type: ignore[attr-defined,no-any-return]
     return conn.get_parameter_status(name)  # type: ignore[attr-defined,no-any-return]
+
+
+def set_transaction_client_encoding(conn: CompatConnection, encoding: str) -> None:
+    """``client_encoding`` = ``encoding`` for the transaction about to start, the driver encoding the
+    statements and decoding the rows in it as well.
+
+    psycopg 3 follows the server's reports of the setting: ``SET LOCAL`` (``set_config(…, true)``),
+    which the transaction's end undoes, psycopg with it (rows read after it are decoded in the
+    session's own encoding again). psycopg2 learns the encoding only when it sets it itself
+    (``set_client_encoding``: for the session, and after rolling back an open transaction), so it
+    must run before the transaction's first statement; the session then stays in ``encoding``,
+    which psycopg2 speaks from then on.
+    """
+    if USE_PSYCOPG3:
+        statement = sql.SQL("SELECT pg_catalog.set_config('client_encoding', {}, true)")
+        with conn.cursor() as cur:
+            cur.execute(statement.format(sql.Literal(encoding)))
+        return
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+    if conn.get_transaction_status() != TRANSACTION_STATUS_IDLE:  # type: ignore[attr-defined]
+        raise RuntimeError("psycopg2: client_encoding must be set before the transaction's first statement")
+    conn.set_client_encoding(encoding)  # type: ignore[attr-defined]
 
 
 def prepare_only(conn: CompatConnection, statement: str) -> str | None:

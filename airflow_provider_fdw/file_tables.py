@@ -10,17 +10,24 @@ table: ``BulkCopyOperator`` copies it into a local table (FDW path).
 The file is read by the PostgreSQL server process, on the database host: ``filename`` is a path on
 that host, and the role needs ``pg_read_server_files`` (``program``: ``pg_execute_server_program``)
 or superuser, as file_fdw requires.
+
+A file table without an ``encoding`` option is decoded in the READING session's client_encoding (as
+``COPY FROM`` is), which a role's or database's default or the worker's ``PGCLIENTENCODING`` decides:
+the same UTF-8 file reads 'café' in one session and 'cafÃ©' in another. So :func:`create_file_table`
+writes ``encoding`` (the local database's encoding when none is given), and a copy reads a table made
+without one in the local database's encoding (:func:`read_encoding`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from airflow_provider_fdw import sql as q
-from airflow_provider_fdw.catalog import parse_options, read_columns
+from airflow_provider_fdw.catalog import Table, parse_options, read_columns
+from airflow_provider_fdw.compat import parameter_status
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.locks import create_schema, lock_object
 from airflow_provider_fdw.names import QualifiedName, check_identifier, parse_qualified_name
@@ -92,6 +99,8 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
     :return: ``{"server", "table", "changed"}``.
     """
     table = plan.table
+    if "encoding" not in dict(plan.options):
+        plan = with_database_encoding(s, plan, log)
     with s.transaction():
         for type_sql in {t for _, t in plan.columns}:
             if not s.fetchvalue("check column type", TYPE_QUERY, (type_sql,)):
@@ -120,6 +129,57 @@ def create_file_table(s: LocalSession, plan: FileTablePlan, log: Any) -> dict[st
         _read_first_row(s, plan)
         _check_header(s, plan)
     return {"server": plan.server_name, "table": str(table), "changed": True}
+
+
+def database_encoding(s: LocalSession) -> str:
+    """The local database's encoding (``UTF8``, ``LATIN1`` …), as the server reported it at login."""
+    encoding = parameter_status(s.conn, "server_encoding")
+    if not encoding:
+        raise FdwError("the server reported no server_encoding", step="read encoding")
+    return encoding
+
+
+def with_database_encoding(s: LocalSession, plan: FileTablePlan, log: Any) -> FileTablePlan:
+    """``plan`` with ``encoding`` = the local database's encoding: without the option file_fdw decodes
+    the file in each reading session's client_encoding, so the table would mean other text to other
+    sessions. (SQL_ASCII: the bytes as they are, which a SQL_ASCII database stores anyway.)"""
+    encoding = database_encoding(s)
+    log.info(
+        "No encoding given for %s: its file is read as %s, the database's encoding (pass "
+        "options={'encoding': ...} for a file in another one)",
+        plan.table,
+        encoding,
+    )
+    return replace(plan, options=(*plan.options, ("encoding", encoding)))
+
+
+def read_encoding(s: LocalSession, files: Sequence[tuple[QualifiedName, Table]], log: Any) -> str | None:
+    """The client_encoding a copy reading these file tables (name, table) reads
+    them in: the local database's encoding when one has no ``encoding`` option (file_fdw would decode
+    its file in this session's client_encoding, whatever the role's or database's default or
+    ``PGCLIENTENCODING`` say), logged once; None when each has one. A SQL_ASCII database stores a
+    file's bytes as they are whatever the client_encoding (it converts nothing): None there too (a
+    pinned SQL_ASCII would have psycopg 3 return text as bytes). No statement: the server reports both."""
+    bare = [str(name) for name, table in files if "encoding" not in table.relation.options]
+    if not bare:
+        return None
+    encoding = database_encoding(s)
+    session = parameter_status(s.conn, "client_encoding")
+    if encoding == "SQL_ASCII":
+        log.info(
+            "%s: no encoding option; the database is SQL_ASCII, which stores the file's bytes as they are",
+            ", ".join(bare),
+        )
+        return None
+    log.info(
+        "%s: no encoding option, so file_fdw decodes the file in the reading session's client_encoding "
+        "(this session's: %s); the copy reads it in %s, the database's encoding. Set the table's "
+        "encoding option (ALTER FOREIGN TABLE … OPTIONS (ADD encoding '…')) for a file in another one.",
+        ", ".join(bare),
+        session,
+        encoding,
+    )
+    return encoding
 
 
 def _ensure_server(s: LocalSession, server_name: str) -> bool:

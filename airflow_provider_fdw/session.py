@@ -19,6 +19,8 @@ from airflow_provider_fdw.compat import (
     backend_pid,
     copy_from_bytes,
     error_fields,
+    parameter_status,
+    set_transaction_client_encoding,
     sql,
     with_params,
 )
@@ -127,12 +129,18 @@ class LocalSession:
         return self.fetchrow(step, statement, params)[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[LocalSession]:
+    def transaction(self, client_encoding: str | None = None) -> Iterator[LocalSession]:
         """Commit when the block succeeds, roll back (leaving nothing half-done) when it raises.
 
         Blocks nest: an inner block joins the outer one, which alone commits (several steps, e.g.
         server, user mappings and the reachability check, then commit or roll back together).
+
+        ``client_encoding``: the transaction runs in it (no statement when the session already
+        does; compat.set_transaction_client_encoding): file_fdw decodes a file without an
+        ``encoding`` option in the reading session's client_encoding. Given to an outermost block.
         """
+        if client_encoding is not None:
+            self._set_client_encoding(client_encoding)
         if self._depth == 0:
             self._check_backend()
         self._depth += 1
@@ -151,6 +159,20 @@ class LocalSession:
         except DriverError as exc:
             self._rollback()
             raise self.error("commit", exc) from None
+
+    def speaks(self, client_encoding: str | None) -> bool:
+        """Whether the session's client_encoding is ``client_encoding`` already (None: any)."""
+        return client_encoding is None or parameter_status(self.conn, "client_encoding") == client_encoding
+
+    def _set_client_encoding(self, encoding: str) -> None:
+        if self.speaks(encoding):
+            return
+        try:
+            set_transaction_client_encoding(self.conn, encoding)
+        except DriverError as exc:
+            if self._depth == 0:
+                self._rollback()
+            raise self.error("set client_encoding", exc) from None
 
     def _check_backend(self) -> None:
         """Before a transaction through a pooler: it must run in the server process the session was

@@ -24,7 +24,12 @@ from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_colu
 from airflow_provider_fdw.catalog import Table, foreign_reads, parse_options, read_table, where_reads
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
-from airflow_provider_fdw.file_tables import check_header_order, check_not_truncated, check_one_reader
+from airflow_provider_fdw.file_tables import (
+    check_header_order,
+    check_not_truncated,
+    check_one_reader,
+    read_encoding,
+)
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.predicate import parse_where
 from airflow_provider_fdw.privileges import check_policies_do_not_apply, check_readable
@@ -100,25 +105,19 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
             # (an upsert's ON CONFLICT finds every row; a policy can only make it fail)
             run = "a replace (in place: it compares the rows)" if p.mode == "replace" else "an append"
             check_policies_do_not_apply(s, p.target, target.oid, run, deletes=p.mode == "replace")
-        if p.parallelism > 1 and reads_a_file(reads):  # a view over one too
-            check_one_reader(p.source, p.parallelism)
-        for name, table in files_read(s, p.source, source):  # a view's or a partition's file too
-            assert table.server_name is not None
-            try:
-                if p.mode == "replace":
-                    check_not_truncated(s, name, table.server_name, table.relation.options, copy.log)
-                check_header_order(s, name, table.server_name, list(table.columns), table.relation.options)
-            except FdwError as exc:
-                # A view reads its file as its owner: this role may not read the file by itself.
-                if name == p.source or exc.sqlstate != INSUFFICIENT_PRIVILEGE:
-                    raise
-                copy.log.warning(
-                    "%s reads %s, whose file this role may not read by itself (%s): its empty-file and "
-                    "header checks are skipped.",
-                    p.source,
-                    name,
-                    exc,
-                )
+        files: list[tuple[QualifiedName, Table]] = []
+        file_encoding = None
+        if reads_a_file(reads):  # a view over one too
+            if p.parallelism > 1:
+                check_one_reader(p.source, p.parallelism)
+            files = files_read(s, p.source, source)  # a view's or a partition's file too
+            file_encoding = read_encoding(s, files, copy.log)
+            if s.speaks(file_encoding):
+                check_files(copy, s, files)
+                files = []
+    if files:  # read as the load reads them (a header line is text in the file's encoding)
+        with s.transaction(client_encoding=file_encoding):
+            check_files(copy, s, files)
     result = CopyResult(p.mode, str(p.source), str(p.target), parallelism=p.parallelism)
     verifier = choose_verifier(p.verify, early_end_columns(source), columns, p.where, copy.log)
     return CopyRun(
@@ -129,9 +128,32 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
         verifier,
         watermark.Feed.of(p.source, source.server_name),
         wrappers=read_wrappers(reads),
+        file_encoding=file_encoding,
         watermark_type=watermark_type,
         overlap=overlap,
     )
+
+
+def check_files(copy: BulkCopy, s: LocalSession, files: list[tuple[QualifiedName, Table]]) -> None:
+    """The empty-file (replace) and header checks of each file table the copy reads."""
+    p = copy.plan
+    for name, table in files:
+        assert table.server_name is not None
+        try:
+            if p.mode == "replace":
+                check_not_truncated(s, name, table.server_name, table.relation.options, copy.log)
+            check_header_order(s, name, table.server_name, list(table.columns), table.relation.options)
+        except FdwError as exc:
+            # A view reads its file as its owner: this role may not read the file by itself.
+            if name == p.source or exc.sqlstate != INSUFFICIENT_PRIVILEGE:
+                raise
+            copy.log.warning(
+                "%s reads %s, whose file this role may not read by itself (%s): its empty-file and "
+                "header checks are skipped.",
+                p.source,
+                name,
+                exc,
+            )
 
 
 def read_wrappers(reads: list[tuple[str, str]]) -> list[Wrapper]:
@@ -473,8 +495,7 @@ def read_ceiling(copy: BulkCopy, s: LocalSession, run: CopyRun) -> Ceiling:
     p = copy.plan
     assert p.watermark_column is not None
     conditions = user_conditions(p.where, run)  # the load's: the ceiling reads the rows it reads
-    with s.transaction():
-        run.read_in_time_zone(s)
+    with run.reading_source(s):
         top = s.fetchvalue(
             "read the source's watermark", q.max_text_of(p.source, p.watermark_column, conditions)
         )
@@ -633,8 +654,7 @@ def read_source_side(
     assert p.watermark_column is not None
     remote_column = run.source.columns[p.watermark_column].options.get("column_name", p.watermark_column)
     if run.direct is None:
-        with s.transaction():
-            run.read_in_time_zone(s)
+        with run.reading_source(s):
             statement = q.null_watermark_count(p.source, p.watermark_column, conditions)
             nulls = int(s.fetchvalue("count NULL watermarks", statement))
         if run.source.remote is None or run.source.server_name is None:

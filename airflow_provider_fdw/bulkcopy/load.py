@@ -310,8 +310,7 @@ def _watch_load(copy: BulkCopy, s: LocalSession, stop: threading.Event, fired: t
 
 def _copy_through_fdw(copy: BulkCopy, run: CopyRun, s: LocalSession, conditions: list[Any]) -> int:
     p, source, staging = copy.plan, run.source, run.staging_table
-    with s.transaction():
-        run.read_in_time_zone(s)
+    with run.reading_source(s):  # its time zone, and a file's encoding (state.py)
         read_from = p.source
         if source.is_foreign:
             assert source.remote is not None and source.server_name is not None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,9 @@ class CopyRun:
     conditions: list[Any] = field(default_factory=list)  # the user's filter and the watermark bound
     # the wrappers of the foreign tables a read of the source reaches (catalog.foreign_reads)
     wrappers: list[Wrapper] = field(default_factory=list)
+    # the client_encoding every read of the source runs in: the local database's encoding when it
+    # reads a file_fdw table without an `encoding` option (file_tables.read_encoding), else None
+    file_encoding: str | None = None
     staging: QualifiedName | None = None
     # append/upsert: the columns this run's staging table declares NOT NULL (it made the table)
     staging_not_null: frozenset[str] = frozenset()
@@ -63,11 +67,15 @@ class CopyRun:
         """The zone a read of the source runs in (a wrapper's date-time text is wall-clock time in it)."""
         return next((w.time_zone for w in self.wrappers if w.time_zone), None)
 
-    def read_in_time_zone(self, s: LocalSession) -> None:
-        """In ``s``'s transaction: read the source in :attr:`time_zone` (every read of it: the load,
-        the counts, the ceiling, so that a where and a bound mean the same in each)."""
-        if self.time_zone is not None:
-            s.execute("set time zone", q.set_local("TimeZone", self.time_zone), quiet=True)
+    @contextmanager
+    def reading_source(self, s: LocalSession) -> Iterator[None]:
+        """A transaction of ``s`` that reads the source (every read of it: the load and its count,
+        the NULL count, the ceiling, so that a where, a bound and the rows mean the same in each): in
+        :attr:`time_zone` and in :attr:`file_encoding`."""
+        with s.transaction(client_encoding=self.file_encoding):
+            if self.time_zone is not None:
+                s.execute("set time zone", q.set_local("TimeZone", self.time_zone), quiet=True)
+            yield
 
     def take_remote(self) -> Any:
         """The kept remote connection (or None), which the caller now owns."""

@@ -25,6 +25,9 @@ class CreateFileForeignTableOperator(FdwBaseOperator):
         ``encoding``. (templated) file_fdw maps fields by position: ``header: "match"`` has every read
         check that the header names the columns in order; with ``header: True`` a header naming a
         column at another position is refused here and before each copy (docs/wrappers.md).
+        Without ``encoding`` the table gets the local database's encoding: file_fdw would otherwise
+        decode the file in each reading session's client_encoding (a role default of WIN1252 reads
+        a UTF-8 'café' as 'cafÃ©'). Give it for a file in another encoding.
     :param postgres_conn_id: the ``postgres`` connection of the local database. (templated)
     :return: ``{"server", "table", "changed"}``.
     """
