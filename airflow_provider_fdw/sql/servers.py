@@ -262,8 +262,12 @@ def alter_foreign_table(table: QualifiedName, actions: Sequence[sql.Composable])
 
 def column_type(type_sql: str, collation: str | None) -> sql.Composable:
     """A column type as the server printed it with ``format_type()`` (already quoted by PostgreSQL)."""
-    collate = sql.SQL(" COLLATE {}").format(sql.Identifier(collation)) if collation else sql.SQL("")
-    return sql.SQL("{}{}").format(sql.SQL(type_sql), collate)
+    return sql.SQL("{}{}").format(sql.SQL(type_sql), collate_clause(collation))
+
+
+def collate_clause(collation: str | None) -> sql.Composable:
+    """`` COLLATE c``, or nothing."""
+    return sql.SQL(" COLLATE {}").format(sql.Identifier(collation)) if collation else sql.SQL("")
 
 
 def add_column(

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from airflow_provider_fdw.compat import sql
 from airflow_provider_fdw.names import QualifiedName
-from airflow_provider_fdw.sql.servers import column_type, options_clause
+from airflow_provider_fdw.sql.servers import collate_clause, column_type, options_clause
 
 
 def create_materialized_view(view: QualifiedName, query: str) -> sql.Composed:
@@ -86,8 +86,11 @@ def create_temp_foreign_table(
     ``columns``: (name, format_type() text, collation, column options). The collation is the declared
     one: conditions the local server evaluates compare as they would on the user's table."""
     cols = sql.SQL(", ").join(
-        sql.SQL("{} {}{}").format(
-            sql.Identifier(col), column_type(type_sql, collation), options_clause(col_options)
+        sql.SQL("{} {}{}{}").format(  # a column's OPTIONS come before its COLLATE
+            sql.Identifier(col),
+            sql.SQL(type_sql),
+            options_clause(col_options),
+            collate_clause(collation),
         )
         for col, type_sql, collation, col_options in columns
     )
