@@ -96,6 +96,42 @@ def test_a_where_evaluated_locally_compares_in_the_collation_the_foreign_table_d
     assert local(rv4, "SELECT id FROM {t} ORDER BY id", t=t) == expected, result
 
 
+@pytest.mark.parametrize("mode", ["replace", "upsert"])
+def test_a_column_collation_outside_the_search_path_is_copied_and_compared(rv4, mode):
+    """A column declared COLLATE a collation of a schema not on the search_path: the staging table, the
+    target a copy creates and the private read table name it qualified (it was named bare: "collation
+    "ci" for encoding "UTF8" does not exist", every copy of such a table failed)."""
+    local(rv4, "CREATE SCHEMA IF NOT EXISTS rv4_coll")
+    local(
+        rv4,
+        "DO $$ BEGIN CREATE COLLATION rv4_coll.ci (provider = icu, locale = 'und-u-ks-level2', "
+        "deterministic = false); EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )
+    src = RemoteTable(
+        rv4,
+        "rv4",
+        SERVER,
+        "id bigint, name text COLLATE rv4_coll.ci, due timestamptz",
+        "id bigint PRIMARY KEY, name text, due timestamptz",
+    )
+    src.remote("INSERT INTO {t} VALUES (1, 'open', NULL), (2, 'OPEN', NULL), (3, 'closed', NULL)")
+    where = "name = 'Open' OR due > now()"  # evaluated locally (now()), case-insensitively
+    t = new_target()
+    kwargs = {"key_columns": ["id"], "where": where}
+    if mode == "upsert":
+        kwargs["watermark_column"] = "id"
+    copy(src, t, mode=mode, **kwargs)
+    assert local(rv4, "SELECT id FROM {t} ORDER BY id", t=t) == [(1,), (2,)]
+    collation = local(
+        rv4,
+        "SELECT c.collnamespace::regnamespace::text || '.' || c.collname FROM pg_attribute a "
+        "JOIN pg_collation c ON c.oid = a.attcollation "
+        "WHERE a.attrelid = {r}::regclass AND a.attname = 'name'",
+        r=sql.Literal(t),
+    )
+    assert collation == [("rv4_coll.ci",)]
+
+
 # -- a mirror, and a TRUNCATE while a run loads: the records of the target ----------------------------
 
 FEED_SERVER = "rv5_src"

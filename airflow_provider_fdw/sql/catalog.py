@@ -44,13 +44,18 @@ MATVIEW_DEPENDENCIES_QUERY = sql.SQL(
 )
 
 
-# Columns of one relation: name, type, collation when not the type's default, NOT NULL, FDW options.
+# Columns of one relation: name, type, collation when not the type's default (schema-qualified and
+# quoted, as format_type() quotes the type: a collation outside the search_path is found), NOT NULL,
+# FDW options.
 COLUMNS_QUERY = sql.SQL(
     "SELECT a.attname, format_type(a.atttypid, a.atttypmod), "
-    "  CASE WHEN a.attcollation <> t.typcollation THEN co.collname END, a.attnotnull, a.attfdwoptions "
+    "  CASE WHEN a.attcollation <> t.typcollation "
+    "    THEN pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) END, "
+    "  a.attnotnull, a.attfdwoptions "
     "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
     "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
     "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+    "LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace "
     "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
 )
 

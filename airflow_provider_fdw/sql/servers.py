@@ -266,8 +266,8 @@ def column_type(type_sql: str, collation: str | None) -> sql.Composable:
 
 
 def collate_clause(collation: str | None) -> sql.Composable:
-    """`` COLLATE c``, or nothing."""
-    return sql.SQL(" COLLATE {}").format(sql.Identifier(collation)) if collation else sql.SQL("")
+    """`` COLLATE c``, or nothing; ``collation`` qualified and quoted by the server (catalog.Column)."""
+    return sql.SQL(" COLLATE {}").format(sql.SQL(collation)) if collation else sql.SQL("")
 
 
 def add_column(
