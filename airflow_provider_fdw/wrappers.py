@@ -58,8 +58,14 @@ class Wrapper:
     :param rounded_remote_types: remote column types (as the remote's catalog names them, lower case)
         whose values arrive rounded whatever type the foreign table declares (type -> why), read by
         ``column_type_probe``: a watermark of such a column is refused as for ``rounded_types``.
-    :param column_type_probe: composes a session-local foreign table and a read of the remote types of
-        one column (options ``dbname``, ``table_name``, ``column_name``), or None.
+    :param column_type_probe: composes a session-local foreign table and a read of the remote type of
+        one column (options ``dbname``: the remote database or schema, ``table_name``,
+        ``column_name``), or None: rows of (type name, numeric scale, fractional-second digits,
+        interval fields). A watermark column whose declared type holds fewer distinct values than
+        the remote's is refused (bulkcopy/watermark_types.py).
+    :param remote_type_names: the remote's type names (lower case, as ``column_type_probe`` reads them)
+        -> the PostgreSQL type holding the same values (information_schema's ``data_type`` names);
+        empty when the remote is PostgreSQL (the same names).
     :param session_probe: composes a session-local foreign table and a read of the id of the remote
         session the wrapper's cached connection is in, or None. Given when a read ends silently, as if
         the table ended, when the remote connection is lost mid-read (mysql_fdw takes a fetch error
@@ -122,6 +128,7 @@ class Wrapper:
     rounded_types: Mapping[str, str] = field(default_factory=dict)
     rounded_remote_types: Mapping[str, str] = field(default_factory=dict)
     column_type_probe: Probe | None = None
+    remote_type_names: Mapping[str, str] = field(default_factory=dict)
     session_probe: Probe | None = None
     probe: Probe | None = None
     greeting_address: Callable[[Mapping[str, str]], tuple[str, int] | None] | None = None
@@ -313,6 +320,30 @@ def _postgres_probe(probe: str, server: str, options: Mapping[str, str]) -> tupl
     return create, read
 
 
+def _postgres_column_type_probe(
+    probe: str, server: str, options: Mapping[str, str]
+) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table over the remote ``information_schema.columns`` and a read of the
+    type of the column ``options`` names (``dbname``: the remote schema, ``table_name``,
+    ``column_name``): data_type (a domain's base type), numeric_scale, datetime_precision,
+    interval_type; no row when the remote role has no privilege on the column."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, "
+        "data_type text, numeric_scale integer, datetime_precision integer, interval_type text) "
+        "SERVER {} OPTIONS (schema_name 'information_schema', table_name 'columns')"
+    ).format(sql.Identifier(probe), sql.Identifier(server))
+    read = sql.SQL(
+        "SELECT data_type, numeric_scale, datetime_precision, interval_type FROM pg_temp.{} "
+        "WHERE table_schema = {} AND table_name = {} AND column_name = {}"
+    ).format(
+        sql.Identifier(probe),
+        sql.Literal(options["dbname"]),
+        sql.Literal(options["table_name"]),
+        sql.Literal(options["column_name"]),
+    )
+    return create, read
+
+
 POSTGRES_FDW = Wrapper(
     name="postgres_fdw",
     conn_type="postgres_fdw",
@@ -349,6 +380,7 @@ POSTGRES_FDW = Wrapper(
     fetch_size_option="fetch_size",
     managed_options=frozenset({"client_encoding", "fallback_application_name"}),
     remote_is_postgres=True,
+    column_type_probe=_postgres_column_type_probe,
     probe=_postgres_probe,
     docs_url="https://www.postgresql.org/docs/current/postgres-fdw.html",
     debian_package="postgresql-contrib",
@@ -402,13 +434,15 @@ def _mysql_column_type_probe(
     probe: str, server: str, options: Mapping[str, str]
 ) -> tuple[sql.Composed, sql.Composed]:
     """A session-local foreign table over ``information_schema.COLUMNS`` and a read of the MySQL type
-    (``DATA_TYPE``) of the column ``options`` names (``dbname``, ``table_name``, ``column_name``)."""
+    (``DATA_TYPE``, ``NUMERIC_SCALE``, ``DATETIME_PRECISION``; no interval type: NULL) of the column
+    ``options`` names (``dbname``, ``table_name``, ``column_name``)."""
     create = sql.SQL(
         "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, "
-        "data_type text) SERVER {} OPTIONS (dbname 'information_schema', table_name 'COLUMNS')"
+        "data_type text, numeric_scale bigint, datetime_precision bigint) SERVER {} "
+        "OPTIONS (dbname 'information_schema', table_name 'COLUMNS')"
     ).format(sql.Identifier(probe), sql.Identifier(server))
     read = sql.SQL(
-        "SELECT pg_catalog.lower(data_type) FROM pg_temp.{} "
+        "SELECT pg_catalog.lower(data_type), numeric_scale, datetime_precision, NULL::text FROM pg_temp.{} "
         "WHERE table_schema = {} AND table_name = {} AND column_name = {}"
     ).format(
         sql.Identifier(probe),
@@ -417,6 +451,34 @@ def _mysql_column_type_probe(
         sql.Literal(options["column_name"]),
     )
     return create, read
+
+
+# MySQL's DATA_TYPE -> the PostgreSQL type (information_schema.columns.data_type) of the same values
+# and order, for comparing a remote column with its declared type (bulkcopy/watermark_types.py). A
+# MySQL REAL is a DOUBLE (its catalog says double); BOOLEAN is tinyint(1); YEAR is a whole number.
+MYSQL_TYPE_NAMES = {
+    "tinyint": "smallint",
+    "smallint": "smallint",
+    "mediumint": "integer",
+    "int": "integer",
+    "integer": "integer",
+    "bigint": "bigint",
+    "year": "smallint",
+    "decimal": "numeric",
+    "numeric": "numeric",
+    "float": "real",
+    "double": "double precision",
+    "date": "date",
+    "datetime": "timestamp without time zone",
+    "timestamp": "timestamp without time zone",
+    "time": "time without time zone",
+    "char": "character",
+    "varchar": "character varying",
+    "tinytext": "text",
+    "text": "text",
+    "mediumtext": "text",
+    "longtext": "text",
+}
 
 
 def _mysql_tables_probe(
@@ -513,6 +575,7 @@ MYSQL_FDW = Wrapper(
         "whatever type the foreign table declares"
     },
     column_type_probe=_mysql_column_type_probe,
+    remote_type_names=MYSQL_TYPE_NAMES,
     probe=_mysql_probe,
     session_probe=_mysql_session_probe,
     greeting_address=_mysql_address,

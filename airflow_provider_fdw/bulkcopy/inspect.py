@@ -21,6 +21,14 @@ from airflow_provider_fdw.bulkcopy.merge import check_finite_watermark
 from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.state import CopyRun
 from airflow_provider_fdw.bulkcopy.verify import choose_verifier, early_end_columns
+from airflow_provider_fdw.bulkcopy.watermark_types import (
+    UNNAMED,
+    ColumnType,
+    from_catalog,
+    from_remote,
+    narrowing,
+    widest,
+)
 from airflow_provider_fdw.catalog import Table, foreign_reads, parse_options, read_table, where_reads
 from airflow_provider_fdw.compat import DriverError
 from airflow_provider_fdw.exceptions import INSUFFICIENT_PRIVILEGE, FdwConfigError, FdwError
@@ -95,9 +103,11 @@ def inspect_tables(copy: BulkCopy, s: LocalSession) -> CopyRun:
     watermark_type, overlap = None, None
     with s.transaction():
         if p.mode != "replace" and p.watermark_column:
-            check_watermark_comparable(s, p.source, source, p.watermark_column, reads)
-            check_watermark_collation(s, p, source, target, copy.log)
             watermark_type = watermark.read_type(s, source.oid, p.watermark_column)
+            check_watermark_comparable(
+                s, p.source, source, p.watermark_column, reads, copy.log, watermark_type
+            )
+            check_watermark_collation(s, p, source, target, copy.log)
             type_sql = source.columns[p.watermark_column].type_sql
             overlap = watermark.overlap_for(p.overlap, p.watermark_column, type_sql, watermark_type)
         check_readable(s, p.source, source.oid, sorted(read), p.where)
@@ -162,7 +172,13 @@ def read_wrappers(reads: list[tuple[str, str]]) -> list[Wrapper]:
 
 
 def check_watermark_comparable(
-    s: LocalSession, name: Any, source: Table, column: str, reads: list[tuple[str, str]]
+    s: LocalSession,
+    name: Any,
+    source: Table,
+    column: str,
+    reads: list[tuple[str, str]],
+    log: Any,
+    declared: watermark.WatermarkType,
 ) -> None:
     """Refuse a watermark the remote cannot compare as PostgreSQL computed it, before anything changes
     (``reads``: the (wrapper, server) of the foreign tables a read of ``source`` reaches).
@@ -171,8 +187,12 @@ def check_watermark_comparable(
     bound ``column > 'b'`` is evaluated by MySQL, case-insensitively and blind to trailing spaces by
     default, while the bound itself is PostgreSQL's ``max()``. A row ``'b '`` is then never copied,
     and a row ``'B'`` (below ``'b'`` here, above it there) is copied again on every run, both silently.
-    A column whose values arrive rounded (mysql_fdw's ``real``, a MySQL FLOAT): the bound is the
-    rounded value, above or below the one MySQL holds, so later rows are skipped or rows copied again.
+    A column whose values arrive rounded (mysql_fdw's ``real``, a MySQL FLOAT; a declared type
+    narrower than the remote's, :func:`check_declared_types`): the bound is the rounded value, above
+    or below the one the remote holds, so later rows are skipped or rows copied again. The remote
+    types of a postgres_fdw source are read once the FDW path is chosen
+    (:func:`check_remote_watermark_type`, :func:`read_source_side`). ``declared``: the column's type
+    (:func:`.watermark.read_type`).
     """
     # a view over such a foreign table (or a table with such foreign partitions) passes the bound to it
     wrappers = read_wrappers(reads)
@@ -184,7 +204,13 @@ def check_watermark_comparable(
                 "so its bound is not a value the remote holds and rows would be skipped or copied again. "
                 "Use an exact column (integer, decimal, date or time). Nothing was changed."
             )
-    rounded = remote_column_types(s, source, column)
+    found = remote_column_types(s, source, column, log, postgres=False)
+    rounded = sorted(
+        (t.name, why)
+        for table, types in found
+        for t in types
+        if (why := WRAPPERS[table.relation.wrapper or ""].rounded_remote_types.get(t.name))
+    )
     if rounded:
         remote_type, why = rounded[0]
         raise FdwConfigError(
@@ -193,15 +219,105 @@ def check_watermark_comparable(
             "exact column (integer, decimal, date or time). Nothing was changed."
         )
     collating = next((w for w in wrappers if w.compares_text_in_its_collation), None)
-    if collating is None:
-        return
-    if s.fetchvalue("check watermark type", q.COLLATABLE_COLUMN_QUERY, (source.oid, column)):
+    if collating is not None and s.fetchvalue(
+        "check watermark type", q.COLLATABLE_COLUMN_QUERY, (source.oid, column)
+    ):
         raise FdwConfigError(
             f"watermark_column {column} of {name} is {source.columns[column].type_sql}: {collating.name} "
             "sends the watermark bound to the remote, which compares text in its own collation (MySQL's "
             "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
             "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
         )
+    check_declared_types(s, name, source, column, found, declared)
+
+
+def check_remote_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun) -> None:
+    """On the FDW path, for a view or a partitioned source: refuse a watermark whose postgres_fdw
+    tables declare a type narrower than the remote column's (:func:`check_declared_types`), read from
+    each remote's information_schema, before anything changes. A foreign table source is checked by
+    :func:`read_source_side` (its index probe reads the remote column's type: no statement more).
+    The direct path reads the remote column itself (a filtered column of another type there is
+    refused or read through postgres_fdw: :func:`.plan_direct`)."""
+    p = copy.plan
+    if p.mode == "replace" or not p.watermark_column or run.source.is_foreign:
+        return
+    if not any(w.remote_is_postgres for w in run.wrappers):
+        return
+    assert run.watermark_type is not None  # read by inspect_tables for append/upsert
+    with s.transaction():
+        found = remote_column_types(s, run.source, p.watermark_column, copy.log, postgres=True)
+        check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type)
+
+
+def check_probed_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun, row: tuple[Any, ...]) -> None:
+    """On the FDW path, for a postgres_fdw foreign table source: :func:`check_declared_types` with the
+    remote column's type read by the index probe (``row``: relkind, has an index, type OID,
+    modifier); a type not built in (a domain, an enum) is read from the remote's information_schema."""
+    p = copy.plan
+    assert p.watermark_column is not None and run.watermark_type is not None
+    if row[2] is None:
+        return  # no such column on the remote: the read fails on its own
+    remote = from_catalog(int(row[2]), int(row[3]))
+    if remote is None:
+        with s.transaction():
+            found = remote_column_types(s, run.source, p.watermark_column, copy.log, postgres=True)
+    else:
+        found = [(run.source, [remote])]
+    # the source's own type, already read: no statement
+    check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type)
+
+
+def check_declared_types(
+    s: LocalSession,
+    name: Any,
+    source: Table,
+    column: str,
+    found: list[tuple[Table, list[ColumnType]]],
+    source_type: watermark.WatermarkType,
+) -> None:
+    """Refuse a watermark column whose foreign tables (``found``: each with its remote column's types)
+    declare a type holding fewer distinct values than the remote's, or ordering them otherwise: the
+    values arrive rounded (a remote ``timestamp`` declared ``timestamp(0)``, a ``numeric`` declared
+    ``numeric(10,2)``) and the bound, their ``max()``, is compared by the remote with its own values,
+    so rows are copied again on every run or never copied (:func:`.watermark_types.narrowing`).
+    ``source_type``: the source's column type, already read (the foreign tables a view or a
+    partitioned source reads are read in one query)."""
+    if not found:
+        return
+    declared: dict[int, ColumnType | None]
+    if [t.oid for t, _ in found] == [source.oid]:
+        declared = {source.oid: from_catalog(source_type.oid, source_type.typmod)}
+    else:
+        step = "read the watermark's declared types"
+        rows = s.fetchall(step, q.DECLARED_TYPES_QUERY, ([t.oid for t, _ in found], column))
+        declared = {int(oid): from_catalog(int(typid), int(typmod)) for oid, typid, typmod in rows}
+    for table, types in found:
+        here = declared.get(table.oid)
+        if here is None:
+            continue
+        for remote in types:
+            if remote.data_type == UNNAMED:
+                continue  # an enum, a composite, an extension's type: the remote's catalog does not say
+            why = narrowing(here, remote)
+            if why is None:
+                continue
+            remote_table = ".".join(_remote_name(table) or ("?", "?"))
+            via = "" if table.oid == source.oid else f" (read from the foreign table {table.relation.name})"
+            remote_column = table.columns[column].remote_name
+            to = widest(remote)
+            fix = (
+                f"ALTER FOREIGN TABLE {table.relation.name} ALTER COLUMN {column} TYPE {to}"
+                if to
+                else "the remote column's type"
+            )
+            raise FdwConfigError(
+                f"watermark_column {column} of {name}{via} is declared {table.columns[column].type_sql} but "
+                f"is {remote.describe()} on the remote ({remote_table}.{remote_column}): {why}. The bound "
+                "recorded is the max() of the values as declared, and the remote compares it with its own "
+                "values, so rows would be copied again on every run or never copied. Nothing was changed. "
+                f"Declare the column with the remote's type, as IMPORT FOREIGN SCHEMA does ({fix}), or "
+                "use another watermark column."
+            )
 
 
 def check_watermark_collation(s: LocalSession, p: Any, source: Table, target: Table | None, log: Any) -> None:
@@ -332,22 +448,33 @@ def reads_a_file(reads: list[tuple[str, str]]) -> bool:
     return any(wrapper == FILE_FDW.name for wrapper, _ in reads)
 
 
-def remote_column_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:
-    """The remote types of a foreign table's column that its wrapper rounds (type, why), read from the
-    remote's catalog (empty when the wrapper has no such probe or the remote cannot say). For a view
-    or a partitioned table: of the column of that name of each foreign table it reads (a partition's
-    columns are the table's; a view that renames the column is not followed), as the bound is passed
-    on to them."""
-    tables = [source] if source.is_foreign else _probed_tables_read(s, source)
-    found = {t for table in tables if column in table.columns for t in _remote_types(s, table, column)}
-    return sorted(found)
+def remote_column_types(
+    s: LocalSession, source: Table, column: str, log: Any, postgres: bool
+) -> list[tuple[Table, list[ColumnType]]]:
+    """The remote types of a foreign table's column, each foreign table with the types read from its
+    remote's catalog (none when the wrapper has no such probe; left out, logged, when the remote
+    cannot say), of the wrappers whose remote is PostgreSQL (``postgres``) or of the others. For a
+    view or a partitioned table: of the column of that name of each foreign table it reads (a
+    partition's columns are the table's; a view that renames the column is not followed), as the
+    bound is passed on to them."""
+    tables = [source] if source.is_foreign else _probed_tables_read(s, source, postgres)
+    found = []
+    for table in tables:
+        wrapper = WRAPPERS.get(table.relation.wrapper or "")
+        if wrapper is None or wrapper.remote_is_postgres != postgres or column not in table.columns:
+            continue
+        types = _remote_types(s, table, column, log)
+        if types:
+            found.append((table, types))
+    return found
 
 
-def _probed_tables_read(s: LocalSession, source: Table) -> list[Table]:
-    """The foreign tables a view or partitioned table reads whose wrapper can read a remote type."""
+def _probed_tables_read(s: LocalSession, source: Table, postgres: bool) -> list[Table]:
+    """The foreign tables a view or partitioned table reads whose wrapper can read a remote type (of
+    the wrappers whose remote is PostgreSQL, ``postgres``, or of the others)."""
     tables = []
     for wrapper in WRAPPERS.values():
-        if wrapper.column_type_probe is None:
+        if wrapper.column_type_probe is None or wrapper.remote_is_postgres != postgres:
             continue
         step = f"read the {wrapper.name} tables read"
         for schema, name in s.fetchall(step, q.WRAPPER_TABLES_READ_QUERY, (source.oid, wrapper.name)):
@@ -357,7 +484,7 @@ def _probed_tables_read(s: LocalSession, source: Table) -> list[Table]:
     return tables
 
 
-def _remote_types(s: LocalSession, source: Table, column: str) -> list[tuple[str, str]]:
+def _remote_types(s: LocalSession, source: Table, column: str, log: Any) -> list[ColumnType]:
     relation = source.relation
     wrapper = WRAPPERS.get(relation.wrapper or "")
     if (
@@ -367,24 +494,38 @@ def _remote_types(s: LocalSession, source: Table, column: str) -> list[tuple[str
         or relation.server_name is None
     ):
         return []
-    database_option, table_option = wrapper.remote_table_options
-    if database_option not in relation.options:
+    remote = _remote_name(source)
+    if remote is None:
         return []
-    names = {
-        "dbname": relation.options[database_option],
-        "table_name": relation.options.get(table_option, relation.name.name),
-        "column_name": source.columns[column].remote_name,
-    }
+    names = {"dbname": remote[0], "table_name": remote[1], "column_name": source.columns[column].remote_name}
     probe = bounded_name("fdw_type", relation.name.name)
     create, read = wrapper.column_type_probe(probe, relation.server_name, names)
     step = "read the watermark column's remote type"
     try:
-        types = s.in_savepoint(step, lambda: (s.execute(step, create, quiet=True), s.fetchall(step, read))[1])
-    except FdwError:  # the remote cannot say: the declared type was checked
+        with s.undone(step):
+            s.execute(step, create, quiet=True)
+            rows = s.fetchall(step, read)
+    except FdwError as exc:  # the remote cannot say: the declared type was checked
+        log.info(
+            "Could not read the type of %s.%s on the remote (%s): not compared.",
+            ".".join(remote),
+            column,
+            exc,
+        )
         return []
-    s.execute(step, q.drop_remote_probe(probe), quiet=True)
-    rounded = wrapper.rounded_remote_types
-    return [(t, rounded[t]) for t in sorted({t for (t,) in types if t in rounded})]
+    return sorted({from_remote(row, wrapper.remote_type_names) for row in rows}, key=repr)
+
+
+def _remote_name(table: Table) -> tuple[str, str] | None:
+    """(remote schema or database, table) a foreign table of a described wrapper reads; None when
+    it does not say (a mysql_fdw table without its database)."""
+    relation = table.relation
+    wrapper = WRAPPERS.get(relation.wrapper or "")
+    if wrapper is None or wrapper.remote_table_options is None:
+        return None
+    if wrapper.remote_table_options[0] not in relation.options and not wrapper.remote_is_postgres:
+        return None  # postgres_fdw defaults to the local schema's name, mysql_fdw to none
+    return wrapper.remote_table(relation.options, (relation.name.schema, relation.name.name))
 
 
 def check_target_columns(copy: BulkCopy, source: Table, target: Table, columns: list[str]) -> None:
@@ -444,6 +585,8 @@ def choose_path(
         copy.log.info("%s: copying through postgres_fdw instead.", reason)
         run.direct, run.result.path = None, "fdw"
         run.close_remote()
+    if run.direct is None:
+        check_remote_watermark_type(copy, s, run)  # before anything changes, as the checks above
     if run.direct is None and p.parallelism > 1:
         check_split_column(copy, run)  # before anything changes: ctid ranges need the direct path
         wrappers = ", ".join(w.name for w in run.wrappers) or "its foreign tables"
@@ -665,9 +808,13 @@ def read_source_side(
             row = remote_indexes.probe_through_fdw(
                 s, run.source.server_name, run.source.remote, remote_column
             )
-        except FdwError as exc:  # only advice: the copy goes on without it
-            copy.log.info("Could not read the indexes of %s on the remote: %s", run.source.remote, exc)
+        except FdwError as exc:  # only advice (the type not compared): the copy goes on without it
+            copy.log.info(
+                "Could not read the indexes and the type of %s on the remote: %s", run.source.remote, exc
+            )
             row = None
+        if row is not None:
+            check_probed_watermark_type(copy, s, run, row)
         return nulls, row
     assert copy.remote_connect is not None and run.source.remote is not None
     # The direct path reads as the user mapping's role without going through it: count over the direct

@@ -61,10 +61,13 @@ class Bound:
 class WatermarkType:
     """The watermark column's type as a bound needs it: ``base``, the built-in type under its domains
     (None when it is not built in), and ``category`` (``pg_type.typcategory``: N numeric, D date/time,
-    T interval …)."""
+    T interval …); ``oid`` and ``typmod``: that type's OID and modifier (the column's, or its
+    innermost domain's), what a declared type keeps (bulkcopy/watermark_types.py)."""
 
     base: str | None
     category: str
+    oid: int = 0
+    typmod: int = -1
 
     @property
     def bound_type(self) -> str | None:
@@ -78,7 +81,7 @@ def read_type(s: LocalSession, relation_oid: int, column: str) -> WatermarkType:
     row = s.fetchone("read watermark type", q.WATERMARK_TYPE_QUERY, (relation_oid, column))
     if row is None:  # the column was read from the same catalog just before
         raise FdwError(f"watermark column {column} vanished from the catalog.", step="read watermark type")
-    return WatermarkType(row[0], row[1])
+    return WatermarkType(row[0], row[1], int(row[2]), int(row[3]))
 
 
 # Interval text that is only a number: seconds to PostgreSQL, a number to whoever wrote it.
