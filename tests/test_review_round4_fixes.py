@@ -2,8 +2,8 @@
 
 - The FDW path read through a private foreign table whose columns lost their declared collations: a
   ``where`` the local server evaluates compared in the database default.
-- A mirror left the state table's records as they were: another feed of a shared target then never
-  copied the rows the mirror deleted, and an append of the mirror's own source appended its rows again.
+- A mirror left the state table's records as they were: an append of the mirror's own source appended
+  the mirror's new rows again. A mirror of a target other feeds write is refused (the second review).
 - A TRUNCATE of the target while a run loaded (or between a partitioned copy's loads and its apply):
   the record was written for the emptied table, and the rows before the run's start were never copied.
 """
@@ -14,11 +14,11 @@ import threading
 import uuid
 
 import pytest
-from conftest import SOURCE_DB, RemoteTable, fdw_sandbox, ident, local, wait_until
+from conftest import SOURCE_DB, TARGET_DB, RemoteTable, fdw_sandbox, ident, local, wait_until
 
 from airflow_provider_fdw.bulkcopy import plan_copy
 from airflow_provider_fdw.compat import sql
-from airflow_provider_fdw.exceptions import FdwError
+from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
 from airflow_provider_fdw.hooks.fdw import FdwHook
 
 SERVER = "rv4_src"
@@ -173,16 +173,59 @@ def ids(pair, target: str) -> list[int]:
 
 
 @pytest.mark.parametrize("transport", ["fdw", "copy"])
-def test_a_mirror_of_a_shared_target_restarts_the_other_feeds_record(rv5, transport):
-    """A mirror makes the target equal to its source, as a replace does: the rows of another feed it
-    deleted come back with that feed's next run (its record starts again, in the mirror's transaction)."""
+def test_a_mirror_of_a_target_other_feeds_write_is_refused_with_nothing_changed(rv5, transport):
+    """A mirror makes the target hold its source's rows only. Another feed's rows it would delete, and
+    that feed's next runs would not copy them again (it left its record as it was); if that feed read
+    the same rows under another name, restarting it would copy again every row the mirror inserted.
+    Only the user knows which: refused before any change, with the statement that lets it go on."""
     a, b, t = Source(rv5, 1, 100), Source(rv5, 1001, 1050), new_target()
     copy(a, t, mode="replace", key_columns=["id"])
     copy(b, t, **UPSERT)
-    result = copy(a, t, mode="mirror", transport=transport)
-    assert result["deleted"] == 50
-    copy(b, t, **UPSERT)
+    with pytest.raises(FdwConfigError, match="also fed by incremental copies of other sources") as refused:
+        copy(a, t, mode="mirror", transport=transport)
     assert ids(rv5, t) == list(range(1, 101)) + list(range(1001, 1051))
+    forget_them = str(refused.value).rsplit("\n", 1)[1]
+    rv5.target.execute(forget_them, dbname=TARGET_DB)
+    assert copy(a, t, mode="mirror", transport=transport)["deleted"] == 50
+    assert ids(rv5, t) == list(range(1, 101))
+
+
+def alias_of(pair, src: Source) -> str:
+    """A second foreign table over the same remote table (a re-import, a replica's server)."""
+    schema = f"rv5alias_{uuid.uuid4().hex[:6]}"
+    local(pair, "CREATE SCHEMA {s}", s=schema)
+    local(
+        pair,
+        "CREATE FOREIGN TABLE {a} (id bigint, name text, updated_at timestamptz) SERVER {srv} "
+        "OPTIONS (schema_name 'rv5', table_name {n})",
+        a=f"{schema}.{src.name}",
+        srv=ident(FEED_SERVER),
+        n=sql.Literal(src.name),
+    )
+    return f"{schema}.{src.name}"
+
+
+def test_a_mirror_beside_an_append_of_the_same_rows_under_another_name(rv5):
+    """An hourly append reads the rows under another name than the nightly mirror: the mirror is refused
+    (restarting the append would append every row again); mirrored from the name the append reads, the
+    append goes on from the mirrored rows without appending any twice."""
+    a, t = Source(rv5, 1, 100), new_target()
+    hourly = alias_of(rv5, a)
+
+    def append():
+        with FdwHook(fdw_conn_id="fdw_source") as hook:
+            return hook.bulk_copy(plan_copy(hourly, t, **APPEND))
+
+    append()
+    a.add(101, 120)
+    a.remote("DELETE FROM {t} WHERE id = 7")
+    with pytest.raises(FdwConfigError, match="also fed by incremental copies"):
+        copy(a, t, mode="mirror", key_columns=["id"])
+    with FdwHook(fdw_conn_id="fdw_source") as hook:
+        hook.bulk_copy(plan_copy(hourly, t, mode="mirror", key_columns=["id"]))
+    a.add(121, 125)
+    assert append()["rows"] == 5
+    assert ids(rv5, t) == [i for i in range(1, 126) if i != 7]
 
 
 def test_an_append_after_a_mirror_of_its_own_source_appends_no_row_twice(rv5):
@@ -278,4 +321,102 @@ def test_a_truncate_between_a_partitioned_appends_loads_and_its_apply(rv5):
         step(parts.apply, state)
     assert ids(rv5, t) == []
     copy(a, t, **APPEND)
+    assert ids(rv5, t) == list(range(1, 121))
+
+
+# -- the fixes' own review: what the storage check and the mirror must not refuse ---------------------
+
+EARLIER_STATE = (
+    "CREATE TABLE {s}.fdw_copy_state (target_table text PRIMARY KEY, watermark_column text NOT NULL, "
+    "target_oid oid NOT NULL, target_filenode oid, watermark text, "
+    "recorded_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+@pytest.mark.parametrize("mode", ["mirror", "replace"])
+def test_a_mirror_or_replace_beside_an_earlier_versions_state_table(rv5, mode):
+    """A state table of an earlier version (one record per target, no source columns): the mirror and
+    the replace that forget the target's record give it a record per feed first, as incremental runs
+    do (they failed: column "source_table" does not exist)."""
+    schema = f"rv5old_{uuid.uuid4().hex[:6]}"
+    local(rv5, "CREATE SCHEMA {s}", s=schema)
+    a, t = Source(rv5, 1, 100), f"{schema}.t"
+    copy(a, t, mode="replace", key_columns=["id"])
+    local(rv5, EARLIER_STATE, s=ident(schema))
+    local(
+        rv5,
+        "INSERT INTO {s}.fdw_copy_state (target_table, watermark_column, target_oid, watermark) "
+        "VALUES ('t', 'updated_at', 0, '2024-01-01')",
+        s=ident(schema),
+    )
+    a.remote("DELETE FROM {t} WHERE id = 7")
+    copy(a, t, mode=mode, key_columns=["id"])
+    assert ids(rv5, t) == [i for i in range(1, 101) if i != 7]
+    assert local(rv5, "SELECT count(*) FROM {s}.fdw_copy_state", s=ident(schema)) == [(0,)]
+
+
+def test_an_append_into_a_target_whose_trigger_makes_its_children(rv5):
+    """A routing trigger that creates the child table a row goes to (inheritance partitioning made on
+    demand): the child the run's own write creates is not a rewrite of the target."""
+    a, t = Source(rv5, 1, 100), new_target()
+    name = t.split(".")[1]
+    local(rv5, "CREATE TABLE {t} (id bigint, name text, updated_at timestamptz)", t=t)
+    local(
+        rv5,
+        "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS $$ DECLARE c text := "
+        + f"'{name}_' || to_char(NEW.updated_at AT TIME ZONE 'UTC', 'YYYYMMDDHH24'); BEGIN "
+        + f"EXECUTE format('CREATE TABLE IF NOT EXISTS public.%I () INHERITS (public.{name})', c); "
+        "EXECUTE format('INSERT INTO public.%I SELECT ($1).*', c) USING NEW; RETURN NULL; END $$",
+        f=ident("public", f"{name}_route"),
+    )
+    local(
+        rv5,
+        "CREATE TRIGGER route BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()",
+        t=t,
+        f=ident("public", f"{name}_route"),
+    )
+    copy(a, t, **APPEND)
+    a.add(101, 200)
+    assert copy(a, t, **APPEND)["rows"] == 100
+    assert ids(rv5, t) == list(range(1, 201))
+
+
+def test_a_partition_added_while_a_run_loads_fails_nothing(rv5):
+    """A maintenance job (pg_partman, cron) adds next month's partition while an append reads the
+    source: no row went away, the run goes on."""
+    a, t = Source(rv5, 1, 100), new_target()
+    local(
+        rv5,
+        "CREATE TABLE {t} (id bigint, name text, updated_at timestamptz NOT NULL) "
+        "PARTITION BY RANGE (updated_at)",
+        t=t,
+    )
+    local(
+        rv5,
+        "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')",
+        p=f"{t}_1",
+        t=t,
+    )
+    copy(a, t, **APPEND)
+    a.add(101, 120)
+    lock = SourceLock(rv5, a)
+    outcome: dict = {}
+
+    def run() -> None:
+        outcome["result"] = copy(a, t, **APPEND)
+
+    thread = threading.Thread(target=run)
+    try:
+        thread.start()
+        wait_until(lambda: lock.waiters() >= 1, 30)
+        local(
+            rv5,
+            "CREATE TABLE {p} PARTITION OF {t} FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')",
+            p=f"{t}_2",
+            t=t,
+        )
+    finally:
+        lock.release()
+    thread.join(60)
+    assert outcome["result"]["rows"] == 20
     assert ids(rv5, t) == list(range(1, 121))

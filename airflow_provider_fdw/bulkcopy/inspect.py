@@ -663,7 +663,7 @@ def read_start(copy: BulkCopy, s: LocalSession, run: CopyRun, target: Table, ove
     type_sql = run.source.columns[column].type_sql  # the target's too (checked)
     feed = run.feed
     with s.transaction():
-        run.start_storage = watermark.storage_of(s, target.oid)
+        run.start_files = watermark.table_files(s, target.oid)
         # Subtract the overlap here: the remote then gets a constant bound it can push down
         # (timestamptz - interval is only STABLE, so postgres_fdw would filter locally).
         recorded = watermark.read_bound(s, p.target, target.oid, column, type_sql, feed, overlap)

@@ -102,8 +102,8 @@ def merge(copy: BulkCopy, run: CopyRun, s: LocalSession) -> None:
                         writers,
                         LEAVE_OUT,
                     )
-        if run.start_storage is not None:  # after the write, whose lock keeps the table as it is now
-            watermark.check_storage_unchanged(s, p.target, target.oid, run.start_storage)
+        if run.start_files is not None:  # after the write, whose lock keeps the table as it is now
+            watermark.check_not_rewritten(s, p.target, target.oid, run.start_files)
         if written.foreign:
             copy.log.info(
                 "%s has foreign partitions, whose rows no count shows: what triggers wrote is not checked",

@@ -226,7 +226,8 @@ class Mirror:
         self.lock_timeout = locks.LockTimeout(plan.lock_timeout, plan.lock_timeout_explicit)
         self.helper: LocalSession | None = None
         self.target_rows = 0  # the target's rows at the whole-table comparison
-        self.source_server = ""  # the source's foreign server: whose feed of the target the mirror is
+        # the mirror as a feed of the target (watermark.Feed): an incremental copy of the same source
+        self.feed = watermark.Feed.of(plan.source, None)
         self.result = MirrorResult(str(plan.source), str(plan.target))
 
     def run(self, session: LocalSession) -> MirrorResult:
@@ -293,7 +294,7 @@ class Mirror:
                 f"mode='mirror' reads its source in several passes of one snapshot, which postgres_fdw "
                 f"keeps for the run: {p.source} is {what}. Copy it with mode='replace' instead."
             )
-        self.source_server = source_row[4] or ""
+        self.feed = watermark.Feed.of(p.source, source_row[4])
         target_row = s.fetchone("read target_table", q.RELATION_QUERY, p.target)
         if target_row is None:
             raise FdwConfigError(
@@ -303,6 +304,7 @@ class Mirror:
         if target_row[1] not in ("r", "p"):
             raise FdwConfigError(f"target_table {p.target} exists but is not a table.")
         oid, relkind = target_row[0], target_row[1]
+        self._refuse_other_feeds(s, oid)
         only = relkind == "r"  # inheritance children of a plain table are not the target's rows
         source_columns = read_columns(s, p.source)
         target_columns = read_columns(s, p.target)
@@ -570,6 +572,35 @@ class Mirror:
         by_row = row_differences(s, src, p, only, key[0], columns, row_hash, src_rows, tgt_rows, rows_before)
         self._apply(s, oid, only, key, key_is_unique, columns, by_row)
 
+    def _refuse_other_feeds(self, s: LocalSession, oid: int) -> None:
+        """Refuse, before any change, a target that incremental copies of other sources feed (records
+        in the state table): the mirror makes it hold this source's rows only. If theirs are other
+        rows, it deletes them and their next runs would not copy them again; if they read the same rows
+        under another name (another server, a second foreign table), their next runs would copy again
+        the rows the mirror inserted. Which of the two it is, only the user knows."""
+        p = self.plan
+        others = watermark.other_feeds(s, p.target, oid, self.feed)
+        if not others:
+            return
+        state = watermark.state_table(p.target)
+        forget_them = sql.SQL(
+            "DELETE FROM {} WHERE target_table = {} AND (source_table, source_server) <> ({}, {})"
+        ).format(
+            sql.Identifier(*state),
+            *(sql.Literal(v) for v in (p.target.name, self.feed.source, self.feed.server)),
+        )
+        raise FdwConfigError(
+            f"{p.target} is also fed by incremental copies of other sources "
+            f"({'; '.join(str(f) for f in others)}), whose records in {state} say which of their rows it "
+            f"holds. A mirror makes it hold the rows of {p.source} only: it would delete theirs, which "
+            "their next runs would not copy again, or, if they read the same rows under another name "
+            "(another server, a second foreign table), their next runs would copy again the rows the "
+            "mirror inserts. Nothing was changed. Mirror from the foreign table those copies read, mirror "
+            "into a table of its own, or, if those copies no longer run (or read the same rows and should "
+            "start from the mirrored rows' max()), drop their records:\n"
+            f"{s.render(forget_them)};"
+        )
+
     def _apply(
         self,
         s: LocalSession,
@@ -581,11 +612,10 @@ class Mirror:
         differences: Differences,
     ) -> None:
         """Write the differences (see :func:`.mirror_apply.apply_differences`). The target then holds
-        exactly the source's rows, as after a replace: the incremental copies' records of it start again
-        in the same transaction (an append of this source would append the mirror's new rows again; another
-        feed's rows the mirror deleted would never come back)."""
+        exactly the source's rows: an incremental copy of the same source forgets its record in the same
+        transaction, and reads max() of them next time (it would append the mirror's new rows again)."""
         apply_differences(s, self.plan, self.result, oid, only, key, key_is_unique, columns, differences)
-        watermark.replaced(s, self.plan.target, watermark.Feed.of(self.plan.source, self.source_server))
+        watermark.forget(s, self.plan.target, self.feed)
 
     # -- steps ----------------------------------------------------------------------------------
 

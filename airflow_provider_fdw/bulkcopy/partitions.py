@@ -42,6 +42,7 @@ from airflow_provider_fdw.bulkcopy.inspect import (
 from airflow_provider_fdw.bulkcopy.load import load_ranges, range_bounds
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder, source_lock
 from airflow_provider_fdw.bulkcopy.state import CopyRun
+from airflow_provider_fdw.bulkcopy.watermark import TableFiles
 from airflow_provider_fdw.cancel import terminate_leftovers
 from airflow_provider_fdw.catalog import Index, foreign_reads
 from airflow_provider_fdw.exceptions import FdwConfigError, FdwError
@@ -72,9 +73,9 @@ class PartitionedState:
     split_column: str | None
     # fdw path, append/upsert: [the source's max(watermark) as text] read by prepare (inspect.Ceiling)
     watermark_ceiling: list[str | None] | None = None
-    # append/upsert into an existing target: its [oid, storage] when prepare read the start
-    # (CopyRun.start_storage): every task reads the same start only from the same table
-    start_storage: list[int | None] | None = None
+    # append/upsert into an existing target: its files when prepare read the start (CopyRun.start_files,
+    # TableFiles.to_json): every task reads the same start only from the same table
+    start_files: list[Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,18 +104,19 @@ class PartitionedState:
 
     def check_start(self, run: CopyRun, target: QualifiedName) -> None:
         """Refuse a task whose target is no longer the table prepare read the start from (a TRUNCATE
-        between the tasks); the apply then checks it again under its write's lock."""
-        if self.start_storage is None:
+        between the tasks); the apply then checks prepare's files again under its write's lock."""
+        if self.start_files is None:
             return
-        start = (int(self.start_storage[0] or 0), self.start_storage[1])
-        if run.start_storage != start:
+        start = TableFiles.from_json(self.start_files)
+        if run.start_files is None or start.rewritten_in(run.start_files):
             raise FdwError(
-                f"{target} was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, a partition added or "
-                "dropped, or the table made again) after the prepare task read where this copy starts. "
-                "Nothing was changed: run the whole task group again (clear it from its prepare task).",
+                f"{target} (or one of its partitions or children) was emptied or rewritten (TRUNCATE, "
+                "VACUUM FULL, CLUSTER, or the table made again) after the prepare task read where this "
+                "copy starts. Nothing was changed: run the whole task group again (clear it from its "
+                "prepare task).",
                 step="check target storage",
             )
-        run.start_storage = start
+        run.start_files = start
 
     def indexes(self) -> list[Index]:
         return [Index(**{**i, "columns": tuple(i["columns"])}) for i in self.deferred_indexes]
@@ -171,7 +173,7 @@ def prepare(copy: BulkCopy, session: LocalSession, run_key: str, partitions: int
         [list(r) for r in ranges],
         p.split_column,
         None if ceiling is None else [ceiling.top],
-        None if run.start_storage is None else list(run.start_storage),
+        None if run.start_files is None else run.start_files.to_json(),
     )
     copy.log.info(
         "Partitioned copy %s -> %s: staging table %s, %d ranges of %s, %s path",

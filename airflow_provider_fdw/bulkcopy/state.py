@@ -13,7 +13,7 @@ from airflow_provider_fdw.bulkcopy.plan import CopyResult
 from airflow_provider_fdw.bulkcopy.snapshot import ImportedSnapshot, SnapshotHolder
 from airflow_provider_fdw.bulkcopy.steps import StepTimes
 from airflow_provider_fdw.bulkcopy.verify import Verifier
-from airflow_provider_fdw.bulkcopy.watermark import Bound, Feed, WatermarkType
+from airflow_provider_fdw.bulkcopy.watermark import Bound, Feed, TableFiles, WatermarkType
 from airflow_provider_fdw.catalog import Index, Table
 from airflow_provider_fdw.names import QualifiedName
 from airflow_provider_fdw.session import LocalSession
@@ -49,9 +49,9 @@ class CopyRun:
     overlap: Any = None  # upsert: the plan's overlap as the watermark's type subtracts it
     start: Bound | None = None  # append/upsert: the watermark this run starts from (recorded or max())
     restarts_other_feeds: bool = False  # it found a target other feeds share empty: they start again
-    # append/upsert into an existing target: its (oid, storage) when the start was read (the merge
-    # checks it: a TRUNCATE meanwhile would leave the rows below the start uncopied for good)
-    start_storage: tuple[int, int | None] | None = None
+    # append/upsert into an existing target: its files when the start was read (the merge checks
+    # them: a TRUNCATE meanwhile would leave the rows below the start uncopied for good)
+    start_files: TableFiles | None = None
     steps: StepTimes = field(default_factory=StepTimes)  # seconds per step, logged when the run ends
     # direct path: the remote connection that planned the path, reused by the watermark step and then
     # taken by the snapshot holder (one connection instead of three)

@@ -173,6 +173,7 @@ def other_feeds(s: LocalSession, target: QualifiedName, oid: int, feed: Feed) ->
     state = state_table(target)
     if not usable(s, state, target):
         return []
+    ensure_feeds(s, state)
     params = {"target": target.name, "oid": oid, **feed_params(feed)}
     rows = s.fetchall("read other feeds", others_statement(state), params)
     return [Feed(*row) for row in rows]
@@ -285,9 +286,17 @@ def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
     earlier version's of the whole target) is dropped: its next run reads max(), its rows'. Another
     feed's rows are gone: its record starts again. (A rename swap's new table has another oid, which
     no record names: a feed behind read the replaced feed's max() and never copied its rows again.)"""
+    if forget(s, target, feed):
+        restart_other_feeds(s, target, None, feed)
+
+
+def forget(s: LocalSession, target: QualifiedName, feed: Feed) -> bool:
+    """Drop ``feed``'s record of ``target`` (and an earlier version's of the whole target, whose state
+    table is first given a record per feed, as every run using it does); False: no state table."""
     state = state_table(target)
     if not usable(s, state, target):
-        return
+        return False
+    ensure_feeds(s, state)
     s.execute(
         "forget recorded watermark",
         sql.SQL(
@@ -297,27 +306,57 @@ def replaced(s: LocalSession, target: QualifiedName, feed: Feed) -> None:
         {"target": target.name, **feed_params(feed)},
         quiet=True,
     )
-    restart_other_feeds(s, target, None, feed)
+    return True
 
 
-def storage_of(s: LocalSession, oid: int) -> tuple[int, int | None]:
-    """The table's (oid, :func:`storage`) now: what a record made now would describe."""
-    statement = sql.SQL("SELECT {}").format(storage(sql.SQL("%(oid)s::oid")))
-    return oid, s.fetchvalue("read target storage", statement, {"oid": oid})
+@dataclass(frozen=True)
+class TableFiles:
+    """A table's oid and the filenode of it and of each descendant (partitions, inheritance children
+    at any depth) as (relid, filenode) pairs: what a TRUNCATE, VACUUM FULL or CLUSTER changes."""
+
+    oid: int
+    files: tuple[tuple[int, int | None], ...]
+
+    def rewritten_in(self, now: TableFiles) -> bool:
+        """Whether ``now`` is another table, or one of these relations has another filenode in it
+        (emptied or rewritten). Relations added since (a partition made for new rows, a child a
+        routing trigger creates) or gone (a partition dropped by retention) do not count."""
+        current = dict(now.files)
+        return now.oid != self.oid or any(
+            relid in current and current[relid] != node for relid, node in self.files
+        )
+
+    def to_json(self) -> list[Any]:
+        return [self.oid, [list(f) for f in self.files]]
+
+    @classmethod
+    def from_json(cls, data: Any) -> TableFiles:
+        return cls(int(data[0]), tuple((int(relid), node) for relid, node in data[1]))
 
 
-def check_storage_unchanged(
-    s: LocalSession, target: QualifiedName, oid: int, start: tuple[int, int | None]
-) -> None:
-    """Refuse to record a run whose start was read from another table or storage than the one it
-    wrote into: rows below the start were copied into the table the run started from, and a TRUNCATE
-    (or a table dropped and made again) took them away; recorded now, the next run would start where
-    this one ended and never copy them again. Call it after the write: its lock keeps the table."""
-    if storage_of(s, oid) != start:
+TABLE_FILES_QUERY = sql.SQL(
+    "WITH RECURSIVE tree(relid) AS (SELECT %(oid)s::oid UNION "
+    "SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.relid) "
+    "SELECT relid::bigint, pg_catalog.pg_relation_filenode(relid)::bigint FROM tree ORDER BY 1"
+)
+
+
+def table_files(s: LocalSession, oid: int) -> TableFiles:
+    rows = s.fetchall("read target files", TABLE_FILES_QUERY, {"oid": oid})
+    return TableFiles(oid, tuple((int(relid), node) for relid, node in rows))
+
+
+def check_not_rewritten(s: LocalSession, target: QualifiedName, oid: int, start: TableFiles) -> None:
+    """Refuse to record a run whose start was read from another table than the one it wrote into, or
+    from one of its relations since emptied or rewritten: rows below the start were in it, a TRUNCATE
+    took them away, and recorded now the next run would start where this one ended and never copy
+    them again. Call it after the write: its lock keeps the table (a TRUNCATE of the table, of a
+    partition, waits for it)."""
+    if start.rewritten_in(table_files(s, oid)):
         raise FdwError(
-            f"{target} was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, a partition added or "
-            "dropped, or the table made again) while this copy ran, after it read where to start. Nothing "
-            "was changed; the next run starts from the table as it is then.",
+            f"{target} (or one of its partitions or children) was emptied or rewritten (TRUNCATE, VACUUM "
+            "FULL, CLUSTER, or the table made again) while this copy ran, after it read where to start. "
+            "Nothing was changed; the next run starts from the table as it is then.",
             step="check target storage",
         )
 
