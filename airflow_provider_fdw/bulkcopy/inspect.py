@@ -228,7 +228,7 @@ def check_watermark_comparable(
             "default is case-insensitive and ignores trailing spaces), not in PostgreSQL's, so rows would "
             "be skipped or copied again. Use a numeric, date or time watermark column. Nothing was changed."
         )
-    check_declared_types(s, name, source, column, found, declared)
+    check_declared_types(s, name, source, column, found, declared, log)
 
 
 def check_remote_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun) -> None:
@@ -246,7 +246,7 @@ def check_remote_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun) -
     assert run.watermark_type is not None  # read by inspect_tables for append/upsert
     with s.transaction():
         found = remote_column_types(s, run.source, p.watermark_column, copy.log, postgres=True)
-        check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type)
+        check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type, copy.log)
 
 
 def check_probed_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun, row: tuple[Any, ...]) -> None:
@@ -264,7 +264,7 @@ def check_probed_watermark_type(copy: BulkCopy, s: LocalSession, run: CopyRun, r
     else:
         found = [(run.source, [remote])]
     # the source's own type, already read: no statement
-    check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type)
+    check_declared_types(s, p.source, run.source, p.watermark_column, found, run.watermark_type, copy.log)
 
 
 def check_declared_types(
@@ -274,6 +274,7 @@ def check_declared_types(
     column: str,
     found: list[tuple[Table, list[ColumnType]]],
     source_type: watermark.WatermarkType,
+    log: Any,
 ) -> None:
     """Refuse a watermark column whose foreign tables (``found``: each with its remote column's types)
     declare a type holding fewer distinct values than the remote's, or ordering them otherwise: the
@@ -288,12 +289,28 @@ def check_declared_types(
     if [t.oid for t, _ in found] == [source.oid]:
         declared = {source.oid: from_catalog(source_type.oid, source_type.typmod)}
     else:
+        # Of the foreign tables a view reads (a join's, a subquery's too), the column comes from those
+        # declaring it of the view's own type (a union of timestamp(0) and timestamp(6) is a
+        # timestamp: the modifier may differ); a partition's is the partitioned table's.
         step = "read the watermark's declared types"
         rows = s.fetchall(step, q.DECLARED_TYPES_QUERY, ([t.oid for t, _ in found], column))
-        declared = {int(oid): from_catalog(int(typid), int(typmod)) for oid, typid, typmod in rows}
+        declared = {
+            int(oid): from_catalog(int(typid), int(typmod))
+            for oid, typid, typmod in rows
+            if int(typid) == source_type.oid
+        }
     for table, types in found:
-        here = declared.get(table.oid)
+        if table.oid not in declared:
+            continue
+        here = declared[table.oid]
         if here is None:
+            log.info(
+                "watermark_column %s of %s is %s, whose rounding against the remote's type is not known: "
+                "not compared.",
+                column,
+                name,
+                table.columns[column].type_sql,
+            )
             continue
         for remote in types:
             if remote.data_type == UNNAMED:
@@ -513,6 +530,13 @@ def _remote_types(s: LocalSession, source: Table, column: str, log: Any) -> list
             exc,
         )
         return []
+    if not rows:  # a materialized view (information_schema lists none), a column the role may not see
+        log.info(
+            "The remote does not describe %s.%s (a materialized view, or no privilege on the column): "
+            "its type is not compared with the declared one.",
+            ".".join(remote),
+            column,
+        )
     return sorted({from_remote(row, wrapper.remote_type_names) for row in rows}, key=repr)
 
 
