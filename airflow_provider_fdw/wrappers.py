@@ -320,6 +320,33 @@ def _postgres_probe(probe: str, server: str, options: Mapping[str, str]) -> tupl
     return create, read
 
 
+def _information_schema_column_probe(
+    probe: str,
+    server: str,
+    options: Mapping[str, str],
+    columns: sql.Composable,
+    table_options: sql.Composable,
+    select: sql.Composable,
+) -> tuple[sql.Composed, sql.Composed]:
+    """A session-local foreign table ``probe`` over a remote's information_schema columns view (its
+    wrapper's ``table_options``, ``columns`` besides the schema, table and column names) and the read
+    (``select``) of the row of the column ``options`` names (``dbname``, ``table_name``, ``column_name``)."""
+    create = sql.SQL(
+        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, {}) "
+        "SERVER {} OPTIONS ({})"
+    ).format(sql.Identifier(probe), columns, sql.Identifier(server), table_options)
+    read = sql.SQL(
+        "SELECT {} FROM pg_temp.{} WHERE table_schema = {} AND table_name = {} AND column_name = {}"
+    ).format(
+        select,
+        sql.Identifier(probe),
+        sql.Literal(options["dbname"]),
+        sql.Literal(options["table_name"]),
+        sql.Literal(options["column_name"]),
+    )
+    return create, read
+
+
 def _postgres_column_type_probe(
     probe: str, server: str, options: Mapping[str, str]
 ) -> tuple[sql.Composed, sql.Composed]:
@@ -327,21 +354,14 @@ def _postgres_column_type_probe(
     type of the column ``options`` names (``dbname``: the remote schema, ``table_name``,
     ``column_name``): data_type (a domain's base type), numeric_scale, datetime_precision,
     interval_type; no row when the remote role has no privilege on the column."""
-    create = sql.SQL(
-        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, "
-        "data_type text, numeric_scale integer, datetime_precision integer, interval_type text) "
-        "SERVER {} OPTIONS (schema_name 'information_schema', table_name 'columns')"
-    ).format(sql.Identifier(probe), sql.Identifier(server))
-    read = sql.SQL(
-        "SELECT data_type, numeric_scale, datetime_precision, interval_type FROM pg_temp.{} "
-        "WHERE table_schema = {} AND table_name = {} AND column_name = {}"
-    ).format(
-        sql.Identifier(probe),
-        sql.Literal(options["dbname"]),
-        sql.Literal(options["table_name"]),
-        sql.Literal(options["column_name"]),
+    return _information_schema_column_probe(
+        probe,
+        server,
+        options,
+        sql.SQL("data_type text, numeric_scale integer, datetime_precision integer, interval_type text"),
+        sql.SQL("schema_name 'information_schema', table_name 'columns'"),
+        sql.SQL("data_type, numeric_scale, datetime_precision, interval_type"),
     )
-    return create, read
 
 
 POSTGRES_FDW = Wrapper(
@@ -436,21 +456,14 @@ def _mysql_column_type_probe(
     """A session-local foreign table over ``information_schema.COLUMNS`` and a read of the MySQL type
     (``DATA_TYPE``, ``NUMERIC_SCALE``, ``DATETIME_PRECISION``; no interval type: NULL) of the column
     ``options`` names (``dbname``, ``table_name``, ``column_name``)."""
-    create = sql.SQL(
-        "CREATE FOREIGN TABLE pg_temp.{} (table_schema text, table_name text, column_name text, "
-        "data_type text, numeric_scale bigint, datetime_precision bigint) SERVER {} "
-        "OPTIONS (dbname 'information_schema', table_name 'COLUMNS')"
-    ).format(sql.Identifier(probe), sql.Identifier(server))
-    read = sql.SQL(
-        "SELECT pg_catalog.lower(data_type), numeric_scale, datetime_precision, NULL::text FROM pg_temp.{} "
-        "WHERE table_schema = {} AND table_name = {} AND column_name = {}"
-    ).format(
-        sql.Identifier(probe),
-        sql.Literal(options["dbname"]),
-        sql.Literal(options["table_name"]),
-        sql.Literal(options["column_name"]),
+    return _information_schema_column_probe(
+        probe,
+        server,
+        options,
+        sql.SQL("data_type text, numeric_scale bigint, datetime_precision bigint"),
+        sql.SQL("dbname 'information_schema', table_name 'COLUMNS'"),
+        sql.SQL("pg_catalog.lower(data_type), numeric_scale, datetime_precision, NULL::text"),
     )
-    return create, read
 
 
 # MySQL's DATA_TYPE -> the PostgreSQL type (information_schema.columns.data_type) of the same values
