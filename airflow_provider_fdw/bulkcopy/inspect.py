@@ -293,10 +293,10 @@ def check_declared_types(
         # declaring it of the view's own type (a union of timestamp(0) and timestamp(6) is a
         # timestamp: the modifier may differ); a partition's is the partitioned table's.
         step = "read the watermark's declared types"
-        rows = s.fetchall(step, q.DECLARED_TYPES_QUERY, ([t.oid for t, _ in found], column))
+        rows = s.fetchall(step, q.WATERMARK_TYPE_QUERY, ([t.oid for t, _ in found], column))
         declared = {
             int(oid): from_catalog(int(typid), int(typmod))
-            for oid, typid, typmod in rows
+            for oid, _, _, typid, typmod in rows
             if int(typid) == source_type.oid
         }
     for table, types in found:

@@ -78,10 +78,10 @@ class WatermarkType:
 
 
 def read_type(s: LocalSession, relation_oid: int, column: str) -> WatermarkType:
-    row = s.fetchone("read watermark type", q.WATERMARK_TYPE_QUERY, (relation_oid, column))
+    row = s.fetchone("read watermark type", q.WATERMARK_TYPE_QUERY, ([relation_oid], column))
     if row is None:  # the column was read from the same catalog just before
         raise FdwError(f"watermark column {column} vanished from the catalog.", step="read watermark type")
-    return WatermarkType(row[0], row[1], int(row[2]), int(row[3]))
+    return WatermarkType(row[1], row[2], int(row[3]), int(row[4]))
 
 
 # Interval text that is only a number: seconds to PostgreSQL, a number to whoever wrote it.

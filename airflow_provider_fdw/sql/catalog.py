@@ -143,29 +143,20 @@ COLLATABLE_COLUMN_QUERY = sql.SQL(
 )
 
 
-# The built-in type under a column's domains (no typmod: a lowered bound must not overflow or round
-# to it) and its category; NULL name for a type that is not built in (no other server knows it); and
-# that type's OID and the modifier it has there (the column's, or its innermost domain's).
+# Of one column of each of the relations (parameters: their OIDs, the column), per relation: the
+# built-in type under the column's domains (no typmod: a lowered bound must not overflow or round to
+# it) and its category, NULL name for a type that is not built in (no other server knows it); and that
+# type's OID and the modifier it has there (the column's, or its innermost domain's:
+# bulkcopy/watermark_types.py decodes them).
 WATERMARK_TYPE_QUERY = sql.SQL(
-    "WITH RECURSIVE d(oid, typmod, depth) AS ("
-    "  SELECT a.atttypid, a.atttypmod, 0 FROM pg_catalog.pg_attribute a "
-    "  WHERE a.attrelid = %s AND a.attname = %s "
-    "  UNION ALL SELECT t.typbasetype, t.typtypmod, d.depth + 1 FROM d "
-    "  JOIN pg_catalog.pg_type t ON t.oid = d.oid WHERE t.typtype = 'd') "
-    "SELECT CASE WHEN t.oid < 10000 THEN pg_catalog.format_type(t.oid, NULL) END, t.typcategory, "
-    "  t.oid, d.typmod "
-    "FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid ORDER BY d.depth DESC LIMIT 1"
-)
-
-# The same of one column of each of the relations (parameters: their OIDs, the column): relation,
-# type OID, modifier (bulkcopy/watermark_types.py decodes them).
-DECLARED_TYPES_QUERY = sql.SQL(
     "WITH RECURSIVE d(rel, oid, typmod, depth) AS ("
     "  SELECT a.attrelid, a.atttypid, a.atttypmod, 0 FROM pg_catalog.pg_attribute a "
     "  WHERE a.attrelid = ANY(%s::pg_catalog.oid[]) AND a.attname = %s AND NOT a.attisdropped "
     "  UNION ALL SELECT d.rel, t.typbasetype, t.typtypmod, d.depth + 1 FROM d "
     "  JOIN pg_catalog.pg_type t ON t.oid = d.oid WHERE t.typtype = 'd') "
-    "SELECT DISTINCT ON (d.rel) d.rel, d.oid, d.typmod FROM d ORDER BY d.rel, d.depth DESC"
+    "SELECT DISTINCT ON (d.rel) d.rel, CASE WHEN t.oid < 10000 THEN pg_catalog.format_type(t.oid, NULL) END, "
+    "  t.typcategory, t.oid, d.typmod "
+    "FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid ORDER BY d.rel, d.depth DESC"
 )
 
 
