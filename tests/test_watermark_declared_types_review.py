@@ -49,6 +49,14 @@ DOMAINS = (
     "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
 )
 
+
+def make_domains(pair) -> None:
+    """The DOMAINS on both servers (a domain column is declared with the same domain locally)."""
+    for statement in DOMAINS:
+        local(pair, statement)
+        remote(pair, statement)
+
+
 # remote column definitions of one table, every common watermark type
 IMPORTED_COLUMNS = [
     ("c_tstz", "timestamptz", "'2024-01-01 10:00:00+00'::timestamptz + n * interval '1.5 s'"),
@@ -74,9 +82,7 @@ IMPORTED_COLUMNS = [
 @pytest.fixture(scope="module")
 def imported(rvw):
     """A remote table with every common watermark type, imported with IMPORT FOREIGN SCHEMA."""
-    for d in DOMAINS:
-        local(rvw, d)
-        remote(rvw, d)
+    make_domains(rvw)
     name = f"imp_{uuid.uuid4().hex[:8]}"
     cols = ", ".join(f"{c} {t}" for c, t, _ in IMPORTED_COLUMNS)
     remote(rvw, f"CREATE TABLE {SCHEMA}.{name} (id bigint PRIMARY KEY, {cols})")
@@ -288,14 +294,12 @@ def logged_copy(source: str, target: str, **kwargs) -> dict:
         return hook.bulk_copy(plan_copy(source, target, **kwargs))
 
 
-def test_remote_matview_with_a_domain_column_declared_narrower_is_refused_or_logged(rvw, caplog):
-    """information_schema.columns has no materialized views: the remote type is unknown, so the
-    check must at least say it was skipped (the commit: "When the remote cannot say, the check is
-    logged and skipped")."""
+def test_a_remote_matview_whose_domain_column_is_declared_narrower_is_logged_as_not_compared(rvw, caplog):
+    """information_schema.columns has no materialized views: the remote type of the domain column is
+    unknown, so the check says it was skipped ("When the remote cannot say, the check is logged and
+    skipped")."""
     caplog.set_level(logging.INFO)
-    for d in DOMAINS:
-        local(rvw, d)
-        remote(rvw, d)
+    make_domains(rvw)
     base = RemoteTable(rvw, SCHEMA, SERVER, "id bigint, wm timestamp")
     base.remote("INSERT INTO {t} VALUES (1, '2024-01-01 10:00:00'), (2, '2024-01-01 10:00:05.4')")
     mv = f"mv_{uuid.uuid4().hex[:8]}"
@@ -315,21 +319,13 @@ def test_remote_matview_with_a_domain_column_declared_narrower_is_refused_or_log
         r=sql.Literal(SCHEMA),
         m=sql.Literal(mv),
     )
-    t = new_target()
-    try:
-        logged_copy(foreign, t, mode="append", watermark_column="wm")
-    except FdwConfigError:
-        return  # refused: fine
-    again = logged_copy(foreign, t, mode="append", watermark_column="wm")["rows"]
-    said = "not compared" in caplog.text or "Could not read" in caplog.text
-    assert said, (again, local(rvw, "SELECT id, wm FROM {t} ORDER BY id", t=t))
+    logged_copy(foreign, new_target(), mode="append", watermark_column="wm")
+    assert f"The remote does not describe {SCHEMA}.{mv}.wm" in caplog.text, caplog.text[-3000:]
 
 
 def test_unreadable_remote_information_schema_is_logged_and_the_copy_goes_on(rvw, caplog):
     caplog.set_level(logging.INFO)
-    for d in DOMAINS:
-        local(rvw, d)
-        remote(rvw, d)
+    make_domains(rvw)
     src = RemoteTable(rvw, SCHEMA, SERVER, "id bigint, wm public.rvw_ts3")
     src.remote("INSERT INTO {t} VALUES (1, '2024-01-01 10:00:00'), (2, '2024-01-01 10:00:05.4')")
     view = f"public.vi_{uuid.uuid4().hex[:8]}"
